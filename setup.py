@@ -1,0 +1,37 @@
+from setuptools import setup
+
+setup(
+    name="twistedq",
+    version="0.1.0",
+    description="A distributed task queue built on Twisted",
+    long_description=open("README", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    packages=[
+        "twistedq",
+        "twistedq.amqp",
+        "twistedq.backends",
+        "twistedq.worker",
+        "twisted.plugins",
+    ],
+    package_data={"twistedq.amqp": ["amqp0-9-1.xml"], "twistedq": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "Twisted>=24.7,<27",
+        "txAMQP>=0.8.2,<0.9",
+        "txredisapi>=1.4.10,<2",
+        "zope.interface>=5",
+    ],
+    extras_require={
+        "dev": ["ruff", "sphinx>=7", "hypothesis"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "License :: OSI Approved :: BSD License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
+)

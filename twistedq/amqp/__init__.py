@@ -1,0 +1,3 @@
+"""
+AMQP 0-9-1 through txAMQP: the one adapter between twistedq and the broker.
+"""

@@ -1,0 +1,490 @@
+"""
+The broker as twistedq uses it: a connection that stays up, the topology,
+a publisher with confirms and a consumer with manual acks.
+
+Everything that touches txAMQP goes through L{twistedq.amqp.protocol}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from txamqp.message import Message
+
+from twistedq.amqp.protocol import (
+    BrokerChannel,
+    BrokerDelegate,
+    BrokerProtocol,
+    load_spec,
+)
+from twistedq.message import CONTENT_TYPE, TaskMessage
+
+__all__ = [
+    "BrokerAddress",
+    "BrokerConnection",
+    "BrokerURLError",
+    "Consumer",
+    "Delivery",
+    "Publisher",
+    "PublishTimeout",
+    "Topology",
+]
+
+log = Logger()
+
+PERSISTENT = 2
+
+
+class BrokerURLError(ValueError):
+    """
+    A broker URL could not be understood.
+    """
+
+
+class PublishTimeout(Exception):
+    """
+    The broker did not confirm a publish in time.  The message may or may not
+    have been taken: publish it again with the same task id to be sure.
+
+    @ivar task_id: the id of the task whose publish is uncertain.
+    """
+
+    def __init__(self, task_id: str, seconds: float) -> None:
+        super().__init__(f"no confirm for task {task_id} within {seconds} s")
+        self.task_id = task_id
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """
+    Where the broker is and how to log in.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    username: str = "guest"
+    password: str = "guest"
+    vhost: str = "/"
+    heartbeat: int = 30
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        """
+        Parse C{amqp://user:password@host:port/vhost?heartbeat=30}.  The
+        vhost is the path without its leading slash, percent-decoded; an
+        empty path means C{/}.
+
+        @raise BrokerURLError: the URL is not an amqp URL.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "amqp":
+            raise BrokerURLError(f"broker URL must start with amqp://, not {url!r}")
+        if not parts.hostname:
+            raise BrokerURLError(f"broker URL {url!r} names no host")
+        try:
+            port = parts.port or 5672
+        except ValueError:
+            raise BrokerURLError(f"broker URL {url!r} has a bad port") from None
+        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        query = parse_qs(parts.query)
+        try:
+            heartbeat = int(query.get("heartbeat", ["30"])[0])
+            connect_timeout = float(query.get("connect_timeout", ["10"])[0])
+        except ValueError:
+            raise BrokerURLError(f"broker URL {url!r} has a bad query value") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username or "guest"),
+            password=unquote(parts.password or "guest"),
+            vhost=vhost,
+            heartbeat=heartbeat,
+            connect_timeout=connect_timeout,
+        )
+
+    def __str__(self) -> str:
+        return f"amqp://{self.username}@{self.host}:{self.port}/{self.vhost}"
+
+
+ConnectHook = Callable[[BrokerProtocol], Awaitable[Any]]
+
+
+class _ProtocolFactory(Factory):
+    def __init__(self, address: BrokerAddress, clock: Any) -> None:
+        self.address = address
+        self.clock = clock
+        self.spec = load_spec()
+
+    def buildProtocol(self, addr: Any) -> BrokerProtocol:
+        protocol = BrokerProtocol(
+            BrokerDelegate(),
+            self.address.vhost,
+            self.spec,
+            heartbeat=self.address.heartbeat,
+            clock=self.clock,
+        )
+        protocol.factory = self
+        return protocol
+
+
+class BrokerConnection(Service):
+    """
+    A connection to the broker that reconnects with backoff.  Each time it
+    connects it logs in and runs the connect hooks in order (declare the
+    topology, open channels, start consuming); only then is it handed out by
+    L{when_connected}.
+    """
+
+    def __init__(self, address: BrokerAddress, reactor: Any) -> None:
+        self.address = address
+        self.reactor = reactor
+        self._hooks: list[ConnectHook] = []
+        endpoint = HostnameEndpoint(
+            reactor, address.host, address.port, timeout=address.connect_timeout
+        )
+        self._client_service = ClientService(
+            endpoint,
+            _ProtocolFactory(address, reactor),
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    def add_connect_hook(self, hook: ConnectHook) -> None:
+        """
+        Run C{hook(protocol)} on every new connection, after logging in.
+        """
+        self._hooks.append(hook)
+
+    def _prepare(self, protocol: BrokerProtocol) -> defer.Deferred[None]:
+        async def prepare() -> None:
+            await protocol.authenticate(self.address.username, self.address.password)
+            for hook in self._hooks:
+                await hook(protocol)
+            log.info("Connected to {broker}", broker=str(self.address))
+
+        d = defer.Deferred.fromCoroutine(prepare())
+        d.addErrback(self._prepare_failed)
+        return d
+
+    def _prepare_failed(self, failure: Any) -> Any:
+        log.failure("Setting up the broker connection failed", failure)
+        return failure
+
+    def when_connected(self, fail_after: int | None = None) -> defer.Deferred[BrokerProtocol]:
+        """
+        A Deferred that fires with the connected, prepared protocol.
+
+        @param fail_after: fail after this many failed connection attempts
+            instead of waiting for ever.
+        """
+        return self._client_service.whenConnected(failAfterFailures=fail_after)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._client_service.startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        return self._client_service.stopService()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """
+    The exchange, queue and dead-letter queue that tasks travel through.
+    Declaring it is idempotent, so both the client and the daemon do it.
+    """
+
+    exchange: str = "twistedq"
+    queue: str = "twistedq"
+
+    @property
+    def routing_key(self) -> str:
+        return self.queue
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.exchange}.dead"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead"
+
+    async def declare(self, channel: BrokerChannel) -> None:
+        """
+        Declare the durable exchange and queue, bound by the queue's name,
+        and the dead-letter exchange and queue that rejected messages go to.
+        """
+        await channel.exchange_declare(
+            exchange=self.dead_letter_exchange, type="direct", durable=True
+        )
+        await channel.queue_declare(queue=self.dead_letter_queue, durable=True)
+        await channel.queue_bind(
+            queue=self.dead_letter_queue,
+            exchange=self.dead_letter_exchange,
+            routing_key=self.routing_key,
+        )
+        await channel.exchange_declare(exchange=self.exchange, type="direct", durable=True)
+        await channel.queue_declare(
+            queue=self.queue,
+            durable=True,
+            arguments={"x-dead-letter-exchange": self.dead_letter_exchange},
+        )
+        await channel.queue_bind(
+            queue=self.queue, exchange=self.exchange, routing_key=self.routing_key
+        )
+
+
+class Publisher:
+    """
+    Publishes task messages as persistent messages on a channel in confirm
+    mode: L{publish} fires once the broker has taken responsibility.
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        topology: Topology,
+        confirm_timeout: float = 30.0,
+    ) -> None:
+        self.connection = connection
+        self.topology = topology
+        self.confirm_timeout = confirm_timeout
+        self._channel: BrokerChannel | None = None
+        connection.add_connect_hook(self._connected)
+
+    async def _connected(self, protocol: BrokerProtocol) -> None:
+        channel = await protocol.open_channel()
+        await channel.enable_confirms()
+        await self.topology.declare(channel)
+        self._channel = channel
+
+    async def publish(self, message: TaskMessage) -> None:
+        """
+        Publish one task message and wait for the broker's confirm.
+
+        @raise PublishTimeout: no confirm within C{confirm_timeout} seconds.
+        @raise twistedq.amqp.protocol.PublishNacked: the broker refused it.
+        """
+        body = message.encode()
+        await self.connection.when_connected()
+        channel = self._channel
+        assert channel is not None
+        confirmed = channel.publish(
+            self.topology.exchange,
+            self.topology.routing_key,
+            body,
+            {
+                "content-type": CONTENT_TYPE,
+                "delivery-mode": PERSISTENT,
+                "message-id": message.id,
+            },
+        )
+        timeout = self.connection.reactor.callLater(
+            self.confirm_timeout, confirmed.cancel
+        )
+        try:
+            await confirmed
+        except defer.CancelledError:
+            raise PublishTimeout(message.id, self.confirm_timeout) from None
+        finally:
+            if timeout.active():
+                timeout.cancel()
+
+
+class Delivery:
+    """
+    One message received from the queue, to be acked or rejected once.
+
+    @ivar body: the message body, always C{bytes}.
+    @ivar redelivered: the broker delivered it before.
+    """
+
+    __slots__ = ("channel", "delivery_tag", "body", "properties", "redelivered", "_window")
+
+    def __init__(
+        self,
+        channel: BrokerChannel,
+        delivery_tag: int,
+        body: bytes,
+        properties: dict[str, Any],
+        redelivered: bool,
+        window: AckWindow,
+    ) -> None:
+        self.channel = channel
+        self.delivery_tag = delivery_tag
+        self.body = body
+        self.properties = properties
+        self.redelivered = redelivered
+        self._window = window
+
+    def ack(self) -> None:
+        """
+        Acknowledge it; consecutive acks are merged into one C{multiple} ack.
+        """
+        self._window.complete(self.delivery_tag)
+
+    def reject(self, requeue: bool) -> None:
+        """
+        Reject it: back to the queue, or (C{requeue=False}) to the
+        dead-letter queue.
+        """
+        self._window.reject(self.delivery_tag, requeue)
+
+
+class AckWindow:
+    """
+    The unacknowledged deliveries of one channel, in delivery order.
+
+    Acks are sent as one C{basic.ack} with C{multiple} for the longest run of
+    completed deliveries at the head of the window; a completed delivery
+    behind a running one is acked alone at once, so a long task never holds
+    finished ones back (and never fills the prefetch window with them).
+    """
+
+    RUNNING, DONE, SETTLED = 0, 1, 2
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._tags: deque[int] = deque()
+        self._state: dict[int, int] = {}
+
+    def add(self, delivery_tag: int) -> None:
+        self._tags.append(delivery_tag)
+        self._state[delivery_tag] = self.RUNNING
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def complete(self, delivery_tag: int) -> None:
+        if self._state.get(delivery_tag) != self.RUNNING:
+            return
+        self._state[delivery_tag] = self.DONE
+        self.flush()
+
+    def reject(self, delivery_tag: int, requeue: bool) -> None:
+        if self._state.get(delivery_tag) != self.RUNNING:
+            return
+        self._state[delivery_tag] = self.SETTLED
+        if not self.channel.closed:
+            self.channel.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Send the acks that can be sent now.
+        """
+        tags, state = self._tags, self._state
+        last_done = None
+        while tags and state[tags[0]] != self.RUNNING:
+            tag = tags.popleft()
+            if state.pop(tag) == self.DONE:
+                last_done = tag
+        closed = self.channel.closed
+        if last_done is not None and not closed:
+            self.channel.basic_ack(delivery_tag=last_done, multiple=True)
+        for tag, value in state.items():
+            if value == self.DONE:
+                state[tag] = self.SETTLED
+                if not closed:
+                    self.channel.basic_ack(delivery_tag=tag, multiple=False)
+
+
+class Consumer:
+    """
+    Consumes the task queue with manual acks and C{basic.qos}; hands each
+    L{Delivery} to C{on_delivery}.
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        topology: Topology,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+    ) -> None:
+        self.connection = connection
+        self.topology = topology
+        self.prefetch = prefetch
+        self.on_delivery = on_delivery
+        self._channel: BrokerChannel | None = None
+        self._window: AckWindow | None = None
+        self._tag: str | None = None
+        self.consuming = False
+        connection.add_connect_hook(self._connected)
+
+    async def _connected(self, protocol: BrokerProtocol) -> None:
+        channel = await protocol.open_channel()
+        await self.topology.declare(channel)
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        self._channel = channel
+        self._window = AckWindow(channel)
+        self._tag = f"twistedq-{uuid.uuid4()}"
+        protocol.consumers[self._tag] = self
+        await channel.basic_consume(
+            queue=self.topology.queue, consumer_tag=self._tag, no_ack=False
+        )
+        self.consuming = True
+        log.info(
+            "Consuming {queue} with prefetch {prefetch}",
+            queue=self.topology.queue, prefetch=self.prefetch,
+        )
+
+    # called by the delegate
+
+    def deliver(self, channel: BrokerChannel, message: Message) -> None:
+        window = self._window
+        assert window is not None
+        tag = message.delivery_tag
+        window.add(tag)
+        content = message.content
+        self.on_delivery(
+            Delivery(
+                channel, tag, content.body, content.properties,
+                message.redelivered, window,
+            )
+        )
+
+    def cancelled(self, channel: BrokerChannel, message: Message) -> None:
+        """
+        The broker cancelled us (the queue was deleted): declare the
+        topology again and consume anew.
+        """
+        self.consuming = False
+        protocol = channel.client
+
+        def again() -> defer.Deferred[None]:
+            return defer.Deferred.fromCoroutine(self._connected(protocol))
+
+        d = again()
+        d.addErrback(lambda f: log.failure("Could not consume again", f))
+
+    def connection_lost(self, reason: Any) -> None:
+        self.consuming = False
+
+    async def stop(self) -> None:
+        """
+        Stop receiving new deliveries; those already received stay ours to
+        finish and ack.
+        """
+        channel, tag = self._channel, self._tag
+        self.consuming = False
+        if channel is not None and tag is not None and not channel.closed:
+            channel.client.consumers.pop(tag, None)
+            try:
+                await channel.basic_cancel(consumer_tag=tag)
+            except Exception:
+                log.failure("basic.cancel failed")

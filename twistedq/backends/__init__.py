@@ -1,0 +1,3 @@
+"""
+Result backends: where results and failures are stored.
+"""

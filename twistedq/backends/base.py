@@ -1,0 +1,81 @@
+"""
+The result backend interface and how a backend is chosen from a URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+__all__ = ["IResultBackend", "BackendURLError", "backend_from_url", "DEFAULT_RESULT_TTL"]
+
+#: Results expire after a day unless configured otherwise.
+DEFAULT_RESULT_TTL = 24 * 60 * 60
+
+
+class BackendURLError(ValueError):
+    """
+    A result backend URL could not be understood.
+    """
+
+
+class IResultBackend(Interface):
+    """
+    A store of task outcomes, keyed by task id.  Values are the encoded
+    documents of L{twistedq.outcome}; a backend stores and returns them
+    as opaque bytes.
+    """
+
+    url = Attribute("The URL this backend was made from, password removed.")
+
+    def connect() -> Deferred[None]:
+        """
+        Start connecting; fires when the store can be used.
+        """
+
+    def store_results(results: Sequence[tuple[str, bytes]]) -> Deferred[None]:
+        """
+        Store several outcomes at once, as one round trip where the store
+        allows it.  Fires when all are durable in the store.
+        """
+
+    def get_result(task_id: str) -> Deferred[bytes | None]:
+        """
+        The stored outcome of a task, or L{None} if there is none.
+        """
+
+    def get_results(task_ids: Sequence[str]) -> Deferred[list[bytes | None]]:
+        """
+        The stored outcomes of several tasks, in order, L{None} where absent.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Release connections and threads.
+        """
+
+
+def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:
+    """
+    Build the backend a URL names: C{redis://host:port/db} or
+    C{sqlite:///path/to/file.sqlite3} (C{sqlite://} alone means
+    C{twistedq-results.sqlite3} in the working directory).
+
+    @raise BackendURLError: the URL names no known backend.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "redis":
+        from twistedq.backends.redis import RedisBackend
+
+        return RedisBackend.from_url(url, reactor, ttl=ttl)
+    if scheme == "sqlite":
+        from twistedq.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend.from_url(url, reactor, ttl=ttl)
+    raise BackendURLError(
+        f"unknown result backend {url!r}: use redis://host:port/db or sqlite:///path"
+    )

@@ -1,0 +1,86 @@
+"""
+Results in Redis, through txredisapi.
+
+Each outcome is one string key, C{<prefix><task id>}, written with C{SET ...
+EX ttl} so Redis expires it by itself.  Writes of one batch go out in one
+reactor turn on one connection, so they travel pipelined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import txredisapi
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twistedq.backends.base import DEFAULT_RESULT_TTL, BackendURLError, IResultBackend
+
+__all__ = ["RedisBackend"]
+
+
+@implementer(IResultBackend)
+class RedisBackend:
+    """
+    A result backend on a Redis server.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        password: str | None = None,
+        ttl: int = DEFAULT_RESULT_TTL,
+        prefix: str = "twistedq:result:",
+        pool_size: int = 1,
+    ) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.url = f"redis://{host}:{port}/{db}"
+        self._password = password
+        self.ttl = ttl
+        self.prefix = prefix
+        self.pool_size = pool_size
+        self._redis: Any = None
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> RedisBackend:
+        """
+        Build from C{redis://[:password@]host[:port][/db]}.
+        """
+        parts = urlsplit(url)
+        try:
+            db = int(parts.path[1:] or 0)
+            port = parts.port or 6379
+        except ValueError:
+            raise BackendURLError(f"bad redis URL {url!r}") from None
+        return cls(parts.hostname or "127.0.0.1", port, db, parts.password, ttl=ttl)
+
+    def connect(self) -> defer.Deferred[None]:
+        self._redis = txredisapi.lazyConnectionPool(
+            self.host, self.port, dbid=self.db, poolsize=self.pool_size,
+            reconnect=True, charset=None, password=self._password,
+            convertNumbers=False, connectTimeout=10, replyTimeout=30,
+        )
+        return self._redis._connected.addCallback(lambda _: None)
+
+    def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        redis, prefix, ttl = self._redis, self.prefix, self.ttl
+        writes = [redis.set(prefix + task_id, document, expire=ttl) for task_id, document in results]
+        return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)
+
+    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
+        return self._redis.get(self.prefix + task_id)
+
+    def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
+        if not task_ids:
+            return defer.succeed([])
+        return self._redis.mget([self.prefix + task_id for task_id in task_ids])
+
+    def close(self) -> defer.Deferred[None]:
+        if self._redis is None:
+            return defer.succeed(None)
+        redis, self._redis = self._redis, None
+        return redis.disconnect()

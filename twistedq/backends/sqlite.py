@@ -1,0 +1,131 @@
+"""
+Results in an SQLite file: the embedded default, needing no server.
+
+The database is reached through L{twisted.enterprise.adbapi} on one thread
+(SQLite has one writer at a time), in WAL mode so readers in other processes
+do not block the daemon's writes.  A batch of outcomes is one transaction.
+Expired rows are removed by L{SQLiteBackend.delete_expired}.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twistedq.backends.base import DEFAULT_RESULT_TTL, IResultBackend
+
+__all__ = ["SQLiteBackend", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "twistedq-results.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS twistedq_result (
+    task_id TEXT PRIMARY KEY,
+    document BLOB NOT NULL,
+    expires_at REAL NOT NULL
+)
+"""
+
+
+def _open(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute(_SCHEMA)
+    connection.commit()
+
+
+@implementer(IResultBackend)
+class SQLiteBackend:
+    """
+    A result backend in one SQLite file.
+    """
+
+    def __init__(self, path: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> None:
+        self.path = os.path.abspath(path)
+        self.url = f"sqlite:///{self.path}"
+        self.ttl = ttl
+        self._reactor = reactor
+        self._pool: adbapi.ConnectionPool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> SQLiteBackend:
+        """
+        Build from C{sqlite:///relative/path}, C{sqlite:////absolute/path} or
+        C{sqlite://} (the default file in the working directory).
+        """
+        path = unquote(urlsplit(url).path)
+        path = path[1:] if path.startswith("/") else path
+        return cls(path or DEFAULT_PATH, reactor, ttl=ttl)
+
+    def connect(self) -> defer.Deferred[None]:
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
+            cp_min=1, cp_max=1, cp_openfun=_open, cp_reactor=self._reactor,
+        )
+        return self._pool.runInteraction(lambda cursor: None)
+
+    def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        assert self._pool is not None
+        expires_at = time.time() + self.ttl
+        rows = [(task_id, document, expires_at) for task_id, document in results]
+
+        def write(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows
+                )
+
+        return self._pool.runWithConnection(write)
+
+    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
+        return self.get_results([task_id]).addCallback(lambda found: found[0])
+
+    def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
+        assert self._pool is not None
+        ids = list(task_ids)
+
+        def read(connection: sqlite3.Connection) -> list[bytes | None]:
+            found: dict[str, bytes] = {}
+            now = time.time()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for task_id, document in connection.execute(
+                    f"SELECT task_id, document FROM twistedq_result "
+                    f"WHERE task_id IN ({marks}) AND expires_at > ?",
+                    (*chunk, now),
+                ):
+                    found[task_id] = bytes(document)
+            return [found.get(task_id) for task_id in ids]
+
+        return self._pool.runWithConnection(read)
+
+    def delete_expired(self) -> defer.Deferred[int]:
+        """
+        Remove expired outcomes; fires with how many were removed.
+        """
+        assert self._pool is not None
+
+        def delete(connection: sqlite3.Connection) -> int:
+            with connection:
+                cursor = connection.execute(
+                    "DELETE FROM twistedq_result WHERE expires_at <= ?", (time.time(),)
+                )
+                return cursor.rowcount
+
+        return self._pool.runWithConnection(delete)
+
+    def close(self) -> defer.Deferred[None]:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+        return defer.succeed(None)

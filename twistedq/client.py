@@ -1,0 +1,190 @@
+"""
+Publishing tasks and reading their outcomes.
+
+L{AsyncClient} is the Twisted API; L{Client} is the blocking facade for
+Django and scripts, which runs an L{AsyncClient} on a reactor in a
+background thread (L{twistedq.reactor_thread}).  Both use the same AMQP
+adapter and result backends as the daemon.  A L{Client} may be shared by
+any number of threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twisted.internet import defer
+
+from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
+from twistedq.backends.base import IResultBackend, backend_from_url
+from twistedq.conf import Settings
+from twistedq.message import TaskMessage, new_task_id
+from twistedq.outcome import Outcome
+from twistedq.reactor_thread import ReactorThread, reactor_thread
+from twistedq.result import AsyncResult
+
+__all__ = ["AsyncClient", "Client", "default_client", "set_default_client"]
+
+
+class AsyncClient:
+    """
+    Publishes task messages with publisher confirms and reads outcomes, on
+    the reactor thread.  The broker connection is made once and kept (and
+    re-made after a failure).
+    """
+
+    def __init__(self, settings: Settings, reactor: Any, confirm_timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.connection = BrokerConnection(BrokerAddress.from_url(settings.broker_url), reactor)
+        self.publisher = Publisher(
+            self.connection,
+            Topology(exchange=settings.exchange, queue=settings.queue),
+            confirm_timeout=confirm_timeout,
+        )
+        self.backend: IResultBackend = backend_from_url(settings.result_backend, reactor)
+        self.backend.connect().addErrback(lambda f: None)
+        self.connection.startService()
+
+    def publish(self, message: TaskMessage) -> defer.Deferred[None]:
+        """
+        Publish one message; fires once the broker confirmed it.
+        """
+        return defer.Deferred.fromCoroutine(self.publisher.publish(message))
+
+    def publish_many(self, messages: Sequence[TaskMessage]) -> defer.Deferred[None]:
+        """
+        Publish several messages at once, all confirms awaited together.
+        """
+        return defer.gatherResults(
+            [self.publish(m) for m in messages], consumeErrors=True
+        ).addCallback(lambda _: None)
+
+    def get_outcomes(self, task_ids: Sequence[str]) -> defer.Deferred[list[Outcome]]:
+        """
+        The outcomes of several tasks (L{twistedq.states.PENDING} where none
+        is stored).
+        """
+        ids = list(task_ids)
+        d = self.backend.get_results(ids)
+        return d.addCallback(
+            lambda found: [Outcome.from_bytes(i, data) for i, data in zip(ids, found)]
+        )
+
+    def close(self) -> defer.Deferred[None]:
+        """
+        Close the broker connection and the result backend.
+        """
+        d = self.connection.stopService()
+        return d.addBoth(lambda _: self.backend.close())
+
+
+class Client:
+    """
+    The blocking client.
+
+    @ivar settings: where tasks and results go.
+    @ivar timeout: how long a publish may take, confirm included, before it
+        raises.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker_url: str | None = None,
+        result_backend: str | None = None,
+        queue: str | None = None,
+        timeout: float = 30.0,
+        thread: ReactorThread = reactor_thread,
+    ) -> None:
+        if settings is None:
+            settings = Settings.from_environment(
+                broker_url=broker_url, result_backend=result_backend, queue=queue
+            )
+        BrokerAddress.from_url(settings.broker_url)
+        self.settings = settings
+        self.timeout = timeout
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._async: AsyncClient | None = None
+
+    def _client(self) -> AsyncClient:
+        with self._lock:
+            if self._async is None:
+                self._async = self._thread.call(
+                    AsyncClient, self.settings, self._thread.reactor,
+                    confirm_timeout=self.timeout, timeout=self.timeout,
+                )
+            return self._async
+
+    def delay_task(self, task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
+        """
+        Publish a task by name and return its L{AsyncResult}; returns once
+        the broker has confirmed the message.
+        """
+        message = TaskMessage(id=new_task_id(), task=task_name, args=args, kwargs=kwargs)
+        self.publish(message)
+        return AsyncResult(message.id, self)
+
+    def publish(self, message: TaskMessage) -> None:
+        """
+        Publish one message and wait for the broker's confirm.
+        """
+        client = self._client()
+        self._thread.call(client.publish, message, timeout=self.timeout + 1)
+
+    def publish_many(self, messages: Iterable[TaskMessage]) -> None:
+        """
+        Publish many messages in one go (confirms awaited together).
+        """
+        client = self._client()
+        batch = list(messages)
+        self._thread.call(client.publish_many, batch, timeout=self.timeout + 1)
+
+    def get_outcome(self, task_id: str) -> Outcome:
+        """
+        The stored outcome of one task.
+        """
+        return self.get_outcomes([task_id])[0]
+
+    def get_outcomes(self, task_ids: Sequence[str]) -> list[Outcome]:
+        """
+        The stored outcomes of several tasks, in order.
+        """
+        client = self._client()
+        return self._thread.call(client.get_outcomes, list(task_ids), timeout=self.timeout)
+
+    def close(self) -> None:
+        """
+        Close the connections; the client reconnects if used again.
+        """
+        with self._lock:
+            client, self._async = self._async, None
+        if client is not None:
+            self._thread.call(client.close, timeout=self.timeout)
+
+
+_default_lock = threading.Lock()
+_default: Client | None = None
+
+
+def default_client() -> Client:
+    """
+    The process-wide client, configured from the environment on first use.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def set_default_client(client: Client | None) -> None:
+    """
+    Replace the process-wide client (L{None}: build it anew on next use).
+    """
+    global _default
+    with _default_lock:
+        _default = client

@@ -1,0 +1,54 @@
+"""
+Settings shared by the daemon and the client: defaults, overridden by the
+environment, overridden by explicit arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = ["Settings", "DEFAULT_BROKER_URL", "DEFAULT_RESULT_BACKEND"]
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_RESULT_BACKEND = "sqlite://"
+DEFAULT_STATUS_ENDPOINT = "tcp:8021:interface=127.0.0.1"
+
+_ENVIRONMENT = {
+    "broker_url": "TWISTEDQ_BROKER_URL",
+    "result_backend": "TWISTEDQ_RESULT_BACKEND",
+    "queue": "TWISTEDQ_QUEUE",
+    "exchange": "TWISTEDQ_EXCHANGE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    Where tasks and results go.
+
+    @ivar broker_url: C{amqp://user:password@host:port/vhost}.
+    @ivar result_backend: C{redis://host:port/db} or C{sqlite:///path}.
+    @ivar queue: the queue tasks are published to and consumed from.
+    @ivar exchange: the exchange tasks are published through.
+    """
+
+    broker_url: str = DEFAULT_BROKER_URL
+    result_backend: str = DEFAULT_RESULT_BACKEND
+    queue: str = "twistedq"
+    exchange: str = "twistedq"
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """
+        Defaults, then C{TWISTEDQ_BROKER_URL}, C{TWISTEDQ_RESULT_BACKEND},
+        C{TWISTEDQ_QUEUE} and C{TWISTEDQ_EXCHANGE}, then C{overrides} that
+        are not L{None}.
+        """
+        if environ is None:
+            environ = os.environ
+        values = {name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)

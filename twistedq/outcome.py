@@ -1,0 +1,213 @@
+"""
+The stored outcome of a task: one JSON document per task id, written by the
+daemon, read by clients and by the status resource.
+
+A success::
+
+    {"id": "...", "task": "add", "status": "SUCCESS", "result": 3,
+     "date_done": "2026-11-24T10:00:00.000000+00:00"}
+
+A failure keeps the exception's type, message, arguments and traceback::
+
+    {"id": "...", "task": "add", "status": "FAILURE", "result": null,
+     "exc": {"module": "builtins", "type": "ValueError",
+             "message": "bad", "args": ["bad"]},
+     "traceback": "Traceback (most recent call last): ...",
+     "date_done": "..."}
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import importlib
+import json
+import traceback as traceback_module
+from dataclasses import dataclass
+from typing import Any
+
+from twistedq.states import FAILURE, PENDING, READY_STATES, SUCCESS
+
+__all__ = [
+    "Outcome",
+    "RemoteTaskError",
+    "failure_document",
+    "success_document",
+    "status_document",
+]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def success_document(task_id: str, task: str, value: Any) -> bytes:
+    """
+    Encode the outcome of a task that returned C{value}.
+
+    @raise TypeError: C{value} is not a JSON value.
+    @raise ValueError: C{value} holds a float that JSON cannot carry.
+    """
+    return _dumps(
+        {"id": task_id, "task": task, "status": SUCCESS, "result": value,
+         "date_done": _now()}
+    )
+
+
+def _json_args(args: tuple[Any, ...]) -> list[Any] | None:
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return list(args)
+
+
+def failure_document(
+    task_id: str,
+    task: str,
+    exception: BaseException,
+    traceback: str | None = None,
+) -> bytes:
+    """
+    Encode the outcome of a task that raised C{exception}.
+    """
+    if traceback is None:
+        traceback = "".join(
+            traceback_module.format_exception(type(exception), exception, exception.__traceback__)
+        )
+    kind = type(exception)
+    return _dumps(
+        {
+            "id": task_id,
+            "task": task,
+            "status": FAILURE,
+            "result": None,
+            "exc": {
+                "module": kind.__module__,
+                "type": kind.__qualname__,
+                "message": str(exception),
+                "args": _json_args(exception.args),
+            },
+            "traceback": traceback,
+            "date_done": _now(),
+        }
+    )
+
+
+class RemoteTaskError(Exception):
+    """
+    Stands for an exception raised by a task whose class cannot be rebuilt
+    here (not importable, or not built from its arguments).
+
+    @ivar exc_module: the module of the original exception class.
+    @ivar exc_type: the qualified name of the original exception class.
+    @ivar traceback: the traceback text from the child process.
+    """
+
+    def __init__(self, exc_module: str, exc_type: str, message: str, traceback: str | None):
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_module = exc_module
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """
+    A parsed stored outcome.
+    """
+
+    task_id: str
+    status: str
+    result: Any = None
+    task: str | None = None
+    exc: dict[str, Any] | None = None
+    traceback: str | None = None
+    date_done: str | None = None
+
+    @classmethod
+    def pending(cls, task_id: str) -> Outcome:
+        """
+        The outcome of a task the store knows nothing of.
+        """
+        return cls(task_id=task_id, status=PENDING)
+
+    @classmethod
+    def from_bytes(cls, task_id: str, data: bytes | None) -> Outcome:
+        """
+        Parse a stored document; L{None} means pending.
+        """
+        if data is None:
+            return cls.pending(task_id)
+        document = json.loads(data)
+        return cls(
+            task_id=task_id,
+            status=document["status"],
+            result=document.get("result"),
+            task=document.get("task"),
+            exc=document.get("exc"),
+            traceback=document.get("traceback"),
+            date_done=document.get("date_done"),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.status in READY_STATES
+
+    def exception(self) -> BaseException:
+        """
+        Rebuild the exception the task raised: an instance of the original
+        class when it can be imported and built from its arguments, else a
+        L{RemoteTaskError}.  Either carries the child's traceback text as
+        C{remote_traceback}.
+        """
+        exc = self.exc or {}
+        module_name = exc.get("module", "builtins")
+        type_name = exc.get("type", "Exception")
+        message = exc.get("message", "")
+        args = exc.get("args")
+        rebuilt: BaseException | None = None
+        if args is not None:
+            try:
+                if module_name == "builtins":
+                    kind = getattr(builtins, type_name)
+                else:
+                    kind = importlib.import_module(module_name)
+                    for part in type_name.split("."):
+                        kind = getattr(kind, part)
+                if isinstance(kind, type) and issubclass(kind, Exception):
+                    rebuilt = kind(*args)
+            except Exception:
+                rebuilt = None
+        if rebuilt is None:
+            rebuilt = RemoteTaskError(module_name, type_name, message, self.traceback)
+        rebuilt.remote_traceback = self.traceback  # type: ignore[attr-defined]
+        return rebuilt
+
+
+def status_document(outcome: Outcome) -> dict[str, Any]:
+    """
+    The JSON of C{/celery/<task_id>/status/}, shared by the daemon's status
+    resource and the Django view::
+
+        {"task": {"id": ..., "status": ..., "result": ...}}
+
+    with C{exc} (the exception's class name) and C{traceback} added for a
+    failure, whose C{result} is the exception's message.
+    """
+    task: dict[str, Any] = {
+        "id": outcome.task_id,
+        "status": outcome.status,
+        "result": outcome.result,
+    }
+    if outcome.status == FAILURE:
+        exc = outcome.exc or {}
+        task["result"] = exc.get("message", "")
+        task["exc"] = exc.get("type", "Exception")
+        task["traceback"] = outcome.traceback
+    return {"task": task}

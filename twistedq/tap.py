@@ -1,0 +1,197 @@
+"""
+C{twistd twistedq}: the daemon's command line and its one composition root.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from twistedq.amqp.broker import (
+    BrokerAddress,
+    BrokerConnection,
+    BrokerURLError,
+    Consumer,
+    Topology,
+)
+from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
+from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings
+from twistedq.web import make_site_root
+from twistedq.worker.dispatcher import Dispatcher
+from twistedq.worker.pool import ProcessPool, ProcessStarter
+
+__all__ = ["Options", "makeService"]
+
+log = Logger()
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
+_positive.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd twistedq}.
+    """
+
+    synopsis = "[options]"
+    longdesc = "Run twistedq tasks from an AMQP queue in a pool of child processes."
+
+    optParameters = [
+        ["broker", "b", None,
+         "AMQP broker URL [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]"],
+        ["queue", "q", None, "Queue to consume [default: $TWISTEDQ_QUEUE or twistedq]"],
+        ["exchange", None, None, "Exchange tasks are published to [default: twistedq]"],
+        ["concurrency", "c", None, "Number of child processes [default: CPU count]", _positive],
+        ["result-backend", "r", None,
+         "Result store URL: redis://host:port/db or sqlite:///path "
+         "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]"],
+        ["status", "s", DEFAULT_STATUS_ENDPOINT,
+         "strports endpoint of the JSON status resource, or 'none'"],
+        ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
+        ["prefetch", None, None,
+         "Most unacknowledged messages held [default: concurrency * batch * 2]", _positive],
+    ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["tasks"] = []
+
+    def opt_tasks(self, modules: str) -> None:
+        """
+        Modules to import in every child; they register the tasks
+        (comma-separated; may be given more than once).
+        """
+        self["tasks"].extend(name.strip() for name in modules.split(",") if name.strip())
+
+    opt_t = opt_tasks
+
+    def postOptions(self) -> None:  # noqa: N802
+        settings = Settings.from_environment(
+            broker_url=self["broker"],
+            result_backend=self["result-backend"],
+            queue=self["queue"],
+            exchange=self["exchange"],
+        )
+        try:
+            self["broker-address"] = BrokerAddress.from_url(settings.broker_url)
+        except BrokerURLError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            from twisted.internet import reactor
+
+            backend_from_url(settings.result_backend, reactor)
+        except BackendURLError as e:
+            raise usage.UsageError(str(e)) from None
+        self["settings"] = settings
+        if self["concurrency"] is None:
+            self["concurrency"] = os.cpu_count() or 1
+        if self["prefetch"] is None:
+            self["prefetch"] = self["concurrency"] * self["batch"] * 2
+
+
+class _BackendService(Service):
+    """
+    Connects the result backend on start and closes it on stop.
+    """
+
+    def __init__(self, backend: IResultBackend) -> None:
+        self.backend = backend
+
+    def startService(self) -> None:  # noqa: N802
+        Service.startService(self)
+        self.backend.connect().addErrback(
+            lambda f: log.failure("Result store {url} unavailable", f, url=self.backend.url)
+        )
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+        return self.backend.close()
+
+
+class _PoolService(Service):
+    """
+    Starts the pool; stops the daemon if its children cannot start.
+    """
+
+    def __init__(self, pool: ProcessPool, reactor: Any) -> None:
+        self.pool = pool
+        self.reactor = reactor
+
+    def startService(self) -> None:  # noqa: N802
+        Service.startService(self)
+
+        def failed(failure: Any) -> None:
+            log.critical("The pool's children could not start; stopping. {why}",
+                         why=str(failure.value))
+            self.reactor.stop()
+
+        self.pool.startService().addErrback(failed)
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+        return self.pool.stopService()
+
+
+class _ConsumerService(Service):
+    """
+    On stop: stop consuming, then wait until everything received is stored
+    and acked.
+    """
+
+    def __init__(self, consumer: Consumer, dispatcher: Dispatcher) -> None:
+        self.consumer = consumer
+        self.dispatcher = dispatcher
+
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+
+        async def drain() -> None:
+            await self.consumer.stop()
+            await self.dispatcher.drain()
+            log.info("Drained: every task received was stored and acknowledged")
+
+        return defer.Deferred.fromCoroutine(drain())
+
+
+def makeService(options: Options) -> IService:  # noqa: N802
+    """
+    Build the daemon: result store, pool, broker connection, consumer and
+    status site under one L{MultiService}.  They stop in reverse order:
+    the status site, the consumer (draining), the connection, the pool, the
+    store.
+    """
+    from twisted.internet import reactor
+
+    settings: Settings = options["settings"]
+    backend = backend_from_url(settings.result_backend, reactor)
+    pool = ProcessPool(ProcessStarter(reactor, options["tasks"]), options["concurrency"], reactor)
+    dispatcher = Dispatcher(pool, backend, max_batch=options["batch"])
+    pool.on_idle = dispatcher.pump
+    connection = BrokerConnection(options["broker-address"], reactor)
+    topology = Topology(exchange=settings.exchange, queue=settings.queue)
+    consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
+
+    daemon = MultiService()
+    _BackendService(backend).setServiceParent(daemon)
+    _PoolService(pool, reactor).setServiceParent(daemon)
+    connection.setServiceParent(daemon)
+    _ConsumerService(consumer, dispatcher).setServiceParent(daemon)
+    if options["status"] != "none":
+        site = Site(make_site_root(backend))
+        site.noisy = False
+        strports.service(options["status"], site).setServiceParent(daemon)
+    return daemon

@@ -1,0 +1,31 @@
+"""
+The seed-compatible task API: C{tasks} (the default registry) and
+C{delay_task}.
+
+These module-level names are thin facades over a default
+L{twistedq.registry.TaskRegistry} and a default
+L{twistedq.client.Client}; code that wants its own passes those around
+instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
+
+__all__ = ["tasks", "delay_task", "AlreadyRegistered", "NotRegistered"]
+
+#: The default task registry, filled by the C{tasks.register(...)} calls of
+#: task modules.
+tasks = TaskRegistry()
+
+
+def delay_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
+    """
+    Publish a task by name through the default client and return its
+    L{twistedq.client.AsyncResult}.
+    """
+    from twistedq.client import default_client
+
+    return default_client().delay_task(task_name, *args, **kwargs)

@@ -1,0 +1,4 @@
+"""
+The daemon's worker side: the dispatcher, the process pool and the child's
+entry point.
+"""

@@ -1,0 +1,132 @@
+"""
+The entry point of a pool child: C{python -m twistedq.worker.child}.
+
+The child imports the task modules once, then answers AMP commands from the
+daemon on file descriptors 3 (in) and 4 (out), so task code may print to
+stdout and stderr freely: the daemon logs both under the child's name.  It
+exits when the daemon closes the pipe, so it cannot outlive the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from twisted.protocols import amp
+
+from twistedq.message import MessageError, TaskMessage
+from twistedq.outcome import failure_document, success_document
+from twistedq.registry import TaskRegistry, import_task_modules
+from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
+
+__all__ = ["TaskRunner", "ChildLocator", "main"]
+
+AMP_IN_FD = 3
+AMP_OUT_FD = 4
+
+
+class TaskRunner:
+    """
+    Runs task messages against a registry and turns whatever happens into
+    an outcome document.
+    """
+
+    def __init__(self, registry: TaskRegistry) -> None:
+        self.registry = registry
+
+    def run(self, body: bytes) -> bytes:
+        """
+        Run one encoded task message; never raises.
+        """
+        try:
+            message = TaskMessage.decode(body)
+        except MessageError as e:
+            return failure_document("", "", e, traceback="")
+        try:
+            function = self.registry[message.task]
+        except KeyError as e:
+            return failure_document(message.id, message.task, e, traceback="")
+        try:
+            value = function(*message.args, **message.kwargs)
+        except (Exception, SystemExit) as e:
+            return failure_document(message.id, message.task, e)
+        try:
+            return success_document(message.id, message.task, value)
+        except (TypeError, ValueError) as e:
+            return failure_document(
+                message.id, message.task,
+                TypeError(f"the task's return value is not a JSON value: {e}"),
+                traceback="",
+            )
+
+
+class ChildLocator(amp.CommandLocator):
+    """
+    The child's AMP responders.
+    """
+
+    def __init__(self, runner: TaskRunner, stop: Any) -> None:
+        self.runner = runner
+        self.stop = stop
+
+    @Hello.responder
+    def hello(self) -> dict[str, Any]:
+        names = sorted(self.runner.registry.get_all())
+        return {"pid": os.getpid(), "tasks": json.dumps(names).encode()}
+
+    @RunTasks.responder
+    def run_tasks(self, bodies: bytes) -> dict[str, Any]:
+        run = self.runner.run
+        return {"outcomes": pack([run(body) for body in unpack(bodies)])}
+
+    @Shutdown.responder
+    def shutdown(self) -> dict[str, Any]:
+        self.stop()
+        return {}
+
+
+class _ChildAMP(amp.AMP):
+    def __init__(self, locator: ChildLocator, on_lost: Any) -> None:
+        amp.AMP.__init__(self, locator=locator)
+        self._on_lost = on_lost
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        amp.AMP.connectionLost(self, reason)
+        self._on_lost()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Import the task modules and serve the daemon until it goes away.
+    """
+    parser = argparse.ArgumentParser(prog="twistedq.worker.child")
+    parser.add_argument("--name", default="Process")
+    parser.add_argument("--tasks", action="append", default=[])
+    options = parser.parse_args(argv)
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"[%(asctime)s: %(levelname)s/{options.name}] %(message)s",
+    )
+    from twisted.internet import reactor, stdio
+
+    from twistedq.task import tasks
+
+    import_task_modules(options.tasks)
+
+    def stop() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+
+    protocol = _ChildAMP(ChildLocator(TaskRunner(tasks), stop), stop)
+    stdio.StandardIO(protocol, stdin=AMP_IN_FD, stdout=AMP_OUT_FD)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""
+The AMP commands between the daemon and its child processes.
+
+One AMP value holds at most 65,535 bytes; L{ChunkedBytes} carries values of
+any size by splitting them over several keys, so large arguments and
+results travel in the same call.  Batches of task bodies and of outcome
+documents are packed by L{pack}/L{unpack} as length-prefixed records, so
+nothing is parsed or re-encoded on the way.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.protocols import amp
+
+__all__ = [
+    "ChunkedBytes",
+    "Hello",
+    "RunTasks",
+    "Shutdown",
+    "pack",
+    "unpack",
+]
+
+_CHUNK = 0xFFFF
+_LENGTH = struct.Struct("!I")
+
+
+class ChunkedBytes(amp.Argument):
+    """
+    A C{bytes} value of any size, sent as C{name}, C{name.1}, C{name.2} ...
+    each at most one AMP value long.
+    """
+
+    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:  # noqa: N802
+        value = objects[name.decode("ascii")]
+        strings[name] = value[:_CHUNK]
+        for index, start in enumerate(range(_CHUNK, len(value), _CHUNK), 1):
+            strings[name + b".%d" % index] = value[start : start + _CHUNK]
+
+    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:  # noqa: N802
+        parts = [strings[name]]
+        index = 1
+        while (key := name + b".%d" % index) in strings:
+            parts.append(strings[key])
+            index += 1
+        objects[name.decode("ascii")] = b"".join(parts)
+
+
+def pack(records: Iterable[bytes]) -> bytes:
+    """
+    Join byte strings into one, each preceded by its length.
+    """
+    return b"".join(_LENGTH.pack(len(record)) + record for record in records)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """
+    Split what L{pack} joined.
+
+    @raise ValueError: the data is not a sequence of records.
+    """
+    records = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise ValueError("truncated record length")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise ValueError("truncated record")
+        records.append(data[offset : offset + length])
+        offset += length
+    return records
+
+
+class Hello(amp.Command):
+    """
+    Asked of a child once it started: who it is and what it can run.
+    """
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response = [
+        (b"pid", amp.Integer()),
+        (b"tasks", ChunkedBytes()),
+    ]
+
+
+class RunTasks(amp.Command):
+    """
+    Run a batch of tasks, one after the other, in the child.
+
+    C{bodies} is L{pack}ed message bodies; the answer C{outcomes} is the
+    L{pack}ed outcome documents, in the same order.  A task's own exception
+    is an outcome, not an AMP error.
+    """
+
+    arguments = [(b"bodies", ChunkedBytes())]
+    response = [(b"outcomes", ChunkedBytes())]
+
+
+class Shutdown(amp.Command):
+    """
+    Ask a child to exit once its current work is done.
+    """
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response: list[tuple[bytes, amp.Argument]] = []
+    requiresAnswer = False

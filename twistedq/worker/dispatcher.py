@@ -1,0 +1,158 @@
+"""
+The dispatcher: from a delivery to a stored, acknowledged outcome.
+
+For each delivery: validate it, queue it, hand batches to idle children,
+store the outcomes (one pipelined write per batch) and only then ack.  A
+message that is not a valid task message goes to the dead-letter queue
+with one log line; a batch whose child died goes back to the queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedq.backends.base import IResultBackend
+from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
+from twistedq.outcome import Outcome
+
+__all__ = ["Dispatcher"]
+
+log = Logger()
+
+
+class _Delivery(Protocol):
+    body: bytes
+    redelivered: bool
+
+    def ack(self) -> None: ...
+
+    def reject(self, requeue: bool) -> None: ...
+
+
+class _Pool(Protocol):
+    @property
+    def idle_count(self) -> int: ...
+
+    def run_batch(self, bodies: list[bytes]) -> defer.Deferred[list[bytes]]: ...
+
+
+class Dispatcher:
+    """
+    Feeds the pool from the deliveries and settles each delivery after its
+    outcome is stored.
+
+    @ivar max_batch: the most tasks sent to one child in one call.
+    """
+
+    def __init__(self, pool: _Pool, backend: IResultBackend, max_batch: int = 8,
+                 max_body_size: int = MAX_BODY_SIZE) -> None:
+        self.pool = pool
+        self.backend = backend
+        self.max_batch = max_batch
+        self.max_body_size = max_body_size
+        self._pending: deque[tuple[_Delivery, TaskMessage]] = deque()
+        self._in_flight: set[defer.Deferred[None]] = set()
+        self.completed = 0
+        self.failed = 0
+        self.rejected = 0
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def deliver(self, delivery: _Delivery) -> None:
+        """
+        Take one delivery from the consumer.
+        """
+        try:
+            message = TaskMessage.decode(delivery.body, self.max_body_size)
+        except MessageError as e:
+            self.rejected += 1
+            log.error("Dead-lettered a malformed message: {why}", why=str(e))
+            delivery.reject(requeue=False)
+            return
+        self._pending.append((delivery, message))
+        self.pump()
+
+    def pump(self) -> None:
+        """
+        Hand queued tasks to idle children, spread evenly over them.
+        """
+        pending = self._pending
+        while pending:
+            idle = self.pool.idle_count
+            if idle <= 0:
+                return
+            size = min(self.max_batch, -(-len(pending) // idle))
+            batch = [pending.popleft() for _ in range(size)]
+            d = self.pool.run_batch([delivery.body for delivery, _ in batch])
+            d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+            self._track(d)
+
+    def _track(self, d: defer.Deferred[Any]) -> None:
+        self._in_flight.add(d)
+
+        def done(result: Any) -> Any:
+            self._in_flight.discard(d)
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure("Unexpected dispatcher error", f))
+
+    def _ran(self, outcomes: list[bytes], batch: list[tuple[_Delivery, TaskMessage]]) -> defer.Deferred[None]:
+        if len(outcomes) != len(batch):
+            raise RuntimeError(f"child answered {len(outcomes)} outcomes for {len(batch)} tasks")
+        rows = [(message.id, outcome) for (_, message), outcome in zip(batch, outcomes)]
+        d = self.backend.store_results(rows)
+
+        def stored(_: None) -> None:
+            for delivery, _message in batch:
+                delivery.ack()
+            self.completed += len(batch)
+            for (_, message), outcome in zip(batch, outcomes):
+                # The top-level status is the first "status" key written.
+                if outcome.find(b'"status":"') == outcome.find(b'"status":"FAILURE"'):
+                    self.failed += 1
+                    self._log_failure(message, outcome)
+
+        def not_stored(failure: Failure) -> None:
+            log.failure(
+                "Could not store {count} outcomes; their messages go back to the queue",
+                failure, count=len(batch),
+            )
+            for delivery, _message in batch:
+                delivery.reject(requeue=True)
+
+        return d.addCallbacks(stored, not_stored)
+
+    def _log_failure(self, message: TaskMessage, outcome: bytes) -> None:
+        parsed = Outcome.from_bytes(message.id, outcome)
+        exc = parsed.exc or {}
+        log.warn(
+            "Task {task}[{id}] raised {type}: {text}",
+            task=message.task, id=message.id,
+            type=exc.get("type"), text=exc.get("message"),
+        )
+
+    def _lost(self, failure: Failure, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
+        log.error(
+            "{count} tasks go back to the queue: {why}",
+            count=len(batch), why=str(failure.value),
+        )
+        for delivery, _message in batch:
+            delivery.reject(requeue=True)
+
+    def drain(self) -> defer.Deferred[None]:
+        """
+        Fire when every batch handed out so far is stored and settled.
+        Tasks still queued here are returned to the broker.
+        """
+        while self._pending:
+            delivery, _message = self._pending.popleft()
+            delivery.reject(requeue=True)
+        return defer.DeferredList(list(self._in_flight)).addCallback(lambda _: None)

@@ -1,0 +1,336 @@
+"""
+The process pool: child processes started with C{spawnProcess}, each
+driven over AMP on its file descriptors 3 and 4, each running one batch of
+tasks at a time.
+
+Starting a process sits behind L{IChildStarter}, so the pool's logic is
+tested with an in-memory starter and a L{twisted.internet.task.Clock}.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, error
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
+
+__all__ = [
+    "Child",
+    "ChildLost",
+    "IChildStarter",
+    "ProcessPool",
+    "ProcessStarter",
+]
+
+log = Logger()
+
+
+class ChildLost(Exception):
+    """
+    A child process ended while it ran a batch.
+    """
+
+
+class Child:
+    """
+    One running child: its name, its AMP connection and a Deferred that
+    fires when its process has ended.
+    """
+
+    def __init__(self, name: str, protocol: amp.AMP, ended: defer.Deferred[Any],
+                 kill: Callable[[], None]) -> None:
+        self.name = name
+        self.protocol = protocol
+        self.ended = ended
+        self.kill = kill
+        self.pid: int | None = None
+        self.tasks: frozenset[str] = frozenset()
+        self.batches = 0
+        self.alive = True
+
+
+class IChildStarter(Interface):
+    """
+    Starts child processes.
+    """
+
+    def start(name: str) -> defer.Deferred[Child]:
+        """
+        Start a child called C{name}; fire with it once it answered
+        L{Hello}.
+        """
+
+
+class _PipeTransport:
+    """
+    The transport of the daemon's side of a child's AMP connection: writes
+    go to the child's file descriptor 3.
+    """
+
+    disconnecting = False
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+
+    def write(self, data: bytes) -> None:
+        self.process.writeToChild(3, data)
+
+    def writeSequence(self, data: Sequence[bytes]) -> None:  # noqa: N802
+        self.process.writeToChild(3, b"".join(data))
+
+    def loseConnection(self) -> None:  # noqa: N802
+        self.disconnecting = True
+        self.process.closeChildFD(3)
+
+    def getPeer(self) -> str:  # noqa: N802
+        return f"child process {self.process.pid}"
+
+    def getHost(self) -> str:  # noqa: N802
+        return "twistedq daemon"
+
+
+class _ChildProcessProtocol(ProcessProtocol):
+    def __init__(self, name: str, protocol: amp.AMP) -> None:
+        self.name = name
+        self.amp = protocol
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+        self._partial = {1: b"", 2: b""}
+        self._amp_lost = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.transport.closeStdin()
+        self.amp.makeConnection(_PipeTransport(self.transport))
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802
+        if fd == 4:
+            self.amp.dataReceived(data)
+            return
+        lines = (self._partial.get(fd, b"") + data).split(b"\n")
+        self._partial[fd] = lines.pop()
+        for line in lines:
+            self._log_line(fd, line)
+
+    def _log_line(self, fd: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if text:
+            log.info("{child} {stream}: {line}", child=self.name,
+                     stream="stdout" if fd == 1 else "stderr", line=text)
+
+    def childConnectionLost(self, fd: int) -> None:  # noqa: N802
+        if fd == 4:
+            self._lose_amp(Failure(error.ConnectionDone("child closed its AMP pipe")))
+
+    def _lose_amp(self, reason: Failure) -> None:
+        if not self._amp_lost:
+            self._amp_lost = True
+            self.amp.connectionLost(reason)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        for fd, rest in self._partial.items():
+            if rest:
+                self._log_line(fd, rest)
+        self._lose_amp(reason)
+        self.ended.callback(reason.value)
+
+
+@implementer(IChildStarter)
+class ProcessStarter:
+    """
+    Starts children as real processes: the same Python, the daemon's
+    C{sys.path}, importing C{task_modules} once.
+    """
+
+    def __init__(self, reactor: Any, task_modules: Sequence[str],
+                 python: str = sys.executable) -> None:
+        self.reactor = reactor
+        self.task_modules = list(task_modules)
+        self.python = python
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, name: str) -> defer.Deferred[Child]:
+        protocol = amp.AMP()
+        process_protocol = _ChildProcessProtocol(name, protocol)
+        args = [self.python, "-m", "twistedq.worker.child", "--name", name]
+        for module in self.task_modules:
+            args += ["--tasks", module]
+        transport = self.reactor.spawnProcess(
+            process_protocol, self.python, args, env=self._environment(),
+            childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"},
+        )
+
+        def kill() -> None:
+            try:
+                transport.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
+
+        child = Child(name, protocol, process_protocol.ended, kill)
+        return _greet(child)
+
+
+def _greet(child: Child) -> defer.Deferred[Child]:
+    """
+    Ask a new child L{Hello}; fire with it, or fail if it ended first.
+    """
+
+    def greeted(response: dict[str, Any]) -> Child:
+        child.pid = response["pid"]
+        child.tasks = frozenset(json.loads(response["tasks"]))
+        return child
+
+    def failed(failure: Failure) -> Failure:
+        child.kill()
+        return Failure(ChildLost(f"{child.name} ended before it was ready: {failure.value}"))
+
+    return child.protocol.callRemote(Hello).addCallbacks(greeted, failed)
+
+
+class ProcessPool(Service):
+    """
+    A fixed number of children.  L{run_batch} hands a batch of task bodies
+    to an idle child; a child that ends is replaced at once.
+
+    @ivar on_idle: called whenever a child becomes idle (the dispatcher
+        uses it to hand out more work).
+    """
+
+    def __init__(self, starter: IChildStarter, size: int, clock: Any,
+                 shutdown_timeout: float = 10.0) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one child")
+        self.starter = starter
+        self.size = size
+        self.clock = clock
+        self.shutdown_timeout = shutdown_timeout
+        self.on_idle: Callable[[], None] = lambda: None
+        self.children: list[Child] = []
+        self._idle: list[Child] = []
+        self._names = itertools.count(1)
+        self._starting = 0
+        self.restarts = 0
+        self.batches_run = 0
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]  # noqa: N802
+        """
+        Start every child; the Deferred fires when all are ready.
+        """
+        Service.startService(self)
+        return defer.gatherResults(
+            [self._start_child() for _ in range(self.size)], consumeErrors=True
+        ).addCallback(lambda _: None)
+
+    def _start_child(self) -> defer.Deferred[None]:
+        name = f"Process-{next(self._names)}"
+        self._starting += 1
+
+        def started(child: Child) -> None:
+            self._starting -= 1
+            if not self.running:
+                child.protocol.callRemote(Shutdown)
+                return
+            self.children.append(child)
+            child.ended.addBoth(self._child_ended, child)
+            self._idle.append(child)
+            log.info("Started {name} (pid {pid})", name=child.name, pid=child.pid)
+            self.on_idle()
+
+        def failed(failure: Failure) -> Failure:
+            self._starting -= 1
+            log.failure("Could not start {name}", failure, name=name)
+            return failure
+
+        return self.starter.start(name).addCallbacks(started, failed)
+
+    def _child_ended(self, reason: Any, child: Child) -> None:
+        child.alive = False
+        if child in self.children:
+            self.children.remove(child)
+        if child in self._idle:
+            self._idle.remove(child)
+        if self.running:
+            log.warn("{name} ended unexpectedly ({reason}); starting another",
+                     name=child.name, reason=reason)
+            self.restarts += 1
+            self._restart_later()
+
+    def _restart_later(self) -> None:
+        delay = 0 if self.restarts < 5 else min(5.0, 0.1 * self.restarts)
+
+        def restart() -> None:
+            if self.running and len(self.children) + self._starting < self.size:
+                self._start_child().addErrback(lambda f: self._restart_later())
+
+        self.clock.callLater(delay, restart)
+
+    def run_batch(self, bodies: Sequence[bytes]) -> defer.Deferred[list[bytes]]:
+        """
+        Run encoded task messages on an idle child; fire with their outcome
+        documents in order.
+
+        @raise RuntimeError: no child is idle (check L{idle_count}).
+        @return: a Deferred that fails with L{ChildLost} if the child ends
+            first.
+        """
+        if not self._idle:
+            raise RuntimeError("no idle child")
+        child = self._idle.pop()
+        d = child.protocol.callRemote(RunTasks, bodies=pack(bodies))
+
+        def ran(response: dict[str, Any]) -> list[bytes]:
+            child.batches += 1
+            self.batches_run += 1
+            if child.alive:
+                self._idle.append(child)
+            return unpack(response["outcomes"])
+
+        def lost(failure: Failure) -> Failure:
+            child.kill()
+            return Failure(ChildLost(f"{child.name} was lost running a batch: {failure.value}"))
+
+        d.addCallbacks(ran, lost)
+        d.addBoth(self._became_idle)
+        return d
+
+    def _became_idle(self, result: Any) -> Any:
+        self.on_idle()
+        return result
+
+    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]  # noqa: N802
+        """
+        Ask every child to exit, kill those still alive after
+        C{shutdown_timeout} seconds, fire when all have ended.
+        """
+        Service.stopService(self)
+        waits = []
+        for child in list(self.children):
+            child.protocol.callRemote(Shutdown)
+            timer = self.clock.callLater(self.shutdown_timeout, child.kill)
+            waits.append(child.ended.addBoth(_cancel_timer, timer))
+        return defer.gatherResults(waits).addCallback(lambda _: None)
+
+
+def _cancel_timer(result: Any, timer: Any) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
