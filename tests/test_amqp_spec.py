@@ -13,14 +13,10 @@ from txamqp.content import Content
 from txamqp.protocol import AMQChannel, FrameReceiver
 from txamqp.spec import load
 
-SPEC_PATH = (
-    Path(__file__).resolve().parent.parent / "twistedq" / "amqp" / "amqp0-9-1.xml"
-)
+SPEC_PATH = Path(__file__).resolve().parent.parent / "twistedq" / "amqp" / "amqp0-9-1.xml"
 
 # RabbitMQ's 0-9-1 file as packaged by Debian's amqp-specs.
-DEBIAN_SPEC_PATH = Path(
-    "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
-)
+DEBIAN_SPEC_PATH = Path("/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml")
 
 CLASSES = {
     "connection": 10,
@@ -53,70 +49,104 @@ BASIC_PROPERTIES = [
 METHODS = {
     ("connection", "open"): (
         40,
-        [("virtual-host", "shortstr"), ("reserved-1", "shortstr"),
-         ("reserved-2", "bit")],
+        [("virtual-host", "shortstr"), ("reserved-1", "shortstr"), ("reserved-2", "bit")],
         True,
         False,
     ),
     ("connection", "blocked"): (60, [("reason", "shortstr")], False, False),
     ("connection", "unblocked"): (61, [], False, False),
     ("connection", "update-secret"): (
-        70, [("new-secret", "longstr"), ("reason", "shortstr")], True, False,
+        70,
+        [("new-secret", "longstr"), ("reason", "shortstr")],
+        True,
+        False,
     ),
     ("connection", "update-secret-ok"): (71, [], True, False),
     ("channel", "open"): (10, [("reserved-1", "shortstr")], True, False),
     ("channel", "open-ok"): (11, [("reserved-1", "longstr")], True, False),
     ("exchange", "declare"): (
         10,
-        [("reserved-1", "short"), ("exchange", "shortstr"), ("type", "shortstr"),
-         ("passive", "bit"), ("durable", "bit"), ("auto-delete", "bit"),
-         ("internal", "bit"), ("nowait", "bit"), ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("exchange", "shortstr"),
+            ("type", "shortstr"),
+            ("passive", "bit"),
+            ("durable", "bit"),
+            ("auto-delete", "bit"),
+            ("internal", "bit"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("exchange", "bind"): (
         30,
-        [("reserved-1", "short"), ("destination", "shortstr"),
-         ("source", "shortstr"), ("routing-key", "shortstr"), ("nowait", "bit"),
-         ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("destination", "shortstr"),
+            ("source", "shortstr"),
+            ("routing-key", "shortstr"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("exchange", "bind-ok"): (31, [], True, False),
     ("exchange", "unbind"): (
         40,
-        [("reserved-1", "short"), ("destination", "shortstr"),
-         ("source", "shortstr"), ("routing-key", "shortstr"), ("nowait", "bit"),
-         ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("destination", "shortstr"),
+            ("source", "shortstr"),
+            ("routing-key", "shortstr"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("exchange", "unbind-ok"): (51, [], True, False),
     ("queue", "declare"): (
         10,
-        [("reserved-1", "short"), ("queue", "shortstr"), ("passive", "bit"),
-         ("durable", "bit"), ("exclusive", "bit"), ("auto-delete", "bit"),
-         ("nowait", "bit"), ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("queue", "shortstr"),
+            ("passive", "bit"),
+            ("durable", "bit"),
+            ("exclusive", "bit"),
+            ("auto-delete", "bit"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("queue", "declare-ok"): (
         11,
-        [("queue", "shortstr"), ("message-count", "long"),
-         ("consumer-count", "long")],
+        [("queue", "shortstr"), ("message-count", "long"), ("consumer-count", "long")],
         True,
         False,
     ),
     ("queue", "bind"): (
         20,
-        [("reserved-1", "short"), ("queue", "shortstr"), ("exchange", "shortstr"),
-         ("routing-key", "shortstr"), ("nowait", "bit"), ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("queue", "shortstr"),
+            ("exchange", "shortstr"),
+            ("routing-key", "shortstr"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("queue", "purge"): (
-        30, [("reserved-1", "short"), ("queue", "shortstr"), ("nowait", "bit")],
-        True, False,
+        30,
+        [("reserved-1", "short"), ("queue", "shortstr"), ("nowait", "bit")],
+        True,
+        False,
     ),
     ("basic", "qos"): (
         10,
@@ -126,50 +156,83 @@ METHODS = {
     ),
     ("basic", "consume"): (
         20,
-        [("reserved-1", "short"), ("queue", "shortstr"),
-         ("consumer-tag", "shortstr"), ("no-local", "bit"), ("no-ack", "bit"),
-         ("exclusive", "bit"), ("nowait", "bit"), ("arguments", "table")],
+        [
+            ("reserved-1", "short"),
+            ("queue", "shortstr"),
+            ("consumer-tag", "shortstr"),
+            ("no-local", "bit"),
+            ("no-ack", "bit"),
+            ("exclusive", "bit"),
+            ("nowait", "bit"),
+            ("arguments", "table"),
+        ],
         True,
         False,
     ),
     ("basic", "cancel"): (
-        30, [("consumer-tag", "shortstr"), ("nowait", "bit")], True, False,
+        30,
+        [("consumer-tag", "shortstr"), ("nowait", "bit")],
+        True,
+        False,
     ),
     ("basic", "publish"): (
         40,
-        [("reserved-1", "short"), ("exchange", "shortstr"),
-         ("routing-key", "shortstr"), ("mandatory", "bit"), ("immediate", "bit")],
+        [
+            ("reserved-1", "short"),
+            ("exchange", "shortstr"),
+            ("routing-key", "shortstr"),
+            ("mandatory", "bit"),
+            ("immediate", "bit"),
+        ],
         False,
         True,
     ),
     ("basic", "return"): (
         50,
-        [("reply-code", "short"), ("reply-text", "shortstr"),
-         ("exchange", "shortstr"), ("routing-key", "shortstr")],
+        [
+            ("reply-code", "short"),
+            ("reply-text", "shortstr"),
+            ("exchange", "shortstr"),
+            ("routing-key", "shortstr"),
+        ],
         False,
         True,
     ),
     ("basic", "deliver"): (
         60,
-        [("consumer-tag", "shortstr"), ("delivery-tag", "longlong"),
-         ("redelivered", "bit"), ("exchange", "shortstr"),
-         ("routing-key", "shortstr")],
+        [
+            ("consumer-tag", "shortstr"),
+            ("delivery-tag", "longlong"),
+            ("redelivered", "bit"),
+            ("exchange", "shortstr"),
+            ("routing-key", "shortstr"),
+        ],
         False,
         True,
     ),
     ("basic", "get-ok"): (
         71,
-        [("delivery-tag", "longlong"), ("redelivered", "bit"),
-         ("exchange", "shortstr"), ("routing-key", "shortstr"),
-         ("message-count", "long")],
+        [
+            ("delivery-tag", "longlong"),
+            ("redelivered", "bit"),
+            ("exchange", "shortstr"),
+            ("routing-key", "shortstr"),
+            ("message-count", "long"),
+        ],
         True,
         True,
     ),
     ("basic", "ack"): (
-        80, [("delivery-tag", "longlong"), ("multiple", "bit")], False, False,
+        80,
+        [("delivery-tag", "longlong"), ("multiple", "bit")],
+        False,
+        False,
     ),
     ("basic", "reject"): (
-        90, [("delivery-tag", "longlong"), ("requeue", "bit")], False, False,
+        90,
+        [("delivery-tag", "longlong"), ("requeue", "bit")],
+        False,
+        False,
     ),
     ("basic", "nack"): (
         120,
@@ -273,8 +336,7 @@ def parseWithElementTree(path):
         return bool(int(node.get(name, "0")))
 
     constants = {
-        c.get("name"): (int(c.get("value")), c.get("class"))
-        for c in root.findall("constant")
+        c.get("name"): (int(c.get("value")), c.get("class")) for c in root.findall("constant")
     }
     classes = {}
     for c in root.findall("class"):
@@ -323,9 +385,7 @@ class SpecLoadTests(SynchronousTestCase):
         Exactly the classes connection, channel, exchange, queue, basic,
         confirm and tx are described, with their class ids.
         """
-        self.assertEqual(
-            {c.name: c.id for c in self.spec.classes}, CLASSES
-        )
+        self.assertEqual({c.name: c.id for c in self.spec.classes}, CLASSES)
 
     def test_methods(self):
         """
@@ -335,8 +395,12 @@ class SpecLoadTests(SynchronousTestCase):
         for (klass, name), (mid, fields, sync, content) in METHODS.items():
             method = self.spec.classes.byname[klass].methods.byname[name]
             self.assertEqual(
-                (method.id, [(f.name, f.type) for f in method.fields],
-                 method.synchronous, method.content),
+                (
+                    method.id,
+                    [(f.name, f.type) for f in method.fields],
+                    method.synchronous,
+                    method.content,
+                ),
                 (mid, fields, sync, content),
                 f"{klass}.{name}",
             )
@@ -350,9 +414,7 @@ class SpecLoadTests(SynchronousTestCase):
         """
         classes = self.spec.classes.byname
         get = classes["basic"].methods.byname["get"]
-        self.assertEqual(
-            [m.name for m in get.responses], ["get-ok", "get-empty"]
-        )
+        self.assertEqual([m.name for m in get.responses], ["get-ok", "get-empty"])
         for klass, request, reply in [
             ("connection", "open", "open-ok"),
             ("channel", "open", "open-ok"),
@@ -367,13 +429,18 @@ class SpecLoadTests(SynchronousTestCase):
         ]:
             methods = classes[klass].methods.byname
             self.assertEqual(
-                methods[request].responses, [methods[reply]],
+                methods[request].responses,
+                [methods[reply]],
                 f"{klass}.{request}",
             )
             self.assertTrue(methods[reply].response)
         for klass, name in [
-            ("basic", "deliver"), ("basic", "ack"), ("basic", "nack"),
-            ("basic", "cancel"), ("basic", "return"), ("channel", "close"),
+            ("basic", "deliver"),
+            ("basic", "ack"),
+            ("basic", "nack"),
+            ("basic", "cancel"),
+            ("basic", "return"),
+            ("channel", "close"),
             ("connection", "blocked"),
         ]:
             self.assertFalse(
@@ -387,18 +454,14 @@ class SpecLoadTests(SynchronousTestCase):
         order with their primitive types.
         """
         basic = self.spec.classes.byname["basic"]
-        self.assertEqual(
-            [(f.name, f.type) for f in basic.fields], BASIC_PROPERTIES
-        )
+        self.assertEqual([(f.name, f.type) for f in basic.fields], BASIC_PROPERTIES)
 
     def test_constants(self):
         """
         The frame types, frame limits, reply-success and every error code
         have their values, error codes marked soft-error or hard-error.
         """
-        self.assertEqual(
-            {c.name: c.id for c in self.spec.constants}, CONSTANTS
-        )
+        self.assertEqual({c.name: c.id for c in self.spec.constants}, CONSTANTS)
         for c in self.spec.constants:
             if 300 <= c.id < 600:
                 self.assertIn(c.klass, ("soft-error", "hard-error"), c.name)
@@ -411,8 +474,15 @@ class SpecLoadTests(SynchronousTestCase):
         Every field and property resolves to one of AMQP's primitive types.
         """
         primitives = {
-            "bit", "octet", "short", "long", "longlong",
-            "shortstr", "longstr", "timestamp", "table",
+            "bit",
+            "octet",
+            "short",
+            "long",
+            "longlong",
+            "shortstr",
+            "longstr",
+            "timestamp",
+            "table",
         }
         for klass in self.spec.classes:
             for f in klass.fields:
@@ -420,7 +490,8 @@ class SpecLoadTests(SynchronousTestCase):
             for method in klass.methods:
                 for f in method.fields:
                     self.assertIn(
-                        f.type, primitives,
+                        f.type,
+                        primitives,
                         f"{klass.name}.{method.name} {f.name}",
                     )
 
@@ -460,30 +531,42 @@ class GeneratedMethodTests(SynchronousTestCase):
         """
         ch = self.channel
         calls = [
-            (lambda: ch.queue_declare(queue="q", durable=True,
-                                      arguments={"x-max-priority": 10}),
-             "queue", "declare",
-             (0, "q", False, True, False, False, False, {"x-max-priority": 10})),
-            (lambda: ch.basic_consume(queue="q", no_ack=False, consumer_tag="t"),
-             "basic", "consume", (0, "q", "t", False, False, False, False, {})),
-            (lambda: ch.basic_qos(prefetch_count=10),
-             "basic", "qos", (0, 10, False)),
-            (lambda: ch.basic_qos(prefetch_count=1, global_=True),
-             "basic", "qos", (0, 1, True)),
+            (
+                lambda: ch.queue_declare(queue="q", durable=True, arguments={"x-max-priority": 10}),
+                "queue",
+                "declare",
+                (0, "q", False, True, False, False, False, {"x-max-priority": 10}),
+            ),
+            (
+                lambda: ch.basic_consume(queue="q", no_ack=False, consumer_tag="t"),
+                "basic",
+                "consume",
+                (0, "q", "t", False, False, False, False, {}),
+            ),
+            (lambda: ch.basic_qos(prefetch_count=10), "basic", "qos", (0, 10, False)),
+            (lambda: ch.basic_qos(prefetch_count=1, global_=True), "basic", "qos", (0, 1, True)),
             (lambda: ch.confirm_select(), "confirm", "select", (False,)),
-            (lambda: ch.exchange_declare(exchange="x", type="direct",
-                                         durable=True),
-             "exchange", "declare",
-             (0, "x", "direct", False, True, False, False, False, {})),
-            (lambda: ch.queue_bind(queue="q", exchange="x", routing_key="k"),
-             "queue", "bind", (0, "q", "x", "k", False, {})),
+            (
+                lambda: ch.exchange_declare(exchange="x", type="direct", durable=True),
+                "exchange",
+                "declare",
+                (0, "x", "direct", False, True, False, False, False, {}),
+            ),
+            (
+                lambda: ch.queue_bind(queue="q", exchange="x", routing_key="k"),
+                "queue",
+                "bind",
+                (0, "q", "x", "k", False, {}),
+            ),
             (lambda: ch.queue_purge(queue="q"), "queue", "purge", (0, "q", False)),
-            (lambda: ch.basic_ack(delivery_tag=5, multiple=True),
-             "basic", "ack", (5, True)),
-            (lambda: ch.basic_reject(delivery_tag=1, requeue=False),
-             "basic", "reject", (1, False)),
-            (lambda: ch.basic_nack(delivery_tag=1, multiple=False, requeue=True),
-             "basic", "nack", (1, False, True)),
+            (lambda: ch.basic_ack(delivery_tag=5, multiple=True), "basic", "ack", (5, True)),
+            (lambda: ch.basic_reject(delivery_tag=1, requeue=False), "basic", "reject", (1, False)),
+            (
+                lambda: ch.basic_nack(delivery_tag=1, multiple=False, requeue=True),
+                "basic",
+                "nack",
+                (1, False, True),
+            ),
             (lambda: ch.tx_select(), "tx", "select", ()),
         ]
         for call, klass, name, args in calls:
@@ -496,9 +579,7 @@ class GeneratedMethodTests(SynchronousTestCase):
         properties, and the body; it does not wait for a reply.
         """
         content = Content(b"payload", properties={"delivery-mode": 2})
-        d = self.channel.basic_publish(
-            exchange="x", routing_key="k", content=content
-        )
+        d = self.channel.basic_publish(exchange="x", routing_key="k", content=content)
         self.assertIsNone(self.successResultOf(d))
         method, header, body = self.sent()
         self.assertEqual(method.payload.args, (0, "x", "k", False, False))
@@ -526,12 +607,10 @@ class GeneratedMethodTests(SynchronousTestCase):
         d = ch.queue_declare(queue="q")
         self.assertNoResult(d)
         self.sent()
-        declareOk = self.spec.classes.byname["queue"].methods.byname["declare-ok"]
-        ch.dispatch(Frame(1, Method(declareOk, "q", 3, 1)), DeferredQueue())
+        declare_ok = self.spec.classes.byname["queue"].methods.byname["declare-ok"]
+        ch.dispatch(Frame(1, Method(declare_ok, "q", 3, 1)), DeferredQueue())
         reply = self.successResultOf(d)
-        self.assertEqual(
-            (reply.queue, reply.message_count, reply.consumer_count), ("q", 3, 1)
-        )
+        self.assertEqual((reply.queue, reply.message_count, reply.consumer_count), ("q", 3, 1))
 
 
 class WireTests(SynchronousTestCase):
@@ -563,14 +642,24 @@ class WireTests(SynchronousTestCase):
         """
         The consecutive bits of queue.declare share one octet, in field order.
         """
-        frame = Frame(2, Method(
-            self.method("queue", "declare"),
-            0, "q", False, True, False, True, True, {},
-        ))
+        frame = Frame(
+            2,
+            Method(
+                self.method("queue", "declare"),
+                0,
+                "q",
+                False,
+                True,
+                False,
+                True,
+                True,
+                {},
+            ),
+        )
         data = self.receiver._pack_frame(frame)
-        payload = struct.pack(">HHH", 50, 10, 0) + b"\x01q" + bytes(
-            [0b11010]
-        ) + struct.pack(">I", 0)
+        payload = (
+            struct.pack(">HHH", 50, 10, 0) + b"\x01q" + bytes([0b11010]) + struct.pack(">I", 0)
+        )
         self.assertEqual(
             data,
             struct.pack(">BHI", 1, 2, len(payload)) + payload + b"\xce",
@@ -581,9 +670,7 @@ class WireTests(SynchronousTestCase):
         A deliver method and a content header with every property survive
         packing and unpacking.
         """
-        deliver = Frame(1, Method(
-            self.method("basic", "deliver"), "ctag", 2**40, True, "x", "k"
-        ))
+        deliver = Frame(1, Method(self.method("basic", "deliver"), "ctag", 2**40, True, "x", "k"))
         unpacked = self.receiver._unpack_frame(self.receiver._pack_frame(deliver))
         self.assertEqual(unpacked.payload.method.name, "deliver")
         self.assertEqual(unpacked.payload.args, ("ctag", 2**40, True, "x", "k"))
@@ -620,15 +707,12 @@ class DebianSpecComparisonTests(SynchronousTestCase):
     def setUp(self):
         if not DEBIAN_SPEC_PATH.exists():
             raise SkipTest(
-                f"{DEBIAN_SPEC_PATH} is absent"
-                " (Debian package amqp-specs not installed)"
+                f"{DEBIAN_SPEC_PATH} is absent (Debian package amqp-specs not installed)"
             )
-        self.theirRoot, self.theirConstants, self.theirClasses = (
-            parseWithElementTree(DEBIAN_SPEC_PATH)
+        self.theirRoot, self.theirConstants, self.theirClasses = parseWithElementTree(
+            DEBIAN_SPEC_PATH
         )
-        self.ourRoot, self.ourConstants, self.ourClasses = (
-            parseWithElementTree(SPEC_PATH)
-        )
+        self.ourRoot, self.ourConstants, self.ourClasses = parseWithElementTree(SPEC_PATH)
 
     def test_version(self):
         """
@@ -636,7 +720,8 @@ class DebianSpecComparisonTests(SynchronousTestCase):
         """
         for attribute in ("major", "minor", "revision", "port"):
             self.assertEqual(
-                self.ourRoot.get(attribute), self.theirRoot.get(attribute),
+                self.ourRoot.get(attribute),
+                self.theirRoot.get(attribute),
                 attribute,
             )
 
@@ -653,9 +738,7 @@ class DebianSpecComparisonTests(SynchronousTestCase):
         """
         self.assertEqual(set(self.ourClasses), set(CLASSES))
         for name in CLASSES:
-            self.assertEqual(
-                self.ourClasses[name]["id"], self.theirClasses[name]["id"], name
-            )
+            self.assertEqual(self.ourClasses[name]["id"], self.theirClasses[name]["id"], name)
 
     def test_methods(self):
         """
@@ -673,14 +756,10 @@ class DebianSpecComparisonTests(SynchronousTestCase):
                 self.assertIn(name, ours, label)
                 our = ours[name]
                 self.assertEqual(our["id"], their["id"], label)
-                self.assertEqual(
-                    normalized(our["fields"]), normalized(their["fields"]), label
-                )
+                self.assertEqual(normalized(our["fields"]), normalized(their["fields"]), label)
                 self.assertEqual(our["synchronous"], their["synchronous"], label)
                 self.assertEqual(our["content"], their["content"], label)
-                self.assertTrue(
-                    their["responses"] <= our["responses"], label
-                )
+                self.assertTrue(their["responses"] <= our["responses"], label)
             extras = {(klass, name) for name in set(ours) - set(theirs)}
             self.assertTrue(extras <= EXTRA_METHODS, extras)
 

@@ -1,10 +1,10 @@
 """
 Publishing tasks and reading their outcomes.
 
-L{AsyncClient} is the Twisted API; L{Client} is the blocking facade for
-Django and scripts, which runs an L{AsyncClient} on a reactor in a
-background thread (L{twistedq.reactor_thread}).  Both use the same AMQP
-adapter and result backends as the daemon.  A L{Client} may be shared by
+:py:obj:`AsyncClient` is the Twisted API; :py:obj:`Client` is the blocking facade for
+Django and scripts, which runs an :py:obj:`AsyncClient` on a reactor in a
+background thread (:py:obj:`twistedq.reactor_thread`).  Both use the same AMQP
+adapter and result backends as the daemon.  A :py:obj:`Client` may be shared by
 any number of threads.
 """
 
@@ -63,13 +63,13 @@ class AsyncClient:
 
     def get_outcomes(self, task_ids: Sequence[str]) -> defer.Deferred[list[Outcome]]:
         """
-        The outcomes of several tasks (L{twistedq.states.PENDING} where none
+        The outcomes of several tasks (:py:obj:`twistedq.states.PENDING` where none
         is stored).
         """
         ids = list(task_ids)
         d = self.backend.get_results(ids)
         return d.addCallback(
-            lambda found: [Outcome.from_bytes(i, data) for i, data in zip(ids, found)]
+            lambda found: [Outcome.from_bytes(i, data) for i, data in zip(ids, found, strict=True)]
         )
 
     def close(self) -> defer.Deferred[None]:
@@ -84,8 +84,8 @@ class Client:
     """
     The blocking client.
 
-    @ivar settings: where tasks and results go.
-    @ivar timeout: how long a publish may take, confirm included, before it
+    :ivar settings: where tasks and results go.
+    :ivar timeout: how long a publish may take, confirm included, before it
         raises.
     """
 
@@ -114,14 +114,17 @@ class Client:
         with self._lock:
             if self._async is None:
                 self._async = self._thread.call(
-                    AsyncClient, self.settings, self._thread.reactor,
-                    confirm_timeout=self.timeout, timeout=self.timeout,
+                    AsyncClient,
+                    self.settings,
+                    self._thread.reactor,
+                    confirm_timeout=self.timeout,
+                    timeout=self.timeout,
                 )
             return self._async
 
     def delay_task(self, task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
         """
-        Publish a task by name and return its L{AsyncResult}; returns once
+        Publish a task by name and return its :py:obj:`AsyncResult`; returns once
         the broker has confirmed the message.
         """
         message = TaskMessage(id=new_task_id(), task=task_name, args=args, kwargs=kwargs)
@@ -183,7 +186,7 @@ def default_client() -> Client:
 
 def set_default_client(client: Client | None) -> None:
     """
-    Replace the process-wide client (L{None}: build it anew on next use).
+    Replace the process-wide client (:py:obj:`None`: build it anew on next use).
     """
     global _default
     with _default_lock:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["Settings", "DEFAULT_BROKER_URL", "DEFAULT_RESULT_BACKEND"]
+__all__ = ["DEFAULT_BROKER_URL", "DEFAULT_RESULT_BACKEND", "Settings"]
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_BACKEND = "sqlite://"
@@ -29,10 +29,10 @@ class Settings:
     """
     Where tasks and results go.
 
-    @ivar broker_url: C{amqp://user:password@host:port/vhost}.
-    @ivar result_backend: C{redis://host:port/db} or C{sqlite:///path}.
-    @ivar queue: the queue tasks are published to and consumed from.
-    @ivar exchange: the exchange tasks are published through.
+    :ivar broker_url: ``amqp://user:password@host:port/vhost``.
+    :ivar result_backend: ``redis://host:port/db`` or ``sqlite:///path``.
+    :ivar queue: the queue tasks are published to and consumed from.
+    :ivar exchange: the exchange tasks are published through.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -41,11 +41,13 @@ class Settings:
     exchange: str = "twistedq"
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
         """
-        Defaults, then C{TWISTEDQ_BROKER_URL}, C{TWISTEDQ_RESULT_BACKEND},
-        C{TWISTEDQ_QUEUE} and C{TWISTEDQ_EXCHANGE}, then C{overrides} that
-        are not L{None}.
+        Defaults, then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
+        ``TWISTEDQ_QUEUE`` and ``TWISTEDQ_EXCHANGE``, then ``overrides`` that
+        are not :py:obj:`None`.
         """
         if environ is None:
             environ = os.environ

@@ -7,7 +7,7 @@ Version 1 is a JSON object::
     {"v": 1, "id": "<uuid4>", "task": "<name>", "args": [], "kwargs": {},
      "taskset": null, "eta": null, "expires": null, "retries": 0}
 
-Anything else is refused with a L{MessageError} that says why.  The client
+Anything else is refused with a :py:obj:`MessageError` that says why.  The client
 and the daemon import this same module.
 """
 
@@ -23,8 +23,8 @@ __all__ = [
     "MAX_BODY_SIZE",
     "MessageError",
     "TaskMessage",
-    "new_task_id",
     "is_task_id",
+    "new_task_id",
 ]
 
 CONTENT_TYPE = "application/json"
@@ -32,9 +32,7 @@ VERSION = 1
 #: Default upper bound on an encoded message, in bytes.
 MAX_BODY_SIZE = 16 * 1024 * 1024
 
-_FIELDS = frozenset(
-    ("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries")
-)
+_FIELDS = frozenset(("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries"))
 
 
 class MessageError(ValueError):
@@ -53,7 +51,7 @@ def new_task_id() -> str:
 
 def is_task_id(text: str) -> bool:
     """
-    Tell whether C{text} is a UUID in canonical lower-case text form, the only
+    Tell whether ``text`` is a UUID in canonical lower-case text form, the only
     form task ids take.
     """
     if len(text) != 36:
@@ -69,14 +67,14 @@ class TaskMessage:
     """
     One request to run a task.
 
-    @ivar id: the task id, a UUID4 string, used to find the result.
-    @ivar task: the registered name of the task.
-    @ivar args: positional arguments, JSON values.
-    @ivar kwargs: keyword arguments, JSON values.
-    @ivar taskset: the id of the taskset this task belongs to, if any.
-    @ivar eta: ISO 8601 time before which the task must not run, if any.
-    @ivar expires: ISO 8601 time after which the task must not run, if any.
-    @ivar retries: how many times the task was retried before.
+    :ivar id: the task id, a UUID4 string, used to find the result.
+    :ivar task: the registered name of the task.
+    :ivar args: positional arguments, JSON values.
+    :ivar kwargs: keyword arguments, JSON values.
+    :ivar taskset: the id of the taskset this task belongs to, if any.
+    :ivar eta: ISO 8601 time before which the task must not run, if any.
+    :ivar expires: ISO 8601 time after which the task must not run, if any.
+    :ivar retries: how many times the task was retried before.
     """
 
     id: str
@@ -92,7 +90,7 @@ class TaskMessage:
         """
         Encode this message as the UTF-8 JSON body of an AMQP message.
 
-        @raise MessageError: an argument is not a JSON value.
+        :raises MessageError: an argument is not a JSON value.
         """
         document = {
             "v": VERSION,
@@ -118,15 +116,13 @@ class TaskMessage:
         """
         Decode and validate a message body.
 
-        @raise MessageError: the body is not a valid version 1 message; the
+        :raises MessageError: the body is not a valid version 1 message; the
             exception's text says what is wrong.
         """
         if not isinstance(body, bytes):
             raise MessageError(f"body must be bytes, not {type(body).__name__}")
         if len(body) > max_size:
-            raise MessageError(
-                f"body of {len(body)} bytes is over the limit of {max_size}"
-            )
+            raise MessageError(f"body of {len(body)} bytes is over the limit of {max_size}")
         try:
             document = json.loads(body)
         except UnicodeDecodeError:
@@ -140,7 +136,7 @@ class TaskMessage:
         """
         Validate an already parsed JSON document and build the message.
 
-        @raise MessageError: the document is not a valid version 1 message.
+        :raises MessageError: the document is not a valid version 1 message.
         """
         if not isinstance(document, dict):
             raise MessageError("body is not a JSON object")

@@ -32,8 +32,8 @@ __all__ = [
     "Outcome",
     "RemoteTaskError",
     "failure_document",
-    "success_document",
     "status_document",
+    "success_document",
 ]
 
 
@@ -47,14 +47,13 @@ def _dumps(document: dict[str, Any]) -> bytes:
 
 def success_document(task_id: str, task: str, value: Any) -> bytes:
     """
-    Encode the outcome of a task that returned C{value}.
+    Encode the outcome of a task that returned ``value``.
 
-    @raise TypeError: C{value} is not a JSON value.
-    @raise ValueError: C{value} holds a float that JSON cannot carry.
+    :raises TypeError: ``value`` is not a JSON value.
+    :raises ValueError: ``value`` holds a float that JSON cannot carry.
     """
     return _dumps(
-        {"id": task_id, "task": task, "status": SUCCESS, "result": value,
-         "date_done": _now()}
+        {"id": task_id, "task": task, "status": SUCCESS, "result": value, "date_done": _now()}
     )
 
 
@@ -73,7 +72,7 @@ def failure_document(
     traceback: str | None = None,
 ) -> bytes:
     """
-    Encode the outcome of a task that raised C{exception}.
+    Encode the outcome of a task that raised ``exception``.
     """
     if traceback is None:
         traceback = "".join(
@@ -103,9 +102,9 @@ class RemoteTaskError(Exception):
     Stands for an exception raised by a task whose class cannot be rebuilt
     here (not importable, or not built from its arguments).
 
-    @ivar exc_module: the module of the original exception class.
-    @ivar exc_type: the qualified name of the original exception class.
-    @ivar traceback: the traceback text from the child process.
+    :ivar exc_module: the module of the original exception class.
+    :ivar exc_type: the qualified name of the original exception class.
+    :ivar traceback: the traceback text from the child process.
     """
 
     def __init__(self, exc_module: str, exc_type: str, message: str, traceback: str | None):
@@ -140,7 +139,7 @@ class Outcome:
     @classmethod
     def from_bytes(cls, task_id: str, data: bytes | None) -> Outcome:
         """
-        Parse a stored document; L{None} means pending.
+        Parse a stored document; :py:obj:`None` means pending.
         """
         if data is None:
             return cls.pending(task_id)
@@ -163,8 +162,8 @@ class Outcome:
         """
         Rebuild the exception the task raised: an instance of the original
         class when it can be imported and built from its arguments, else a
-        L{RemoteTaskError}.  Either carries the child's traceback text as
-        C{remote_traceback}.
+        :py:obj:`RemoteTaskError`.  Either carries the child's traceback text as
+        ``remote_traceback``.
         """
         exc = self.exc or {}
         module_name = exc.get("module", "builtins")
@@ -192,13 +191,13 @@ class Outcome:
 
 def status_document(outcome: Outcome) -> dict[str, Any]:
     """
-    The JSON of C{/celery/<task_id>/status/}, shared by the daemon's status
+    The JSON of ``/celery/<task_id>/status/``, shared by the daemon's status
     resource and the Django view::
 
         {"task": {"id": ..., "status": ..., "result": ...}}
 
-    with C{exc} (the exception's class name) and C{traceback} added for a
-    failure, whose C{result} is the exception's message.
+    with ``exc`` (the exception's class name) and ``traceback`` added for a
+    failure, whose ``result`` is the exception's message.
     """
     task: dict[str, Any] = {
         "id": outcome.task_id,

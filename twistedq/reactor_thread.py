@@ -1,12 +1,12 @@
 """
 Twisted's reactor in a background thread, for blocking callers (Django
-views, scripts), the way C{crochet} does it.
+views, scripts), the way ``crochet`` does it.
 
 The thread is started lazily, on first use, in the process that uses it, so
-a process that imports twistedq and then forks (gunicorn C{--preload})
+a process that imports twistedq and then forks (gunicorn ``--preload``)
 starts its own thread in each worker.  A process forked after its parent
 started the thread cannot use it (the thread did not survive the fork) and
-gets a clear L{ForkError}.
+gets a clear :py:obj:`ForkError`.
 """
 
 from __future__ import annotations
@@ -96,13 +96,14 @@ class ReactorThread:
         """
         return self._ensure_running()
 
-    def call(self, function: Callable[..., Any], *args: Any,
-             timeout: float | None = None, **kwargs: Any) -> Any:
+    def call(
+        self, function: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """
-        Run C{function(*args, **kwargs)} on the reactor thread and wait for
+        Run ``function(*args, **kwargs)`` on the reactor thread and wait for
         its result; a Deferred or coroutine result is waited for too.
 
-        @raise TimeoutError: no result within C{timeout} seconds; the
+        :raises TimeoutError: no result within ``timeout`` seconds; the
             Deferred is cancelled.
         """
         reactor = self._ensure_running()

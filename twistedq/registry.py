@@ -29,7 +29,7 @@ class NotRegistered(KeyError):
 class TaskRegistry:
     """
     Task names to callables.  A registry is an ordinary object: the
-    module-level C{twistedq.task.tasks} is just the default one.
+    module-level ``twistedq.task.tasks`` is just the default one.
     """
 
     def __init__(self) -> None:
@@ -37,10 +37,10 @@ class TaskRegistry:
 
     def register(self, task: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
         """
-        Register C{task} under C{name} (by default its C{name} attribute,
+        Register ``task`` under ``name`` (by default its ``name`` attribute,
         else its qualified name).
 
-        @raise AlreadyRegistered: another task has that name.
+        :raises AlreadyRegistered: another task has that name.
         """
         if name is None:
             name = getattr(task, "name", None) or f"{task.__module__}.{task.__qualname__}"
@@ -52,7 +52,7 @@ class TaskRegistry:
 
     def unregister(self, name: str) -> None:
         """
-        @raise NotRegistered: no task has that name.
+        :raises NotRegistered: no task has that name.
         """
         try:
             del self._tasks[name]

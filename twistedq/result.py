@@ -1,5 +1,5 @@
 """
-L{AsyncResult}: the handle of one published task.
+:py:obj:`AsyncResult`: the handle of one published task.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ __all__ = ["AsyncResult", "Status"]
 
 class Status(str):
     """
-    A task state.  It is a string (C{result.status == "SUCCESS"}) that may
-    also be called, as the seed's C{result.status()} was.
+    A task state.  It is a string (``result.status == "SUCCESS"``) that may
+    also be called, as the seed's ``result.status()`` was.
     """
 
     def __call__(self) -> str:
@@ -30,7 +30,7 @@ class AsyncResult:
     """
     The result of a task, read from the result store on demand.
 
-    @ivar task_id: the task's UUID.
+    :ivar task_id: the task's UUID.
     """
 
     #: First and largest pause between two reads while waiting.
@@ -64,7 +64,7 @@ class AsyncResult:
     @property
     def status(self) -> Status:
         """
-        The task's state, e.g. C{"PENDING"}, C{"SUCCESS"}, C{"FAILURE"}.
+        The task's state, e.g. ``"PENDING"``, ``"SUCCESS"``, ``"FAILURE"``.
         """
         return Status(self._read().status)
 
@@ -89,7 +89,7 @@ class AsyncResult:
     @property
     def result(self) -> Any:
         """
-        The return value; the exception for a failed task; L{None} while it
+        The return value; the exception for a failed task; :py:obj:`None` while it
         is not ready.
         """
         outcome = self._read()
@@ -108,9 +108,9 @@ class AsyncResult:
         """
         Wait until the task is ready and return its value, or raise the
         exception it raised (rebuilt here; see
-        L{twistedq.outcome.Outcome.exception}).
+        :py:obj:`twistedq.outcome.Outcome.exception`).
 
-        @raise TimeoutError: not ready within C{timeout} seconds.
+        :raises TimeoutError: not ready within ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = self.POLL_START

@@ -5,15 +5,15 @@ Task states.
 from __future__ import annotations
 
 __all__ = [
-    "PENDING",
-    "RECEIVED",
-    "STARTED",
-    "RETRY",
-    "SUCCESS",
-    "FAILURE",
-    "REVOKED",
-    "READY_STATES",
     "ALL_STATES",
+    "FAILURE",
+    "PENDING",
+    "READY_STATES",
+    "RECEIVED",
+    "RETRY",
+    "REVOKED",
+    "STARTED",
+    "SUCCESS",
 ]
 
 #: Unknown to the result store: not yet run, or an id that was never sent.

@@ -1,5 +1,5 @@
 """
-C{twistd twistedq}: the daemon's command line and its one composition root.
+``twistd twistedq``: the daemon's command line and its one composition root.
 """
 
 from __future__ import annotations
@@ -44,26 +44,43 @@ _positive.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
 
 class Options(usage.Options):
     """
-    The options of C{twistd twistedq}.
+    The options of ``twistd twistedq``.
     """
 
     synopsis = "[options]"
     longdesc = "Run twistedq tasks from an AMQP queue in a pool of child processes."
 
     optParameters = [
-        ["broker", "b", None,
-         "AMQP broker URL [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]"],
+        [
+            "broker",
+            "b",
+            None,
+            "AMQP broker URL [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]",
+        ],
         ["queue", "q", None, "Queue to consume [default: $TWISTEDQ_QUEUE or twistedq]"],
         ["exchange", None, None, "Exchange tasks are published to [default: twistedq]"],
         ["concurrency", "c", None, "Number of child processes [default: CPU count]", _positive],
-        ["result-backend", "r", None,
-         "Result store URL: redis://host:port/db or sqlite:///path "
-         "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]"],
-        ["status", "s", DEFAULT_STATUS_ENDPOINT,
-         "strports endpoint of the JSON status resource, or 'none'"],
+        [
+            "result-backend",
+            "r",
+            None,
+            "Result store URL: redis://host:port/db or sqlite:///path "
+            "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]",
+        ],
+        [
+            "status",
+            "s",
+            DEFAULT_STATUS_ENDPOINT,
+            "strports endpoint of the JSON status resource, or 'none'",
+        ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
-        ["prefetch", None, None,
-         "Most unacknowledged messages held [default: concurrency * batch * 2]", _positive],
+        [
+            "prefetch",
+            None,
+            None,
+            "Most unacknowledged messages held [default: concurrency * batch * 2]",
+            _positive,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -79,7 +96,7 @@ class Options(usage.Options):
 
     opt_t = opt_tasks
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         settings = Settings.from_environment(
             broker_url=self["broker"],
             result_backend=self["result-backend"],
@@ -111,13 +128,13 @@ class _BackendService(Service):
     def __init__(self, backend: IResultBackend) -> None:
         self.backend = backend
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         Service.startService(self)
         self.backend.connect().addErrback(
             lambda f: log.failure("Result store {url} unavailable", f, url=self.backend.url)
         )
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
         return self.backend.close()
 
@@ -131,17 +148,18 @@ class _PoolService(Service):
         self.pool = pool
         self.reactor = reactor
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         Service.startService(self)
 
         def failed(failure: Any) -> None:
-            log.critical("The pool's children could not start; stopping. {why}",
-                         why=str(failure.value))
+            log.critical(
+                "The pool's children could not start; stopping. {why}", why=str(failure.value)
+            )
             self.reactor.stop()
 
         self.pool.startService().addErrback(failed)
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
         return self.pool.stopService()
 
@@ -156,7 +174,7 @@ class _ConsumerService(Service):
         self.consumer = consumer
         self.dispatcher = dispatcher
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
 
         async def drain() -> None:
@@ -167,10 +185,10 @@ class _ConsumerService(Service):
         return defer.Deferred.fromCoroutine(drain())
 
 
-def makeService(options: Options) -> IService:  # noqa: N802
+def makeService(options: Options) -> IService:
     """
     Build the daemon: result store, pool, broker connection, consumer and
-    status site under one L{MultiService}.  They stop in reverse order:
+    status site under one :py:obj:`MultiService`.  They stop in reverse order:
     the status site, the consumer (draining), the connection, the pool, the
     store.
     """

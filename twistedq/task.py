@@ -1,10 +1,10 @@
 """
-The seed-compatible task API: C{tasks} (the default registry) and
-C{delay_task}.
+The seed-compatible task API: ``tasks`` (the default registry) and
+``delay_task``.
 
 These module-level names are thin facades over a default
-L{twistedq.registry.TaskRegistry} and a default
-L{twistedq.client.Client}; code that wants its own passes those around
+:py:obj:`twistedq.registry.TaskRegistry` and a default
+:py:obj:`twistedq.client.Client`; code that wants its own passes those around
 instead.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
 
-__all__ = ["tasks", "delay_task", "AlreadyRegistered", "NotRegistered"]
+__all__ = ["AlreadyRegistered", "NotRegistered", "delay_task", "tasks"]
 
-#: The default task registry, filled by the C{tasks.register(...)} calls of
+#: The default task registry, filled by the ``tasks.register(...)`` calls of
 #: task modules.
 tasks = TaskRegistry()
 
@@ -24,7 +24,7 @@ tasks = TaskRegistry()
 def delay_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
     """
     Publish a task by name through the default client and return its
-    L{twistedq.client.AsyncResult}.
+    :py:obj:`twistedq.client.AsyncResult`.
     """
     from twistedq.client import default_client
 

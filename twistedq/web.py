@@ -1,6 +1,6 @@
 """
-The status resource: C{GET /celery/<task_id>/status/} answers
-C{{"task": {"id": ..., "status": ..., "result": ...}}} as JSON, read from the
+The status resource: ``GET /celery/<task_id>/status/`` answers
+``{"task": {"id": ..., "status": ..., "result": ...}}`` as JSON, read from the
 result backend.
 """
 
@@ -45,7 +45,7 @@ class TaskStatus(Resource):
         self.backend = backend
         self.task_id = task_id
 
-    def render_GET(self, request: Request) -> Any:  # noqa: N802
+    def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
         d = self.backend.get_result(self.task_id)
@@ -64,7 +64,7 @@ class TaskStatus(Resource):
 
 class _TaskSegment(Resource):
     """
-    C{/celery/<task_id>/...}: refuses anything that is not a UUID without
+    ``/celery/<task_id>/...``: refuses anything that is not a UUID without
     touching the store.
     """
 
@@ -72,7 +72,7 @@ class _TaskSegment(Resource):
         Resource.__init__(self)
         self.backend = backend
 
-    def getChild(self, path: bytes, request: Request) -> IResource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> IResource:
         try:
             task_id = path.decode("ascii")
         except UnicodeDecodeError:
@@ -92,7 +92,7 @@ class StatusRoot(Resource):
         Resource.__init__(self)
         self.putChild(b"celery", _TaskSegment(backend))
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"service": "twistedq"}).encode()
 

@@ -2,7 +2,7 @@
 The broker as twistedq uses it: a connection that stays up, the topology,
 a publisher with confirms and a consumer with manual acks.
 
-Everything that touches txAMQP goes through L{twistedq.amqp.protocol}.
+Everything that touches txAMQP goes through :py:obj:`twistedq.amqp.protocol`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ __all__ = [
     "BrokerURLError",
     "Consumer",
     "Delivery",
-    "Publisher",
     "PublishTimeout",
+    "Publisher",
     "Topology",
 ]
 
@@ -57,7 +57,7 @@ class PublishTimeout(Exception):
     The broker did not confirm a publish in time.  The message may or may not
     have been taken: publish it again with the same task id to be sure.
 
-    @ivar task_id: the id of the task whose publish is uncertain.
+    :ivar task_id: the id of the task whose publish is uncertain.
     """
 
     def __init__(self, task_id: str, seconds: float) -> None:
@@ -82,11 +82,11 @@ class BrokerAddress:
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
         """
-        Parse C{amqp://user:password@host:port/vhost?heartbeat=30}.  The
+        Parse ``amqp://user:password@host:port/vhost?heartbeat=30``.  The
         vhost is the path without its leading slash, percent-decoded; an
-        empty path means C{/}.
+        empty path means ``/``.
 
-        @raise BrokerURLError: the URL is not an amqp URL.
+        :raises BrokerURLError: the URL is not an amqp URL.
         """
         parts = urlsplit(url)
         if parts.scheme != "amqp":
@@ -144,7 +144,7 @@ class BrokerConnection(Service):
     A connection to the broker that reconnects with backoff.  Each time it
     connects it logs in and runs the connect hooks in order (declare the
     topology, open channels, start consuming); only then is it handed out by
-    L{when_connected}.
+    :py:obj:`when_connected`.
     """
 
     def __init__(self, address: BrokerAddress, reactor: Any) -> None:
@@ -164,7 +164,7 @@ class BrokerConnection(Service):
 
     def add_connect_hook(self, hook: ConnectHook) -> None:
         """
-        Run C{hook(protocol)} on every new connection, after logging in.
+        Run ``hook(protocol)`` on every new connection, after logging in.
         """
         self._hooks.append(hook)
 
@@ -187,7 +187,7 @@ class BrokerConnection(Service):
         """
         A Deferred that fires with the connected, prepared protocol.
 
-        @param fail_after: fail after this many failed connection attempts
+        :param fail_after: fail after this many failed connection attempts
             instead of waiting for ever.
         """
         return self._client_service.whenConnected(failAfterFailures=fail_after)
@@ -251,7 +251,7 @@ class Topology:
 class Publisher:
     """
     Publishes task messages as persistent messages on a channel in confirm
-    mode: L{publish} fires once the broker has taken responsibility.
+    mode: :py:obj:`publish` fires once the broker has taken responsibility.
     """
 
     def __init__(
@@ -276,8 +276,8 @@ class Publisher:
         """
         Publish one task message and wait for the broker's confirm.
 
-        @raise PublishTimeout: no confirm within C{confirm_timeout} seconds.
-        @raise twistedq.amqp.protocol.PublishNacked: the broker refused it.
+        :raises PublishTimeout: no confirm within ``confirm_timeout`` seconds.
+        :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
         """
         body = message.encode()
         await self.connection.when_connected()
@@ -293,9 +293,7 @@ class Publisher:
                 "message-id": message.id,
             },
         )
-        timeout = self.connection.reactor.callLater(
-            self.confirm_timeout, confirmed.cancel
-        )
+        timeout = self.connection.reactor.callLater(self.confirm_timeout, confirmed.cancel)
         try:
             await confirmed
         except defer.CancelledError:
@@ -309,11 +307,11 @@ class Delivery:
     """
     One message received from the queue, to be acked or rejected once.
 
-    @ivar body: the message body, always C{bytes}.
-    @ivar redelivered: the broker delivered it before.
+    :ivar body: the message body, always ``bytes``.
+    :ivar redelivered: the broker delivered it before.
     """
 
-    __slots__ = ("channel", "delivery_tag", "body", "properties", "redelivered", "_window")
+    __slots__ = ("_window", "body", "channel", "delivery_tag", "properties", "redelivered")
 
     def __init__(
         self,
@@ -333,13 +331,13 @@ class Delivery:
 
     def ack(self) -> None:
         """
-        Acknowledge it; consecutive acks are merged into one C{multiple} ack.
+        Acknowledge it; consecutive acks are merged into one ``multiple`` ack.
         """
         self._window.complete(self.delivery_tag)
 
     def reject(self, requeue: bool) -> None:
         """
-        Reject it: back to the queue, or (C{requeue=False}) to the
+        Reject it: back to the queue, or (``requeue=False``) to the
         dead-letter queue.
         """
         self._window.reject(self.delivery_tag, requeue)
@@ -349,7 +347,7 @@ class AckWindow:
     """
     The unacknowledged deliveries of one channel, in delivery order.
 
-    Acks are sent as one C{basic.ack} with C{multiple} for the longest run of
+    Acks are sent as one ``basic.ack`` with ``multiple`` for the longest run of
     completed deliveries at the head of the window; a completed delivery
     behind a running one is acked alone at once, so a long task never holds
     finished ones back (and never fills the prefetch window with them).
@@ -405,8 +403,8 @@ class AckWindow:
 
 class Consumer:
     """
-    Consumes the task queue with manual acks and C{basic.qos}; hands each
-    L{Delivery} to C{on_delivery}.
+    Consumes the task queue with manual acks and ``basic.qos``; hands each
+    :py:obj:`Delivery` to ``on_delivery``.
     """
 
     def __init__(
@@ -434,13 +432,12 @@ class Consumer:
         self._window = AckWindow(channel)
         self._tag = f"twistedq-{uuid.uuid4()}"
         protocol.consumers[self._tag] = self
-        await channel.basic_consume(
-            queue=self.topology.queue, consumer_tag=self._tag, no_ack=False
-        )
+        await channel.basic_consume(queue=self.topology.queue, consumer_tag=self._tag, no_ack=False)
         self.consuming = True
         log.info(
             "Consuming {queue} with prefetch {prefetch}",
-            queue=self.topology.queue, prefetch=self.prefetch,
+            queue=self.topology.queue,
+            prefetch=self.prefetch,
         )
 
     # called by the delegate
@@ -453,8 +450,12 @@ class Consumer:
         content = message.content
         self.on_delivery(
             Delivery(
-                channel, tag, content.body, content.properties,
-                message.redelivered, window,
+                channel,
+                tag,
+                content.body,
+                content.properties,
+                message.redelivered,
+                window,
             )
         )
 

@@ -1,16 +1,16 @@
 """
 AMQP 0-9-1 frame and field-table codec.
 
-txAMQP 0.8.2's own codec decodes a body as C{str} when it happens to be valid
+txAMQP 0.8.2's own codec decodes a body as ``str`` when it happens to be valid
 UTF-8 (and silently truncates multi-frame bodies whose later chunk is not),
 knows only four field-table types and hangs the connection when asked to
 encode anything else.  This module replaces it on both the incoming and the
-outgoing path: bodies are always C{bytes}, field tables cover every type
+outgoing path: bodies are always ``bytes``, field tables cover every type
 RabbitMQ sends or accepts, and frames are packed with precompiled
-L{struct.Struct}s.
+:py:obj:`struct.Struct`s.
 
-It still produces txAMQP's own value objects (L{txamqp.message.Message},
-L{txamqp.content.Content}) so the rest of txAMQP keeps working on top of it.
+It still produces txAMQP's own value objects (:py:obj:`txamqp.message.Message`,
+:py:obj:`txamqp.content.Content`) so the rest of txAMQP keeps working on top of it.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
-    "FRAME_METHOD",
-    "FRAME_HEADER",
     "FRAME_BODY",
-    "FRAME_HEARTBEAT",
     "FRAME_END",
+    "FRAME_HEADER",
+    "FRAME_HEARTBEAT",
+    "FRAME_METHOD",
     "FrameError",
-    "encode_table",
-    "decode_table",
     "MethodCodec",
+    "decode_table",
+    "encode_table",
 ]
 
 FRAME_METHOD = 1
@@ -70,7 +70,7 @@ class FrameError(ValueError):
 
 def _encode_value(value: Any, out: list[bytes]) -> None:
     """
-    Append the type octet and encoding of one field value to C{out}.
+    Append the type octet and encoding of one field value to ``out``.
     """
     if value is None:
         out.append(b"V")
@@ -118,8 +118,8 @@ def encode_table(table: Mapping[str, Any] | None) -> bytes:
     """
     Encode a field table, length prefix included.
 
-    @raise TypeError: a value has no AMQP encoding.
-    @raise ValueError: a key or a value is out of range.
+    :raises TypeError: a value has no AMQP encoding.
+    :raises ValueError: a key or a value is out of range.
     """
     if not table:
         return b"\x00\x00\x00\x00"
@@ -201,10 +201,10 @@ def _decode_value(data: bytes, offset: int) -> tuple[Any, int]:
 
 def decode_table(data: bytes, offset: int = 0) -> tuple[dict[str, Any], int]:
     """
-    Decode the field table that starts at C{offset} (its length prefix).
+    Decode the field table that starts at ``offset`` (its length prefix).
 
-    @return: the table and the offset just past it.
-    @raise FrameError: the bytes are not a valid table.
+    :return: the table and the offset just past it.
+    :raises FrameError: the bytes are not a valid table.
     """
     try:
         (size,) = _I.unpack_from(data, offset)
@@ -284,7 +284,7 @@ class MethodCodec:
     Encode and decode method and content-header frames for one loaded
     txAMQP spec.
 
-    @ivar spec: the txAMQP spec object.
+    :ivar spec: the txAMQP spec object.
     """
 
     def __init__(self, spec: Any) -> None:
@@ -294,8 +294,7 @@ class MethodCodec:
             for method in klass.methods:
                 self._field_kinds[method] = tuple(f.type for f in method.fields)
         self._property_kinds: dict[Any, tuple[tuple[str, str], ...]] = {
-            klass: tuple((f.name, f.type) for f in klass.fields)
-            for klass in spec.classes
+            klass: tuple((f.name, f.type) for f in klass.fields) for klass in spec.classes
         }
 
     # methods
@@ -322,8 +321,8 @@ class MethodCodec:
         """
         Decode the payload of a method frame.
 
-        @return: the spec method and its arguments.
-        @raise FrameError: the payload is not a known, well-formed method.
+        :return: the spec method and its arguments.
+        :raises FrameError: the payload is not a known, well-formed method.
         """
         try:
             class_id, method_id = _HH.unpack_from(payload, 0)
@@ -364,7 +363,7 @@ class MethodCodec:
         """
         Encode the content header frame and the body frames of one message.
 
-        @param frame_max: the negotiated largest frame, overhead included.
+        :param frame_max: the negotiated largest frame, overhead included.
         """
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError(f"a message body must be bytes, not {type(body).__name__}")
@@ -394,7 +393,7 @@ class MethodCodec:
         """
         Decode the payload of a content header frame.
 
-        @return: the spec class, the body size and the properties.
+        :return: the spec class, the body size and the properties.
         """
         try:
             class_id, _weight, size = _HHQ.unpack_from(payload, 0)
@@ -409,7 +408,7 @@ class MethodCodec:
                 if not flags & 1:
                     break
             properties: dict[str, Any] = {}
-            for (name, kind), is_present in zip(fields, present):
+            for (name, kind), is_present in zip(fields, present, strict=False):
                 if is_present:
                     properties[name], offset = _decode_field(kind, payload, offset)
         except (struct.error, IndexError, KeyError) as e:

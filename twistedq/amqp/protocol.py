@@ -4,25 +4,25 @@ txAMQP 0.8.2, mended.
 This is the only module that subclasses txAMQP.  What it mends (the numbers
 are those of the project's notes on txAMQP's defects):
 
- 1. the package ships no protocol spec: L{load_spec} loads twistedq's own;
+ 1. the package ships no protocol spec: :py:obj:`load_spec` loads twistedq's own;
  2. publisher confirms closed the connection: the delegate handles
-    C{basic.ack} and C{basic.nack}, and L{BrokerChannel.publish} tracks
+    ``basic.ack`` and ``basic.nack``, and :py:obj:`BrokerChannel.publish` tracks
     publish sequence numbers per channel;
- 3, 4. bodies were C{str} when they happened to be UTF-8 and multi-frame
-    bodies could be truncated: frames are decoded by L{twistedq.amqp.codec},
-    bodies are always C{bytes};
- 5. C{str} bodies were framed with their length in characters: only
-    C{bytes} bodies are accepted;
+ 3, 4. bodies were ``str`` when they happened to be UTF-8 and multi-frame
+    bodies could be truncated: frames are decoded by :py:obj:`twistedq.amqp.codec`,
+    bodies are always ``bytes``;
+ 5. ``str`` bodies were framed with their length in characters: only
+    ``bytes`` bodies are accepted;
  6. field tables knew four types and could hang the connection: the codec
     handles every type;
  7. no client capabilities were sent: they are, and the delegate handles
-    C{basic.cancel}, C{connection.blocked} and C{connection.unblocked};
+    ``basic.cancel``, ``connection.blocked`` and ``connection.unblocked``;
  8. an exception while dispatching a method closed the connection without a
     word: it is logged with its traceback;
- 9. C{defer.returnValue} warned on every connect: nothing here uses it.
+ 9. ``defer.returnValue`` warned on every connect: nothing here uses it.
 
 Incoming frames are assembled synchronously, without a Deferred per frame,
-and each outgoing message is written with one C{transport.write}.
+and each outgoing message is written with one ``transport.write``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp import spec as txamqp_spec
 from txamqp.client import Closed, TwistedDelegate
-from txamqp.message import Message
 from txamqp.content import Content
+from txamqp.message import Message
 from txamqp.protocol import AMQChannel, AMQClient
 from txamqp.queue import Closed as QueueClosed
 
@@ -58,12 +58,12 @@ from twistedq.amqp.codec import (
 )
 
 __all__ = [
+    "CLIENT_CAPABILITIES",
     "BrokerChannel",
     "BrokerDelegate",
     "BrokerProtocol",
     "PublishNacked",
     "load_spec",
-    "CLIENT_CAPABILITIES",
 ]
 
 log = Logger()
@@ -95,7 +95,7 @@ def load_spec() -> Any:
 class PublishNacked(Exception):
     """
     The broker refused responsibility for a published message
-    (C{basic.nack} in confirm mode).
+    (``basic.nack`` in confirm mode).
     """
 
 
@@ -126,7 +126,10 @@ class BrokerChannel(AMQChannel):
             if content is None:
                 content = Content(b"")
             data += codec.encode_content(
-                self.id, method.klass, content.body, content.properties,
+                self.id,
+                method.klass,
+                content.body,
+                content.properties,
                 self.client.frame_max,
             )
         self.client.write(data)
@@ -176,7 +179,7 @@ class BrokerChannel(AMQChannel):
     ) -> defer.Deferred[None]:
         """
         Publish one message.  On a channel in confirm mode the Deferred fires
-        when the broker confirms it and fails with L{PublishNacked} when the
+        when the broker confirms it and fails with :py:obj:`PublishNacked` when the
         broker refuses it; otherwise it fires at once.
         """
         if not isinstance(body, bytes):
@@ -264,14 +267,17 @@ class BrokerDelegate(TwistedDelegate):
     def connection_close(self, ch: BrokerChannel, msg: Message) -> None:
         log.warn(
             "Broker closed the connection: {code} {text}",
-            code=msg.reply_code, text=msg.reply_text,
+            code=msg.reply_code,
+            text=msg.reply_text,
         )
         TwistedDelegate.connection_close(self, ch, msg)
 
     def channel_close(self, ch: BrokerChannel, msg: Message) -> None:
         log.warn(
             "Broker closed channel {channel}: {code} {text}",
-            channel=ch.id, code=msg.reply_code, text=msg.reply_text,
+            channel=ch.id,
+            code=msg.reply_code,
+            text=msg.reply_text,
         )
         TwistedDelegate.channel_close(self, ch, msg)
 
@@ -296,7 +302,8 @@ class BrokerDelegate(TwistedDelegate):
 
     def basic_nack(self, ch: BrokerChannel, msg: Message) -> None:
         ch.settle(
-            msg.delivery_tag, msg.multiple,
+            msg.delivery_tag,
+            msg.multiple,
             PublishNacked("the broker refused the message (basic.nack)"),
         )
 
@@ -304,8 +311,10 @@ class BrokerDelegate(TwistedDelegate):
         log.warn(
             "Broker returned an unroutable message: {code} {text} "
             "(exchange {exchange!r}, routing key {key!r})",
-            code=msg.reply_code, text=msg.reply_text,
-            exchange=msg.exchange, key=msg.routing_key,
+            code=msg.reply_code,
+            text=msg.reply_text,
+            exchange=msg.exchange,
+            key=msg.routing_key,
         )
 
     def connection_blocked(self, ch: BrokerChannel, msg: Message) -> None:
@@ -332,10 +341,10 @@ class BrokerProtocol(AMQClient):
     """
     One connection to the broker.
 
-    @ivar consumers: consumer tag to the object receiving its deliveries
-        (with C{deliver(channel, message)} and C{cancelled(channel, message)}).
-    @ivar blocked: the broker's reason while it blocks publishing, else
-        L{None}.
+    :ivar consumers: consumer tag to the object receiving its deliveries
+        (with ``deliver(channel, message)`` and ``cancelled(channel, message)``).
+    :ivar blocked: the broker's reason while it blocks publishing, else
+        :py:obj:`None`.
     """
 
     channelClass = BrokerChannel
@@ -378,7 +387,7 @@ class BrokerProtocol(AMQClient):
 
     def start_heartbeat(self, interval: int) -> None:
         """
-        Send a heartbeat every half C{interval} and drop the connection when
+        Send a heartbeat every half ``interval`` and drop the connection when
         nothing arrived for two intervals.
         """
         self.heartbeat_interval = interval
@@ -449,9 +458,7 @@ class BrokerProtocol(AMQClient):
             pending[2], pending[3], pending[4] = klass, size, properties
             if size == 0:
                 del self._content[channel]
-                self._method_received(
-                    channel, pending[0], pending[1], Content(b"", [], properties)
-                )
+                self._method_received(channel, pending[0], pending[1], Content(b"", [], properties))
         elif kind == FRAME_BODY:
             pending = self._content.get(channel)
             if pending is None or pending[2] is None:
@@ -483,7 +490,8 @@ class BrokerProtocol(AMQClient):
         except Exception:
             log.failure(
                 "Error while handling {klass}.{method} from the broker",
-                klass=method.klass.name, method=method.name,
+                klass=method.klass.name,
+                method=method.name,
             )
 
     def _get_channel(self, channel_id: int) -> BrokerChannel:
@@ -552,4 +560,3 @@ class BrokerProtocol(AMQClient):
         for consumer in list(self.consumers.values()):
             consumer.connection_lost(reason)
         self.consumers.clear()
-

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-__all__ = ["IResultBackend", "BackendURLError", "backend_from_url", "DEFAULT_RESULT_TTL"]
+__all__ = ["DEFAULT_RESULT_TTL", "BackendURLError", "IResultBackend", "backend_from_url"]
 
 #: Results expire after a day unless configured otherwise.
 DEFAULT_RESULT_TTL = 24 * 60 * 60
@@ -26,7 +26,7 @@ class BackendURLError(ValueError):
 class IResultBackend(Interface):
     """
     A store of task outcomes, keyed by task id.  Values are the encoded
-    documents of L{twistedq.outcome}; a backend stores and returns them
+    documents of :py:obj:`twistedq.outcome`; a backend stores and returns them
     as opaque bytes.
     """
 
@@ -45,12 +45,12 @@ class IResultBackend(Interface):
 
     def get_result(task_id: str) -> Deferred[bytes | None]:
         """
-        The stored outcome of a task, or L{None} if there is none.
+        The stored outcome of a task, or :py:obj:`None` if there is none.
         """
 
     def get_results(task_ids: Sequence[str]) -> Deferred[list[bytes | None]]:
         """
-        The stored outcomes of several tasks, in order, L{None} where absent.
+        The stored outcomes of several tasks, in order, :py:obj:`None` where absent.
         """
 
     def close() -> Deferred[None]:
@@ -61,11 +61,11 @@ class IResultBackend(Interface):
 
 def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:
     """
-    Build the backend a URL names: C{redis://host:port/db} or
-    C{sqlite:///path/to/file.sqlite3} (C{sqlite://} alone means
-    C{twistedq-results.sqlite3} in the working directory).
+    Build the backend a URL names: ``redis://host:port/db`` or
+    ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
+    ``twistedq-results.sqlite3`` in the working directory).
 
-    @raise BackendURLError: the URL names no known backend.
+    :raises BackendURLError: the URL names no known backend.
     """
     scheme = urlsplit(url).scheme
     if scheme == "redis":

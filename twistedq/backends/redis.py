@@ -1,8 +1,8 @@
 """
 Results in Redis, through txredisapi.
 
-Each outcome is one string key, C{<prefix><task id>}, written with C{SET ...
-EX ttl} so Redis expires it by itself.  Writes of one batch go out in one
+Each outcome is one string key, ``<prefix><task id>``, written with ``SET ...
+EX ttl`` so Redis expires it by itself.  Writes of one batch go out in one
 reactor turn on one connection, so they travel pipelined.
 """
 
@@ -48,7 +48,7 @@ class RedisBackend:
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> RedisBackend:
         """
-        Build from C{redis://[:password@]host[:port][/db]}.
+        Build from ``redis://[:password@]host[:port][/db]``.
         """
         parts = urlsplit(url)
         try:
@@ -60,15 +60,24 @@ class RedisBackend:
 
     def connect(self) -> defer.Deferred[None]:
         self._redis = txredisapi.lazyConnectionPool(
-            self.host, self.port, dbid=self.db, poolsize=self.pool_size,
-            reconnect=True, charset=None, password=self._password,
-            convertNumbers=False, connectTimeout=10, replyTimeout=30,
+            self.host,
+            self.port,
+            dbid=self.db,
+            poolsize=self.pool_size,
+            reconnect=True,
+            charset=None,
+            password=self._password,
+            convertNumbers=False,
+            connectTimeout=10,
+            replyTimeout=30,
         )
         return self._redis._connected.addCallback(lambda _: None)
 
     def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        writes = [redis.set(prefix + task_id, document, expire=ttl) for task_id, document in results]
+        writes = [
+            redis.set(prefix + task_id, document, expire=ttl) for task_id, document in results
+        ]
         return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:

@@ -1,10 +1,10 @@
 """
 Results in an SQLite file: the embedded default, needing no server.
 
-The database is reached through L{twisted.enterprise.adbapi} on one thread
+The database is reached through :py:obj:`twisted.enterprise.adbapi` on one thread
 (SQLite has one writer at a time), in WAL mode so readers in other processes
 do not block the daemon's writes.  A batch of outcomes is one transaction.
-Expired rows are removed by L{SQLiteBackend.delete_expired}.
+Expired rows are removed by :py:obj:`SQLiteBackend.delete_expired`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from twistedq.backends.base import DEFAULT_RESULT_TTL, IResultBackend
 
-__all__ = ["SQLiteBackend", "DEFAULT_PATH"]
+__all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
 DEFAULT_PATH = "twistedq-results.sqlite3"
 
@@ -59,8 +59,8 @@ class SQLiteBackend:
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> SQLiteBackend:
         """
-        Build from C{sqlite:///relative/path}, C{sqlite:////absolute/path} or
-        C{sqlite://} (the default file in the working directory).
+        Build from ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or
+        ``sqlite://`` (the default file in the working directory).
         """
         path = unquote(urlsplit(url).path)
         path = path[1:] if path.startswith("/") else path
@@ -68,8 +68,14 @@ class SQLiteBackend:
 
     def connect(self) -> defer.Deferred[None]:
         self._pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, isolation_level=None,
-            cp_min=1, cp_max=1, cp_openfun=_open, cp_reactor=self._reactor,
+            "sqlite3",
+            self.path,
+            check_same_thread=False,
+            isolation_level=None,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_open,
+            cp_reactor=self._reactor,
         )
         return self._pool.runInteraction(lambda cursor: None)
 

@@ -1,5 +1,5 @@
 """
-The entry point of a pool child: C{python -m twistedq.worker.child}.
+The entry point of a pool child: ``python -m twistedq.worker.child``.
 
 The child imports the task modules once, then answers AMP commands from the
 daemon on file descriptors 3 (in) and 4 (out), so task code may print to
@@ -23,7 +23,7 @@ from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
-__all__ = ["TaskRunner", "ChildLocator", "main"]
+__all__ = ["ChildLocator", "TaskRunner", "main"]
 
 AMP_IN_FD = 3
 AMP_OUT_FD = 4
@@ -58,7 +58,8 @@ class TaskRunner:
             return success_document(message.id, message.task, value)
         except (TypeError, ValueError) as e:
             return failure_document(
-                message.id, message.task,
+                message.id,
+                message.task,
                 TypeError(f"the task's return value is not a JSON value: {e}"),
                 traceback="",
             )
@@ -94,7 +95,7 @@ class _ChildAMP(amp.AMP):
         amp.AMP.__init__(self, locator=locator)
         self._on_lost = on_lost
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any) -> None:
         amp.AMP.connectionLost(self, reason)
         self._on_lost()
 

@@ -1,10 +1,10 @@
 """
 The AMP commands between the daemon and its child processes.
 
-One AMP value holds at most 65,535 bytes; L{ChunkedBytes} carries values of
+One AMP value holds at most 65,535 bytes; :py:obj:`ChunkedBytes` carries values of
 any size by splitting them over several keys, so large arguments and
 results travel in the same call.  Batches of task bodies and of outcome
-documents are packed by L{pack}/L{unpack} as length-prefixed records, so
+documents are packed by :py:obj:`pack`/:py:obj:`unpack` as length-prefixed records, so
 nothing is parsed or re-encoded on the way.
 """
 
@@ -31,17 +31,21 @@ _LENGTH = struct.Struct("!I")
 
 class ChunkedBytes(amp.Argument):
     """
-    A C{bytes} value of any size, sent as C{name}, C{name.1}, C{name.2} ...
+    A ``bytes`` value of any size, sent as ``name``, ``name.1``, ``name.2`` ...
     each at most one AMP value long.
     """
 
-    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:  # noqa: N802
+    def toBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
         value = objects[name.decode("ascii")]
         strings[name] = value[:_CHUNK]
         for index, start in enumerate(range(_CHUNK, len(value), _CHUNK), 1):
             strings[name + b".%d" % index] = value[start : start + _CHUNK]
 
-    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any) -> None:  # noqa: N802
+    def fromBox(
+        self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: Any
+    ) -> None:
         parts = [strings[name]]
         index = 1
         while (key := name + b".%d" % index) in strings:
@@ -59,9 +63,9 @@ def pack(records: Iterable[bytes]) -> bytes:
 
 def unpack(data: bytes) -> list[bytes]:
     """
-    Split what L{pack} joined.
+    Split what :py:obj:`pack` joined.
 
-    @raise ValueError: the data is not a sequence of records.
+    :raises ValueError: the data is not a sequence of records.
     """
     records = []
     offset = 0
@@ -93,8 +97,8 @@ class RunTasks(amp.Command):
     """
     Run a batch of tasks, one after the other, in the child.
 
-    C{bodies} is L{pack}ed message bodies; the answer C{outcomes} is the
-    L{pack}ed outcome documents, in the same order.  A task's own exception
+    ``bodies`` is :py:obj:`pack`ed message bodies; the answer ``outcomes`` is the
+    :py:obj:`pack`ed outcome documents, in the same order.  A task's own exception
     is an outcome, not an AMP error.
     """
 

@@ -46,11 +46,16 @@ class Dispatcher:
     Feeds the pool from the deliveries and settles each delivery after its
     outcome is stored.
 
-    @ivar max_batch: the most tasks sent to one child in one call.
+    :ivar max_batch: the most tasks sent to one child in one call.
     """
 
-    def __init__(self, pool: _Pool, backend: IResultBackend, max_batch: int = 8,
-                 max_body_size: int = MAX_BODY_SIZE) -> None:
+    def __init__(
+        self,
+        pool: _Pool,
+        backend: IResultBackend,
+        max_batch: int = 8,
+        max_body_size: int = MAX_BODY_SIZE,
+    ) -> None:
         self.pool = pool
         self.backend = backend
         self.max_batch = max_batch
@@ -104,17 +109,21 @@ class Dispatcher:
         d.addBoth(done)
         d.addErrback(lambda f: log.failure("Unexpected dispatcher error", f))
 
-    def _ran(self, outcomes: list[bytes], batch: list[tuple[_Delivery, TaskMessage]]) -> defer.Deferred[None]:
+    def _ran(
+        self, outcomes: list[bytes], batch: list[tuple[_Delivery, TaskMessage]]
+    ) -> defer.Deferred[None]:
         if len(outcomes) != len(batch):
             raise RuntimeError(f"child answered {len(outcomes)} outcomes for {len(batch)} tasks")
-        rows = [(message.id, outcome) for (_, message), outcome in zip(batch, outcomes)]
+        rows = [
+            (message.id, outcome) for (_, message), outcome in zip(batch, outcomes, strict=True)
+        ]
         d = self.backend.store_results(rows)
 
         def stored(_: None) -> None:
             for delivery, _message in batch:
                 delivery.ack()
             self.completed += len(batch)
-            for (_, message), outcome in zip(batch, outcomes):
+            for (_, message), outcome in zip(batch, outcomes, strict=True):
                 # The top-level status is the first "status" key written.
                 if outcome.find(b'"status":"') == outcome.find(b'"status":"FAILURE"'):
                     self.failed += 1
@@ -123,7 +132,8 @@ class Dispatcher:
         def not_stored(failure: Failure) -> None:
             log.failure(
                 "Could not store {count} outcomes; their messages go back to the queue",
-                failure, count=len(batch),
+                failure,
+                count=len(batch),
             )
             for delivery, _message in batch:
                 delivery.reject(requeue=True)
@@ -135,14 +145,17 @@ class Dispatcher:
         exc = parsed.exc or {}
         log.warn(
             "Task {task}[{id}] raised {type}: {text}",
-            task=message.task, id=message.id,
-            type=exc.get("type"), text=exc.get("message"),
+            task=message.task,
+            id=message.id,
+            type=exc.get("type"),
+            text=exc.get("message"),
         )
 
     def _lost(self, failure: Failure, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
         log.error(
             "{count} tasks go back to the queue: {why}",
-            count=len(batch), why=str(failure.value),
+            count=len(batch),
+            why=str(failure.value),
         )
         for delivery, _message in batch:
             delivery.reject(requeue=True)

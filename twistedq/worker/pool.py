@@ -1,10 +1,10 @@
 """
-The process pool: child processes started with C{spawnProcess}, each
+The process pool: child processes started with ``spawnProcess``, each
 driven over AMP on its file descriptors 3 and 4, each running one batch of
 tasks at a time.
 
-Starting a process sits behind L{IChildStarter}, so the pool's logic is
-tested with an in-memory starter and a L{twisted.internet.task.Clock}.
+Starting a process sits behind :py:obj:`IChildStarter`, so the pool's logic is
+tested with an in-memory starter and a :py:obj:`twisted.internet.task.Clock`.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Child:
     fires when its process has ended.
     """
 
-    def __init__(self, name: str, protocol: amp.AMP, ended: defer.Deferred[Any],
-                 kill: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, protocol: amp.AMP, ended: defer.Deferred[Any], kill: Callable[[], None]
+    ) -> None:
         self.name = name
         self.protocol = protocol
         self.ended = ended
@@ -68,8 +69,8 @@ class IChildStarter(Interface):
 
     def start(name: str) -> defer.Deferred[Child]:
         """
-        Start a child called C{name}; fire with it once it answered
-        L{Hello}.
+        Start a child called ``name``; fire with it once it answered
+        :py:obj:`Hello`.
         """
 
 
@@ -87,17 +88,17 @@ class _PipeTransport:
     def write(self, data: bytes) -> None:
         self.process.writeToChild(3, data)
 
-    def writeSequence(self, data: Sequence[bytes]) -> None:  # noqa: N802
+    def writeSequence(self, data: Sequence[bytes]) -> None:
         self.process.writeToChild(3, b"".join(data))
 
-    def loseConnection(self) -> None:  # noqa: N802
+    def loseConnection(self) -> None:
         self.disconnecting = True
         self.process.closeChildFD(3)
 
-    def getPeer(self) -> str:  # noqa: N802
+    def getPeer(self) -> str:
         return f"child process {self.process.pid}"
 
-    def getHost(self) -> str:  # noqa: N802
+    def getHost(self) -> str:
         return "twistedq daemon"
 
 
@@ -109,11 +110,11 @@ class _ChildProcessProtocol(ProcessProtocol):
         self._partial = {1: b"", 2: b""}
         self._amp_lost = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.transport.closeStdin()
         self.amp.makeConnection(_PipeTransport(self.transport))
 
-    def childDataReceived(self, fd: int, data: bytes) -> None:  # noqa: N802
+    def childDataReceived(self, fd: int, data: bytes) -> None:
         if fd == 4:
             self.amp.dataReceived(data)
             return
@@ -125,10 +126,14 @@ class _ChildProcessProtocol(ProcessProtocol):
     def _log_line(self, fd: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
         if text:
-            log.info("{child} {stream}: {line}", child=self.name,
-                     stream="stdout" if fd == 1 else "stderr", line=text)
+            log.info(
+                "{child} {stream}: {line}",
+                child=self.name,
+                stream="stdout" if fd == 1 else "stderr",
+                line=text,
+            )
 
-    def childConnectionLost(self, fd: int) -> None:  # noqa: N802
+    def childConnectionLost(self, fd: int) -> None:
         if fd == 4:
             self._lose_amp(Failure(error.ConnectionDone("child closed its AMP pipe")))
 
@@ -137,7 +142,7 @@ class _ChildProcessProtocol(ProcessProtocol):
             self._amp_lost = True
             self.amp.connectionLost(reason)
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         for fd, rest in self._partial.items():
             if rest:
                 self._log_line(fd, rest)
@@ -149,11 +154,12 @@ class _ChildProcessProtocol(ProcessProtocol):
 class ProcessStarter:
     """
     Starts children as real processes: the same Python, the daemon's
-    C{sys.path}, importing C{task_modules} once.
+    ``sys.path``, importing ``task_modules`` once.
     """
 
-    def __init__(self, reactor: Any, task_modules: Sequence[str],
-                 python: str = sys.executable) -> None:
+    def __init__(
+        self, reactor: Any, task_modules: Sequence[str], python: str = sys.executable
+    ) -> None:
         self.reactor = reactor
         self.task_modules = list(task_modules)
         self.python = python
@@ -171,7 +177,10 @@ class ProcessStarter:
         for module in self.task_modules:
             args += ["--tasks", module]
         transport = self.reactor.spawnProcess(
-            process_protocol, self.python, args, env=self._environment(),
+            process_protocol,
+            self.python,
+            args,
+            env=self._environment(),
             childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"},
         )
 
@@ -187,7 +196,7 @@ class ProcessStarter:
 
 def _greet(child: Child) -> defer.Deferred[Child]:
     """
-    Ask a new child L{Hello}; fire with it, or fail if it ended first.
+    Ask a new child :py:obj:`Hello`; fire with it, or fail if it ended first.
     """
 
     def greeted(response: dict[str, Any]) -> Child:
@@ -204,15 +213,16 @@ def _greet(child: Child) -> defer.Deferred[Child]:
 
 class ProcessPool(Service):
     """
-    A fixed number of children.  L{run_batch} hands a batch of task bodies
+    A fixed number of children.  :py:obj:`run_batch` hands a batch of task bodies
     to an idle child; a child that ends is replaced at once.
 
-    @ivar on_idle: called whenever a child becomes idle (the dispatcher
+    :ivar on_idle: called whenever a child becomes idle (the dispatcher
         uses it to hand out more work).
     """
 
-    def __init__(self, starter: IChildStarter, size: int, clock: Any,
-                 shutdown_timeout: float = 10.0) -> None:
+    def __init__(
+        self, starter: IChildStarter, size: int, clock: Any, shutdown_timeout: float = 10.0
+    ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one child")
         self.starter = starter
@@ -231,7 +241,7 @@ class ProcessPool(Service):
     def idle_count(self) -> int:
         return len(self._idle)
 
-    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]  # noqa: N802
+    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
         """
         Start every child; the Deferred fires when all are ready.
         """
@@ -269,8 +279,11 @@ class ProcessPool(Service):
         if child in self._idle:
             self._idle.remove(child)
         if self.running:
-            log.warn("{name} ended unexpectedly ({reason}); starting another",
-                     name=child.name, reason=reason)
+            log.warn(
+                "{name} ended unexpectedly ({reason}); starting another",
+                name=child.name,
+                reason=reason,
+            )
             self.restarts += 1
             self._restart_later()
 
@@ -288,8 +301,8 @@ class ProcessPool(Service):
         Run encoded task messages on an idle child; fire with their outcome
         documents in order.
 
-        @raise RuntimeError: no child is idle (check L{idle_count}).
-        @return: a Deferred that fails with L{ChildLost} if the child ends
+        :raises RuntimeError: no child is idle (check :py:obj:`idle_count`).
+        :return: a Deferred that fails with :py:obj:`ChildLost` if the child ends
             first.
         """
         if not self._idle:
@@ -316,10 +329,10 @@ class ProcessPool(Service):
         self.on_idle()
         return result
 
-    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
         """
         Ask every child to exit, kill those still alive after
-        C{shutdown_timeout} seconds, fire when all have ended.
+        ``shutdown_timeout`` seconds, fire when all have ended.
         """
         Service.stopService(self)
         waits = []
