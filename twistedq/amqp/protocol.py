@@ -242,6 +242,7 @@ class BrokerDelegate(TwistedDelegate):
     client: BrokerProtocol
 
     def connection_start(self, ch: BrokerChannel, msg: Message) -> None:
+        self.client.server_properties = msg.server_properties
         ch.connection_start_ok(
             client_properties={
                 "product": "twistedq",
@@ -365,6 +366,7 @@ class BrokerProtocol(AMQClient):
         self.frame_max = 4096
         self.consumers: dict[str, Any] = {}
         self.blocked: str | None = None
+        self.server_properties: dict[str, Any] = {}
         self.last_received = self.clock.seconds()
         self._buffer = b""
         self._content: dict[int, list[Any]] = {}
