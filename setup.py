@@ -24,6 +24,7 @@ setup(
     ],
     extras_require={
         "dev": ["ruff", "sphinx>=7", "hypothesis"],
+        "bench": ["celery[redis]>=5.4,<6"],
     },
     classifiers=[
         "Framework :: Twisted",

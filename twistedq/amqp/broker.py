@@ -122,6 +122,8 @@ ConnectHook = Callable[[BrokerProtocol], Awaitable[Any]]
 
 
 class _ProtocolFactory(Factory):
+    noisy = False
+
     def __init__(self, address: BrokerAddress, clock: Any) -> None:
         self.address = address
         self.clock = clock

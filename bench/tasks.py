@@ -1,0 +1,12 @@
+"""
+The benchmark's task, for twistedq.
+"""
+
+from twistedq.task import tasks
+
+
+def noop():
+    return None
+
+
+tasks.register(noop, "noop")

@@ -1,0 +1,321 @@
+"""
+End-to-end throughput, latency and memory of twistedq, side by side with
+Celery on the same broker and result store when Celery is installed.
+
+For each system it measures, with results stored:
+
+* stream: N no-op tasks published (in windows, confirms awaited per window)
+  while the worker consumes them; tasks/s from the first publish to the
+  last stored result;
+* drain: N tasks published while no worker runs, then the worker started;
+  tasks/s between the first and the last result stored;
+* latency: M round trips one at a time (publish, then ``get()``), in ms;
+* RSS of the worker process and its children after the runs.
+
+    python -m bench.throughput [--tasks 20000] [--latency 500] [--no-celery]
+
+It starts its own workers on queues of its own; RabbitMQ and Redis must be
+running (``scripts/services start rabbitmq redis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mib(pid: int) -> float:
+    """
+    Resident memory of a process and all its descendants, in MiB.
+    """
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        pids.extend(int(child) for child in children)
+    return total / 1024
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    quantiles = statistics.quantiles(ordered, n=100)
+    return {"p50": quantiles[49], "p90": quantiles[89], "p99": quantiles[98]}
+
+
+def wait_for_log(path: Path, process: subprocess.Popen[bytes], needles: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if all(needle in text for needle in needles):
+            return
+        if process.poll() is not None:
+            sys.exit(f"worker exited with {process.returncode}:\n{text[-3000:]}")
+        time.sleep(0.05)
+    sys.exit(f"worker not ready:\n{path.read_text(errors='replace')[-3000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class TwistedqSystem:
+    name = "twistedq"
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        from twistedq.client import Client
+
+        self.options = options
+        self.queue = f"bench-{uuid.uuid4().hex[:8]}"
+        self.client = Client(
+            broker_url=options.broker, result_backend=options.result_backend, queue=self.queue
+        )
+        self.workdir = Path(tempfile.mkdtemp(prefix="twistedq-bench-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self) -> None:
+        log = self.workdir / "twistd.log"
+        log.unlink(missing_ok=True)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.process = subprocess.Popen(
+            [
+                twistd,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(log),
+                "twistedq",
+                "--broker",
+                self.options.broker,
+                "--result-backend",
+                self.options.result_backend,
+                "--queue",
+                self.queue,
+                "--concurrency",
+                str(self.options.concurrency),
+                "--tasks",
+                "bench.tasks",
+                "--status",
+                "none",
+            ],
+            cwd=self.workdir,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        wait_for_log(log, self.process, ["Consuming", f"Process-{self.options.concurrency}"])
+
+    def stop_worker(self) -> None:
+        assert self.process is not None
+        stop(self.process)
+
+    def publish(self, count: int) -> list[str]:
+        from twistedq.message import TaskMessage, new_task_id
+
+        ids = []
+        window = 1000
+        for start in range(0, count, window):
+            batch = [
+                TaskMessage(id=new_task_id(), task="noop")
+                for _ in range(min(window, count - start))
+            ]
+            self.client.publish_many(batch)
+            ids.extend(m.id for m in batch)
+        return ids
+
+    def done_times(self, ids: list[str]) -> list[float] | None:
+        outcomes = []
+        for start in range(0, len(ids), 5000):
+            outcomes.extend(self.client.get_outcomes(ids[start : start + 5000]))
+        if not all(o.ready for o in outcomes):
+            return None
+        return [datetime.datetime.fromisoformat(o.date_done).timestamp() for o in outcomes]
+
+    def round_trip(self) -> None:
+        self.client.delay_task("noop").get(timeout=30)
+
+
+class CelerySystem:
+    name = "celery"
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
+        os.environ["BENCH_BROKER"] = options.broker
+        os.environ["BENCH_RESULT_BACKEND"] = options.result_backend
+        os.environ["BENCH_QUEUE"] = self.queue
+        from bench.celery_app import app, noop
+
+        self.app = app
+        self.noop = noop
+        self.workdir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self) -> None:
+        log = self.workdir / "celery.log"
+        log.unlink(missing_ok=True)
+        celery = os.path.join(os.path.dirname(sys.executable), "celery")
+        self.process = subprocess.Popen(
+            [
+                celery,
+                "-A",
+                "bench.celery_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(self.options.concurrency),
+                "-Q",
+                self.queue,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-f",
+                str(log),
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        wait_for_log(log, self.process, ["ready."])
+
+    def stop_worker(self) -> None:
+        assert self.process is not None
+        stop(self.process)
+
+    def publish(self, count: int) -> list[str]:
+        return [self.noop.apply_async().id for _ in range(count)]
+
+    def done_times(self, ids: list[str]) -> list[float] | None:
+        backend = self.app.backend
+        times = []
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            keys = [backend.get_key_for_task(task_id) for task_id in chunk]
+            for raw in backend.client.mget(keys):
+                if raw is None:
+                    return None
+                meta = backend.decode_result(raw)
+                done = meta.get("date_done")
+                if isinstance(done, str):
+                    done = datetime.datetime.fromisoformat(done)
+                if done.tzinfo is None:
+                    done = done.replace(tzinfo=datetime.timezone.utc)
+                times.append(done.timestamp())
+        return times
+
+    def round_trip(self) -> None:
+        self.noop.apply_async().get(timeout=30)
+
+
+def wait_done(system: Any, ids: list[str], timeout: float = 600) -> list[float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        times = system.done_times(ids)
+        if times is not None:
+            return times
+        time.sleep(0.2)
+    raise SystemExit(f"{system.name}: not all tasks done within {timeout} s")
+
+
+def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    system.start_worker()
+    try:
+        for _ in range(200):  # warm up
+            system.round_trip()
+        started = time.time()
+        ids = system.publish(options.tasks)
+        times = wait_done(system, ids)
+        figures["stream"] = options.tasks / (max(times) - started)
+
+        samples = []
+        for _ in range(options.latency):
+            t0 = time.perf_counter()
+            system.round_trip()
+            samples.append((time.perf_counter() - t0) * 1000)
+        figures["latency"] = percentiles(samples)
+        figures["rss"] = rss_mib(system.process.pid)
+    finally:
+        system.stop_worker()
+
+    ids = system.publish(options.tasks)
+    system.start_worker()
+    try:
+        times = wait_done(system, ids)
+        figures["drain"] = options.tasks / (max(times) - min(times))
+    finally:
+        system.stop_worker()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("TWISTEDQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
+    parser.add_argument(
+        "--result-backend",
+        default=os.environ.get("TWISTEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    )
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--latency", type=int, default=500)
+    parser.add_argument("--no-celery", action="store_true")
+    options = parser.parse_args()
+
+    systems: list[Any] = [TwistedqSystem(options)]
+    if not options.no_celery:
+        try:
+            systems.append(CelerySystem(options))
+        except ImportError:
+            print("(celery is not installed: pip install 'celery[redis]' to compare)")
+    results = {}
+    for system in systems:
+        print(f"running {system.name} ...", flush=True)
+        results[system.name] = measure(system, options)
+
+    print(
+        f"\n{options.tasks} no-op tasks, concurrency {options.concurrency}, "
+        f"results in {options.result_backend}, broker {options.broker.split('@')[-1]}"
+    )
+    header = (
+        f"{'system':<10} {'stream/s':>9} {'drain/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'RSS MiB':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, f in results.items():
+        lat = f["latency"]
+        print(
+            f"{name:<10} {f['stream']:>9.0f} {f['drain']:>9.0f} {lat['p50']:>8.2f} "
+            f"{lat['p90']:>8.2f} {lat['p99']:>8.2f} {f['rss']:>8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
