@@ -80,7 +80,7 @@ def main() -> None:
         "--status",
         f"tcp:{port}:interface=127.0.0.1",
     ]
-    print("$", " ".join(command[:1] + ["-n"] + command[5:]))
+    print("$", " ".join([*command[:1], "-n", *command[5:]]))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     daemon = subprocess.Popen(command, cwd=workdir, env=env)
     try:
