@@ -136,7 +136,7 @@ class Client:
         Publish one message and wait for the broker's confirm.
         """
         client = self._client()
-        self._thread.call(client.publish, message, timeout=self.timeout + 1)
+        self._thread.call(client.publish, message, timeout=2 * self.timeout + 1)
 
     def publish_many(self, messages: Iterable[TaskMessage]) -> None:
         """
@@ -144,7 +144,7 @@ class Client:
         """
         client = self._client()
         batch = list(messages)
-        self._thread.call(client.publish_many, batch, timeout=self.timeout + 1)
+        self._thread.call(client.publish_many, batch, timeout=2 * self.timeout + 1)
 
     def get_outcome(self, task_id: str) -> Outcome:
         """

@@ -185,12 +185,33 @@ class _ConsumerService(Service):
         return defer.Deferred.fromCoroutine(drain())
 
 
+class DrainingMultiService(MultiService):
+    """
+    A :py:obj:`MultiService` that stops its children one at a time, last
+    added first, each after the one before has finished stopping.  (The
+    stock one stops them all at once, so the store could close while the
+    consumer still drains into it.)
+    """
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+
+        async def stop_in_order() -> None:
+            for service in reversed(list(self)):
+                try:
+                    await defer.maybeDeferred(service.stopService)
+                except Exception:
+                    log.failure("Error while stopping {service}", service=service)
+
+        return defer.Deferred.fromCoroutine(stop_in_order())
+
+
 def makeService(options: Options) -> IService:
     """
     Build the daemon: result store, pool, broker connection, consumer and
-    status site under one :py:obj:`MultiService`.  They stop in reverse order:
-    the status site, the consumer (draining), the connection, the pool, the
-    store.
+    status site under one :py:obj:`DrainingMultiService`.  They stop one
+    after the other in reverse order: the status site, the consumer
+    (draining), the connection, the pool, the store.
     """
     from twisted.internet import reactor
 
@@ -203,7 +224,7 @@ def makeService(options: Options) -> IService:
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
 
-    daemon = MultiService()
+    daemon = DrainingMultiService()
     _BackendService(backend).setServiceParent(daemon)
     _PoolService(pool, reactor).setServiceParent(daemon)
     connection.setServiceParent(daemon)

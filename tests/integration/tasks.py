@@ -42,3 +42,28 @@ tasks.register(fail_builtin, "fail_builtin")
 tasks.register(echo, "echo")
 tasks.register(noop, "noop")
 tasks.register(shout, "shout")
+
+
+def sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def die_once(marker):
+    """
+    Kill the child running it the first time; succeed when run again.
+    """
+    import os
+    import signal
+
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+tasks.register(sleep, "sleep")
+tasks.register(die_once, "die_once")

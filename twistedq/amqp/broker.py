@@ -34,6 +34,7 @@ __all__ = [
     "BrokerAddress",
     "BrokerConnection",
     "BrokerURLError",
+    "BrokerUnavailable",
     "Consumer",
     "Delivery",
     "PublishTimeout",
@@ -63,6 +64,12 @@ class PublishTimeout(Exception):
     def __init__(self, task_id: str, seconds: float) -> None:
         super().__init__(f"no confirm for task {task_id} within {seconds} s")
         self.task_id = task_id
+
+
+class BrokerUnavailable(Exception):
+    """
+    The broker could not be reached in time; nothing was published.
+    """
 
 
 @dataclass(frozen=True)
@@ -278,11 +285,21 @@ class Publisher:
         """
         Publish one task message and wait for the broker's confirm.
 
+        :raises BrokerUnavailable: no connection within ``confirm_timeout``
+            seconds; nothing was sent.
         :raises PublishTimeout: no confirm within ``confirm_timeout`` seconds.
         :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
         """
         body = message.encode()
-        await self.connection.when_connected()
+        connected = self.connection.when_connected()
+        connected.addTimeout(self.confirm_timeout, self.connection.reactor)
+        try:
+            await connected
+        except defer.TimeoutError:
+            raise BrokerUnavailable(
+                f"could not reach the broker at {self.connection.address} "
+                f"within {self.confirm_timeout} s"
+            ) from None
         channel = self._channel
         assert channel is not None
         confirmed = channel.publish(

@@ -79,56 +79,56 @@ class SQLiteBackend:
         )
         return self._pool.runInteraction(lambda cursor: None)
 
+    def _require_pool(self) -> adbapi.ConnectionPool:
+        if self._pool is None:
+            raise RuntimeError(f"the result store {self.url} is not connected")
+        return self._pool
+
     def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
-        assert self._pool is not None
+        pool = self._require_pool()
         expires_at = time.time() + self.ttl
         rows = [(task_id, document, expires_at) for task_id, document in results]
 
-        def write(connection: sqlite3.Connection) -> None:
-            with connection:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows
-                )
+        def write(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany("INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows)
 
-        return self._pool.runWithConnection(write)
+        return pool.runInteraction(write)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
         return self.get_results([task_id]).addCallback(lambda found: found[0])
 
     def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
-        assert self._pool is not None
+        pool = self._require_pool()
         ids = list(task_ids)
 
-        def read(connection: sqlite3.Connection) -> list[bytes | None]:
+        def read(cursor: sqlite3.Cursor) -> list[bytes | None]:
             found: dict[str, bytes] = {}
             now = time.time()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for task_id, document in connection.execute(
+                cursor.execute(
                     f"SELECT task_id, document FROM twistedq_result "
                     f"WHERE task_id IN ({marks}) AND expires_at > ?",
                     (*chunk, now),
-                ):
+                )
+                for task_id, document in cursor.fetchall():
                     found[task_id] = bytes(document)
             return [found.get(task_id) for task_id in ids]
 
-        return self._pool.runWithConnection(read)
+        return pool.runInteraction(read)
 
     def delete_expired(self) -> defer.Deferred[int]:
         """
         Remove expired outcomes; fires with how many were removed.
         """
-        assert self._pool is not None
+        pool = self._require_pool()
 
-        def delete(connection: sqlite3.Connection) -> int:
-            with connection:
-                cursor = connection.execute(
-                    "DELETE FROM twistedq_result WHERE expires_at <= ?", (time.time(),)
-                )
-                return cursor.rowcount
+        def delete(cursor: sqlite3.Cursor) -> int:
+            cursor.execute("DELETE FROM twistedq_result WHERE expires_at <= ?", (time.time(),))
+            return cursor.rowcount
 
-        return self._pool.runWithConnection(delete)
+        return pool.runInteraction(delete)
 
     def close(self) -> defer.Deferred[None]:
         if self._pool is not None:
