@@ -58,6 +58,46 @@ def main() -> None:
         result = client.delay_task(request["task"], *request["args"])
         report["id"] = result.task_id
         report["value"] = result.get(timeout=30)
+    elif mode == "threads":
+        import threading
+
+        values: dict[int, list[int]] = {}
+
+        def work(thread: int) -> None:
+            results = [client.delay_task("add", thread, i) for i in range(count)]
+            values[thread] = [r.get(timeout=60) for r in results]
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        report["values"] = {str(t): v for t, v in sorted(values.items())}
+    elif mode == "fork":
+        import os
+
+        from twistedq.reactor_thread import ForkError
+
+        fresh = Client(broker_url=broker, result_backend=backend, queue=queue)
+        pid = os.fork()
+        if pid == 0:
+            # A client first used after the fork works in the child.
+            code = 0 if fresh.delay_task("add", 1, 1).get(timeout=30) == 2 else 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        report["fresh_child_exit"] = os.waitstatus_to_exitcode(status)
+        report["parent_after_fork"] = fresh.delay_task("add", 2, 2).get(timeout=30)
+        pid = os.fork()
+        if pid == 0:
+            # The reactor thread of the parent does not exist here.
+            try:
+                fresh.delay_task("add", 3, 3)
+            except ForkError as e:
+                os._exit(0 if "os.fork()" in str(e) else 4)
+            os._exit(5)
+        _, status = os.waitpid(pid, 0)
+        report["used_child_exit"] = os.waitstatus_to_exitcode(status)
+        fresh.close()
     elif mode == "publish":
         results = [client.delay_task("add", i, 1) for i in range(count)]
         report["ids"] = [r.task_id for r in results]
