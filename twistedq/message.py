@@ -42,6 +42,10 @@ class MessageError(ValueError):
     """
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def new_task_id() -> str:
     """
     Return a fresh task id: a random UUID4 in its canonical text form.
@@ -124,9 +128,11 @@ class TaskMessage:
         if len(body) > max_size:
             raise MessageError(f"body of {len(body)} bytes is over the limit of {max_size}")
         try:
-            document = json.loads(body)
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise MessageError("body is not UTF-8 text") from None
+        try:
+            document = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as e:
             raise MessageError(f"body is not JSON: {e}") from None
         return cls.from_document(document)
@@ -141,7 +147,7 @@ class TaskMessage:
         if not isinstance(document, dict):
             raise MessageError("body is not a JSON object")
         version = document.get("v")
-        if version != VERSION:
+        if type(version) is not int or version != VERSION:
             raise MessageError(f"unsupported message version {version!r}")
         unknown = document.keys() - _FIELDS
         if unknown:

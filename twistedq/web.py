@@ -48,15 +48,19 @@ class TaskStatus(Resource):
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
+        gone: list[Any] = []
+        request.notifyFinish().addErrback(gone.append)
         d = self.backend.get_result(self.task_id)
 
         def found(data: bytes | None) -> None:
-            outcome = Outcome.from_bytes(self.task_id, data)
-            _write_json(request, status_document(outcome))
+            if not gone:
+                outcome = Outcome.from_bytes(self.task_id, data)
+                _write_json(request, status_document(outcome))
 
         def failed(failure: Any) -> None:
             log.failure("Reading the status of {id} failed", failure, id=self.task_id)
-            _write_json(request, {"error": "result store unavailable"}, code=503)
+            if not gone:
+                _write_json(request, {"error": "result store unavailable"}, code=503)
 
         d.addCallbacks(found, failed)
         return NOT_DONE_YET
@@ -91,10 +95,11 @@ class StatusRoot(Resource):
     def __init__(self, backend: IResultBackend) -> None:
         Resource.__init__(self)
         self.putChild(b"celery", _TaskSegment(backend))
+        self.putChild(b"", self)
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"service": "twistedq"}).encode()
+    def render_GET(self, request: Request) -> Any:
+        _write_json(request, {"service": "twistedq"})
+        return NOT_DONE_YET
 
 
 def make_site_root(backend: IResultBackend) -> Resource:

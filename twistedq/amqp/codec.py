@@ -96,11 +96,15 @@ def _encode_value(value: Any, out: list[bytes]) -> None:
         if not isinstance(exponent, int) or exponent > 0 or -exponent > 255:
             raise ValueError(f"decimal {value} has no AMQP encoding")
         unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        if not -(2**31) <= unscaled < 2**31:
+            raise ValueError(f"decimal {value} has too many digits for AMQP")
         out.append(b"D" + _B.pack(-exponent) + _i.pack(unscaled))
     elif isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=datetime.timezone.utc)
         seconds = int((value - _EPOCH).total_seconds())
+        if seconds < 0:
+            raise ValueError(f"timestamp {value} is before 1970")
         out.append(b"T" + _Q.pack(seconds))
     elif isinstance(value, Mapping):
         out.append(b"F" + encode_table(value))
@@ -218,7 +222,7 @@ def decode_table(data: bytes, offset: int = 0) -> tuple[dict[str, Any], int]:
             name = data[offset + 1 : offset + 1 + length].decode("utf-8")
             value, offset = _decode_value(data, offset + 1 + length)
             table[name] = value
-    except (struct.error, IndexError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, UnicodeDecodeError, OverflowError) as e:
         raise FrameError(f"malformed field table: {e}") from None
     if offset != end:
         raise FrameError("field table overruns its length")
@@ -411,7 +415,7 @@ class MethodCodec:
             for (name, kind), is_present in zip(fields, present, strict=False):
                 if is_present:
                     properties[name], offset = _decode_field(kind, payload, offset)
-        except (struct.error, IndexError, KeyError) as e:
+        except (struct.error, IndexError, KeyError, OverflowError) as e:
             raise FrameError(f"malformed content header: {e}") from None
         return klass, size, properties
 

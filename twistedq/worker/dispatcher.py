@@ -113,7 +113,14 @@ class Dispatcher:
         self, outcomes: list[bytes], batch: list[tuple[_Delivery, TaskMessage]]
     ) -> defer.Deferred[None]:
         if len(outcomes) != len(batch):
-            raise RuntimeError(f"child answered {len(outcomes)} outcomes for {len(batch)} tasks")
+            log.error(
+                "A child answered {got} outcomes for {sent} tasks; they go back to the queue",
+                got=len(outcomes),
+                sent=len(batch),
+            )
+            for delivery, _message in batch:
+                delivery.reject(requeue=True)
+            return defer.succeed(None)
         rows = [
             (message.id, outcome) for (_, message), outcome in zip(batch, outcomes, strict=True)
         ]

@@ -234,6 +234,7 @@ class ProcessPool(Service):
         self._idle: list[Child] = []
         self._names = itertools.count(1)
         self._starting = 0
+        self._start_failures = 0
         self.restarts = 0
         self.batches_run = 0
 
@@ -256,6 +257,7 @@ class ProcessPool(Service):
 
         def started(child: Child) -> None:
             self._starting -= 1
+            self._start_failures = 0
             if not self.running:
                 child.protocol.callRemote(Shutdown)
                 return
@@ -267,6 +269,7 @@ class ProcessPool(Service):
 
         def failed(failure: Failure) -> Failure:
             self._starting -= 1
+            self._start_failures += 1
             log.failure("Could not start {name}", failure, name=name)
             return failure
 
@@ -288,7 +291,12 @@ class ProcessPool(Service):
             self._restart_later()
 
     def _restart_later(self) -> None:
-        delay = 0 if self.restarts < 5 else min(5.0, 0.1 * self.restarts)
+        """
+        Start a replacement child: at once normally, with a delay doubling
+        up to 30 s while children keep failing to start.
+        """
+        failures = self._start_failures
+        delay = 0.0 if failures == 0 else min(30.0, 0.5 * 2 ** (failures - 1))
 
         def restart() -> None:
             if self.running and len(self.children) + self._starting < self.size:

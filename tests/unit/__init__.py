@@ -1,0 +1,3 @@
+"""
+Unit tests: no network, no real processes, no sleeps.
+"""

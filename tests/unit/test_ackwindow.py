@@ -1,0 +1,216 @@
+"""
+Tests for :py:obj:`twistedq.amqp.broker.AckWindow` and the
+:py:obj:`twistedq.amqp.broker.Delivery` that settles through it.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedq.amqp.broker import AckWindow, Delivery
+
+
+class FakeChannel:
+    """
+    Records acks and rejects, and tracks what a broker would: the
+    outstanding delivery tags, each settled at most once.  A ``multiple`` ack
+    settles every outstanding tag up to its own; a single ack or reject of a
+    tag that is not outstanding is a protocol error (RabbitMQ closes the
+    channel with PRECONDITION_FAILED).
+    """
+
+    def __init__(self, tags=()):
+        self.closed = False
+        self.calls = []
+        self.outstanding = set(tags)
+        self.acked = []
+        self.rejected = []
+        self.errors = []
+
+    def basic_ack(self, delivery_tag, multiple):
+        self.calls.append(("ack", delivery_tag, multiple))
+        if multiple:
+            if delivery_tag not in self.outstanding:
+                self.errors.append(("unknown tag", delivery_tag))
+            covered = sorted(t for t in self.outstanding if t <= delivery_tag)
+        else:
+            if delivery_tag not in self.outstanding:
+                self.errors.append(("unknown tag", delivery_tag))
+                return
+            covered = [delivery_tag]
+        self.outstanding -= set(covered)
+        self.acked.extend(covered)
+
+    def basic_reject(self, delivery_tag, requeue):
+        self.calls.append(("reject", delivery_tag, requeue))
+        if delivery_tag not in self.outstanding:
+            self.errors.append(("unknown tag", delivery_tag))
+            return
+        self.outstanding.discard(delivery_tag)
+        self.rejected.append((delivery_tag, requeue))
+
+
+class AckWindowTests(SynchronousTestCase):
+    """
+    Acks are merged when in order and never held back behind a running
+    delivery.
+    """
+
+    def window(self, tags):
+        channel = FakeChannel(tags)
+        window = AckWindow(channel)
+        for tag in tags:
+            window.add(tag)
+        return channel, window
+
+    def assertBrokerSaw(self, channel, acked, rejected=()):
+        self.assertEqual(channel.errors, [])
+        self.assertEqual(sorted(channel.acked), sorted(acked))
+        self.assertEqual(len(channel.acked), len(set(channel.acked)), "a tag was acked twice")
+        self.assertEqual(sorted(channel.rejected), sorted(rejected))
+
+    def test_in_order(self):
+        """
+        Completing 1..5 one at a time in order acks each as it completes.
+        """
+        channel, window = self.window([1, 2, 3, 4, 5])
+        for tag in [1, 2, 3, 4, 5]:
+            window.complete(tag)
+            self.assertEqual(channel.calls[-1], ("ack", tag, True))
+        self.assertEqual(len(channel.calls), 5)
+        self.assertBrokerSaw(channel, [1, 2, 3, 4, 5])
+        self.assertEqual(len(window), 0)
+
+    def test_run_at_head_is_one_ack(self):
+        """
+        When the head completes after those behind it were acked alone, one
+        ``multiple`` ack settles the head and nothing is acked twice.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(2)
+        window.complete(3)
+        self.assertEqual(channel.calls, [("ack", 2, False), ("ack", 3, False)])
+        window.complete(1)
+        self.assertEqual(channel.calls[-1], ("ack", 1, True))
+        self.assertEqual(len(channel.calls), 3)
+        self.assertBrokerSaw(channel, [1, 2, 3])
+        self.assertEqual(len(window), 0)
+
+    def test_out_of_order(self):
+        """
+        3 done while 1 runs is acked alone at once; then 1 and 2 done ack up to
+        2 with ``multiple`` and 3 is not acked again: the broker sees exactly
+        {1, 2, 3}, each once.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(3)
+        self.assertEqual(channel.calls, [("ack", 3, False)])
+        self.assertEqual(channel.acked, [3])
+        window.complete(1)
+        window.complete(2)
+        self.assertEqual(channel.calls[1:], [("ack", 1, True), ("ack", 2, True)])
+        self.assertBrokerSaw(channel, [1, 2, 3])
+        self.assertEqual(len(window), 0)
+
+    def test_out_of_order_then_new_deliveries(self):
+        """
+        Deliveries added after an out-of-order ack are merged into later
+        ``multiple`` acks without touching the ones already acked.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(3)
+        window.complete(2)
+        window.add(4)
+        channel.outstanding.add(4)
+        window.complete(4)
+        window.complete(1)
+        self.assertEqual(channel.calls[-1], ("ack", 1, True))
+        self.assertBrokerSaw(channel, [1, 2, 3, 4])
+        self.assertEqual(len(window), 0)
+
+    def test_reject_in_the_middle(self):
+        """
+        A reject is sent at once with its requeue flag and later ``multiple``
+        acks do not cover it twice.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.reject(2, requeue=False)
+        self.assertEqual(channel.calls, [("reject", 2, False)])
+        window.complete(1)
+        self.assertEqual(channel.calls[-1], ("ack", 1, True))
+        window.complete(3)
+        self.assertEqual(channel.calls[-1], ("ack", 3, True))
+        self.assertBrokerSaw(channel, [1, 3], rejected=[(2, False)])
+        self.assertEqual(len(window), 0)
+
+    def test_reject_requeue(self):
+        """
+        ``requeue=True`` is passed on to the broker.
+        """
+        channel, window = self.window([1])
+        window.reject(1, requeue=True)
+        self.assertEqual(channel.calls, [("reject", 1, True)])
+        self.assertEqual(len(window), 0)
+
+    def test_closed_channel(self):
+        """
+        On a closed channel nothing is sent, and the window still empties.
+        """
+        channel, window = self.window([1, 2, 3])
+        channel.closed = True
+        window.complete(2)
+        window.reject(3, requeue=True)
+        window.complete(1)
+        self.assertEqual(channel.calls, [])
+        self.assertEqual(len(window), 0)
+
+    def test_double_complete(self):
+        """
+        Completing a delivery twice acks it once.
+        """
+        channel, window = self.window([1, 2])
+        window.complete(2)
+        window.complete(2)
+        window.complete(1)
+        window.complete(1)
+        self.assertEqual(channel.calls, [("ack", 2, False), ("ack", 1, True)])
+        self.assertBrokerSaw(channel, [1, 2])
+
+    def test_complete_after_reject(self):
+        """
+        A delivery rejected then completed is never acked.
+        """
+        channel, window = self.window([1])
+        window.reject(1, requeue=True)
+        window.complete(1)
+        window.reject(1, requeue=False)
+        self.assertEqual(channel.calls, [("reject", 1, True)])
+
+    def test_unknown_tag(self):
+        """
+        Completing a tag never added sends nothing.
+        """
+        channel, window = self.window([1])
+        window.complete(99)
+        window.reject(98, requeue=True)
+        self.assertEqual(channel.calls, [])
+        self.assertEqual(len(window), 1)
+
+
+class DeliveryTests(SynchronousTestCase):
+    """
+    A :py:obj:`Delivery` settles through its window.
+    """
+
+    def test_ack_and_reject(self):
+        """
+        ``ack()`` and ``reject()`` reach the channel through the window.
+        """
+        channel = FakeChannel([1, 2])
+        window = AckWindow(channel)
+        window.add(1)
+        window.add(2)
+        first = Delivery(channel, 1, b"a", {}, False, window)
+        second = Delivery(channel, 2, b"b", {}, True, window)
+        second.reject(requeue=False)
+        first.ack()
+        self.assertEqual(channel.calls, [("reject", 2, False), ("ack", 1, True)])
+        self.assertEqual((second.body, second.redelivered), (b"b", True))

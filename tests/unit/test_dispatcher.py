@@ -1,0 +1,324 @@
+"""
+Tests for :py:obj:`twistedq.worker.dispatcher.Dispatcher` with a fake pool,
+a fake result backend and fake deliveries.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedq.message import TaskMessage
+from twistedq.outcome import failure_document, success_document
+from twistedq.worker.dispatcher import Dispatcher
+from twistedq.worker.pool import ChildLost
+
+
+def task_id(number):
+    return f"00000000-0000-4000-8000-{number:012d}"
+
+
+class FakeDelivery:
+    """
+    Records how it was settled.
+    """
+
+    def __init__(self, body, redelivered=False):
+        self.body = body
+        self.redelivered = redelivered
+        self.settled = []
+
+    def ack(self):
+        self.settled.append("ack")
+
+    def reject(self, requeue):
+        self.settled.append(("reject", requeue))
+
+
+class FakePool:
+    """
+    ``idle_count`` children; ``run_batch`` takes one and returns a Deferred
+    the test fires.
+    """
+
+    def __init__(self, idle):
+        self.idle = idle
+        self.batches = []
+
+    @property
+    def idle_count(self):
+        return self.idle
+
+    def run_batch(self, bodies):
+        if self.idle <= 0:
+            raise RuntimeError("no idle child")
+        self.idle -= 1
+        d = defer.Deferred()
+        self.batches.append((list(bodies), d))
+        return d
+
+    def finish(self, index, outcomes=None):
+        """
+        Answer batch ``index`` with success outcomes for its bodies.
+        """
+        bodies, d = self.batches[index]
+        if outcomes is None:
+            outcomes = []
+            for body in bodies:
+                message = TaskMessage.decode(body)
+                outcomes.append(success_document(message.id, message.task, message.args))
+        self.idle += 1
+        d.callback(outcomes)
+
+
+class FakeBackend:
+    """
+    ``store_results`` records its rows and returns a Deferred the test fires.
+    """
+
+    def __init__(self):
+        self.stores = []
+
+    def store_results(self, rows):
+        d = defer.Deferred()
+        self.stores.append((list(rows), d))
+        return d
+
+
+def delivery(number, task="add"):
+    return FakeDelivery(TaskMessage(id=task_id(number), task=task, args=(number,)).encode())
+
+
+class DispatcherTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.pool = FakePool(idle=0)
+        self.backend = FakeBackend()
+        self.dispatcher = Dispatcher(self.pool, self.backend, max_batch=4)
+
+    def deliver(self, count, start=1):
+        deliveries = [delivery(n) for n in range(start, start + count)]
+        for d in deliveries:
+            self.dispatcher.deliver(d)
+        return deliveries
+
+    def batch_ids(self):
+        return [[TaskMessage.decode(b).id for b in bodies] for bodies, _ in self.pool.batches]
+
+
+class MalformedTests(DispatcherTestCase):
+    """
+    Malformed messages go to the dead-letter queue.
+    """
+
+    def test_malformed_rejected(self):
+        """
+        A malformed body is rejected with ``requeue=False`` and never reaches
+        the pool.
+        """
+        self.pool.idle = 2
+        bad = FakeDelivery(b'{"v": 1, "task": "x"}')
+        self.dispatcher.deliver(bad)
+        self.dispatcher.deliver(FakeDelivery(b"\xff\xfe"))
+        self.assertEqual(bad.settled, [("reject", False)])
+        self.assertEqual(self.pool.batches, [])
+        self.assertEqual(self.dispatcher.rejected, 2)
+        self.assertEqual(self.dispatcher.pending_count, 0)
+
+    def test_over_max_body_size(self):
+        """
+        A body over the dispatcher's ``max_body_size`` is dead-lettered.
+        """
+        dispatcher = Dispatcher(self.pool, self.backend, max_body_size=10)
+        self.pool.idle = 1
+        too_big = delivery(1)
+        dispatcher.deliver(too_big)
+        self.assertEqual(too_big.settled, [("reject", False)])
+        self.assertEqual(self.pool.batches, [])
+
+
+class BatchingTests(DispatcherTestCase):
+    """
+    Queued tasks are spread over idle children.
+    """
+
+    def test_one_at_once(self):
+        """
+        A delivery with a child idle goes to it at once, alone.
+        """
+        self.pool.idle = 3
+        self.deliver(1)
+        self.assertEqual(self.batch_ids(), [[task_id(1)]])
+
+    def test_queued_while_busy(self):
+        """
+        With no child idle deliveries wait, in order.
+        """
+        self.deliver(3)
+        self.assertEqual(self.pool.batches, [])
+        self.assertEqual(self.dispatcher.pending_count, 3)
+
+    def test_spread_evenly(self):
+        """
+        Ten queued tasks over three idle children go out as 4, 3 and 3, in
+        delivery order.
+        """
+        self.deliver(10)
+        self.pool.idle = 3
+        self.dispatcher.pump()
+        self.assertEqual(
+            self.batch_ids(),
+            [[task_id(n) for n in r] for r in (range(1, 5), range(5, 8), range(8, 11))],
+        )
+        self.assertEqual(self.dispatcher.pending_count, 0)
+
+    def test_capped_at_max_batch(self):
+        """
+        Batches never exceed ``max_batch``; the rest waits for a child.
+        """
+        self.deliver(20)
+        self.pool.idle = 3
+        self.dispatcher.pump()
+        self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4])
+        self.assertEqual(self.dispatcher.pending_count, 8)
+        self.pool.finish(0)
+        self.dispatcher.pump()
+        self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4, 4])
+        self.assertEqual(self.dispatcher.pending_count, 4)
+
+    def test_fewer_tasks_than_children(self):
+        """
+        Two tasks and three idle children make two batches of one.
+        """
+        self.deliver(2)
+        self.pool.idle = 3
+        self.dispatcher.pump()
+        self.assertEqual([len(b) for b, _ in self.pool.batches], [1, 1])
+        self.assertEqual(self.pool.idle, 1)
+
+
+class SettlingTests(DispatcherTestCase):
+    """
+    Deliveries are acked once their outcomes are stored, and go back to the
+    queue when anything fails first.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.deliveries = self.deliver(3)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+
+    def test_ack_after_store(self):
+        """
+        Outcomes are stored with their task ids and deliveries are acked only
+        once ``store_results`` fires.
+        """
+        self.pool.finish(0)
+        [(rows, stored)] = self.backend.stores
+        self.assertEqual([task_id for task_id, _ in rows], [task_id(n) for n in (1, 2, 3)])
+        self.assertEqual(json.loads(rows[1][1])["result"], [2])
+        for d in self.deliveries:
+            self.assertEqual(d.settled, [])
+        stored.callback(None)
+        for d in self.deliveries:
+            self.assertEqual(d.settled, ["ack"])
+        self.assertEqual(self.dispatcher.completed, 3)
+        self.assertEqual(self.dispatcher.failed, 0)
+
+    def test_failed_tasks_acked_and_counted(self):
+        """
+        A task that failed is stored and acked like any other, and counted.
+        """
+        outcomes = [
+            success_document(task_id(1), "add", 1),
+            failure_document(task_id(2), "add", ValueError("bad"), traceback=""),
+            success_document(task_id(3), "add", {"status": "FAILURE"}),
+        ]
+        self.pool.finish(0, outcomes)
+        self.backend.stores[0][1].callback(None)
+        self.assertEqual([d.settled for d in self.deliveries], [["ack"]] * 3)
+        self.assertEqual(self.dispatcher.failed, 1)
+
+    def test_store_failure(self):
+        """
+        When storing fails every delivery of the batch is rejected with
+        ``requeue=True`` and none is acked.
+        """
+        self.pool.finish(0)
+        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
+        for d in self.deliveries:
+            self.assertEqual(d.settled, [("reject", True)])
+        self.assertEqual(self.dispatcher.completed, 0)
+
+    def test_child_lost(self):
+        """
+        When the child is lost every delivery of the batch is rejected with
+        ``requeue=True`` and nothing is stored.
+        """
+        self.pool.batches[0][1].errback(ChildLost("Process-1 was lost"))
+        for d in self.deliveries:
+            self.assertEqual(d.settled, [("reject", True)])
+        self.assertEqual(self.backend.stores, [])
+
+    def test_wrong_outcome_count(self):
+        """
+        A child answering fewer outcomes than tasks sends the batch back to
+        the queue instead of leaving it unacknowledged for ever.
+        """
+        self.pool.finish(0, [success_document(task_id(1), "add", 1)])
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(self.backend.stores, [])
+        for d in self.deliveries:
+            self.assertEqual(d.settled, [("reject", True)])
+
+
+class DrainTests(DispatcherTestCase):
+    """
+    ``drain()`` on shutdown.
+    """
+
+    def test_drain(self):
+        """
+        ``drain()`` returns queued deliveries to the queue at once and fires
+        only after the in-flight batches are stored and acked.
+        """
+        deliveries = self.deliver(6)
+        self.pool.idle = 2
+        self.dispatcher.pump()
+        self.assertEqual([len(b) for b, _ in self.pool.batches], [3, 3])
+        self.pool.idle = 0
+        queued = self.deliver(2, start=7)
+        drained = self.dispatcher.drain()
+        for d in queued:
+            self.assertEqual(d.settled, [("reject", True)])
+        self.assertEqual(self.dispatcher.pending_count, 0)
+        self.assertNoResult(drained)
+        self.pool.finish(0)
+        self.backend.stores[0][1].callback(None)
+        self.assertNoResult(drained)
+        self.pool.finish(1)
+        self.assertNoResult(drained)
+        self.backend.stores[1][1].callback(None)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual([d.settled for d in deliveries], [["ack"]] * 6)
+
+    def test_drain_settles_failures(self):
+        """
+        ``drain()`` also waits for batches that fail, and fires once they are
+        rejected.
+        """
+        deliveries = self.deliver(1)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        drained = self.dispatcher.drain()
+        self.assertNoResult(drained)
+        self.pool.batches[0][1].errback(ChildLost("gone"))
+        self.successResultOf(drained)
+        self.assertEqual(deliveries[0].settled, [("reject", True)])
+
+    def test_drain_idle(self):
+        """
+        With nothing in flight ``drain()`` fires at once.
+        """
+        self.successResultOf(self.dispatcher.drain())

@@ -1,0 +1,277 @@
+"""
+Tests for :py:obj:`twistedq.tap`: the ``twistd twistedq`` options and the
+service tree (built, never started).
+"""
+
+import os
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet import defer
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedq import tap
+from twistedq.amqp.broker import BrokerAddress, BrokerConnection
+from twistedq.backends.redis import RedisBackend
+from twistedq.backends.sqlite import SQLiteBackend
+from twistedq.conf import DEFAULT_BROKER_URL, Settings
+from twistedq.worker.pool import ProcessPool
+
+VARIABLES = (
+    "TWISTEDQ_BROKER_URL",
+    "TWISTEDQ_RESULT_BACKEND",
+    "TWISTEDQ_QUEUE",
+    "TWISTEDQ_EXCHANGE",
+)
+
+
+class TapTestCase(SynchronousTestCase):
+    def setUp(self):
+        saved = {name: os.environ.get(name) for name in VARIABLES}
+
+        def restore():
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+        self.addCleanup(restore)
+        for name in VARIABLES:
+            os.environ.pop(name, None)
+        self.patch(os, "cpu_count", lambda: 3)
+
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+
+class OptionsTests(TapTestCase):
+    """
+    Parsing the command line.
+    """
+
+    def test_defaults(self):
+        """
+        Without options: one child per CPU, batch 8, prefetch
+        concurrency * batch * 2, default settings and status endpoint.
+        """
+        options = self.parse()
+        self.assertEqual(options["concurrency"], 3)
+        self.assertEqual(options["batch"], 8)
+        self.assertEqual(options["prefetch"], 48)
+        self.assertEqual(options["tasks"], [])
+        self.assertEqual(options["settings"], Settings())
+        self.assertEqual(options["broker-address"], BrokerAddress.from_url(DEFAULT_BROKER_URL))
+        self.assertEqual(options["status"], "tcp:8021:interface=127.0.0.1")
+
+    def test_cpu_count_unknown(self):
+        """
+        When the CPU count is unknown the pool has one child.
+        """
+        self.patch(os, "cpu_count", lambda: None)
+        options = self.parse()
+        self.assertEqual((options["concurrency"], options["prefetch"]), (1, 16))
+
+    def test_prefetch_follows_options(self):
+        """
+        The default prefetch follows ``--concurrency`` and ``--batch``; an
+        explicit ``--prefetch`` wins.
+        """
+        options = self.parse("--concurrency", "5", "--batch", "2")
+        self.assertEqual(
+            (options["concurrency"], options["batch"], options["prefetch"]), (5, 2, 20)
+        )
+        self.assertEqual(self.parse("-c", "5", "--prefetch", "7")["prefetch"], 7)
+
+    def test_settings_from_environment(self):
+        """
+        Settings come from the environment unless given as options.
+        """
+        os.environ["TWISTEDQ_BROKER_URL"] = "amqp://u:p@envhost:5673/v"
+        os.environ["TWISTEDQ_QUEUE"] = "envq"
+        os.environ["TWISTEDQ_EXCHANGE"] = "envx"
+        options = self.parse("--queue", "argq")
+        settings = options["settings"]
+        self.assertEqual((settings.queue, settings.exchange), ("argq", "envx"))
+        self.assertEqual(options["broker-address"].host, "envhost")
+        self.assertEqual(options["broker-address"].port, 5673)
+
+    def test_broker_option(self):
+        """
+        ``--broker`` beats the environment.
+        """
+        os.environ["TWISTEDQ_BROKER_URL"] = "amqp://envhost/"
+        options = self.parse("-b", "amqp://arghost:1/")
+        self.assertEqual(options["broker-address"].host, "arghost")
+        self.assertEqual(options["settings"].broker_url, "amqp://arghost:1/")
+
+    def test_tasks(self):
+        """
+        ``--tasks`` takes comma lists and may be repeated; blanks are dropped.
+        """
+        options = self.parse("--tasks", "a.tasks, b.tasks,", "-t", "c", "--tasks=d,,e")
+        self.assertEqual(options["tasks"], ["a.tasks", "b.tasks", "c", "d", "e"])
+
+    def test_tasks_not_shared(self):
+        """
+        Two Options instances do not share their task lists.
+        """
+        self.parse("--tasks", "a")
+        self.assertEqual(self.parse()["tasks"], [])
+
+    def test_bad_broker_url(self):
+        """
+        A bad broker URL is a one-line :py:obj:`usage.UsageError`.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--broker", "http://h/")
+        self.assertIn("amqp://", str(error))
+        self.assertNotIn("\n", str(error))
+        os.environ["TWISTEDQ_BROKER_URL"] = "amqp://h:bad/"
+        error = self.assertRaises(usage.UsageError, self.parse)
+        self.assertIn("bad port", str(error))
+
+    def test_bad_result_backend(self):
+        """
+        An unknown result backend URL is a :py:obj:`usage.UsageError`.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "-r", "memcached://h/")
+        self.assertIn("unknown result backend", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_bad_concurrency(self):
+        """
+        ``--concurrency`` 0, negative or not a number is a
+        :py:obj:`usage.UsageError`.
+        """
+        for value in ("0", "-2", "x", "1.5"):
+            self.assertRaises(usage.UsageError, self.parse, "--concurrency", value)
+
+    def test_bad_batch_and_prefetch(self):
+        """
+        ``--batch`` and ``--prefetch`` must be positive numbers.
+        """
+        self.assertRaises(usage.UsageError, self.parse, "--batch", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--prefetch", "none")
+
+
+class MakeServiceTests(TapTestCase):
+    """
+    The service tree, built but not started.
+    """
+
+    def make(self, *argv):
+        return tap.makeService(self.parse(*argv))
+
+    def test_children_in_order(self):
+        """
+        The daemon is a MultiService of result store, pool, broker connection,
+        consumer and status site, in that order.
+        """
+        daemon = self.make("-c", "2", "--batch", "3", "-r", "redis://localhost:6379/2")
+        self.assertIsInstance(daemon, MultiService)
+        self.assertTrue(IService.providedBy(daemon))
+        self.assertFalse(daemon.running)
+        children = list(daemon)
+        self.assertEqual(
+            [type(child) for child in children],
+            [
+                tap._BackendService,
+                tap._PoolService,
+                BrokerConnection,
+                tap._ConsumerService,
+                StreamServerEndpointService,
+            ],
+        )
+        backend, pool_service, connection, consumer_service, _site = children
+        self.assertIsInstance(backend.backend, RedisBackend)
+        self.assertIsInstance(pool_service.pool, ProcessPool)
+        self.assertEqual(pool_service.pool.size, 2)
+        self.assertEqual(consumer_service.dispatcher.max_batch, 3)
+        self.assertEqual(consumer_service.consumer.prefetch, 12)
+        self.assertIs(consumer_service.dispatcher.backend, backend.backend)
+        self.assertIs(consumer_service.dispatcher.pool, pool_service.pool)
+        self.assertEqual(pool_service.pool.on_idle, consumer_service.dispatcher.pump)
+        self.assertIs(consumer_service.consumer.connection, connection)
+        self.assertFalse(any(child.running for child in children))
+
+    def test_no_status_site(self):
+        """
+        ``--status none`` leaves the status site out.
+        """
+        daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
+        children = list(daemon)
+        self.assertEqual(len(children), 4)
+        self.assertIsInstance(children[0].backend, SQLiteBackend)
+        self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
+
+    def test_topology_from_settings(self):
+        """
+        The consumer consumes the queue and exchange of the settings.
+        """
+        daemon = self.make("--queue", "jobs", "--exchange", "jx", "--status", "none")
+        consumer = list(daemon)[3].consumer
+        self.assertEqual((consumer.topology.queue, consumer.topology.exchange), ("jobs", "jx"))
+
+    def test_stop_waits_for_drain(self):
+        """
+        When the daemon stops, the broker connection, the pool and the result
+        store are stopped only after the consumer's drain has finished, so
+        the outcomes of tasks in flight can still be stored and acked.
+        """
+        daemon = self.make()
+        stopped = []
+        drains = {}
+        for child in daemon:
+            d = defer.Deferred()
+            drains[type(child)] = d
+
+            def stop(child=child, d=d):
+                stopped.append(type(child))
+                return d
+
+            child.stopService = stop
+        stopping = daemon.stopService()
+        self.assertEqual(stopped[0], StreamServerEndpointService)
+        early = {BrokerConnection, tap._PoolService, tap._BackendService} & set(stopped)
+        self.assertEqual(early, set(), f"stopped while the consumer drains: {stopped}")
+        drains[StreamServerEndpointService].callback(None)
+        self.assertIn(tap._ConsumerService, stopped)
+        self.assertEqual(stopped[2:], [])
+        drains[tap._ConsumerService].callback(None)
+        self.assertEqual(stopped[2:], [BrokerConnection])
+        drains[BrokerConnection].callback(None)
+        drains[tap._PoolService].callback(None)
+        self.assertNoResult(stopping)
+        drains[tap._BackendService].callback(None)
+        self.successResultOf(stopping)
+
+    def test_stop_error_does_not_stop_the_rest(self):
+        """
+        An error while stopping one service is logged and the services after
+        it are still stopped.
+        """
+        daemon = self.make()
+        stopped = []
+        for child in daemon:
+
+            def stop(child=child):
+                stopped.append(type(child))
+                if isinstance(child, tap._ConsumerService):
+                    raise RuntimeError("drain failed")
+
+            child.stopService = stop
+        self.successResultOf(daemon.stopService())
+        self.assertEqual(
+            stopped,
+            [
+                StreamServerEndpointService,
+                tap._ConsumerService,
+                BrokerConnection,
+                tap._PoolService,
+                tap._BackendService,
+            ],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

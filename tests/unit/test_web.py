@@ -1,0 +1,222 @@
+"""
+Tests for :py:obj:`twistedq.web`: the JSON status resource, rendered with
+:py:obj:`DummyRequest` and a fake backend.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import getChildForRequest
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
+
+from twistedq.outcome import failure_document, success_document
+from twistedq.web import make_site_root
+
+TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
+
+
+class FakeBackend:
+    """
+    Answers ``get_result`` from a dict, or with the Deferred the test set.
+    """
+
+    url = "fake://"
+
+    def __init__(self, stored=None):
+        self.stored = stored or {}
+        self.asked = []
+        self.answer = None
+
+    def get_result(self, task_id):
+        self.asked.append(task_id)
+        if self.answer is not None:
+            return self.answer
+        return defer.succeed(self.stored.get(task_id))
+
+
+class StatusResourceTests(SynchronousTestCase):
+    """
+    ``GET /celery/<task_id>/status/`` answers the task's status as JSON.
+    """
+
+    def setUp(self):
+        self.backend = FakeBackend()
+        self.root = make_site_root(self.backend)
+
+    def get(self, path):
+        """
+        Render ``path`` and return the finished request.
+        """
+        segments = path.lstrip("/").encode().split(b"/")
+        request = DummyRequest(segments)
+        request.method = b"GET"
+        resource = getChildForRequest(self.root, request)
+        result = resource.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
+        return request
+
+    def json_body(self, request):
+        self.assertEqual(request.finished, 1)
+        self.assertEqual(
+            request.responseHeaders.getRawHeaders(b"content-type"), [b"application/json"]
+        )
+        body = b"".join(request.written)
+        length = request.responseHeaders.getRawHeaders(b"content-length")
+        self.assertEqual(length, [b"%d" % len(body)])
+        return json.loads(body)
+
+    def test_pending(self):
+        """
+        A task the store does not know is PENDING with a null result.
+        """
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertIn(request.responseCode, (None, 200))
+        self.assertEqual(
+            self.json_body(request),
+            {"task": {"id": TASK_ID, "status": "PENDING", "result": None}},
+        )
+        self.assertEqual(self.backend.asked, [TASK_ID])
+
+    def test_success(self):
+        """
+        A stored success answers SUCCESS with the result.
+        """
+        self.backend.stored[TASK_ID] = success_document(TASK_ID, "add", {"sum": 3})
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual(
+            self.json_body(request),
+            {"task": {"id": TASK_ID, "status": "SUCCESS", "result": {"sum": 3}}},
+        )
+        self.assertEqual(request.responseCode, 200)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"cache-control"), [b"no-store"])
+
+    def test_failure(self):
+        """
+        A stored failure answers FAILURE with the message, class and traceback.
+        """
+        self.backend.stored[TASK_ID] = failure_document(
+            TASK_ID, "add", KeyError("k"), traceback="Traceback: here"
+        )
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual(
+            self.json_body(request),
+            {
+                "task": {
+                    "id": TASK_ID,
+                    "status": "FAILURE",
+                    "result": "'k'",
+                    "exc": "KeyError",
+                    "traceback": "Traceback: here",
+                }
+            },
+        )
+
+    def test_without_trailing_slash(self):
+        """
+        ``/celery/<id>/status`` without the trailing slash answers too.
+        """
+        request = self.get(f"/celery/{TASK_ID}/status")
+        self.assertEqual(self.json_body(request)["task"]["status"], "PENDING")
+
+    def test_bad_id(self):
+        """
+        An id that is not a canonical UUID gets 404 and the backend is never
+        asked.
+        """
+        for bad in ("not-a-uuid", TASK_ID.upper(), TASK_ID[:-1], "%00", ""):
+            request = self.get(f"/celery/{bad}/status/")
+            self.assertEqual(request.responseCode, 404, bad)
+        self.assertEqual(self.backend.asked, [])
+
+    def test_missing_status_segment(self):
+        """
+        ``/celery/<id>/`` and ``/celery/<id>`` get 404 without asking the
+        backend.
+        """
+        for path in (f"/celery/{TASK_ID}/", f"/celery/{TASK_ID}", f"/celery/{TASK_ID}/other/"):
+            self.assertEqual(self.get(path).responseCode, 404, path)
+        self.assertEqual(self.backend.asked, [])
+
+    def test_extra_segment(self):
+        """
+        A segment after ``status/`` gets 404.
+        """
+        request = self.get(f"/celery/{TASK_ID}/status/extra")
+        self.assertEqual(request.responseCode, 404)
+
+    def test_backend_failure(self):
+        """
+        A backend failure answers 503 with a JSON error and is logged.
+        """
+        self.backend.answer = defer.fail(ConnectionError("redis down"))
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
+
+    def test_waits_for_backend(self):
+        """
+        The response is written only when the backend answers.
+        """
+        self.backend.answer = defer.Deferred()
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual((request.finished, request.written), (0, []))
+        self.backend.answer.callback(success_document(TASK_ID, "t", 1))
+        self.assertEqual(self.json_body(request)["task"]["result"], 1)
+
+    def test_root(self):
+        """
+        ``GET /`` (postpath ``[b""]``, as :py:obj:`Site` makes it) answers the
+        root's small JSON document naming the service.
+        """
+        request = self.get("/")
+        self.assertNotEqual(request.responseCode, 404)
+        self.assertEqual(self.json_body(request), {"service": "twistedq"})
+
+
+class RealRequestTests(SynchronousTestCase):
+    """
+    The status resource under a real :py:obj:`twisted.web.server.Request`.
+    """
+
+    def request(self, backend, path):
+        channel = DummyChannel()
+        channel.site = Site(make_site_root(backend))
+        request = Request(channel)
+        request.gotLength(0)
+        request.requestReceived(b"GET", path, b"HTTP/1.1")
+        return channel, request
+
+    def test_full_response(self):
+        """
+        A real request gets a 200 response with the JSON body.
+        """
+        backend = FakeBackend({TASK_ID: success_document(TASK_ID, "t", [1])})
+        channel, _ = self.request(backend, b"/celery/%s/status/" % TASK_ID.encode())
+        written = channel.transport.written.getvalue()
+        self.assertTrue(written.startswith(b"HTTP/1.1 200 OK\r\n"), written[:40])
+        head, body = written.split(b"\r\n\r\n", 1)
+        self.assertIn(b"Content-Type: application/json", head)
+        self.assertEqual(
+            json.loads(body), {"task": {"id": TASK_ID, "status": "SUCCESS", "result": [1]}}
+        )
+
+    def test_client_gone(self):
+        """
+        A client that disconnects before the store answers causes no error
+        once the store answers.
+        """
+        backend = FakeBackend()
+        backend.answer = defer.Deferred()
+        _, request = self.request(backend, b"/celery/%s/status/" % TASK_ID.encode())
+        request.connectionLost(Failure(ConnectionLost("client went away")))
+        backend.answer.callback(success_document(TASK_ID, "t", 1))
+        outcome = []
+        backend.answer.addBoth(outcome.append)
+        self.assertEqual(outcome, [None])
