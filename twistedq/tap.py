@@ -27,7 +27,7 @@ from twistedq.web import make_site_root
 from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
 
-__all__ = ["Options", "makeService"]
+__all__ = ["DrainingMultiService", "Options", "makeService"]
 
 log = Logger()
 
@@ -89,8 +89,7 @@ class Options(usage.Options):
 
     def opt_tasks(self, modules: str) -> None:
         """
-        Modules to import in every child; they register the tasks
-        (comma-separated; may be given more than once).
+        Modules to import in every child, which register the tasks (comma-separated, repeatable).
         """
         self["tasks"].extend(name.strip() for name in modules.split(",") if name.strip())
 
@@ -230,7 +229,7 @@ def makeService(options: Options) -> IService:
     connection.setServiceParent(daemon)
     _ConsumerService(consumer, dispatcher).setServiceParent(daemon)
     if options["status"] != "none":
-        site = Site(make_site_root(backend))
+        site = Site(make_site_root(backend, reactor))
         site.noisy = False
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon

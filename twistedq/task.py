@@ -24,7 +24,7 @@ tasks = TaskRegistry()
 def delay_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
     """
     Publish a task by name through the default client and return its
-    :py:obj:`twistedq.client.AsyncResult`.
+    :py:obj:`twistedq.result.AsyncResult`.
     """
     from twistedq.client import default_client
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
@@ -40,10 +41,14 @@ class TaskStatus(Resource):
 
     isLeaf = True
 
-    def __init__(self, backend: IResultBackend, task_id: str) -> None:
+    def __init__(
+        self, backend: IResultBackend, task_id: str, clock: IReactorTime, timeout: float
+    ) -> None:
         Resource.__init__(self)
         self.backend = backend
         self.task_id = task_id
+        self.clock = clock
+        self.timeout = timeout
 
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
@@ -51,6 +56,7 @@ class TaskStatus(Resource):
         gone: list[Any] = []
         request.notifyFinish().addErrback(gone.append)
         d = self.backend.get_result(self.task_id)
+        d.addTimeout(self.timeout, self.clock)
 
         def found(data: bytes | None) -> None:
             if not gone:
@@ -72,9 +78,11 @@ class _TaskSegment(Resource):
     touching the store.
     """
 
-    def __init__(self, backend: IResultBackend) -> None:
+    def __init__(self, backend: IResultBackend, clock: IReactorTime, timeout: float) -> None:
         Resource.__init__(self)
         self.backend = backend
+        self.clock = clock
+        self.timeout = timeout
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         try:
@@ -84,7 +92,7 @@ class _TaskSegment(Resource):
         if not is_task_id(task_id) or request.postpath[:1] != [b"status"]:
             return pages.notFound()
         request.prepath.append(request.postpath.pop(0))
-        return TaskStatus(self.backend, task_id)
+        return TaskStatus(self.backend, task_id, self.clock, self.timeout)
 
 
 class StatusRoot(Resource):
@@ -92,9 +100,9 @@ class StatusRoot(Resource):
     The root of the status site.
     """
 
-    def __init__(self, backend: IResultBackend) -> None:
+    def __init__(self, backend: IResultBackend, clock: IReactorTime, timeout: float) -> None:
         Resource.__init__(self)
-        self.putChild(b"celery", _TaskSegment(backend))
+        self.putChild(b"celery", _TaskSegment(backend, clock, timeout))
         self.putChild(b"", self)
 
     def render_GET(self, request: Request) -> Any:
@@ -102,8 +110,9 @@ class StatusRoot(Resource):
         return NOT_DONE_YET
 
 
-def make_site_root(backend: IResultBackend) -> Resource:
+def make_site_root(backend: IResultBackend, clock: IReactorTime, timeout: float = 5.0) -> Resource:
     """
-    The resource tree the daemon serves.
+    The resource tree the daemon serves.  A store that does not answer
+    within ``timeout`` seconds gets the request a 503.
     """
-    return StatusRoot(backend)
+    return StatusRoot(backend, clock, timeout)

@@ -11,7 +11,7 @@ from twisted.protocols import amp
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedq.message import TaskMessage
+from twistedq.message import TaskMessage, new_task_id
 from twistedq.outcome import Outcome
 from twistedq.registry import TaskRegistry
 from twistedq.worker.child import ChildLocator, TaskRunner
@@ -244,3 +244,54 @@ class CommandsTests(SynchronousTestCase):
         data = pack([b"abcdef"])
         self.assertRaises(ValueError, unpack, data[:2])
         self.assertRaises(ValueError, unpack, data[:-1])
+
+
+class ExtraKeywordTests(SynchronousTestCase):
+    """
+    The seed's extra keyword arguments reach tasks that accept ``**kwargs``.
+    """
+
+    def run_task(self, function, **kwargs):
+        registry = TaskRegistry()
+        registry.register(function, "t")
+        message = TaskMessage(id=new_task_id(), task="t", kwargs=kwargs)
+        outcome = Outcome.from_bytes(message.id, TaskRunner(registry).run(message.encode()))
+        return message, outcome
+
+    def test_var_keyword_task_gets_extras(self):
+        """
+        A task taking ``**kwargs`` receives task_id, task_name, logfile and
+        loglevel besides its own keyword arguments.
+        """
+
+        def task(x, **kwargs):
+            return {"x": x, **{k: kwargs[k] for k in sorted(kwargs)}}
+
+        message, outcome = self.run_task(task, x=1)
+        self.assertEqual(
+            outcome.result,
+            {"x": 1, "task_id": message.id, "task_name": "t", "logfile": None, "loglevel": 20},
+        )
+
+    def test_plain_task_gets_none(self):
+        """
+        A task without ``**kwargs`` is called with its own arguments only.
+        """
+
+        def task(x):
+            return x
+
+        _, outcome = self.run_task(task, x=5)
+        self.assertEqual((outcome.status, outcome.result), ("SUCCESS", 5))
+
+    def test_caller_keyword_wins(self):
+        """
+        A keyword argument the caller passed is not replaced by an extra of
+        the same name.
+        """
+
+        def task(**kwargs):
+            return kwargs["loglevel"]
+
+        _, outcome = self.run_task(task, loglevel=10)
+        self.assertEqual(outcome.result, 10)

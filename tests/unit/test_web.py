@@ -7,6 +7,7 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import getChildForRequest
@@ -45,7 +46,8 @@ class StatusResourceTests(SynchronousTestCase):
 
     def setUp(self):
         self.backend = FakeBackend()
-        self.root = make_site_root(self.backend)
+        self.clock = Clock()
+        self.root = make_site_root(self.backend, self.clock)
 
     def get(self, path):
         """
@@ -160,6 +162,21 @@ class StatusResourceTests(SynchronousTestCase):
         self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
 
+    def test_backend_silent(self):
+        """
+        A store that does not answer within the timeout (5 s) gets the
+        request a 503 JSON answer instead of a hang.
+        """
+        self.backend.answer = defer.Deferred()
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertFalse(request.finished)
+        self.clock.advance(4.9)
+        self.assertFalse(request.finished)
+        self.clock.advance(0.2)
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
+        self.flushLoggedErrors()
+
     def test_waits_for_backend(self):
         """
         The response is written only when the backend answers.
@@ -187,7 +204,7 @@ class RealRequestTests(SynchronousTestCase):
 
     def request(self, backend, path):
         channel = DummyChannel()
-        channel.site = Site(make_site_root(backend))
+        channel.site = Site(make_site_root(backend, Clock()))
         request = Request(channel)
         request.gotLength(0)
         request.requestReceived(b"GET", path, b"HTTP/1.1")

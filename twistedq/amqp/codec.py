@@ -7,7 +7,7 @@ knows only four field-table types and hangs the connection when asked to
 encode anything else.  This module replaces it on both the incoming and the
 outgoing path: bodies are always ``bytes``, field tables cover every type
 RabbitMQ sends or accepts, and frames are packed with precompiled
-:py:obj:`struct.Struct`s.
+:py:obj:`struct.Struct` objects.
 
 It still produces txAMQP's own value objects (:py:obj:`txamqp.message.Message`,
 :py:obj:`txamqp.content.Content`) so the rest of txAMQP keeps working on top of it.

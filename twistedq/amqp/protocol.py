@@ -8,9 +8,9 @@ are those of the project's notes on txAMQP's defects):
  2. publisher confirms closed the connection: the delegate handles
     ``basic.ack`` and ``basic.nack``, and :py:obj:`BrokerChannel.publish` tracks
     publish sequence numbers per channel;
- 3, 4. bodies were ``str`` when they happened to be UTF-8 and multi-frame
-    bodies could be truncated: frames are decoded by :py:obj:`twistedq.amqp.codec`,
-    bodies are always ``bytes``;
+ 3. bodies were ``str`` when they happened to be UTF-8, and
+ 4. multi-frame bodies could be truncated: frames are decoded by
+    :py:obj:`twistedq.amqp.codec`, bodies are always ``bytes``;
  5. ``str`` bodies were framed with their length in characters: only
     ``bytes`` bodies are accepted;
  6. field tables knew four types and could hang the connection: the codec

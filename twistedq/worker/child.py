@@ -10,6 +10,7 @@ exits when the daemon closes the pipe, so it cannot outlive the daemon.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -29,14 +30,45 @@ AMP_IN_FD = 3
 AMP_OUT_FD = 4
 
 
+def _accepts_any_keyword(function: Any) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 class TaskRunner:
     """
     Runs task messages against a registry and turns whatever happens into
     an outcome document.
+
+    A task function that accepts ``**kwargs`` also receives the seed's
+    extra keyword arguments: ``task_id`` (its idempotency key),
+    ``task_name``, ``logfile`` and ``loglevel``, so
+    ``setup_logger(**kwargs)`` works inside it.  Others are called with
+    their own arguments only.
     """
 
-    def __init__(self, registry: TaskRegistry) -> None:
+    def __init__(self, registry: TaskRegistry, loglevel: int = logging.INFO) -> None:
         self.registry = registry
+        self.loglevel = loglevel
+        self._takes_extras: dict[Any, bool] = {}
+
+    def _arguments(self, function: Any, message: TaskMessage) -> dict[str, Any]:
+        takes = self._takes_extras.get(function)
+        if takes is None:
+            takes = self._takes_extras[function] = _accepts_any_keyword(function)
+        if not takes:
+            return message.kwargs
+        extras = {
+            "task_id": message.id,
+            "task_name": message.task,
+            "logfile": None,
+            "loglevel": self.loglevel,
+        }
+        extras.update(message.kwargs)
+        return extras
 
     def run(self, body: bytes) -> bytes:
         """
@@ -51,7 +83,7 @@ class TaskRunner:
         except KeyError as e:
             return failure_document(message.id, message.task, e, traceback="")
         try:
-            value = function(*message.args, **message.kwargs)
+            value = function(*message.args, **self._arguments(function, message))
         except (Exception, SystemExit) as e:
             return failure_document(message.id, message.task, e)
         try:

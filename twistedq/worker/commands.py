@@ -97,9 +97,9 @@ class RunTasks(amp.Command):
     """
     Run a batch of tasks, one after the other, in the child.
 
-    ``bodies`` is :py:obj:`pack`ed message bodies; the answer ``outcomes`` is the
-    :py:obj:`pack`ed outcome documents, in the same order.  A task's own exception
-    is an outcome, not an AMP error.
+    ``bodies`` is message bodies joined by :py:obj:`pack`; the answer
+    ``outcomes`` is the outcome documents joined by :py:obj:`pack`, in the same
+    order.  A task's own exception is an outcome, not an AMP error.
     """
 
     arguments = [(b"bodies", ChunkedBytes())]

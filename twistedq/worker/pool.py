@@ -240,6 +240,9 @@ class ProcessPool(Service):
 
     @property
     def idle_count(self) -> int:
+        """
+        How many children are ready for a batch now.
+        """
         return len(self._idle)
 
     def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
