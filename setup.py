@@ -28,7 +28,6 @@ setup(
     },
     classifiers=[
         "Framework :: Twisted",
-        "License :: OSI Approved :: BSD License",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",

@@ -6,16 +6,34 @@ docstring of :py:mod:`twistedq.amqp.protocol`.
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.integration.servers import amqp_url, unique_queue
+from tests.integration.servers import REQUIRE, ROOT, amqp_url, unique_queue
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Topology
 from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
+
+
+def rabbitmqctl(*args: str) -> None:
+    """
+    Run rabbitmqctl against the node ``scripts/services`` started; skip the
+    test when that is not possible (the tests point at someone else's
+    broker), unless the servers are required.
+    """
+    completed = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services"), "rabbitmqctl", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    if completed.returncode != 0:
+        message = f"rabbitmqctl {' '.join(args)} failed: {completed.stderr.strip()[-500:]}"
+        if REQUIRE:
+            raise AssertionError(message)
+        raise SkipTest(message)
 
 
 class _Collector:
@@ -214,6 +232,31 @@ class AdapterTests(TestCase):
         message = await self.collector.cancelled_d.addTimeout(10, reactor)
         self.assertEqual(message.consumer_tag, "collector")
         self.assertNotIn("collector", self.protocol.consumers)
+
+    async def test_connection_blocked_notification(self) -> None:
+        """
+        (7) Capabilities are sent, so a memory alarm reaches the connection
+        as ``connection.blocked`` (a publish then waits for its confirm),
+        and the end of the alarm as ``connection.unblocked``, after which
+        the held publish is confirmed.
+        """
+        rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
+        try:
+            published = self.publish(b"held back")
+            for _ in range(200):
+                if self.protocol.blocked:
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            self.assertTrue(self.protocol.blocked)
+            self.assertFalse(published.called)
+        finally:
+            rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        await published
+        for _ in range(200):
+            if self.protocol.blocked is None:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertIsNone(self.protocol.blocked)
 
     async def test_dispatch_error_is_logged(self) -> None:
         """
