@@ -13,18 +13,24 @@ import argparse
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 import sys
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
-__all__ = ["ChildLocator", "TaskRunner", "main"]
+__all__ = ["SEED_FORMAT", "ChildLocator", "TaskRunner", "current_child", "main", "serve"]
+
+#: The celery 0.2.0 README's log line format.
+SEED_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 AMP_IN_FD = 3
 AMP_OUT_FD = 4
@@ -122,43 +128,85 @@ class ChildLocator(amp.CommandLocator):
         return {}
 
 
-class _ChildAMP(amp.AMP):
-    def __init__(self, locator: ChildLocator, on_lost: Any) -> None:
-        amp.AMP.__init__(self, locator=locator)
-        self._on_lost = on_lost
+class _PipeWriter:
+    """
+    The transport of the child's AMP connection: blocking writes to a file
+    descriptor.
+    """
 
-    def connectionLost(self, reason: Any) -> None:
-        amp.AMP.connectionLost(self, reason)
-        self._on_lost()
+    disconnecting = False
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+
+    def getPeer(self) -> str:
+        return "twistedq daemon"
+
+    def getHost(self) -> str:
+        return f"child process {os.getpid()}"
+
+
+def serve(protocol: amp.AMP, in_fd: int, out_fd: int, running: list[bool]) -> None:
+    """
+    Serve AMP on two file descriptors with blocking reads, in the calling
+    thread, until the daemon closes the pipe or ``running[0]`` turns false.
+
+    No reactor runs in the child's main thread: tasks run here, where signal
+    handlers work, and a task may use the blocking client, whose reactor
+    then runs in a thread of its own.
+    """
+    protocol.makeConnection(_PipeWriter(out_fd))  # type: ignore[arg-type]
+    reason: Failure = Failure(ConnectionDone("the daemon closed the pipe"))
+    while running[0]:
+        try:
+            data = os.read(in_fd, 1 << 16)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        protocol.dataReceived(data)
+    protocol.connectionLost(reason)
+
+
+#: The name of this child process ("Process-1" ...), or None outside one.
+current_child: str | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
     """
     Import the task modules and serve the daemon until it goes away.
     """
+    global current_child
     parser = argparse.ArgumentParser(prog="twistedq.worker.child")
     parser.add_argument("--name", default="Process")
     parser.add_argument("--tasks", action="append", default=[])
     options = parser.parse_args(argv)
 
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format=f"[%(asctime)s: %(levelname)s/{options.name}] %(message)s",
-    )
-    from twisted.internet import reactor, stdio
+    current_child = options.name
+    multiprocessing.current_process().name = options.name
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=SEED_FORMAT)
 
     from twistedq.task import tasks
 
     import_task_modules(options.tasks)
+    running = [True]
 
     def stop() -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+        running[0] = False
 
-    protocol = _ChildAMP(ChildLocator(TaskRunner(tasks), stop), stop)
-    stdio.StandardIO(protocol, stdin=AMP_IN_FD, stdout=AMP_OUT_FD)
-    reactor.run()  # type: ignore[attr-defined]
+    serve(amp.AMP(locator=ChildLocator(TaskRunner(tasks), stop)), AMP_IN_FD, AMP_OUT_FD, running)
 
 
 if __name__ == "__main__":
