@@ -17,14 +17,27 @@ from typing import Any
 from twisted.internet import defer
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
-from twistedq.backends.base import IResultBackend, backend_from_url
+from twistedq.backends.base import IResultBackend, TasksetState, backend_from_url
 from twistedq.conf import Settings
 from twistedq.message import TaskMessage, new_task_id
-from twistedq.outcome import Outcome
+from twistedq.outcome import Outcome, pending_document
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 from twistedq.result import AsyncResult
 
 __all__ = ["AsyncClient", "Client", "default_client", "set_default_client"]
+
+
+def _first_error(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """
+    Fail with the first underlying error of a gathered Deferred, not with
+    :py:obj:`twisted.internet.defer.FirstError`.
+    """
+
+    def unwrap(failure: Any) -> Any:
+        failure.trap(defer.FirstError)
+        return failure.value.subFailure
+
+    return d.addErrback(unwrap)
 
 
 class AsyncClient:
@@ -47,19 +60,58 @@ class AsyncClient:
         self.backend.connect().addErrback(lambda f: None)
         self.connection.startService()
 
-    def publish(self, message: TaskMessage) -> defer.Deferred[None]:
+    def publish(self, message: TaskMessage, queue: str | None = None) -> defer.Deferred[None]:
         """
-        Publish one message; fires once the broker confirmed it.
+        Publish one message; fires once the broker confirmed it and its
+        pending record is in the result store.
         """
-        return defer.Deferred.fromCoroutine(self.publisher.publish(message))
+        return self.publish_many([message], queue)
 
-    def publish_many(self, messages: Sequence[TaskMessage]) -> defer.Deferred[None]:
+    def publish_many(
+        self, messages: Sequence[TaskMessage], queue: str | None = None
+    ) -> defer.Deferred[None]:
         """
-        Publish several messages at once, all confirms awaited together.
+        Publish several messages at once, all confirms awaited together,
+        then record them as pending in the result store (one write).
         """
-        return defer.gatherResults(
-            [self.publish(m) for m in messages], consumeErrors=True
-        ).addCallback(lambda _: None)
+
+        async def publish() -> None:
+            await _first_error(
+                defer.gatherResults(
+                    [
+                        defer.Deferred.fromCoroutine(self.publisher.publish(m, queue))
+                        for m in messages
+                    ],
+                    consumeErrors=True,
+                )
+            )
+            await self.backend.mark_sent([(m.id, pending_document(m.id, m.task)) for m in messages])
+
+        return defer.Deferred.fromCoroutine(publish())
+
+    def purge(self, queue: str | None = None) -> defer.Deferred[int]:
+        """
+        Delete the tasks waiting in the queue; fires with how many.
+        """
+        return defer.Deferred.fromCoroutine(self.publisher.purge(queue))
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        """
+        Delete stored outcomes.
+        """
+        return self.backend.forget(list(task_ids))
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        """
+        Record a taskset before its subtasks are published.
+        """
+        return self.backend.create_taskset(taskset_id, total)
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        """
+        A taskset's progress, in one read of the store.
+        """
+        return self.backend.get_taskset(taskset_id)
 
     def get_outcomes(self, task_ids: Sequence[str]) -> defer.Deferred[list[Outcome]]:
         """
@@ -131,20 +183,44 @@ class Client:
         self.publish(message)
         return AsyncResult(message.id, self)
 
-    def publish(self, message: TaskMessage) -> None:
+    def publish(self, message: TaskMessage, queue: str | None = None) -> None:
         """
-        Publish one message and wait for the broker's confirm.
+        Publish one message (to ``queue``, by default the configured one)
+        and wait for the broker's confirm.
         """
-        client = self._client()
-        self._thread.call(client.publish, message, timeout=2 * self.timeout + 1)
+        self.publish_many([message], queue)
 
-    def publish_many(self, messages: Iterable[TaskMessage]) -> None:
+    def publish_many(self, messages: Iterable[TaskMessage], queue: str | None = None) -> None:
         """
         Publish many messages in one go (confirms awaited together).
         """
         client = self._client()
         batch = list(messages)
-        self._thread.call(client.publish_many, batch, timeout=2 * self.timeout + 1)
+        self._thread.call(client.publish_many, batch, queue, timeout=2 * self.timeout + 1)
+
+    def purge(self, queue: str | None = None) -> int:
+        """
+        Delete the tasks waiting in the queue; return how many there were.
+        """
+        return self._thread.call(self._client().purge, queue, timeout=self.timeout)
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        """
+        Delete the stored outcomes of these tasks.
+        """
+        self._thread.call(self._client().forget, list(task_ids), timeout=self.timeout)
+
+    def create_taskset(self, taskset_id: str, total: int) -> None:
+        """
+        Record a taskset of ``total`` subtasks before they are published.
+        """
+        self._thread.call(self._client().create_taskset, taskset_id, total, timeout=self.timeout)
+
+    def get_taskset(self, taskset_id: str) -> TasksetState | None:
+        """
+        A taskset's progress (total, completed, failed), in one store read.
+        """
+        return self._thread.call(self._client().get_taskset, taskset_id, timeout=self.timeout)
 
     def get_outcome(self, task_id: str) -> Outcome:
         """

@@ -33,12 +33,14 @@ class Settings:
     :ivar result_backend: ``redis://host:port/db`` or ``sqlite:///path``.
     :ivar queue: the queue tasks are published to and consumed from.
     :ivar exchange: the exchange tasks are published through.
+    :ivar seed_states: report SUCCESS as the celery 0.2.0 README's ``DONE``.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
     result_backend: str = DEFAULT_RESULT_BACKEND
     queue: str = "twistedq"
     exchange: str = "twistedq"
+    seed_states: bool = False
 
     @classmethod
     def from_environment(
@@ -46,11 +48,17 @@ class Settings:
     ) -> Settings:
         """
         Defaults, then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
-        ``TWISTEDQ_QUEUE`` and ``TWISTEDQ_EXCHANGE``, then ``overrides`` that
-        are not :py:obj:`None`.
+        ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE`` and ``TWISTEDQ_SEED_STATES``
+        (``1`` to report SUCCESS as ``DONE``), then ``overrides`` that are
+        not :py:obj:`None`.
         """
         if environ is None:
             environ = os.environ
-        values = {name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)}
+        values: dict[str, Any] = {
+            name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)
+        }
+        flag = environ.get("TWISTEDQ_SEED_STATES", "").lower()
+        if flag:
+            values["seed_states"] = flag in ("1", "true", "yes", "on")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)

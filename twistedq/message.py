@@ -13,6 +13,7 @@ and the daemon import this same module.
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -168,6 +169,13 @@ class TaskMessage:
             value = document.get(key)
             if value is not None and not isinstance(value, str):
                 raise MessageError(f"{key} is not a string or null")
+        for key in ("eta", "expires"):
+            value = document.get(key)
+            if value is not None:
+                try:
+                    datetime.datetime.fromisoformat(value)
+                except ValueError:
+                    raise MessageError(f"{key} {value!r} is not an ISO 8601 time") from None
         retries = document.get("retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise MessageError("retries is not a non-negative integer")

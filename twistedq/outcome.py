@@ -26,14 +26,19 @@ import traceback as traceback_module
 from dataclasses import dataclass
 from typing import Any
 
-from twistedq.states import FAILURE, PENDING, READY_STATES, SUCCESS
+from twistedq.backends.base import TasksetState
+from twistedq.states import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
 
 __all__ = [
+    "SEED_SUCCESS",
     "Outcome",
     "RemoteTaskError",
     "failure_document",
+    "pending_document",
+    "revoked_document",
     "status_document",
     "success_document",
+    "taskset_status_document",
 ]
 
 
@@ -54,6 +59,31 @@ def success_document(task_id: str, task: str, value: Any) -> bytes:
     """
     return _dumps(
         {"id": task_id, "task": task, "status": SUCCESS, "result": value, "date_done": _now()}
+    )
+
+
+def pending_document(task_id: str, task: str) -> bytes:
+    """
+    Encode the record of a task that was published and has no outcome
+    yet; it tells a queued task from an unknown id.
+    """
+    return _dumps({"id": task_id, "task": task, "status": PENDING, "sent_at": _now()})
+
+
+def revoked_document(task_id: str, task: str, reason: str) -> bytes:
+    """
+    Encode the outcome of a task that was not run (for example because it
+    expired before a daemon could run it).
+    """
+    return _dumps(
+        {
+            "id": task_id,
+            "task": task,
+            "status": REVOKED,
+            "result": None,
+            "reason": reason,
+            "date_done": _now(),
+        }
     )
 
 
@@ -128,6 +158,8 @@ class Outcome:
     exc: dict[str, Any] | None = None
     traceback: str | None = None
     date_done: str | None = None
+    sent_at: str | None = None
+    reason: str | None = None
 
     @classmethod
     def pending(cls, task_id: str) -> Outcome:
@@ -152,11 +184,24 @@ class Outcome:
             exc=document.get("exc"),
             traceback=document.get("traceback"),
             date_done=document.get("date_done"),
+            sent_at=document.get("sent_at"),
+            reason=document.get("reason"),
         )
 
     @property
     def ready(self) -> bool:
+        """
+        Whether the task has finished: succeeded, failed or was revoked.
+        """
         return self.status in READY_STATES
+
+    @property
+    def known(self) -> bool:
+        """
+        Whether the store knows this task at all: finished, or recorded as
+        published (a pending record), as opposed to an id never seen.
+        """
+        return self.status != PENDING or self.sent_at is not None
 
     def exception(self) -> BaseException:
         """
@@ -189,7 +234,11 @@ class Outcome:
         return rebuilt
 
 
-def status_document(outcome: Outcome) -> dict[str, Any]:
+#: The seed's name for SUCCESS, reported when the compatibility switch is on.
+SEED_SUCCESS = "DONE"
+
+
+def status_document(outcome: Outcome, seed_states: bool = False) -> dict[str, Any]:
     """
     The JSON of ``/celery/<task_id>/status/``, shared by the daemon's status
     resource and the Django view::
@@ -197,11 +246,15 @@ def status_document(outcome: Outcome) -> dict[str, Any]:
         {"task": {"id": ..., "status": ..., "result": ...}}
 
     with ``exc`` (the exception's class name) and ``traceback`` added for a
-    failure, whose ``result`` is the exception's message.
+    failure, whose ``result`` is the exception's message.  With
+    ``seed_states``, SUCCESS is reported as the seed's ``DONE``.
     """
+    status = outcome.status
+    if seed_states and status == SUCCESS:
+        status = SEED_SUCCESS
     task: dict[str, Any] = {
         "id": outcome.task_id,
-        "status": outcome.status,
+        "status": status,
         "result": outcome.result,
     }
     if outcome.status == FAILURE:
@@ -210,3 +263,28 @@ def status_document(outcome: Outcome) -> dict[str, Any]:
         task["exc"] = exc.get("type", "Exception")
         task["traceback"] = outcome.traceback
     return {"task": task}
+
+
+def taskset_status_document(taskset_id: str, state: TasksetState | None) -> dict[str, Any]:
+    """
+    The JSON of ``/celery/taskset/<taskset_id>/status/``, for a progress
+    bar::
+
+        {"taskset": {"id": ..., "total": 500, "completed": 120, "failed": 2,
+                     "ready": false}}
+
+    An unknown taskset has ``total`` 0 and ``ready`` false.
+    """
+    if state is None:
+        return {
+            "taskset": {"id": taskset_id, "total": 0, "completed": 0, "failed": 0, "ready": False}
+        }
+    return {
+        "taskset": {
+            "id": taskset_id,
+            "total": state.total,
+            "completed": state.completed,
+            "failed": state.failed,
+            "ready": state.ready,
+        }
+    }

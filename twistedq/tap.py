@@ -23,6 +23,7 @@ from twistedq.amqp.broker import (
 )
 from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
 from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings
+from twistedq.log import use_seed_format
 from twistedq.web import make_site_root
 from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
@@ -50,6 +51,14 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run twistedq tasks from an AMQP queue in a pool of child processes."
 
+    optFlags = [
+        [
+            "seed-states",
+            None,
+            "Report SUCCESS as the celery 0.2.0 README's DONE [default: $TWISTEDQ_SEED_STATES]",
+        ],
+    ]
+
     optParameters = [
         [
             "broker",
@@ -72,6 +81,13 @@ class Options(usage.Options):
             "s",
             DEFAULT_STATUS_ENDPOINT,
             "strports endpoint of the JSON status resource, or 'none'",
+        ],
+        [
+            "log-format",
+            None,
+            "seed",
+            "Format of the daemon's log lines: 'seed' ([time: LEVEL/process] message, "
+            "as the celery 0.2.0 README) or 'twisted' (twistd's own)",
         ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
@@ -101,6 +117,7 @@ class Options(usage.Options):
             result_backend=self["result-backend"],
             queue=self["queue"],
             exchange=self["exchange"],
+            seed_states=True if self["seed-states"] else None,
         )
         try:
             self["broker-address"] = BrokerAddress.from_url(settings.broker_url)
@@ -113,10 +130,23 @@ class Options(usage.Options):
         except BackendURLError as e:
             raise usage.UsageError(str(e)) from None
         self["settings"] = settings
+        if self["log-format"] not in ("seed", "twisted"):
+            raise usage.UsageError("--log-format must be 'seed' or 'twisted'")
         if self["concurrency"] is None:
             self["concurrency"] = os.cpu_count() or 1
         if self["prefetch"] is None:
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
+
+
+class _SeedLogFormatService(Service):
+    """
+    Switches twistd's log file to the seed's line format when the daemon
+    starts (twistd adds its log observer after ``makeService``).
+    """
+
+    def startService(self) -> None:
+        Service.startService(self)
+        use_seed_format()
 
 
 class _BackendService(Service):
@@ -217,19 +247,21 @@ def makeService(options: Options) -> IService:
     settings: Settings = options["settings"]
     backend = backend_from_url(settings.result_backend, reactor)
     pool = ProcessPool(ProcessStarter(reactor, options["tasks"]), options["concurrency"], reactor)
-    dispatcher = Dispatcher(pool, backend, max_batch=options["batch"])
+    dispatcher = Dispatcher(pool, backend, reactor, max_batch=options["batch"])
     pool.on_idle = dispatcher.pump
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
 
     daemon = DrainingMultiService()
+    if options["log-format"] == "seed":
+        _SeedLogFormatService().setServiceParent(daemon)
     _BackendService(backend).setServiceParent(daemon)
     _PoolService(pool, reactor).setServiceParent(daemon)
     connection.setServiceParent(daemon)
     _ConsumerService(consumer, dispatcher).setServiceParent(daemon)
     if options["status"] != "none":
-        site = Site(make_site_root(backend, reactor))
+        site = Site(make_site_root(backend, reactor, seed_states=settings.seed_states))
         site.noisy = False
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon

@@ -1,31 +1,454 @@
 """
-The seed-compatible task API: ``tasks`` (the default registry) and
-``delay_task``.
+The task API of the celery 0.2.0 README, with ``celery`` spelled
+``twistedq``::
 
-These module-level names are thin facades over a default
-:py:obj:`twistedq.registry.TaskRegistry` and a default
-:py:obj:`twistedq.client.Client`; code that wants its own passes those around
-instead.
+    from twistedq.task import tasks, Task, PeriodicTask, delay_task, TaskSet, dmap
+
+The module-level names (``tasks``, ``delay_task``, ``is_done``,
+``discard_all``, ``dmap``) are thin facades over a default
+:py:class:`~twistedq.registry.TaskRegistry` and the default
+:py:class:`~twistedq.client.Client`; tests and programs that want their own
+pass a registry or a ``client=`` instead (or call
+:py:func:`twistedq.client.set_default_client`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
+from twistedq.log import setup_logger
+from twistedq.message import TaskMessage, new_task_id
 from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
+from twistedq.result import AsyncResult, TaskSetResult
 
-__all__ = ["AlreadyRegistered", "NotRegistered", "delay_task", "tasks"]
+if TYPE_CHECKING:
+    from twistedq.client import Client
+
+__all__ = [
+    "AlreadyRegistered",
+    "FunctionTask",
+    "NotRegistered",
+    "PeriodicTask",
+    "Task",
+    "TaskSet",
+    "delay_task",
+    "discard_all",
+    "dmap",
+    "dmap_async",
+    "is_done",
+    "task",
+    "tasks",
+]
 
 #: The default task registry, filled by the ``tasks.register(...)`` calls of
 #: task modules.
 tasks = TaskRegistry()
 
 
-def delay_task(task_name: str, *args: Any, **kwargs: Any) -> Any:
+def _client(client: Client | None) -> Client:
+    if client is not None:
+        return client
+    from twistedq.client import default_client
+
+    return default_client()
+
+
+def _utc_iso(moment: datetime.datetime | float | None) -> str | None:
+    """
+    An ISO 8601 UTC time from a datetime (naive means UTC) or a Unix time.
+    """
+    if moment is None:
+        return None
+    if isinstance(moment, (int, float)):
+        moment = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).isoformat()
+
+
+def publish_task(
+    name: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    countdown: float | None = None,
+    eta: datetime.datetime | float | None = None,
+    expires: datetime.datetime | float | None = None,
+    queue: str | None = None,
+    task_id: str | None = None,
+    client: Client | None = None,
+) -> AsyncResult:
+    """
+    Publish a task by name with every option; return its
+    :py:class:`~twistedq.result.AsyncResult` once the broker confirmed it.
+
+    :param countdown: run no sooner than this many seconds from now.
+    :param eta: run no sooner than this time (a datetime, naive means UTC,
+        or a Unix time).
+    :param expires: do not run after this time: the task is then recorded
+        as REVOKED instead (a datetime, a Unix time, or seconds from now as
+        a :py:class:`datetime.timedelta`).
+    :param queue: publish to this queue instead of the client's.
+    :param task_id: use this id (a UUID) instead of a new one.
+    """
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if countdown is not None:
+        eta = now + datetime.timedelta(seconds=countdown)
+    if isinstance(expires, datetime.timedelta):
+        expires = now + expires
+    message = TaskMessage(
+        id=task_id or new_task_id(),
+        task=name,
+        args=tuple(args),
+        kwargs=dict(kwargs or {}),
+        eta=_utc_iso(eta),
+        expires=_utc_iso(expires),
+    )
+    chosen = _client(client)
+    chosen.publish(message, queue)
+    return AsyncResult(message.id, chosen)
+
+
+class Task:
+    """
+    A task as a class: subclass it, give it a ``name`` and a ``run``
+    method, and register the class::
+
+        class MyTask(Task):
+            name = "myapp.mytask"
+
+            def run(self, x, **kwargs):
+                self.get_logger(**kwargs).info("got %s", x)
+                return x * 2
+
+        tasks.register(MyTask)
+        MyTask.delay(21).get()  # 42
+
+    ``run`` receives the task's arguments; if it accepts ``**kwargs`` it
+    also receives ``task_id``, ``task_name``, ``logfile`` and ``loglevel``.
+
+    :cvar name: the registered name.
+    :cvar queue: publish to this queue instead of the client's default.
+    """
+
+    name: ClassVar[str | None] = None
+    queue: ClassVar[str | None] = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """
+        The task's body.  Subclasses override it.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not define run()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+    @classmethod
+    def _task_name(cls) -> str:
+        if not cls.name:
+            raise ValueError(f"task class {cls.__qualname__} has no name")
+        return cls.name
+
+    @classmethod
+    def delay(cls, *args: Any, **kwargs: Any) -> AsyncResult:
+        """
+        Publish this task with these arguments through the default client.
+        """
+        return cls.apply_async(args, kwargs)
+
+    @classmethod
+    def apply_async(
+        cls,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime.datetime | float | None = None,
+        expires: datetime.datetime | datetime.timedelta | float | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        client: Client | None = None,
+    ) -> AsyncResult:
+        """
+        Publish this task with options; see :py:func:`publish_task`.
+        """
+        return publish_task(
+            cls._task_name(),
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue or cls.queue,
+            task_id=task_id,
+            client=client,
+        )
+
+    def get_logger(self, **kwargs: Any) -> logging.Logger:
+        """
+        The task logger, set up from the extra keyword arguments a task
+        receives (``logfile``, ``loglevel``); see
+        :py:func:`twistedq.log.setup_logger`.
+        """
+        return setup_logger(**kwargs)
+
+
+class PeriodicTask(Task):
+    """
+    A task run every ``run_every`` (a :py:class:`datetime.timedelta` or
+    seconds).  Periodic tasks take no arguments::
+
+        class MyPeriodicTask(PeriodicTask):
+            name = "foo.my-periodic-task"
+            run_every = timedelta(seconds=30)
+
+            def run(self, **kwargs):
+                self.get_logger(**kwargs).info("Running periodic task!")
+
+        tasks.register(MyPeriodicTask)
+
+    :cvar run_every: the period.
+    """
+
+    run_every: ClassVar[datetime.timedelta | float | None] = None
+
+    @classmethod
+    def run_every_seconds(cls) -> float:
+        """
+        The period in seconds.
+
+        :raises ValueError: ``run_every`` is missing or not positive.
+        """
+        period = cls.run_every
+        if isinstance(period, datetime.timedelta):
+            seconds = period.total_seconds()
+        elif isinstance(period, (int, float)) and not isinstance(period, bool):
+            seconds = float(period)
+        else:
+            raise ValueError(
+                f"periodic task {cls.__qualname__} needs run_every as a timedelta or seconds"
+            )
+        if seconds <= 0:
+            raise ValueError(f"periodic task {cls.__qualname__} has run_every {period!r}")
+        return seconds
+
+
+class FunctionTask(Task):
+    """
+    A plain function made a :py:class:`Task` by the :py:func:`task`
+    decorator: calling it calls the function; it also has ``delay`` and
+    ``apply_async``.
+    """
+
+    def __init__(self, function: Callable[..., Any], name: str, queue: str | None = None) -> None:
+        self.function = function
+        self.task_name = name
+        self.task_queue = queue
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.task_name}>"
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[override]
+        """
+        Publish this task with these arguments through the default client.
+        """
+        return self.apply_async(args, kwargs)
+
+    def apply_async(  # type: ignore[override]
+        self,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """
+        Publish this task with options; see :py:func:`publish_task`.
+        """
+        options.setdefault("queue", self.task_queue)
+        return publish_task(self.task_name, args, kwargs, **options)
+
+    @property  # type: ignore[misc]
+    def name(self) -> str:  # type: ignore[override]
+        return self.task_name
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def task(function: Callable[..., Any], /) -> FunctionTask: ...
+
+
+@overload
+def task(
+    *, name: str | None = None, queue: str | None = None, registry: TaskRegistry | None = None
+) -> Callable[[Callable[..., Any]], FunctionTask]: ...
+
+
+def task(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    registry: TaskRegistry | None = None,
+) -> Any:
+    """
+    Register a function as a task: the modern spelling of
+    ``tasks.register(function, name)``::
+
+        @task
+        def add(x, y):
+            return x + y
+
+        @task(name="math.mul")
+        def mul(x, y):
+            return x * y
+
+        add.delay(2, 2).get()  # 4
+
+    The default name is the function's module and qualified name.
+    """
+
+    def register(function: Callable[..., Any]) -> FunctionTask:
+        task_name = name or f"{function.__module__}.{function.__qualname__}"
+        wrapped = FunctionTask(function, task_name, queue)
+        (registry if registry is not None else tasks).register(wrapped, task_name)
+        return wrapped
+
+    if function is not None:
+        return register(function)
+    return register
+
+
+def delay_task(task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
     """
     Publish a task by name through the default client and return its
     :py:obj:`twistedq.result.AsyncResult`.
     """
-    from twistedq.client import default_client
+    return _client(None).delay_task(task_name, *args, **kwargs)
 
-    return default_client().delay_task(task_name, *args, **kwargs)
+
+def is_done(task_id: str) -> bool:
+    """
+    Whether the task with this id finished successfully.
+    """
+    return AsyncResult(task_id, _client(None)).successful()
+
+
+def discard_all(queue: str | None = None) -> int:
+    """
+    Delete every task waiting in the queue (the default client's, unless
+    given); return how many were deleted.
+    """
+    return _client(None).purge(queue)
+
+
+def _task_name(task_or_name: str | type[Task] | Task) -> str:
+    if isinstance(task_or_name, str):
+        return task_or_name
+    if isinstance(task_or_name, FunctionTask):
+        return task_or_name.task_name
+    if isinstance(task_or_name, Task) or (
+        isinstance(task_or_name, type) and issubclass(task_or_name, Task)
+    ):
+        name = task_or_name.name
+        if name:
+            return name
+    raise TypeError(f"{task_or_name!r} is neither a task name nor a named Task")
+
+
+class TaskSet:
+    """
+    One task run with many argument sets, as one unit whose progress the
+    result store counts::
+
+        taskset = TaskSet("add", [((2, 2), {}), ((4, 4), {})])
+        result = taskset.run()
+        result.completed_count()  # 0, 1, 2 ... one store read each
+        result.join()             # [4, 8]
+
+    :param task: the task's name, or a task class or instance.
+    :param arguments: one ``(args, kwargs)`` pair per subtask.
+    """
+
+    def __init__(
+        self,
+        task: str | type[Task] | Task,
+        arguments: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        client: Client | None = None,
+    ) -> None:
+        self.task_name = _task_name(task)
+        self.arguments = [(tuple(args), dict(kwargs)) for args, kwargs in arguments]
+        self.client = client
+        self.total = len(self.arguments)
+
+    def run(self, queue: str | None = None) -> TaskSetResult:
+        """
+        Record the taskset, publish every subtask (confirms awaited
+        together) and return the :py:class:`~twistedq.result.TaskSetResult`.
+        """
+        client = _client(self.client)
+        taskset_id = new_task_id()
+        messages = [
+            TaskMessage(
+                id=new_task_id(), task=self.task_name, args=args, kwargs=kwargs, taskset=taskset_id
+            )
+            for args, kwargs in self.arguments
+        ]
+        client.create_taskset(taskset_id, len(messages))
+        for start in range(0, len(messages), 1000):
+            client.publish_many(messages[start : start + 1000], queue)
+        subtasks = [AsyncResult(m.id, client) for m in messages]
+        return TaskSetResult(taskset_id, subtasks, client)
+
+
+def _as_arguments(item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
+    if isinstance(item, (list, tuple)):
+        return tuple(item), {}
+    return (item,), {}
+
+
+def dmap_async(
+    task: str | type[Task] | Task,
+    arguments: Iterable[Any],
+    client: Client | None = None,
+) -> TaskSetResult:
+    """
+    Run a task once per item of ``arguments`` (a tuple or list is the
+    positional arguments, anything else the one argument), as a taskset;
+    return its :py:class:`~twistedq.result.TaskSetResult` at once.
+
+    Only registered tasks can be mapped, never a pickled function.
+    """
+    return TaskSet(task, [_as_arguments(item) for item in arguments], client).run()
+
+
+def dmap(
+    task: str | type[Task] | Task,
+    arguments: Iterable[Any],
+    timeout: float | None = None,
+    client: Client | None = None,
+) -> list[Any]:
+    """
+    A distributed ``map``: the results of :py:func:`dmap_async` in order;
+    the exception of the first failed item (in order) is raised.
+
+    Inside a task it raises
+    :py:class:`~twistedq.result.WaitInTaskError` before publishing
+    anything: waiting there could take the child the subtasks need.  Use
+    :py:func:`dmap_async` inside tasks.
+    """
+    from twistedq.result import _refuse_wait_in_task
+
+    _refuse_wait_in_task("dmap()")
+    return dmap_async(task, arguments, client).join(timeout)

@@ -1,14 +1,23 @@
 """
-The status resource: ``GET /celery/<task_id>/status/`` answers
-``{"task": {"id": ..., "status": ..., "result": ...}}`` as JSON, read from the
-result backend.
+The status resource, read from the result backend:
+
+* ``GET /celery/<task_id>/status/`` answers
+  ``{"task": {"id": ..., "status": ..., "result": ...}}``;
+* ``GET /celery/taskset/<taskset_id>/status/`` answers
+  ``{"taskset": {"id", "total", "completed", "failed", "ready"}}`` from one
+  store read, for progress bars.
+
+An id that is not a UUID gets 404 without touching the store; a store that
+fails or stays silent gets 503.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import pages
@@ -17,9 +26,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from twistedq.backends.base import IResultBackend
 from twistedq.message import is_task_id
-from twistedq.outcome import Outcome, status_document
+from twistedq.outcome import Outcome, status_document, taskset_status_document
 
-__all__ = ["StatusRoot", "TaskStatus", "make_site_root"]
+__all__ = ["StatusRoot", "StoreRead", "make_site_root"]
 
 log = Logger()
 
@@ -34,19 +43,24 @@ def _write_json(request: Request, document: Any, code: int = 200) -> None:
     request.finish()
 
 
-class TaskStatus(Resource):
+class StoreRead(Resource):
     """
-    The status of one task, read from the backend on every request.
+    A JSON document made from one read of the store, answered 503 when the
+    read fails or takes longer than ``timeout`` seconds.
     """
 
     isLeaf = True
 
     def __init__(
-        self, backend: IResultBackend, task_id: str, clock: IReactorTime, timeout: float
+        self,
+        read: Callable[[], defer.Deferred[dict[str, Any]]],
+        what: str,
+        clock: IReactorTime,
+        timeout: float,
     ) -> None:
         Resource.__init__(self)
-        self.backend = backend
-        self.task_id = task_id
+        self.read = read
+        self.what = what
         self.clock = clock
         self.timeout = timeout
 
@@ -55,16 +69,15 @@ class TaskStatus(Resource):
             return pages.notFound().render(request)
         gone: list[Any] = []
         request.notifyFinish().addErrback(gone.append)
-        d = self.backend.get_result(self.task_id)
+        d = self.read()
         d.addTimeout(self.timeout, self.clock)
 
-        def found(data: bytes | None) -> None:
+        def found(document: dict[str, Any]) -> None:
             if not gone:
-                outcome = Outcome.from_bytes(self.task_id, data)
-                _write_json(request, status_document(outcome))
+                _write_json(request, document)
 
         def failed(failure: Any) -> None:
-            log.failure("Reading the status of {id} failed", failure, id=self.task_id)
+            log.failure("Reading the status of {what} failed", failure, what=self.what)
             if not gone:
                 _write_json(request, {"error": "result store unavailable"}, code=503)
 
@@ -72,27 +85,55 @@ class TaskStatus(Resource):
         return NOT_DONE_YET
 
 
-class _TaskSegment(Resource):
+class _CelerySegment(Resource):
     """
-    ``/celery/<task_id>/...``: refuses anything that is not a UUID without
-    touching the store.
+    ``/celery/<task_id>/status/`` and ``/celery/taskset/<id>/status/``.
     """
 
-    def __init__(self, backend: IResultBackend, clock: IReactorTime, timeout: float) -> None:
+    def __init__(
+        self, backend: IResultBackend, clock: IReactorTime, timeout: float, seed_states: bool
+    ) -> None:
         Resource.__init__(self)
         self.backend = backend
         self.clock = clock
         self.timeout = timeout
+        self.seed_states = seed_states
+
+    def _take_id(self, path: bytes, request: Request) -> str | None:
+        """
+        The id in ``path`` if it is a UUID followed by ``status``.
+        """
+        try:
+            text = path.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if not is_task_id(text) or request.postpath[:1] != [b"status"]:
+            return None
+        request.prepath.append(request.postpath.pop(0))
+        return text
 
     def getChild(self, path: bytes, request: Request) -> IResource:
-        try:
-            task_id = path.decode("ascii")
-        except UnicodeDecodeError:
+        if path == b"taskset" and request.postpath:
+            taskset_id = self._take_id(request.postpath.pop(0), request)
+            if taskset_id is None:
+                return pages.notFound()
+
+            def read_taskset() -> defer.Deferred[dict[str, Any]]:
+                d = self.backend.get_taskset(taskset_id)
+                return d.addCallback(lambda state: taskset_status_document(taskset_id, state))
+
+            return StoreRead(read_taskset, f"taskset {taskset_id}", self.clock, self.timeout)
+        task_id = self._take_id(path, request)
+        if task_id is None:
             return pages.notFound()
-        if not is_task_id(task_id) or request.postpath[:1] != [b"status"]:
-            return pages.notFound()
-        request.prepath.append(request.postpath.pop(0))
-        return TaskStatus(self.backend, task_id, self.clock, self.timeout)
+
+        def read_task() -> defer.Deferred[dict[str, Any]]:
+            d = self.backend.get_result(task_id)
+            return d.addCallback(
+                lambda data: status_document(Outcome.from_bytes(task_id, data), self.seed_states)
+            )
+
+        return StoreRead(read_task, f"task {task_id}", self.clock, self.timeout)
 
 
 class StatusRoot(Resource):
@@ -100,9 +141,15 @@ class StatusRoot(Resource):
     The root of the status site.
     """
 
-    def __init__(self, backend: IResultBackend, clock: IReactorTime, timeout: float) -> None:
+    def __init__(
+        self,
+        backend: IResultBackend,
+        clock: IReactorTime,
+        timeout: float,
+        seed_states: bool = False,
+    ) -> None:
         Resource.__init__(self)
-        self.putChild(b"celery", _TaskSegment(backend, clock, timeout))
+        self.putChild(b"celery", _CelerySegment(backend, clock, timeout, seed_states))
         self.putChild(b"", self)
 
     def render_GET(self, request: Request) -> Any:
@@ -110,9 +157,12 @@ class StatusRoot(Resource):
         return NOT_DONE_YET
 
 
-def make_site_root(backend: IResultBackend, clock: IReactorTime, timeout: float = 5.0) -> Resource:
+def make_site_root(
+    backend: IResultBackend, clock: IReactorTime, timeout: float = 5.0, seed_states: bool = False
+) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
-    within ``timeout`` seconds gets the request a 503.
+    within ``timeout`` seconds gets the request a 503.  With
+    ``seed_states``, SUCCESS is reported as ``DONE``.
     """
-    return StatusRoot(backend, clock, timeout)
+    return StatusRoot(backend, clock, timeout, seed_states)

@@ -27,7 +27,9 @@ def rabbitmqctl(*args: str) -> None:
     """
     completed = subprocess.run(
         ["bash", str(ROOT / "scripts" / "services"), "rabbitmqctl", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if completed.returncode != 0:
         message = f"rabbitmqctl {' '.join(args)} failed: {completed.stderr.strip()[-500:]}"

@@ -135,11 +135,14 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_child_output_is_logged(self) -> None:
         """
-        What a task prints reaches the daemon's log, tagged with the
-        child's name, and does not disturb the AMP channel.
+        What a task prints reaches the daemon's log in the seed's line
+        format, tagged with the child's name, and does not disturb the AMP
+        channel.
         """
         done = run_client(self.queue, self.backend, mode="one", task="shout", args=[])
         self.assertEqual(done["value"], "ok")
         lines = [line for line in self.daemon.log().splitlines() if "printed to stdout" in line]
         self.assertTrue(lines, self.daemon.log()[-2000:])
-        self.assertRegex(lines[0], r"Process-\d+ stdout: printed to stdout by a task")
+        self.assertRegex(
+            lines[0], r"^\[\d{4}-\d\d-\d\d [\d:,]+: INFO/Process-\d+\] printed to stdout by a task$"
+        )

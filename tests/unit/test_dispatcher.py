@@ -6,6 +6,7 @@ a fake result backend and fake deliveries.
 import json
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.message import TaskMessage
@@ -91,9 +92,10 @@ def delivery(number, task="add"):
 
 class DispatcherTestCase(SynchronousTestCase):
     def setUp(self):
+        self.clock = Clock()
         self.pool = FakePool(idle=0)
         self.backend = FakeBackend()
-        self.dispatcher = Dispatcher(self.pool, self.backend, max_batch=4)
+        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_batch=4)
 
     def deliver(self, count, start=1):
         deliveries = [delivery(n) for n in range(start, start + count)]
@@ -128,7 +130,7 @@ class MalformedTests(DispatcherTestCase):
         """
         A body over the dispatcher's ``max_body_size`` is dead-lettered.
         """
-        dispatcher = Dispatcher(self.pool, self.backend, max_body_size=10)
+        dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_body_size=10)
         self.pool.idle = 1
         too_big = delivery(1)
         dispatcher.deliver(too_big)
@@ -215,8 +217,8 @@ class SettlingTests(DispatcherTestCase):
         """
         self.pool.finish(0)
         [(rows, stored)] = self.backend.stores
-        self.assertEqual([task_id for task_id, _ in rows], [task_id(n) for n in (1, 2, 3)])
-        self.assertEqual(json.loads(rows[1][1])["result"], [2])
+        self.assertEqual([row.task_id for row in rows], [task_id(n) for n in (1, 2, 3)])
+        self.assertEqual(json.loads(rows[1].document)["result"], [2])
         for d in self.deliveries:
             self.assertEqual(d.settled, [])
         stored.callback(None)

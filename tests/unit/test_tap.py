@@ -163,7 +163,22 @@ class MakeServiceTests(TapTestCase):
     """
 
     def make(self, *argv):
-        return tap.makeService(self.parse(*argv))
+        return tap.makeService(self.parse("--log-format", "twisted", *argv))
+
+    def test_seed_log_format_first(self):
+        """
+        By default the daemon's first service switches the log file to the
+        seed's line format; ``--log-format twisted`` leaves it out.
+        """
+        daemon = tap.makeService(self.parse())
+        self.assertIsInstance(next(iter(daemon)), tap._SeedLogFormatService)
+        self.assertNotIsInstance(next(iter(self.make())), tap._SeedLogFormatService)
+
+    def test_bad_log_format(self):
+        """
+        An unknown log format is a usage error.
+        """
+        self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
 
     def test_children_in_order(self):
         """

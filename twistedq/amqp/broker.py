@@ -273,24 +273,29 @@ class Publisher:
         self.topology = topology
         self.confirm_timeout = confirm_timeout
         self._channel: BrokerChannel | None = None
+        self._declared: set[str] = set()
         connection.add_connect_hook(self._connected)
 
     async def _connected(self, protocol: BrokerProtocol) -> None:
         channel = await protocol.open_channel()
         await channel.enable_confirms()
         await self.topology.declare(channel)
+        self._declared = {self.topology.queue}
         self._channel = channel
 
-    async def publish(self, message: TaskMessage) -> None:
+    async def _channel_for(self, queue: str) -> BrokerChannel:
         """
-        Publish one task message and wait for the broker's confirm.
+        The publishing channel, once ``queue`` is declared on this
+        connection (queues other than the default one on first use).
+        """
+        channel = self._channel
+        assert channel is not None
+        if queue not in self._declared:
+            await Topology(exchange=self.topology.exchange, queue=queue).declare(channel)
+            self._declared.add(queue)
+        return channel
 
-        :raises BrokerUnavailable: no connection within ``confirm_timeout``
-            seconds; nothing was sent.
-        :raises PublishTimeout: no confirm within ``confirm_timeout`` seconds.
-        :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
-        """
-        body = message.encode()
+    async def _connected_in_time(self) -> None:
         connected = self.connection.when_connected()
         connected.addTimeout(self.confirm_timeout, self.connection.reactor)
         try:
@@ -300,11 +305,34 @@ class Publisher:
                 f"could not reach the broker at {self.connection.address} "
                 f"within {self.confirm_timeout} s"
             ) from None
-        channel = self._channel
-        assert channel is not None
+
+    async def purge(self, queue: str | None = None) -> int:
+        """
+        Delete every message waiting in ``queue`` (by default the
+        topology's); return how many there were.
+        """
+        await self._connected_in_time()
+        channel = await self._channel_for(queue or self.topology.queue)
+        purged = await channel.queue_purge(queue=queue or self.topology.queue)
+        return int(purged.message_count)
+
+    async def publish(self, message: TaskMessage, queue: str | None = None) -> None:
+        """
+        Publish one task message to ``queue`` (by default the topology's)
+        and wait for the broker's confirm.
+
+        :raises BrokerUnavailable: no connection within ``confirm_timeout``
+            seconds; nothing was sent.
+        :raises PublishTimeout: no confirm within ``confirm_timeout`` seconds.
+        :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
+        """
+        body = message.encode()
+        await self._connected_in_time()
+        queue = queue or self.topology.queue
+        channel = await self._channel_for(queue)
         confirmed = channel.publish(
             self.topology.exchange,
-            self.topology.routing_key,
+            queue,
             body,
             {
                 "content-type": CONTENT_TYPE,

@@ -5,13 +5,20 @@ The result backend interface and how a backend is chosen from a URL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-__all__ = ["DEFAULT_RESULT_TTL", "BackendURLError", "IResultBackend", "backend_from_url"]
+__all__ = [
+    "DEFAULT_RESULT_TTL",
+    "BackendURLError",
+    "IResultBackend",
+    "OutcomeRecord",
+    "TasksetState",
+    "backend_from_url",
+]
 
 #: Results expire after a day unless configured otherwise.
 DEFAULT_RESULT_TTL = 24 * 60 * 60
@@ -21,6 +28,36 @@ class BackendURLError(ValueError):
     """
     A result backend URL could not be understood.
     """
+
+
+class OutcomeRecord(NamedTuple):
+    """
+    One outcome to store.
+
+    :ivar task_id: the task's id, the key.
+    :ivar document: the encoded outcome (:py:mod:`twistedq.outcome`).
+    :ivar taskset: the taskset the task belongs to, whose progress counts it.
+    :ivar failed: the outcome is a failure (counted apart in the taskset).
+    """
+
+    task_id: str
+    document: bytes
+    taskset: str | None = None
+    failed: bool = False
+
+
+class TasksetState(NamedTuple):
+    """
+    The progress of a taskset, as one read of the store gives it.
+    """
+
+    total: int
+    completed: int
+    failed: int
+
+    @property
+    def ready(self) -> bool:
+        return self.completed >= self.total
 
 
 class IResultBackend(Interface):
@@ -37,10 +74,33 @@ class IResultBackend(Interface):
         Start connecting; fires when the store can be used.
         """
 
-    def store_results(results: Sequence[tuple[str, bytes]]) -> Deferred[None]:
+    def store_results(records: Sequence[OutcomeRecord]) -> Deferred[None]:
         """
         Store several outcomes at once, as one round trip where the store
-        allows it.  Fires when all are durable in the store.
+        allows it, and count each in its taskset (once, however often it
+        is stored).  Fires when all are in the store.
+        """
+
+    def mark_sent(records: Sequence[tuple[str, bytes]]) -> Deferred[None]:
+        """
+        Record pending documents for tasks just published, where no outcome
+        is stored yet (an outcome already there is kept), so a reader can
+        tell a queued task from an unknown id.
+        """
+
+    def forget(task_ids: Sequence[str]) -> Deferred[None]:
+        """
+        Delete the stored outcomes of these tasks.
+        """
+
+    def create_taskset(taskset_id: str, total: int) -> Deferred[None]:
+        """
+        Record a taskset of ``total`` subtasks, before they are published.
+        """
+
+    def get_taskset(taskset_id: str) -> Deferred[TasksetState | None]:
+        """
+        The progress of a taskset in one read, or None if it is unknown.
         """
 
     def get_result(task_id: str) -> Deferred[bytes | None]:

@@ -16,7 +16,13 @@ import txredisapi
 from twisted.internet import defer
 from zope.interface import implementer
 
-from twistedq.backends.base import DEFAULT_RESULT_TTL, BackendURLError, IResultBackend
+from twistedq.backends.base import (
+    DEFAULT_RESULT_TTL,
+    BackendURLError,
+    IResultBackend,
+    OutcomeRecord,
+    TasksetState,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -73,12 +79,53 @@ class RedisBackend:
         )
         return self._redis._connected.addCallback(lambda _: None)
 
-    def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+    def _taskset_keys(self, taskset_id: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}taskset:{taskset_id}"
+        return base, base + ":done", base + ":failed"
+
+    def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        writes = [
-            redis.set(prefix + task_id, document, expire=ttl) for task_id, document in results
-        ]
-        return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)
+        writes = []
+        for record in records:
+            writes.append(redis.set(prefix + record.task_id, record.document, expire=ttl))
+            if record.taskset is not None:
+                _, done, failed = self._taskset_keys(record.taskset)
+                writes.append(redis.sadd(done, record.task_id))
+                writes.append(redis.expire(done, ttl))
+                if record.failed:
+                    writes.append(redis.sadd(failed, record.task_id))
+                    writes.append(redis.expire(failed, ttl))
+        return _all(writes)
+
+    def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        redis, prefix, ttl = self._redis, self.prefix, self.ttl
+        return _all(
+            [
+                redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
+                for task_id, document in records
+            ]
+        )
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        if not task_ids:
+            return defer.succeed(None)
+        return _all([self._redis.delete([self.prefix + task_id for task_id in task_ids])])
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        key, _, _ = self._taskset_keys(taskset_id)
+        return _all([self._redis.set(key, b"%d" % total, expire=self.ttl)])
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        key, done, failed = self._taskset_keys(taskset_id)
+        reads = [self._redis.get(key), self._redis.scard(done), self._redis.scard(failed)]
+
+        def state(values: list[Any]) -> TasksetState | None:
+            total, completed, failures = values
+            if total is None:
+                return None
+            return TasksetState(int(total), int(completed), int(failures))
+
+        return defer.gatherResults(reads, consumeErrors=True).addCallback(state)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
         return self._redis.get(self.prefix + task_id)
@@ -93,3 +140,7 @@ class RedisBackend:
             return defer.succeed(None)
         redis, self._redis = self._redis, None
         return redis.disconnect()
+
+
+def _all(writes: list[defer.Deferred[Any]]) -> defer.Deferred[None]:
+    return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)

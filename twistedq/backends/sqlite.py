@@ -20,26 +20,43 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from zope.interface import implementer
 
-from twistedq.backends.base import DEFAULT_RESULT_TTL, IResultBackend
+from twistedq.backends.base import (
+    DEFAULT_RESULT_TTL,
+    IResultBackend,
+    OutcomeRecord,
+    TasksetState,
+)
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
 DEFAULT_PATH = "twistedq-results.sqlite3"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS twistedq_result (
-    task_id TEXT PRIMARY KEY,
-    document BLOB NOT NULL,
-    expires_at REAL NOT NULL
-)
-"""
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS twistedq_result (
+        task_id TEXT PRIMARY KEY,
+        document BLOB NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_taskset (
+        taskset_id TEXT PRIMARY KEY,
+        total INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_taskset_member (
+        taskset_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        failed INTEGER NOT NULL,
+        PRIMARY KEY (taskset_id, task_id)
+    )""",
+]
 
 
 def _open(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=10000")
-    connection.execute(_SCHEMA)
+    for statement in _SCHEMA:
+        connection.execute(statement)
     connection.commit()
 
 
@@ -84,15 +101,66 @@ class SQLiteBackend:
             raise RuntimeError(f"the result store {self.url} is not connected")
         return self._pool
 
-    def store_results(self, results: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+    def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
         pool = self._require_pool()
         expires_at = time.time() + self.ttl
-        rows = [(task_id, document, expires_at) for task_id, document in results]
+        rows = [(r.task_id, r.document, expires_at) for r in records]
+        members = [(r.taskset, r.task_id, int(r.failed)) for r in records if r.taskset]
 
         def write(cursor: sqlite3.Cursor) -> None:
             cursor.executemany("INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows)
+            if members:
+                cursor.executemany(
+                    "INSERT OR REPLACE INTO twistedq_taskset_member VALUES (?, ?, ?)", members
+                )
 
         return pool.runInteraction(write)
+
+    def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        pool = self._require_pool()
+        expires_at = time.time() + self.ttl
+        rows = [(task_id, document, expires_at) for task_id, document in records]
+
+        def write(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany("INSERT OR IGNORE INTO twistedq_result VALUES (?, ?, ?)", rows)
+
+        return pool.runInteraction(write)
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        pool = self._require_pool()
+        rows = [(task_id,) for task_id in task_ids]
+
+        def delete(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany("DELETE FROM twistedq_result WHERE task_id = ?", rows)
+
+        return pool.runInteraction(delete)
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        pool = self._require_pool()
+        row = (taskset_id, total, time.time() + self.ttl)
+
+        def write(cursor: sqlite3.Cursor) -> None:
+            cursor.execute("INSERT OR REPLACE INTO twistedq_taskset VALUES (?, ?, ?)", row)
+
+        return pool.runInteraction(write)
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        pool = self._require_pool()
+
+        def read(cursor: sqlite3.Cursor) -> TasksetState | None:
+            cursor.execute(
+                "SELECT total,"
+                " (SELECT COUNT(*) FROM twistedq_taskset_member m"
+                "  WHERE m.taskset_id = t.taskset_id),"
+                " (SELECT COUNT(*) FROM twistedq_taskset_member m"
+                "  WHERE m.taskset_id = t.taskset_id AND m.failed)"
+                " FROM twistedq_taskset t WHERE taskset_id = ? AND expires_at > ?",
+                (taskset_id, time.time()),
+            )
+            row = cursor.fetchone()
+            return None if row is None else TasksetState(*row)
+
+        return pool.runInteraction(read)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
         return self.get_results([task_id]).addCallback(lambda found: found[0])
@@ -125,8 +193,16 @@ class SQLiteBackend:
         pool = self._require_pool()
 
         def delete(cursor: sqlite3.Cursor) -> int:
-            cursor.execute("DELETE FROM twistedq_result WHERE expires_at <= ?", (time.time(),))
-            return cursor.rowcount
+            now = time.time()
+            cursor.execute("DELETE FROM twistedq_result WHERE expires_at <= ?", (now,))
+            removed = cursor.rowcount
+            cursor.execute(
+                "DELETE FROM twistedq_taskset_member WHERE taskset_id IN"
+                " (SELECT taskset_id FROM twistedq_taskset WHERE expires_at <= ?)",
+                (now,),
+            )
+            cursor.execute("DELETE FROM twistedq_taskset WHERE expires_at <= ?", (now,))
+            return removed
 
         return pool.runInteraction(delete)
 

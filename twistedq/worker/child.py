@@ -22,21 +22,25 @@ from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from twistedq.log import SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
-__all__ = ["SEED_FORMAT", "ChildLocator", "TaskRunner", "current_child", "main", "serve"]
-
-#: The celery 0.2.0 README's log line format.
-SEED_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+__all__ = ["ChildLocator", "TaskRunner", "current_child", "main", "serve"]
 
 AMP_IN_FD = 3
 AMP_OUT_FD = 4
 
 
 def _accepts_any_keyword(function: Any) -> bool:
+    from twistedq.task import FunctionTask, Task
+
+    if isinstance(function, FunctionTask):
+        function = function.function
+    elif isinstance(function, Task):
+        function = function.run
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):

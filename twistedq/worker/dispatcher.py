@@ -9,16 +9,18 @@ with one log line; a batch whose child died goes back to the queue.
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedq.backends.base import IResultBackend
+from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
-from twistedq.outcome import Outcome
+from twistedq.outcome import Outcome, revoked_document
 
 __all__ = ["Dispatcher"]
 
@@ -53,14 +55,17 @@ class Dispatcher:
         self,
         pool: _Pool,
         backend: IResultBackend,
+        clock: IReactorTime,
         max_batch: int = 8,
         max_body_size: int = MAX_BODY_SIZE,
     ) -> None:
         self.pool = pool
         self.backend = backend
+        self.clock = clock
         self.max_batch = max_batch
         self.max_body_size = max_body_size
         self._pending: deque[tuple[_Delivery, TaskMessage]] = deque()
+        self._waiting: dict[IDelayedCall, tuple[_Delivery, TaskMessage]] = {}
         self._in_flight: set[defer.Deferred[None]] = set()
         self.completed = 0
         self.failed = 0
@@ -81,8 +86,41 @@ class Dispatcher:
             log.error("Dead-lettered a malformed message: {why}", why=str(e))
             delivery.reject(requeue=False)
             return
+        if message.expires is not None or message.eta is not None:
+            now = self.clock.seconds()
+            if message.expires is not None and now >= _timestamp(message.expires):
+                self._revoke(delivery, message, f"expired at {message.expires}")
+                return
+            if message.eta is not None and _timestamp(message.eta) > now:
+                self._wait_for_eta(delivery, message, _timestamp(message.eta) - now)
+                return
         self._pending.append((delivery, message))
         self.pump()
+
+    def _wait_for_eta(self, delivery: _Delivery, message: TaskMessage, delay: float) -> None:
+        """
+        Hold a task (unacknowledged, so the broker still owns it) until its
+        ETA, then queue it to run.
+        """
+
+        def due() -> None:
+            del self._waiting[call]
+            self._pending.append((delivery, message))
+            self.pump()
+
+        call = self.clock.callLater(delay, due)
+        self._waiting[call] = (delivery, message)
+
+    def _revoke(self, delivery: _Delivery, message: TaskMessage, reason: str) -> None:
+        log.info(
+            "Task {task}[{id}] revoked: {reason}", task=message.task, id=message.id, reason=reason
+        )
+        record = OutcomeRecord(
+            message.id, revoked_document(message.id, message.task, reason), message.taskset
+        )
+        d = self.backend.store_results([record])
+        d.addCallbacks(lambda _: delivery.ack(), lambda _: delivery.reject(requeue=True))
+        self._track(d)
 
     def pump(self) -> None:
         """
@@ -121,20 +159,20 @@ class Dispatcher:
             for delivery, _message in batch:
                 delivery.reject(requeue=True)
             return defer.succeed(None)
-        rows = [
-            (message.id, outcome) for (_, message), outcome in zip(batch, outcomes, strict=True)
+        records = [
+            OutcomeRecord(message.id, outcome, message.taskset, _is_failure(outcome))
+            for (_, message), outcome in zip(batch, outcomes, strict=True)
         ]
-        d = self.backend.store_results(rows)
+        d = self.backend.store_results(records)
 
         def stored(_: None) -> None:
             for delivery, _message in batch:
                 delivery.ack()
             self.completed += len(batch)
-            for (_, message), outcome in zip(batch, outcomes, strict=True):
-                # The top-level status is the first "status" key written.
-                if outcome.find(b'"status":"') == outcome.find(b'"status":"FAILURE"'):
+            for (_, message), record in zip(batch, records, strict=True):
+                if record.failed:
                     self.failed += 1
-                    self._log_failure(message, outcome)
+                    self._log_failure(message, record.document)
 
         def not_stored(failure: Failure) -> None:
             log.failure(
@@ -175,4 +213,23 @@ class Dispatcher:
         while self._pending:
             delivery, _message = self._pending.popleft()
             delivery.reject(requeue=True)
+        for call, (delivery, _message) in list(self._waiting.items()):
+            call.cancel()
+            delivery.reject(requeue=True)
+        self._waiting.clear()
         return defer.DeferredList(list(self._in_flight)).addCallback(lambda _: None)
+
+
+def _is_failure(outcome: bytes) -> bool:
+    # The top-level status is the first "status" key of the document.
+    return outcome.find(b'"status":"') == outcome.find(b'"status":"FAILURE"')
+
+
+def _timestamp(text: str) -> float:
+    """
+    Seconds since the epoch of an ISO 8601 time; one without a zone is UTC.
+    """
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()

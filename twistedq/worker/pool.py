@@ -24,6 +24,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from twistedq.log import SEED_LINE
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
 __all__ = [
@@ -125,12 +126,27 @@ class _ChildProcessProtocol(ProcessProtocol):
 
     def _log_line(self, fd: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
-        if text:
+        if not text:
+            return
+        stream = "stdout" if fd == 1 else "stderr"
+        if SEED_LINE.match(text):
+            # A line the child's logging wrote, already in the seed format.
             log.info(
                 "{child} {stream}: {line}",
                 child=self.name,
-                stream="stdout" if fd == 1 else "stderr",
+                stream=stream,
                 line=text,
+                twistedq_child_line=text,
+            )
+        else:
+            log.info(
+                "{child} {stream}: {line}",
+                child=self.name,
+                stream=stream,
+                line=text,
+                twistedq_child_output=text,
+                twistedq_child=self.name,
+                twistedq_stream=stream,
             )
 
     def childConnectionLost(self, fd: int) -> None:
