@@ -23,7 +23,7 @@ setup(
         "zope.interface>=5",
     ],
     extras_require={
-        "dev": ["ruff", "sphinx>=7", "hypothesis"],
+        "dev": ["ruff", "sphinx>=7", "hypothesis", "django>=4.2,<7"],
         "bench": ["celery[redis]>=5.4,<6"],
     },
     classifiers=[

@@ -42,6 +42,15 @@ class Settings:
     exchange: str = "twistedq"
     seed_states: bool = False
 
+    def environment(self) -> dict[str, str]:
+        """
+        These settings as the environment variables
+        :py:obj:`from_environment` reads.
+        """
+        values = {var: getattr(self, name) for name, var in _ENVIRONMENT.items()}
+        values["TWISTEDQ_SEED_STATES"] = "1" if self.seed_states else "0"
+        return values
+
     @classmethod
     def from_environment(
         cls, environ: Mapping[str, str] | None = None, **overrides: Any

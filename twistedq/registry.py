@@ -5,6 +5,7 @@ The task registry: task names to the callables that run them.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -132,7 +133,7 @@ class TaskRegistry:
         from django.apps import apps
         from django.conf import settings
 
-        if not settings.configured:
+        if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
             from django.core.exceptions import ImproperlyConfigured
 
             raise ImproperlyConfigured(

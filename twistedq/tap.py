@@ -246,7 +246,8 @@ def makeService(options: Options) -> IService:
 
     settings: Settings = options["settings"]
     backend = backend_from_url(settings.result_backend, reactor)
-    pool = ProcessPool(ProcessStarter(reactor, options["tasks"]), options["concurrency"], reactor)
+    starter = ProcessStarter(reactor, options["tasks"], environment=settings.environment())
+    pool = ProcessPool(starter, options["concurrency"], reactor)
     dispatcher = Dispatcher(pool, backend, reactor, max_batch=options["batch"])
     pool.on_idle = dispatcher.pump
     connection = BrokerConnection(options["broker-address"], reactor)

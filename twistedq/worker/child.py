@@ -192,13 +192,16 @@ def main(argv: list[str] | None = None) -> None:
     """
     Import the task modules and serve the daemon until it goes away.
     """
-    global current_child
     parser = argparse.ArgumentParser(prog="twistedq.worker.child")
     parser.add_argument("--name", default="Process")
     parser.add_argument("--tasks", action="append", default=[])
     options = parser.parse_args(argv)
 
-    current_child = options.name
+    # Run as __main__, this module is not the twistedq.worker.child that
+    # the rest of twistedq imports: mark that one.
+    from twistedq.worker import child
+
+    child.current_child = options.name
     multiprocessing.current_process().name = options.name
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=SEED_FORMAT)
 

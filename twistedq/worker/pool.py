@@ -171,19 +171,29 @@ class ProcessStarter:
     """
     Starts children as real processes: the same Python, the daemon's
     ``sys.path``, importing ``task_modules`` once.
+
+    ``environment`` is added to the children's environment: the daemon
+    passes its broker, queue and result store there, so a task that
+    publishes subtasks through the default client reaches the same daemon.
     """
 
     def __init__(
-        self, reactor: Any, task_modules: Sequence[str], python: str = sys.executable
+        self,
+        reactor: Any,
+        task_modules: Sequence[str],
+        python: str = sys.executable,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.reactor = reactor
         self.task_modules = list(task_modules)
         self.python = python
+        self.environment = dict(environment or {})
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.environment)
         return env
 
     def start(self, name: str) -> defer.Deferred[Child]:

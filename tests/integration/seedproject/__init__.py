@@ -1,0 +1,3 @@
+"""
+A tiny Django project whose apps the seed README's autodiscovery finds.
+"""

@@ -1,0 +1,3 @@
+"""
+An app without a tasks module: autodiscovery skips it.
+"""
