@@ -5,6 +5,7 @@ embedded SQLite store, bad options and a dead broker.
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import tempfile
@@ -152,7 +153,94 @@ class BadInputTests(DaemonTestCase):
         self.assertGreater(queued, 0)
 
 
-class SQLiteTests(DaemonTestCase):
+class StoreBehaviour:
+    """
+    What the daemon and client do through whichever result store the test
+    case uses: taskset counters, pending records, forgetting, expiry, ETA.
+    """
+
+    client: AsyncClient
+    publish: Any
+
+    async def test_taskset_counts_each_task_once(self: Any) -> None:
+        """
+        The store counts a taskset's finished and failed subtasks, each
+        once even when its message is delivered twice.
+        """
+        taskset = new_task_id()
+        await self.client.create_taskset(taskset, 4)
+        messages = [
+            TaskMessage(id=new_task_id(), task="add", args=(i, i), taskset=taskset)
+            for i in range(3)
+        ]
+        messages.append(
+            TaskMessage(id=new_task_id(), task="fail_builtin", args=("x",), taskset=taskset)
+        )
+        await self.client.publish_many(messages)
+        await self.client.publish(messages[0])
+        for message in messages:
+            await wait_outcome(self.client, message.id)
+        await deferLater(reactor, 0.3, lambda: None)
+        state = await self.client.get_taskset(taskset)
+        self.assertEqual((state.total, state.completed, state.failed), (4, 4, 1))
+        self.assertTrue(state.ready)
+        self.assertIsNone(await self.client.get_taskset(new_task_id()))
+
+    async def test_pending_record_and_forget(self: Any) -> None:
+        """
+        A published task is known to the store at once (a pending record
+        that never overwrites its outcome); an id never published is not;
+        a forgotten outcome is gone.
+        """
+        task_id = await self.publish("add", 1, 1)
+        (outcome,) = await self.client.get_outcomes([task_id])
+        self.assertTrue(outcome.known)
+        done = await wait_outcome(self.client, task_id)
+        self.assertEqual(done.result, 2)
+        await self.client.backend.mark_sent([(task_id, b'{"status": "PENDING"}')])
+        (again,) = await self.client.get_outcomes([task_id])
+        self.assertEqual(again.status, "SUCCESS")
+        (unknown,) = await self.client.get_outcomes([new_task_id()])
+        self.assertFalse(unknown.known)
+        await self.client.forget([task_id])
+        (forgotten,) = await self.client.get_outcomes([task_id])
+        self.assertFalse(forgotten.known)
+
+    async def test_expired_and_eta(self: Any) -> None:
+        """
+        A task past its expiry is recorded REVOKED without running; a task
+        with an ETA one second ahead does not run before it.
+        """
+        now = time.time()
+        expired = TaskMessage(
+            id=new_task_id(),
+            task="add",
+            args=(1, 2),
+            expires=_iso(now - 10),
+        )
+        later = TaskMessage(id=new_task_id(), task="add", args=(2, 2), eta=_iso(now + 1.0))
+        await self.client.publish_many([expired, later])
+        revoked = await wait_outcome(self.client, expired.id)
+        self.assertEqual(revoked.status, "REVOKED")
+        self.assertIn("expired", revoked.reason)
+        (early,) = await self.client.get_outcomes([later.id])
+        self.assertFalse(early.ready)
+        done = await wait_outcome(self.client, later.id)
+        self.assertEqual(done.result, 4)
+        self.assertGreaterEqual(time.time(), now + 1.0)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
+
+
+class RedisStoreTests(StoreBehaviour, DaemonTestCase):
+    """
+    Store behaviour with Redis.
+    """
+
+
+class SQLiteTests(StoreBehaviour, DaemonTestCase):
     """
     The embedded default store: an SQLite file, no result server.
     """
