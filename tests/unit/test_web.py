@@ -14,6 +14,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
+from twistedq.backends.base import TasksetState
 from twistedq.outcome import failure_document, success_document
 from twistedq.web import make_site_root
 
@@ -37,6 +38,10 @@ class FakeBackend:
         if self.answer is not None:
             return self.answer
         return defer.succeed(self.stored.get(task_id))
+
+    def get_taskset(self, taskset_id):
+        self.asked.append(("taskset", taskset_id))
+        return defer.succeed(self.stored.get(("taskset", taskset_id)))
 
 
 class StatusResourceTests(SynchronousTestCase):
@@ -237,3 +242,65 @@ class RealRequestTests(SynchronousTestCase):
         outcome = []
         backend.answer.addBoth(outcome.append)
         self.assertEqual(outcome, [None])
+
+
+class TasksetStatusTests(SynchronousTestCase):
+    """
+    ``GET /celery/taskset/<taskset_id>/status/`` answers a taskset's
+    progress from one store read.
+    """
+
+    def setUp(self):
+        self.backend = FakeBackend()
+        self.root = make_site_root(self.backend, Clock())
+
+    def get(self, path):
+        request = DummyRequest(path.lstrip("/").encode().split(b"/"))
+        request.uri = path.encode()
+        resource = getChildForRequest(self.root, request)
+        result = resource.render(request)
+        if result is not NOT_DONE_YET:
+            request.write(result)
+            request.finish()
+        return request
+
+    def test_progress_in_one_read(self):
+        """
+        A known taskset answers total, completed, failed and ready, after
+        exactly one read of the store.
+        """
+        self.backend.stored[("taskset", TASK_ID)] = TasksetState(500, 120, 2)
+        request = self.get(f"/celery/taskset/{TASK_ID}/status/")
+        self.assertEqual(
+            json.loads(b"".join(request.written)),
+            {
+                "taskset": {
+                    "id": TASK_ID,
+                    "total": 500,
+                    "completed": 120,
+                    "failed": 2,
+                    "ready": False,
+                }
+            },
+        )
+        self.assertEqual(self.backend.asked, [("taskset", TASK_ID)])
+
+    def test_ready_and_unknown(self):
+        """
+        A finished taskset is ready; an unknown one has total 0 and is not.
+        """
+        self.backend.stored[("taskset", TASK_ID)] = TasksetState(3, 3, 0)
+        body = json.loads(b"".join(self.get(f"/celery/taskset/{TASK_ID}/status/").written))
+        self.assertTrue(body["taskset"]["ready"])
+        other = "1b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
+        body = json.loads(b"".join(self.get(f"/celery/taskset/{other}/status/").written))
+        self.assertEqual(body["taskset"]["total"], 0)
+        self.assertFalse(body["taskset"]["ready"])
+
+    def test_bad_taskset_id(self):
+        """
+        A taskset id that is not a UUID gets 404 without touching the store.
+        """
+        request = self.get("/celery/taskset/nope/status/")
+        self.assertEqual(request.responseCode, 404)
+        self.assertEqual(self.backend.asked, [])
