@@ -306,6 +306,10 @@ class TaskSetResult:
             for outcome in self.client.get_outcomes(ids[start : start + 1000]):
                 if outcome.status == FAILURE:
                     raise outcome.exception()
+                if outcome.status == REVOKED:
+                    raise TaskRevokedError(
+                        f"task {outcome.task_id} was revoked: {outcome.reason}"
+                    )
                 values.append(outcome.result)
         return values
 

@@ -367,6 +367,16 @@ def _task_name(task_or_name: str | type[Task] | Task) -> str:
     raise TypeError(f"{task_or_name!r} is neither a task name nor a named Task")
 
 
+def _task_queue(task_or_name: str | type[Task] | Task) -> str | None:
+    if isinstance(task_or_name, FunctionTask):
+        return task_or_name.task_queue
+    if isinstance(task_or_name, Task) or (
+        isinstance(task_or_name, type) and issubclass(task_or_name, Task)
+    ):
+        return task_or_name.queue
+    return None
+
+
 class TaskSet:
     """
     One task run with many argument sets, as one unit whose progress the
@@ -388,6 +398,7 @@ class TaskSet:
         client: Client | None = None,
     ) -> None:
         self.task_name = _task_name(task)
+        self.queue = _task_queue(task)
         self.arguments = [(tuple(args), dict(kwargs)) for args, kwargs in arguments]
         self.client = client
         self.total = len(self.arguments)
@@ -398,6 +409,7 @@ class TaskSet:
         together) and return the :py:class:`~twistedq.result.TaskSetResult`.
         """
         client = _client(self.client)
+        queue = queue or self.queue
         taskset_id = new_task_id()
         messages = [
             TaskMessage(

@@ -88,7 +88,7 @@ class Dispatcher:
             return
         if message.expires is not None or message.eta is not None:
             now = self.clock.seconds()
-            if message.expires is not None and now >= _timestamp(message.expires):
+            if self._expired(message):
                 self._revoke(delivery, message, f"expired at {message.expires}")
                 return
             if message.eta is not None and _timestamp(message.eta) > now:
@@ -96,6 +96,11 @@ class Dispatcher:
                 return
         self._pending.append((delivery, message))
         self.pump()
+
+    def _expired(self, message: TaskMessage) -> bool:
+        return message.expires is not None and self.clock.seconds() >= _timestamp(
+            message.expires
+        )
 
     def _wait_for_eta(self, delivery: _Delivery, message: TaskMessage, delay: float) -> None:
         """
@@ -105,6 +110,9 @@ class Dispatcher:
 
         def due() -> None:
             del self._waiting[call]
+            if self._expired(message):
+                self._revoke(delivery, message, f"expired at {message.expires}")
+                return
             self._pending.append((delivery, message))
             self.pump()
 
@@ -132,7 +140,15 @@ class Dispatcher:
             if idle <= 0:
                 return
             size = min(self.max_batch, -(-len(pending) // idle))
-            batch = [pending.popleft() for _ in range(size)]
+            batch = []
+            while pending and len(batch) < size:
+                delivery, message = pending.popleft()
+                if message.expires is not None and self._expired(message):
+                    self._revoke(delivery, message, f"expired at {message.expires}")
+                else:
+                    batch.append((delivery, message))
+            if not batch:
+                continue
             d = self.pool.run_batch([delivery.body for delivery, _ in batch])
             d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
             self._track(d)
