@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
 from twistedq.backends.base import IResultBackend, TasksetState, backend_from_url
@@ -25,6 +26,8 @@ from twistedq.reactor_thread import ReactorThread, reactor_thread
 from twistedq.result import AsyncResult
 
 __all__ = ["AsyncClient", "Client", "default_client", "set_default_client"]
+
+log = Logger()
 
 
 def _first_error(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
@@ -85,7 +88,17 @@ class AsyncClient:
                     consumeErrors=True,
                 )
             )
-            await self.backend.mark_sent([(m.id, pending_document(m.id, m.task)) for m in messages])
+            try:
+                await self.backend.mark_sent(
+                    [(m.id, pending_document(m.id, m.task)) for m in messages]
+                )
+            except Exception:
+                # The broker has the tasks: failing the publish now would
+                # invite a duplicate.  Without the record they read as
+                # unknown until they finish.
+                log.failure(
+                    "Could not record {count} published tasks as pending", count=len(messages)
+                )
 
         return defer.Deferred.fromCoroutine(publish())
 

@@ -307,9 +307,7 @@ class TaskSetResult:
                 if outcome.status == FAILURE:
                     raise outcome.exception()
                 if outcome.status == REVOKED:
-                    raise TaskRevokedError(
-                        f"task {outcome.task_id} was revoked: {outcome.reason}"
-                    )
+                    raise TaskRevokedError(f"task {outcome.task_id} was revoked: {outcome.reason}")
                 values.append(outcome.result)
         return values
 

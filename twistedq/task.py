@@ -39,6 +39,7 @@ __all__ = [
     "dmap",
     "dmap_async",
     "is_done",
+    "publish_task",
     "task",
     "tasks",
 ]

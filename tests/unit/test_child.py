@@ -208,12 +208,14 @@ class ChildLocatorTests(SynchronousTestCase):
 
     def test_hello(self):
         """
-        Hello answers the child's pid and the sorted registered task names.
+        Hello answers the child's pid and every registered task with its
+        soft and hard time limits (none for plain functions).
         """
         response = self.successResultOf(self.call(Hello))
         self.assertEqual(response["pid"], os.getpid())
         self.assertEqual(
-            json.loads(response["tasks"]), ["add", "echo", "exit", "explode", "nan", "object"]
+            json.loads(response["tasks"]),
+            {name: [None, None] for name in ["add", "echo", "exit", "explode", "nan", "object"]},
         )
 
     def test_shutdown(self):

@@ -88,7 +88,6 @@ class SQLiteBackend:
             "sqlite3",
             self.path,
             check_same_thread=False,
-            isolation_level=None,
             cp_min=1,
             cp_max=1,
             cp_openfun=_open,

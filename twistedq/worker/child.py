@@ -10,18 +10,24 @@ exits when the daemon closes the pipe, so it cannot outlive the daemon.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import inspect
 import json
 import logging
 import multiprocessing
 import os
+import resource
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.log import SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document, success_document
@@ -48,6 +54,54 @@ def _accepts_any_keyword(function: Any) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
+def _raise_soft_time_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded("the task ran past its soft time limit")
+
+
+@contextlib.contextmanager
+def _soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """
+    Raise :py:obj:`SoftTimeLimitExceeded` in the task (the main thread)
+    after ``seconds``, through ``SIGALRM``.
+    """
+    if not seconds:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _raise_soft_time_limit)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def resident_kib() -> int:
+    """
+    This process's resident memory now, in KiB.
+    """
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def die_with_parent(parent: int) -> None:
+    """
+    Ask Linux to kill this process when its parent dies (even while a task
+    runs), and exit now if the parent is already gone.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 class TaskRunner:
     """
     Runs task messages against a registry and turns whatever happens into
@@ -60,10 +114,28 @@ class TaskRunner:
     their own arguments only.
     """
 
-    def __init__(self, registry: TaskRegistry, loglevel: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        loglevel: int = logging.INFO,
+        soft_time_limit: float | None = None,
+    ) -> None:
         self.registry = registry
         self.loglevel = loglevel
+        self.soft_time_limit = soft_time_limit
         self._takes_extras: dict[Any, bool] = {}
+
+    def limits(self) -> dict[str, list[float | None]]:
+        """
+        Every task's ``[soft_time_limit, time_limit]``, for the daemon.
+        """
+        return {
+            name: [
+                getattr(function, "soft_time_limit", None),
+                getattr(function, "time_limit", None),
+            ]
+            for name, function in self.registry.get_all().items()
+        }
 
     def _arguments(self, function: Any, message: TaskMessage) -> dict[str, Any]:
         takes = self._takes_extras.get(function)
@@ -92,8 +164,10 @@ class TaskRunner:
             function = self.registry[message.task]
         except KeyError as e:
             return failure_document(message.id, message.task, e, traceback="")
+        soft = getattr(function, "soft_time_limit", None) or self.soft_time_limit
         try:
-            value = function(*message.args, **self._arguments(function, message))
+            with _soft_time_limit(soft):
+                value = function(*message.args, **self._arguments(function, message))
         except (Exception, SystemExit) as e:
             return failure_document(message.id, message.task, e)
         try:
@@ -118,13 +192,13 @@ class ChildLocator(amp.CommandLocator):
 
     @Hello.responder
     def hello(self) -> dict[str, Any]:
-        names = sorted(self.runner.registry.get_all())
-        return {"pid": os.getpid(), "tasks": json.dumps(names).encode()}
+        return {"pid": os.getpid(), "tasks": json.dumps(self.runner.limits()).encode()}
 
     @RunTasks.responder
     def run_tasks(self, bodies: bytes) -> dict[str, Any]:
         run = self.runner.run
-        return {"outcomes": pack([run(body) for body in unpack(bodies)])}
+        outcomes = pack([run(body) for body in unpack(bodies)])
+        return {"outcomes": outcomes, "rss": resident_kib()}
 
     @Shutdown.responder
     def shutdown(self) -> dict[str, Any]:
@@ -195,7 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="twistedq.worker.child")
     parser.add_argument("--name", default="Process")
     parser.add_argument("--tasks", action="append", default=[])
+    parser.add_argument("--soft-time-limit", type=float, default=None)
+    parser.add_argument("--parent", type=int, default=None)
     options = parser.parse_args(argv)
+    if options.parent is not None:
+        die_with_parent(options.parent)
 
     # Run as __main__, this module is not the twistedq.worker.child that
     # the rest of twistedq imports: mark that one.
@@ -213,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     def stop() -> None:
         running[0] = False
 
-    serve(amp.AMP(locator=ChildLocator(TaskRunner(tasks), stop)), AMP_IN_FD, AMP_OUT_FD, running)
+    runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit)
+    serve(amp.AMP(locator=ChildLocator(runner, stop)), AMP_IN_FD, AMP_OUT_FD, running)
 
 
 if __name__ == "__main__":

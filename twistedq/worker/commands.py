@@ -84,6 +84,8 @@ def unpack(data: bytes) -> list[bytes]:
 class Hello(amp.Command):
     """
     Asked of a child once it started: who it is and what it can run.
+    ``tasks`` is a JSON object: task name to ``[soft_time_limit,
+    time_limit]`` (seconds or null).
     """
 
     arguments: list[tuple[bytes, amp.Argument]] = []
@@ -99,11 +101,12 @@ class RunTasks(amp.Command):
 
     ``bodies`` is message bodies joined by :py:obj:`pack`; the answer
     ``outcomes`` is the outcome documents joined by :py:obj:`pack`, in the same
-    order.  A task's own exception is an outcome, not an AMP error.
+    order, and ``rss`` the child's resident memory afterwards, in KiB.  A
+    task's own exception is an outcome, not an AMP error.
     """
 
     arguments = [(b"bodies", ChunkedBytes())]
-    response = [(b"outcomes", ChunkedBytes())]
+    response = [(b"outcomes", ChunkedBytes()), (b"rss", amp.Integer())]
 
 
 class Shutdown(amp.Command):

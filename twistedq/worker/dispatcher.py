@@ -98,9 +98,7 @@ class Dispatcher:
         self.pump()
 
     def _expired(self, message: TaskMessage) -> bool:
-        return message.expires is not None and self.clock.seconds() >= _timestamp(
-            message.expires
-        )
+        return message.expires is not None and self.clock.seconds() >= _timestamp(message.expires)
 
     def _wait_for_eta(self, delivery: _Delivery, message: TaskMessage, delay: float) -> None:
         """
