@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from twisted.application import strports
@@ -41,6 +42,16 @@ def _positive(value: str) -> int:
 
 
 _positive.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -81,6 +92,52 @@ class Options(usage.Options):
             "s",
             DEFAULT_STATUS_ENDPOINT,
             "strports endpoint of the JSON status resource, or 'none'",
+        ],
+        [
+            "time-limit",
+            None,
+            None,
+            "Hard time limit of a task, in seconds: its child is killed and it fails with "
+            "TimeLimitExceeded [default: none; a task's own time_limit wins]",
+            _positive_float,
+        ],
+        [
+            "soft-time-limit",
+            None,
+            None,
+            "Soft time limit, in seconds: SoftTimeLimitExceeded is raised inside the task "
+            "[default: none; a task's own soft_time_limit wins]",
+            _positive_float,
+        ],
+        [
+            "max-tasks-per-child",
+            None,
+            None,
+            "Replace a child after it ran this many tasks [default: never]",
+            _positive,
+        ],
+        [
+            "max-memory-per-child",
+            None,
+            None,
+            "Replace a child whose resident memory passes this many MiB after a batch "
+            "[default: never]",
+            _positive,
+        ],
+        [
+            "task-attempts",
+            None,
+            3,
+            "Runs of a task whose child dies before it fails with WorkerLostError and goes to "
+            "the dead-letter queue",
+            _positive,
+        ],
+        [
+            "shutdown-grace",
+            None,
+            30.0,
+            "Seconds running tasks get to finish after SIGTERM before their children are killed",
+            _positive_float,
         ],
         [
             "log-format",
@@ -195,20 +252,54 @@ class _PoolService(Service):
 
 class _ConsumerService(Service):
     """
-    On stop: stop consuming, then wait until everything received is stored
-    and acked.
+    On stop (the first SIGTERM or SIGINT): stop consuming, then wait until
+    every running task is stored and acked, for at most ``grace`` seconds.
+    At the end of the grace period, or on a second signal, the children
+    are killed: their tasks, never acked, go back to the queue.
     """
 
-    def __init__(self, consumer: Consumer, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        dispatcher: Dispatcher,
+        pool: ProcessPool,
+        grace: float,
+        clock: Any,
+    ) -> None:
         self.consumer = consumer
         self.dispatcher = dispatcher
+        self.pool = pool
+        self.grace = grace
+        self.clock = clock
+
+    def _second_signal(self, number: int, frame: Any) -> None:
+        self.clock.callFromThread(self._cold_shutdown, "A second signal")
+
+    def _cold_shutdown(self, why: str) -> None:
+        log.warn("{why}: killing the children; their tasks go back to the queue", why=why)
+        self.pool.kill_all()
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
+        previous = {}
+        for number in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[number] = signal.signal(number, self._second_signal)
+            except ValueError:  # not the main thread
+                pass
+        timer = self.clock.callLater(
+            self.grace, self._cold_shutdown, f"Grace period of {self.grace} s over"
+        )
 
         async def drain() -> None:
-            await self.consumer.stop()
-            await self.dispatcher.drain()
+            try:
+                await self.consumer.stop()
+                await self.dispatcher.drain()
+            finally:
+                if timer.active():
+                    timer.cancel()
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
             log.info("Drained: every task received was stored and acknowledged")
 
         return defer.Deferred.fromCoroutine(drain())
@@ -246,9 +337,29 @@ def makeService(options: Options) -> IService:
 
     settings: Settings = options["settings"]
     backend = backend_from_url(settings.result_backend, reactor)
-    starter = ProcessStarter(reactor, options["tasks"], environment=settings.environment())
-    pool = ProcessPool(starter, options["concurrency"], reactor)
-    dispatcher = Dispatcher(pool, backend, reactor, max_batch=options["batch"])
+    starter = ProcessStarter(
+        reactor,
+        options["tasks"],
+        environment=settings.environment(),
+        soft_time_limit=options["soft-time-limit"],
+    )
+    pool = ProcessPool(
+        starter,
+        options["concurrency"],
+        reactor,
+        max_tasks_per_child=options["max-tasks-per-child"],
+        max_memory_per_child=(
+            options["max-memory-per-child"] * 1024 if options["max-memory-per-child"] else None
+        ),
+    )
+    dispatcher = Dispatcher(
+        pool,
+        backend,
+        reactor,
+        max_batch=options["batch"],
+        time_limit=options["time-limit"],
+        max_attempts=options["task-attempts"],
+    )
     pool.on_idle = dispatcher.pump
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
@@ -260,9 +371,19 @@ def makeService(options: Options) -> IService:
     _BackendService(backend).setServiceParent(daemon)
     _PoolService(pool, reactor).setServiceParent(daemon)
     connection.setServiceParent(daemon)
-    _ConsumerService(consumer, dispatcher).setServiceParent(daemon)
+    _ConsumerService(
+        consumer, dispatcher, pool, options["shutdown-grace"], reactor
+    ).setServiceParent(daemon)
     if options["status"] != "none":
-        site = Site(make_site_root(backend, reactor, seed_states=settings.seed_states))
+
+        def stats() -> dict[str, Any]:
+            return {
+                "pool": pool.stats(),
+                "dispatcher": dispatcher.stats(),
+                "consuming": consumer.consuming,
+            }
+
+        site = Site(make_site_root(backend, reactor, seed_states=settings.seed_states, stats=stats))
         site.noisy = False
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon

@@ -135,10 +135,18 @@ class Task:
 
     :cvar name: the registered name.
     :cvar queue: publish to this queue instead of the client's default.
+    :cvar time_limit: hard time limit in seconds: past it the child is
+        killed and the task fails with
+        :py:class:`~twistedq.exceptions.TimeLimitExceeded`.
+    :cvar soft_time_limit: soft time limit in seconds: past it
+        :py:class:`~twistedq.exceptions.SoftTimeLimitExceeded` is raised
+        inside the task.
     """
 
     name: ClassVar[str | None] = None
     queue: ClassVar[str | None] = None
+    time_limit: ClassVar[float | None] = None
+    soft_time_limit: ClassVar[float | None] = None
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -246,10 +254,19 @@ class FunctionTask(Task):
     ``apply_async``.
     """
 
-    def __init__(self, function: Callable[..., Any], name: str, queue: str | None = None) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        name: str,
+        queue: str | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+    ) -> None:
         self.function = function
         self.task_name = name
         self.task_queue = queue
+        self.time_limit = time_limit  # type: ignore[misc]
+        self.soft_time_limit = soft_time_limit  # type: ignore[misc]
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
 
@@ -291,7 +308,12 @@ def task(function: Callable[..., Any], /) -> FunctionTask: ...
 
 @overload
 def task(
-    *, name: str | None = None, queue: str | None = None, registry: TaskRegistry | None = None
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    registry: TaskRegistry | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
@@ -302,6 +324,8 @@ def task(
     name: str | None = None,
     queue: str | None = None,
     registry: TaskRegistry | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
 ) -> Any:
     """
     Register a function as a task: the modern spelling of
@@ -322,7 +346,7 @@ def task(
 
     def register(function: Callable[..., Any]) -> FunctionTask:
         task_name = name or f"{function.__module__}.{function.__qualname__}"
-        wrapped = FunctionTask(function, task_name, queue)
+        wrapped = FunctionTask(function, task_name, queue, time_limit, soft_time_limit)
         (registry if registry is not None else tasks).register(wrapped, task_name)
         return wrapped
 

@@ -28,7 +28,7 @@ from twistedq.backends.base import IResultBackend
 from twistedq.message import is_task_id
 from twistedq.outcome import Outcome, status_document, taskset_status_document
 
-__all__ = ["StatusRoot", "StoreRead", "make_site_root"]
+__all__ = ["StatsResource", "StatusRoot", "StoreRead", "make_site_root"]
 
 log = Logger()
 
@@ -157,12 +157,36 @@ class StatusRoot(Resource):
         return NOT_DONE_YET
 
 
+class StatsResource(Resource):
+    """
+    ``GET /stats``: the daemon's figures (pool, dispatcher) as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        Resource.__init__(self)
+        self.stats = stats
+
+    def render_GET(self, request: Request) -> Any:
+        _write_json(request, self.stats())
+        return NOT_DONE_YET
+
+
 def make_site_root(
-    backend: IResultBackend, clock: IReactorTime, timeout: float = 5.0, seed_states: bool = False
+    backend: IResultBackend,
+    clock: IReactorTime,
+    timeout: float = 5.0,
+    seed_states: bool = False,
+    stats: Callable[[], dict[str, Any]] | None = None,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
     within ``timeout`` seconds gets the request a 503.  With
-    ``seed_states``, SUCCESS is reported as ``DONE``.
+    ``seed_states``, SUCCESS is reported as ``DONE``.  With ``stats``,
+    ``/stats`` answers what it returns.
     """
-    return StatusRoot(backend, clock, timeout, seed_states)
+    root = StatusRoot(backend, clock, timeout, seed_states)
+    if stats is not None:
+        root.putChild(b"stats", StatsResource(stats))
+    return root

@@ -45,12 +45,15 @@ class FakePool:
     def __init__(self, idle):
         self.idle = idle
         self.batches = []
+        self.task_limits = {}
+        self.time_limits = []
 
     @property
     def idle_count(self):
         return self.idle
 
-    def run_batch(self, bodies):
+    def run_batch(self, bodies, time_limit=None):
+        self.time_limits.append(time_limit)
         if self.idle <= 0:
             raise RuntimeError("no idle child")
         self.idle -= 1
@@ -253,15 +256,28 @@ class SettlingTests(DispatcherTestCase):
             self.assertEqual(d.settled, [("reject", True)])
         self.assertEqual(self.dispatcher.completed, 0)
 
-    def test_child_lost(self):
+    def test_child_lost_batch_runs_again_alone(self):
         """
-        When the child is lost every delivery of the batch is rejected with
-        ``requeue=True`` and nothing is stored.
+        When the child running a batch dies, nothing is settled or stored;
+        each task of the batch runs again alone, on the next idle child.
         """
-        self.pool.batches[0][1].errback(ChildLost("Process-1 was lost"))
+        self.pool.batches[0][1].errback(ChildLost("Process-1 died", "killed by signal 9"))
+        self.flushLoggedErrors()
+        for d in self.deliveries:
+            self.assertEqual(d.settled, [])
+        self.assertEqual(self.backend.stores, [])
+        self.pool.idle = 2
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids()[1:], [[task_id(1)], [task_id(2)]])
+
+    def test_child_lost_during_shutdown(self):
+        """
+        Once draining, a lost batch goes back to the queue at once.
+        """
+        self.dispatcher.drain()
+        self.pool.batches[0][1].errback(ChildLost("Process-1 died", "killed by signal 9"))
         for d in self.deliveries:
             self.assertEqual(d.settled, [("reject", True)])
-        self.assertEqual(self.backend.stores, [])
 
     def test_wrong_outcome_count(self):
         """
@@ -324,3 +340,97 @@ class DrainTests(DispatcherTestCase):
         With nothing in flight ``drain()`` fires at once.
         """
         self.successResultOf(self.dispatcher.drain())
+
+
+class ChildDeathTests(DispatcherTestCase):
+    """
+    Tasks whose child dies: isolated, retried, then failed and
+    dead-lettered; tasks killed at their time limit fail at once.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.dispatcher.max_attempts = 3
+        self.pool.idle = 1
+        [self.poison] = self.deliver(1)
+
+    def kill_last(self, reason="killed by signal 11"):
+        self.pool.idle += 1
+        self.pool.batches[-1][1].errback(ChildLost("died", reason))
+        self.flushLoggedErrors()
+
+    def test_poison_task_fails_after_attempts(self):
+        """
+        A task that kills its child on each of ``max_attempts`` runs is
+        stored as a WorkerLostError failure naming how the child died, then
+        dead-lettered; it ran alone each time.
+        """
+        self.kill_last()
+        self.kill_last()
+        self.assertEqual(self.backend.stores, [])
+        self.kill_last()
+        [(rows, stored)] = self.backend.stores
+        document = json.loads(rows[0].document)
+        self.assertEqual(document["exc"]["type"], "WorkerLostError")
+        self.assertIn("killed by signal 11", document["exc"]["message"])
+        self.assertIn("3 attempts", document["exc"]["message"])
+        self.assertEqual(self.poison.settled, [])
+        stored.callback(None)
+        self.assertEqual(self.poison.settled, [("reject", False)])
+        self.assertEqual(self.batch_ids(), [[task_id(1)]] * 3)
+
+    def test_survivor_is_forgiven(self):
+        """
+        A task that killed a child once and then succeeds is stored and
+        acked normally.
+        """
+        self.kill_last()
+        self.pool.finish(1)
+        self.backend.stores[0][1].callback(None)
+        self.assertEqual(self.poison.settled, ["ack"])
+        self.assertEqual(self.dispatcher._attempts, {})
+        self.assertEqual(self.dispatcher._suspects, set())
+
+    def test_time_limit_fails_at_once(self):
+        """
+        A task killed at its hard time limit is stored as a
+        TimeLimitExceeded failure and acked, not retried.
+        """
+        self.pool.idle += 1
+        self.pool.batches[-1][1].errback(ChildLost("over time", "time-limit", 2.5))
+        [(rows, stored)] = self.backend.stores
+        document = json.loads(rows[0].document)
+        self.assertEqual(document["exc"]["type"], "TimeLimitExceeded")
+        self.assertIn("2.5 s", document["exc"]["message"])
+        stored.callback(None)
+        self.assertEqual(self.poison.settled, ["ack"])
+        self.assertEqual(len(self.pool.batches), 1)
+
+
+class TimeLimitDispatchTests(DispatcherTestCase):
+    """
+    Tasks with a hard time limit run alone, with the limit.
+    """
+
+    def test_limited_tasks_run_alone(self):
+        """
+        With a default limit every task goes to a child alone, with that
+        limit; a per-task limit reported by the children wins.
+        """
+        self.dispatcher.time_limit = 10.0
+        self.pool.task_limits = {"slow": (None, 60.0)}
+        self.pool.idle = 3
+        self.dispatcher.deliver(delivery(1))
+        self.dispatcher.deliver(delivery(2, task="slow"))
+        self.assertEqual(self.batch_ids(), [[task_id(1)], [task_id(2)]])
+        self.assertEqual(self.pool.time_limits, [10.0, 60.0])
+
+    def test_unlimited_tasks_batch(self):
+        """
+        Without limits, queued tasks are batched and no limit is passed.
+        """
+        self.deliver(4)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(n) for n in (1, 2, 3, 4)]])
+        self.assertEqual(self.pool.time_limits, [None])

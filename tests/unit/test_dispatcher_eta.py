@@ -60,12 +60,15 @@ class FakePool:
     def __init__(self, idle=1):
         self.idle = idle
         self.batches = []
+        self.task_limits = {}
+        self.time_limits = []
 
     @property
     def idle_count(self):
         return self.idle
 
-    def run_batch(self, bodies):
+    def run_batch(self, bodies, time_limit=None):
+        self.time_limits.append(time_limit)
         self.idle -= 1
         d = defer.Deferred()
         self.batches.append((list(bodies), d))

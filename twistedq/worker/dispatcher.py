@@ -19,8 +19,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedq.backends.base import IResultBackend, OutcomeRecord
+from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
 from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
-from twistedq.outcome import Outcome, revoked_document
+from twistedq.outcome import Outcome, failure_document, revoked_document
 
 __all__ = ["Dispatcher"]
 
@@ -40,7 +41,12 @@ class _Pool(Protocol):
     @property
     def idle_count(self) -> int: ...
 
-    def run_batch(self, bodies: list[bytes]) -> defer.Deferred[list[bytes]]: ...
+    @property
+    def task_limits(self) -> dict[str, tuple[float | None, float | None]]: ...
+
+    def run_batch(
+        self, bodies: list[bytes], time_limit: float | None = None
+    ) -> defer.Deferred[list[bytes]]: ...
 
 
 class Dispatcher:
@@ -58,6 +64,8 @@ class Dispatcher:
         clock: IReactorTime,
         max_batch: int = 8,
         max_body_size: int = MAX_BODY_SIZE,
+        time_limit: float | None = None,
+        max_attempts: int = 3,
     ) -> None:
         self.pool = pool
         self.backend = backend
@@ -66,10 +74,29 @@ class Dispatcher:
         self.max_body_size = max_body_size
         self._pending: deque[tuple[_Delivery, TaskMessage]] = deque()
         self._waiting: dict[IDelayedCall, tuple[_Delivery, TaskMessage]] = {}
+        self.time_limit = time_limit
+        self.max_attempts = max_attempts
+        self._attempts: dict[str, int] = {}
+        self._suspects: set[str] = set()
+        self.stopping = False
         self._in_flight: set[defer.Deferred[None]] = set()
         self.completed = 0
         self.failed = 0
         self.rejected = 0
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The dispatcher's figures for the status resource.
+        """
+        return {
+            "completed": self.completed,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "pending": len(self._pending),
+            "held_for_eta": len(self._waiting),
+            "in_flight": len(self._in_flight),
+            "retrying": len(self._suspects),
+        }
 
     @property
     def pending_count(self) -> int:
@@ -98,7 +125,9 @@ class Dispatcher:
         self.pump()
 
     def _expired(self, message: TaskMessage) -> bool:
-        return message.expires is not None and self.clock.seconds() >= _timestamp(message.expires)
+        if message.expires is None:
+            return False
+        return self.clock.seconds() >= _timestamp(message.expires)
 
     def _wait_for_eta(self, delivery: _Delivery, message: TaskMessage, delay: float) -> None:
         """
@@ -137,19 +166,39 @@ class Dispatcher:
             idle = self.pool.idle_count
             if idle <= 0:
                 return
-            size = min(self.max_batch, -(-len(pending) // idle))
-            batch = []
-            while pending and len(batch) < size:
-                delivery, message = pending.popleft()
-                if message.expires is not None and self._expired(message):
-                    self._revoke(delivery, message, f"expired at {message.expires}")
-                else:
-                    batch.append((delivery, message))
-            if not batch:
+            delivery, message = pending[0]
+            if self._expired(message):
+                pending.popleft()
+                self._revoke(delivery, message, f"expired at {message.expires}")
                 continue
-            d = self.pool.run_batch([delivery.body for delivery, _ in batch])
-            d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
-            self._track(d)
+            limit = self._time_limit(message)
+            if limit is not None or message.id in self._suspects:
+                # Alone: its time limit is its batch's, or it may be the
+                # one that killed a child.
+                self._run([pending.popleft()], limit)
+                continue
+            size = min(self.max_batch, -(-len(pending) // idle))
+            batch: list[tuple[_Delivery, TaskMessage]] = []
+            while pending and len(batch) < size:
+                delivery, message = pending[0]
+                if self._expired(message):
+                    pending.popleft()
+                    self._revoke(delivery, message, f"expired at {message.expires}")
+                    continue
+                if self._time_limit(message) is not None or message.id in self._suspects:
+                    break
+                batch.append(pending.popleft())
+            if batch:
+                self._run(batch, None)
+
+    def _time_limit(self, message: TaskMessage) -> float | None:
+        hard = self.pool.task_limits.get(message.task, (None, None))[1]
+        return hard or self.time_limit
+
+    def _run(self, batch: list[tuple[_Delivery, TaskMessage]], limit: float | None) -> None:
+        d = self.pool.run_batch([delivery.body for delivery, _ in batch], limit)
+        d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+        self._track(d)
 
     def _track(self, d: defer.Deferred[Any]) -> None:
         self._in_flight.add(d)
@@ -180,8 +229,10 @@ class Dispatcher:
         d = self.backend.store_results(records)
 
         def stored(_: None) -> None:
-            for delivery, _message in batch:
+            for delivery, message in batch:
                 delivery.ack()
+                if message.id in self._suspects:
+                    self._forget_attempts(message.id)
             self.completed += len(batch)
             for (_, message), record in zip(batch, records, strict=True):
                 if record.failed:
@@ -210,20 +261,90 @@ class Dispatcher:
             text=exc.get("message"),
         )
 
-    def _lost(self, failure: Failure, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
-        log.error(
-            "{count} tasks go back to the queue: {why}",
-            count=len(batch),
-            why=str(failure.value),
+    def _lost(
+        self, failure: Failure, batch: list[tuple[_Delivery, TaskMessage]]
+    ) -> defer.Deferred[None] | None:
+        """
+        A child died running ``batch``.  Killed at its time limit: the task
+        fails with TimeLimitExceeded.  Otherwise the tasks run again, each
+        alone on a fresh child, so the one that kills children is found;
+        after ``max_attempts`` deaths it fails with WorkerLostError and its
+        message goes to the dead-letter queue.
+        """
+        lost = failure.value
+        reason = getattr(lost, "reason", str(lost))
+        if self.stopping:
+            log.error("{count} tasks go back to the queue: {why}", count=len(batch), why=str(lost))
+            for delivery, _message in batch:
+                delivery.reject(requeue=True)
+            return None
+        if reason == "time-limit" and len(batch) == 1:
+            delivery, message = batch[0]
+            error = TimeLimitExceeded(
+                f"task {message.task} ran past its time limit of {lost.time_limit} s"
+            )
+            return self._fail(delivery, message, error, requeue_dead=False)
+        if len(batch) > 1:
+            log.warn("{count} tasks run again one by one: {why}", count=len(batch), why=str(lost))
+            for delivery, message in reversed(batch):
+                self._suspects.add(message.id)
+                self._pending.appendleft((delivery, message))
+            self.pump()
+            return None
+        delivery, message = batch[0]
+        attempts = self._attempts[message.id] = self._attempts.get(message.id, 0) + 1
+        if attempts >= self.max_attempts:
+            error = WorkerLostError(
+                f"the child running task {message.task} died ({reason}) "
+                f"on each of {attempts} attempts"
+            )
+            return self._fail(delivery, message, error, requeue_dead=True)
+        log.warn(
+            "Task {task}[{id}] killed its child ({why}); attempt {n} of {most} next",
+            task=message.task,
+            id=message.id,
+            why=reason,
+            n=attempts + 1,
+            most=self.max_attempts,
         )
-        for delivery, _message in batch:
-            delivery.reject(requeue=True)
+        self._suspects.add(message.id)
+        self._pending.appendleft((delivery, message))
+        self.pump()
+        return None
+
+    def _fail(
+        self, delivery: _Delivery, message: TaskMessage, error: Exception, requeue_dead: bool
+    ) -> defer.Deferred[None]:
+        """
+        Store a failure the daemon decided on; then ack the message, or
+        dead-letter it (``requeue_dead``).
+        """
+        self._forget_attempts(message.id)
+        document = failure_document(message.id, message.task, error, traceback="")
+        record = OutcomeRecord(message.id, document, message.taskset, True)
+        self.failed += 1
+        self._log_failure(message, document)
+
+        def settle(_: None) -> None:
+            if requeue_dead:
+                delivery.reject(requeue=False)
+            else:
+                delivery.ack()
+
+        return self.backend.store_results([record]).addCallbacks(
+            settle, lambda f: delivery.reject(requeue=True)
+        )
+
+    def _forget_attempts(self, task_id: str) -> None:
+        self._attempts.pop(task_id, None)
+        self._suspects.discard(task_id)
 
     def drain(self) -> defer.Deferred[None]:
         """
         Fire when every batch handed out so far is stored and settled.
         Tasks still queued here are returned to the broker.
         """
+        self.stopping = True
         while self._pending:
             delivery, _message = self._pending.popleft()
             delivery.reject(requeue=True)

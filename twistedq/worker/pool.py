@@ -41,7 +41,17 @@ log = Logger()
 class ChildLost(Exception):
     """
     A child process ended while it ran a batch.
+
+    :ivar reason: why: ``"time-limit"`` when the pool killed it for running
+        past its hard time limit, else a description of how the process
+        ended (``"killed by signal 9"``, ``"exit code 3"``).
+    :ivar time_limit: the hard limit it exceeded, for ``"time-limit"``.
     """
+
+    def __init__(self, message: str, reason: str = "lost", time_limit: float | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.time_limit = time_limit
 
 
 class Child:
@@ -59,8 +69,13 @@ class Child:
         self.kill = kill
         self.pid: int | None = None
         self.tasks: frozenset[str] = frozenset()
+        self.limits: dict[str, tuple[float | None, float | None]] = {}
         self.batches = 0
+        self.tasks_run = 0
+        self.rss_kib = 0
         self.alive = True
+        self.retired = False
+        self.killed_for: str | None = None
 
 
 class IChildStarter(Interface):
@@ -183,11 +198,13 @@ class ProcessStarter:
         task_modules: Sequence[str],
         python: str = sys.executable,
         environment: dict[str, str] | None = None,
+        soft_time_limit: float | None = None,
     ) -> None:
         self.reactor = reactor
         self.task_modules = list(task_modules)
         self.python = python
         self.environment = dict(environment or {})
+        self.soft_time_limit = soft_time_limit
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -199,9 +216,19 @@ class ProcessStarter:
     def start(self, name: str) -> defer.Deferred[Child]:
         protocol = amp.AMP()
         process_protocol = _ChildProcessProtocol(name, protocol)
-        args = [self.python, "-m", "twistedq.worker.child", "--name", name]
+        args = [
+            self.python,
+            "-m",
+            "twistedq.worker.child",
+            "--name",
+            name,
+            "--parent",
+            str(os.getpid()),
+        ]
         for module in self.task_modules:
             args += ["--tasks", module]
+        if self.soft_time_limit:
+            args += ["--soft-time-limit", str(self.soft_time_limit)]
         transport = self.reactor.spawnProcess(
             process_protocol,
             self.python,
@@ -227,7 +254,9 @@ def _greet(child: Child) -> defer.Deferred[Child]:
 
     def greeted(response: dict[str, Any]) -> Child:
         child.pid = response["pid"]
-        child.tasks = frozenset(json.loads(response["tasks"]))
+        limits = json.loads(response["tasks"])
+        child.limits = {name: (soft, hard) for name, (soft, hard) in limits.items()}
+        child.tasks = frozenset(limits)
         return child
 
     def failed(failure: Failure) -> Failure:
@@ -240,14 +269,26 @@ def _greet(child: Child) -> defer.Deferred[Child]:
 class ProcessPool(Service):
     """
     A fixed number of children.  :py:obj:`run_batch` hands a batch of task bodies
-    to an idle child; a child that ends is replaced at once.
+    to an idle child; a child that ends is replaced at once.  A child is
+    retired (asked to exit, and replaced) after ``max_tasks_per_child``
+    tasks, or once its resident memory passes ``max_memory_per_child`` KiB
+    after a batch; a batch given a ``time_limit`` kills its child when it
+    runs past it.
 
     :ivar on_idle: called whenever a child becomes idle (the dispatcher
         uses it to hand out more work).
+    :ivar restarts_by_reason: replacements started, by reason: ``crash``,
+        ``time-limit``, ``max-tasks``, ``max-memory``.
     """
 
     def __init__(
-        self, starter: IChildStarter, size: int, clock: Any, shutdown_timeout: float = 10.0
+        self,
+        starter: IChildStarter,
+        size: int,
+        clock: Any,
+        shutdown_timeout: float = 10.0,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one child")
@@ -255,6 +296,10 @@ class ProcessPool(Service):
         self.size = size
         self.clock = clock
         self.shutdown_timeout = shutdown_timeout
+        self.max_tasks_per_child = max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child
+        self.restarts_by_reason: dict[str, int] = {}
+        self.tasks_run = 0
         self.on_idle: Callable[[], None] = lambda: None
         self.children: list[Child] = []
         self._idle: list[Child] = []
@@ -304,20 +349,51 @@ class ProcessPool(Service):
 
         return self.starter.start(name).addCallbacks(started, failed)
 
+    @property
+    def task_limits(self) -> dict[str, tuple[float | None, float | None]]:
+        """
+        Task name to ``(soft_time_limit, time_limit)``, as the children
+        reported them.
+        """
+        for child in self.children:
+            return child.limits
+        return {}
+
     def _child_ended(self, reason: Any, child: Child) -> None:
         child.alive = False
         if child in self.children:
             self.children.remove(child)
         if child in self._idle:
             self._idle.remove(child)
-        if self.running:
+        if self.running and not child.retired:
+            why = child.killed_for or "crash"
             log.warn(
-                "{name} ended unexpectedly ({reason}); starting another",
+                "{name} ended unexpectedly ({how}); starting another",
                 name=child.name,
-                reason=reason,
+                how=describe_end(reason),
             )
-            self.restarts += 1
+            self._count_restart(why)
             self._restart_later()
+
+    def _count_restart(self, reason: str) -> None:
+        self.restarts += 1
+        self.restarts_by_reason[reason] = self.restarts_by_reason.get(reason, 0) + 1
+
+    def _retire(self, child: Child, reason: str) -> None:
+        """
+        Ask a child to exit after its batch and start its replacement now.
+        """
+        log.info("Retiring {name}: {reason}", name=child.name, reason=reason)
+        child.retired = True
+        if child in self.children:
+            self.children.remove(child)
+        if child in self._idle:
+            self._idle.remove(child)
+        child.protocol.callRemote(Shutdown)
+        timer = self.clock.callLater(self.shutdown_timeout, child.kill)
+        child.ended.addBoth(_cancel_timer, timer)
+        self._count_restart(reason)
+        self._restart_later()
 
     def _restart_later(self) -> None:
         """
@@ -333,30 +409,73 @@ class ProcessPool(Service):
 
         self.clock.callLater(delay, restart)
 
-    def run_batch(self, bodies: Sequence[bytes]) -> defer.Deferred[list[bytes]]:
+    def run_batch(
+        self, bodies: Sequence[bytes], time_limit: float | None = None
+    ) -> defer.Deferred[list[bytes]]:
         """
         Run encoded task messages on an idle child; fire with their outcome
         documents in order.
 
+        :param time_limit: kill the child if the batch takes longer.
         :raises RuntimeError: no child is idle (check :py:obj:`idle_count`).
         :return: a Deferred that fails with :py:obj:`ChildLost` if the child ends
-            first.
+            first (its ``reason`` is ``"time-limit"`` when the limit killed it).
         """
         if not self._idle:
             raise RuntimeError("no idle child")
         child = self._idle.pop()
         d = child.protocol.callRemote(RunTasks, bodies=pack(bodies))
+        timer = None
+        if time_limit is not None:
+
+            def over_time() -> None:
+                log.warn(
+                    "{name} ran past its time limit of {limit} s: killing it",
+                    name=child.name,
+                    limit=time_limit,
+                )
+                child.killed_for = "time-limit"
+                child.kill()
+
+            timer = self.clock.callLater(time_limit, over_time)
 
         def ran(response: dict[str, Any]) -> list[bytes]:
+            if timer is not None and timer.active():
+                timer.cancel()
             child.batches += 1
+            child.tasks_run += len(bodies)
+            child.rss_kib = response.get("rss", 0)
             self.batches_run += 1
+            self.tasks_run += len(bodies)
             if child.alive:
-                self._idle.append(child)
+                if self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
+                    self._retire(child, "max-tasks")
+                elif self.max_memory_per_child and child.rss_kib > self.max_memory_per_child:
+                    self._retire(child, "max-memory")
+                else:
+                    self._idle.append(child)
             return unpack(response["outcomes"])
 
-        def lost(failure: Failure) -> Failure:
+        def lost(failure: Failure) -> defer.Deferred[list[bytes]]:
+            if timer is not None and timer.active():
+                timer.cancel()
             child.kill()
-            return Failure(ChildLost(f"{child.name} was lost running a batch: {failure.value}"))
+
+            def ended(reason: Any) -> Failure:
+                if child.killed_for == "time-limit":
+                    return Failure(
+                        ChildLost(
+                            f"{child.name} was killed at the time limit of {time_limit} s",
+                            "time-limit",
+                            time_limit,
+                        )
+                    )
+                how = describe_end(reason)
+                return Failure(ChildLost(f"{child.name} died running a batch ({how})", how))
+
+            waiter: defer.Deferred[Any] = defer.Deferred()
+            child.ended.addBoth(lambda result: (waiter.callback(result), result)[1])
+            return waiter.addBoth(ended)
 
         d.addCallbacks(ran, lost)
         d.addBoth(self._became_idle)
@@ -365,6 +484,28 @@ class ProcessPool(Service):
     def _became_idle(self, result: Any) -> Any:
         self.on_idle()
         return result
+
+    def kill_all(self) -> None:
+        """
+        Kill every child at once (the end of a shutdown's grace period);
+        their batches fail and their tasks go back to the queue.
+        """
+        for child in list(self.children):
+            child.kill()
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The pool's figures for the status resource.
+        """
+        return {
+            "children": len(self.children),
+            "idle": len(self._idle),
+            "busy": len(self.children) - len(self._idle),
+            "batches": self.batches_run,
+            "tasks": self.tasks_run,
+            "restarts": dict(self.restarts_by_reason),
+            "rss_kib": {child.name: child.rss_kib for child in self.children},
+        }
 
     def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
         """
@@ -384,3 +525,17 @@ def _cancel_timer(result: Any, timer: Any) -> Any:
     if timer.active():
         timer.cancel()
     return result
+
+
+def describe_end(reason: Any) -> str:
+    """
+    How a child process ended, in words: ``"killed by signal 9"``,
+    ``"exit code 3"``.
+    """
+    signal_number = getattr(reason, "signal", None)
+    if signal_number:
+        return f"killed by signal {signal_number}"
+    code = getattr(reason, "exitCode", None)
+    if code is not None:
+        return f"exit code {code}"
+    return str(reason)
