@@ -359,7 +359,7 @@ class ProcessPool(Service):
             return child.limits
         return {}
 
-    def _child_ended(self, reason: Any, child: Child) -> None:
+    def _child_ended(self, reason: Any, child: Child) -> Any:
         child.alive = False
         if child in self.children:
             self.children.remove(child)
@@ -374,6 +374,7 @@ class ProcessPool(Service):
             )
             self._count_restart(why)
             self._restart_later()
+        return reason
 
     def _count_restart(self, reason: str) -> None:
         self.restarts += 1

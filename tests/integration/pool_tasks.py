@@ -1,0 +1,74 @@
+"""
+Tasks that misbehave, for the pool's integration tests.
+"""
+
+import ctypes
+import os
+import time
+
+from twistedq.exceptions import SoftTimeLimitExceeded
+from twistedq.task import Task, tasks
+
+
+def add(x, y):
+    return x + y
+
+
+def segfault():
+    ctypes.string_at(0)
+
+
+def exit_hard(code):
+    os._exit(code)
+
+
+def leak(megabytes):
+    _leaked.append(bytearray(megabytes * 1024 * 1024))
+    return len(_leaked)
+
+
+_leaked: list[bytearray] = []
+
+
+def sleep_marked(seconds, marker_dir):
+    """
+    Sleep after leaving a file that says it started.
+    """
+    with open(os.path.join(marker_dir, f"{os.getpid()}-{time.monotonic_ns()}"), "w"):
+        pass
+    time.sleep(seconds)
+    return seconds
+
+
+def pid():
+    return os.getpid()
+
+
+class Hang(Task):
+    name = "hang"
+    time_limit = 2.0
+
+    def run(self):
+        time.sleep(1000)
+
+
+class Slow(Task):
+    name = "soft"
+    soft_time_limit = 0.5
+
+    def run(self):
+        try:
+            time.sleep(10)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "not interrupted"
+
+
+tasks.register(add, "add")
+tasks.register(segfault, "segfault")
+tasks.register(exit_hard, "exit_hard")
+tasks.register(leak, "leak")
+tasks.register(sleep_marked, "sleep_marked")
+tasks.register(pid, "pid")
+tasks.register(Hang)
+tasks.register(Slow)
