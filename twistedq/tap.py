@@ -25,6 +25,7 @@ from twistedq.amqp.broker import (
 from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
 from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings
 from twistedq.log import use_seed_format
+from twistedq.registry import import_task_modules
 from twistedq.web import make_site_root
 from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
@@ -63,6 +64,12 @@ class Options(usage.Options):
     longdesc = "Run twistedq tasks from an AMQP queue in a pool of child processes."
 
     optFlags = [
+        [
+            "reactor-tasks",
+            None,
+            "Also import the task modules in the daemon and run the tasks "
+            "marked on_reactor (Deferred or async) on its reactor",
+        ],
         [
             "seed-states",
             None,
@@ -204,6 +211,25 @@ class _SeedLogFormatService(Service):
     def startService(self) -> None:
         Service.startService(self)
         use_seed_format()
+
+
+class _ReactorTasksService(Service):
+    """
+    Imports the task modules into the daemon, for its reactor tasks; stops
+    the daemon if they cannot be imported.
+    """
+
+    def __init__(self, modules: list[str], reactor: Any) -> None:
+        self.modules = modules
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        Service.startService(self)
+        try:
+            import_task_modules(self.modules)
+        except Exception:
+            log.failure("The task modules could not be imported into the daemon; stopping")
+            self.reactor.callWhenRunning(self.reactor.stop)
 
 
 class _BackendService(Service):
@@ -361,6 +387,13 @@ def makeService(options: Options) -> IService:
         max_attempts=options["task-attempts"],
     )
     pool.on_idle = dispatcher.pump
+    if options["reactor-tasks"]:
+        from twistedq.task import tasks
+        from twistedq.worker.reactor_tasks import ReactorTaskRunner
+
+        dispatcher.reactor_runner = ReactorTaskRunner(
+            tasks, reactor, time_limit=options["time-limit"]
+        )
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
@@ -368,6 +401,8 @@ def makeService(options: Options) -> IService:
     daemon = DrainingMultiService()
     if options["log-format"] == "seed":
         _SeedLogFormatService().setServiceParent(daemon)
+    if options["reactor-tasks"]:
+        _ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
     _BackendService(backend).setServiceParent(daemon)
     _PoolService(pool, reactor).setServiceParent(daemon)
     connection.setServiceParent(daemon)

@@ -141,12 +141,16 @@ class Task:
     :cvar soft_time_limit: soft time limit in seconds: past it
         :py:class:`~twistedq.exceptions.SoftTimeLimitExceeded` is raised
         inside the task.
+    :cvar on_reactor: ``run`` returns a Deferred or is a coroutine and runs
+        on the daemon's reactor, not in a child (with ``twistd twistedq
+        --reactor-tasks``); its time limit cancels it.
     """
 
     name: ClassVar[str | None] = None
     queue: ClassVar[str | None] = None
     time_limit: ClassVar[float | None] = None
     soft_time_limit: ClassVar[float | None] = None
+    on_reactor: ClassVar[bool] = False
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -261,8 +265,10 @@ class FunctionTask(Task):
         queue: str | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        on_reactor: bool = False,
     ) -> None:
         self.function = function
+        self.on_reactor = on_reactor  # type: ignore[misc]
         self.task_name = name
         self.task_queue = queue
         self.time_limit = time_limit  # type: ignore[misc]
@@ -314,6 +320,7 @@ def task(
     registry: TaskRegistry | None = None,
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
+    on_reactor: bool = False,
 ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
@@ -326,6 +333,7 @@ def task(
     registry: TaskRegistry | None = None,
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
+    on_reactor: bool = False,
 ) -> Any:
     """
     Register a function as a task: the modern spelling of
@@ -346,7 +354,7 @@ def task(
 
     def register(function: Callable[..., Any]) -> FunctionTask:
         task_name = name or f"{function.__module__}.{function.__qualname__}"
-        wrapped = FunctionTask(function, task_name, queue, time_limit, soft_time_limit)
+        wrapped = FunctionTask(function, task_name, queue, time_limit, soft_time_limit, on_reactor)
         (registry if registry is not None else tasks).register(wrapped, task_name)
         return wrapped
 

@@ -6,8 +6,10 @@ import ctypes
 import os
 import time
 
+from twisted.internet.defer import Deferred
+
 from twistedq.exceptions import SoftTimeLimitExceeded
-from twistedq.task import Task, tasks
+from twistedq.task import Task, task, tasks
 
 
 def add(x, y):
@@ -72,3 +74,24 @@ tasks.register(sleep_marked, "sleep_marked")
 tasks.register(pid, "pid")
 tasks.register(Hang)
 tasks.register(Slow)
+
+
+@task(name="async_echo", on_reactor=True)
+async def async_echo(value):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, 0.1, lambda: None)
+    return value
+
+
+@task(name="deferred_hang", on_reactor=True, time_limit=1.0)
+def deferred_hang():
+    return Deferred()
+
+
+def open_fds():
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+tasks.register(open_fds, "open_fds")

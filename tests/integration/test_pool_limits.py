@@ -285,3 +285,47 @@ class FairDispatchTests(PoolTestCase):
         outcomes = await self.wait([m.id for m in messages], timeout=50)
         self.assertEqual([o.result for o in outcomes], [i + 1 for i in range(100)])
         self.assertLess(time.monotonic() - started, 30)
+
+
+class ReactorTaskTests(PoolTestCase):
+    async def test_reactor_tasks(self) -> None:
+        """
+        With ``--reactor-tasks``, an ``async def`` task runs on the daemon's
+        reactor and returns its value; a Deferred that never fires is
+        cancelled at its time limit and fails with TimeLimitExceeded.
+        """
+        self.start_daemon("--reactor-tasks")
+        echo = await self.publish("async_echo", "hello")
+        hang = await self.publish("deferred_hang")
+        started = time.monotonic()
+        done, failed = await self.wait([echo, hang])
+        self.assertEqual(done.result, "hello")
+        self.assertEqual(failed.exc["type"], "TimeLimitExceeded")
+        self.assertLess(time.monotonic() - started, 4)
+
+    async def test_async_task_without_reactor_tasks(self) -> None:
+        """
+        Without ``--reactor-tasks`` an async task fails with a TypeError
+        that says how to run it, and the child goes on.
+        """
+        self.start_daemon()
+        echo = await self.publish("async_echo", "hello")
+        after = await self.publish("add", 1, 1)
+        failed, done = await self.wait([echo, after])
+        self.assertEqual(failed.exc["type"], "TypeError")
+        self.assertIn("--reactor-tasks", failed.exc["message"])
+        self.assertEqual(done.result, 2)
+
+
+class IsolationTests(PoolTestCase):
+    async def test_children_inherit_only_their_pipes(self) -> None:
+        """
+        A child has no file descriptor of the daemon's (its broker and
+        store connections, its listening port) open: only 0-4, and the one
+        it uses to list them.
+        """
+        self.start_daemon()
+        task_id = await self.publish("open_fds")
+        (done,) = await self.wait([task_id])
+        self.assertEqual(done.result[:5], [0, 1, 2, 3, 4])
+        self.assertLessEqual(len(done.result), 6, done.result)

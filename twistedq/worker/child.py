@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -102,6 +103,22 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def outcome_of(message: TaskMessage, value: Any) -> bytes:
+    """
+    The success document of a task that returned ``value``, or a failure
+    if ``value`` is not a JSON value.
+    """
+    try:
+        return success_document(message.id, message.task, value)
+    except (TypeError, ValueError) as e:
+        return failure_document(
+            message.id,
+            message.task,
+            TypeError(f"the task's return value is not a JSON value: {e}"),
+            traceback="",
+        )
+
+
 class TaskRunner:
     """
     Runs task messages against a registry and turns whatever happens into
@@ -170,15 +187,20 @@ class TaskRunner:
                 value = function(*message.args, **self._arguments(function, message))
         except (Exception, SystemExit) as e:
             return failure_document(message.id, message.task, e)
-        try:
-            return success_document(message.id, message.task, value)
-        except (TypeError, ValueError) as e:
+        if inspect.isawaitable(value) or isinstance(value, Deferred):
+            if inspect.iscoroutine(value):
+                value.close()
             return failure_document(
                 message.id,
                 message.task,
-                TypeError(f"the task's return value is not a JSON value: {e}"),
+                TypeError(
+                    f"task {message.task} returned {type(value).__name__}: a task that returns "
+                    "a Deferred or is async must be marked on_reactor and the daemon started "
+                    "with --reactor-tasks"
+                ),
                 traceback="",
             )
+        return outcome_of(message, value)
 
 
 class ChildLocator(amp.CommandLocator):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -22,6 +22,9 @@ from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
 from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
 from twistedq.outcome import Outcome, failure_document, revoked_document
+
+if TYPE_CHECKING:
+    from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
 __all__ = ["Dispatcher"]
 
@@ -79,6 +82,7 @@ class Dispatcher:
         self._attempts: dict[str, int] = {}
         self._suspects: set[str] = set()
         self.stopping = False
+        self.reactor_runner: ReactorTaskRunner | None = None
         self._in_flight: set[defer.Deferred[None]] = set()
         self.completed = 0
         self.failed = 0
@@ -121,6 +125,19 @@ class Dispatcher:
             if message.eta is not None and _timestamp(message.eta) > now:
                 self._wait_for_eta(delivery, message, _timestamp(message.eta) - now)
                 return
+        self._queue(delivery, message)
+
+    def _queue(self, delivery: _Delivery, message: TaskMessage) -> None:
+        """
+        Run a task that is due: on the reactor if it is a reactor task,
+        else on the next idle child.
+        """
+        runner = self.reactor_runner
+        if runner is not None and runner.handles(message.task):
+            d = runner.run_message(message)
+            d.addCallback(lambda outcome: self._ran([outcome], [(delivery, message)]))
+            self._track(d)
+            return
         self._pending.append((delivery, message))
         self.pump()
 
@@ -140,8 +157,7 @@ class Dispatcher:
             if self._expired(message):
                 self._revoke(delivery, message, f"expired at {message.expires}")
                 return
-            self._pending.append((delivery, message))
-            self.pump()
+            self._queue(delivery, message)
 
         call = self.clock.callLater(delay, due)
         self._waiting[call] = (delivery, message)
