@@ -12,6 +12,9 @@ setup(
         "twistedq.amqp",
         "twistedq.backends",
         "twistedq.worker",
+        "twistedq.contrib",
+        "twistedq.contrib.django",
+        "twistedq.contrib.django.migrations",
         "twisted.plugins",
     ],
     package_data={"twistedq.amqp": ["amqp0-9-1.xml"], "twistedq": ["py.typed"]},
@@ -23,8 +26,17 @@ setup(
         "zope.interface>=5",
     ],
     extras_require={
-        "dev": ["ruff", "sphinx>=7", "hypothesis", "django>=4.2,<7"],
+        "dev": [
+            "ruff",
+            "sphinx>=7",
+            "hypothesis",
+            "django>=4.2,<7",
+            "psycopg[binary]>=3.1,<4",
+            "mysqlclient>=2.2,<3",
+            "gunicorn>=21,<24",
+        ],
         "bench": ["celery[redis]>=5.4,<6"],
+        "django": ["django>=4.2,<7"],
     },
     classifiers=[
         "Framework :: Twisted",

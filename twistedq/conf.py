@@ -24,10 +24,33 @@ _ENVIRONMENT = {
 }
 
 
+def _django_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """
+    The settings of the Django project, when there is one: Django is
+    imported and ``DJANGO_SETTINGS_MODULE`` is set, or settings were
+    configured in code.
+    """
+    import sys
+
+    if "django" not in sys.modules and not environ.get("DJANGO_SETTINGS_MODULE"):
+        return {}
+    try:
+        from django.conf import settings
+    except ImportError:
+        return {}
+    if not settings.configured and not environ.get("DJANGO_SETTINGS_MODULE"):
+        return {}
+    from twistedq.contrib.django.conf import settings_from_django
+
+    return settings_from_django(settings)
+
+
 @dataclass(frozen=True)
 class Settings:
     """
-    Where tasks and results go.
+    Where tasks and results go.  :py:obj:`from_environment` reads them:
+    defaults, then the Django project's settings (when there is one), then
+    the environment, then explicit arguments.
 
     :ivar broker_url: ``amqp://user:password@host:port/vhost``.
     :ivar result_backend: ``redis://host:port/db`` or ``sqlite:///path``.
@@ -63,9 +86,10 @@ class Settings:
         """
         if environ is None:
             environ = os.environ
-        values: dict[str, Any] = {
-            name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)
-        }
+        values: dict[str, Any] = _django_values(environ)
+        values.update(
+            {name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)}
+        )
         flag = environ.get("TWISTEDQ_SEED_STATES", "").lower()
         if flag:
             values["seed_states"] = flag in ("1", "true", "yes", "on")

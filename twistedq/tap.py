@@ -147,6 +147,14 @@ class Options(usage.Options):
             _positive_float,
         ],
         [
+            "django-settings",
+            None,
+            None,
+            "Django settings module: the daemon and every child set Django up with it, the "
+            "children run tasks.autodiscover(), and twistedq's settings are read from it "
+            "[default: $DJANGO_SETTINGS_MODULE]",
+        ],
+        [
             "log-format",
             None,
             "seed",
@@ -176,6 +184,9 @@ class Options(usage.Options):
     opt_t = opt_tasks
 
     def postOptions(self) -> None:
+        if self["django-settings"]:
+            # Read by the daemon's own Django setup and inherited by children.
+            os.environ["DJANGO_SETTINGS_MODULE"] = self["django-settings"]
         settings = Settings.from_environment(
             broker_url=self["broker"],
             result_backend=self["result-backend"],

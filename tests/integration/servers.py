@@ -70,6 +70,7 @@ class Daemon:
         concurrency: int = 2,
         tasks: str = "tests.integration.tasks",
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.queue = queue
@@ -77,7 +78,7 @@ class Daemon:
         self.status_port = free_port()
         self.log_path = directory / "twistd.log"
         self.concurrency = concurrency
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.args = [

@@ -132,10 +132,15 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
         from twistedq.backends.redis import RedisBackend
 
         return RedisBackend.from_url(url, reactor, ttl=ttl)
+    if scheme == "django":
+        from twistedq.backends.django import DjangoBackend
+
+        return DjangoBackend.from_url(url, reactor, ttl=ttl)
     if scheme == "sqlite":
         from twistedq.backends.sqlite import SQLiteBackend
 
         return SQLiteBackend.from_url(url, reactor, ttl=ttl)
     raise BackendURLError(
-        f"unknown result backend {url!r}: use redis://host:port/db or sqlite:///path"
+        f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path "
+        "or django:// (the Django project's database)"
     )

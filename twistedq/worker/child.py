@@ -190,6 +190,8 @@ class TaskRunner:
         if inspect.isawaitable(value) or isinstance(value, Deferred):
             if inspect.iscoroutine(value):
                 value.close()
+            elif isinstance(value, Deferred):
+                value.addErrback(lambda failure: None)
             return failure_document(
                 message.id,
                 message.task,
@@ -307,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from twistedq.task import tasks
 
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+
+        django.setup()
+        tasks.autodiscover()
     import_task_modules(options.tasks)
     running = [True]
 

@@ -448,7 +448,7 @@ class ProcessPool(Service):
             child.rss_kib = response.get("rss", 0)
             self.batches_run += 1
             self.tasks_run += len(bodies)
-            if child.alive:
+            if child.alive and child.killed_for is None:
                 if self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
                     self._retire(child, "max-tasks")
                 elif self.max_memory_per_child and child.rss_kib > self.max_memory_per_child:
@@ -492,6 +492,7 @@ class ProcessPool(Service):
         their batches fail and their tasks go back to the queue.
         """
         for child in list(self.children):
+            child.retired = True
             child.kill()
 
     def stats(self) -> dict[str, Any]:

@@ -1,0 +1,301 @@
+"""
+Results in the Django project's database (SQLite, PostgreSQL,
+MySQL/MariaDB), through the models of ``twistedq.contrib.django``:
+``TWISTEDQ_RESULT_BACKEND = "django://"`` (or ``django://<alias>`` for a
+database other than ``default``).
+
+The ORM blocks, so every operation runs in a thread pool of its own
+(bounded: one thread for SQLite, which has one writer at a time), never on
+the reactor; each unit of work closes stale connections before and after,
+as a Django request would.  A batch of outcomes is one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from twistedq.backends.base import (
+    DEFAULT_RESULT_TTL,
+    IResultBackend,
+    OutcomeRecord,
+    TasksetState,
+)
+
+__all__ = ["DjangoBackend"]
+
+T = TypeVar("T")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _parse_done(document: dict[str, Any]) -> datetime.datetime | None:
+    text = document.get("date_done")
+    return datetime.datetime.fromisoformat(text) if text else None
+
+
+@implementer(IResultBackend)
+class DjangoBackend:
+    """
+    A result backend in a Django database.
+
+    :param alias: the database alias in ``DATABASES``.
+    :param threads: the most ORM threads (SQLite always uses one).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        alias: str = "default",
+        ttl: int = DEFAULT_RESULT_TTL,
+        threads: int = 4,
+        worker: str = "",
+    ) -> None:
+        self.reactor = reactor
+        self.alias = alias
+        self.url = f"django://{alias}"
+        self.ttl = ttl
+        self.max_threads = threads
+        self.worker = worker
+        self._pool: ThreadPool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> DjangoBackend:
+        """
+        Build from ``django://`` or ``django://<alias>``.
+        """
+        alias = url.split("://", 1)[1].strip("/") or "default"
+        return cls(reactor, alias, ttl)
+
+    # plumbing
+
+    def connect(self) -> defer.Deferred[None]:
+        import django
+        from django.conf import settings
+
+        if not settings.configured:
+            settings._setup()  # type: ignore[attr-defined]  # reads DJANGO_SETTINGS_MODULE
+        django.setup()
+        from django.db import connections
+
+        threads = 1 if connections[self.alias].vendor == "sqlite" else self.max_threads
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="twistedq-django")
+        self._pool.start()
+        return self._run(lambda: None)
+
+    def _run(self, work: Callable[[], T]) -> defer.Deferred[T]:
+        pool = self._pool
+        if pool is None:
+            return defer.fail(RuntimeError(f"the result store {self.url} is not connected"))
+
+        def unit() -> T:
+            from django.db import close_old_connections
+
+            close_old_connections()
+            try:
+                return work()
+            finally:
+                close_old_connections()
+
+        return threads.deferToThreadPool(self.reactor, pool, unit)
+
+    def close(self) -> defer.Deferred[None]:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return defer.succeed(None)
+
+        def closed() -> None:
+            from django.db import connections
+
+            connections.close_all()
+
+        d = threads.deferToThreadPool(self.reactor, pool, closed)
+        return d.addBoth(lambda _: pool.stop())
+
+    def _expiry(self) -> datetime.datetime:
+        return _now() + datetime.timedelta(seconds=self.ttl)
+
+    # IResultBackend
+
+    def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+        def store() -> None:
+            from django.db import transaction
+
+            from twistedq.contrib.django.models import TaskResult, TaskSetMember
+
+            expires_at = self._expiry()
+            rows = []
+            for record in records:
+                document = json.loads(record.document)
+                rows.append(
+                    TaskResult(
+                        task_id=record.task_id,
+                        task_name=document.get("task") or "",
+                        status=document["status"],
+                        document=record.document.decode("utf-8"),
+                        traceback=document.get("traceback") or "",
+                        worker=self.worker,
+                        date_done=_parse_done(document),
+                        expires_at=expires_at,
+                    )
+                )
+            members = [
+                TaskSetMember(taskset_id=r.taskset, task_id=r.task_id, failed=r.failed)
+                for r in records
+                if r.taskset
+            ]
+            from django.db import connections
+
+            # MySQL/MariaDB upsert on any unique key and take no target.
+            target = (
+                ["task_id"]
+                if connections[self.alias].features.supports_update_conflicts_with_target
+                else None
+            )
+            with transaction.atomic(using=self.alias):
+                TaskResult.objects.using(self.alias).bulk_create(
+                    rows,
+                    update_conflicts=True,
+                    unique_fields=target,
+                    update_fields=[
+                        "task_name",
+                        "status",
+                        "document",
+                        "traceback",
+                        "worker",
+                        "date_done",
+                        "expires_at",
+                    ],
+                )
+                if members:
+                    TaskSetMember.objects.using(self.alias).bulk_create(
+                        members, ignore_conflicts=True
+                    )
+
+        return self._run(store)
+
+    def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        def mark() -> None:
+            from twistedq.contrib.django.models import TaskResult
+
+            expires_at = self._expiry()
+            rows = []
+            for task_id, document in records:
+                parsed = json.loads(document)
+                rows.append(
+                    TaskResult(
+                        task_id=task_id,
+                        task_name=parsed.get("task") or "",
+                        status=parsed["status"],
+                        document=document.decode("utf-8"),
+                        expires_at=expires_at,
+                    )
+                )
+            TaskResult.objects.using(self.alias).bulk_create(rows, ignore_conflicts=True)
+
+        return self._run(mark)
+
+    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
+        return self.get_results([task_id]).addCallback(lambda found: found[0])
+
+    def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
+        ids = list(task_ids)
+
+        def read() -> list[bytes | None]:
+            from twistedq.contrib.django.models import TaskResult
+
+            found: dict[str, bytes] = {}
+            now = _now()
+            for start in range(0, len(ids), 500):
+                rows = (
+                    TaskResult.objects.using(self.alias)
+                    .filter(task_id__in=ids[start : start + 500], expires_at__gt=now)
+                    .values_list("task_id", "document")
+                )
+                for task_id, document in rows:
+                    found[task_id] = document.encode("utf-8")
+            return [found.get(task_id) for task_id in ids]
+
+        return self._run(read)
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        ids = list(task_ids)
+
+        def delete() -> None:
+            from twistedq.contrib.django.models import TaskResult
+
+            TaskResult.objects.using(self.alias).filter(task_id__in=ids).delete()
+
+        return self._run(delete)
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        def create() -> None:
+            from twistedq.contrib.django.models import TaskSetResult
+
+            TaskSetResult.objects.using(self.alias).update_or_create(
+                taskset_id=taskset_id,
+                defaults={"total": total, "expires_at": self._expiry()},
+            )
+
+        return self._run(create)
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        def read() -> TasksetState | None:
+            from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+
+            from twistedq.contrib.django.models import TaskSetMember, TaskSetResult
+
+            members = (
+                TaskSetMember.objects.using(self.alias)
+                .filter(taskset_id=OuterRef("taskset_id"))
+                .values("taskset_id")
+            )
+            row = (
+                TaskSetResult.objects.using(self.alias)
+                .filter(taskset_id=taskset_id, expires_at__gt=_now())
+                .annotate(
+                    completed=Subquery(
+                        members.annotate(n=Count("id")).values("n"),
+                        output_field=IntegerField(),
+                    ),
+                    failures=Subquery(
+                        members.annotate(n=Count("id", filter=Q(failed=True))).values("n"),
+                        output_field=IntegerField(),
+                    ),
+                )
+                .values_list("total", "completed", "failures")
+                .first()
+            )
+            if row is None:
+                return None
+            total, completed, failures = row
+            return TasksetState(total, completed or 0, failures or 0)
+
+        return self._run(read)
+
+    def delete_expired(self) -> defer.Deferred[int]:
+        """
+        Remove expired outcomes and tasksets; fires with how many outcomes.
+        """
+
+        def delete() -> int:
+            from twistedq.contrib.django.models import TaskResult, TaskSetMember, TaskSetResult
+
+            now = _now()
+            removed, _ = TaskResult.objects.using(self.alias).filter(expires_at__lte=now).delete()
+            expired = TaskSetResult.objects.using(self.alias).filter(expires_at__lte=now)
+            TaskSetMember.objects.using(self.alias).filter(
+                taskset_id__in=list(expired.values_list("taskset_id", flat=True))
+            ).delete()
+            expired.delete()
+            return removed
+
+        return self._run(delete)

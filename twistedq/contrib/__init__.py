@@ -1,0 +1,3 @@
+"""
+Integrations with other frameworks.
+"""

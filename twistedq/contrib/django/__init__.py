@@ -1,0 +1,39 @@
+"""
+twistedq for Django: ``INSTALLED_APPS += ["twistedq.contrib.django"]``.
+
+The app brings settings read from ``django.conf.settings``, the models of
+the database result backend (``TWISTEDQ_RESULT_BACKEND = "django://"``),
+their admin, the seed's JSON views (``include("twistedq.contrib.django.urls")``)
+and :py:func:`delay_on_commit`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["delay_on_commit"]
+
+
+def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> Any:
+    """
+    Publish a task (a name, a Task class or a ``@task`` function) once the
+    current database transaction commits, so the task never reads rows that
+    are not there yet; nothing is published if it rolls back.  Outside a
+    transaction it publishes at once.  Returns the
+    :py:class:`~twistedq.result.AsyncResult`, whose id is chosen now.
+    """
+    from django.db import transaction
+
+    from twistedq.message import new_task_id
+    from twistedq.result import AsyncResult
+    from twistedq.task import _task_name, publish_task
+
+    name = _task_name(task)
+    task_id = new_task_id()
+    using = kwargs.pop("using", None)
+
+    def publish() -> None:
+        publish_task(name, args, kwargs, task_id=task_id)
+
+    transaction.on_commit(publish, using=using)
+    return AsyncResult(task_id)

@@ -1,0 +1,104 @@
+"""
+twistedq's settings from ``django.conf.settings``, read when first needed.
+
+``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``, ``TWISTEDQ_QUEUE``,
+``TWISTEDQ_EXCHANGE`` and ``TWISTEDQ_SEED_STATES`` are read as they are.
+The celery 0.2.0 names still work, with a DeprecationWarning:
+``AMQP_SERVER``, ``AMQP_PORT``, ``AMQP_USER``, ``AMQP_PASSWORD`` and
+``AMQP_VHOST`` make the broker URL, and ``CELERY_BACKEND = "database"``
+means ``django://``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["SEED_ALIASES", "settings_from_django"]
+
+SEED_ALIASES = ("AMQP_SERVER", "AMQP_PORT", "AMQP_USER", "AMQP_PASSWORD", "AMQP_VHOST")
+
+_NAMES = {
+    "TWISTEDQ_BROKER_URL": "broker_url",
+    "TWISTEDQ_RESULT_BACKEND": "result_backend",
+    "TWISTEDQ_QUEUE": "queue",
+    "TWISTEDQ_EXCHANGE": "exchange",
+}
+
+
+def _improper(message: str) -> Exception:
+    from django.core.exceptions import ImproperlyConfigured
+
+    return ImproperlyConfigured(message)
+
+
+def settings_from_django(settings: Any = None) -> dict[str, Any]:
+    """
+    The twistedq settings a Django project sets, as keyword arguments of
+    :py:class:`twistedq.conf.Settings`.
+
+    :raises django.core.exceptions.ImproperlyConfigured: a setting has the
+        wrong type, or an alias names a result store twistedq has not.
+    """
+    if settings is None:
+        from django.conf import settings
+    values: dict[str, Any] = {}
+    for setting, name in _NAMES.items():
+        value = getattr(settings, setting, None)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise _improper(f"{setting} must be a non-empty string, not {value!r}")
+        values[name] = value
+    flag = getattr(settings, "TWISTEDQ_SEED_STATES", None)
+    if flag is not None:
+        if not isinstance(flag, bool):
+            raise _improper(f"TWISTEDQ_SEED_STATES must be True or False, not {flag!r}")
+        values["seed_states"] = flag
+    if "broker_url" not in values and any(hasattr(settings, n) for n in SEED_ALIASES):
+        values["broker_url"] = _broker_from_seed(settings)
+    if "result_backend" not in values and hasattr(settings, "CELERY_BACKEND"):
+        values["result_backend"] = _backend_from_seed(settings.CELERY_BACKEND)
+    return values
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is celery 0.2's setting; use {new} instead", DeprecationWarning, stacklevel=4
+    )
+
+
+def _broker_from_seed(settings: Any) -> str:
+    _deprecated("AMQP_SERVER/AMQP_PORT/AMQP_USER/AMQP_PASSWORD/AMQP_VHOST", "TWISTEDQ_BROKER_URL")
+    host = getattr(settings, "AMQP_SERVER", "127.0.0.1")
+    port = getattr(settings, "AMQP_PORT", 5672)
+    user = getattr(settings, "AMQP_USER", "guest")
+    password = getattr(settings, "AMQP_PASSWORD", "guest")
+    vhost = getattr(settings, "AMQP_VHOST", "/")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise _improper(f"AMQP_PORT must be a port number, not {port!r}") from None
+    for name, value in (
+        ("AMQP_SERVER", host),
+        ("AMQP_USER", user),
+        ("AMQP_PASSWORD", password),
+        ("AMQP_VHOST", vhost),
+    ):
+        if not isinstance(value, str):
+            raise _improper(f"{name} must be a string, not {value!r}")
+    return (
+        f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"{quote(vhost, safe='')}"
+    )
+
+
+def _backend_from_seed(backend: Any) -> str:
+    _deprecated("CELERY_BACKEND", "TWISTEDQ_RESULT_BACKEND")
+    if backend == "database":
+        return "django://"
+    raise _improper(
+        f"CELERY_BACKEND = {backend!r} has no twistedq equivalent: set "
+        "TWISTEDQ_RESULT_BACKEND to django://, redis://host:port/db or sqlite:///path"
+    )

@@ -1,0 +1,94 @@
+"""
+The database result backend's tables (``TWISTEDQ_RESULT_BACKEND =
+"django://"``): task results, tasksets and periodic task state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import models
+
+
+class TaskResult(models.Model):
+    """
+    The outcome of one task, or its pending record.  ``document`` is the
+    stored outcome, the same JSON every result store keeps; the other
+    columns repeat parts of it for filtering in the admin.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    task_name = models.CharField(max_length=255, blank=True, db_index=True)
+    status = models.CharField(max_length=16, db_index=True)
+    document = models.TextField()
+    traceback = models.TextField(blank=True, default="")
+    worker = models.CharField(max_length=255, blank=True, default="")
+    date_done = models.DateTimeField(null=True, blank=True, db_index=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "task result"
+        ordering = ["-date_done"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name or 'task'} {self.task_id} {self.status}"
+
+    @property
+    def result(self) -> Any:
+        """
+        The task's return value (or a failure's exception message).
+        """
+        document = json.loads(self.document)
+        exc = document.get("exc")
+        return exc.get("message") if exc else document.get("result")
+
+
+class TaskSetResult(models.Model):
+    """
+    A taskset: how many subtasks it has.
+    """
+
+    taskset_id = models.CharField(max_length=36, unique=True)
+    total = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "taskset result"
+
+    def __str__(self) -> str:
+        return f"taskset {self.taskset_id} ({self.total})"
+
+
+class TaskSetMember(models.Model):
+    """
+    One finished subtask of a taskset (counted once, however often stored).
+    """
+
+    taskset_id = models.CharField(max_length=36, db_index=True)
+    task_id = models.CharField(max_length=36)
+    failed = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["taskset_id", "task_id"], name="twistedq_member_once")
+        ]
+
+
+class PeriodicTaskState(models.Model):
+    """
+    The state of a periodic task: when it last ran, how often, and whether
+    it is paused.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    total_run_count = models.PositiveIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = "periodic task"
+
+    def __str__(self) -> str:
+        return self.name

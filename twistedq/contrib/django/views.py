@@ -1,0 +1,54 @@
+"""
+The seed's JSON views, served by Django: the same documents as the
+daemon's status resource, made by the same functions.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, JsonResponse
+
+from twistedq.message import is_task_id
+from twistedq.outcome import status_document, taskset_status_document
+from twistedq.states import SUCCESS
+
+__all__ = ["is_task_done", "task_status", "taskset_status"]
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from twistedq.client import default_client
+
+    return default_client()
+
+
+def _checked(task_id: str) -> str:
+    if not is_task_id(task_id):
+        raise Http404("not a task id")
+    return task_id
+
+
+def task_status(request: HttpRequest, task_id: str) -> JsonResponse:
+    """
+    ``celery/<task_id>/status/``: ``{"task": {"id", "status", "result"}}``,
+    with ``exc`` and ``traceback`` for a failure.
+    """
+    client = _client()
+    outcome = client.get_outcome(_checked(task_id))
+    return JsonResponse(status_document(outcome, client.settings.seed_states))
+
+
+def is_task_done(request: HttpRequest, task_id: str) -> JsonResponse:
+    """
+    ``celery/<task_id>/done/``: ``{"task": {"id", "executed"}}``, executed
+    meaning finished successfully, as in the seed.
+    """
+    outcome = _client().get_outcome(_checked(task_id))
+    return JsonResponse({"task": {"id": task_id, "executed": outcome.status == SUCCESS}})
+
+
+def taskset_status(request: HttpRequest, taskset_id: str) -> JsonResponse:
+    """
+    ``celery/taskset/<taskset_id>/status/``: the taskset's progress from one
+    store read.
+    """
+    state = _client().get_taskset(_checked(taskset_id))
+    return JsonResponse(taskset_status_document(taskset_id, state))
