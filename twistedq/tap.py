@@ -308,12 +308,14 @@ class _ConsumerService(Service):
         self.pool = pool
         self.grace = grace
         self.clock = clock
+        self.cold = False
 
     def _second_signal(self, number: int, frame: Any) -> None:
         self.clock.callFromThread(self._cold_shutdown, "A second signal")
 
     def _cold_shutdown(self, why: str) -> None:
         log.warn("{why}: killing the children; their tasks go back to the queue", why=why)
+        self.cold = True
         self.pool.kill_all()
 
     def stopService(self) -> defer.Deferred[None]:
@@ -337,7 +339,10 @@ class _ConsumerService(Service):
                     timer.cancel()
                 for number, handler in previous.items():
                     signal.signal(number, handler)
-            log.info("Drained: every task received was stored and acknowledged")
+            if self.cold:
+                log.info("Stopped: tasks that were running went back to the queue")
+            else:
+                log.info("Drained: every task received was stored and acknowledged")
 
         return defer.Deferred.fromCoroutine(drain())
 

@@ -4,7 +4,8 @@ The entry point of a pool child: ``python -m twistedq.worker.child``.
 The child imports the task modules once, then answers AMP commands from the
 daemon on file descriptors 3 (in) and 4 (out), so task code may print to
 stdout and stderr freely: the daemon logs both under the child's name.  It
-exits when the daemon closes the pipe, so it cannot outlive the daemon.
+exits when the daemon closes the pipe; with ``--parent`` it is also killed
+when the daemon dies, even mid-task (``PR_SET_PDEATHSIG``, Linux).
 """
 
 from __future__ import annotations

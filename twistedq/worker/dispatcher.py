@@ -4,7 +4,10 @@ The dispatcher: from a delivery to a stored, acknowledged outcome.
 For each delivery: validate it, queue it, hand batches to idle children,
 store the outcomes (one pipelined write per batch) and only then ack.  A
 message that is not a valid task message goes to the dead-letter queue
-with one log line; a batch whose child died goes back to the queue.
+with one log line.  The tasks of a batch whose child died run again one by
+one; a task whose child dies on each of ``max_attempts`` runs fails with
+WorkerLostError and is dead-lettered, and one killed at its hard limit
+fails with TimeLimitExceeded.
 """
 
 from __future__ import annotations
@@ -283,7 +286,7 @@ class Dispatcher:
         """
         A child died running ``batch``.  Killed at its time limit: the task
         fails with TimeLimitExceeded.  Otherwise the tasks run again, each
-        alone on a fresh child, so the one that kills children is found;
+        alone on the next idle child, so the one that kills children is found;
         after ``max_attempts`` deaths it fails with WorkerLostError and its
         message goes to the dead-letter queue.
         """
@@ -339,6 +342,7 @@ class Dispatcher:
         document = failure_document(message.id, message.task, error, traceback="")
         record = OutcomeRecord(message.id, document, message.taskset, True)
         self.failed += 1
+        self.completed += 1
         self._log_failure(message, document)
 
         def settle(_: None) -> None:
