@@ -121,9 +121,10 @@ class IResultBackend(Interface):
 
 def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:
     """
-    Build the backend a URL names: ``redis://host:port/db`` or
+    Build the backend a URL names: ``redis://host:port/db``,
     ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
-    ``twistedq-results.sqlite3`` in the working directory).
+    ``twistedq-results.sqlite3`` in the working directory),
+    ``memcached://host:port`` or ``django://[alias]``.
 
     :raises BackendURLError: the URL names no known backend.
     """
@@ -132,6 +133,10 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
         from twistedq.backends.redis import RedisBackend
 
         return RedisBackend.from_url(url, reactor, ttl=ttl)
+    if scheme == "memcached":
+        from twistedq.backends.memcached import MemcachedBackend
+
+        return MemcachedBackend.from_url(url, reactor, ttl=ttl)
     if scheme == "django":
         from twistedq.backends.django import DjangoBackend
 
@@ -141,6 +146,6 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
 
         return SQLiteBackend.from_url(url, reactor, ttl=ttl)
     raise BackendURLError(
-        f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path "
-        "or django:// (the Django project's database)"
+        f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path, "
+        "memcached://host:port or django:// (the Django project's database)"
     )

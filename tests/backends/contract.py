@@ -1,0 +1,180 @@
+"""
+The contract every :py:class:`~twistedq.backends.base.IResultBackend`
+keeps.  A test case mixes :py:class:`BackendContract` in and builds its
+backend in ``make_backend(ttl)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from zope.interface.verify import verifyObject
+
+from twistedq.backends.base import IResultBackend, OutcomeRecord
+from twistedq.message import new_task_id
+from twistedq.outcome import (
+    Outcome,
+    failure_document,
+    pending_document,
+    success_document,
+)
+
+
+async def _sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+class BackendContract:
+    """
+    The shared tests.  ``self`` is a trial ``TestCase``.
+    """
+
+    #: Whether the store keeps items larger than 1 MiB (memcached does not).
+    large_items = True
+    #: Seconds after the TTL by which an item is surely gone.
+    expiry_slack = 1.5
+
+    def make_backend(self, ttl: int) -> IResultBackend:
+        raise NotImplementedError
+
+    async def backend(self: Any, ttl: int = 3600) -> IResultBackend:
+        backend = self.make_backend(ttl)
+        await backend.connect()
+        self.addCleanup(backend.close)
+        return backend
+
+    async def test_provides_interface(self: Any) -> None:
+        """
+        The backend provides IResultBackend.
+        """
+        self.assertTrue(verifyObject(IResultBackend, await self.backend()))
+
+    async def test_store_and_read(self: Any) -> None:
+        """
+        Stored outcomes, a success and a failure, are read back byte for
+        byte, in the order asked, with None for an unknown id.
+        """
+        backend = await self.backend()
+        ok, bad, unknown = new_task_id(), new_task_id(), new_task_id()
+        ok_doc = success_document(ok, "t", {"n": [1, 2, "é"]})
+        bad_doc = failure_document(bad, "t", ValueError("bad"), traceback="Traceback...")
+        await backend.store_results([OutcomeRecord(ok, ok_doc), OutcomeRecord(bad, bad_doc)])
+        self.assertEqual(await backend.get_results([bad, unknown, ok]), [bad_doc, None, ok_doc])
+        self.assertEqual(await backend.get_result(ok), ok_doc)
+        self.assertIsNone(await backend.get_result(unknown))
+        self.assertEqual(await backend.get_results([]), [])
+
+    async def test_store_replaces(self: Any) -> None:
+        """
+        Storing an outcome again for the same id replaces it.
+        """
+        backend = await self.backend()
+        task_id = new_task_id()
+        await backend.store_results([OutcomeRecord(task_id, success_document(task_id, "t", 1))])
+        second = success_document(task_id, "t", 2)
+        await backend.store_results([OutcomeRecord(task_id, second)])
+        self.assertEqual(await backend.get_result(task_id), second)
+
+    async def test_pending_record_never_overwrites(self: Any) -> None:
+        """
+        A pending record is written only where nothing is stored, and an
+        outcome replaces it.
+        """
+        backend = await self.backend()
+        done, waiting = new_task_id(), new_task_id()
+        done_doc = success_document(done, "t", 1)
+        await backend.store_results([OutcomeRecord(done, done_doc)])
+        await backend.mark_sent(
+            [(done, pending_document(done, "t")), (waiting, pending_document(waiting, "t"))]
+        )
+        self.assertEqual(await backend.get_result(done), done_doc)
+        self.assertTrue(Outcome.from_bytes(waiting, await backend.get_result(waiting)).known)
+        final = success_document(waiting, "t", 2)
+        await backend.store_results([OutcomeRecord(waiting, final)])
+        self.assertEqual(await backend.get_result(waiting), final)
+
+    async def test_forget(self: Any) -> None:
+        """
+        A forgotten outcome reads as None; forgetting an unknown id is fine.
+        """
+        backend = await self.backend()
+        task_id = new_task_id()
+        await backend.store_results([OutcomeRecord(task_id, success_document(task_id, "t", 1))])
+        await backend.forget([task_id, new_task_id()])
+        self.assertIsNone(await backend.get_result(task_id))
+
+    async def test_taskset_counts(self: Any) -> None:
+        """
+        A taskset counts each finished subtask once, failures apart, even
+        when an outcome is stored twice; an unknown taskset is None.
+        """
+        backend = await self.backend()
+        taskset = new_task_id()
+        await backend.create_taskset(taskset, 3)
+        state = await backend.get_taskset(taskset)
+        self.assertEqual((state.total, state.completed, state.failed), (3, 0, 0))
+        a, b = new_task_id(), new_task_id()
+        await backend.store_results(
+            [
+                OutcomeRecord(a, success_document(a, "t", 1), taskset),
+                OutcomeRecord(b, failure_document(b, "t", KeyError("k"), ""), taskset, True),
+            ]
+        )
+        await backend.store_results([OutcomeRecord(a, success_document(a, "t", 1), taskset)])
+        state = await backend.get_taskset(taskset)
+        self.assertEqual((state.total, state.completed, state.failed), (3, 2, 1))
+        self.assertFalse(state.ready)
+        self.assertIsNone(await backend.get_taskset(new_task_id()))
+
+    async def test_concurrent_writers(self: Any) -> None:
+        """
+        Many batches written at once all land.
+        """
+        backend = await self.backend()
+        batches = [
+            [
+                (task_id := new_task_id(), success_document(task_id, "t", i * 10 + j))
+                for j in range(10)
+            ]
+            for i in range(20)
+        ]
+        await defer.gatherResults(
+            [backend.store_results([OutcomeRecord(t, d) for t, d in batch]) for batch in batches]
+        )
+        ids = [t for batch in batches for t, _ in batch]
+        found = await backend.get_results(ids)
+        self.assertEqual([json.loads(doc)["result"] for doc in found], list(range(200)))
+
+    async def test_large_outcome(self: Any) -> None:
+        """
+        A 2 MiB outcome is stored whole where the store allows it, and
+        otherwise becomes a clear ResultTooLarge failure, never a crash.
+        """
+        backend = await self.backend()
+        task_id = new_task_id()
+        document = success_document(task_id, "t", "x" * (2 * 1024 * 1024))
+        await backend.store_results([OutcomeRecord(task_id, document)])
+        stored = Outcome.from_bytes(task_id, await backend.get_result(task_id))
+        if self.large_items:
+            self.assertEqual(len(stored.result), 2 * 1024 * 1024)
+        else:
+            self.assertEqual(stored.status, "FAILURE")
+            self.assertEqual(stored.exc["type"], "ResultTooLarge")
+
+    async def test_expiry(self: Any) -> None:
+        """
+        Outcomes, pending records and tasksets are gone once their TTL has
+        passed.
+        """
+        backend = await self.backend(ttl=1)
+        task_id, sent, taskset = new_task_id(), new_task_id(), new_task_id()
+        await backend.store_results([OutcomeRecord(task_id, success_document(task_id, "t", 1))])
+        await backend.mark_sent([(sent, pending_document(sent, "t"))])
+        await backend.create_taskset(taskset, 1)
+        self.assertIsNotNone(await backend.get_result(task_id))
+        await _sleep(1 + self.expiry_slack)
+        self.assertEqual(await backend.get_results([task_id, sent]), [None, None])
+        self.assertIsNone(await backend.get_taskset(taskset))

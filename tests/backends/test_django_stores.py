@@ -1,0 +1,70 @@
+"""
+The contract on the Django database backend, on SQLite, PostgreSQL and
+MariaDB, each in a trial process of its own (Django's settings are global
+to a process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.backends.contract import BackendContract
+from tests.integration.servers import ROOT, server_url
+
+
+def run_contract(database_url: str) -> str:
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        DJANGO_SETTINGS_MODULE="examples.clickcounter.settings",
+        CLICKCOUNTER_DATABASE_URL=database_url,
+    )
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twisted.trial",
+            "--temp-directory",
+            os.path.join(tempfile.mkdtemp(prefix="twistedq-django-"), "_trial_temp"),
+            "tests.backends.django_contract",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        raise AssertionError(output[-5000:])
+    return output
+
+
+class DjangoStoreTests(SynchronousTestCase):
+    def assert_contract(self, database_url: str) -> None:
+        output = run_contract(database_url)
+        expected = len([name for name in dir(BackendContract) if name.startswith("test_")]) + 1
+        self.assertIn(f"PASSED (successes={expected})", output)
+
+    def test_sqlite(self) -> None:
+        """
+        The Django backend keeps the contract on SQLite.
+        """
+        self.assert_contract(f"sqlite:///{tempfile.mkdtemp()}/db.sqlite3")
+
+    def test_postgresql(self) -> None:
+        """
+        The Django backend keeps the contract on PostgreSQL.
+        """
+        self.assert_contract(server_url("TWISTEDQ_TEST_POSTGRES_URL"))
+
+    def test_mariadb(self) -> None:
+        """
+        The Django backend keeps the contract on MariaDB.
+        """
+        self.assert_contract(server_url("TWISTEDQ_TEST_MYSQL_URL"))

@@ -1,0 +1,55 @@
+"""
+The contract on Redis, memcached and SQLite, in this process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from urllib.parse import urlsplit
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from tests.backends.contract import BackendContract
+from tests.integration.servers import redis_url, server_url
+from twistedq.backends.base import IResultBackend
+from twistedq.backends.memcached import MemcachedBackend
+from twistedq.backends.redis import RedisBackend
+from twistedq.backends.sqlite import SQLiteBackend
+
+
+class RedisContractTests(BackendContract, TestCase):
+    def make_backend(self, ttl: int) -> IResultBackend:
+        return RedisBackend.from_url(redis_url(), reactor, ttl=ttl)
+
+
+class MemcachedContractTests(BackendContract, TestCase):
+    large_items = False
+
+    def make_backend(self, ttl: int) -> IResultBackend:
+        parts = urlsplit(server_url("TWISTEDQ_TEST_MEMCACHED_URL"))
+        return MemcachedBackend(reactor, parts.hostname, parts.port, ttl=ttl)
+
+
+class SQLiteContractTests(BackendContract, TestCase):
+    expiry_slack = 0.2
+
+    def make_backend(self, ttl: int) -> IResultBackend:
+        return SQLiteBackend(f"{tempfile.mkdtemp()}/results.sqlite3", reactor, ttl=ttl)
+
+    async def test_delete_expired(self) -> None:
+        """
+        The cleanup removes expired rows and counts them.
+        """
+        from twisted.internet.task import deferLater
+
+        from twistedq.backends.base import OutcomeRecord
+        from twistedq.message import new_task_id
+        from twistedq.outcome import success_document
+
+        backend = await self.backend(ttl=1)
+        ids = [new_task_id() for _ in range(5)]
+        await backend.store_results([OutcomeRecord(i, success_document(i, "t", 1)) for i in ids])
+        await deferLater(reactor, 1.2, lambda: None)
+        self.assertEqual(await backend.delete_expired(), 5)
+        self.assertEqual(await backend.delete_expired(), 0)

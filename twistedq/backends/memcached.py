@@ -1,0 +1,230 @@
+"""
+Results in memcached, through Twisted's own memcache protocol:
+``memcached://host:port``.
+
+Limits, stated: memcached evicts under memory pressure, so an outcome can
+vanish before it expires, and taskset progress (a counter per taskset,
+raised once per subtask thanks to an ``add`` guard key) is best-effort.  An
+outcome larger than one item (``max_item_size``, 1 MiB by default) is
+stored as a ``ResultTooLarge`` failure instead, never dropped silently.
+
+Only ``set``, ``get`` (and multi-get), ``add``, ``delete`` and ``incr`` are
+used: the part of the protocol Tokyo Tyrant's memcached interface speaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols.memcache import MemCacheProtocol
+from zope.interface import implementer
+
+from twistedq.backends.base import (
+    DEFAULT_RESULT_TTL,
+    BackendURLError,
+    IResultBackend,
+    OutcomeRecord,
+    TasksetState,
+)
+from twistedq.outcome import failure_document
+
+__all__ = ["MemcachedBackend", "ResultTooLarge"]
+
+#: memcached's default largest item, less room for the key and flags.
+DEFAULT_MAX_ITEM = 1024 * 1024 - 512
+
+
+class ResultTooLarge(Exception):
+    """
+    A task's outcome was larger than the store's largest item.
+    """
+
+
+@implementer(IResultBackend)
+class MemcachedBackend:
+    """
+    A result backend on a memcached server (or anything speaking its text
+    protocol's basic commands).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str = "127.0.0.1",
+        port: int = 11211,
+        ttl: int = DEFAULT_RESULT_TTL,
+        prefix: str = "twistedq:",
+        max_item_size: int = DEFAULT_MAX_ITEM,
+        timeout: float = 10.0,
+    ) -> None:
+        self.reactor = reactor
+        self.url = f"memcached://{host}:{port}"
+        self.ttl = ttl
+        self.prefix = prefix
+        self.max_item_size = max_item_size
+        self.timeout = timeout
+        self._protocol: MemCacheProtocol | None = None
+        self._service = ClientService(
+            HostnameEndpoint(reactor, host, port, timeout=timeout),
+            Factory.forProtocol(MemCacheProtocol),
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            clock=reactor,
+            prepareConnection=self._prepared,
+        )
+
+    def _prepared(self, protocol: MemCacheProtocol) -> None:
+        self._protocol = protocol
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> MemcachedBackend:
+        """
+        Build from ``memcached://host:port``.
+        """
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 11211
+        except ValueError:
+            raise BackendURLError(f"bad memcached URL {url!r}") from None
+        return cls(reactor, parts.hostname or "127.0.0.1", port, ttl)
+
+    def _key(self, *parts: str) -> bytes:
+        return (self.prefix + ":".join(parts)).encode("ascii")
+
+    async def _client(self) -> MemCacheProtocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and protocol.transport.connected:
+            return protocol
+        connected = self._service.whenConnected()
+        connected.addTimeout(self.timeout, self.reactor)
+        return await connected
+
+    def _do(self, work: Any) -> defer.Deferred[Any]:
+        async def run() -> Any:
+            return await work(await self._client())
+
+        return defer.Deferred.fromCoroutine(run())
+
+    # plumbing
+
+    def connect(self) -> defer.Deferred[None]:
+        self._service.startService()
+        return self._do(lambda client: client.version()).addCallback(lambda _: None)
+
+    def close(self) -> defer.Deferred[None]:
+        self._protocol = None
+        return self._service.stopService()
+
+    # IResultBackend
+
+    def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+        ttl = self.ttl
+
+        async def store(client: MemCacheProtocol) -> None:
+            writes = []
+            for record in records:
+                document = record.document
+                failed = record.failed
+                if len(document) > self.max_item_size:
+                    document = failure_document(
+                        record.task_id,
+                        "",
+                        ResultTooLarge(
+                            f"the outcome of {len(record.document)} bytes is larger than "
+                            f"{self.url}'s largest item ({self.max_item_size} bytes)"
+                        ),
+                        traceback="",
+                    )
+                    failed = True
+                writes.append(
+                    client.set(self._key("result", record.task_id), document, expireTime=ttl)
+                )
+                if record.taskset is not None:
+                    writes.append(
+                        defer.Deferred.fromCoroutine(
+                            self._count(client, record.taskset, record.task_id, failed)
+                        )
+                    )
+            await defer.gatherResults(writes, consumeErrors=True)
+
+        return self._do(store)
+
+    async def _count(
+        self, client: MemCacheProtocol, taskset: str, task_id: str, failed: bool
+    ) -> None:
+        """
+        Count a finished subtask once: only the first ``add`` of its guard
+        key raises the counters.
+        """
+        first = await client.add(self._key("member", taskset, task_id), b"1", expireTime=self.ttl)
+        if not first:
+            return
+        counters = ["done", "failed"] if failed else ["done"]
+        for counter in counters:
+            key = self._key("taskset", taskset, counter)
+            if await client.increment(key) is False and not await client.add(
+                key, b"1", expireTime=self.ttl
+            ):
+                await client.increment(key)
+
+    def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        async def mark(client: MemCacheProtocol) -> None:
+            await defer.gatherResults(
+                [
+                    client.add(self._key("result", task_id), document, expireTime=self.ttl)
+                    for task_id, document in records
+                ],
+                consumeErrors=True,
+            )
+
+        return self._do(mark)
+
+    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
+        return self.get_results([task_id]).addCallback(lambda found: found[0])
+
+    def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
+        ids = list(task_ids)
+
+        async def read(client: MemCacheProtocol) -> list[bytes | None]:
+            if not ids:
+                return []
+            found: dict[bytes, Any] = {}
+            for start in range(0, len(ids), 100):
+                keys = [self._key("result", task_id) for task_id in ids[start : start + 100]]
+                found.update(await client.getMultiple(keys))
+            return [found.get(self._key("result", task_id), (0, None))[1] for task_id in ids]
+
+        return self._do(read)
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        async def delete(client: MemCacheProtocol) -> None:
+            await defer.gatherResults(
+                [client.delete(self._key("result", task_id)) for task_id in task_ids],
+                consumeErrors=True,
+            )
+
+        return self._do(delete)
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        async def create(client: MemCacheProtocol) -> None:
+            await client.set(
+                self._key("taskset", taskset_id, "total"), b"%d" % total, expireTime=self.ttl
+            )
+
+        return self._do(create)
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        async def read(client: MemCacheProtocol) -> TasksetState | None:
+            keys = [self._key("taskset", taskset_id, name) for name in ("total", "done", "failed")]
+            found = await client.getMultiple(keys)
+            total, done, failed = (found.get(key, (0, None))[1] for key in keys)
+            if total is None:
+                return None
+            return TasksetState(int(total), int(done or 0), int(failed or 0))
+
+        return self._do(read)
