@@ -10,3 +10,13 @@ def noop():
 
 
 tasks.register(noop, "noop")
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+tasks.register(nap, "nap")

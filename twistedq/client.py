@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
@@ -28,6 +29,15 @@ from twistedq.result import AsyncResult
 __all__ = ["AsyncClient", "Client", "default_client", "set_default_client"]
 
 log = Logger()
+
+
+def _drop(waiter: defer.Deferred[Any] | None) -> None:
+    """
+    Stop waiting on a notification Deferred, quietly.
+    """
+    if waiter is not None:
+        waiter.addErrback(lambda failure: None)
+        waiter.cancel()
 
 
 def _first_error(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
@@ -50,9 +60,12 @@ class AsyncClient:
     re-made after a failure).
     """
 
-    def __init__(self, settings: Settings, reactor: Any, confirm_timeout: float = 30.0) -> None:
+    def __init__(
+        self, settings: Settings, reactor: Any, confirm_timeout: float = 30.0, notify: bool = True
+    ) -> None:
         self.settings = settings
         self.reactor = reactor
+        self.notify = notify
         self.connection = BrokerConnection(BrokerAddress.from_url(settings.broker_url), reactor)
         self.publisher = Publisher(
             self.connection,
@@ -101,6 +114,50 @@ class AsyncClient:
                 )
 
         return defer.Deferred.fromCoroutine(publish())
+
+    def wait_outcome(self, task_id: str, timeout: float | None = None) -> defer.Deferred[Outcome]:
+        """
+        Fire with the task's outcome once it is ready.  A store that
+        announces new outcomes (Redis) wakes the wait as soon as the outcome
+        lands; others are read with a pause doubling from half a
+        millisecond to 50 ms.
+
+        :raises TimeoutError: not ready within ``timeout`` seconds.
+        """
+        from twistedq.result import POLL_MAX, POLL_START
+
+        backend = self.backend
+        notifying = self.notify and hasattr(backend, "waiter")
+        clock = self.reactor
+
+        async def wait() -> Outcome:
+            deadline = None if timeout is None else clock.seconds() + timeout
+            pause = POLL_START
+            while True:
+                waiter = backend.waiter(task_id) if notifying else None  # type: ignore[attr-defined]
+                (outcome,) = await self.get_outcomes([task_id])
+                if outcome.ready:
+                    _drop(waiter)
+                    return outcome
+                left = None if deadline is None else deadline - clock.seconds()
+                if left is not None and left <= 0:
+                    _drop(waiter)
+                    raise TimeoutError(f"task {task_id} not ready within {timeout} s")
+                if waiter is not None:
+                    # Woken by the notification; re-read every second in case
+                    # one was missed while the subscription reconnected.
+                    delay = 1.0 if left is None else min(1.0, left)
+                    waiter.addTimeout(delay, clock)
+                    try:
+                        await waiter
+                    except (defer.TimeoutError, defer.CancelledError):
+                        pass
+                else:
+                    delay = pause if left is None else min(pause, left)
+                    await deferLater(clock, delay, lambda: None)
+                    pause = min(pause * 2, POLL_MAX)
+
+        return defer.Deferred.fromCoroutine(wait())
 
     def purge(self, queue: str | None = None) -> defer.Deferred[int]:
         """
@@ -152,6 +209,8 @@ class Client:
     :ivar settings: where tasks and results go.
     :ivar timeout: how long a publish may take, confirm included, before it
         raises.
+    :ivar notify: wake waiting ``get()`` calls by the store's notification
+        where it has one (Redis); else read with back-off.
     """
 
     def __init__(
@@ -162,6 +221,7 @@ class Client:
         result_backend: str | None = None,
         queue: str | None = None,
         timeout: float = 30.0,
+        notify: bool = True,
         thread: ReactorThread = reactor_thread,
     ) -> None:
         if settings is None:
@@ -171,6 +231,7 @@ class Client:
         BrokerAddress.from_url(settings.broker_url)
         self.settings = settings
         self.timeout = timeout
+        self.notify = notify
         self._thread = thread
         self._lock = threading.Lock()
         self._async: AsyncClient | None = None
@@ -183,6 +244,7 @@ class Client:
                     self.settings,
                     self._thread.reactor,
                     confirm_timeout=self.timeout,
+                    notify=self.notify,
                     timeout=self.timeout,
                 )
             return self._async
@@ -234,6 +296,18 @@ class Client:
         A taskset's progress (total, completed, failed), in one store read.
         """
         return self._thread.call(self._client().get_taskset, taskset_id, timeout=self.timeout)
+
+    def wait_outcome(self, task_id: str, timeout: float | None = None) -> Outcome:
+        """
+        Wait for a task's outcome (woken by the store's notification where
+        it has one, else reading with back-off) and return it.
+
+        :raises TimeoutError: not ready within ``timeout`` seconds.
+        """
+        call_timeout = None if timeout is None else timeout + self.timeout
+        return self._thread.call(
+            self._client().wait_outcome, task_id, timeout, timeout=call_timeout
+        )
 
     def get_outcome(self, task_id: str) -> Outcome:
         """

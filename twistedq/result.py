@@ -200,8 +200,10 @@ class AsyncResult:
         :raises WaitInTaskError: called inside a task.
         """
         _refuse_wait_in_task("AsyncResult.get()")
-        _wait_until(self.ready, timeout, f"task {self.task_id}")
-        outcome = self._read()
+        outcome = self._outcome
+        if outcome is None or not outcome.ready:
+            outcome = self.client.wait_outcome(self.task_id, timeout)
+            self._set(outcome)
         if outcome.status == FAILURE:
             raise outcome.exception()
         if outcome.status == REVOKED:

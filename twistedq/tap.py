@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -132,6 +133,13 @@ class Options(usage.Options):
             _positive,
         ],
         [
+            "cleanup-interval",
+            None,
+            3600.0,
+            "Seconds between removals of expired results from SQLite or the Django database",
+            _positive_float,
+        ],
+        [
             "task-attempts",
             None,
             3,
@@ -245,20 +253,43 @@ class _ReactorTasksService(Service):
 
 class _BackendService(Service):
     """
-    Connects the result backend on start and closes it on stop.
+    Connects the result backend on start and closes it on stop.  A store
+    that does not expire outcomes by itself (SQLite, the Django database:
+    those with ``delete_expired``) has them removed every
+    ``cleanup_interval`` seconds; a failed cleanup is logged and the loop
+    goes on.
     """
 
-    def __init__(self, backend: IResultBackend) -> None:
+    def __init__(self, backend: IResultBackend, cleanup_interval: float, clock: Any) -> None:
         self.backend = backend
+        self.cleanup = LoopingCall(self._clean)
+        self.cleanup.clock = clock
+        self.cleanup_interval = cleanup_interval
+
+    def _clean(self) -> defer.Deferred[None]:
+        async def clean() -> None:
+            try:
+                removed = await self.backend.delete_expired()  # type: ignore[attr-defined]
+            except Exception:
+                log.failure("Removing expired results from {url} failed", url=self.backend.url)
+                return
+            if removed:
+                log.info("Removed {count} expired results", count=removed)
+
+        return defer.Deferred.fromCoroutine(clean())
 
     def startService(self) -> None:
         Service.startService(self)
         self.backend.connect().addErrback(
             lambda f: log.failure("Result store {url} unavailable", f, url=self.backend.url)
         )
+        if hasattr(self.backend, "delete_expired"):
+            self.cleanup.start(self.cleanup_interval, now=False)
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
+        if self.cleanup.running:
+            self.cleanup.stop()
         return self.backend.close()
 
 
@@ -419,7 +450,7 @@ def makeService(options: Options) -> IService:
         _SeedLogFormatService().setServiceParent(daemon)
     if options["reactor-tasks"]:
         _ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
-    _BackendService(backend).setServiceParent(daemon)
+    _BackendService(backend, options["cleanup-interval"], reactor).setServiceParent(daemon)
     _PoolService(pool, reactor).setServiceParent(daemon)
     connection.setServiceParent(daemon)
     _ConsumerService(

@@ -164,6 +164,26 @@ class BackendContract:
             self.assertEqual(stored.status, "FAILURE")
             self.assertEqual(stored.exc["type"], "ResultTooLarge")
 
+    async def test_hundred_thousand_expire(self: Any) -> None:
+        """
+        100,000 outcomes stored with a one-second TTL are all gone once it
+        has passed.
+        """
+        backend = await self.backend(ttl=1)
+        ids = [new_task_id() for _ in range(100_000)]
+        document = success_document(ids[0], "t", None)
+        for start in range(0, len(ids), 10_000):
+            await backend.store_results(
+                [OutcomeRecord(task_id, document) for task_id in ids[start : start + 10_000]]
+            )
+        self.assertIsNotNone(await backend.get_result(ids[-1]))
+        await _sleep(1 + self.expiry_slack)
+        for start in range(0, len(ids), 10_000):
+            found = await backend.get_results(ids[start : start + 10_000])
+            self.assertEqual(found.count(None), len(found))
+        if hasattr(backend, "delete_expired"):
+            self.assertGreaterEqual(await backend.delete_expired(), 100_000)
+
     async def test_expiry(self: Any) -> None:
         """
         Outcomes, pending records and tasksets are gone once their TTL has

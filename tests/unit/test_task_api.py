@@ -99,6 +99,21 @@ class FakeClient:
     def get_outcome(self, task_id):
         return self.get_outcomes([task_id])[0]
 
+    def wait_outcome(self, task_id, timeout=None):
+        """
+        Like the real client: read until ready, TimeoutError past timeout.
+        """
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            outcome = self.get_outcome(task_id)
+            if outcome.ready:
+                return outcome
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} not ready within {timeout} s")
+            time.sleep(0.001)
+
     def get_outcomes(self, task_ids):
         return [Outcome.from_bytes(i, self.outcomes.get(i)) for i in task_ids]
 

@@ -49,7 +49,10 @@ class RedisBackend:
         self.ttl = ttl
         self.prefix = prefix
         self.pool_size = pool_size
+        self.channel = f"{prefix}done"
         self._redis: Any = None
+        self._subscriber: _DoneSubscriberFactory | None = None
+        self._waiters: dict[str, list[defer.Deferred[None]]] = {}
 
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> RedisBackend:
@@ -95,7 +98,45 @@ class RedisBackend:
                 if record.failed:
                     writes.append(redis.sadd(failed, record.task_id))
                     writes.append(redis.expire(failed, ttl))
+        if records:
+            writes.append(
+                redis.publish(self.channel, ",".join(record.task_id for record in records))
+            )
         return _all(writes)
+
+    # notifications
+
+    def waiter(self, task_id: str) -> defer.Deferred[None]:
+        """
+        A Deferred that fires when an outcome for ``task_id`` is stored
+        (announced on the ``channel``), starting the subscription on first
+        use.  Cancel it to stop waiting.  A notification can be missed while
+        the subscription (re)connects: callers read the store after
+        registering and re-read now and then.
+        """
+        if self._subscriber is None:
+            self._subscriber = _DoneSubscriberFactory(self.channel, self._notify)
+            self._subscriber.startConnecting(
+                txredisapi._makeEndpoint(self.host, self.port, 10, None)
+            )
+
+        def forget(d: defer.Deferred[None]) -> None:
+            waiting = self._waiters.get(task_id)
+            if waiting is not None and d in waiting:
+                waiting.remove(d)
+                if not waiting:
+                    del self._waiters[task_id]
+
+        d: defer.Deferred[None] = defer.Deferred(forget)
+        self._waiters.setdefault(task_id, []).append(d)
+        return d
+
+    def _notify(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            message = message.decode("ascii", "replace")
+        for task_id in message.split(","):
+            for d in self._waiters.pop(task_id, []):
+                d.callback(None)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
@@ -136,6 +177,9 @@ class RedisBackend:
         return self._redis.mget([self.prefix + task_id for task_id in task_ids])
 
     def close(self) -> defer.Deferred[None]:
+        if self._subscriber is not None:
+            subscriber, self._subscriber = self._subscriber, None
+            subscriber.disconnect()
         if self._redis is None:
             return defer.succeed(None)
         redis, self._redis = self._redis, None
@@ -144,3 +188,27 @@ class RedisBackend:
 
 def _all(writes: list[defer.Deferred[Any]]) -> defer.Deferred[None]:
     return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)
+
+
+class _DoneSubscriber(txredisapi.SubscriberProtocol):
+    """
+    Subscribes to the outcome channel on every (re)connection.
+    """
+
+    def connectionMade(self) -> Any:
+        d = txredisapi.SubscriberProtocol.connectionMade(self)
+        d.addCallback(lambda _: self.subscribe(self.factory.channel))
+        return d
+
+    def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+        self.factory.on_message(message)
+
+
+class _DoneSubscriberFactory(txredisapi.SubscriberFactory):
+    protocol = _DoneSubscriber
+
+    def __init__(self, channel: str, on_message: Any) -> None:
+        txredisapi.SubscriberFactory.__init__(self, isLazy=True)
+        self.channel = channel
+        self.on_message = on_message
+        self.continueTrying = True
