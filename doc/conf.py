@@ -17,7 +17,24 @@ from sphinx.util.docutils import SphinxDirective
 # whatever copy happens to be installed.
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+# twistedq.contrib.django.models can only be imported once Django is set
+# up: configure the least that lets it import.  No database is opened.
+import django
+from django.conf import settings as django_settings
+
 import twistedq
+
+if not django_settings.configured:
+    django_settings.configure(
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "twistedq.contrib.django",
+        ],
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
 
 project = "twistedq"
 author = "the twistedq authors"

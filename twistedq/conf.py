@@ -1,5 +1,6 @@
 """
 Settings shared by the daemon and the client: defaults, overridden by the
+Django project's settings (when there is one), overridden by the
 environment, overridden by explicit arguments.
 """
 
@@ -53,7 +54,8 @@ class Settings:
     the environment, then explicit arguments.
 
     :ivar broker_url: ``amqp://user:password@host:port/vhost``.
-    :ivar result_backend: ``redis://host:port/db`` or ``sqlite:///path``.
+    :ivar result_backend: ``redis://host:port/db``, ``sqlite:///path``,
+        ``memcached://host:port`` or ``django://[alias]``.
     :ivar queue: the queue tasks are published to and consumed from.
     :ivar exchange: the exchange tasks are published through.
     :ivar seed_states: report SUCCESS as the celery 0.2.0 README's ``DONE``.
@@ -79,7 +81,8 @@ class Settings:
         cls, environ: Mapping[str, str] | None = None, **overrides: Any
     ) -> Settings:
         """
-        Defaults, then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
+        Defaults, then the Django project's settings (when there is one),
+        then ``TWISTEDQ_BROKER_URL, ``TWISTEDQ_RESULT_BACKEND``,
         ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE`` and ``TWISTEDQ_SEED_STATES``
         (``1`` to report SUCCESS as ``DONE``), then ``overrides`` that are
         not :py:obj:`None`.

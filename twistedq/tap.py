@@ -92,7 +92,8 @@ class Options(usage.Options):
             "result-backend",
             "r",
             None,
-            "Result store URL: redis://host:port/db or sqlite:///path "
+            "Result store URL: redis://host:port/db, sqlite:///path, memcached://host:port "
+            "or django://[alias] "
             "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]",
         ],
         [
@@ -158,9 +159,9 @@ class Options(usage.Options):
             "django-settings",
             None,
             None,
-            "Django settings module: the daemon and every child set Django up with it, the "
-            "children run tasks.autodiscover(), and twistedq's settings are read from it "
-            "[default: $DJANGO_SETTINGS_MODULE]",
+            "Django settings module: sets DJANGO_SETTINGS_MODULE, twistedq's settings are read "
+            "from it, and the daemon and every child run django.setup() (the children also "
+            "tasks.autodiscover()) [default: $DJANGO_SETTINGS_MODULE]",
         ],
         [
             "log-format",
@@ -245,6 +246,10 @@ class _ReactorTasksService(Service):
     def startService(self) -> None:
         Service.startService(self)
         try:
+            if os.environ.get("DJANGO_SETTINGS_MODULE"):
+                import django
+
+                django.setup()
             import_task_modules(self.modules)
         except Exception:
             log.failure("The task modules could not be imported into the daemon; stopping")

@@ -14,6 +14,7 @@ SECRET_KEY = os.environ.get("CLICKCOUNTER_SECRET_KEY", "clickcounter-example-not
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 ROOT_URLCONF = "examples.clickcounter.urls"
 
 INSTALLED_APPS = [

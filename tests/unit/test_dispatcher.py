@@ -244,17 +244,41 @@ class SettlingTests(DispatcherTestCase):
         self.assertEqual([d.settled for d in self.deliveries], [["ack"]] * 3)
         self.assertEqual(self.dispatcher.failed, 1)
 
-    def test_store_failure(self):
+    def test_store_failure_retried_without_rerunning(self):
         """
-        When storing fails every delivery of the batch is rejected with
-        ``requeue=True`` and none is acked.
+        When storing fails, nothing is settled and no task runs again: the
+        same outcomes are written again after 0.5 s, then 1 s, and acked
+        once the store takes them.
         """
         self.pool.finish(0)
         self.backend.stores[0][1].errback(ConnectionError("store down"))
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
         for d in self.deliveries:
+            self.assertEqual(d.settled, [])
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.backend.stores), 2)
+        self.assertEqual(self.backend.stores[1][0], self.backend.stores[0][0])
+        self.backend.stores[1][1].errback(ConnectionError("still down"))
+        self.flushLoggedErrors(ConnectionError)
+        self.clock.advance(0.9)
+        self.assertEqual(len(self.backend.stores), 2)
+        self.clock.advance(0.1)
+        self.backend.stores[2][1].callback(None)
+        for d in self.deliveries:
+            self.assertEqual(d.settled, ["ack"])
+        self.assertEqual(len(self.pool.batches), 1)
+        self.assertEqual(self.dispatcher.store_retries, 2)
+
+    def test_store_failure_while_stopping(self):
+        """
+        A store failure during shutdown sends the messages back to the queue.
+        """
+        self.dispatcher.drain()
+        self.pool.finish(0)
+        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        self.flushLoggedErrors(ConnectionError)
+        for d in self.deliveries:
             self.assertEqual(d.settled, [("reject", True)])
-        self.assertEqual(self.dispatcher.completed, 0)
 
     def test_child_lost_batch_runs_again_alone(self):
         """

@@ -364,14 +364,14 @@ class OutcomeRecordTests(ETATestCase):
         [(records, _)] = self.backend.stores
         self.assertIsNone(records[0].taskset)
 
-    def test_failed_store_requeues(self):
+    def test_failed_store_keeps_message(self):
         """
-        When the outcomes cannot be stored the deliveries are rejected with
-        requeue, never acked.
+        When the outcomes cannot be stored the delivery is neither acked nor
+        rejected: the outcome is written again later.
         """
         _, stored, settled = self.run_one(5, lambda m: success_document(m.id, m.task, 1))
         stored.errback(ConnectionError("store down"))
-        self.assertEqual(settled.settled, [("reject", True)])
+        self.assertEqual(settled.settled, [])
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
 
 

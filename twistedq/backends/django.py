@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -48,7 +49,10 @@ class DjangoBackend:
     A result backend in a Django database.
 
     :param alias: the database alias in ``DATABASES``.
+    :param ttl: seconds an outcome is kept.
     :param threads: the most ORM threads (SQLite always uses one).
+    :param worker: recorded in each result's ``worker`` column (by
+        default this host's name).
     """
 
     def __init__(
@@ -64,7 +68,7 @@ class DjangoBackend:
         self.url = f"django://{alias}"
         self.ttl = ttl
         self.max_threads = threads
-        self.worker = worker
+        self.worker = worker or socket.gethostname()
         self._pool: ThreadPool | None = None
 
     @classmethod

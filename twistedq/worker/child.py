@@ -142,6 +142,8 @@ class TaskRunner:
         self.loglevel = loglevel
         self.soft_time_limit = soft_time_limit
         self._takes_extras: dict[Any, bool] = {}
+        #: Called after every task (Django closes stale connections there).
+        self.after_task: Any = None
 
     def limits(self) -> dict[str, list[float | None]]:
         """
@@ -174,6 +176,16 @@ class TaskRunner:
         """
         Run one encoded task message; never raises.
         """
+        try:
+            return self._run(body)
+        finally:
+            if self.after_task is not None:
+                try:
+                    self.after_task()
+                except Exception:
+                    logging.getLogger("twistedq").exception("after_task failed")
+
+    def _run(self, body: bytes) -> bytes:
         try:
             message = TaskMessage.decode(body)
         except MessageError as e:
@@ -310,18 +322,21 @@ def main(argv: list[str] | None = None) -> None:
 
     from twistedq.task import tasks
 
+    runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit)
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         import django
+        from django.db import close_old_connections
 
         django.setup()
         tasks.autodiscover()
+        # As after a request: no connection outlives its welcome.
+        runner.after_task = close_old_connections
     import_task_modules(options.tasks)
     running = [True]
 
     def stop() -> None:
         running[0] = False
 
-    runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit)
     serve(amp.AMP(locator=ChildLocator(runner, stop)), AMP_IN_FD, AMP_OUT_FD, running)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
 __all__ = ["Dispatcher"]
+
+#: First and largest pause before writing outcomes again to a failing store.
+STORE_RETRY_START = 0.5
+STORE_RETRY_MAX = 60.0
 
 log = Logger()
 
@@ -86,6 +91,7 @@ class Dispatcher:
         self._suspects: set[str] = set()
         self.stopping = False
         self.reactor_runner: ReactorTaskRunner | None = None
+        self.store_retries = 0
         self._in_flight: set[defer.Deferred[None]] = set()
         self.completed = 0
         self.failed = 0
@@ -103,6 +109,7 @@ class Dispatcher:
             "held_for_eta": len(self._waiting),
             "in_flight": len(self._in_flight),
             "retrying": len(self._suspects),
+            "store_retries": self.store_retries,
         }
 
     @property
@@ -245,6 +252,21 @@ class Dispatcher:
             OutcomeRecord(message.id, outcome, message.taskset, _is_failure(outcome))
             for (_, message), outcome in zip(batch, outcomes, strict=True)
         ]
+        return self._store(batch, records, STORE_RETRY_START)
+
+    def _store(
+        self,
+        batch: list[tuple[_Delivery, TaskMessage]],
+        records: list[OutcomeRecord],
+        pause: float,
+    ) -> defer.Deferred[None]:
+        """
+        Store a batch's outcomes, then ack.  While the store fails, the
+        outcomes are kept and written again after a pause that doubles up
+        to a minute: the tasks do not run again, their messages stay
+        unacknowledged.  When the daemon stops meanwhile they go back to
+        the queue.
+        """
         d = self.backend.store_results(records)
 
         def stored(_: None) -> None:
@@ -258,14 +280,26 @@ class Dispatcher:
                     self.failed += 1
                     self._log_failure(message, record.document)
 
-        def not_stored(failure: Failure) -> None:
+        def not_stored(failure: Failure) -> defer.Deferred[None] | None:
+            if self.stopping:
+                log.failure(
+                    "Could not store {count} outcomes; their messages go back to the queue",
+                    failure,
+                    count=len(batch),
+                )
+                for delivery, _message in batch:
+                    delivery.reject(requeue=True)
+                return None
             log.failure(
-                "Could not store {count} outcomes; their messages go back to the queue",
+                "Could not store {count} outcomes; trying again in {pause} s",
                 failure,
                 count=len(batch),
+                pause=pause,
             )
-            for delivery, _message in batch:
-                delivery.reject(requeue=True)
+            self.store_retries += 1
+            return deferLater(self.clock, pause, lambda: None).addCallback(
+                lambda _: self._store(batch, records, min(pause * 2, STORE_RETRY_MAX))
+            )
 
         return d.addCallbacks(stored, not_stored)
 

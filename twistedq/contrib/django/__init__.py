@@ -16,11 +16,13 @@ __all__ = ["delay_on_commit"]
 
 def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> Any:
     """
-    Publish a task (a name, a Task class or a ``@task`` function) once the
-    current database transaction commits, so the task never reads rows that
-    are not there yet; nothing is published if it rolls back.  Outside a
-    transaction it publishes at once.  Returns the
-    :py:class:`~twistedq.result.AsyncResult`, whose id is chosen now.
+    Publish a task (a name, a Task class or instance, or a ``@task``
+    function) once the current database transaction commits, so the task
+    never reads rows that are not there yet; nothing is published if it
+    rolls back.  Outside a transaction it publishes at once.  ``using``
+    names the database alias whose transaction counts; it is not passed to
+    the task.  Returns the :py:class:`~twistedq.result.AsyncResult`, whose
+    id is chosen now.
     """
     from django.db import transaction
 
