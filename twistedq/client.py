@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
-from twistedq.backends.base import IResultBackend, TasksetState, backend_from_url
+from twistedq.backends.base import IResultBackend, TasksetState, backend_from_url, gather
 from twistedq.conf import Settings
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.outcome import Outcome, pending_document
@@ -38,19 +38,6 @@ def _drop(waiter: defer.Deferred[Any] | None) -> None:
     if waiter is not None:
         waiter.addErrback(lambda failure: None)
         waiter.cancel()
-
-
-def _first_error(d: defer.Deferred[Any]) -> defer.Deferred[Any]:
-    """
-    Fail with the first underlying error of a gathered Deferred, not with
-    :py:obj:`twisted.internet.defer.FirstError`.
-    """
-
-    def unwrap(failure: Any) -> Any:
-        failure.trap(defer.FirstError)
-        return failure.value.subFailure
-
-    return d.addErrback(unwrap)
 
 
 class AsyncClient:
@@ -92,14 +79,8 @@ class AsyncClient:
         """
 
         async def publish() -> None:
-            await _first_error(
-                defer.gatherResults(
-                    [
-                        defer.Deferred.fromCoroutine(self.publisher.publish(m, queue))
-                        for m in messages
-                    ],
-                    consumeErrors=True,
-                )
+            await gather(
+                [defer.Deferred.fromCoroutine(self.publisher.publish(m, queue)) for m in messages]
             )
             try:
                 await self.backend.mark_sent(

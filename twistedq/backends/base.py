@@ -18,6 +18,7 @@ __all__ = [
     "OutcomeRecord",
     "TasksetState",
     "backend_from_url",
+    "gather",
 ]
 
 #: Results expire after a day unless configured otherwise.
@@ -117,6 +118,20 @@ class IResultBackend(Interface):
         """
         Release connections and threads.
         """
+
+
+def gather(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:
+    """
+    Wait for all of ``deferreds``; fail with the first underlying error
+    (not :py:obj:`twisted.internet.defer.FirstError`) if any fails.
+    """
+    from twisted.internet import defer
+
+    def unwrap(failure: Any) -> Any:
+        failure.trap(defer.FirstError)
+        return failure.value.subFailure
+
+    return defer.gatherResults(deferreds, consumeErrors=True).addErrback(unwrap)
 
 
 def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:

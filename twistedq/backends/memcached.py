@@ -14,6 +14,7 @@ used: the part of the protocol Tokyo Tyrant's memcached interface speaks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from twistedq.backends.base import (
     IResultBackend,
     OutcomeRecord,
     TasksetState,
+    gather,
 )
 from twistedq.outcome import failure_document
 
@@ -38,6 +40,17 @@ __all__ = ["MemcachedBackend", "ResultTooLarge"]
 
 #: memcached's default largest item, less room for the key and flags.
 DEFAULT_MAX_ITEM = 1024 * 1024 - 512
+
+
+class _MemcacheClient(MemCacheProtocol):
+    """
+    Twisted's memcache protocol, with its reply timeout cancelled once the
+    connection is lost (it otherwise lingers, and fires, after the loss).
+    """
+
+    def connectionLost(self, reason: Any) -> None:
+        self.setTimeout(None)
+        MemCacheProtocol.connectionLost(self, reason)
 
 
 class ResultTooLarge(Exception):
@@ -72,7 +85,7 @@ class MemcachedBackend:
         self._protocol: MemCacheProtocol | None = None
         self._service = ClientService(
             HostnameEndpoint(reactor, host, port, timeout=timeout),
-            Factory.forProtocol(MemCacheProtocol),
+            Factory.forProtocol(functools.partial(_MemcacheClient, timeOut=timeout)),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
             clock=reactor,
             prepareConnection=self._prepared,
@@ -150,7 +163,7 @@ class MemcachedBackend:
                             self._count(client, record.taskset, record.task_id, failed)
                         )
                     )
-            await defer.gatherResults(writes, consumeErrors=True)
+            await gather(writes)
 
         return self._do(store)
 
@@ -174,12 +187,11 @@ class MemcachedBackend:
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         async def mark(client: MemCacheProtocol) -> None:
-            await defer.gatherResults(
+            await gather(
                 [
                     client.add(self._key("result", task_id), document, expireTime=self.ttl)
                     for task_id, document in records
                 ],
-                consumeErrors=True,
             )
 
         return self._do(mark)
@@ -203,9 +215,8 @@ class MemcachedBackend:
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         async def delete(client: MemCacheProtocol) -> None:
-            await defer.gatherResults(
+            await gather(
                 [client.delete(self._key("result", task_id)) for task_id in task_ids],
-                consumeErrors=True,
             )
 
         return self._do(delete)

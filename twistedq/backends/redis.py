@@ -22,6 +22,7 @@ from twistedq.backends.base import (
     IResultBackend,
     OutcomeRecord,
     TasksetState,
+    gather,
 )
 
 __all__ = ["RedisBackend"]
@@ -166,7 +167,7 @@ class RedisBackend:
                 return None
             return TasksetState(int(total), int(completed), int(failures))
 
-        return defer.gatherResults(reads, consumeErrors=True).addCallback(state)
+        return gather(reads).addCallback(state)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
         return self._redis.get(self.prefix + task_id)
@@ -187,7 +188,7 @@ class RedisBackend:
 
 
 def _all(writes: list[defer.Deferred[Any]]) -> defer.Deferred[None]:
-    return defer.gatherResults(writes, consumeErrors=True).addCallback(lambda _: None)
+    return gather(writes).addCallback(lambda _: None)
 
 
 class _DoneSubscriber(txredisapi.SubscriberProtocol):
