@@ -19,9 +19,10 @@ from tests.integration.servers import ROOT, amqp_url, redis_url
 class LatencyTests(SynchronousTestCase):
     def test_notification_does_not_grow_with_poll_interval(self) -> None:
         """
-        With notification, ``get()`` returns within a few milliseconds of the
-        task's end whatever the poll interval; with polling every 200 ms it
-        takes about half that interval.  The figures are printed.
+        With notification (Redis), ``get()`` returns within a few
+        milliseconds of the task's end whatever the poll interval; with
+        polling every 200 ms it takes a good part of that interval on every
+        store.  The figures of every store are printed.
         """
         env = dict(
             os.environ,
@@ -30,7 +31,16 @@ class LatencyTests(SynchronousTestCase):
             TWISTEDQ_TEST_REDIS_URL=redis_url(),
         )
         completed = subprocess.run(
-            [sys.executable, "-m", "bench.latency", "--tasks", "6", "--stores", "redis", "--json"],
+            [
+                sys.executable,
+                "-m",
+                "bench.latency",
+                "--tasks",
+                "4",
+                "--stores",
+                "redis,memcached,sqlite",
+                "--json",
+            ],
             capture_output=True,
             text=True,
             timeout=300,
@@ -41,7 +51,12 @@ class LatencyTests(SynchronousTestCase):
         rows = json.loads(completed.stdout.strip().splitlines()[-1])
         for row in rows:
             print(f"latency {row}")
-        figures = {(r["wakeup"], r["poll_max_ms"]): r["p50_ms"] for r in rows}
+        figures = {
+            (r["wakeup"], r["poll_max_ms"]): r["p50_ms"] for r in rows if r["store"] == "redis"
+        }
+        for row in rows:
+            if row["wakeup"] == "polling" and row["poll_max_ms"] == 200.0:
+                self.assertGreater(row["p50_ms"], 50, row)
         self.assertLess(figures[("notification", 20.0)], 20)
         self.assertLess(figures[("notification", 200.0)], 20)
         self.assertGreater(figures[("polling", 200.0)], 50)
