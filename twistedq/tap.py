@@ -196,13 +196,20 @@ class Options(usage.Options):
         if self["django-settings"]:
             # Read by the daemon's own Django setup and inherited by children.
             os.environ["DJANGO_SETTINGS_MODULE"] = self["django-settings"]
-        settings = Settings.from_environment(
-            broker_url=self["broker"],
-            result_backend=self["result-backend"],
-            queue=self["queue"],
-            exchange=self["exchange"],
-            seed_states=True if self["seed-states"] else None,
-        )
+        try:
+            settings = Settings.from_environment(
+                broker_url=self["broker"],
+                result_backend=self["result-backend"],
+                queue=self["queue"],
+                exchange=self["exchange"],
+                seed_states=True if self["seed-states"] else None,
+            )
+        except ImportError as e:
+            raise usage.UsageError(f"cannot read the Django settings: {e}") from None
+        except Exception as e:
+            if type(e).__name__ != "ImproperlyConfigured":
+                raise
+            raise usage.UsageError(f"Django settings: {e}") from None
         try:
             self["broker-address"] = BrokerAddress.from_url(settings.broker_url)
         except BrokerURLError as e:
