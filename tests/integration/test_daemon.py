@@ -298,6 +298,17 @@ class OptionTests(SynchronousTestCase):
             self.assertIn(expected, output)
             self.assertNotIn("Traceback", output)
 
+    def test_bad_django_settings(self) -> None:
+        """
+        A Django settings module that cannot be imported is a one-line
+        usage error.
+        """
+        completed = self.twistd("--django-settings", "no.such.settings")
+        output = completed.stdout + completed.stderr
+        self.assertNotEqual(completed.returncode, 0)
+        self.assertIn("cannot read the Django settings", output)
+        self.assertNotIn("Traceback", output)
+
 
 class DeadBrokerTests(TestCase):
     async def test_publish_to_dead_broker(self) -> None:
@@ -316,16 +327,3 @@ class DeadBrokerTests(TestCase):
             await client.publish(TaskMessage(id=new_task_id(), task="add"))
         self.assertLess(time.monotonic() - started, 5)
         self.assertIn("127.0.0.1", str(caught.exception))
-
-
-class DjangoOptionTests(OptionTests):
-    def test_bad_django_settings(self) -> None:
-        """
-        A Django settings module that cannot be imported is a one-line
-        usage error.
-        """
-        completed = self.twistd("--django-settings", "no.such.settings")
-        output = completed.stdout + completed.stderr
-        self.assertNotEqual(completed.returncode, 0)
-        self.assertIn("cannot read the Django settings", output)
-        self.assertNotIn("Traceback", output)
