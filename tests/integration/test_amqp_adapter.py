@@ -7,6 +7,7 @@ docstring of :py:mod:`twistedq.amqp.protocol`.
 from __future__ import annotations
 
 import subprocess
+import time
 import warnings
 from typing import Any
 
@@ -303,3 +304,62 @@ class AdapterTests(TestCase):
         deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
         self.assertEqual(deprecations, [], [str(w.message) for w in deprecations])
         self.assertEqual(self.flushWarnings(), [])
+
+
+class PublishFailureTests(TestCase):
+    """
+    A publish the broker cannot route, and one it does not confirm in time.
+    """
+
+    timeout = 60
+
+    async def test_unroutable(self) -> None:
+        """
+        A task published to a queue that was deleted after it was declared
+        fails with Unroutable naming the task, instead of vanishing.
+        """
+        from twistedq.amqp.broker import Publisher
+        from twistedq.amqp.protocol import Unroutable
+        from twistedq.message import TaskMessage, new_task_id
+
+        connection = BrokerConnection(BrokerAddress.from_url(amqp_url()), reactor)
+        queue = unique_queue()
+        topology = Topology(exchange=f"{queue}-x", queue=queue)
+        publisher = Publisher(connection, topology, confirm_timeout=10)
+        connection.startService()
+        self.addCleanup(connection.stopService)
+        protocol = await connection.when_connected(fail_after=3)
+        channel = await protocol.open_channel()
+        await channel.queue_delete(queue=queue)
+        message = TaskMessage(id=new_task_id(), task="add")
+        with self.assertRaises(Unroutable) as caught:
+            await publisher.publish(message)
+        self.assertEqual(caught.exception.message_id, message.id)
+        await channel.queue_delete(queue=topology.dead_letter_queue)
+        await channel.exchange_delete(exchange=topology.exchange)
+        await channel.exchange_delete(exchange=topology.dead_letter_exchange)
+
+    async def test_alarm_makes_publish_uncertain_within_timeout(self) -> None:
+        """
+        Under a memory alarm a publish fails with PublishUncertain within
+        its timeout instead of hanging the caller.
+        """
+        from twistedq.amqp.broker import Publisher, PublishUncertain
+        from twistedq.message import TaskMessage, new_task_id
+
+        connection = BrokerConnection(BrokerAddress.from_url(amqp_url()), reactor)
+        queue = unique_queue()
+        publisher = Publisher(connection, Topology(queue=queue), confirm_timeout=1.0)
+        connection.startService()
+        self.addCleanup(connection.stopService)
+        await connection.when_connected(fail_after=3)
+        rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1")
+        try:
+            started = time.monotonic()
+            message = TaskMessage(id=new_task_id(), task="add")
+            with self.assertRaises(PublishUncertain) as caught:
+                await publisher.publish(message)
+            self.assertLess(time.monotonic() - started, 3)
+            self.assertEqual(caught.exception.task_id, message.id)
+        finally:
+            rabbitmqctl("set_vm_memory_high_watermark", "0.4")

@@ -38,6 +38,7 @@ __all__ = [
     "Consumer",
     "Delivery",
     "PublishTimeout",
+    "PublishUncertain",
     "Publisher",
     "Topology",
 ]
@@ -53,10 +54,11 @@ class BrokerURLError(ValueError):
     """
 
 
-class PublishTimeout(Exception):
+class PublishUncertain(Exception):
     """
-    The broker did not confirm a publish in time.  The message may or may not
-    have been taken: publish it again with the same task id to be sure.
+    The broker did not confirm a publish in time (it may be under a memory
+    or disk alarm, or unreachable).  The message may or may not have been
+    taken: publish it again with the same task id to be sure.
 
     :ivar task_id: the id of the task whose publish is uncertain.
     """
@@ -64,6 +66,10 @@ class PublishTimeout(Exception):
     def __init__(self, task_id: str, seconds: float) -> None:
         super().__init__(f"no confirm for task {task_id} within {seconds} s")
         self.task_id = task_id
+
+
+#: The earlier name of :py:class:`PublishUncertain`.
+PublishTimeout = PublishUncertain
 
 
 class BrokerUnavailable(Exception):
@@ -160,6 +166,7 @@ class BrokerConnection(Service):
         self.address = address
         self.reactor = reactor
         self._hooks: list[ConnectHook] = []
+        self._protocol: BrokerProtocol | None = None
         endpoint = HostnameEndpoint(
             reactor, address.host, address.port, timeout=address.connect_timeout
         )
@@ -182,11 +189,18 @@ class BrokerConnection(Service):
             await protocol.authenticate(self.address.username, self.address.password)
             for hook in self._hooks:
                 await hook(protocol)
+            self._protocol = protocol
+            protocol.disconnected.wait().addBoth(self._lost, protocol)
             log.info("Connected to {broker}", broker=str(self.address))
 
         d = defer.Deferred.fromCoroutine(prepare())
         d.addErrback(self._prepare_failed)
         return d
+
+    def _lost(self, result: Any, protocol: BrokerProtocol) -> Any:
+        if self._protocol is protocol:
+            self._protocol = None
+        return result
 
     def _prepare_failed(self, failure: Any) -> Any:
         log.failure("Setting up the broker connection failed", failure)
@@ -199,6 +213,9 @@ class BrokerConnection(Service):
         :param fail_after: fail after this many failed connection attempts
             instead of waiting for ever.
         """
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return defer.succeed(protocol)
         return self._client_service.whenConnected(failAfterFailures=fail_after)
 
     def startService(self) -> None:
@@ -207,6 +224,7 @@ class BrokerConnection(Service):
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
+        self._protocol = None
         return self._client_service.stopService()
 
 
@@ -323,7 +341,8 @@ class Publisher:
 
         :raises BrokerUnavailable: no connection within ``confirm_timeout``
             seconds; nothing was sent.
-        :raises PublishTimeout: no confirm within ``confirm_timeout`` seconds.
+        :raises PublishUncertain: no confirm within ``confirm_timeout`` seconds.
+        :raises twistedq.amqp.protocol.Unroutable: no queue takes the message.
         :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
         """
         body = message.encode()
@@ -339,12 +358,13 @@ class Publisher:
                 "delivery-mode": PERSISTENT,
                 "message-id": message.id,
             },
+            mandatory=True,
         )
         timeout = self.connection.reactor.callLater(self.confirm_timeout, confirmed.cancel)
         try:
             await confirmed
         except defer.CancelledError:
-            raise PublishTimeout(message.id, self.confirm_timeout) from None
+            raise PublishUncertain(message.id, self.confirm_timeout) from None
         finally:
             if timeout.active():
                 timeout.cancel()

@@ -63,6 +63,7 @@ __all__ = [
     "BrokerDelegate",
     "BrokerProtocol",
     "PublishNacked",
+    "Unroutable",
     "load_spec",
 ]
 
@@ -92,6 +93,22 @@ def load_spec() -> Any:
         return txamqp_spec.load(str(path))
 
 
+class Unroutable(Exception):
+    """
+    The broker could not route a mandatory message to any queue (the queue
+    is missing or unbound): nothing will run it.
+
+    :ivar message_id: the message's id (the task id).
+    """
+
+    def __init__(self, message_id: str | None, code: int, text: str, routing_key: str) -> None:
+        super().__init__(
+            f"the broker could not route message {message_id} (routing key {routing_key!r}): "
+            f"{code} {text}"
+        )
+        self.message_id = message_id
+
+
 class PublishNacked(Exception):
     """
     The broker refused responsibility for a published message
@@ -112,6 +129,8 @@ class BrokerChannel(AMQChannel):
         self.confirming = False
         self.publish_seq = 0
         self.unconfirmed: dict[int, defer.Deferred[None]] = {}
+        self._mandatory: dict[str, int] = {}
+        self._returned: dict[int, Unroutable] = {}
 
     def invoke(self, method: Any, args: Any, content: Any = None) -> defer.Deferred[Any]:
         """
@@ -188,6 +207,9 @@ class BrokerChannel(AMQChannel):
         if self.confirming and not self.closed:
             self.publish_seq += 1
             d = self.unconfirmed[self.publish_seq] = defer.Deferred()
+            message_id = properties.get("message-id")
+            if mandatory and message_id:
+                self._mandatory[message_id] = self.publish_seq
         else:
             d = defer.succeed(None)
         sent = self.basic_publish(
@@ -212,10 +234,27 @@ class BrokerChannel(AMQChannel):
             tags = [delivery_tag] if delivery_tag in self.unconfirmed else []
         for tag in tags:
             d = self.unconfirmed.pop(tag)
-            if error is None:
+            returned = self._returned.pop(tag, None)
+            if error is None and returned is not None:
+                d.errback(returned)
+            elif error is None:
                 d.callback(None)
             else:
                 d.errback(error)
+        if self._mandatory and tags:
+            settled = set(tags)
+            for message_id, tag in list(self._mandatory.items()):
+                if tag in settled:
+                    del self._mandatory[message_id]
+
+    def note_return(self, message_id: str | None, code: int, text: str, routing_key: str) -> None:
+        """
+        The broker returned a mandatory message it could not route; its
+        confirm, which follows, fails with :py:obj:`Unroutable`.
+        """
+        tag = self._mandatory.pop(message_id, None) if message_id else None
+        if tag is not None:
+            self._returned[tag] = Unroutable(message_id, code, text, routing_key)
 
     def do_close(self, reason: Any) -> None:
         """
@@ -309,6 +348,10 @@ class BrokerDelegate(TwistedDelegate):
         )
 
     def basic_return_(self, ch: BrokerChannel, msg: Message) -> None:
+        properties = msg.content.properties if msg.content is not None else {}
+        ch.note_return(
+            properties.get("message-id"), msg.reply_code, msg.reply_text, msg.routing_key
+        )
         log.warn(
             "Broker returned an unroutable message: {code} {text} "
             "(exchange {exchange!r}, routing key {key!r})",
