@@ -444,6 +444,7 @@ def makeService(options: Options) -> IService:
         max_batch=options["batch"],
         time_limit=options["time-limit"],
         max_attempts=options["task-attempts"],
+        check_duplicates=True,
     )
     pool.on_idle = dispatcher.pump
     if options["reactor-tasks"]:

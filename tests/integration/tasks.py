@@ -67,3 +67,15 @@ def die_once(marker):
 
 tasks.register(sleep, "sleep")
 tasks.register(die_once, "die_once")
+
+
+def count_run(path):
+    """
+    Append a line per run, so a test can count them.
+    """
+    with open(path, "a") as f:
+        f.write("ran\n")
+    return "counted"
+
+
+tasks.register(count_run, "count_run")

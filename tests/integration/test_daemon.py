@@ -206,6 +206,24 @@ class StoreBehaviour:
         (forgotten,) = await self.client.get_outcomes([task_id])
         self.assertFalse(forgotten.known)
 
+    async def test_committed_task_not_run_again(self: Any) -> None:
+        """
+        A task published again with the same id after its outcome was
+        committed (as after PublishUncertain) is acked without running.
+        """
+        marker = tempfile.mktemp()
+        message = TaskMessage(id=new_task_id(), task="count_run", args=(marker,))
+        await self.client.publish(message)
+        await wait_outcome(self.client, message.id)
+        await self.client.publish(message)
+        for _ in range(100):
+            if "already has its outcome" in self.daemon.log():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertIn("already has its outcome", self.daemon.log())
+        with open(marker) as runs:
+            self.assertEqual(runs.read().count("ran"), 1)
+
     async def test_expired_and_eta(self: Any) -> None:
         """
         A task past its expiry is recorded REVOKED without running; a task

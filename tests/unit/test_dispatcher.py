@@ -458,3 +458,79 @@ class TimeLimitDispatchTests(DispatcherTestCase):
         self.dispatcher.pump()
         self.assertEqual(self.batch_ids(), [[task_id(n) for n in (1, 2, 3, 4)]])
         self.assertEqual(self.pool.time_limits, [None])
+
+
+class DuplicateCheckTests(SynchronousTestCase):
+    """
+    With ``check_duplicates``, one store read per reactor turn tells which
+    deliveries already have a committed outcome.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pool = FakePool(idle=2)
+        self.backend = CheckingBackend()
+        self.dispatcher = Dispatcher(
+            self.pool, self.backend, self.clock, max_batch=4, check_duplicates=True
+        )
+
+    def test_committed_outcome_acked_without_running(self):
+        """
+        A delivery whose id already has SUCCESS (or FAILURE) is acked and
+        never reaches the pool; a pending record does not count; the others
+        run; the deliveries of one turn cost one read.
+        """
+        done, failed, pending, new = (delivery(n) for n in (1, 2, 3, 4))
+        self.backend.found = {
+            task_id(1): success_document(task_id(1), "add", 1),
+            task_id(2): failure_document(task_id(2), "add", ValueError("x"), traceback=""),
+            task_id(3): b'{"id":"x","task":"add","status":"PENDING","sent_at":"now"}',
+        }
+        for d in (done, failed, pending, new):
+            self.dispatcher.deliver(d)
+        self.assertEqual(self.pool.batches, [])
+        self.clock.advance(0)
+        self.assertEqual(self.backend.reads, [[task_id(n) for n in (1, 2, 3, 4)]])
+        self.assertEqual((done.settled, failed.settled), (["ack"], ["ack"]))
+        ran = sorted(i for batch in self.batch_ids() for i in batch)
+        self.assertEqual(ran, [task_id(3), task_id(4)])
+        self.assertEqual(self.dispatcher.duplicates, 2)
+
+    def test_store_down_runs_anyway(self):
+        """
+        When the store cannot be read the tasks run (at least once).
+        """
+        self.backend.fail = True
+        d = delivery(1)
+        self.dispatcher.deliver(d)
+        self.clock.advance(0)
+        self.flushLoggedErrors(ConnectionError)
+        self.assertEqual(self.batch_ids(), [[task_id(1)]])
+
+    def test_drain_returns_unchecked(self):
+        """
+        Deliveries waiting for the check go back to the queue on drain.
+        """
+        d = delivery(1)
+        self.dispatcher.deliver(d)
+        self.dispatcher.drain()
+        self.clock.advance(0)
+        self.assertEqual(d.settled, [("reject", True)])
+        self.assertEqual(self.backend.reads, [])
+
+    def batch_ids(self):
+        return [[TaskMessage.decode(b).id for b in bodies] for bodies, _ in self.pool.batches]
+
+
+class CheckingBackend(FakeBackend):
+    def __init__(self):
+        super().__init__()
+        self.found = {}
+        self.reads = []
+        self.fail = False
+
+    def get_results(self, ids):
+        if self.fail:
+            return defer.fail(ConnectionError("store down"))
+        self.reads.append(list(ids))
+        return defer.succeed([self.found.get(i) for i in ids])

@@ -26,6 +26,7 @@ from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
 from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
 from twistedq.outcome import Outcome, failure_document, revoked_document
+from twistedq.states import FAILURE, READY_STATES
 
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
@@ -77,6 +78,7 @@ class Dispatcher:
         max_body_size: int = MAX_BODY_SIZE,
         time_limit: float | None = None,
         max_attempts: int = 3,
+        check_duplicates: bool = False,
     ) -> None:
         self.pool = pool
         self.backend = backend
@@ -92,6 +94,10 @@ class Dispatcher:
         self.stopping = False
         self.reactor_runner: ReactorTaskRunner | None = None
         self.store_retries = 0
+        self.check_duplicates = check_duplicates
+        self.duplicates = 0
+        self._unchecked: list[tuple[_Delivery, TaskMessage]] = []
+        self._check_call: IDelayedCall | None = None
         self._in_flight: set[defer.Deferred[None]] = set()
         self.completed = 0
         self.failed = 0
@@ -110,6 +116,7 @@ class Dispatcher:
             "in_flight": len(self._in_flight),
             "retrying": len(self._suspects),
             "store_retries": self.store_retries,
+            "duplicates_suppressed": self.duplicates,
         }
 
     @property
@@ -127,6 +134,55 @@ class Dispatcher:
             log.error("Dead-lettered a malformed message: {why}", why=str(e))
             delivery.reject(requeue=False)
             return
+        if not self.check_duplicates:
+            self._admit(delivery, message)
+            return
+        self._unchecked.append((delivery, message))
+        if self._check_call is None:
+            self._check_call = self.clock.callLater(0, self._check)
+
+    def _check(self) -> None:
+        """
+        One read of the store for the deliveries of this reactor turn: a
+        task whose outcome is already committed (a redelivery after a crash,
+        or a publish repeated after PublishUncertain) is acked without
+        running again.
+        """
+        self._check_call = None
+        batch, self._unchecked = self._unchecked, []
+        d = self.backend.get_results([message.id for _, message in batch])
+
+        def checked(found: list[bytes | None]) -> None:
+            for (delivery, message), document in zip(batch, found, strict=True):
+                if document is not None and _top_status(document) in READY_STATES:
+                    self.duplicates += 1
+                    log.info(
+                        "Task {task}[{id}] already has its outcome: acked without running",
+                        task=message.task,
+                        id=message.id,
+                    )
+                    delivery.ack()
+                elif self.stopping:
+                    delivery.reject(requeue=True)
+                else:
+                    self._admit(delivery, message)
+
+        def unchecked(failure: Failure) -> None:
+            log.failure("Could not check for committed outcomes; running the tasks", failure)
+            for delivery, message in batch:
+                if self.stopping:
+                    delivery.reject(requeue=True)
+                else:
+                    self._admit(delivery, message)
+
+        d.addCallbacks(checked, unchecked)
+        self._track(d)
+
+    def _admit(self, delivery: _Delivery, message: TaskMessage) -> None:
+        """
+        A task checked and due or not: hold it until its ETA, revoke it if
+        it expired, else queue it.
+        """
         if message.expires is not None or message.eta is not None:
             now = self.clock.seconds()
             if self._expired(message):
@@ -399,6 +455,12 @@ class Dispatcher:
         Tasks still queued here are returned to the broker.
         """
         self.stopping = True
+        if self._check_call is not None and self._check_call.active():
+            self._check_call.cancel()
+            self._check_call = None
+        for delivery, _message in self._unchecked:
+            delivery.reject(requeue=True)
+        self._unchecked = []
         while self._pending:
             delivery, _message = self._pending.popleft()
             delivery.reject(requeue=True)
@@ -409,9 +471,25 @@ class Dispatcher:
         return defer.DeferredList(list(self._in_flight)).addCallback(lambda _: None)
 
 
+def _top_status(outcome: bytes) -> str:
+    """
+    The status of an outcome document without parsing it: the first
+    ``"status"`` key is the top-level one (values before it are strings,
+    whose quotes are escaped).
+    """
+    start = outcome.find(b'"status":"')
+    if start < 0:
+        start = outcome.find(b'"status": "')
+        if start < 0:
+            return ""
+        start += len(b'"status": "')
+    else:
+        start += len(b'"status":"')
+    return outcome[start : outcome.find(b'"', start)].decode("ascii", "replace")
+
+
 def _is_failure(outcome: bytes) -> bool:
-    # The top-level status is the first "status" key of the document.
-    return outcome.find(b'"status":"') == outcome.find(b'"status":"FAILURE"')
+    return _top_status(outcome) == FAILURE
 
 
 def _timestamp(text: str) -> float:
