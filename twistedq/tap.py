@@ -66,6 +66,12 @@ class Options(usage.Options):
 
     optFlags = [
         [
+            "no-duplicate-check",
+            None,
+            "Do not read the store before running a delivery to skip tasks whose outcome is "
+            "already committed (faster; a redelivered or republished task may then run again)",
+        ],
+        [
             "reactor-tasks",
             None,
             "Also import the task modules in the daemon and run the tasks "
@@ -444,7 +450,7 @@ def makeService(options: Options) -> IService:
         max_batch=options["batch"],
         time_limit=options["time-limit"],
         max_attempts=options["task-attempts"],
-        check_duplicates=True,
+        check_duplicates=not options["no-duplicate-check"],
     )
     pool.on_idle = dispatcher.pump
     if options["reactor-tasks"]:
