@@ -100,7 +100,8 @@ class AsyncClient:
         """
         Fire with the task's outcome once it is ready.  A store that
         announces new outcomes (Redis) wakes the wait as soon as the outcome
-        lands; others are read with a pause doubling from half a
+        lands (and the store is re-read every second in case a notification
+        was missed); others are read with a pause doubling from half a
         millisecond to 50 ms.
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
@@ -188,8 +189,9 @@ class Client:
     The blocking client.
 
     :ivar settings: where tasks and results go.
-    :ivar timeout: how long a publish may take, confirm included, before it
-        raises.
+    :ivar timeout: how long each call may wait for the broker or the store;
+        a publish (confirm, then pending record) up to twice this plus a
+        second.
     :ivar notify: wake waiting ``get()`` calls by the store's notification
         where it has one (Redis); else read with back-off.
     """

@@ -2,8 +2,10 @@
 :py:obj:`AsyncResult`, the handle of one published task, and
 :py:obj:`TaskSetResult`, the handle of a taskset.
 
-Waiting never busy-polls: it reads the store, then sleeps with a pause that
-doubles from half a millisecond up to 50 ms between reads.  Waiting from
+Waiting never busy-polls: ``get()`` is woken by the store's notification
+where it has one (Redis), else reads with a pause doubling from half a
+millisecond up to 50 ms; ``join()`` reads taskset progress with that
+back-off.  Waiting from
 inside a task raises :py:obj:`WaitInTaskError` at once, since the task waited
 for may need the very child that waits.
 """

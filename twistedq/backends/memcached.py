@@ -5,11 +5,13 @@ Results in memcached, through Twisted's own memcache protocol:
 Limits, stated: memcached evicts under memory pressure, so an outcome can
 vanish before it expires, and taskset progress (a counter per taskset,
 raised once per subtask thanks to an ``add`` guard key) is best-effort.  An
-outcome larger than one item (``max_item_size``, 1 MiB by default) is
+outcome larger than one item (``max_item_size``, 1 MiB less 512 bytes by default) is
 stored as a ``ResultTooLarge`` failure instead, never dropped silently.
 
 Only ``set``, ``get`` (and multi-get), ``add``, ``delete`` and ``incr`` are
-used: the part of the protocol Tokyo Tyrant's memcached interface speaks.
+used, plus ``version`` when connecting: all within Tokyo Tyrant's memcached
+interface (untested here; Tyrant ignores expiry times, so nothing expires
+there).
 """
 
 from __future__ import annotations

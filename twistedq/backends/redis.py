@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import txredisapi
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedq.backends.base import (
@@ -43,7 +44,13 @@ class RedisBackend:
         ttl: int = DEFAULT_RESULT_TTL,
         prefix: str = "twistedq:result:",
         pool_size: int = 1,
+        timeout: float = 10.0,
+        clock: Any = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.timeout = timeout
         self.host, self.port, self.db = host, port, db
         self.url = f"redis://{host}:{port}/{db}"
         self._password = password
@@ -66,7 +73,7 @@ class RedisBackend:
             port = parts.port or 6379
         except ValueError:
             raise BackendURLError(f"bad redis URL {url!r}") from None
-        return cls(parts.hostname or "127.0.0.1", port, db, parts.password, ttl=ttl)
+        return cls(parts.hostname or "127.0.0.1", port, db, parts.password, ttl=ttl, clock=reactor)
 
     def connect(self) -> defer.Deferred[None]:
         self._redis = txredisapi.lazyConnectionPool(
@@ -103,7 +110,34 @@ class RedisBackend:
             writes.append(
                 redis.publish(self.channel, ",".join(record.task_id for record in records))
             )
-        return _all(writes)
+        return self._timed(_all(writes))
+
+    def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        """
+        Fail with :py:obj:`twisted.internet.defer.TimeoutError` when Redis
+        does not answer within ``timeout`` seconds (txredisapi would hold a
+        command until Redis is back).  The command itself is left to finish.
+        """
+        out: defer.Deferred[Any] = defer.Deferred()
+
+        def timed_out() -> None:
+            if not out.called:
+                out.errback(defer.TimeoutError(f"{self.url} did not answer in {self.timeout} s"))
+
+        call = self.clock.callLater(self.timeout, timed_out)
+
+        def settle(result: Any) -> None:
+            if call.active():
+                call.cancel()
+            if out.called:
+                return  # timed out already: the late answer is dropped
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(result)
+
+        d.addBoth(settle)
+        return out
 
     # notifications
 
@@ -116,7 +150,7 @@ class RedisBackend:
         registering and re-read now and then.
         """
         if self._subscriber is None:
-            self._subscriber = _DoneSubscriberFactory(self.channel, self._notify)
+            self._subscriber = _DoneSubscriberFactory(self.channel, self._notify, self._password)
             self._subscriber.startConnecting(
                 txredisapi._makeEndpoint(self.host, self.port, 10, None)
             )
@@ -141,21 +175,25 @@ class RedisBackend:
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        return _all(
-            [
-                redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
-                for task_id, document in records
-            ]
+        return self._timed(
+            _all(
+                [
+                    redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
+                    for task_id, document in records
+                ]
+            )
         )
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         if not task_ids:
             return defer.succeed(None)
-        return _all([self._redis.delete([self.prefix + task_id for task_id in task_ids])])
+        return self._timed(
+            _all([self._redis.delete([self.prefix + task_id for task_id in task_ids])])
+        )
 
     def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
         key, _, _ = self._taskset_keys(taskset_id)
-        return _all([self._redis.set(key, b"%d" % total, expire=self.ttl)])
+        return self._timed(_all([self._redis.set(key, b"%d" % total, expire=self.ttl)]))
 
     def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
         key, done, failed = self._taskset_keys(taskset_id)
@@ -167,15 +205,15 @@ class RedisBackend:
                 return None
             return TasksetState(int(total), int(completed), int(failures))
 
-        return gather(reads).addCallback(state)
+        return self._timed(gather(reads).addCallback(state))
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
-        return self._redis.get(self.prefix + task_id)
+        return self._timed(self._redis.get(self.prefix + task_id))
 
     def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
         if not task_ids:
             return defer.succeed([])
-        return self._redis.mget([self.prefix + task_id for task_id in task_ids])
+        return self._timed(self._redis.mget([self.prefix + task_id for task_id in task_ids]))
 
     def close(self) -> defer.Deferred[None]:
         if self._subscriber is not None:
@@ -208,8 +246,9 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
 class _DoneSubscriberFactory(txredisapi.SubscriberFactory):
     protocol = _DoneSubscriber
 
-    def __init__(self, channel: str, on_message: Any) -> None:
+    def __init__(self, channel: str, on_message: Any, password: str | None) -> None:
         txredisapi.SubscriberFactory.__init__(self, isLazy=True)
+        self.password = password
         self.channel = channel
         self.on_message = on_message
         self.continueTrying = True
