@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.test_dispatcher import FakeDelivery, task_id
 from twistedq.backends.base import OutcomeRecord
 from twistedq.message import TaskMessage
 from twistedq.outcome import Outcome, failure_document, success_document
@@ -23,32 +24,11 @@ NOW = 1_800_000_000
 TASKSET = "00000000-0000-4000-8000-00000000aaaa"
 
 
-def task_id(number):
-    return f"00000000-0000-4000-8000-{number:012d}"
-
-
 def iso(seconds):
     """
     The ISO 8601 UTC text of a Unix time, as the client writes it.
     """
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
-
-
-class FakeDelivery:
-    """
-    A delivery that records how it was settled.
-    """
-
-    def __init__(self, body, redelivered=False):
-        self.body = body
-        self.redelivered = redelivered
-        self.settled = []
-
-    def ack(self):
-        self.settled.append("ack")
-
-    def reject(self, requeue):
-        self.settled.append(("reject", requeue))
 
 
 class FakePool:

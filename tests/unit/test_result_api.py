@@ -8,6 +8,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fakes import wait_by_polling
 from twistedq.backends.base import TasksetState
 from twistedq.conf import Settings
 from twistedq.message import new_task_id
@@ -51,19 +52,7 @@ class FakeClient:
         return Outcome.from_bytes(task_id, self.outcomes.get(task_id))
 
     def wait_outcome(self, task_id, timeout=None):
-        """
-        Like the real client: read until ready, TimeoutError past timeout.
-        """
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcome = self.get_outcome(task_id)
-            if outcome.ready:
-                return outcome
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} not ready within {timeout} s")
-            time.sleep(0.001)
+        return wait_by_polling(self, task_id, timeout)
 
     def get_outcomes(self, task_ids):
         self.get_outcomes_calls.append(list(task_ids))

@@ -12,6 +12,7 @@ import logging
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fakes import wait_by_polling
 from twistedq.backends.base import TasksetState
 from twistedq.client import set_default_client
 from twistedq.conf import Settings
@@ -100,19 +101,7 @@ class FakeClient:
         return self.get_outcomes([task_id])[0]
 
     def wait_outcome(self, task_id, timeout=None):
-        """
-        Like the real client: read until ready, TimeoutError past timeout.
-        """
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcome = self.get_outcome(task_id)
-            if outcome.ready:
-                return outcome
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} not ready within {timeout} s")
-            time.sleep(0.001)
+        return wait_by_polling(self, task_id, timeout)
 
     def get_outcomes(self, task_ids):
         return [Outcome.from_bytes(i, self.outcomes.get(i)) for i in task_ids]
