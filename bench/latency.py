@@ -16,12 +16,12 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from bench.throughput import start_twistedq
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,38 +46,8 @@ def measure(broker: str, store: str, notify: bool, poll_max: float, count: int) 
     twistedq.result.POLL_START = twistedq.result.POLL_MAX = poll_max
     queue = f"latency-{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="twistedq-latency-"))
-    log = workdir / "twistd.log"
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    daemon = subprocess.Popen(
-        [
-            twistd,
-            "-n",
-            "--pidfile=",
-            "--logfile",
-            str(log),
-            "twistedq",
-            "--broker",
-            broker,
-            "--result-backend",
-            store,
-            "--queue",
-            queue,
-            "--concurrency",
-            "1",
-            "--tasks",
-            "bench.tasks",
-            "--status",
-            "none",
-        ],
-        cwd=workdir,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
+    daemon = start_twistedq(workdir, broker, store, queue, 1)
     try:
-        deadline = time.monotonic() + 30
-        while "Consuming" not in (log.read_text() if log.exists() else ""):
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise SystemExit(f"daemon not ready:\n{log.read_text()}")
-            time.sleep(0.05)
         client = Client(broker_url=broker, result_backend=store, queue=queue, notify=notify)
         latencies = []
         for _ in range(count + 2):

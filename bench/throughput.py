@@ -83,6 +83,44 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def start_twistedq(
+    workdir: Path, broker: str, result_backend: str, queue: str, concurrency: int
+) -> subprocess.Popen[bytes]:
+    """
+    Start ``twistd -n twistedq`` on ``bench.tasks`` and return once every
+    child started and it consumes.
+    """
+    log = workdir / "twistd.log"
+    log.unlink(missing_ok=True)
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    process = subprocess.Popen(
+        [
+            twistd,
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(log),
+            "twistedq",
+            "--broker",
+            broker,
+            "--result-backend",
+            result_backend,
+            "--queue",
+            queue,
+            "--concurrency",
+            str(concurrency),
+            "--tasks",
+            "bench.tasks",
+            "--status",
+            "none",
+        ],
+        cwd=workdir,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    wait_for_log(log, process, ["Consuming", f"Process-{concurrency}"])
+    return process
+
+
 class TwistedqSystem:
     name = "twistedq"
 
@@ -98,34 +136,13 @@ class TwistedqSystem:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start_worker(self) -> None:
-        log = self.workdir / "twistd.log"
-        log.unlink(missing_ok=True)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        self.process = subprocess.Popen(
-            [
-                twistd,
-                "-n",
-                "--pidfile=",
-                "--logfile",
-                str(log),
-                "twistedq",
-                "--broker",
-                self.options.broker,
-                "--result-backend",
-                self.options.result_backend,
-                "--queue",
-                self.queue,
-                "--concurrency",
-                str(self.options.concurrency),
-                "--tasks",
-                "bench.tasks",
-                "--status",
-                "none",
-            ],
-            cwd=self.workdir,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        self.process = start_twistedq(
+            self.workdir,
+            self.options.broker,
+            self.options.result_backend,
+            self.queue,
+            self.options.concurrency,
         )
-        wait_for_log(log, self.process, ["Consuming", f"Process-{self.options.concurrency}"])
 
     def stop_worker(self) -> None:
         assert self.process is not None

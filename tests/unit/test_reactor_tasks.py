@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.test_dispatcher import FakeDelivery
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry
 from twistedq.task import Task, task
@@ -302,23 +303,6 @@ class FailureTests(RunnerTestCase):
         d = self.run_task("aset")
         waiting.callback({1, 2})
         self.assertFailed(d, "TypeError", "JSON")
-
-
-class FakeDelivery:
-    """
-    Records how it was settled.
-    """
-
-    def __init__(self, body):
-        self.body = body
-        self.redelivered = False
-        self.settled = []
-
-    def ack(self):
-        self.settled.append("ack")
-
-    def reject(self, requeue):
-        self.settled.append(("reject", requeue))
 
 
 class FakeBackend:

@@ -306,8 +306,14 @@ class ProcessPool(Service):
         self._names = itertools.count(1)
         self._starting = 0
         self._start_failures = 0
-        self.restarts = 0
         self.batches_run = 0
+
+    @property
+    def restarts(self) -> int:
+        """
+        How many replacement children were started, for any reason.
+        """
+        return sum(self.restarts_by_reason.values())
 
     @property
     def idle_count(self) -> int:
@@ -377,7 +383,6 @@ class ProcessPool(Service):
         return reason
 
     def _count_restart(self, reason: str) -> None:
-        self.restarts += 1
         self.restarts_by_reason[reason] = self.restarts_by_reason.get(reason, 0) + 1
 
     def _retire(self, child: Child, reason: str) -> None:
