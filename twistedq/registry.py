@@ -64,7 +64,7 @@ class TaskRegistry:
             if not name:
                 raise ValueError(f"task class {type(task).__qualname__} has no name")
             if isinstance(task, PeriodicTask):
-                task.run_every_seconds()
+                task.schedule()
         elif not callable(task):
             raise TypeError(f"a task must be callable, not {type(task).__name__}")
         elif name is None:

@@ -23,6 +23,7 @@ from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult
+from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
 
 if TYPE_CHECKING:
     from twistedq.client import Client
@@ -213,8 +214,9 @@ class Task:
 
 class PeriodicTask(Task):
     """
-    A task run every ``run_every`` (a :py:class:`datetime.timedelta` or
-    seconds).  Periodic tasks take no arguments::
+    A task run every ``run_every``: a :py:class:`datetime.timedelta`,
+    seconds, or a :py:func:`~twistedq.schedules.crontab`.  Periodic tasks
+    take no arguments::
 
         class MyPeriodicTask(PeriodicTask):
             name = "foo.my-periodic-task"
@@ -225,30 +227,57 @@ class PeriodicTask(Task):
 
         tasks.register(MyPeriodicTask)
 
-    :cvar run_every: the period.
+    Every daemon runs the scheduler (:py:mod:`twistedq.scheduler`); each
+    slot of the schedule is published once, whatever the number of daemons.
+
+    :cvar run_every: the period or the crontab.
+    :cvar catch_up: after a time when no daemon ran, ``"once"`` runs the
+        task once for the slots missed, ``"skip"`` waits for the next slot.
     """
 
-    run_every: ClassVar[datetime.timedelta | float | None] = None
+    run_every: ClassVar[datetime.timedelta | float | Crontab | Interval | None] = None
+    catch_up: ClassVar[str] = "once"
+
+    @classmethod
+    def schedule(cls) -> Crontab | Interval:
+        """
+        The schedule ``run_every`` describes.
+
+        :raises ValueError: ``run_every`` is missing or not positive, or
+            ``catch_up`` is not a policy.
+        """
+        if cls.catch_up not in CATCH_UP_POLICIES:
+            raise ValueError(
+                f"periodic task {cls.__qualname__} has catch_up {cls.catch_up!r}, "
+                f"not one of {CATCH_UP_POLICIES}"
+            )
+        period = cls.run_every
+        if isinstance(period, (Crontab, Interval)):
+            return period
+        try:
+            return Interval(period)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ValueError(f"periodic task {cls.__qualname__}: {error}") from None
 
     @classmethod
     def run_every_seconds(cls) -> float:
         """
-        The period in seconds.
+        The period in seconds of an interval schedule.
 
-        :raises ValueError: ``run_every`` is missing or not positive.
+        :raises ValueError: ``run_every`` is not an interval.
         """
-        period = cls.run_every
-        if isinstance(period, datetime.timedelta):
-            seconds = period.total_seconds()
-        elif isinstance(period, (int, float)) and not isinstance(period, bool):
-            seconds = float(period)
-        else:
-            raise ValueError(
-                f"periodic task {cls.__qualname__} needs run_every as a timedelta or seconds"
-            )
-        if seconds <= 0:
-            raise ValueError(f"periodic task {cls.__qualname__} has run_every {period!r}")
-        return seconds
+        schedule = cls.schedule()
+        if not isinstance(schedule, Interval):
+            raise ValueError(f"periodic task {cls.__qualname__} runs on a crontab")
+        return schedule.period
+
+    @classmethod
+    def schedule_spec(cls) -> dict[str, Any]:
+        """
+        What the scheduler needs, as JSON: the schedule, the catch-up
+        policy and the queue.
+        """
+        return {**cls.schedule().spec(), "catch_up": cls.catch_up, "queue": cls.queue}
 
 
 class FunctionTask(Task):

@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.outcome import Outcome
 from twistedq.registry import TaskRegistry
+from twistedq.schedules import crontab
+from twistedq.task import PeriodicTask
 from twistedq.worker.child import ChildLocator, TaskRunner
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
@@ -45,8 +47,19 @@ def echo(value):
     return value
 
 
+class Nightly(PeriodicTask):
+    name = "nightly"
+    run_every = crontab(minute=30, hour=2, tz="Europe/Paris")
+    catch_up = "skip"
+    queue = "reports"
+
+    def run(self, **kwargs):
+        return None
+
+
 def make_registry():
     registry = TaskRegistry()
+    registry.register(Nightly)
     registry.register(add, "add")
     registry.register(explode_in_task, "explode")
     registry.register(returns_object, "object")
@@ -209,13 +222,29 @@ class ChildLocatorTests(SynchronousTestCase):
     def test_hello(self):
         """
         Hello answers the child's pid and every registered task with its
-        soft and hard time limits (none for plain functions).
+        soft and hard time limits (none for plain functions), and the
+        schedules of periodic tasks.
         """
         response = self.successResultOf(self.call(Hello))
         self.assertEqual(response["pid"], os.getpid())
+        names = ["add", "echo", "exit", "explode", "nan", "nightly", "object"]
+        self.assertEqual(json.loads(response["tasks"]), {name: [None, None] for name in names})
         self.assertEqual(
-            json.loads(response["tasks"]),
-            {name: [None, None] for name in ["add", "echo", "exit", "explode", "nan", "object"]},
+            json.loads(response["periodic"]),
+            {
+                "nightly": {
+                    "crontab": {
+                        "minute": 30,
+                        "hour": 2,
+                        "day_of_week": "*",
+                        "day_of_month": "*",
+                        "month_of_year": "*",
+                    },
+                    "tz": "Europe/Paris",
+                    "catch_up": "skip",
+                    "queue": "reports",
+                }
+            },
         )
 
     def test_shutdown(self):

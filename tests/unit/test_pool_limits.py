@@ -422,7 +422,12 @@ class GreetingStarter:
         self.children.append(child)
         d = _greet(child)
         protocol.answer(
-            Hello, {"pid": 4000 + len(self.children), "tasks": json.dumps(self.limits).encode()}
+            Hello,
+            {
+                "pid": 4000 + len(self.children),
+                "tasks": json.dumps(self.limits).encode(),
+                "periodic": b'{"t": {"every": 2.0, "catch_up": "once", "queue": null}}',
+            },
         )
         return d
 
@@ -445,6 +450,9 @@ class TaskLimitsTests(SynchronousTestCase):
         self.assertEqual(child.pid, 4001)
         self.assertEqual(child.tasks, frozenset({"t", "u"}))
         self.assertEqual(child.limits["t"], (1.5, 3.0))
+        self.assertEqual(
+            pool.periodic_tasks, {"t": {"every": 2.0, "catch_up": "once", "queue": None}}
+        )
 
     def test_greet_fails(self):
         """

@@ -157,6 +157,14 @@ class TaskRunner:
             for name, function in self.registry.get_all().items()
         }
 
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        """
+        Every periodic task's schedule, for the daemon's scheduler.
+        """
+        return {
+            name: task.schedule_spec() for name, task in self.registry.get_all_periodic().items()
+        }
+
     def _arguments(self, function: Any, message: TaskMessage) -> dict[str, Any]:
         takes = self._takes_extras.get(function)
         if takes is None:
@@ -229,7 +237,11 @@ class ChildLocator(amp.CommandLocator):
 
     @Hello.responder
     def hello(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "tasks": json.dumps(self.runner.limits()).encode()}
+        return {
+            "pid": os.getpid(),
+            "tasks": json.dumps(self.runner.limits()).encode(),
+            "periodic": json.dumps(self.runner.schedules()).encode(),
+        }
 
     @RunTasks.responder
     def run_tasks(self, bodies: bytes) -> dict[str, Any]:

@@ -85,13 +85,16 @@ class Hello(amp.Command):
     """
     Asked of a child once it started: who it is and what it can run.
     ``tasks`` is a JSON object: task name to ``[soft_time_limit,
-    time_limit]`` (seconds or null).
+    time_limit]`` (seconds or null).  ``periodic`` is a JSON object:
+    periodic task name to its schedule
+    (:py:meth:`twistedq.task.PeriodicTask.schedule_spec`).
     """
 
     arguments: list[tuple[bytes, amp.Argument]] = []
     response = [
         (b"pid", amp.Integer()),
         (b"tasks", ChunkedBytes()),
+        (b"periodic", ChunkedBytes()),
     ]
 
 

@@ -70,6 +70,7 @@ class Child:
         self.pid: int | None = None
         self.tasks: frozenset[str] = frozenset()
         self.limits: dict[str, tuple[float | None, float | None]] = {}
+        self.periodic: dict[str, dict[str, Any]] = {}
         self.batches = 0
         self.tasks_run = 0
         self.rss_kib = 0
@@ -257,6 +258,7 @@ def _greet(child: Child) -> defer.Deferred[Child]:
         limits = json.loads(response["tasks"])
         child.limits = {name: (soft, hard) for name, (soft, hard) in limits.items()}
         child.tasks = frozenset(limits)
+        child.periodic = json.loads(response["periodic"])
         return child
 
     def failed(failure: Failure) -> Failure:
@@ -363,6 +365,17 @@ class ProcessPool(Service):
         """
         for child in self.children:
             return child.limits
+        return {}
+
+    @property
+    def periodic_tasks(self) -> dict[str, dict[str, Any]]:
+        """
+        Periodic task name to its schedule
+        (:py:meth:`twistedq.task.PeriodicTask.schedule_spec`), as the
+        children reported them.
+        """
+        for child in self.children:
+            return child.periodic
         return {}
 
     def _child_ended(self, reason: Any, child: Child) -> Any:
