@@ -13,7 +13,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
-from twistedq.backends.base import IResultBackend, OutcomeRecord
+from twistedq.backends.base import (
+    IResultBackend,
+    IScheduleStore,
+    OutcomeRecord,
+    PeriodicState,
+    SlotClaim,
+)
 from twistedq.message import new_task_id
 from twistedq.outcome import (
     Outcome,
@@ -198,3 +204,94 @@ class BackendContract:
         await _sleep(1 + self.expiry_slack)
         self.assertEqual(await backend.get_results([task_id, sent]), [None, None])
         self.assertIsNone(await backend.get_taskset(taskset))
+
+
+class ScheduleStoreContract:
+    """
+    The shared tests of :py:class:`~twistedq.backends.base.IScheduleStore`,
+    for a test case that also mixes :py:class:`BackendContract` in.
+    """
+
+    async def test_provides_schedule_interface(self: Any) -> None:
+        """
+        The backend provides IScheduleStore.
+        """
+        self.assertTrue(verifyObject(IScheduleStore, await self.backend()))
+
+    async def test_one_claim_wins(self: Any) -> None:
+        """
+        Of twenty owners claiming one slot at once, through four
+        connections, one wins and the others find it held; once committed,
+        everyone finds it done.
+        """
+        backends = [await self.backend() for _ in range(4)]
+        key = new_task_id()
+        claims = await defer.gatherResults(
+            [backends[number % 4].claim_slot(key, f"owner-{number}", 30) for number in range(20)]
+        )
+        self.assertEqual(claims.count(SlotClaim.WON), 1)
+        self.assertEqual(claims.count(SlotClaim.HELD), 19)
+        await backends[0].commit_slot(key, "periodic." + key, 1000.0, 1060.0, 3600)
+        self.assertEqual(await backends[1].claim_slot(key, "late", 30), SlotClaim.DONE)
+
+    async def test_release(self: Any) -> None:
+        """
+        Releasing a claim frees the slot, but only its owner can release it.
+        """
+        backend = await self.backend()
+        key = new_task_id()
+        self.assertEqual(await backend.claim_slot(key, "a", 30), SlotClaim.WON)
+        await backend.release_slot(key, "b")
+        self.assertEqual(await backend.claim_slot(key, "b", 30), SlotClaim.HELD)
+        await backend.release_slot(key, "a")
+        self.assertEqual(await backend.claim_slot(key, "b", 30), SlotClaim.WON)
+
+    async def test_lease_expires(self: Any) -> None:
+        """
+        A claim that is neither committed nor released lapses after its
+        lease, so another daemon can take the slot.
+        """
+        backend = await self.backend()
+        key = new_task_id()
+        self.assertEqual(await backend.claim_slot(key, "crashed", 1), SlotClaim.WON)
+        await _sleep(1 + self.expiry_slack)
+        self.assertEqual(await backend.claim_slot(key, "next", 30), SlotClaim.WON)
+
+    async def test_periodic_state(self: Any) -> None:
+        """
+        A noted schedule creates an enabled state that never ran; each
+        commit counts a run, moves ``last_run_at`` forward only, and
+        records the next run; pausing and resuming keep the counts.
+        """
+        backend = await self.backend()
+        name = "periodic." + new_task_id()
+        self.assertEqual(await backend.get_periodic_states([name]), {})
+        await backend.note_schedule(name, 1000.0)
+        self.assertEqual(
+            await backend.get_periodic_states([name]),
+            {name: PeriodicState(name, True, None, 0, 1000.0)},
+        )
+        await backend.commit_slot(new_task_id(), name, 1000.0, 1010.0, 3600)
+        await backend.commit_slot(new_task_id(), name, 1010.0, 1020.0, 3600)
+        await backend.commit_slot(new_task_id(), name, 990.0, 1020.0, 3600)
+        await backend.set_periodic_enabled(name, False)
+        await backend.note_schedule(name, 1030.0)
+        self.assertEqual(
+            await backend.get_periodic_states([name, "periodic.unknown"]),
+            {name: PeriodicState(name, False, 1010.0, 3, 1030.0)},
+        )
+        await backend.set_periodic_enabled(name, True)
+        (state,) = (await backend.get_periodic_states([name])).values()
+        self.assertTrue(state.enabled)
+        self.assertEqual(state.total_run_count, 3)
+
+    async def test_pause_before_first_run(self: Any) -> None:
+        """
+        A task can be paused before it ever ran or was noted.
+        """
+        backend = await self.backend()
+        name = "periodic." + new_task_id()
+        await backend.set_periodic_enabled(name, False)
+        self.assertEqual(
+            await backend.get_periodic_states([name]), {name: PeriodicState(name, False)}
+        )

@@ -13,7 +13,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.backends.contract import BackendContract
+from tests.backends.contract import BackendContract, ScheduleStoreContract
 from tests.integration.servers import ROOT, server_url
 
 
@@ -48,7 +48,8 @@ def run_contract(database_url: str) -> str:
 class DjangoStoreTests(SynchronousTestCase):
     def assert_contract(self, database_url: str) -> None:
         output = run_contract(database_url)
-        expected = len([name for name in dir(BackendContract) if name.startswith("test_")]) + 1
+        shared = dir(BackendContract) + dir(ScheduleStoreContract)
+        expected = len([name for name in shared if name.startswith("test_")]) + 1
         self.assertIn(f"PASSED (successes={expected})", output)
 
     def test_sqlite(self) -> None:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from tests.backends.contract import BackendContract
+from tests.backends.contract import BackendContract, ScheduleStoreContract
 from tests.integration.servers import redis_url, server_url
 from twistedq.backends.base import IResultBackend
 from twistedq.backends.memcached import MemcachedBackend
@@ -18,12 +18,12 @@ from twistedq.backends.redis import RedisBackend
 from twistedq.backends.sqlite import SQLiteBackend
 
 
-class RedisContractTests(BackendContract, TestCase):
+class RedisContractTests(BackendContract, ScheduleStoreContract, TestCase):
     def make_backend(self, ttl: int) -> IResultBackend:
         return RedisBackend.from_url(redis_url(), reactor, ttl=ttl)
 
 
-class MemcachedContractTests(BackendContract, TestCase):
+class MemcachedContractTests(BackendContract, ScheduleStoreContract, TestCase):
     large_items = False
 
     def make_backend(self, ttl: int) -> IResultBackend:
@@ -31,11 +31,14 @@ class MemcachedContractTests(BackendContract, TestCase):
         return MemcachedBackend(reactor, parts.hostname, parts.port, ttl=ttl)
 
 
-class SQLiteContractTests(BackendContract, TestCase):
+class SQLiteContractTests(BackendContract, ScheduleStoreContract, TestCase):
     expiry_slack = 0.2
 
     def make_backend(self, ttl: int) -> IResultBackend:
-        return SQLiteBackend(f"{tempfile.mkdtemp()}/results.sqlite3", reactor, ttl=ttl)
+        # One file per test: the backends a test makes share it, as daemons do.
+        if not hasattr(self, "path"):
+            self.path = f"{tempfile.mkdtemp()}/results.sqlite3"
+        return SQLiteBackend(self.path, reactor, ttl=ttl)
 
     async def test_delete_expired(self) -> None:
         """

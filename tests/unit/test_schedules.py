@@ -4,6 +4,7 @@ daylight-saving changes.
 """
 
 import datetime
+import itertools
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -257,7 +258,7 @@ class CrontabSlotTests(SynchronousTestCase):
         start = at(2026, 3, 8, 6, 30)  # 01:30 EST
         slots = list(slots_between(schedule, start, start + 3600))
         self.assertEqual(len(slots), 60)
-        gaps = {b - a for a, b in zip(slots, slots[1:])}
+        gaps = {b - a for a, b in itertools.pairwise(slots)}
         self.assertEqual(gaps, {60.0})
 
     def test_last_slot(self):

@@ -4,6 +4,7 @@ The result backend interface and how a backend is chosen from a URL.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -15,7 +16,10 @@ __all__ = [
     "DEFAULT_RESULT_TTL",
     "BackendURLError",
     "IResultBackend",
+    "IScheduleStore",
     "OutcomeRecord",
+    "PeriodicState",
+    "SlotClaim",
     "TasksetState",
     "backend_from_url",
     "gather",
@@ -117,6 +121,79 @@ class IResultBackend(Interface):
     def close() -> Deferred[None]:
         """
         Release connections and threads.
+        """
+
+
+class SlotClaim(enum.Enum):
+    """
+    What claiming a periodic task's slot found.
+    """
+
+    #: The slot is ours to publish, under a lease.
+    WON = "won"
+    #: The slot was published already, by whichever daemon.
+    DONE = "done"
+    #: Another daemon holds a live lease on the slot.
+    HELD = "held"
+
+
+class PeriodicState(NamedTuple):
+    """
+    The stored state of one periodic task; times are seconds since the epoch.
+    """
+
+    name: str
+    enabled: bool = True
+    last_run_at: float | None = None
+    total_run_count: int = 0
+    next_run_at: float | None = None
+
+
+class IScheduleStore(Interface):
+    """
+    The part of a result store the scheduler (:py:mod:`twistedq.scheduler`)
+    uses: one claim per slot of a periodic schedule, and each periodic
+    task's state.  Expiry of claims is the store's (server-side) job.
+    """
+
+    def claim_slot(key: str, owner: str, lease: float) -> Deferred[SlotClaim]:
+        """
+        Claim the slot ``key`` for ``owner`` for ``lease`` seconds, if no
+        one holds it and it was not published: atomically, so among any
+        number of daemons one wins.
+        """
+
+    def release_slot(key: str, owner: str) -> Deferred[None]:
+        """
+        Give up a claim that ``owner`` still holds (its publish failed), so
+        the slot can be claimed again at once.
+        """
+
+    def commit_slot(
+        key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> Deferred[None]:
+        """
+        Record that the slot was published: the claim becomes "done" for
+        ``keep`` seconds, and the task's state counts one more run, ran at
+        ``slot`` (``last_run_at`` never moves back) and runs next at
+        ``next_run_at``.
+        """
+
+    def note_schedule(name: str, next_run_at: float) -> Deferred[None]:
+        """
+        Record when the task runs next, creating its state (enabled, never
+        run) if it has none.
+        """
+
+    def get_periodic_states(names: Sequence[str]) -> Deferred[dict[str, PeriodicState]]:
+        """
+        The stored states of these tasks; a task without one is absent.
+        """
+
+    def set_periodic_enabled(name: str, enabled: bool) -> Deferred[None]:
+        """
+        Pause (``False``) or resume a periodic task, creating its state if
+        it has none.
         """
 
 

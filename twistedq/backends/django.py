@@ -25,7 +25,10 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     IResultBackend,
+    IScheduleStore,
     OutcomeRecord,
+    PeriodicState,
+    SlotClaim,
     TasksetState,
 )
 
@@ -38,12 +41,24 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _moment(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def _seconds(moment: datetime.datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # a project with USE_TZ = False stores UTC
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
 def _parse_done(document: dict[str, Any]) -> datetime.datetime | None:
     text = document.get("date_done")
     return datetime.datetime.fromisoformat(text) if text else None
 
 
-@implementer(IResultBackend)
+@implementer(IResultBackend, IScheduleStore)
 class DjangoBackend:
     """
     A result backend in a Django database.
@@ -291,7 +306,12 @@ class DjangoBackend:
         """
 
         def delete() -> int:
-            from twistedq.contrib.django.models import TaskResult, TaskSetMember, TaskSetResult
+            from twistedq.contrib.django.models import (
+                PeriodicSlot,
+                TaskResult,
+                TaskSetMember,
+                TaskSetResult,
+            )
 
             now = _now()
             removed, _ = TaskResult.objects.using(self.alias).filter(expires_at__lte=now).delete()
@@ -300,6 +320,110 @@ class DjangoBackend:
                 taskset_id__in=list(expired.values_list("taskset_id", flat=True))
             ).delete()
             expired.delete()
+            PeriodicSlot.objects.using(self.alias).filter(expires_at__lte=now).delete()
             return removed
 
         return self._run(delete)
+
+    # periodic schedules: a PeriodicSlot row per claimed slot, whose unique
+    # key makes one insert win; leases are timed by the daemons' clocks.
+
+    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
+        def claim() -> SlotClaim:
+            from django.db import IntegrityError, transaction
+
+            from twistedq.contrib.django.models import PeriodicSlot
+
+            slots = PeriodicSlot.objects.using(self.alias)
+            now = _now()
+            slots.filter(slot_key=key, done=False, expires_at__lte=now).delete()
+            try:
+                with transaction.atomic(using=self.alias):
+                    slots.create(
+                        slot_key=key,
+                        owner=owner,
+                        expires_at=now + datetime.timedelta(seconds=lease),
+                    )
+                return SlotClaim.WON
+            except IntegrityError:
+                done = slots.filter(slot_key=key).values_list("done", flat=True).first()
+                return SlotClaim.DONE if done else SlotClaim.HELD
+
+        return self._run(claim)
+
+    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
+        def release() -> None:
+            from twistedq.contrib.django.models import PeriodicSlot
+
+            PeriodicSlot.objects.using(self.alias).filter(
+                slot_key=key, owner=owner, done=False
+            ).delete()
+
+        return self._run(release)
+
+    def _state_row(self, name: str) -> Any:
+        """
+        The QuerySet of the task's state row, created first if missing.
+        """
+        from django.db import IntegrityError, transaction
+
+        from twistedq.contrib.django.models import PeriodicTaskState
+
+        states = PeriodicTaskState.objects.using(self.alias)
+        if not states.filter(name=name).exists():
+            try:
+                with transaction.atomic(using=self.alias):
+                    states.create(name=name)
+            except IntegrityError:
+                pass  # another daemon created it meanwhile
+        return states.filter(name=name)
+
+    def commit_slot(
+        self, key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> defer.Deferred[None]:
+        def commit() -> None:
+            from django.db.models import F, Value
+            from django.db.models.functions import Coalesce, Greatest
+
+            from twistedq.contrib.django.models import PeriodicSlot
+
+            PeriodicSlot.objects.using(self.alias).update_or_create(
+                slot_key=key,
+                defaults={
+                    "owner": "",
+                    "done": True,
+                    "expires_at": _now() + datetime.timedelta(seconds=keep),
+                },
+            )
+            ran_at = Value(_moment(slot))
+            self._state_row(name).update(
+                last_run_at=Greatest(Coalesce(F("last_run_at"), ran_at), ran_at),
+                total_run_count=F("total_run_count") + 1,
+                next_run_at=_moment(next_run_at),
+            )
+
+        return self._run(commit)
+
+    def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
+        return self._run(lambda: self._state_row(name).update(next_run_at=_moment(next_run_at)))
+
+    def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        return self._run(lambda: self._state_row(name).update(enabled=enabled))
+
+    def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
+        def read() -> dict[str, PeriodicState]:
+            from twistedq.contrib.django.models import PeriodicTaskState
+
+            rows = PeriodicTaskState.objects.using(self.alias).filter(name__in=list(names))
+            return {
+                row.name: PeriodicState(
+                    row.name,
+                    row.enabled,
+                    _seconds(row.last_run_at),
+                    row.total_run_count,
+                    _seconds(row.next_run_at),
+                )
+                for row in rows
+            }
+
+        return self._run(read)

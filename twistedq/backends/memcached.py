@@ -17,7 +17,9 @@ there).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +34,10 @@ from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
     IResultBackend,
+    IScheduleStore,
     OutcomeRecord,
+    PeriodicState,
+    SlotClaim,
     TasksetState,
     gather,
 )
@@ -61,7 +66,7 @@ class ResultTooLarge(Exception):
     """
 
 
-@implementer(IResultBackend)
+@implementer(IResultBackend, IScheduleStore)
 class MemcachedBackend:
     """
     A result backend on a memcached server (or anything speaking its text
@@ -239,5 +244,100 @@ class MemcachedBackend:
             if total is None:
                 return None
             return TasksetState(int(total), int(done or 0), int(failed or 0))
+
+        return self._do(read)
+
+    # periodic schedules: an ``add`` per slot claim; each task's state is a
+    # JSON item changed with compare-and-set.  memcached expiry times are
+    # whole seconds, so leases are rounded up.
+
+    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
+        slot_key = self._key("slot", key)
+
+        async def claim(client: MemCacheProtocol) -> SlotClaim:
+            for _ in range(2):
+                if await client.add(slot_key, owner.encode(), expireTime=math.ceil(lease)):
+                    return SlotClaim.WON
+                _, value = await client.get(slot_key)
+                if value == b"done":
+                    return SlotClaim.DONE
+                if value is not None:
+                    return SlotClaim.HELD
+            return SlotClaim.HELD  # lapsed and retaken between our add and get
+
+        return self._do(claim)
+
+    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
+        slot_key = self._key("slot", key)
+
+        async def release(client: MemCacheProtocol) -> None:
+            _, value = await client.get(slot_key)
+            if value == owner.encode():
+                await client.delete(slot_key)
+
+        return self._do(release)
+
+    async def _update_state(
+        self, client: MemCacheProtocol, name: str, change: Callable[[dict[str, Any]], None]
+    ) -> None:
+        key = self._key("periodic", name)
+        for _ in range(50):
+            _, cas, value = await client.get(key, withIdentifier=True)
+            state = json.loads(value) if value is not None else {}
+            change(state)
+            encoded = json.dumps(state).encode()
+            if value is None:
+                if await client.add(key, encoded):
+                    return
+            elif await client.checkAndSet(key, encoded, cas):
+                return
+        raise RuntimeError(f"could not update the state of {name}: too many concurrent changes")
+
+    def commit_slot(
+        self, key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> defer.Deferred[None]:
+        def ran(state: dict[str, Any]) -> None:
+            last = state.get("last_run_at")
+            state["last_run_at"] = slot if last is None else max(last, slot)
+            state["total_run_count"] = state.get("total_run_count", 0) + 1
+            state["next_run_at"] = next_run_at
+
+        async def commit(client: MemCacheProtocol) -> None:
+            await client.set(self._key("slot", key), b"done", expireTime=math.ceil(keep))
+            await self._update_state(client, name, ran)
+
+        return self._do(commit)
+
+    def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
+        return self._do(
+            lambda client: self._update_state(
+                client, name, lambda state: state.update(next_run_at=next_run_at)
+            )
+        )
+
+    def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        return self._do(
+            lambda client: self._update_state(
+                client, name, lambda state: state.update(enabled=enabled)
+            )
+        )
+
+    def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
+        async def read(client: MemCacheProtocol) -> dict[str, PeriodicState]:
+            keys = {self._key("periodic", name): name for name in names}
+            found = await client.getMultiple(list(keys)) if keys else {}
+            states = {}
+            for key, name in keys.items():
+                value = found.get(key, (0, None))[1]
+                if value is not None:
+                    state = json.loads(value)
+                    states[name] = PeriodicState(
+                        name,
+                        state.get("enabled", True),
+                        state.get("last_run_at"),
+                        state.get("total_run_count", 0),
+                        state.get("next_run_at"),
+                    )
+            return states
 
         return self._do(read)

@@ -21,7 +21,10 @@ from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
     IResultBackend,
+    IScheduleStore,
     OutcomeRecord,
+    PeriodicState,
+    SlotClaim,
     TasksetState,
     gather,
 )
@@ -29,7 +32,30 @@ from twistedq.backends.base import (
 __all__ = ["RedisBackend"]
 
 
-@implementer(IResultBackend)
+_CLAIM_SLOT = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'won' end
+if redis.call('get', KEYS[1]) == 'done' then return 'done' end
+return 'held'
+"""
+
+_RELEASE_SLOT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+return 0
+"""
+
+_COMMIT_SLOT = """
+redis.call('set', KEYS[1], 'done', 'PX', ARGV[1])
+local last = tonumber(redis.call('hget', KEYS[2], 'last_run_at'))
+if (not last) or tonumber(ARGV[2]) > last then
+    redis.call('hset', KEYS[2], 'last_run_at', ARGV[2])
+end
+redis.call('hincrby', KEYS[2], 'total_run_count', 1)
+redis.call('hset', KEYS[2], 'next_run_at', ARGV[3])
+return 0
+"""
+
+
+@implementer(IResultBackend, IScheduleStore)
 class RedisBackend:
     """
     A result backend on a Redis server.
@@ -215,6 +241,54 @@ class RedisBackend:
             return defer.succeed([])
         return self._timed(self._redis.mget([self.prefix + task_id for task_id in task_ids]))
 
+    # periodic schedules: a key per claimed slot, a hash per task
+
+    def _slot_key(self, key: str) -> str:
+        return f"{self.prefix}slot:{key}"
+
+    def _periodic_key(self, name: str) -> str:
+        return f"{self.prefix}periodic:{name}"
+
+    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
+        claimed = self._redis.eval(
+            _CLAIM_SLOT, [self._slot_key(key)], [owner, max(1, int(lease * 1000))]
+        )
+        return self._timed(claimed.addCallback(lambda found: SlotClaim(_text(found))))
+
+    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
+        released = self._redis.eval(_RELEASE_SLOT, [self._slot_key(key)], [owner])
+        return self._timed(released.addCallback(lambda _: None))
+
+    def commit_slot(
+        self, key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> defer.Deferred[None]:
+        committed = self._redis.eval(
+            _COMMIT_SLOT,
+            [self._slot_key(key), self._periodic_key(name)],
+            [max(1, int(keep * 1000)), repr(slot), repr(next_run_at)],
+        )
+        return self._timed(committed.addCallback(lambda _: None))
+
+    def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
+        noted = self._redis.hset(self._periodic_key(name), "next_run_at", repr(next_run_at))
+        return self._timed(noted.addCallback(lambda _: None))
+
+    def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
+        reads = [self._redis.hgetall(self._periodic_key(name)) for name in names]
+
+        def states(found: list[dict[bytes, bytes]]) -> dict[str, PeriodicState]:
+            return {
+                name: _periodic_state(name, {_text(k): _text(v) for k, v in fields.items()})
+                for name, fields in zip(names, found, strict=True)
+                if fields
+            }
+
+        return self._timed(gather(reads).addCallback(states))
+
+    def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        written = self._redis.hset(self._periodic_key(name), "enabled", "1" if enabled else "0")
+        return self._timed(written.addCallback(lambda _: None))
+
     def close(self) -> defer.Deferred[None]:
         if self._subscriber is not None:
             subscriber, self._subscriber = self._subscriber, None
@@ -223,6 +297,24 @@ class RedisBackend:
             return defer.succeed(None)
         redis, self._redis = self._redis, None
         return redis.disconnect()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _periodic_state(name: str, fields: dict[str, str]) -> PeriodicState:
+    def number(field: str) -> float | None:
+        value = fields.get(field)
+        return None if value is None else float(value)
+
+    return PeriodicState(
+        name,
+        enabled=fields.get("enabled", "1") != "0",
+        last_run_at=number("last_run_at"),
+        total_run_count=int(fields.get("total_run_count", 0)),
+        next_run_at=number("next_run_at"),
+    )
 
 
 def _all(writes: list[defer.Deferred[Any]]) -> defer.Deferred[None]:

@@ -23,7 +23,10 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     IResultBackend,
+    IScheduleStore,
     OutcomeRecord,
+    PeriodicState,
+    SlotClaim,
     TasksetState,
 )
 
@@ -48,6 +51,19 @@ _SCHEMA = [
         failed INTEGER NOT NULL,
         PRIMARY KEY (taskset_id, task_id)
     )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_periodic_slot (
+        slot_key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_periodic (
+        name TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        last_run_at REAL,
+        total_run_count INTEGER NOT NULL DEFAULT 0,
+        next_run_at REAL
+    )""",
 ]
 
 
@@ -60,7 +76,7 @@ def _open(connection: sqlite3.Connection) -> None:
     connection.commit()
 
 
-@implementer(IResultBackend)
+@implementer(IResultBackend, IScheduleStore)
 class SQLiteBackend:
     """
     A result backend in one SQLite file.
@@ -201,9 +217,91 @@ class SQLiteBackend:
                 (now,),
             )
             cursor.execute("DELETE FROM twistedq_taskset WHERE expires_at <= ?", (now,))
+            cursor.execute("DELETE FROM twistedq_periodic_slot WHERE expires_at <= ?", (now,))
             return removed
 
         return pool.runInteraction(delete)
+
+    # periodic schedules
+
+    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
+        def claim(cursor: sqlite3.Cursor) -> SlotClaim:
+            now = time.time()
+            cursor.execute(
+                "DELETE FROM twistedq_periodic_slot WHERE slot_key = ? AND expires_at <= ?",
+                (key, now),
+            )
+            cursor.execute(
+                "INSERT OR IGNORE INTO twistedq_periodic_slot (slot_key, owner, expires_at)"
+                " VALUES (?, ?, ?)",
+                (key, owner, now + lease),
+            )
+            if cursor.rowcount == 1:
+                return SlotClaim.WON
+            cursor.execute("SELECT done FROM twistedq_periodic_slot WHERE slot_key = ?", (key,))
+            (done,) = cursor.fetchone()
+            return SlotClaim.DONE if done else SlotClaim.HELD
+
+        return self._require_pool().runInteraction(claim)
+
+    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
+        return self._require_pool().runOperation(
+            "DELETE FROM twistedq_periodic_slot WHERE slot_key = ? AND owner = ? AND done = 0",
+            (key, owner),
+        )
+
+    def commit_slot(
+        self, key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> defer.Deferred[None]:
+        def commit(cursor: sqlite3.Cursor) -> None:
+            cursor.execute(
+                "INSERT OR REPLACE INTO twistedq_periodic_slot"
+                " (slot_key, owner, done, expires_at) VALUES (?, '', 1, ?)",
+                (key, time.time() + keep),
+            )
+            cursor.execute(
+                "INSERT INTO twistedq_periodic (name, last_run_at, total_run_count, next_run_at)"
+                " VALUES (?, ?, 1, ?) ON CONFLICT (name) DO UPDATE SET"
+                " last_run_at = max(coalesce(last_run_at, excluded.last_run_at),"
+                " excluded.last_run_at),"
+                " total_run_count = total_run_count + 1, next_run_at = excluded.next_run_at",
+                (name, slot, next_run_at),
+            )
+
+        return self._require_pool().runInteraction(commit)
+
+    def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
+        return self._require_pool().runOperation(
+            "INSERT INTO twistedq_periodic (name, next_run_at) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET next_run_at = excluded.next_run_at",
+            (name, next_run_at),
+        )
+
+    def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
+        def read(cursor: sqlite3.Cursor) -> dict[str, PeriodicState]:
+            states = {}
+            for name in names:
+                cursor.execute(
+                    "SELECT enabled, last_run_at, total_run_count, next_run_at"
+                    " FROM twistedq_periodic WHERE name = ?",
+                    (name,),
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    enabled, last_run_at, count, next_run_at = row
+                    states[name] = PeriodicState(
+                        name, bool(enabled), last_run_at, count, next_run_at
+                    )
+            return states
+
+        return self._require_pool().runInteraction(read)
+
+    def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        return self._require_pool().runOperation(
+            "INSERT INTO twistedq_periodic (name, enabled) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
+            (name, int(enabled)),
+        )
 
     def close(self) -> defer.Deferred[None]:
         if self._pool is not None:

@@ -48,7 +48,8 @@ class TaskSetResultAdmin(admin.ModelAdmin):
 
 @admin.register(PeriodicTaskState)
 class PeriodicTaskStateAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "last_run_at", "total_run_count")
+    list_display = ("name", "enabled", "last_run_at", "next_run_at", "total_run_count")
+    readonly_fields = ("name", "last_run_at", "next_run_at", "total_run_count")
     list_editable = ("enabled",)
     list_filter = ("enabled",)
     search_fields = ("name",)

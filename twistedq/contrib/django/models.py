@@ -85,10 +85,31 @@ class PeriodicTaskState(models.Model):
     name = models.CharField(max_length=255, unique=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     total_run_count = models.PositiveIntegerField(default=0)
-    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(
+        default=True, help_text="Untick to pause the task; daemons see it within seconds."
+    )
 
     class Meta:
         verbose_name = "periodic task"
 
     def __str__(self) -> str:
         return self.name
+
+
+class PeriodicSlot(models.Model):
+    """
+    The claim on one slot of a periodic schedule: held under a lease by
+    the daemon publishing it, then marked done.
+    """
+
+    slot_key = models.CharField(max_length=36, unique=True)
+    owner = models.CharField(max_length=255)
+    done = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "periodic slot"
+
+    def __str__(self) -> str:
+        return self.slot_key
