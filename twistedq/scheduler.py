@@ -1,0 +1,447 @@
+"""
+The scheduler of periodic tasks: a service in every daemon, and each slot
+of a schedule still runs once.
+
+Every daemon runs a :py:class:`Scheduler`.  On each tick (a
+:py:class:`~twisted.internet.task.LoopingCall`, a quarter second by
+default) it finds the slots (:py:mod:`twistedq.schedules`) that came due
+since the last tick.  A slot gets a deterministic task id,
+:py:func:`slot_task_id` (a UUID 5 of the task name and the slot), so every
+daemon names it alike, and is claimed in the result store
+(:py:class:`~twistedq.backends.base.IScheduleStore`) under a lease.  The
+daemon that wins publishes the task with publisher confirms, then marks the
+slot done and counts the run in the task's periodic state; the others find
+the slot held or done and move on.  A daemon that dies between its claim and
+its commit leaves a lease that lapses; the daemons that found the slot held
+look again after the lease and one of them publishes it.  The id is also the
+task's, so the consumer's duplicate check stops a second run of a slot
+published twice.
+
+Catching up: when a daemon starts and the slots since the task's
+``last_run_at`` were all missed (no daemon ran), the task's ``catch_up``
+policy applies: ``"once"`` runs the latest missed slot, ``"skip"`` runs
+none.  A forward step of the wall clock is treated the same way.
+
+Clock steps: slots are instants of the wall clock, but the scheduler's own
+time never runs backward.  After the wall clock steps back, it keeps moving
+from where it was at the pace of the monotonic clock, so no slot runs twice
+and none stalls; it rejoins the wall clock when the wall clock catches up.
+
+Pausing: a task whose stored state says ``enabled = False`` (the Django
+admin's tick box, or :py:meth:`Scheduler.set_enabled`) has its slots
+skipped until it is enabled again; the states are read every few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from twistedq.backends.base import IScheduleStore, PeriodicState, SlotClaim
+from twistedq.message import TaskMessage
+from twistedq.schedules import Crontab, Interval, schedule_from_spec, slots_between
+
+__all__ = ["LocalJob", "Scheduler", "slot_task_id"]
+
+log = Logger()
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://twistedq.invalid/periodic-slot")
+
+
+def slot_task_id(name: str, slot: float) -> str:
+    """
+    The task id of one slot of a periodic task: the same in every daemon.
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{name}\n{slot!r}"))
+
+
+@dataclass
+class LocalJob:
+    """
+    A periodic job the daemon runs itself instead of publishing a task
+    (the clean-up of expired results); claimed per slot like a task.
+    """
+
+    name: str
+    schedule: Interval | Crontab
+    run: Callable[[], Awaitable[Any]]
+    catch_up: str = "skip"
+
+
+@dataclass
+class _Entry:
+    name: str
+    schedule: Interval | Crontab
+    catch_up: str
+    queue: str | None = None
+    job: LocalJob | None = None
+    enabled: bool = True
+    #: The scheduler time up to which slots were looked at.
+    cursor: float | None = None
+    #: Slots found held by another daemon: slot to the monotonic time at
+    #: which to look again.
+    recheck: dict[float, float] = field(default_factory=dict)
+    #: Slots being claimed or published now.
+    busy: set[float] = field(default_factory=set)
+
+
+class Scheduler(Service):
+    """
+    Publishes the due slots of periodic tasks, once across daemons.
+
+    :param store: where slots are claimed and periodic states kept.
+    :param publish: ``publish(message, queue)``, confirmed by the broker
+        when it fires (:py:meth:`twistedq.amqp.broker.Publisher.publish`).
+    :param clock: the reactor (or a :py:class:`~twisted.internet.task.Clock`)
+        for the tick.
+    :param wall: the wall clock, seconds since the epoch.
+    :param monotonic: a clock that never steps.
+    :param tick: seconds between looks at the schedules.
+    :param lease: seconds a claim holds a slot before it lapses; longer than
+        a publish may take.
+    :param keep: seconds a published slot is remembered as done.
+    :param default_tz: the time zone of crontabs that name none.
+    :param state_refresh: seconds between reads of the periodic states
+        (pauses take effect within this time).
+    :param step_tolerance: a difference between the wall clock and the
+        monotonic clock larger than this, in seconds, is a clock step.
+    """
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        store: IScheduleStore,
+        publish: Callable[[TaskMessage, str | None], Awaitable[None]],
+        clock: Any,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        tick: float = 0.25,
+        lease: float = 15.0,
+        keep: float = 3600.0,
+        default_tz: str | None = None,
+        state_refresh: float = 2.0,
+        step_tolerance: float = 1.0,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.clock = clock
+        self.wall = wall
+        self.monotonic = monotonic
+        self.tick = tick
+        self.lease = lease
+        self.keep = keep
+        self.default_tz = default_tz
+        self.state_refresh = state_refresh
+        self.step_tolerance = step_tolerance
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.entries: dict[str, _Entry] = {}
+        self.published = 0
+        self.failures = 0
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+        self._now: float | None = None
+        self._now_monotonic = 0.0
+        self._states_read_at: float | None = None
+        self._starting = False
+        self._refreshing = False
+        self._pending: set[defer.Deferred[None]] = set()
+
+    # configuration
+
+    def add_tasks(self, specs: dict[str, dict[str, Any]]) -> None:
+        """
+        Schedule periodic tasks from their specs
+        (:py:meth:`twistedq.task.PeriodicTask.schedule_spec`, as the
+        children report them).  A spec that cannot be read is logged and
+        left out.
+        """
+        for name, spec in specs.items():
+            try:
+                schedule = schedule_from_spec(spec, self.default_tz)
+            except (TypeError, ValueError) as error:
+                log.error("Periodic task {name} not scheduled: {error}", name=name, error=error)
+                continue
+            self.entries[name] = _Entry(
+                name, schedule, spec.get("catch_up", "once"), queue=spec.get("queue")
+            )
+
+    def add_job(self, job: LocalJob) -> None:
+        """
+        Schedule a job the daemon runs itself.
+        """
+        self.entries[job.name] = _Entry(job.name, job.schedule, job.catch_up, job=job)
+
+    def set_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        """
+        Pause or resume a periodic task in every daemon (through the store).
+        """
+        if name in self.entries:
+            self.entries[name].enabled = enabled
+        return self.store.set_periodic_enabled(name, enabled)
+
+    # service
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._loop.start(self.tick, now=True).addErrback(
+            lambda failure: log.failure("The scheduler stopped", failure)
+        )
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        if self._loop.running:
+            self._loop.stop()
+        # Let claims and publishes under way finish, so none is left held.
+        pending = list(self._pending)
+        return defer.DeferredList(pending).addCallback(lambda _: None)
+
+    def stats(self) -> dict[str, Any]:
+        """
+        Counters and each task's next slot, for the status resource.
+        """
+        now = self._now if self._now is not None else self.wall()
+        return {
+            "published": self.published,
+            "failures": self.failures,
+            "tasks": {
+                name: {
+                    "enabled": entry.enabled,
+                    "next_run_at": entry.schedule.next_slot(now),
+                }
+                for name, entry in self.entries.items()
+            },
+        }
+
+    # time
+
+    def _advance(self) -> tuple[float, float | None]:
+        """
+        The scheduler's time now, and where a forward step of the wall
+        clock began (None if there was none).
+        """
+        wall, mono = self.wall(), self.monotonic()
+        previous = self._now
+        if previous is None:
+            now, stepped_from = wall, None
+        else:
+            expected = previous + (mono - self._now_monotonic)
+            if wall < expected - self.step_tolerance:
+                log.warn(
+                    "The wall clock stepped back {by:.1f} s; the scheduler keeps its own time",
+                    by=expected - wall,
+                )
+                now, stepped_from = expected, None
+            elif wall > expected + self.step_tolerance:
+                log.warn(
+                    "The wall clock stepped forward {by:.1f} s; missed slots follow each "
+                    "task's catch-up policy",
+                    by=wall - expected,
+                )
+                now, stepped_from = wall, expected
+            else:
+                now, stepped_from = max(wall, previous), None
+        self._now, self._now_monotonic = now, mono
+        return now, stepped_from
+
+    # the tick
+
+    def _tick(self) -> None:
+        try:
+            self._look()
+        except Exception:
+            log.failure("Scheduler tick failed; trying again on the next one")
+
+    def _look(self) -> None:
+        new = [entry for entry in self.entries.values() if entry.cursor is None]
+        if new and not self._starting:
+            self._track(self._start_entries(new))
+        if self._states_read_at is None:
+            return  # until the states are read
+        now, stepped_from = self._advance()
+        mono = self._now_monotonic
+        if mono - self._states_read_at >= self.state_refresh and not self._refreshing:
+            self._track(self._refresh_states())
+        for entry in self.entries.values():
+            if entry.cursor is None:
+                continue
+            due = self._due(entry, now, stepped_from)
+            entry.cursor = now
+            for slot, retry_at in list(entry.recheck.items()):
+                if retry_at <= mono:
+                    del entry.recheck[slot]
+                    due.append(slot)
+            if not entry.enabled:
+                entry.recheck.clear()
+                continue
+            for slot in due:
+                if slot not in entry.busy:
+                    self._track(self._run_slot(entry, slot))
+
+    def _due(self, entry: _Entry, now: float, stepped_from: float | None) -> list[float]:
+        assert entry.cursor is not None
+        if stepped_from is None or stepped_from <= entry.cursor:
+            return list(slots_between(entry.schedule, entry.cursor, now))
+        due = list(slots_between(entry.schedule, entry.cursor, stepped_from))
+        missed = entry.schedule.last_slot(now)
+        if missed > stepped_from and entry.catch_up == "once":
+            due.append(missed)
+        return due
+
+    def _track(self, coroutine: Any) -> defer.Deferred[Any]:
+        d = defer.ensureDeferred(coroutine)
+        self._pending.add(d)
+        d.addBoth(lambda result: (self._pending.discard(d), result)[1])
+        return d
+
+    async def _start_entries(self, entries: list[_Entry]) -> None:
+        """
+        Read the stored states of entries just added, note each one's next
+        run, and catch up what was missed while no daemon ran.
+        """
+        self._starting = True
+        try:
+            states = await self.store.get_periodic_states([entry.name for entry in entries])
+        except Exception as error:
+            log.warn("Cannot read periodic states ({error}); trying again", error=error)
+            return
+        finally:
+            self._starting = False
+        now, _ = self._advance()
+        self._states_read_at = self._now_monotonic
+        window = 2 * self.tick
+        for entry in entries:
+            name = entry.name
+            state = states.get(name, PeriodicState(name))
+            entry.enabled = state.enabled
+            entry.cursor = now - window
+            if state.enabled and state.last_run_at is not None and entry.catch_up == "once":
+                missed = entry.schedule.last_slot(entry.cursor)
+                if missed > state.last_run_at:
+                    log.info(
+                        "Catching up {name}: running its slot of {slot} once",
+                        name=name,
+                        slot=_iso(missed),
+                    )
+                    self._track(self._run_slot(entry, missed))
+        notes = [
+            self.store.note_schedule(entry.name, entry.schedule.next_slot(now)) for entry in entries
+        ]
+        try:
+            await defer.gatherResults(notes, consumeErrors=True)
+        except Exception as error:
+            log.warn("Cannot note the next runs of periodic tasks: {error}", error=error)
+
+    async def _refresh_states(self) -> None:
+        self._refreshing = True
+        try:
+            states = await self.store.get_periodic_states(list(self.entries))
+        except Exception as error:
+            log.warn("Cannot read periodic states: {error}", error=error)
+            return
+        finally:
+            self._refreshing = False
+            self._states_read_at = self.monotonic()
+        for name, entry in self.entries.items():
+            state = states.get(name)
+            enabled = state.enabled if state is not None else True
+            if enabled != entry.enabled:
+                log.info(
+                    "Periodic task {name} {what}",
+                    name=name,
+                    what="resumed" if enabled else "paused",
+                )
+                entry.enabled = enabled
+
+    async def _run_slot(self, entry: _Entry, slot: float) -> None:
+        """
+        Claim one slot; if won, publish (or run) it and commit it.
+        """
+        entry.busy.add(slot)
+        try:
+            await self._claim_and_run(entry, slot)
+        finally:
+            entry.busy.discard(slot)
+
+    async def _claim_and_run(self, entry: _Entry, slot: float) -> None:
+        key = slot_task_id(entry.name, slot)
+        try:
+            claim = await self.store.claim_slot(key, self.owner, self.lease)
+        except Exception as error:
+            self.failures += 1
+            log.warn(
+                "Cannot claim {name} at {slot}: {error}; trying again",
+                name=entry.name,
+                slot=_iso(slot),
+                error=error,
+            )
+            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+            return
+        if claim is SlotClaim.DONE:
+            return
+        if claim is SlotClaim.HELD:
+            entry.recheck[slot] = self.monotonic() + self.lease
+            return
+        if entry.job is not None:
+            try:
+                await entry.job.run()
+            except Exception:
+                # Counted as run: a failing job waits for its next slot.
+                self.failures += 1
+                log.failure("{name} at {slot} failed", name=entry.name, slot=_iso(slot))
+        try:
+            if entry.job is None:
+                message = TaskMessage(id=key, task=entry.name, args=(), kwargs={})
+                await self.publish(message, entry.queue)
+        except Exception as error:
+            self.failures += 1
+            log.warn(
+                "{name} at {slot} not run: {error}; trying again",
+                name=entry.name,
+                slot=_iso(slot),
+                error=error,
+            )
+            try:
+                await self.store.release_slot(key, self.owner)
+            except Exception:
+                pass  # the lease lapses by itself
+            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+            return
+        self.published += 1
+        next_run_at = entry.schedule.next_slot(slot)
+        for attempt in range(3):
+            try:
+                await self.store.commit_slot(key, entry.name, slot, next_run_at, self.keep)
+                return
+            except Exception as error:
+                log.warn(
+                    "{name} at {slot} published but not recorded: {error}",
+                    name=entry.name,
+                    slot=_iso(slot),
+                    error=error,
+                )
+                if attempt < 2:
+                    await _sleep(self.clock, 2**attempt)
+
+
+def _sleep(clock: Any, seconds: float) -> defer.Deferred[None]:
+    d: defer.Deferred[None] = defer.Deferred()
+    clock.callLater(seconds, d.callback, None)
+    return d
+
+
+def _iso(slot: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(slot, datetime.timezone.utc).isoformat()
