@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -21,12 +21,15 @@ from twistedq.amqp.broker import (
     BrokerConnection,
     BrokerURLError,
     Consumer,
+    Publisher,
     Topology,
 )
 from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
 from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings
 from twistedq.log import use_seed_format
 from twistedq.registry import import_task_modules
+from twistedq.scheduler import LocalJob, Scheduler
+from twistedq.schedules import Interval, crontab
 from twistedq.web import make_site_root
 from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
@@ -56,6 +59,14 @@ def _positive_float(value: str) -> float:
 _positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 
 
+def _timezone(value: str) -> str:
+    crontab(tz=value)  # raises ValueError for an unknown zone
+    return value
+
+
+_timezone.coerceDoc = "An IANA time zone name."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     """
     The options of ``twistd twistedq``.
@@ -65,6 +76,12 @@ class Options(usage.Options):
     longdesc = "Run twistedq tasks from an AMQP queue in a pool of child processes."
 
     optFlags = [
+        [
+            "no-scheduler",
+            None,
+            "Run no periodic tasks and no cleanup of expired results in this daemon "
+            "(other daemons' schedulers still do)",
+        ],
         [
             "no-duplicate-check",
             None,
@@ -143,7 +160,23 @@ class Options(usage.Options):
             "cleanup-interval",
             None,
             3600.0,
-            "Seconds between removals of expired results from SQLite or the Django database",
+            "Seconds between removals of expired results from SQLite or the Django database "
+            "(the periodic job twistedq.cleanup_expired_results)",
+            _positive_float,
+        ],
+        [
+            "timezone",
+            None,
+            "UTC",
+            "Time zone of crontab schedules that name none (an IANA name: Europe/Paris)",
+            _timezone,
+        ],
+        [
+            "slot-lease",
+            None,
+            15.0,
+            "Seconds a daemon's claim on a periodic slot holds before another daemon may "
+            "publish the slot instead",
             _positive_float,
         ],
         [
@@ -271,44 +304,44 @@ class _ReactorTasksService(Service):
 
 class _BackendService(Service):
     """
-    Connects the result backend on start and closes it on stop.  A store
-    that does not expire outcomes by itself (SQLite, the Django database:
-    those with ``delete_expired``) has them removed every
-    ``cleanup_interval`` seconds; a failed cleanup is logged and the loop
-    goes on.
+    Connects the result backend on start and closes it on stop.
     """
 
-    def __init__(self, backend: IResultBackend, cleanup_interval: float, clock: Any) -> None:
+    def __init__(self, backend: IResultBackend) -> None:
         self.backend = backend
-        self.cleanup = LoopingCall(self._clean)
-        self.cleanup.clock = clock
-        self.cleanup_interval = cleanup_interval
-
-    def _clean(self) -> defer.Deferred[None]:
-        async def clean() -> None:
-            try:
-                removed = await self.backend.delete_expired()  # type: ignore[attr-defined]
-            except Exception:
-                log.failure("Removing expired results from {url} failed", url=self.backend.url)
-                return
-            if removed:
-                log.info("Removed {count} expired results", count=removed)
-
-        return defer.Deferred.fromCoroutine(clean())
 
     def startService(self) -> None:
         Service.startService(self)
         self.backend.connect().addErrback(
             lambda f: log.failure("Result store {url} unavailable", f, url=self.backend.url)
         )
-        if hasattr(self.backend, "delete_expired"):
-            self.cleanup.start(self.cleanup_interval, now=False)
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
-        if self.cleanup.running:
-            self.cleanup.stop()
         return self.backend.close()
+
+
+#: The name of the periodic job that removes expired results.
+CLEANUP_JOB = "twistedq.cleanup_expired_results"
+
+
+def cleanup_job(backend: IResultBackend, interval: float) -> LocalJob | None:
+    """
+    The periodic job removing expired results from a store that does not
+    expire them by itself (SQLite, the Django database: those with
+    ``delete_expired``), or None for the others.  A failed cleanup is
+    logged; the next slot runs as usual.
+    """
+    delete_expired = getattr(backend, "delete_expired", None)
+    if delete_expired is None:
+        return None
+
+    async def clean() -> None:
+        removed = await delete_expired()
+        if removed:
+            log.info("Removed {count} expired results", count=removed)
+
+    return LocalJob(CLEANUP_JOB, Interval(interval), clean)
 
 
 class _PoolService(Service):
@@ -316,9 +349,12 @@ class _PoolService(Service):
     Starts the pool; stops the daemon if its children cannot start.
     """
 
-    def __init__(self, pool: ProcessPool, reactor: Any) -> None:
+    def __init__(
+        self, pool: ProcessPool, reactor: Any, on_ready: Callable[[], None] | None = None
+    ) -> None:
         self.pool = pool
         self.reactor = reactor
+        self.on_ready = on_ready
 
     def startService(self) -> None:
         Service.startService(self)
@@ -329,7 +365,11 @@ class _PoolService(Service):
             )
             self.reactor.stop()
 
-        self.pool.startService().addErrback(failed)
+        def ready(_: Any) -> None:
+            if self.on_ready is not None:
+                self.on_ready()
+
+        self.pool.startService().addCallbacks(ready, failed)
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
@@ -463,15 +503,35 @@ def makeService(options: Options) -> IService:
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
+    scheduler = None
+    if not options["no-scheduler"]:
+        lease = options["slot-lease"]
+        publisher = Publisher(connection, topology, confirm_timeout=lease / 2)
+        scheduler = Scheduler(
+            backend,  # type: ignore[arg-type]
+            publisher.publish,
+            reactor,
+            lease=lease,
+            default_tz=options["timezone"],
+        )
+        cleanup = cleanup_job(backend, options["cleanup-interval"])
+        if cleanup is not None:
+            scheduler.add_job(cleanup)
+
+    def children_ready() -> None:
+        if scheduler is not None:
+            scheduler.add_tasks(pool.periodic_tasks)
 
     daemon = DrainingMultiService()
     if options["log-format"] == "seed":
         _SeedLogFormatService().setServiceParent(daemon)
     if options["reactor-tasks"]:
         _ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
-    _BackendService(backend, options["cleanup-interval"], reactor).setServiceParent(daemon)
-    _PoolService(pool, reactor).setServiceParent(daemon)
+    _BackendService(backend).setServiceParent(daemon)
+    _PoolService(pool, reactor, children_ready).setServiceParent(daemon)
     connection.setServiceParent(daemon)
+    if scheduler is not None:
+        scheduler.setServiceParent(daemon)
     _ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
@@ -482,6 +542,7 @@ def makeService(options: Options) -> IService:
                 "pool": pool.stats(),
                 "dispatcher": dispatcher.stats(),
                 "consuming": consumer.consuming,
+                "scheduler": scheduler.stats() if scheduler is not None else None,
             }
 
         site = Site(make_site_root(backend, reactor, seed_states=settings.seed_states, stats=stats))

@@ -1,29 +1,25 @@
 """
 The daemon's cleanup of expired results, for stores without their own
-expiry, driven by a Clock.
+expiry: a periodic job of the scheduler.
 """
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedq.tap import _BackendService
+from tests.unit.test_scheduler import START, Broker, MemoryScheduleStore
+from twistedq.scheduler import Scheduler
+from twistedq.schedules import Interval
+from twistedq.tap import CLEANUP_JOB, Options, cleanup_job, makeService
 
 
-class FakeStore:
+class ExpiringStore(MemoryScheduleStore):
     url = "fake://"
 
-    def __init__(self, fail_first=False):
+    def __init__(self, clock, fail_first=False):
+        super().__init__(clock)
         self.calls = 0
         self.fail_first = fail_first
-        self.closed = False
-
-    def connect(self):
-        return defer.succeed(None)
-
-    def close(self):
-        self.closed = True
-        return defer.succeed(None)
 
     def delete_expired(self):
         self.calls += 1
@@ -32,52 +28,73 @@ class FakeStore:
         return defer.succeed(3)
 
 
-class NoExpiryStore:
-    url = "fake://"
+def scheduler_with_cleanup(store, clock, interval):
+    scheduler = Scheduler(
+        store,
+        Broker().publish,
+        clock,
+        wall=lambda: START + clock.seconds(),
+        monotonic=clock.seconds,
+    )
+    scheduler.add_job(cleanup_job(store, interval))
+    return scheduler
 
-    def connect(self):
-        return defer.succeed(None)
 
-    def close(self):
-        return defer.succeed(None)
+def advance(clock, seconds):
+    for _ in range(int(seconds)):
+        clock.advance(1)
 
 
 class CleanupTests(SynchronousTestCase):
     def test_runs_every_interval(self):
         """
-        Expired results are removed every interval, not at start.
+        Expired results are removed at each slot of the interval, counted
+        in the job's periodic state, and no longer once stopped.
         """
-        clock, store = Clock(), FakeStore()
-        service = _BackendService(store, 60.0, clock)
-        service.startService()
-        self.assertEqual(store.calls, 0)
-        clock.advance(60)
-        clock.advance(60)
-        self.assertEqual(store.calls, 2)
-        self.successResultOf(service.stopService())
-        clock.advance(600)
-        self.assertEqual(store.calls, 2)
-        self.assertTrue(store.closed)
+        clock = Clock()
+        store = ExpiringStore(clock)
+        scheduler = scheduler_with_cleanup(store, clock, 60.0)
+        scheduler.startService()
+        advance(clock, 150)
+        self.assertEqual(store.calls, 3)  # at 0, 60 and 120 s
+        self.assertEqual(store.states[CLEANUP_JOB].total_run_count, 3)
+        self.successResultOf(scheduler.stopService())
+        advance(clock, 600)
+        self.assertEqual(store.calls, 3)
 
     def test_failure_logged_loop_goes_on(self):
         """
         A failed cleanup is logged and the next one still runs.
         """
-        clock, store = Clock(), FakeStore(fail_first=True)
-        service = _BackendService(store, 10.0, clock)
-        service.startService()
-        clock.advance(10)
+        clock = Clock()
+        store = ExpiringStore(clock, fail_first=True)
+        scheduler_with_cleanup(store, clock, 10.0).startService()
+        advance(clock, 15)
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
-        clock.advance(10)
         self.assertEqual(store.calls, 2)
-        self.assertTrue(service.cleanup.running)
+
+    def test_once_across_daemons(self):
+        """
+        Two daemons on one store clean once per slot between them.
+        """
+        clock = Clock()
+        store = ExpiringStore(clock)
+        for _ in range(2):
+            scheduler_with_cleanup(store, clock, 10.0).startService()
+        advance(clock, 35)
+        self.assertEqual(store.calls, 4)
 
     def test_store_with_own_expiry(self):
         """
-        A store without delete_expired (Redis, memcached) gets no loop.
+        A store without delete_expired (Redis, memcached) gets no job.
         """
-        clock = Clock()
-        service = _BackendService(NoExpiryStore(), 10.0, clock)
-        service.startService()
-        self.assertFalse(service.cleanup.running)
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIsNone(cleanup_job(MemoryScheduleStore(Clock()), 10.0))
+
+    def test_daemon_schedules_cleanup(self):
+        """
+        The daemon on SQLite schedules the job at ``--cleanup-interval``.
+        """
+        options = Options()
+        options.parseOptions(["-r", "sqlite:///results.sqlite3", "--cleanup-interval", "90"])
+        scheduler = next(s for s in makeService(options) if isinstance(s, Scheduler))
+        self.assertEqual(scheduler.entries[CLEANUP_JOB].schedule, Interval(90))

@@ -16,6 +16,7 @@ from twistedq.amqp.broker import BrokerAddress, BrokerConnection
 from twistedq.backends.redis import RedisBackend
 from twistedq.backends.sqlite import SQLiteBackend
 from twistedq.conf import DEFAULT_BROKER_URL, Settings
+from twistedq.scheduler import Scheduler
 from twistedq.worker.pool import ProcessPool
 
 VARIABLES = (
@@ -196,11 +197,14 @@ class MakeServiceTests(TapTestCase):
                 tap._BackendService,
                 tap._PoolService,
                 BrokerConnection,
+                Scheduler,
                 tap._ConsumerService,
                 StreamServerEndpointService,
             ],
         )
-        backend, pool_service, connection, consumer_service, _site = children
+        backend, pool_service, connection, scheduler, consumer_service, _site = children
+        self.assertIs(scheduler.store, backend.backend)
+        self.assertEqual(list(scheduler.entries), [])  # Redis expires results itself
         self.assertIsInstance(backend.backend, RedisBackend)
         self.assertIsInstance(pool_service.pool, ProcessPool)
         self.assertEqual(pool_service.pool.size, 2)
@@ -218,7 +222,7 @@ class MakeServiceTests(TapTestCase):
         """
         daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
         children = list(daemon)
-        self.assertEqual(len(children), 4)
+        self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0].backend, SQLiteBackend)
         self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
 
@@ -227,7 +231,7 @@ class MakeServiceTests(TapTestCase):
         The consumer consumes the queue and exchange of the settings.
         """
         daemon = self.make("--queue", "jobs", "--exchange", "jx", "--status", "none")
-        consumer = list(daemon)[3].consumer
+        consumer = list(daemon)[4].consumer
         self.assertEqual((consumer.topology.queue, consumer.topology.exchange), ("jobs", "jx"))
 
     def test_stop_waits_for_drain(self):
@@ -256,7 +260,9 @@ class MakeServiceTests(TapTestCase):
         self.assertIn(tap._ConsumerService, stopped)
         self.assertEqual(stopped[2:], [])
         drains[tap._ConsumerService].callback(None)
-        self.assertEqual(stopped[2:], [BrokerConnection])
+        self.assertEqual(stopped[2:], [Scheduler])
+        drains[Scheduler].callback(None)
+        self.assertEqual(stopped[3:], [BrokerConnection])
         drains[BrokerConnection].callback(None)
         drains[tap._PoolService].callback(None)
         self.assertNoResult(stopping)
@@ -284,9 +290,33 @@ class MakeServiceTests(TapTestCase):
             [
                 StreamServerEndpointService,
                 tap._ConsumerService,
+                Scheduler,
                 BrokerConnection,
                 tap._PoolService,
                 tap._BackendService,
             ],
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class SchedulerOptionsTests(SynchronousTestCase):
+    def make(self, *args):
+        options = tap.Options()
+        options.parseOptions(["--status", "none", *args])
+        return list(tap.makeService(options))
+
+    def test_no_scheduler(self):
+        """
+        ``--no-scheduler`` leaves the scheduler out.
+        """
+        self.assertNotIn(Scheduler, [type(child) for child in self.make("--no-scheduler")])
+
+    def test_timezone_and_lease(self):
+        """
+        ``--timezone`` and ``--slot-lease`` reach the scheduler; an unknown
+        zone is refused when the options are read.
+        """
+        children = self.make("--timezone", "Europe/Paris", "--slot-lease", "30")
+        (scheduler,) = [child for child in children if isinstance(child, Scheduler)]
+        self.assertEqual((scheduler.default_tz, scheduler.lease), ("Europe/Paris", 30.0))
+        self.assertRaises(usage.UsageError, self.make, "--timezone", "Nowhere/Special")
