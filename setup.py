@@ -18,6 +18,7 @@ setup(
         "twisted.plugins",
     ],
     package_data={"twistedq.amqp": ["amqp0-9-1.xml"], "twistedq": ["py.typed"]},
+    entry_points={"console_scripts": ["twistedq-deadletter = twistedq.deadletter:main"]},
     python_requires=">=3.10",
     install_requires=[
         "Twisted>=24.7,<27",

@@ -44,7 +44,9 @@ class AsyncClient:
     """
     Publishes task messages with publisher confirms and reads outcomes, on
     the reactor thread.  The broker connection is made once and kept (and
-    re-made after a failure).
+    re-made after a failure).  With signing keys in ``settings`` every
+    message is signed; a message over ``settings.max_message_size`` is
+    refused with :py:class:`~twistedq.message.MessageError`.
     """
 
     def __init__(
@@ -58,6 +60,8 @@ class AsyncClient:
             self.connection,
             Topology(exchange=settings.exchange, queue=settings.queue),
             confirm_timeout=confirm_timeout,
+            signing=settings.signing(),
+            max_message_size=settings.max_message_size,
         )
         self.backend: IResultBackend = backend_from_url(settings.result_backend, reactor)
         self.backend.connect().addErrback(lambda f: None)
@@ -212,6 +216,7 @@ class Client:
                 broker_url=broker_url, result_backend=result_backend, queue=queue
             )
         BrokerAddress.from_url(settings.broker_url)
+        settings.validate()
         self.settings = settings
         self.timeout = timeout
         self.notify = notify

@@ -8,21 +8,60 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["DEFAULT_BROKER_URL", "DEFAULT_RESULT_BACKEND", "Settings"]
+from twistedq.message import MAX_BODY_SIZE
+from twistedq.signing import SigningKeyError, SigningKeys
+
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_RESULT_BACKEND",
+    "Settings",
+    "SettingsError",
+    "parse_size",
+]
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_BACKEND = "sqlite://"
 DEFAULT_STATUS_ENDPOINT = "tcp:8021:interface=127.0.0.1"
+#: The largest task message the daemon takes by default, in bytes.
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 _ENVIRONMENT = {
     "broker_url": "TWISTEDQ_BROKER_URL",
     "result_backend": "TWISTEDQ_RESULT_BACKEND",
     "queue": "TWISTEDQ_QUEUE",
     "exchange": "TWISTEDQ_EXCHANGE",
+    "signing_keys": "TWISTEDQ_SIGNING_KEYS",
 }
+
+_UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
+
+
+class SettingsError(ValueError):
+    """
+    A setting has a value twistedq cannot use.
+    """
+
+
+def parse_size(text: str) -> int:
+    """
+    A positive size in bytes from ``8388608``, ``8192KiB`` or ``8MiB``
+    (``k`` and ``M`` work too).
+
+    :raises ValueError: it is not such a size.
+    """
+    stripped = text.strip()
+    digits = stripped.rstrip("KkMmIiBb")
+    unit = _UNITS.get(stripped[len(digits) :].strip().lower())
+    if not digits.strip().isdigit() or unit is None or int(digits) < 1:
+        raise ValueError(f"{text!r} is not a size in bytes such as 8388608 or 8MiB")
+    return int(digits) * unit
+
+
+parse_size.coerceDoc = "Bytes, or with a unit: 8MiB, 512KiB."  # type: ignore[attr-defined]
 
 
 def _django_values(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -43,7 +82,18 @@ def _django_values(environ: Mapping[str, str]) -> dict[str, Any]:
         return {}
     from twistedq.contrib.django.conf import settings_from_django
 
-    return settings_from_django(settings)
+    values = settings_from_django(settings)
+    # The delivery-guarantee settings, read here until settings_from_django
+    # learns them.
+    keys = getattr(settings, "TWISTEDQ_SIGNING_KEYS", None)
+    if keys is not None:
+        if not isinstance(keys, str):
+            raise SettingsError(f"TWISTEDQ_SIGNING_KEYS must be a string, not {type(keys)}")
+        values["signing_keys"] = keys
+    size = getattr(settings, "TWISTEDQ_MAX_MESSAGE_SIZE", None)
+    if size is not None:
+        values["max_message_size"] = size if isinstance(size, int) else parse_size(str(size))
+    return values
 
 
 @dataclass(frozen=True)
@@ -59,6 +109,12 @@ class Settings:
     :ivar queue: the queue tasks are published to and consumed from.
     :ivar exchange: the exchange tasks are published through.
     :ivar seed_states: report SUCCESS as the celery 0.2.0 README's ``DONE``.
+    :ivar max_message_size: the largest task message the daemon takes, in
+        bytes; a larger one is dead-lettered as ``too-large``, and the
+        client refuses to publish it.
+    :ivar signing_keys: ``id:secret,...`` (see :py:mod:`twistedq.signing`),
+        or empty: when set, the client signs what it publishes and the
+        daemon dead-letters messages that are unsigned or do not verify.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -66,6 +122,8 @@ class Settings:
     queue: str = "twistedq"
     exchange: str = "twistedq"
     seed_states: bool = False
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    signing_keys: str = field(default="", repr=False)
 
     def environment(self) -> dict[str, str]:
         """
@@ -74,7 +132,19 @@ class Settings:
         """
         values = {var: getattr(self, name) for name, var in _ENVIRONMENT.items()}
         values["TWISTEDQ_SEED_STATES"] = "1" if self.seed_states else "0"
+        values["TWISTEDQ_MAX_MESSAGE_SIZE"] = str(self.max_message_size)
         return values
+
+    def signing(self) -> SigningKeys | None:
+        """
+        The :py:class:`~twistedq.signing.SigningKeys` of
+        :py:attr:`signing_keys`, or :py:obj:`None` when none are set.
+
+        :raises twistedq.signing.SigningKeyError: they cannot be understood.
+        """
+        if not self.signing_keys.strip():
+            return None
+        return SigningKeys.parse(self.signing_keys)
 
     @classmethod
     def from_environment(
@@ -82,10 +152,13 @@ class Settings:
     ) -> Settings:
         """
         Defaults, then the Django project's settings (when there is one),
-        then ``TWISTEDQ_BROKER_URL, ``TWISTEDQ_RESULT_BACKEND``,
-        ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE`` and ``TWISTEDQ_SEED_STATES``
-        (``1`` to report SUCCESS as ``DONE``), then ``overrides`` that are
-        not :py:obj:`None`.
+        then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
+        ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE``, ``TWISTEDQ_SEED_STATES``
+        (``1`` to report SUCCESS as ``DONE``), ``TWISTEDQ_MAX_MESSAGE_SIZE``
+        and ``TWISTEDQ_SIGNING_KEYS``, then ``overrides`` that are not
+        :py:obj:`None`.
+
+        :raises SettingsError: a value is not usable (see :py:meth:`validate`).
         """
         if environ is None:
             environ = os.environ
@@ -96,5 +169,31 @@ class Settings:
         flag = environ.get("TWISTEDQ_SEED_STATES", "").lower()
         if flag:
             values["seed_states"] = flag in ("1", "true", "yes", "on")
+        size = environ.get("TWISTEDQ_MAX_MESSAGE_SIZE", "")
+        if size:
+            try:
+                values["max_message_size"] = parse_size(size)
+            except ValueError as e:
+                raise SettingsError(f"TWISTEDQ_MAX_MESSAGE_SIZE: {e}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values)
+        settings = replace(cls(), **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """
+        Check the values that have a shape.
+
+        :raises SettingsError: ``max_message_size`` is not between 1 byte
+            and :py:data:`twistedq.message.MAX_BODY_SIZE`, or
+            ``signing_keys`` is not an ``id:secret,...`` list.
+        """
+        if not 0 < self.max_message_size <= MAX_BODY_SIZE:
+            raise SettingsError(
+                f"the message size limit must be between 1 and {MAX_BODY_SIZE} bytes, "
+                f"not {self.max_message_size}"
+            )
+        try:
+            self.signing()
+        except SigningKeyError as e:
+            raise SettingsError(f"signing keys: {e}") from None

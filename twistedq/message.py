@@ -7,31 +7,47 @@ Version 1 is a JSON object::
     {"v": 1, "id": "<uuid4>", "task": "<name>", "args": [], "kwargs": {},
      "taskset": null, "eta": null, "expires": null, "retries": 0}
 
-Anything else is refused with a :py:obj:`MessageError` that says why.  The client
-and the daemon import this same module.
+Anything else is refused with a :py:obj:`MessageError` that says why, and
+whose :py:attr:`~MessageError.reason` is a short code for the dead-letter
+queue.  The client and the daemon import this same module.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "CONTENT_TYPE",
+    "MALFORMED",
     "MAX_BODY_SIZE",
+    "NOT_JSON",
+    "TOO_LARGE",
     "MessageError",
     "TaskMessage",
     "is_task_id",
     "new_task_id",
+    "peek_task",
 ]
 
 CONTENT_TYPE = "application/json"
 VERSION = 1
 #: Default upper bound on an encoded message, in bytes.
 MAX_BODY_SIZE = 16 * 1024 * 1024
+
+#: Reason of a body that is not UTF-8 JSON text.
+NOT_JSON = "not-json"
+#: Reason of JSON that is not a valid version 1 task message.
+MALFORMED = "malformed"
+#: Reason of a body over the size limit.
+TOO_LARGE = "too-large"
+
+# The head of a body as TaskMessage.encode writes it.
+_HEAD = re.compile(rb'\{"v":1,"id":"([0-9a-f-]{36})","task":"((?:[^"\\]|\\.){1,200})",')
 
 _FIELDS = frozenset(("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries"))
 
@@ -40,11 +56,49 @@ class MessageError(ValueError):
     """
     A message body could not be decoded or broke a rule of the format.  The
     message of the exception says which.
+
+    :ivar reason: :py:data:`NOT_JSON`, :py:data:`MALFORMED` or
+        :py:data:`TOO_LARGE`.
+    :ivar task_id: the message's task id when it could be read, else
+        :py:obj:`None`.
+    :ivar task: the message's task name when it could be read, else
+        :py:obj:`None`.
     """
+
+    def __init__(
+        self,
+        text: str,
+        reason: str = MALFORMED,
+        task_id: str | None = None,
+        task: str | None = None,
+    ) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.task_id = task_id
+        self.task = task
 
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def peek_task(body: bytes) -> tuple[str, str] | None:
+    """
+    The task id and name of a body without decoding it (one too large to
+    decode, say), when it starts as :py:meth:`TaskMessage.encode` writes
+    it; else :py:obj:`None`.  Nothing else of the body is checked.
+    """
+    match = _HEAD.match(body, 0, 300)
+    if match is None:
+        return None
+    task_id = match.group(1).decode("ascii")
+    if not is_task_id(task_id):
+        return None
+    try:
+        name = json.loads(b'"' + match.group(2) + b'"')
+    except ValueError:
+        return None
+    return task_id, name
 
 
 def new_task_id() -> str:
@@ -127,15 +181,21 @@ class TaskMessage:
         if not isinstance(body, bytes):
             raise MessageError(f"body must be bytes, not {type(body).__name__}")
         if len(body) > max_size:
-            raise MessageError(f"body of {len(body)} bytes is over the limit of {max_size}")
+            task_id, name = peek_task(body) or (None, None)
+            raise MessageError(
+                f"body of {len(body)} bytes is over the limit of {max_size}",
+                TOO_LARGE,
+                task_id,
+                name,
+            )
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise MessageError("body is not UTF-8 text") from None
+            raise MessageError("body is not UTF-8 text", NOT_JSON) from None
         try:
             document = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as e:
-            raise MessageError(f"body is not JSON: {e}") from None
+            raise MessageError(f"body is not JSON: {e}", NOT_JSON) from None
         return cls.from_document(document)
 
     @classmethod
@@ -143,8 +203,22 @@ class TaskMessage:
         """
         Validate an already parsed JSON document and build the message.
 
-        :raises MessageError: the document is not a valid version 1 message.
+        :raises MessageError: the document is not a valid version 1 message;
+            it carries the task id and name when they are valid.
         """
+        try:
+            return cls._from_document(document)
+        except MessageError as e:
+            if isinstance(document, dict):
+                task_id, name = document.get("id"), document.get("task")
+                if isinstance(task_id, str) and is_task_id(task_id):
+                    e.task_id = task_id
+                if isinstance(name, str) and name:
+                    e.task = name
+            raise
+
+    @classmethod
+    def _from_document(cls, document: Any) -> TaskMessage:
         if not isinstance(document, dict):
             raise MessageError("body is not a JSON object")
         version = document.get("v")

@@ -33,7 +33,9 @@ __all__ = [
     "SEED_SUCCESS",
     "Outcome",
     "RemoteTaskError",
+    "dead_letter_reason",
     "failure_document",
+    "mark_dead_lettered",
     "pending_document",
     "revoked_document",
     "status_document",
@@ -100,31 +102,57 @@ def failure_document(
     task: str,
     exception: BaseException,
     traceback: str | None = None,
+    dead_letter: str | None = None,
 ) -> bytes:
     """
     Encode the outcome of a task that raised ``exception``.
+
+    :param dead_letter: the reason its message went to the dead-letter
+        queue, if it did (see :py:func:`dead_letter_reason`).
     """
     if traceback is None:
         traceback = "".join(
             traceback_module.format_exception(type(exception), exception, exception.__traceback__)
         )
     kind = type(exception)
-    return _dumps(
-        {
-            "id": task_id,
-            "task": task,
-            "status": FAILURE,
-            "result": None,
-            "exc": {
-                "module": kind.__module__,
-                "type": kind.__qualname__,
-                "message": str(exception),
-                "args": _json_args(exception.args),
-            },
-            "traceback": traceback,
-            "date_done": _now(),
-        }
-    )
+    document = {
+        "id": task_id,
+        "task": task,
+        "status": FAILURE,
+        "result": None,
+        "exc": {
+            "module": kind.__module__,
+            "type": kind.__qualname__,
+            "message": str(exception),
+            "args": _json_args(exception.args),
+        },
+        "traceback": traceback,
+        "date_done": _now(),
+    }
+    if dead_letter is not None:
+        document["dead_letter"] = dead_letter
+    return _dumps(document)
+
+
+def mark_dead_lettered(document: bytes, reason: str) -> bytes:
+    """
+    A failure document with the reason its message was dead-lettered added.
+    """
+    parsed = json.loads(document)
+    parsed["dead_letter"] = reason
+    return _dumps(parsed)
+
+
+def dead_letter_reason(document: bytes) -> str | None:
+    """
+    The reason a failed task's message went to the dead-letter queue, when
+    it did: such a failure is not final, as the message may be republished
+    (``twistedq-deadletter republish``) to run again.
+    """
+    if b'"dead_letter"' not in document:
+        return None
+    reason = json.loads(document).get("dead_letter")
+    return reason if isinstance(reason, str) else None
 
 
 class RemoteTaskError(Exception):

@@ -25,7 +25,8 @@ from twistedq.amqp.broker import (
     Topology,
 )
 from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
-from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings
+from twistedq.clockstep import ClockStepGuard
+from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings, SettingsError, parse_size
 from twistedq.log import use_seed_format
 from twistedq.registry import import_task_modules
 from twistedq.scheduler import LocalJob, Scheduler
@@ -209,6 +210,23 @@ class Options(usage.Options):
             "Format of the daemon's log lines: 'seed' ([time: LEVEL/process] message, "
             "as the celery 0.2.0 README) or 'twisted' (twistd's own)",
         ],
+        [
+            "max-message-size",
+            None,
+            None,
+            "Largest task message taken, in bytes (or 8MiB, 512KiB); a larger one is "
+            "dead-lettered as too-large [default: $TWISTEDQ_MAX_MESSAGE_SIZE or 8MiB]",
+            parse_size,
+        ],
+        [
+            "signing-keys",
+            None,
+            None,
+            "Keys id:secret,... that task messages must be signed with (the first also signs "
+            "the tasks that tasks publish); others are dead-lettered as unsigned or "
+            "bad-signature. Visible to other users in the process list: prefer "
+            "$TWISTEDQ_SIGNING_KEYS [default: $TWISTEDQ_SIGNING_KEYS or none]",
+        ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
             "prefetch",
@@ -242,7 +260,11 @@ class Options(usage.Options):
                 queue=self["queue"],
                 exchange=self["exchange"],
                 seed_states=True if self["seed-states"] else None,
+                max_message_size=self["max-message-size"],
+                signing_keys=self["signing-keys"],
             )
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from None
         except ImportError as e:
             raise usage.UsageError(f"cannot read the Django settings: {e}") from None
         except Exception as e:
@@ -491,6 +513,8 @@ def makeService(options: Options) -> IService:
         time_limit=options["time-limit"],
         max_attempts=options["task-attempts"],
         check_duplicates=not options["no-duplicate-check"],
+        max_body_size=settings.max_message_size,
+        signing=settings.signing(),
     )
     pool.on_idle = dispatcher.pump
     if options["reactor-tasks"]:
@@ -506,7 +530,13 @@ def makeService(options: Options) -> IService:
     scheduler = None
     if not options["no-scheduler"]:
         lease = options["slot-lease"]
-        publisher = Publisher(connection, topology, confirm_timeout=lease / 2)
+        publisher = Publisher(
+            connection,
+            topology,
+            confirm_timeout=lease / 2,
+            signing=settings.signing(),
+            max_message_size=settings.max_message_size,
+        )
         scheduler = Scheduler(
             backend,  # type: ignore[arg-type]
             publisher.publish,
@@ -525,6 +555,7 @@ def makeService(options: Options) -> IService:
     daemon = DrainingMultiService()
     if options["log-format"] == "seed":
         _SeedLogFormatService().setServiceParent(daemon)
+    ClockStepGuard(reactor).setServiceParent(daemon)
     if options["reactor-tasks"]:
         _ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
     _BackendService(backend).setServiceParent(daemon)

@@ -20,8 +20,8 @@ class InstalledPackageTests(SynchronousTestCase):
         """
         After ``pip install .`` into a fresh virtual environment, ``twistd
         --help`` lists ``twistedq``, ``twistd twistedq --help`` shows its
-        options, and the packaged AMQP spec loads from outside the source
-        tree.
+        options, the ``twistedq-deadletter`` command is installed, and the
+        packaged AMQP spec loads from outside the source tree.
         """
         work = Path(tempfile.mkdtemp(prefix="twistedq-install-"))
         venv = work / "venv"
@@ -47,6 +47,14 @@ class InstalledPackageTests(SynchronousTestCase):
             cwd=work,
         )
         self.assertIn("--result-backend", options.stdout)
+
+        command = subprocess.run(
+            [str(venv / "bin" / "twistedq-deadletter"), "--help"],
+            capture_output=True,
+            text=True,
+            cwd=work,
+        )
+        self.assertIn("republish", command.stdout)
 
         spec = subprocess.run(
             [

@@ -11,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, success_document
+from twistedq.registry import NotRegistered
+from twistedq.signing import SigningKeys
 from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.pool import ChildLost
 
@@ -21,19 +23,27 @@ def task_id(number):
 
 class FakeDelivery:
     """
-    Records how it was settled.
+    Records how it was settled: ``"ack"``, ``("reject", requeue)`` or
+    ``("dead-letter", reason)`` (with the detail in ``details``).
     """
 
-    def __init__(self, body, redelivered=False):
+    def __init__(self, body, redelivered=False, headers=None):
         self.body = body
         self.redelivered = redelivered
+        self.headers = headers
         self.settled = []
+        self.details = []
 
     def ack(self):
         self.settled.append("ack")
 
     def reject(self, requeue):
         self.settled.append(("reject", requeue))
+
+    def dead_letter(self, reason, detail):
+        self.settled.append(("dead-letter", reason))
+        self.details.append(detail)
+        return defer.succeed(None)
 
 
 class FakePool:
@@ -112,32 +122,182 @@ class DispatcherTestCase(SynchronousTestCase):
 
 class MalformedTests(DispatcherTestCase):
     """
-    Malformed messages go to the dead-letter queue.
+    Messages that cannot run go to the dead-letter queue with their reason;
+    where their task id can be read, a FAILURE is stored first.
     """
 
-    def test_malformed_rejected(self):
+    def test_reasons(self):
         """
-        A malformed body is rejected with ``requeue=False`` and never reaches
-        the pool.
+        A body that is not UTF-8 or not JSON is dead-lettered as
+        ``not-json``; JSON that is not a task message as ``malformed``;
+        neither reaches the pool, and without a readable id nothing is
+        stored.
         """
         self.pool.idle = 2
-        bad = FakeDelivery(b'{"v": 1, "task": "x"}')
-        self.dispatcher.deliver(bad)
-        self.dispatcher.deliver(FakeDelivery(b"\xff\xfe"))
-        self.assertEqual(bad.settled, [("reject", False)])
+        cases = [
+            (b"\xff\xfe", "not-json", "not UTF-8"),
+            (b"{not json", "not-json", "not JSON"),
+            (b"[1, 2, 3]", "malformed", "not a JSON object"),
+            (b'{"v": 1, "task": "x"}', "malformed", "is not a UUID"),
+        ]
+        for body, reason, fragment in cases:
+            bad = FakeDelivery(body)
+            self.dispatcher.deliver(bad)
+            self.assertEqual(bad.settled, [("dead-letter", reason)])
+            self.assertIn(fragment, bad.details[0])
         self.assertEqual(self.pool.batches, [])
-        self.assertEqual(self.dispatcher.rejected, 2)
+        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(self.dispatcher.rejected, 4)
+        self.assertEqual(self.dispatcher.stats()["dead_lettered"], 4)
         self.assertEqual(self.dispatcher.pending_count, 0)
+
+    def test_readable_id_failure_stored_first(self):
+        """
+        A malformed message whose id and task name can be read gets a
+        FAILURE (MessageError, saying what is wrong) stored under its id,
+        and is dead-lettered only once that is written.
+        """
+        body = json.dumps({"v": 1, "id": task_id(7), "task": "add", "args": "oops"}).encode()
+        bad = FakeDelivery(body)
+        self.dispatcher.deliver(bad)
+        [(rows, stored)] = self.backend.stores
+        self.assertEqual((rows[0].task_id, rows[0].failed), (task_id(7), True))
+        document = json.loads(rows[0].document)
+        self.assertEqual(
+            (document["status"], document["task"], document["exc"]["type"]),
+            ("FAILURE", "add", "MessageError"),
+        )
+        self.assertEqual(document["exc"]["message"], "args is not a JSON array")
+        self.assertEqual(bad.settled, [])
+        stored.callback(None)
+        self.assertEqual(bad.settled, [("dead-letter", "malformed")])
+
+    def test_store_down_still_dead_letters(self):
+        """
+        When the FAILURE cannot be stored the message is dead-lettered all
+        the same (and the error logged): a store outage does not hold it.
+        """
+        body = json.dumps({"v": 1, "id": task_id(7), "task": "add", "args": "oops"}).encode()
+        bad = FakeDelivery(body)
+        self.dispatcher.deliver(bad)
+        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        self.assertEqual(bad.settled, [("dead-letter", "malformed")])
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
 
     def test_over_max_body_size(self):
         """
-        A body over the dispatcher's ``max_body_size`` is dead-lettered.
+        A body over the dispatcher's ``max_body_size`` is dead-lettered as
+        ``too-large`` without being decoded; its FAILURE is stored under
+        the id read from the head of the body.
         """
         dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_body_size=10)
         self.pool.idle = 1
         too_big = delivery(1)
         dispatcher.deliver(too_big)
-        self.assertEqual(too_big.settled, [("reject", False)])
+        [(rows, stored)] = self.backend.stores
+        self.assertEqual(rows[0].task_id, task_id(1))
+        self.assertIn("over the limit of 10", json.loads(rows[0].document)["exc"]["message"])
+        stored.callback(None)
+        self.assertEqual(too_big.settled, [("dead-letter", "too-large")])
+        self.assertEqual(self.pool.batches, [])
+
+    def test_unknown_task(self):
+        """
+        A task no child registered runs (the child answers NotRegistered),
+        its FAILURE is stored, and it is dead-lettered as ``unknown-task``
+        instead of acked; the other tasks of its batch are acked.
+        """
+        self.pool.task_limits = {"add": (None, None)}
+        known, unknown = delivery(1), delivery(2, task="nope")
+        self.dispatcher.deliver(known)
+        self.dispatcher.deliver(unknown)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(1), task_id(2)]])
+        self.pool.batches[0][1].callback(
+            [
+                success_document(task_id(1), "add", 1),
+                failure_document(task_id(2), "nope", NotRegistered("nope"), traceback=""),
+            ]
+        )
+        [(rows, stored)] = self.backend.stores
+        self.assertEqual([row.failed for row in rows], [False, True])
+        self.assertEqual(json.loads(rows[1].document)["dead_letter"], "unknown-task")
+        self.assertNotIn(b"dead_letter", rows[0].document)
+        stored.callback(None)
+        self.assertEqual(known.settled, ["ack"])
+        self.assertEqual(unknown.settled, [("dead-letter", "unknown-task")])
+        self.assertIn(f"nope[{task_id(2)}]", unknown.details[0])
+
+    def test_registered_task_raising_not_registered(self):
+        """
+        A registered task that itself raises NotRegistered is an ordinary
+        failure: acked, not dead-lettered.
+        """
+        self.pool.idle = 1
+        self.pool.task_limits = {"add": (None, None)}
+        [task] = self.deliver(1)
+        self.pool.idle += 1
+        self.pool.batches[0][1].callback(
+            [failure_document(task_id(1), "add", NotRegistered("other"), traceback="")]
+        )
+        self.backend.stores[0][1].callback(None)
+        self.assertEqual(task.settled, ["ack"])
+
+
+class SigningTests(DispatcherTestCase):
+    """
+    With signing keys, only messages signed by one of them run.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.keys = SigningKeys.parse("new:secret-2,old:secret-1")
+        self.dispatcher.signing = self.keys
+        self.pool.idle = 4
+
+    def test_signed_runs(self):
+        """
+        A message signed with the signing key, or with an older key still
+        listed, runs.
+        """
+        body = delivery(1).body
+        self.dispatcher.deliver(FakeDelivery(body, headers=self.keys.sign(body)))
+        old = delivery(2).body
+        self.dispatcher.deliver(
+            FakeDelivery(old, headers=SigningKeys.parse("old:secret-1").sign(old))
+        )
+        self.assertEqual(self.batch_ids(), [[task_id(1)], [task_id(2)]])
+
+    def test_unsigned(self):
+        """
+        An unsigned message is dead-lettered as ``unsigned``; no FAILURE
+        is stored under the id it claims.
+        """
+        unsigned = delivery(1)
+        self.dispatcher.deliver(unsigned)
+        self.assertEqual(unsigned.settled, [("dead-letter", "unsigned")])
+        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(self.pool.batches, [])
+
+    def test_bad_signature(self):
+        """
+        A body altered after signing, a signature by an unknown key, or by a
+        key dropped from the list, is dead-lettered as ``bad-signature``.
+        """
+        body = delivery(1).body
+        altered = body.replace(b"[1]", b"[2]")
+        self.assertNotEqual(altered, body)
+        cases = [
+            FakeDelivery(altered, headers=self.keys.sign(body)),
+            FakeDelivery(body, headers=SigningKeys.parse("other:secret-1").sign(body)),
+            FakeDelivery(body, headers=SigningKeys.parse("retired:secret-0").sign(body)),
+            FakeDelivery(body, headers=SigningKeys.parse("new:wrong").sign(body)),
+        ]
+        for bad in cases:
+            self.dispatcher.deliver(bad)
+            self.assertEqual(bad.settled, [("dead-letter", "bad-signature")])
+        self.assertEqual(self.backend.stores, [])
         self.assertEqual(self.pool.batches, [])
 
 
@@ -400,7 +560,8 @@ class ChildDeathTests(DispatcherTestCase):
         self.assertIn("3 attempts", document["exc"]["message"])
         self.assertEqual(self.poison.settled, [])
         stored.callback(None)
-        self.assertEqual(self.poison.settled, [("reject", False)])
+        self.assertEqual(self.poison.settled, [("dead-letter", "attempts-exhausted")])
+        self.assertIn("3 attempts", self.poison.details[0])
         self.assertEqual(self.batch_ids(), [[task_id(1)]] * 3)
 
     def test_survivor_is_forgiven(self):
@@ -495,6 +656,22 @@ class DuplicateCheckTests(SynchronousTestCase):
         ran = sorted(i for batch in self.batch_ids() for i in batch)
         self.assertEqual(ran, [task_id(3), task_id(4)])
         self.assertEqual(self.dispatcher.duplicates, 2)
+
+    def test_dead_lettered_failure_runs_again(self):
+        """
+        A FAILURE stored when the message was dead-lettered is not final:
+        the message, republished from the dead-letter queue, runs again.
+        """
+        again = delivery(1)
+        self.backend.found = {
+            task_id(1): failure_document(
+                task_id(1), "add", ValueError("x"), traceback="", dead_letter="unknown-task"
+            ),
+        }
+        self.dispatcher.deliver(again)
+        self.clock.advance(0)
+        self.assertEqual(self.batch_ids(), [[task_id(1)]])
+        self.assertEqual(self.dispatcher.duplicates, 0)
 
     def test_store_down_runs_anyway(self):
         """

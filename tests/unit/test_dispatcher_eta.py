@@ -375,17 +375,29 @@ class InvalidTimeTests(ETATestCase):
         document.update(fields)
         return json.dumps(document).encode()
 
+    def assertDeadLettered(self, bad):
+        """
+        ``bad`` was refused as malformed: its FAILURE stored, then it was
+        dead-lettered; never run, never held.
+        """
+        [(rows, stored)] = self.backend.stores
+        self.assertEqual(rows[0].task_id, task_id(1))
+        self.assertEqual(json.loads(rows[0].document)["exc"]["type"], "MessageError")
+        self.assertEqual(bad.settled, [])
+        stored.callback(None)
+        self.assertEqual(bad.settled, [("dead-letter", "malformed")])
+        self.assertEqual(self.pool.batches, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_unparseable_eta(self):
         """
-        An ETA that is not an ISO 8601 time is rejected without requeue by
-        the message validation, never run, never held, never stored.
+        An ETA that is not an ISO 8601 time is refused by the message
+        validation: a FAILURE is stored for its id and it is dead-lettered.
         """
         bad = FakeDelivery(self.body(eta="next tuesday"))
         self.dispatcher.deliver(bad)
-        self.assertEqual(bad.settled, [("reject", False)])
-        self.assertEqual(self.pool.batches, [])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.backend.stores, [])
+        self.assertDeadLettered(bad)
+        self.assertIn("next tuesday", bad.details[0])
         self.assertEqual(self.dispatcher.rejected, 1)
 
     def test_unparseable_expires(self):
@@ -394,8 +406,7 @@ class InvalidTimeTests(ETATestCase):
         """
         bad = FakeDelivery(self.body(expires="soon"))
         self.dispatcher.deliver(bad)
-        self.assertEqual(bad.settled, [("reject", False)])
-        self.assertEqual(self.backend.stores, [])
+        self.assertDeadLettered(bad)
 
     def test_eta_not_a_string(self):
         """
@@ -403,5 +414,4 @@ class InvalidTimeTests(ETATestCase):
         """
         bad = FakeDelivery(self.body(eta=NOW + 30))
         self.dispatcher.deliver(bad)
-        self.assertEqual(bad.settled, [("reject", False)])
-        self.assertEqual(self.pool.batches, [])
+        self.assertDeadLettered(bad)

@@ -13,6 +13,7 @@ from twistedq.message import (
     TaskMessage,
     is_task_id,
     new_task_id,
+    peek_task,
 )
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -329,3 +330,62 @@ class TaskIdTests(SynchronousTestCase):
             "",
         ):
             self.assertFalse(is_task_id(text), text)
+
+
+class RefusalReasonTests(SynchronousTestCase):
+    """
+    Each refusal carries a reason code for the dead-letter queue, and the
+    task id and name when they can be read.
+    """
+
+    def refused(self, data, **kwargs):
+        return self.assertRaises(MessageError, TaskMessage.decode, data, **kwargs)
+
+    def test_not_json(self):
+        """
+        Bytes that are not UTF-8, or text that is not JSON: ``not-json``,
+        no id.
+        """
+        for data in (b"\xff\xfe", b"{nope"):
+            error = self.refused(data)
+            self.assertEqual((error.reason, error.task_id, error.task), ("not-json", None, None))
+
+    def test_malformed(self):
+        """
+        JSON that is not a task message: ``malformed``, with the id and
+        name where they are valid.
+        """
+        cases = [
+            (b"[1]", None, None),
+            (body(args="x"), TASK_ID, "add"),
+            (body(id="not-a-uuid"), None, "add"),
+            (body(task=5), TASK_ID, None),
+            (body(v=2), TASK_ID, "add"),
+        ]
+        for data, task_id, task in cases:
+            error = self.refused(data)
+            self.assertEqual(
+                (error.reason, error.task_id, error.task), ("malformed", task_id, task)
+            )
+
+    def test_too_large(self):
+        """
+        A body over the limit: ``too-large``, with the id and name read
+        from the head of a body the client wrote, without decoding it.
+        """
+        message = TaskMessage(id=TASK_ID, task='odd "name"', args=("x" * 100,))
+        error = self.refused(message.encode(), max_size=50)
+        self.assertEqual(
+            (error.reason, error.task_id, error.task), ("too-large", TASK_ID, message.task)
+        )
+        error = self.refused(b" " * 60, max_size=50)
+        self.assertEqual((error.reason, error.task_id), ("too-large", None))
+
+    def test_peek_task(self):
+        """
+        :py:func:`peek_task` reads only a head written as the client writes
+        it.
+        """
+        self.assertEqual(peek_task(TaskMessage(id=TASK_ID, task="add").encode()), (TASK_ID, "add"))
+        self.assertIsNone(peek_task(body()))
+        self.assertIsNone(peek_task(b'{"v":1,"id":"' + b"0" * 36 + b'","task":"add",'))

@@ -15,6 +15,7 @@ from twistedq import tap
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection
 from twistedq.backends.redis import RedisBackend
 from twistedq.backends.sqlite import SQLiteBackend
+from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_BROKER_URL, Settings
 from twistedq.scheduler import Scheduler
 from twistedq.worker.pool import ProcessPool
@@ -190,7 +191,8 @@ class MakeServiceTests(TapTestCase):
         self.assertIsInstance(daemon, MultiService)
         self.assertTrue(IService.providedBy(daemon))
         self.assertFalse(daemon.running)
-        children = list(daemon)
+        guard, *children = list(daemon)
+        self.assertIsInstance(guard, ClockStepGuard)
         self.assertEqual(
             [type(child) for child in children],
             [
@@ -221,7 +223,7 @@ class MakeServiceTests(TapTestCase):
         ``--status none`` leaves the status site out.
         """
         daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
-        children = list(daemon)
+        children = list(daemon)[1:]
         self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0].backend, SQLiteBackend)
         self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
@@ -231,7 +233,7 @@ class MakeServiceTests(TapTestCase):
         The consumer consumes the queue and exchange of the settings.
         """
         daemon = self.make("--queue", "jobs", "--exchange", "jx", "--status", "none")
-        consumer = list(daemon)[4].consumer
+        consumer = list(daemon)[5].consumer
         self.assertEqual((consumer.topology.queue, consumer.topology.exchange), ("jobs", "jx"))
 
     def test_stop_waits_for_drain(self):
@@ -267,6 +269,7 @@ class MakeServiceTests(TapTestCase):
         drains[tap._PoolService].callback(None)
         self.assertNoResult(stopping)
         drains[tap._BackendService].callback(None)
+        drains[ClockStepGuard].callback(None)
         self.successResultOf(stopping)
 
     def test_stop_error_does_not_stop_the_rest(self):
@@ -294,6 +297,7 @@ class MakeServiceTests(TapTestCase):
                 BrokerConnection,
                 tap._PoolService,
                 tap._BackendService,
+                ClockStepGuard,
             ],
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

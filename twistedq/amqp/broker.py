@@ -22,13 +22,15 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from txamqp.message import Message
 
+from twistedq.amqp.deadletters import DeadLetterPublisher
 from twistedq.amqp.protocol import (
     BrokerChannel,
     BrokerDelegate,
     BrokerProtocol,
     load_spec,
 )
-from twistedq.message import CONTENT_TYPE, TaskMessage
+from twistedq.message import CONTENT_TYPE, TOO_LARGE, MessageError, TaskMessage
+from twistedq.signing import SigningKeys
 
 __all__ = [
     "BrokerAddress",
@@ -279,6 +281,10 @@ class Publisher:
     """
     Publishes task messages as persistent messages on a channel in confirm
     mode: :py:obj:`publish` fires once the broker has taken responsibility.
+
+    :ivar signing: the keys that sign each message, or :py:obj:`None`.
+    :ivar max_message_size: the largest body published, in bytes, or
+        :py:obj:`None` for no limit.
     """
 
     def __init__(
@@ -286,10 +292,14 @@ class Publisher:
         connection: BrokerConnection,
         topology: Topology,
         confirm_timeout: float = 30.0,
+        signing: SigningKeys | None = None,
+        max_message_size: int | None = None,
     ) -> None:
         self.connection = connection
         self.topology = topology
         self.confirm_timeout = confirm_timeout
+        self.signing = signing
+        self.max_message_size = max_message_size
         self._channel: BrokerChannel | None = None
         self._declared: set[str] = set()
         connection.add_connect_hook(self._connected)
@@ -344,22 +354,30 @@ class Publisher:
         :raises PublishUncertain: no confirm within ``confirm_timeout`` seconds.
         :raises twistedq.amqp.protocol.Unroutable: no queue takes the message.
         :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
+        :raises twistedq.message.MessageError: an argument is not a JSON
+            value, or the message is over ``max_message_size``; nothing
+            was sent.
         """
         body = message.encode()
+        if self.max_message_size is not None and len(body) > self.max_message_size:
+            raise MessageError(
+                f"task {message.task} is {len(body)} bytes encoded, over the limit of "
+                f"{self.max_message_size}",
+                TOO_LARGE,
+                message.id,
+                message.task,
+            )
+        properties: dict[str, Any] = {
+            "content-type": CONTENT_TYPE,
+            "delivery-mode": PERSISTENT,
+            "message-id": message.id,
+        }
+        if self.signing is not None:
+            properties["headers"] = self.signing.sign(body)
         await self._connected_in_time()
         queue = queue or self.topology.queue
         channel = await self._channel_for(queue)
-        confirmed = channel.publish(
-            self.topology.exchange,
-            queue,
-            body,
-            {
-                "content-type": CONTENT_TYPE,
-                "delivery-mode": PERSISTENT,
-                "message-id": message.id,
-            },
-            mandatory=True,
-        )
+        confirmed = channel.publish(self.topology.exchange, queue, body, properties, mandatory=True)
         timeout = self.connection.reactor.callLater(self.confirm_timeout, confirmed.cancel)
         try:
             await confirmed
@@ -378,7 +396,15 @@ class Delivery:
     :ivar redelivered: the broker delivered it before.
     """
 
-    __slots__ = ("_window", "body", "channel", "delivery_tag", "properties", "redelivered")
+    __slots__ = (
+        "_dead_letters",
+        "_window",
+        "body",
+        "channel",
+        "delivery_tag",
+        "properties",
+        "redelivered",
+    )
 
     def __init__(
         self,
@@ -388,6 +414,7 @@ class Delivery:
         properties: dict[str, Any],
         redelivered: bool,
         window: AckWindow,
+        dead_letters: DeadLetterPublisher | None = None,
     ) -> None:
         self.channel = channel
         self.delivery_tag = delivery_tag
@@ -395,6 +422,27 @@ class Delivery:
         self.properties = properties
         self.redelivered = redelivered
         self._window = window
+        self._dead_letters = dead_letters
+
+    @property
+    def headers(self) -> dict[str, Any] | None:
+        """
+        The message's headers, if it has any.
+        """
+        return self.properties.get("headers")
+
+    def dead_letter(self, reason: str, detail: str) -> defer.Deferred[None]:
+        """
+        Move it to the dead-letter queue with ``reason`` (a short code) and
+        ``detail`` (a sentence) in its headers; fires once it is settled
+        (see :py:class:`~twistedq.amqp.deadletters.DeadLetterPublisher`).
+        Without a dead-letter publisher it is rejected into the queue's
+        dead-letter exchange, without the reason.
+        """
+        if self._dead_letters is None:
+            self.reject(requeue=False)
+            return defer.succeed(None)
+        return self._dead_letters.send(self, reason, detail)
 
     def ack(self) -> None:
         """
@@ -471,7 +519,8 @@ class AckWindow:
 class Consumer:
     """
     Consumes the task queue with manual acks and ``basic.qos``; hands each
-    :py:obj:`Delivery` to ``on_delivery``.
+    :py:obj:`Delivery` to ``on_delivery``.  A second channel, in confirm
+    mode, publishes the dead letters (:py:meth:`Delivery.dead_letter`).
     """
 
     def __init__(
@@ -487,6 +536,7 @@ class Consumer:
         self.on_delivery = on_delivery
         self._channel: BrokerChannel | None = None
         self._window: AckWindow | None = None
+        self._dead_letters: DeadLetterPublisher | None = None
         self._tag: str | None = None
         self.consuming = False
         connection.add_connect_hook(self._connected)
@@ -495,6 +545,16 @@ class Consumer:
         channel = await protocol.open_channel()
         await self.topology.declare(channel)
         await channel.basic_qos(prefetch_count=self.prefetch)
+        dead = self._dead_letters
+        if dead is None or dead.channel.closed or dead.channel.client is not protocol:
+            dead_channel = await protocol.open_channel()
+            await dead_channel.enable_confirms()
+            self._dead_letters = DeadLetterPublisher(
+                dead_channel,
+                self.topology.dead_letter_exchange,
+                self.topology.routing_key,
+                self.connection.reactor,
+            )
         self._channel = channel
         self._window = AckWindow(channel)
         self._tag = f"twistedq-{uuid.uuid4()}"
@@ -523,6 +583,7 @@ class Consumer:
                 content.properties,
                 message.redelivered,
                 window,
+                self._dead_letters,
             )
         )
 

@@ -3,17 +3,26 @@ The dispatcher: from a delivery to a stored, acknowledged outcome.
 
 For each delivery: validate it, queue it, hand batches to idle children,
 store the outcomes (one pipelined write per batch) and only then ack.  A
-message that is not a valid task message goes to the dead-letter queue
-with one log line.  The tasks of a batch whose child died run again one by
-one; a task whose child dies on each of ``max_attempts`` runs fails with
-WorkerLostError and is dead-lettered, and one killed at its hard limit
+message that is not a valid task message (or, with signing keys, not
+signed by one of them) goes to the dead-letter queue with one log line and
+its reason in its headers; when its task id can be read, a FAILURE is
+stored for it first.  A task no child registered fails with NotRegistered
+and is dead-lettered too.  The tasks of a batch whose child died run again
+one by one; a task whose child dies on each of ``max_attempts`` runs fails
+with WorkerLostError and is dead-lettered, and one killed at its hard limit
 fails with TimeLimitExceeded.
+
+The reasons, in the ``x-twistedq-reason`` header: ``not-json``,
+``malformed``, ``too-large`` (:py:mod:`twistedq.message`), ``unsigned``,
+``bad-signature`` (:py:mod:`twistedq.signing`), :py:data:`UNKNOWN_TASK`
+and :py:data:`ATTEMPTS_EXHAUSTED`.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
@@ -22,16 +31,29 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedq.backends.base import IResultBackend, OutcomeRecord
+from twistedq.backends.base import IResultBackend, OutcomeRecord, gather
+from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
 from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
-from twistedq.message import MAX_BODY_SIZE, MessageError, TaskMessage
-from twistedq.outcome import Outcome, failure_document, revoked_document
+from twistedq.message import MessageError, TaskMessage
+from twistedq.outcome import (
+    Outcome,
+    dead_letter_reason,
+    failure_document,
+    mark_dead_lettered,
+    revoked_document,
+)
+from twistedq.signing import SignatureError, SigningKeys
 from twistedq.states import FAILURE, READY_STATES
 
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["Dispatcher"]
+__all__ = ["ATTEMPTS_EXHAUSTED", "UNKNOWN_TASK", "Dispatcher"]
+
+#: Reason of a task that no child registered.
+UNKNOWN_TASK = "unknown-task"
+#: Reason of a task whose child died on each of its attempts.
+ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 
 #: First and largest pause before writing outcomes again to a failing store.
 STORE_RETRY_START = 0.5
@@ -44,9 +66,14 @@ class _Delivery(Protocol):
     body: bytes
     redelivered: bool
 
+    @property
+    def headers(self) -> Mapping[str, Any] | None: ...
+
     def ack(self) -> None: ...
 
     def reject(self, requeue: bool) -> None: ...
+
+    def dead_letter(self, reason: str, detail: str) -> defer.Deferred[None]: ...
 
 
 class _Pool(Protocol):
@@ -67,6 +94,9 @@ class Dispatcher:
     outcome is stored.
 
     :ivar max_batch: the most tasks sent to one child in one call.
+    :ivar max_body_size: the largest message body taken, in bytes.
+    :ivar signing: the keys a message must be signed with, or :py:obj:`None`
+        to take unsigned messages.
     """
 
     def __init__(
@@ -75,16 +105,18 @@ class Dispatcher:
         backend: IResultBackend,
         clock: IReactorTime,
         max_batch: int = 8,
-        max_body_size: int = MAX_BODY_SIZE,
+        max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         time_limit: float | None = None,
         max_attempts: int = 3,
         check_duplicates: bool = False,
+        signing: SigningKeys | None = None,
     ) -> None:
         self.pool = pool
         self.backend = backend
         self.clock = clock
         self.max_batch = max_batch
         self.max_body_size = max_body_size
+        self.signing = signing
         self._pending: deque[tuple[_Delivery, TaskMessage]] = deque()
         self._waiting: dict[IDelayedCall, tuple[_Delivery, TaskMessage]] = {}
         self.time_limit = time_limit
@@ -102,6 +134,7 @@ class Dispatcher:
         self.completed = 0
         self.failed = 0
         self.rejected = 0
+        self.dead_lettered = 0
 
     def stats(self) -> dict[str, Any]:
         """
@@ -111,6 +144,7 @@ class Dispatcher:
             "completed": self.completed,
             "failed": self.failed,
             "rejected": self.rejected,
+            "dead_lettered": self.dead_lettered,
             "pending": len(self._pending),
             "held_for_eta": len(self._waiting),
             "in_flight": len(self._in_flight),
@@ -127,12 +161,17 @@ class Dispatcher:
         """
         Take one delivery from the consumer.
         """
+        if self.signing is not None:
+            try:
+                self.signing.verify(delivery.body, delivery.headers)
+            except SignatureError as e:
+                # Its id is not to be trusted: no FAILURE is stored for it.
+                self._refuse(delivery, e.reason, str(e))
+                return
         try:
             message = TaskMessage.decode(delivery.body, self.max_body_size)
         except MessageError as e:
-            self.rejected += 1
-            log.error("Dead-lettered a malformed message: {why}", why=str(e))
-            delivery.reject(requeue=False)
+            self._refuse(delivery, e.reason, str(e), e)
             return
         if not self.check_duplicates:
             self._admit(delivery, message)
@@ -140,6 +179,45 @@ class Dispatcher:
         self._unchecked.append((delivery, message))
         if self._check_call is None:
             self._check_call = self.clock.callLater(0, self._check)
+
+    def _refuse(
+        self, delivery: _Delivery, reason: str, detail: str, error: MessageError | None = None
+    ) -> None:
+        """
+        Dead-letter a message that cannot run; when its task id can be
+        read from it, store a FAILURE with ``error`` first.
+        """
+        self.rejected += 1
+        log.error("Dead-lettered a message ({reason}): {why}", reason=reason, why=detail)
+        if error is None or error.task_id is None:
+            self._track(self._dead_letter(delivery, reason, detail))
+            return
+        task_id = error.task_id
+        document = failure_document(
+            task_id, error.task or "", error, traceback="", dead_letter=reason
+        )
+        d = self.backend.store_results([OutcomeRecord(task_id, document, None, True)])
+        d.addErrback(
+            lambda f: log.failure("Could not store the failure of task {id}", f, id=task_id)
+        )
+        d.addCallback(lambda _: self._dead_letter(delivery, reason, detail))
+        self._track(d)
+
+    def _dead_letter(self, delivery: _Delivery, reason: str, detail: str) -> defer.Deferred[None]:
+        self.dead_lettered += 1
+        return delivery.dead_letter(reason, detail)
+
+    def _unknown_task(self, message: TaskMessage, outcome: bytes) -> bool:
+        """
+        Whether a failure is the child's NotRegistered for a task that no
+        child reported at start (and no task raising NotRegistered itself).
+        """
+        if message.task in self.pool.task_limits:
+            return False
+        if self.reactor_runner is not None and self.reactor_runner.handles(message.task):
+            return False
+        exc = Outcome.from_bytes(message.id, outcome).exc or {}
+        return exc.get("module") == "twistedq.registry" and exc.get("type") == "NotRegistered"
 
     def _check(self) -> None:
         """
@@ -154,7 +232,11 @@ class Dispatcher:
 
         def checked(found: list[bytes | None]) -> None:
             for (delivery, message), document in zip(batch, found, strict=True):
-                if document is not None and _top_status(document) in READY_STATES:
+                if (
+                    document is not None
+                    and _top_status(document) in READY_STATES
+                    and dead_letter_reason(document) is None
+                ):
                     self.duplicates += 1
                     log.info(
                         "Task {task}[{id}] already has its outcome: acked without running",
@@ -304,10 +386,12 @@ class Dispatcher:
             for delivery, _message in batch:
                 delivery.reject(requeue=True)
             return defer.succeed(None)
-        records = [
-            OutcomeRecord(message.id, outcome, message.taskset, _is_failure(outcome))
-            for (_, message), outcome in zip(batch, outcomes, strict=True)
-        ]
+        records = []
+        for (_, message), outcome in zip(batch, outcomes, strict=True):
+            failed = _is_failure(outcome)
+            if failed and self._unknown_task(message, outcome):
+                outcome = mark_dead_lettered(outcome, UNKNOWN_TASK)
+            records.append(OutcomeRecord(message.id, outcome, message.taskset, failed))
         return self._store(batch, records, STORE_RETRY_START)
 
     def _store(
@@ -325,16 +409,26 @@ class Dispatcher:
         """
         d = self.backend.store_results(records)
 
-        def stored(_: None) -> None:
-            for delivery, message in batch:
-                delivery.ack()
+        def stored(_: None) -> defer.Deferred[Any] | None:
+            dead = []
+            for (delivery, message), record in zip(batch, records, strict=True):
                 if message.id in self._suspects:
                     self._forget_attempts(message.id)
-            self.completed += len(batch)
-            for (_, message), record in zip(batch, records, strict=True):
-                if record.failed:
-                    self.failed += 1
+                if not record.failed:
+                    delivery.ack()
+                    continue
+                self.failed += 1
+                if dead_letter_reason(record.document) == UNKNOWN_TASK:
+                    detail = f"task {message.task}[{message.id}]: no child registered it"
+                    log.error(
+                        "Dead-lettered a message ({reason}): {why}", reason=UNKNOWN_TASK, why=detail
+                    )
+                    dead.append(self._dead_letter(delivery, UNKNOWN_TASK, detail))
+                else:
+                    delivery.ack()
                     self._log_failure(message, record.document)
+            self.completed += len(batch)
+            return gather(dead) if dead else None
 
         def not_stored(failure: Failure) -> defer.Deferred[None] | None:
             if self.stopping:
@@ -429,17 +523,23 @@ class Dispatcher:
         dead-letter it (``requeue_dead``).
         """
         self._forget_attempts(message.id)
-        document = failure_document(message.id, message.task, error, traceback="")
+        document = failure_document(
+            message.id,
+            message.task,
+            error,
+            traceback="",
+            dead_letter=ATTEMPTS_EXHAUSTED if requeue_dead else None,
+        )
         record = OutcomeRecord(message.id, document, message.taskset, True)
         self.failed += 1
         self.completed += 1
         self._log_failure(message, document)
 
-        def settle(_: None) -> None:
+        def settle(_: None) -> defer.Deferred[None] | None:
             if requeue_dead:
-                delivery.reject(requeue=False)
-            else:
-                delivery.ack()
+                return self._dead_letter(delivery, ATTEMPTS_EXHAUSTED, str(error))
+            delivery.ack()
+            return None
 
         return self.backend.store_results([record]).addCallbacks(
             settle, lambda f: delivery.reject(requeue=True)
