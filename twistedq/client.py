@@ -19,12 +19,19 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
-from twistedq.backends.base import IResultBackend, TasksetState, backend_from_url, gather
+from twistedq.backends.base import (
+    IResultBackend,
+    OutcomeRecord,
+    TasksetState,
+    backend_from_url,
+    gather,
+)
 from twistedq.conf import Settings
 from twistedq.message import TaskMessage, new_task_id
-from twistedq.outcome import Outcome, pending_document
+from twistedq.outcome import Outcome, pending_document, revoked_document
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 from twistedq.result import AsyncResult
+from twistedq.states import READY_STATES
 
 __all__ = ["AsyncClient", "Client", "default_client", "set_default_client"]
 
@@ -180,6 +187,31 @@ class AsyncClient:
             lambda found: [Outcome.from_bytes(i, data) for i, data in zip(ids, found, strict=True)]
         )
 
+    def revoke(self, task_ids: Sequence[str], reason: str = "revoked") -> defer.Deferred[list[str]]:
+        """
+        Revoke tasks that have not run: a ``REVOKED`` outcome is stored for
+        each id without a final outcome, so a daemon that receives the task
+        later, even one that was down when it was revoked, acks it without
+        running it.  A task already running is not stopped.  Fires with the
+        ids revoked (those not already finished).
+        """
+        ids = list(task_ids)
+
+        async def revoke() -> list[str]:
+            outcomes = await self.get_outcomes(ids)
+            records = [
+                OutcomeRecord(
+                    outcome.task_id, revoked_document(outcome.task_id, outcome.task or "", reason)
+                )
+                for outcome in outcomes
+                if outcome.status not in READY_STATES
+            ]
+            if records:
+                await self.backend.store_results(records)
+            return [record.task_id for record in records]
+
+        return defer.Deferred.fromCoroutine(revoke())
+
     def close(self) -> defer.Deferred[None]:
         """
         Close the broker connection and the result backend.
@@ -272,6 +304,15 @@ class Client:
         Delete the stored outcomes of these tasks.
         """
         self._thread.call(self._client().forget, list(task_ids), timeout=self.timeout)
+
+    def revoke(self, task_ids: Sequence[str], reason: str = "revoked") -> list[str]:
+        """
+        Revoke tasks that have not run (:py:meth:`AsyncClient.revoke`);
+        returns the ids revoked.
+        """
+        return self._thread.call(
+            self._client().revoke, list(task_ids), reason, timeout=self.timeout
+        )
 
     def create_taskset(self, taskset_id: str, total: int) -> None:
         """

@@ -221,6 +221,17 @@ class AsyncResult:
         self.client.forget([self.task_id])
         self._outcome = None
 
+    def revoke(self, reason: str = "revoked") -> bool:
+        """
+        Revoke the task if it has not run yet: no daemon will run it, even
+        one that was down when it was revoked (the revocation is an outcome
+        in the result store, checked when a daemon receives the task and
+        when its ETA comes).  A task already running is not stopped.
+        Returns whether it was revoked (False if it had already finished).
+        """
+        self._outcome = None
+        return bool(self.client.revoke([self.task_id], reason))
+
 
 class TaskSetResult:
     """

@@ -576,7 +576,15 @@ def makeService(options: Options) -> IService:
                 "scheduler": scheduler.stats() if scheduler is not None else None,
             }
 
-        site = Site(make_site_root(backend, reactor, seed_states=settings.seed_states, stats=stats))
+        site = Site(
+            make_site_root(
+                backend,
+                reactor,
+                seed_states=settings.seed_states,
+                stats=stats,
+                available=lambda: dispatcher.store_down_since is None,
+            )
+        )
         site.noisy = False
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon

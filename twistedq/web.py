@@ -46,7 +46,8 @@ def _write_json(request: Request, document: Any, code: int = 200) -> None:
 class StoreRead(Resource):
     """
     A JSON document made from one read of the store, answered 503 when the
-    read fails or takes longer than ``timeout`` seconds.
+    read fails or takes longer than ``timeout`` seconds, or at once while
+    ``available()`` says the daemon found the store unavailable.
     """
 
     isLeaf = True
@@ -57,16 +58,21 @@ class StoreRead(Resource):
         what: str,
         clock: IReactorTime,
         timeout: float,
+        available: Callable[[], bool] | None = None,
     ) -> None:
         Resource.__init__(self)
         self.read = read
         self.what = what
         self.clock = clock
         self.timeout = timeout
+        self.available = available
 
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
+        if self.available is not None and not self.available():
+            _write_json(request, {"error": "result store unavailable"}, code=503)
+            return NOT_DONE_YET
         gone: list[Any] = []
         request.notifyFinish().addErrback(gone.append)
         d = self.read()
@@ -91,13 +97,19 @@ class _CelerySegment(Resource):
     """
 
     def __init__(
-        self, backend: IResultBackend, clock: IReactorTime, timeout: float, seed_states: bool
+        self,
+        backend: IResultBackend,
+        clock: IReactorTime,
+        timeout: float,
+        seed_states: bool,
+        available: Callable[[], bool] | None = None,
     ) -> None:
         Resource.__init__(self)
         self.backend = backend
         self.clock = clock
         self.timeout = timeout
         self.seed_states = seed_states
+        self.available = available
 
     def _take_id(self, path: bytes, request: Request) -> str | None:
         """
@@ -122,7 +134,9 @@ class _CelerySegment(Resource):
                 d = self.backend.get_taskset(taskset_id)
                 return d.addCallback(lambda state: taskset_status_document(taskset_id, state))
 
-            return StoreRead(read_taskset, f"taskset {taskset_id}", self.clock, self.timeout)
+            return StoreRead(
+                read_taskset, f"taskset {taskset_id}", self.clock, self.timeout, self.available
+            )
         task_id = self._take_id(path, request)
         if task_id is None:
             return pages.notFound()
@@ -133,7 +147,7 @@ class _CelerySegment(Resource):
                 lambda data: status_document(Outcome.from_bytes(task_id, data), self.seed_states)
             )
 
-        return StoreRead(read_task, f"task {task_id}", self.clock, self.timeout)
+        return StoreRead(read_task, f"task {task_id}", self.clock, self.timeout, self.available)
 
 
 class StatusRoot(Resource):
@@ -147,29 +161,41 @@ class StatusRoot(Resource):
         clock: IReactorTime,
         timeout: float,
         seed_states: bool = False,
+        available: Callable[[], bool] | None = None,
     ) -> None:
         Resource.__init__(self)
-        self.putChild(b"celery", _CelerySegment(backend, clock, timeout, seed_states))
+        self.available = available
+        self.putChild(b"celery", _CelerySegment(backend, clock, timeout, seed_states, available))
         self.putChild(b"", self)
 
     def render_GET(self, request: Request) -> Any:
-        _write_json(request, {"service": "twistedq"})
+        if self.available is not None and not self.available():
+            _write_json(
+                request, {"service": "twistedq", "error": "result store unavailable"}, code=503
+            )
+        else:
+            _write_json(request, {"service": "twistedq"})
         return NOT_DONE_YET
 
 
 class StatsResource(Resource):
     """
-    ``GET /stats``: the daemon's figures (pool, dispatcher) as JSON.
+    ``GET /stats``: the daemon's figures (pool, dispatcher) as JSON, with
+    status 503 while the result store is unavailable.
     """
 
     isLeaf = True
 
-    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, stats: Callable[[], dict[str, Any]], available: Callable[[], bool] | None = None
+    ) -> None:
         Resource.__init__(self)
         self.stats = stats
+        self.available = available
 
     def render_GET(self, request: Request) -> Any:
-        _write_json(request, self.stats())
+        healthy = self.available is None or self.available()
+        _write_json(request, self.stats(), code=200 if healthy else 503)
         return NOT_DONE_YET
 
 
@@ -179,14 +205,16 @@ def make_site_root(
     timeout: float = 5.0,
     seed_states: bool = False,
     stats: Callable[[], dict[str, Any]] | None = None,
+    available: Callable[[], bool] | None = None,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
     within ``timeout`` seconds gets the request a 503.  With
     ``seed_states``, SUCCESS is reported as ``DONE``.  With ``stats``,
-    ``/stats`` answers what it returns.
+    ``/stats`` answers what it returns.  While ``available()`` is false
+    (the daemon found the store unavailable), every resource answers 503.
     """
-    root = StatusRoot(backend, clock, timeout, seed_states)
+    root = StatusRoot(backend, clock, timeout, seed_states, available)
     if stats is not None:
-        root.putChild(b"stats", StatsResource(stats))
+        root.putChild(b"stats", StatsResource(stats, available))
     return root

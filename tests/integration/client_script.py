@@ -98,6 +98,19 @@ def main() -> None:
         _, status = os.waitpid(pid, 0)
         report["used_child_exit"] = os.waitstatus_to_exitcode(status)
         fresh.close()
+    elif mode == "revoke":
+        from twistedq.task import publish_task
+
+        result = publish_task(
+            "echo", ["must not run"], countdown=request.get("countdown"), client=client
+        )
+        report["id"] = result.task_id
+        report["revoked"] = result.revoke()
+        report["again"] = result.revoke()
+    elif mode == "statuses":
+        report["statuses"] = [
+            str(outcome.status) for outcome in client.get_outcomes(request["ids"])
+        ]
     elif mode == "publish":
         results = [client.delay_task("add", i, 1) for i in range(count)]
         report["ids"] = [r.task_id for r in results]

@@ -3,6 +3,7 @@ Tests for :py:obj:`twistedq.worker.dispatcher.Dispatcher` with a fake pool,
 a fake result backend and fake deliveries.
 """
 
+import datetime
 import json
 
 from twisted.internet import defer
@@ -10,10 +11,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.message import TaskMessage
-from twistedq.outcome import failure_document, success_document
+from twistedq.outcome import failure_document, revoked_document, success_document
 from twistedq.registry import NotRegistered
 from twistedq.signing import SigningKeys
-from twistedq.worker.dispatcher import Dispatcher
+from twistedq.worker.dispatcher import STORE_PROBE_ID, Dispatcher
 from twistedq.worker.pool import ChildLost
 
 
@@ -92,10 +93,16 @@ class FakeBackend:
 
     def __init__(self):
         self.stores = []
+        self.probes = []
 
     def store_results(self, rows):
         d = defer.Deferred()
         self.stores.append((list(rows), d))
+        return d
+
+    def get_result(self, task_id):
+        d = defer.Deferred()
+        self.probes.append((task_id, d))
         return d
 
 
@@ -429,6 +436,23 @@ class SettlingTests(DispatcherTestCase):
         self.assertEqual(len(self.pool.batches), 1)
         self.assertEqual(self.dispatcher.store_retries, 2)
 
+    def test_no_new_task_while_store_down(self):
+        """
+        Once a write failed, no new task starts, though children are idle;
+        when the retried write succeeds, the waiting tasks start.
+        """
+        self.pool.finish(0)
+        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        self.flushLoggedErrors(ConnectionError)
+        self.deliver(2, start=10)
+        self.pool.idle = 2
+        self.dispatcher.pump()
+        self.assertEqual(len(self.pool.batches), 1)
+        self.clock.advance(0.5)
+        self.backend.stores[1][1].callback(None)
+        self.assertEqual(len(self.pool.batches), 3)
+        self.assertEqual(self.dispatcher.store_down_since, None)
+
     def test_store_failure_while_stopping(self):
         """
         A store failure during shutdown sends the messages back to the queue.
@@ -673,16 +697,47 @@ class DuplicateCheckTests(SynchronousTestCase):
         self.assertEqual(self.batch_ids(), [[task_id(1)]])
         self.assertEqual(self.dispatcher.duplicates, 0)
 
-    def test_store_down_runs_anyway(self):
+    def test_revoked_while_waiting_for_eta(self):
         """
-        When the store cannot be read the tasks run (at least once).
+        A task held for its ETA is checked again when it comes due: revoked
+        meanwhile, it is acked without running.
+        """
+        eta = datetime.datetime.fromtimestamp(60, datetime.timezone.utc).isoformat()
+        held = FakeDelivery(TaskMessage(id=task_id(1), task="add", args=(1,), eta=eta).encode())
+        self.dispatcher.deliver(held)
+        self.clock.advance(0)
+        self.assertEqual(len(self.backend.reads), 1)
+        self.backend.found = {task_id(1): revoked_document(task_id(1), "add", "revoked")}
+        self.clock.advance(60)
+        self.clock.advance(0)
+        self.assertEqual(len(self.backend.reads), 2)
+        self.assertEqual(held.settled, ["ack"])
+        self.assertEqual(self.pool.batches, [])
+
+    def test_store_down_holds_tasks(self):
+        """
+        When the store cannot be read the tasks wait, unacknowledged, and
+        the store is probed after 0.5 s, 1 s, 2 s...; once a probe answers
+        they run.
         """
         self.backend.fail = True
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
         self.flushLoggedErrors(ConnectionError)
+        self.assertEqual(self.batch_ids(), [])
+        self.assertFalse(self.dispatcher.stats()["store_available"])
+        self.clock.advance(0.5)
+        [(probed, probe)] = self.backend.probes
+        self.assertEqual(probed, STORE_PROBE_ID)
+        probe.errback(ConnectionError("still down"))
+        self.clock.advance(0.9)
+        self.assertEqual(len(self.backend.probes), 1)
+        self.clock.advance(0.1)
+        self.backend.probes[1][1].callback(None)
         self.assertEqual(self.batch_ids(), [[task_id(1)]])
+        self.assertEqual(d.settled, [])
+        self.assertTrue(self.dispatcher.stats()["store_available"])
 
     def test_drain_returns_unchecked(self):
         """

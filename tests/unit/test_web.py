@@ -182,6 +182,33 @@ class StatusResourceTests(SynchronousTestCase):
         self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
         self.flushLoggedErrors()
 
+    def test_store_known_down(self):
+        """
+        While the daemon knows the store is unavailable, every resource
+        answers 503 at once without reading it; ``/stats`` still gives its
+        figures; all answer 200 again once it is back.
+        """
+        available = [False]
+        root = make_site_root(
+            self.backend,
+            self.clock,
+            stats=lambda: {"dispatcher": {"store_available": available[0]}},
+            available=lambda: available[0],
+        )
+        self.root = root
+        self.backend.answer = defer.Deferred()  # a read would hang
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual(request.responseCode, 503)
+        self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
+        self.assertEqual(self.get(f"/celery/taskset/{TASK_ID}/status/").responseCode, 503)
+        self.assertEqual(self.get("/").responseCode, 503)
+        stats = self.get("/stats")
+        self.assertEqual(stats.responseCode, 503)
+        self.assertEqual(self.json_body(stats), {"dispatcher": {"store_available": False}})
+        available[0] = True
+        self.assertEqual(self.get("/stats").responseCode, 200)
+        self.assertEqual(self.get("/").responseCode, 200)
+
     def test_waits_for_backend(self):
         """
         The response is written only when the backend answers.

@@ -55,6 +55,9 @@ UNKNOWN_TASK = "unknown-task"
 #: Reason of a task whose child died on each of its attempts.
 ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 
+#: The key read to learn whether an unavailable store is back (no task has it).
+STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+
 #: First and largest pause before writing outcomes again to a failing store.
 STORE_RETRY_START = 0.5
 STORE_RETRY_MAX = 60.0
@@ -126,6 +129,10 @@ class Dispatcher:
         self.stopping = False
         self.reactor_runner: ReactorTaskRunner | None = None
         self.store_retries = 0
+        #: When the result store was found unavailable (clock seconds), or
+        #: None while it answers.  No new task starts meanwhile.
+        self.store_down_since: float | None = None
+        self._probe_call: IDelayedCall | None = None
         self.check_duplicates = check_duplicates
         self.duplicates = 0
         self._unchecked: list[tuple[_Delivery, TaskMessage]] = []
@@ -150,6 +157,7 @@ class Dispatcher:
             "in_flight": len(self._in_flight),
             "retrying": len(self._suspects),
             "store_retries": self.store_retries,
+            "store_available": self.store_down_since is None,
             "duplicates_suppressed": self.duplicates,
         }
 
@@ -176,6 +184,13 @@ class Dispatcher:
         if not self.check_duplicates:
             self._admit(delivery, message)
             return
+        self._to_check(delivery, message)
+
+    def _to_check(self, delivery: _Delivery, message: TaskMessage) -> None:
+        """
+        Have the store read for this task's outcome in this reactor turn's
+        one read, before it is admitted.
+        """
         self._unchecked.append((delivery, message))
         if self._check_call is None:
             self._check_call = self.clock.callLater(0, self._check)
@@ -223,14 +238,15 @@ class Dispatcher:
         """
         One read of the store for the deliveries of this reactor turn: a
         task whose outcome is already committed (a redelivery after a crash,
-        or a publish repeated after PublishUncertain) is acked without
-        running again.
+        or a publish repeated after PublishUncertain) or that was revoked is
+        acked without running.
         """
         self._check_call = None
         batch, self._unchecked = self._unchecked, []
         d = self.backend.get_results([message.id for _, message in batch])
 
         def checked(found: list[bytes | None]) -> None:
+            self._store_available()
             for (delivery, message), document in zip(batch, found, strict=True):
                 if (
                     document is not None
@@ -239,9 +255,10 @@ class Dispatcher:
                 ):
                     self.duplicates += 1
                     log.info(
-                        "Task {task}[{id}] already has its outcome: acked without running",
+                        "Task {task}[{id}] is already {status}: acked without running",
                         task=message.task,
                         id=message.id,
+                        status=_top_status(document),
                     )
                     delivery.ack()
                 elif self.stopping:
@@ -250,7 +267,8 @@ class Dispatcher:
                     self._admit(delivery, message)
 
         def unchecked(failure: Failure) -> None:
-            log.failure("Could not check for committed outcomes; running the tasks", failure)
+            log.failure("Could not check for committed outcomes", failure)
+            self._store_unavailable()
             for delivery, message in batch:
                 if self.stopping:
                     delivery.reject(requeue=True)
@@ -304,8 +322,10 @@ class Dispatcher:
             del self._waiting[call]
             if self._expired(message):
                 self._revoke(delivery, message, f"expired at {message.expires}")
-                return
-            self._queue(delivery, message)
+            elif self.check_duplicates:
+                self._to_check(delivery, message)  # revoked while it waited?
+            else:
+                self._queue(delivery, message)
 
         call = self.clock.callLater(delay, due)
         self._waiting[call] = (delivery, message)
@@ -323,10 +343,12 @@ class Dispatcher:
 
     def pump(self) -> None:
         """
-        Hand queued tasks to idle children, spread evenly over them.
+        Hand queued tasks to idle children, spread evenly over them; none
+        while the result store is unavailable (their outcomes could not be
+        stored: they wait, unacknowledged, until it is back).
         """
         pending = self._pending
-        while pending:
+        while pending and self.store_down_since is None:
             idle = self.pool.idle_count
             if idle <= 0:
                 return
@@ -410,6 +432,7 @@ class Dispatcher:
         d = self.backend.store_results(records)
 
         def stored(_: None) -> defer.Deferred[Any] | None:
+            self._store_available()
             dead = []
             for (delivery, message), record in zip(batch, records, strict=True):
                 if message.id in self._suspects:
@@ -447,6 +470,7 @@ class Dispatcher:
                 pause=pause,
             )
             self.store_retries += 1
+            self._store_unavailable()
             return deferLater(self.clock, pause, lambda: None).addCallback(
                 lambda _: self._store(batch, records, min(pause * 2, STORE_RETRY_MAX))
             )
@@ -549,12 +573,57 @@ class Dispatcher:
         self._attempts.pop(task_id, None)
         self._suspects.discard(task_id)
 
+    def _store_unavailable(self) -> None:
+        """
+        The store failed a read or a write: start no new task until it
+        answers again (a write retried or a probe read succeeds).
+        """
+        if self.store_down_since is not None or self.stopping:
+            return
+        self.store_down_since = self.clock.seconds()
+        log.warn("The result store is unavailable: no new task starts until it is back")
+        self._probe_call = self.clock.callLater(STORE_RETRY_START, self._probe, STORE_RETRY_START)
+
+    def _store_available(self) -> None:
+        if self.store_down_since is None:
+            return
+        log.info(
+            "The result store is back after {seconds:.1f} s: starting tasks again",
+            seconds=self.clock.seconds() - self.store_down_since,
+        )
+        self.store_down_since = None
+        if self._probe_call is not None and self._probe_call.active():
+            self._probe_call.cancel()
+        self._probe_call = None
+        self.pump()
+
+    def _probe(self, pause: float) -> None:
+        """
+        Read the store (one key that is never written) to learn when it is
+        back, with a pause that doubles up to a minute between reads.
+        """
+        self._probe_call = None
+        if self.store_down_since is None or self.stopping:
+            return
+
+        def still_down(failure: Failure) -> None:
+            if self.store_down_since is not None and not self.stopping:
+                following = min(pause * 2, STORE_RETRY_MAX)
+                self._probe_call = self.clock.callLater(following, self._probe, following)
+
+        d = self.backend.get_result(STORE_PROBE_ID)
+        d.addCallbacks(lambda _: self._store_available(), still_down)
+        self._track(d)
+
     def drain(self) -> defer.Deferred[None]:
         """
         Fire when every batch handed out so far is stored and settled.
         Tasks still queued here are returned to the broker.
         """
         self.stopping = True
+        if self._probe_call is not None and self._probe_call.active():
+            self._probe_call.cancel()
+            self._probe_call = None
         if self._check_call is not None and self._check_call.active():
             self._check_call.cancel()
             self._check_call = None
