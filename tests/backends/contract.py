@@ -14,6 +14,8 @@ from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
 from twistedq.backends.base import (
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -295,3 +297,107 @@ class ScheduleStoreContract:
         self.assertEqual(
             await backend.get_periodic_states([name]), {name: PeriodicState(name, False)}
         )
+
+
+class ClaimStoreContract:
+    """
+    The shared tests of :py:class:`~twistedq.backends.base.IClaimStore`,
+    for a test case that also mixes :py:class:`BackendContract` in.
+    """
+
+    async def test_provides_claim_interface(self: Any) -> None:
+        """
+        The backend provides IClaimStore.
+        """
+        self.assertTrue(verifyObject(IClaimStore, await self.backend()))
+
+    async def test_one_claim_at_a_time(self: Any) -> None:
+        """
+        Of twenty attempts claiming one task at once through four
+        connections, one gets it; a batch claim answers per task.
+        """
+        backends = [await self.backend() for _ in range(4)]
+        task = new_task_id()
+        claims = await defer.gatherResults(
+            [
+                backends[number % 4].claim_tasks([task], f"owner-{number}", 30)
+                for number in range(20)
+            ]
+        )
+        states = [claim.state for (claim,) in claims]
+        self.assertEqual(states.count(ClaimState.CLAIMED), 1)
+        self.assertEqual(states.count(ClaimState.HELD), 19)
+        other = new_task_id()
+        both = await backends[0].claim_tasks([task, other], "late", 30)
+        self.assertEqual([claim.state for claim in both], [ClaimState.HELD, ClaimState.CLAIMED])
+
+    async def test_commit_with_latest_token(self: Any) -> None:
+        """
+        An outcome commits with the claim's token, is readable, ends the
+        claim, and makes later claims find the task done; it counts in its
+        taskset.
+        """
+        backend = await self.backend()
+        task, taskset = new_task_id(), new_task_id()
+        await backend.create_taskset(taskset, 1)
+        (claim,) = await backend.claim_tasks([task], "a", 30)
+        self.assertEqual(claim.state, ClaimState.CLAIMED)
+        document = success_document(task, "t", 1)
+        committed = await backend.commit_outcomes(
+            [OutcomeRecord(task, document, taskset)], [claim.token]
+        )
+        self.assertEqual(committed, [True])
+        self.assertEqual(await backend.get_result(task), document)
+        self.assertEqual((await backend.get_taskset(taskset)).completed, 1)
+        (again,) = await backend.claim_tasks([task], "b", 30)
+        self.assertEqual(again.state, ClaimState.DONE)
+
+    async def test_fenced_off_after_lease(self: Any) -> None:
+        """
+        An attempt whose lease lapsed and whose task was claimed again
+        cannot commit, renew or release: the newer token wins, and its
+        outcome is the one stored.
+        """
+        backend = await self.backend()
+        task = new_task_id()
+        (first,) = await backend.claim_tasks([task], "paused", 1)
+        await _sleep(1 + self.expiry_slack)
+        (second,) = await backend.claim_tasks([task], "next", 30)
+        self.assertEqual(second.state, ClaimState.CLAIMED)
+        self.assertGreater(second.token, first.token)
+        self.assertEqual(await backend.renew_claims([(task, first.token)], 30), [False])
+        await backend.release_claims([(task, first.token)])
+        (held,) = await backend.claim_tasks([task], "third", 30)
+        self.assertEqual(held.state, ClaimState.HELD)
+        late = success_document(task, "t", "late")
+        fresh = success_document(task, "t", "fresh")
+        self.assertEqual(
+            await backend.commit_outcomes([OutcomeRecord(task, late)], [first.token]), [False]
+        )
+        self.assertIsNone(await backend.get_result(task))
+        self.assertEqual(
+            await backend.commit_outcomes([OutcomeRecord(task, fresh)], [second.token]), [True]
+        )
+        self.assertEqual(await backend.get_result(task), fresh)
+
+    async def test_renew_keeps_lease(self: Any) -> None:
+        """
+        A renewed claim outlives its first lease; a released one can be
+        claimed at once; a pending record and a dead-lettered failure do
+        not make a task done.
+        """
+        backend = await self.backend()
+        task, pending, dead = new_task_id(), new_task_id(), new_task_id()
+        (claim,) = await backend.claim_tasks([task], "a", 1)
+        self.assertEqual(await backend.renew_claims([(task, claim.token)], 30), [True])
+        await _sleep(1 + self.expiry_slack)
+        (held,) = await backend.claim_tasks([task], "b", 30)
+        self.assertEqual(held.state, ClaimState.HELD)
+        await backend.release_claims([(task, claim.token)])
+        (taken,) = await backend.claim_tasks([task], "b", 30)
+        self.assertEqual(taken.state, ClaimState.CLAIMED)
+        await backend.mark_sent([(pending, pending_document(pending, "t"))])
+        failed = failure_document(dead, "t", ValueError("x"), traceback="", dead_letter="x")
+        await backend.store_results([OutcomeRecord(dead, failed, None, True)])
+        states = [c.state for c in await backend.claim_tasks([pending, dead], "c", 30)]
+        self.assertEqual(states, [ClaimState.CLAIMED, ClaimState.CLAIMED])

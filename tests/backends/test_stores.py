@@ -10,7 +10,11 @@ from urllib.parse import urlsplit
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from tests.backends.contract import BackendContract, ScheduleStoreContract
+from tests.backends.contract import (
+    BackendContract,
+    ClaimStoreContract,
+    ScheduleStoreContract,
+)
 from tests.integration.servers import redis_url, server_url
 from twistedq.backends.base import IResultBackend
 from twistedq.backends.memcached import MemcachedBackend
@@ -18,7 +22,7 @@ from twistedq.backends.redis import RedisBackend
 from twistedq.backends.sqlite import SQLiteBackend
 
 
-class RedisContractTests(BackendContract, ScheduleStoreContract, TestCase):
+class RedisContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
     def make_backend(self, ttl: int) -> IResultBackend:
         return RedisBackend.from_url(redis_url(), reactor, ttl=ttl)
 
@@ -31,7 +35,7 @@ class MemcachedContractTests(BackendContract, ScheduleStoreContract, TestCase):
         return MemcachedBackend(reactor, parts.hostname, parts.port, ttl=ttl)
 
 
-class SQLiteContractTests(BackendContract, ScheduleStoreContract, TestCase):
+class SQLiteContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
     expiry_slack = 0.2
 
     def make_backend(self, ttl: int) -> IResultBackend:

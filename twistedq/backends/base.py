@@ -5,6 +5,7 @@ The result backend interface and how a backend is chosen from a URL.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -15,14 +16,18 @@ from zope.interface import Attribute, Interface
 __all__ = [
     "DEFAULT_RESULT_TTL",
     "BackendURLError",
+    "ClaimState",
+    "IClaimStore",
     "IResultBackend",
     "IScheduleStore",
     "OutcomeRecord",
     "PeriodicState",
     "SlotClaim",
+    "TaskClaim",
     "TasksetState",
     "backend_from_url",
     "gather",
+    "is_final_document",
 ]
 
 #: Results expire after a day unless configured otherwise.
@@ -195,6 +200,93 @@ class IScheduleStore(Interface):
         Pause (``False``) or resume a periodic task, creating its state if
         it has none.
         """
+
+
+class ClaimState(enum.Enum):
+    """
+    What claiming a task found.
+    """
+
+    #: The task is ours to run, under a lease and a fencing token.
+    CLAIMED = "claimed"
+    #: The task has a final outcome (SUCCESS, FAILURE, REVOKED): not to run.
+    DONE = "done"
+    #: Another attempt holds a live lease on the task.
+    HELD = "held"
+
+
+class TaskClaim(NamedTuple):
+    """
+    The answer to one claim: its state and, when claimed, the fencing token
+    (higher than every token given for the task before).
+    """
+
+    state: ClaimState
+    token: int = 0
+
+
+class IClaimStore(Interface):
+    """
+    Claims on tasks, so that an attempt runs a task only while no other
+    does and commits its outcome only while its claim is the latest.
+
+    A claim is a lease (it lapses unless renewed) with a fencing token: a
+    number that grows with each claim of the task.  An outcome is committed
+    only with the latest token, so an attempt that lost its lease (paused,
+    partitioned) and was overtaken by another cannot overwrite the other's
+    outcome.  Leases expire by the store's clock where the store has one
+    (Redis), else by the daemons' clocks.
+    """
+
+    def claim_tasks(task_ids: Sequence[str], owner: str, lease: float) -> Deferred[list[TaskClaim]]:
+        """
+        Claim each task for ``lease`` seconds, atomically per task: DONE
+        if it has a final outcome (not a failure recorded for a
+        dead-lettered message, which may run again), HELD if a live claim
+        is on it, else CLAIMED with a new token.
+        """
+
+    def renew_claims(claims: Sequence[tuple[str, int]], lease: float) -> Deferred[list[bool]]:
+        """
+        Extend each ``(task id, token)`` claim by ``lease`` seconds from now
+        if its token is still the latest; False for each that is not.
+        """
+
+    def release_claims(claims: Sequence[tuple[str, int]]) -> Deferred[None]:
+        """
+        Give up claims whose tasks go back to the queue, so that another
+        attempt can claim them at once.
+        """
+
+    def commit_outcomes(
+        records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> Deferred[list[bool]]:
+        """
+        Store each outcome as :py:meth:`IResultBackend.store_results` does,
+        only if its token is still the task's latest, and end its claim.
+        Fires with which were committed; a False one was fenced off by a
+        newer claim and left unwritten.
+        """
+
+
+def is_final_document(document: bytes | None) -> bool:
+    """
+    Whether a stored document is a final outcome (SUCCESS, FAILURE or
+    REVOKED) that ends the task: not a pending record, and not the failure
+    recorded for a message sent to the dead-letter queue, which may be
+    republished and run.
+    """
+    if document is None:
+        return False
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        return False
+    return (
+        isinstance(parsed, dict)
+        and parsed.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
+        and "dead_letter" not in parsed
+    )
 
 
 def gather(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:

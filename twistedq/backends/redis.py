@@ -20,11 +20,14 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     PeriodicState,
     SlotClaim,
+    TaskClaim,
     TasksetState,
     gather,
 )
@@ -55,7 +58,90 @@ return 0
 """
 
 
-@implementer(IResultBackend, IScheduleStore)
+# Task claims.  Per task: the claim key (the token, expiring with the
+# lease) and the fence key (the latest token, kept as long as results).
+
+_CLAIM_TASKS = """
+local out = {}
+for i = 1, #KEYS, 3 do
+    local state = nil
+    local document = redis.call('get', KEYS[i])
+    if document then
+        local ok, parsed = pcall(cjson.decode, document)
+        if ok and type(parsed) == 'table' and parsed['dead_letter'] == nil then
+            local status = parsed['status']
+            if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+                state = 'done'
+            end
+        end
+    end
+    if state then
+        out[#out + 1] = state
+    elseif redis.call('exists', KEYS[i + 1]) == 1 then
+        out[#out + 1] = 'held'
+    else
+        local token = redis.call('incr', KEYS[i + 2])
+        redis.call('expire', KEYS[i + 2], ARGV[2])
+        redis.call('set', KEYS[i + 1], token, 'PX', ARGV[1])
+        out[#out + 1] = tostring(token)
+    end
+end
+return out
+"""
+
+_RENEW_CLAIMS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+    local token = ARGV[(i + 1) / 2 + 1]
+    if redis.call('get', KEYS[i + 1]) == token then
+        redis.call('set', KEYS[i], token, 'PX', ARGV[1])
+        out[#out + 1] = 1
+    else
+        out[#out + 1] = 0
+    end
+end
+return out
+"""
+
+_RELEASE_CLAIMS = """
+for i = 1, #KEYS, 2 do
+    if redis.call('get', KEYS[i + 1]) == ARGV[(i + 1) / 2] then
+        redis.call('del', KEYS[i])
+    end
+end
+return 0
+"""
+
+_COMMIT_OUTCOMES = """
+local ttl = ARGV[1]
+local out = {}
+local ids = {}
+for i = 1, #KEYS, 3 do
+    local a = 3 + (i - 1) / 3 * 5
+    local id = ARGV[a + 2]
+    if redis.call('get', KEYS[i + 2]) == ARGV[a] then
+        redis.call('set', KEYS[i], ARGV[a + 1], 'EX', ttl)
+        redis.call('del', KEYS[i + 1])
+        for _, set in ipairs({ARGV[a + 3], ARGV[a + 4]}) do
+            if set ~= '' then
+                redis.call('sadd', set, id)
+                redis.call('expire', set, ttl)
+            end
+        end
+        out[#out + 1] = 1
+        ids[#ids + 1] = id
+    else
+        out[#out + 1] = 0
+    end
+end
+if #ids > 0 then
+    redis.call('publish', ARGV[2], table.concat(ids, ','))
+end
+return out
+"""
+
+
+@implementer(IResultBackend, IScheduleStore, IClaimStore)
 class RedisBackend:
     """
     A result backend on a Redis server.
@@ -241,6 +327,69 @@ class RedisBackend:
             return defer.succeed([])
         return self._timed(self._redis.mget([self.prefix + task_id for task_id in task_ids]))
 
+    # task claims
+
+    def _claim_keys(self, task_id: str) -> list[str]:
+        prefix = self.prefix
+        return [prefix + task_id, f"{prefix}claim:{task_id}", f"{prefix}fence:{task_id}"]
+
+    def claim_tasks(
+        self, task_ids: Sequence[str], owner: str, lease: float
+    ) -> defer.Deferred[list[TaskClaim]]:
+        if not task_ids:
+            return defer.succeed([])
+        keys = [key for task_id in task_ids for key in self._claim_keys(task_id)]
+        claimed = self._redis.eval(_CLAIM_TASKS, keys, [_ms(lease), self.ttl])
+
+        def claims(answers: list[bytes]) -> list[TaskClaim]:
+            found = []
+            for answer in answers:
+                text = _text(answer)
+                if text == "done":
+                    found.append(TaskClaim(ClaimState.DONE))
+                elif text == "held":
+                    found.append(TaskClaim(ClaimState.HELD))
+                else:
+                    found.append(TaskClaim(ClaimState.CLAIMED, int(text)))
+            return found
+
+        return self._timed(claimed.addCallback(claims))
+
+    def renew_claims(
+        self, claims: Sequence[tuple[str, int]], lease: float
+    ) -> defer.Deferred[list[bool]]:
+        if not claims:
+            return defer.succeed([])
+        keys = [key for task_id, _ in claims for key in self._claim_keys(task_id)[1:]]
+        renewed = self._redis.eval(
+            _RENEW_CLAIMS, keys, [_ms(lease), *(str(token) for _, token in claims)]
+        )
+        return self._timed(renewed.addCallback(lambda answers: [bool(a) for a in answers]))
+
+    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        if not claims:
+            return defer.succeed(None)
+        keys = [key for task_id, _ in claims for key in self._claim_keys(task_id)[1:]]
+        released = self._redis.eval(_RELEASE_CLAIMS, keys, [str(token) for _, token in claims])
+        return self._timed(released.addCallback(lambda _: None))
+
+    def commit_outcomes(
+        self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> defer.Deferred[list[bool]]:
+        if not records:
+            return defer.succeed([])
+        keys: list[str] = []
+        arguments: list[Any] = [self.ttl, self.channel]
+        for record, token in zip(records, tokens, strict=True):
+            keys.extend(self._claim_keys(record.task_id))
+            done = failed = ""
+            if record.taskset is not None:
+                _, done, failed = self._taskset_keys(record.taskset)
+                failed = failed if record.failed else ""
+            arguments.extend([str(token), record.document, record.task_id, done, failed])
+        committed = self._redis.eval(_COMMIT_OUTCOMES, keys, arguments)
+        return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
+
     # periodic schedules: a key per claimed slot, a hash per task
 
     def _slot_key(self, key: str) -> str:
@@ -297,6 +446,10 @@ class RedisBackend:
             return defer.succeed(None)
         redis, self._redis = self._redis, None
         return redis.disconnect()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _text(value: bytes | str) -> str:

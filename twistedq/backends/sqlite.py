@@ -22,12 +22,16 @@ from zope.interface import implementer
 
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     PeriodicState,
     SlotClaim,
+    TaskClaim,
     TasksetState,
+    is_final_document,
 )
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
@@ -50,6 +54,12 @@ _SCHEMA = [
         task_id TEXT NOT NULL,
         failed INTEGER NOT NULL,
         PRIMARY KEY (taskset_id, task_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_claim (
+        task_id TEXT PRIMARY KEY,
+        token INTEGER NOT NULL,
+        lease_until REAL NOT NULL,
+        expires_at REAL NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS twistedq_periodic_slot (
         slot_key TEXT PRIMARY KEY,
@@ -76,7 +86,7 @@ def _open(connection: sqlite3.Connection) -> None:
     connection.commit()
 
 
-@implementer(IResultBackend, IScheduleStore)
+@implementer(IResultBackend, IScheduleStore, IClaimStore)
 class SQLiteBackend:
     """
     A result backend in one SQLite file.
@@ -118,18 +128,97 @@ class SQLiteBackend:
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
         pool = self._require_pool()
+        return pool.runInteraction(self._write_outcomes, list(records))
+
+    def _write_outcomes(self, cursor: sqlite3.Cursor, records: list[OutcomeRecord]) -> None:
         expires_at = time.time() + self.ttl
         rows = [(r.task_id, r.document, expires_at) for r in records]
         members = [(r.taskset, r.task_id, int(r.failed)) for r in records if r.taskset]
+        cursor.executemany("INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows)
+        if members:
+            cursor.executemany(
+                "INSERT OR REPLACE INTO twistedq_taskset_member VALUES (?, ?, ?)", members
+            )
 
-        def write(cursor: sqlite3.Cursor) -> None:
-            cursor.executemany("INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows)
-            if members:
-                cursor.executemany(
-                    "INSERT OR REPLACE INTO twistedq_taskset_member VALUES (?, ?, ?)", members
+    # task claims: one row per task, its latest token kept as its fence
+
+    def claim_tasks(
+        self, task_ids: Sequence[str], owner: str, lease: float
+    ) -> defer.Deferred[list[TaskClaim]]:
+        def claim(cursor: sqlite3.Cursor) -> list[TaskClaim]:
+            # Take the write lock before reading, so that of two daemons
+            # claiming one task, the second sees the first's claim.
+            cursor.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            found = []
+            for task_id in task_ids:
+                cursor.execute(
+                    "SELECT document FROM twistedq_result WHERE task_id = ? AND expires_at > ?",
+                    (task_id, now),
                 )
+                row = cursor.fetchone()
+                if row is not None and is_final_document(row[0]):
+                    found.append(TaskClaim(ClaimState.DONE))
+                    continue
+                cursor.execute(
+                    "SELECT token, lease_until FROM twistedq_claim WHERE task_id = ?", (task_id,)
+                )
+                row = cursor.fetchone()
+                if row is not None and row[1] > now:
+                    found.append(TaskClaim(ClaimState.HELD))
+                    continue
+                token = (row[0] if row is not None else 0) + 1
+                cursor.execute(
+                    "INSERT OR REPLACE INTO twistedq_claim VALUES (?, ?, ?, ?)",
+                    (task_id, token, now + lease, now + self.ttl),
+                )
+                found.append(TaskClaim(ClaimState.CLAIMED, token))
+            return found
 
-        return pool.runInteraction(write)
+        return self._require_pool().runInteraction(claim)
+
+    def renew_claims(
+        self, claims: Sequence[tuple[str, int]], lease: float
+    ) -> defer.Deferred[list[bool]]:
+        def renew(cursor: sqlite3.Cursor) -> list[bool]:
+            until = time.time() + lease
+            renewed = []
+            for task_id, token in claims:
+                cursor.execute(
+                    "UPDATE twistedq_claim SET lease_until = ? WHERE task_id = ? AND token = ?",
+                    (until, task_id, token),
+                )
+                renewed.append(cursor.rowcount == 1)
+            return renewed
+
+        return self._require_pool().runInteraction(renew)
+
+    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        def release(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany(
+                "UPDATE twistedq_claim SET lease_until = 0 WHERE task_id = ? AND token = ?",
+                list(claims),
+            )
+
+        return self._require_pool().runInteraction(release)
+
+    def commit_outcomes(
+        self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> defer.Deferred[list[bool]]:
+        def commit(cursor: sqlite3.Cursor) -> list[bool]:
+            committed = []
+            for record, token in zip(records, tokens, strict=True):
+                cursor.execute(
+                    "UPDATE twistedq_claim SET lease_until = 0 WHERE task_id = ? AND token = ?",
+                    (record.task_id, token),
+                )
+                committed.append(cursor.rowcount == 1)
+            self._write_outcomes(
+                cursor, [r for r, ok in zip(records, committed, strict=True) if ok]
+            )
+            return committed
+
+        return self._require_pool().runInteraction(commit)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         pool = self._require_pool()
@@ -218,6 +307,7 @@ class SQLiteBackend:
             )
             cursor.execute("DELETE FROM twistedq_taskset WHERE expires_at <= ?", (now,))
             cursor.execute("DELETE FROM twistedq_periodic_slot WHERE expires_at <= ?", (now,))
+            cursor.execute("DELETE FROM twistedq_claim WHERE expires_at <= ?", (now,))
             return removed
 
         return pool.runInteraction(delete)
