@@ -4,7 +4,13 @@ Exceptions a task's caller may see in its result, importable on both sides.
 
 from __future__ import annotations
 
-__all__ = ["SoftTimeLimitExceeded", "TimeLimitExceeded", "WorkerLostError"]
+__all__ = [
+    "MaxRetriesExceededError",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "TimeLimitExceeded",
+    "WorkerLostError",
+]
 
 
 class SoftTimeLimitExceeded(Exception):
@@ -25,4 +31,49 @@ class WorkerLostError(Exception):
     """
     The outcome of a task whose child process died while running it (a
     signal, a segfault, ``os._exit``, out of memory) on every attempt.
+    """
+
+
+class Retry(Exception):
+    """
+    Raised by :py:func:`twistedq.task.retry` (and :py:meth:`Task.retry
+    <twistedq.task.Task.retry>`) to ask for the task to run again later.
+    The child turns it into a ``RETRY`` outcome while the task has retries
+    left, else into the task's failure.
+
+    :ivar exc: the exception that made the task retry, if any; the task
+        fails with it when it has no retries left.
+    :ivar countdown: run again after this many seconds, if given.
+    :ivar eta: run again at this Unix time, if given.
+    :ivar max_retries: this call's limit on retries instead of the task's,
+        if given.
+    """
+
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        if countdown is not None:
+            when = f" in {countdown:g} s"
+        elif eta is not None:
+            when = f" at Unix time {eta:.3f}"
+        else:
+            when = ""
+        reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        super().__init__(f"retry{when}{reason}")
+        self.exc = exc
+        self.countdown = countdown
+        self.eta = eta
+        self.max_retries = max_retries
+
+
+class MaxRetriesExceededError(Exception):
+    """
+    The outcome of a task that asked to retry, without an exception of
+    its own, when it had no retries left.
     """

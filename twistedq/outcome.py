@@ -14,6 +14,14 @@ A failure keeps the exception's type, message, arguments and traceback::
              "message": "bad", "args": ["bad"]},
      "traceback": "Traceback (most recent call last): ...",
      "date_done": "..."}
+
+A task waiting to run again (see :py:func:`retry_document`) keeps the
+exception that made it retry, when it runs again and how many retries it
+has had::
+
+    {"id": "...", "task": "fetch", "status": "RETRY", "result": null,
+     "exc": {...}, "traceback": "...", "countdown": 4.0, "retries": 1,
+     "eta": "2026-11-24T10:00:04.000000+00:00", "date_done": "..."}
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twistedq.backends.base import TasksetState
-from twistedq.states import FAILURE, PENDING, READY_STATES, REVOKED, SUCCESS
+from twistedq.states import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS
 
 __all__ = [
     "SEED_SUCCESS",
@@ -37,7 +45,10 @@ __all__ = [
     "failure_document",
     "mark_dead_lettered",
     "pending_document",
+    "retry_document",
+    "retry_failed",
     "revoked_document",
+    "schedule_retry",
     "status_document",
     "success_document",
     "taskset_status_document",
@@ -97,6 +108,30 @@ def _json_args(args: tuple[Any, ...]) -> list[Any] | None:
     return list(args)
 
 
+def _exception_fields(
+    task_id: str, task: str, status: str, exception: BaseException, traceback: str | None
+) -> dict[str, Any]:
+    if traceback is None:
+        traceback = "".join(
+            traceback_module.format_exception(type(exception), exception, exception.__traceback__)
+        )
+    kind = type(exception)
+    return {
+        "id": task_id,
+        "task": task,
+        "status": status,
+        "result": None,
+        "exc": {
+            "module": kind.__module__,
+            "type": kind.__qualname__,
+            "message": str(exception),
+            "args": _json_args(exception.args),
+        },
+        "traceback": traceback,
+        "date_done": _now(),
+    }
+
+
 def failure_document(
     task_id: str,
     task: str,
@@ -110,28 +145,62 @@ def failure_document(
     :param dead_letter: the reason its message went to the dead-letter
         queue, if it did (see :py:func:`dead_letter_reason`).
     """
-    if traceback is None:
-        traceback = "".join(
-            traceback_module.format_exception(type(exception), exception, exception.__traceback__)
-        )
-    kind = type(exception)
-    document = {
-        "id": task_id,
-        "task": task,
-        "status": FAILURE,
-        "result": None,
-        "exc": {
-            "module": kind.__module__,
-            "type": kind.__qualname__,
-            "message": str(exception),
-            "args": _json_args(exception.args),
-        },
-        "traceback": traceback,
-        "date_done": _now(),
-    }
+    document = _exception_fields(task_id, task, FAILURE, exception, traceback)
     if dead_letter is not None:
         document["dead_letter"] = dead_letter
     return _dumps(document)
+
+
+def retry_document(
+    task_id: str,
+    task: str,
+    exception: BaseException,
+    retries: int,
+    countdown: float | None = None,
+    eta: str | None = None,
+    traceback: str | None = None,
+) -> bytes:
+    """
+    Encode the outcome of a task that asked to run again: the exception
+    that made it retry, ``retries``, the retries it will have had when it
+    runs again, and when that is: ``countdown`` seconds from now or at
+    ``eta`` (ISO 8601).  The daemon sets the time of the next run
+    (:py:func:`schedule_retry`).
+    """
+    document = _exception_fields(task_id, task, RETRY, exception, traceback)
+    document["retries"] = retries
+    if eta is not None:
+        document["eta"] = eta
+    else:
+        document["countdown"] = countdown or 0.0
+    return _dumps(document)
+
+
+def retry_failed(document: bytes) -> bytes:
+    """
+    The FAILURE a RETRY document becomes when the task cannot be retried:
+    the same exception and traceback.
+    """
+    parsed = json.loads(document)
+    for key in ("countdown", "eta", "retries"):
+        parsed.pop(key, None)
+    parsed["status"] = FAILURE
+    return _dumps(parsed)
+
+
+def schedule_retry(document: bytes, now: float) -> tuple[bytes, str]:
+    """
+    A RETRY document with the time of its next run, and that time in ISO
+    8601: its ``eta`` if it has one, else ``now`` (seconds since the
+    epoch) plus its countdown.
+    """
+    parsed = json.loads(document)
+    eta = parsed.get("eta")
+    if not isinstance(eta, str):
+        countdown = max(0.0, float(parsed.get("countdown") or 0.0))
+        eta = datetime.datetime.fromtimestamp(now + countdown, datetime.timezone.utc).isoformat()
+        parsed["eta"] = eta
+    return _dumps(parsed), eta
 
 
 def mark_dead_lettered(document: bytes, reason: str) -> bytes:
@@ -176,7 +245,8 @@ class RemoteTaskError(Exception):
 @dataclass(frozen=True)
 class Outcome:
     """
-    A parsed stored outcome.
+    A parsed stored outcome.  ``eta`` and ``retries`` are those of a
+    ``RETRY`` outcome: when the task runs again, and its retries by then.
     """
 
     task_id: str
@@ -188,6 +258,8 @@ class Outcome:
     date_done: str | None = None
     sent_at: str | None = None
     reason: str | None = None
+    eta: str | None = None
+    retries: int | None = None
 
     @classmethod
     def pending(cls, task_id: str) -> Outcome:
@@ -214,6 +286,8 @@ class Outcome:
             date_done=document.get("date_done"),
             sent_at=document.get("sent_at"),
             reason=document.get("reason"),
+            eta=document.get("eta"),
+            retries=document.get("retries"),
         )
 
     @property
@@ -274,7 +348,7 @@ def status_document(outcome: Outcome, seed_states: bool = False) -> dict[str, An
         {"task": {"id": ..., "status": ..., "result": ...}}
 
     with ``exc`` (the exception's class name) and ``traceback`` added for a
-    failure, whose ``result`` is the exception's message.  With
+    failure or a retry, whose ``result`` is the exception's message.  With
     ``seed_states``, SUCCESS is reported as the seed's ``DONE``.
     """
     status = outcome.status
@@ -285,7 +359,7 @@ def status_document(outcome: Outcome, seed_states: bool = False) -> dict[str, An
         "status": status,
         "result": outcome.result,
     }
-    if outcome.status == FAILURE:
+    if outcome.status in (FAILURE, RETRY):
         exc = outcome.exc or {}
         task["result"] = exc.get("message", "")
         task["exc"] = exc.get("type", "Exception")

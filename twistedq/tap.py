@@ -32,7 +32,7 @@ from twistedq.registry import import_task_modules
 from twistedq.scheduler import LocalJob, Scheduler
 from twistedq.schedules import Interval, crontab
 from twistedq.web import make_site_root
-from twistedq.worker.dispatcher import Dispatcher
+from twistedq.worker.dispatcher import DEFAULT_HOLD_ETA, Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
 
 __all__ = ["DrainingMultiService", "Options", "makeService"]
@@ -86,8 +86,9 @@ class Options(usage.Options):
         [
             "no-duplicate-check",
             None,
-            "Do not read the store before running a delivery to skip tasks whose outcome is "
-            "already committed (faster; a redelivered or republished task may then run again)",
+            "Do not claim tasks (or, on stores without claims, read the store) before running "
+            "them: faster, but a redelivered or republished task may then run again and a "
+            "revoked one run",
         ],
         [
             "reactor-tasks",
@@ -173,6 +174,15 @@ class Options(usage.Options):
             _timezone,
         ],
         [
+            "claim-lease",
+            None,
+            15.0,
+            "Seconds a claim on a task holds unless renewed (renewed every third of it while "
+            "the task waits or runs); after a daemon dies its tasks run elsewhere after at "
+            "most this long",
+            _positive_float,
+        ],
+        [
             "slot-lease",
             None,
             15.0,
@@ -226,6 +236,15 @@ class Options(usage.Options):
             "the tasks that tasks publish); others are dead-lettered as unsigned or "
             "bad-signature. Visible to other users in the process list: prefer "
             "$TWISTEDQ_SIGNING_KEYS [default: $TWISTEDQ_SIGNING_KEYS or none]",
+        ],
+        [
+            "hold-eta",
+            None,
+            DEFAULT_HOLD_ETA,
+            "Seconds ahead within which a task's ETA (countdown, retry) is awaited in the "
+            "daemon's memory; a task due later waits in the broker's delay queues "
+            "(<queue>.delay.<seconds>) instead",
+            _positive_float,
         ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
@@ -515,6 +534,7 @@ def makeService(options: Options) -> IService:
         check_duplicates=not options["no-duplicate-check"],
         max_body_size=settings.max_message_size,
         signing=settings.signing(),
+        claim_lease=options["claim-lease"],
     )
     pool.on_idle = dispatcher.pump
     if options["reactor-tasks"]:
@@ -527,6 +547,15 @@ def makeService(options: Options) -> IService:
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
+    # Retries and tasks due later than --hold-eta go through delay queues.
+    republisher = Publisher(
+        connection,
+        topology,
+        signing=settings.signing(),
+        max_message_size=settings.max_message_size,
+    )
+    dispatcher.publish_later = republisher.publish_later
+    dispatcher.hold_eta = options["hold-eta"]
     scheduler = None
     if not options["no-scheduler"]:
         lease = options["slot-lease"]

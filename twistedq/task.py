@@ -17,12 +17,14 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
+from twistedq.exceptions import Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult
+from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "dmap_async",
     "is_done",
     "publish_task",
+    "retry",
     "task",
     "tasks",
 ]
@@ -69,6 +72,44 @@ def _utc_iso(moment: datetime.datetime | float | None) -> str | None:
     elif moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.astimezone(datetime.timezone.utc).isoformat()
+
+
+def retry(
+    exc: BaseException | None = None,
+    countdown: float | None = None,
+    eta: datetime.datetime | float | None = None,
+    max_retries: int | None = None,
+) -> NoReturn:
+    """
+    Inside a task, ask for it to run again later; never returns.  It
+    raises :py:class:`~twistedq.exceptions.Retry`, which the task lets
+    propagate::
+
+        @task(max_retries=5)
+        def fetch(url):
+            try:
+                return download(url)
+            except ConnectionError as e:
+                retry(exc=e, countdown=30)
+
+    While the task has retries left, it is stored as ``RETRY`` and its
+    message published again; otherwise it fails with ``exc`` (or
+    :py:class:`~twistedq.exceptions.MaxRetriesExceededError` without one).
+
+    :param exc: the exception that made it retry.
+    :param countdown: run again after this many seconds; without it (and
+        without ``eta``) the task's backoff, else its
+        ``default_retry_delay``.
+    :param eta: run again at this time (a datetime, naive means UTC, or a
+        Unix time).
+    :param max_retries: the limit for this call instead of the task's.
+    :raises ValueError: both ``countdown`` and ``eta`` were given.
+    """
+    if isinstance(eta, datetime.datetime):
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=datetime.timezone.utc)
+        eta = eta.timestamp()
+    raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
 
 
 def publish_task(
@@ -145,6 +186,17 @@ class Task:
     :cvar on_reactor: ``run`` returns a Deferred or is a coroutine and runs
         on the daemon's reactor, not in a child (with ``twistd twistedq
         --reactor-tasks``); its time limit cancels it.
+    :cvar max_retries: the most retries (see :py:meth:`retry`), or
+        :py:obj:`None` for no limit.
+    :cvar autoretry_for: exception classes that make the task retry by
+        themselves when it raises them.
+    :cvar retry_backoff: wait ``retry_backoff * 2 ** retries`` seconds
+        before a retry that gives no countdown (:py:obj:`True` means a base
+        of 1 s); :py:obj:`False` waits ``default_retry_delay``.
+    :cvar retry_backoff_max: the longest backoff, in seconds.
+    :cvar retry_jitter: wait a random time between 0 and the backoff.
+    :cvar default_retry_delay: seconds before a retry that gives no
+        countdown, without backoff.
     """
 
     name: ClassVar[str | None] = None
@@ -152,6 +204,12 @@ class Task:
     time_limit: ClassVar[float | None] = None
     soft_time_limit: ClassVar[float | None] = None
     on_reactor: ClassVar[bool] = False
+    max_retries: ClassVar[int | None] = DEFAULT_MAX_RETRIES
+    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_backoff: ClassVar[bool | float] = False
+    retry_backoff_max: ClassVar[float] = DEFAULT_RETRY_BACKOFF_MAX
+    retry_jitter: ClassVar[bool] = True
+    default_retry_delay: ClassVar[float] = DEFAULT_RETRY_DELAY
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -202,6 +260,19 @@ class Task:
             task_id=task_id,
             client=client,
         )
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime.datetime | float | None = None,
+        max_retries: int | None = None,
+    ) -> NoReturn:
+        """
+        Inside ``run``, ask for the task to run again later; see
+        :py:func:`twistedq.task.retry`.
+        """
+        retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
 
     def get_logger(self, **kwargs: Any) -> logging.Logger:
         """
@@ -295,9 +366,14 @@ class FunctionTask(Task):
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         on_reactor: bool = False,
+        retry_options: dict[str, Any] | None = None,
     ) -> None:
         self.function = function
         self.on_reactor = on_reactor  # type: ignore[misc]
+        for option, value in (retry_options or {}).items():
+            if option not in RETRY_OPTIONS:
+                raise TypeError(f"unknown retry option {option!r}")
+            setattr(self, option, value)
         self.task_name = name
         self.task_queue = queue
         self.time_limit = time_limit  # type: ignore[misc]
@@ -336,6 +412,18 @@ class FunctionTask(Task):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The retry options of ``@task(...)``, as the :py:class:`Task` attributes.
+RETRY_OPTIONS = frozenset(
+    (
+        "max_retries",
+        "autoretry_for",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "default_retry_delay",
+    )
+)
+
 
 @overload
 def task(function: Callable[..., Any], /) -> FunctionTask: ...
@@ -350,6 +438,12 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    retry_backoff: bool | float = False,
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
+    retry_jitter: bool = True,
+    default_retry_delay: float = DEFAULT_RETRY_DELAY,
 ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
@@ -363,6 +457,12 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    retry_backoff: bool | float = False,
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
+    retry_jitter: bool = True,
+    default_retry_delay: float = DEFAULT_RETRY_DELAY,
 ) -> Any:
     """
     Register a function as a task: the modern spelling of
@@ -378,12 +478,35 @@ def task(
 
         add.delay(2, 2).get()  # 4
 
-    The default name is the function's module and qualified name.
+    The default name is the function's module and qualified name.  The
+    retry options (``max_retries``, ``autoretry_for``, ``retry_backoff``,
+    ``retry_backoff_max``, ``retry_jitter``, ``default_retry_delay``) are
+    those of :py:class:`Task`::
+
+        @task(autoretry_for=(ConnectionError,), retry_backoff=True)
+        def fetch(url):
+            return download(url)
     """
+    retry_options = {
+        "max_retries": max_retries,
+        "autoretry_for": tuple(autoretry_for),
+        "retry_backoff": retry_backoff,
+        "retry_backoff_max": retry_backoff_max,
+        "retry_jitter": retry_jitter,
+        "default_retry_delay": default_retry_delay,
+    }
 
     def register(function: Callable[..., Any]) -> FunctionTask:
         task_name = name or f"{function.__module__}.{function.__qualname__}"
-        wrapped = FunctionTask(function, task_name, queue, time_limit, soft_time_limit, on_reactor)
+        wrapped = FunctionTask(
+            function,
+            task_name,
+            queue,
+            time_limit,
+            soft_time_limit,
+            on_reactor,
+            retry_options,
+        )
         (registry if registry is not None else tasks).register(wrapped, task_name)
         return wrapped
 

@@ -107,6 +107,25 @@ def main() -> None:
         report["id"] = result.task_id
         report["revoked"] = result.revoke()
         report["again"] = result.revoke()
+    elif mode == "apply":
+        from twistedq.task import publish_task
+
+        report["publishing_at"] = time.time()
+        result = publish_task(
+            request["task"], request["args"], countdown=request.get("countdown"), client=client
+        )
+        report["id"] = result.task_id
+        if request.get("wait", True):
+            try:
+                report["value"] = result.get(timeout=request.get("timeout", 60))
+            except Exception as e:
+                report["raised"] = [type(e).__name__, str(e)]
+            report["status"] = str(result.status)
+    elif mode == "status":
+        outcome = client.get_outcomes([request["id"]])[0]
+        report["status"] = str(outcome.status)
+        report["retries"] = outcome.retries
+        report["eta"] = outcome.eta
     elif mode == "statuses":
         report["statuses"] = [
             str(outcome.status) for outcome in client.get_outcomes(request["ids"])

@@ -2,7 +2,7 @@
 Tasks the integration tests run in the daemon's children.
 """
 
-from twistedq.task import tasks
+from twistedq.task import Task, task, tasks
 
 
 class TaskFailed(Exception):
@@ -79,3 +79,69 @@ def count_run(path):
 
 
 tasks.register(count_run, "count_run")
+
+
+def _record_run(path):
+    """
+    Append this run's start (Unix time) to ``path``; return how many runs
+    there were before it.
+    """
+    import time
+
+    try:
+        with open(path) as f:
+            before = len(f.read().splitlines())
+    except FileNotFoundError:
+        before = 0
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    return before
+
+
+@task(name="flaky", autoretry_for=(TaskFailed,), default_retry_delay=0.2)
+def flaky(path, failures):
+    """
+    Fail with TaskFailed on the first ``failures`` runs, then succeed;
+    retried automatically.
+    """
+    runs = _record_run(path)
+    if runs < failures:
+        raise TaskFailed(f"run {runs + 1} fails")
+    return runs + 1
+
+
+@task(name="always_fails", autoretry_for=(TaskFailed,), max_retries=2, retry_backoff=0.1)
+def always_fails(path):
+    """
+    Fail on every run; after its two retries the task fails.
+    """
+    runs = _record_run(path)
+    raise TaskFailed(f"run {runs + 1} fails")
+
+
+class RetryLater(Task):
+    """
+    Asks once for a retry ``countdown`` seconds later, then returns the
+    start times of its runs.
+    """
+
+    name = "retry_later"
+
+    def run(self, path, countdown):
+        if _record_run(path) == 0:
+            self.retry(countdown=countdown)
+        with open(path) as f:
+            return [float(line) for line in f.read().splitlines()]
+
+
+tasks.register(RetryLater)
+
+
+@task(name="record_start")
+def record_start(path):
+    """
+    Record the start of its run; return it.
+    """
+    _record_run(path)
+    with open(path) as f:
+        return float(f.read().splitlines()[-1])

@@ -218,10 +218,10 @@ class StoreBehaviour:
         await wait_outcome(self.client, message.id)
         await self.client.publish(message)
         for _ in range(100):
-            if "already has its outcome" in self.daemon.log():
+            if "acked without running" in self.daemon.log():
                 break
             await deferLater(reactor, 0.05, lambda: None)
-        self.assertIn("already has its outcome", self.daemon.log())
+        self.assertIn("acked without running", self.daemon.log())
         with open(marker) as runs:
             self.assertEqual(runs.read().count("ran"), 1)
 

@@ -45,7 +45,7 @@ class RevokeTests(SynchronousTestCase):
         self.assertEqual(after["value"], 2)
         time.sleep(0.5)
         self.assertEqual(self.status(revoked["id"]), "REVOKED")
-        self.assertIn("is already REVOKED: acked without running", daemon.log())
+        self.assertIn("is already done: acked without running", daemon.log())
 
     def test_revoked_while_waiting_for_eta(self) -> None:
         """
@@ -59,4 +59,4 @@ class RevokeTests(SynchronousTestCase):
         after = run_client(self.queue, self.backend, mode="one", task="add", args=[2, 2])
         self.assertEqual(after["value"], 4)
         self.assertEqual(self.status(revoked["id"]), "REVOKED")
-        self.assertIn("is already REVOKED: acked without running", daemon.log())
+        self.assertIn("is already done: acked without running", daemon.log())

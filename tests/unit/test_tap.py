@@ -324,3 +324,27 @@ class SchedulerOptionsTests(SynchronousTestCase):
         (scheduler,) = [child for child in children if isinstance(child, Scheduler)]
         self.assertEqual((scheduler.default_tz, scheduler.lease), ("Europe/Paris", 30.0))
         self.assertRaises(usage.UsageError, self.make, "--timezone", "Nowhere/Special")
+
+
+class DelayWiringTests(TapTestCase):
+    """
+    The dispatcher publishes retries and far ETAs through a publisher of
+    the daemon's queue.
+    """
+
+    make = MakeServiceTests.make
+
+    def test_hold_eta(self):
+        """
+        ``--hold-eta`` sets the dispatcher's threshold (60 s without it),
+        and its ``publish_later`` is a confirming publisher's on the
+        consumed queue.
+        """
+        daemon = self.make("--queue", "jobs", "--status", "none", "--hold-eta", "2.5")
+        dispatcher = list(daemon)[5].dispatcher
+        self.assertEqual(dispatcher.hold_eta, 2.5)
+        publisher = dispatcher.publish_later.__self__
+        self.assertEqual(publisher.topology.queue, "jobs")
+        default = list(self.make("--status", "none"))[5].dispatcher
+        self.assertEqual(default.hold_eta, 60.0)
+        self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")

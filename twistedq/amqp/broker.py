@@ -33,6 +33,7 @@ from twistedq.message import CONTENT_TYPE, TOO_LARGE, MessageError, TaskMessage
 from twistedq.signing import SigningKeys
 
 __all__ = [
+    "DELAY_EXPONENT_MAX",
     "BrokerAddress",
     "BrokerConnection",
     "BrokerURLError",
@@ -43,11 +44,26 @@ __all__ = [
     "PublishUncertain",
     "Publisher",
     "Topology",
+    "delay_step",
 ]
 
 log = Logger()
 
 PERSISTENT = 2
+
+#: The longest delay queue waits 2 ** 20 s (about 12 days).
+DELAY_EXPONENT_MAX = 20
+
+
+def delay_step(seconds: float) -> int | None:
+    """
+    The wait of the longest delay queue not longer than ``seconds``: a
+    power of two from 1 to 2 ** :py:data:`DELAY_EXPONENT_MAX`, or
+    :py:obj:`None` under a second.
+    """
+    if seconds < 1:
+        return None
+    return 1 << min(DELAY_EXPONENT_MAX, int(seconds).bit_length() - 1)
 
 
 class BrokerURLError(ValueError):
@@ -276,6 +292,31 @@ class Topology:
             queue=self.queue, exchange=self.exchange, routing_key=self.routing_key
         )
 
+    def delay_queue(self, seconds: int) -> str:
+        """
+        The name of the delay queue whose messages wait ``seconds``.
+        """
+        return f"{self.queue}.delay.{seconds}"
+
+    async def declare_delay_queue(self, channel: BrokerChannel, seconds: int) -> str:
+        """
+        Declare the durable delay queue of ``seconds``; return its name.
+        Its messages expire after ``seconds`` (``x-message-ttl``) and are
+        then dead-lettered back to the task queue through the exchange.
+        All of its messages wait the same time, so they expire in order.
+        """
+        name = self.delay_queue(seconds)
+        await channel.queue_declare(
+            queue=name,
+            durable=True,
+            arguments={
+                "x-message-ttl": seconds * 1000,
+                "x-dead-letter-exchange": self.exchange,
+                "x-dead-letter-routing-key": self.routing_key,
+            },
+        )
+        return name
+
 
 class Publisher:
     """
@@ -344,6 +385,38 @@ class Publisher:
         purged = await channel.queue_purge(queue=queue or self.topology.queue)
         return int(purged.message_count)
 
+    async def publish_later(self, message: TaskMessage, delay: float) -> None:
+        """
+        Publish a task message for the topology's queue into the longest
+        delay queue not longer than ``delay`` seconds (declared on first
+        use), and wait for the broker's confirm; under a second, into the
+        queue itself.  When the message comes back to the queue it may
+        need another hop: the daemon that receives it decides.
+
+        :raises: as :py:meth:`publish` does.
+        """
+        step = delay_step(delay)
+        if step is None:
+            await self.publish(message)
+            return
+        body, properties = self._encode(message)
+        await self._connected_in_time()
+        channel = self._channel
+        assert channel is not None
+        name = self.topology.delay_queue(step)
+        if name not in self._declared:
+            await self.topology.declare_delay_queue(channel, step)
+            self._declared.add(name)
+        # The default exchange routes to the queue of that name.
+        await self._confirmed(channel, "", name, message.id, body, properties)
+        log.info(
+            "Task {task}[{id}] waits {seconds} s in {queue}",
+            task=message.task,
+            id=message.id,
+            seconds=step,
+            queue=name,
+        )
+
     async def publish(self, message: TaskMessage, queue: str | None = None) -> None:
         """
         Publish one task message to ``queue`` (by default the topology's)
@@ -357,6 +430,16 @@ class Publisher:
         :raises twistedq.message.MessageError: an argument is not a JSON
             value, or the message is over ``max_message_size``; nothing
             was sent.
+        """
+        body, properties = self._encode(message)
+        await self._connected_in_time()
+        queue = queue or self.topology.queue
+        channel = await self._channel_for(queue)
+        await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
+
+    def _encode(self, message: TaskMessage) -> tuple[bytes, dict[str, Any]]:
+        """
+        The body and properties of a message, signed with the first key.
         """
         body = message.encode()
         if self.max_message_size is not None and len(body) > self.max_message_size:
@@ -374,15 +457,26 @@ class Publisher:
         }
         if self.signing is not None:
             properties["headers"] = self.signing.sign(body)
-        await self._connected_in_time()
-        queue = queue or self.topology.queue
-        channel = await self._channel_for(queue)
-        confirmed = channel.publish(self.topology.exchange, queue, body, properties, mandatory=True)
+        return body, properties
+
+    async def _confirmed(
+        self,
+        channel: BrokerChannel,
+        exchange: str,
+        routing_key: str,
+        task_id: str,
+        body: bytes,
+        properties: dict[str, Any],
+    ) -> None:
+        """
+        Publish and wait for the broker's confirm, at most ``confirm_timeout``.
+        """
+        confirmed = channel.publish(exchange, routing_key, body, properties, mandatory=True)
         timeout = self.connection.reactor.callLater(self.confirm_timeout, confirmed.cancel)
         try:
             await confirmed
         except defer.CancelledError:
-            raise PublishUncertain(message.id, self.confirm_timeout) from None
+            raise PublishUncertain(task_id, self.confirm_timeout) from None
         finally:
             if timeout.active():
                 timeout.cancel()

@@ -34,6 +34,7 @@ from twistedq.log import SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry, import_task_modules
+from twistedq.retries import retry_outcome, wants_retry
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
 __all__ = ["ChildLocator", "TaskRunner", "current_child", "main", "serve"]
@@ -130,6 +131,11 @@ class TaskRunner:
     ``task_name``, ``logfile`` and ``loglevel``, so
     ``setup_logger(**kwargs)`` works inside it.  Others are called with
     their own arguments only.
+
+    A task that raises :py:class:`~twistedq.exceptions.Retry`, or one of
+    its ``autoretry_for`` exceptions, gives a RETRY outcome while the
+    message's ``retries`` is below its ``max_retries`` (see
+    :py:mod:`twistedq.retries`).
     """
 
     def __init__(
@@ -207,7 +213,7 @@ class TaskRunner:
             with _soft_time_limit(soft):
                 value = function(*message.args, **self._arguments(function, message))
         except (Exception, SystemExit) as e:
-            return failure_document(message.id, message.task, e)
+            return self.raised(message, function, e)
         if inspect.isawaitable(value) or isinstance(value, Deferred):
             if inspect.iscoroutine(value):
                 value.close()
@@ -224,6 +230,23 @@ class TaskRunner:
                 traceback="",
             )
         return outcome_of(message, value)
+
+
+    def raised(
+        self,
+        message: TaskMessage,
+        function: Any,
+        error: BaseException,
+        traceback: str | None = None,
+    ) -> bytes:
+        """
+        The outcome of a task that raised ``error``: a RETRY when it asks
+        for a retry and has retries left (the message's ``retries`` is
+        below its ``max_retries``), else a FAILURE.
+        """
+        if wants_retry(function, error):
+            return retry_outcome(message, function, error, traceback)
+        return failure_document(message.id, message.task, error, traceback)
 
 
 class ChildLocator(amp.CommandLocator):

@@ -20,18 +20,28 @@ and :py:data:`ATTEMPTS_EXHAUSTED`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import os
+import socket
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedq.backends.base import IResultBackend, OutcomeRecord, gather
+from twistedq.backends.base import (
+    ClaimState,
+    IClaimStore,
+    IResultBackend,
+    OutcomeRecord,
+    TaskClaim,
+    gather,
+)
 from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
 from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
 from twistedq.message import MessageError, TaskMessage
@@ -40,15 +50,17 @@ from twistedq.outcome import (
     dead_letter_reason,
     failure_document,
     mark_dead_lettered,
+    retry_failed,
     revoked_document,
+    schedule_retry,
 )
 from twistedq.signing import SignatureError, SigningKeys
-from twistedq.states import FAILURE, READY_STATES
+from twistedq.states import FAILURE, READY_STATES, RETRY
 
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["ATTEMPTS_EXHAUSTED", "UNKNOWN_TASK", "Dispatcher"]
+__all__ = ["ATTEMPTS_EXHAUSTED", "DEFAULT_HOLD_ETA", "UNKNOWN_TASK", "Dispatcher"]
 
 #: Reason of a task that no child registered.
 UNKNOWN_TASK = "unknown-task"
@@ -57,6 +69,10 @@ ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 
 #: The key read to learn whether an unavailable store is back (no task has it).
 STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+
+#: Tasks due within this many seconds are held in memory, later ones go to
+#: a delay queue of the broker.
+DEFAULT_HOLD_ETA = 60.0
 
 #: First and largest pause before writing outcomes again to a failing store.
 STORE_RETRY_START = 0.5
@@ -100,7 +116,21 @@ class Dispatcher:
     :ivar max_body_size: the largest message body taken, in bytes.
     :ivar signing: the keys a message must be signed with, or :py:obj:`None`
         to take unsigned messages.
+    :ivar publish_later: publishes a task message to come back to the
+        queue after about the given seconds (into a delay queue; at once
+        under a second) and fires once the broker confirmed, as
+        :py:meth:`twistedq.amqp.broker.Publisher.publish_later` does; or
+        :py:obj:`None`: every ETA is then held in memory, and a task that
+        asks to retry fails.
+    :ivar hold_eta: a task due within this many seconds is held in memory
+        until its ETA; one due later goes to a delay queue.
     """
+
+    publish_later: Callable[[TaskMessage, float], Awaitable[None]] | None = None
+    hold_eta: float = DEFAULT_HOLD_ETA
+    #: Tasks sent to a delay queue, and retries published.
+    delayed = 0
+    retried = 0
 
     def __init__(
         self,
@@ -113,6 +143,8 @@ class Dispatcher:
         max_attempts: int = 3,
         check_duplicates: bool = False,
         signing: SigningKeys | None = None,
+        claim_lease: float = 15.0,
+        owner: str | None = None,
     ) -> None:
         self.pool = pool
         self.backend = backend
@@ -134,6 +166,23 @@ class Dispatcher:
         self.store_down_since: float | None = None
         self._probe_call: IDelayedCall | None = None
         self.check_duplicates = check_duplicates
+        #: The store's claims, used when it has them and the check is on:
+        #: a task runs only under a claim, and its outcome is committed
+        #: only while the claim's fencing token is the latest.
+        self.claims: IClaimStore | None = (
+            backend if check_duplicates and IClaimStore.providedBy(backend) else None  # type: ignore[assignment]
+        )
+        self.claim_lease = claim_lease
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        #: Task id to the fencing token of the claim this daemon holds, and
+        #: until when (by this daemon's clock) its lease surely holds.
+        self._tokens: dict[str, int] = {}
+        self._lease_until: dict[str, float] = {}
+        self._held: dict[IDelayedCall, tuple[_Delivery, TaskMessage]] = {}
+        self._renewal = LoopingCall(self._renew)
+        self._renewal.clock = clock
+        self.held_elsewhere = 0
+        self.fenced_off = 0
         self.duplicates = 0
         self._unchecked: list[tuple[_Delivery, TaskMessage]] = []
         self._check_call: IDelayedCall | None = None
@@ -159,6 +208,9 @@ class Dispatcher:
             "store_retries": self.store_retries,
             "store_available": self.store_down_since is None,
             "duplicates_suppressed": self.duplicates,
+            "claimed": len(self._tokens),
+            "held_elsewhere": self.held_elsewhere,
+            "fenced_off": self.fenced_off,
         }
 
     @property
@@ -181,7 +233,12 @@ class Dispatcher:
         except MessageError as e:
             self._refuse(delivery, e.reason, str(e), e)
             return
-        if not self.check_duplicates:
+        if not self.check_duplicates or (
+            self.claims is not None
+            and message.eta is not None
+            and _timestamp(message.eta) > self.clock.seconds()
+        ):
+            # Not checked yet; under claims an early task is claimed when due.
             self._admit(delivery, message)
             return
         self._to_check(delivery, message)
@@ -243,6 +300,9 @@ class Dispatcher:
         """
         self._check_call = None
         batch, self._unchecked = self._unchecked, []
+        if self.claims is not None:
+            self._claim(batch)
+            return
         d = self.backend.get_results([message.id for _, message in batch])
 
         def checked(found: list[bytes | None]) -> None:
@@ -278,6 +338,154 @@ class Dispatcher:
         d.addCallbacks(checked, unchecked)
         self._track(d)
 
+    def _claim(self, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
+        """
+        Claim the deliveries of this reactor turn in one store call: a task
+        done already is acked without running, one held by a live claim
+        elsewhere waits for that lease and is claimed again, and a claimed
+        one is admitted with its fencing token.
+        """
+        assert self.claims is not None
+        mine = [(d, m) for d, m in batch if m.id in self._tokens]
+        for delivery, message in mine:
+            # A second copy of a task this daemon holds: it waits for the
+            # first to finish, then finds the task done.
+            self._hold(delivery, message, self.claim_lease)
+        batch = [(d, m) for d, m in batch if m.id not in self._tokens]
+        if not batch:
+            return
+        asked_at = self.clock.seconds()
+        d = self.claims.claim_tasks(
+            [message.id for _, message in batch], self.owner, self.claim_lease
+        )
+
+        def claimed(claims: list[TaskClaim]) -> None:
+            self._store_available()
+            for (delivery, message), claim in zip(batch, claims, strict=True):
+                if self.stopping:
+                    if claim.state is ClaimState.CLAIMED:
+                        self._release([(message.id, claim.token)])
+                    delivery.reject(requeue=True)
+                elif claim.state is ClaimState.DONE:
+                    self.duplicates += 1
+                    log.info(
+                        "Task {task}[{id}] is already done: acked without running",
+                        task=message.task,
+                        id=message.id,
+                    )
+                    delivery.ack()
+                elif claim.state is ClaimState.HELD:
+                    self.held_elsewhere += 1
+                    log.info(
+                        "Task {task}[{id}] is claimed by another attempt: looking again "
+                        "in {lease} s",
+                        task=message.task,
+                        id=message.id,
+                        lease=self.claim_lease,
+                    )
+                    self._hold(delivery, message, self.claim_lease)
+                else:
+                    self._tokens[message.id] = claim.token
+                    self._lease_until[message.id] = asked_at + self.claim_lease
+                    if not self._renewal.running:
+                        self._renewal.start(self.claim_lease / 3, now=False)
+                    self._admit(delivery, message)
+
+        def unclaimed(failure: Failure) -> None:
+            log.failure("Could not claim {count} tasks", failure, count=len(batch))
+            self._store_unavailable()
+            for delivery, message in batch:
+                if self.stopping:
+                    delivery.reject(requeue=True)
+                else:
+                    # Claimed again later; none starts while the store is down.
+                    self._hold(delivery, message, STORE_RETRY_START)
+
+        d.addCallbacks(claimed, unclaimed)
+        self._track(d)
+
+    def _hold(self, delivery: _Delivery, message: TaskMessage, delay: float) -> None:
+        """
+        Keep a delivery, unacknowledged, and claim it again after ``delay``.
+        """
+
+        def again() -> None:
+            del self._held[call]
+            self._to_check(delivery, message)
+
+        call = self.clock.callLater(delay, again)
+        self._held[call] = (delivery, message)
+
+    def _renew(self) -> defer.Deferred[None] | None:
+        """
+        Renew the leases of every task this daemon holds claimed.
+        """
+        if not self._tokens:
+            self._renewal.stop()
+            return None
+        assert self.claims is not None
+        held = list(self._tokens.items())
+        asked_at = self.clock.seconds()
+
+        def renewed(answers: list[bool]) -> None:
+            for (task_id, token), kept in zip(held, answers, strict=True):
+                if self._tokens.get(task_id) != token:
+                    continue
+                if kept:
+                    self._lease_until[task_id] = asked_at + self.claim_lease
+                else:
+                    self._lease_until.pop(task_id, None)
+                    log.warn(
+                        "The claim on task {id} was taken over by another attempt; "
+                        "this attempt's outcome will not be committed",
+                        id=task_id,
+                    )
+
+        d = self.claims.renew_claims(held, self.claim_lease)
+        d.addCallbacks(
+            renewed, lambda f: log.warn("Could not renew claims: {why}", why=str(f.value))
+        )
+        return d
+
+    def _release(self, claims: list[tuple[str, int]]) -> None:
+        for task_id, _token in claims:
+            self._tokens.pop(task_id, None)
+            self._lease_until.pop(task_id, None)
+        if self.claims is not None and claims:
+            self.claims.release_claims(claims).addErrback(lambda f: None)
+
+    def _write(self, records: list[OutcomeRecord]) -> defer.Deferred[Any]:
+        """
+        Store outcomes: those of claimed tasks committed with their fencing
+        tokens (an outcome fenced off by a newer claim is dropped and
+        logged), the others as they are.
+        """
+        tokens = self._tokens
+        fenced = [record for record in records if record.task_id in tokens]
+        if not fenced:
+            return self.backend.store_results(records)
+        assert self.claims is not None
+        plain = [record for record in records if record.task_id not in tokens]
+        committing = self.claims.commit_outcomes(
+            fenced, [tokens[record.task_id] for record in fenced]
+        )
+
+        def committed(answers: list[bool]) -> None:
+            for record, ok in zip(fenced, answers, strict=True):
+                tokens.pop(record.task_id, None)
+                self._lease_until.pop(record.task_id, None)
+                if not ok:
+                    self.fenced_off += 1
+                    log.warn(
+                        "The outcome of task {id} was not committed: a newer claim owns it",
+                        id=record.task_id,
+                    )
+
+        writes = [committing.addCallback(committed)]
+        if plain:
+            writes.append(self.backend.store_results(plain))
+        return gather(writes)
+
     def _admit(self, delivery: _Delivery, message: TaskMessage) -> None:
         """
         A task checked and due or not: hold it until its ETA, revoke it if
@@ -288,10 +496,45 @@ class Dispatcher:
             if self._expired(message):
                 self._revoke(delivery, message, f"expired at {message.expires}")
                 return
-            if message.eta is not None and _timestamp(message.eta) > now:
-                self._wait_for_eta(delivery, message, _timestamp(message.eta) - now)
-                return
+            if message.eta is not None:
+                left = _timestamp(message.eta) - now
+                if left > 0:
+                    if left > self.hold_eta and self.publish_later is not None:
+                        self._send_to_delay_queue(delivery, message, left)
+                    else:
+                        self._wait_for_eta(delivery, message, left)
+                    return
         self._queue(delivery, message)
+
+    def _send_to_delay_queue(self, delivery: _Delivery, message: TaskMessage, left: float) -> None:
+        """
+        Publish a task due in ``left`` seconds (more than ``hold_eta``) into
+        a delay queue of the broker, which brings it back to the queue
+        later, and ack it once the broker confirmed: no daemon holds it
+        meanwhile.  When the publish fails it is held here instead.
+        """
+        assert self.publish_later is not None
+        self.delayed += 1
+        d = defer.ensureDeferred(self.publish_later(message, left))
+
+        def sent(_: None) -> None:
+            delivery.ack()
+
+        def not_sent(failure: Failure) -> None:
+            log.warn(
+                "Could not move task {task}[{id}] to a delay queue ({why}); holding it here",
+                task=message.task,
+                id=message.id,
+                why=str(failure.value) or failure.type.__name__,
+            )
+            if self.stopping:
+                delivery.reject(requeue=True)
+            else:
+                eta = _timestamp(message.eta) if message.eta is not None else 0.0
+                self._wait_for_eta(delivery, message, max(0.0, eta - self.clock.seconds()))
+
+        d.addCallbacks(sent, not_sent)
+        self._track(d)
 
     def _queue(self, delivery: _Delivery, message: TaskMessage) -> None:
         """
@@ -337,7 +580,7 @@ class Dispatcher:
         record = OutcomeRecord(
             message.id, revoked_document(message.id, message.task, reason), message.taskset
         )
-        d = self.backend.store_results([record])
+        d = self._write([record])
         d.addCallbacks(lambda _: delivery.ack(), lambda _: delivery.reject(requeue=True))
         self._track(d)
 
@@ -353,9 +596,8 @@ class Dispatcher:
             if idle <= 0:
                 return
             delivery, message = pending[0]
-            if self._expired(message):
+            if self._set_aside(delivery, message):
                 pending.popleft()
-                self._revoke(delivery, message, f"expired at {message.expires}")
                 continue
             limit = self._time_limit(message)
             if limit is not None or message.id in self._suspects:
@@ -367,15 +609,35 @@ class Dispatcher:
             batch: list[tuple[_Delivery, TaskMessage]] = []
             while pending and len(batch) < size:
                 delivery, message = pending[0]
-                if self._expired(message):
+                if self._set_aside(delivery, message):
                     pending.popleft()
-                    self._revoke(delivery, message, f"expired at {message.expires}")
                     continue
                 if self._time_limit(message) is not None or message.id in self._suspects:
                     break
                 batch.append(pending.popleft())
             if batch:
                 self._run(batch, None)
+
+    def _set_aside(self, delivery: _Delivery, message: TaskMessage) -> bool:
+        """
+        Whether a queued task must not start now: it expired (it is
+        revoked), or its claim may have lapsed while it waited (the daemon
+        was paused, or a renewal failed): it is claimed again first, so it
+        never starts after another attempt committed it.
+        """
+        if self._expired(message):
+            self._revoke(delivery, message, f"expired at {message.expires}")
+            return True
+        if self.claims is None:
+            return False
+        token = self._tokens.get(message.id)
+        if token is not None and self.clock.seconds() < self._lease_until.get(message.id, 0):
+            return False
+        log.info("The claim on task {id} may have lapsed: claiming it again", id=message.id)
+        if token is not None:
+            self._release([(message.id, token)])
+        self._to_check(delivery, message)
+        return True
 
     def _time_limit(self, message: TaskMessage) -> float | None:
         hard = self.pool.task_limits.get(message.task, (None, None))[1]
@@ -409,18 +671,109 @@ class Dispatcher:
                 delivery.reject(requeue=True)
             return defer.succeed(None)
         records = []
-        for (_, message), outcome in zip(batch, outcomes, strict=True):
-            failed = _is_failure(outcome)
+        retrying: list[tuple[_Delivery, TaskMessage, bytes]] | None = None
+        for (delivery, message), outcome in zip(batch, outcomes, strict=True):
+            status = _top_status(outcome)
+            if status == RETRY:
+                if retrying is None:
+                    retrying = []
+                retrying.append((delivery, message, outcome))
+                continue
+            failed = status == FAILURE
             if failed and self._unknown_task(message, outcome):
                 outcome = mark_dead_lettered(outcome, UNKNOWN_TASK)
             records.append(OutcomeRecord(message.id, outcome, message.taskset, failed))
-        return self._store(batch, records, STORE_RETRY_START)
+        if retrying is None:
+            return self._store(batch, records, STORE_RETRY_START)
+        return self._split_retries(batch, records, retrying)
+
+    def _split_retries(
+        self,
+        batch: list[tuple[_Delivery, TaskMessage]],
+        records: list[OutcomeRecord],
+        retrying: list[tuple[_Delivery, TaskMessage, bytes]],
+    ) -> defer.Deferred[None]:
+        """
+        Store the outcomes of a batch in which some tasks asked to retry
+        (``records`` are those of the others, in order): the others as
+        usual, the retries through :py:meth:`_store` with the
+        messages of their next attempt (``retries`` one more, the ETA their
+        countdown gives).  Without a publisher a retry is a failure.
+        """
+        retried = {id(message) for _, message, _ in retrying}
+        writes = []
+        if records:
+            kept = [entry for entry in batch if id(entry[1]) not in retried]
+            writes.append(self._store(kept, records, STORE_RETRY_START))
+        now = self.clock.seconds()
+        retry_batch = []
+        retry_records = []
+        attempts = []
+        for delivery, message, outcome in retrying:
+            self._forget_attempts(message.id)
+            if self.publish_later is None:
+                log.error(
+                    "Task {task}[{id}] asked to retry, but this daemon cannot publish: it fails",
+                    task=message.task,
+                    id=message.id,
+                )
+                failure = retry_failed(outcome)
+                writes.append(
+                    self._store(
+                        [(delivery, message)],
+                        [OutcomeRecord(message.id, failure, message.taskset, True)],
+                        STORE_RETRY_START,
+                    )
+                )
+                continue
+            document, eta = schedule_retry(outcome, now)
+            retry_batch.append((delivery, message))
+            # A retry is not counted in its taskset: the task is not done.
+            retry_records.append(OutcomeRecord(message.id, document, None, False))
+            attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
+        if retry_batch:
+            writes.append(self._store(retry_batch, retry_records, STORE_RETRY_START, attempts))
+        return gather(writes).addCallback(lambda _: None)
+
+    def _publish_retry(self, delivery: _Delivery, attempt: TaskMessage) -> defer.Deferred[None]:
+        """
+        Publish the next attempt of a task whose RETRY is stored (into a
+        delay queue when it is due in more than ``hold_eta`` seconds), then
+        ack the delivery of this attempt once the broker confirmed.  When
+        the publish fails the delivery goes back to the queue, to run again.
+        """
+        assert self.publish_later is not None and attempt.eta is not None
+        left = _timestamp(attempt.eta) - self.clock.seconds()
+        d = defer.ensureDeferred(self.publish_later(attempt, left if left > self.hold_eta else 0.0))
+
+        def published(_: None) -> None:
+            self.retried += 1
+            log.info(
+                "Task {task}[{id}] retries ({n}) at {eta}",
+                task=attempt.task,
+                id=attempt.id,
+                n=attempt.retries,
+                eta=attempt.eta,
+            )
+            delivery.ack()
+
+        def not_published(failure: Failure) -> None:
+            log.failure(
+                "Could not publish the retry of task {task}[{id}]; it goes back to the queue",
+                failure,
+                task=attempt.task,
+                id=attempt.id,
+            )
+            delivery.reject(requeue=True)
+
+        return d.addCallbacks(published, not_published)
 
     def _store(
         self,
         batch: list[tuple[_Delivery, TaskMessage]],
         records: list[OutcomeRecord],
         pause: float,
+        attempts: list[TaskMessage] | None = None,
     ) -> defer.Deferred[None]:
         """
         Store a batch's outcomes, then ack.  While the store fails, the
@@ -428,11 +781,22 @@ class Dispatcher:
         to a minute: the tasks do not run again, their messages stay
         unacknowledged.  When the daemon stops meanwhile they go back to
         the queue.
+
+        :param attempts: the next attempts of a batch of retries, published
+            once their RETRY outcomes are stored (see
+            :py:meth:`_publish_retry`); each delivery is acked after that.
         """
-        d = self.backend.store_results(records)
+        d = self._write(records)
 
         def stored(_: None) -> defer.Deferred[Any] | None:
             self._store_available()
+            if attempts is not None:
+                return gather(
+                    [
+                        self._publish_retry(delivery, attempt)
+                        for (delivery, _), attempt in zip(batch, attempts, strict=True)
+                    ]
+                )
             dead = []
             for (delivery, message), record in zip(batch, records, strict=True):
                 if message.id in self._suspects:
@@ -472,7 +836,7 @@ class Dispatcher:
             self.store_retries += 1
             self._store_unavailable()
             return deferLater(self.clock, pause, lambda: None).addCallback(
-                lambda _: self._store(batch, records, min(pause * 2, STORE_RETRY_MAX))
+                lambda _: self._store(batch, records, min(pause * 2, STORE_RETRY_MAX), attempts)
             )
 
         return d.addCallbacks(stored, not_stored)
@@ -565,9 +929,7 @@ class Dispatcher:
             delivery.ack()
             return None
 
-        return self.backend.store_results([record]).addCallbacks(
-            settle, lambda f: delivery.reject(requeue=True)
-        )
+        return self._write([record]).addCallbacks(settle, lambda f: delivery.reject(requeue=True))
 
     def _forget_attempts(self, task_id: str) -> None:
         self._attempts.pop(task_id, None)
@@ -630,14 +992,27 @@ class Dispatcher:
         for delivery, _message in self._unchecked:
             delivery.reject(requeue=True)
         self._unchecked = []
+        returned = []
         while self._pending:
-            delivery, _message = self._pending.popleft()
+            delivery, message = self._pending.popleft()
+            returned.append(message.id)
             delivery.reject(requeue=True)
-        for call, (delivery, _message) in list(self._waiting.items()):
-            call.cancel()
-            delivery.reject(requeue=True)
-        self._waiting.clear()
-        return defer.DeferredList(list(self._in_flight)).addCallback(lambda _: None)
+        for waiting in (self._waiting, self._held):
+            for call, (delivery, message) in list(waiting.items()):
+                call.cancel()
+                returned.append(message.id)
+                delivery.reject(requeue=True)
+            waiting.clear()
+        # Their claims are released so that another daemon runs them at once.
+        self._release([(i, self._tokens[i]) for i in returned if i in self._tokens])
+        if self._renewal.running and not self._tokens:
+            self._renewal.stop()
+
+        def settled(_: Any) -> None:
+            if self._renewal.running:
+                self._renewal.stop()
+
+        return defer.DeferredList(list(self._in_flight)).addCallback(settled)
 
 
 def _top_status(outcome: bytes) -> str:

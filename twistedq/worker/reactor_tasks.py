@@ -54,7 +54,7 @@ class ReactorTaskRunner(TaskRunner):
         try:
             result = function(*message.args, **self._arguments(function, message))
         except Exception as e:
-            return defer.succeed(failure_document(message.id, message.task, e))
+            return defer.succeed(self.raised(message, function, e))
         if inspect.iscoroutine(result):
             d: defer.Deferred[Any] = defer.Deferred.fromCoroutine(result)
         elif isinstance(result, defer.Deferred):
@@ -70,8 +70,6 @@ class ReactorTaskRunner(TaskRunner):
                     f"task {message.task} ran past its time limit of {limit} s"
                 )
                 return failure_document(message.id, message.task, error, traceback="")
-            return failure_document(
-                message.id, message.task, failure.value, traceback=failure.getTraceback()
-            )
+            return self.raised(message, function, failure.value, failure.getTraceback())
 
         return d.addCallbacks(lambda value: outcome_of(message, value), failed)
