@@ -153,6 +153,7 @@ class Scheduler(Service):
         self._loop.clock = clock
         self._now: float | None = None
         self._now_monotonic = 0.0
+        self._behind_wall_clock = False
         self._states_read_at: float | None = None
         self._starting = False
         self._refreshing = False
@@ -238,10 +239,13 @@ class Scheduler(Service):
         else:
             expected = previous + (mono - self._now_monotonic)
             if wall < expected - self.step_tolerance:
-                log.warn(
-                    "The wall clock stepped back {by:.1f} s; the scheduler keeps its own time",
-                    by=expected - wall,
-                )
+                if not self._behind_wall_clock:
+                    log.warn(
+                        "The wall clock stepped back {by:.1f} s; the scheduler keeps its own "
+                        "time until the wall clock catches up",
+                        by=expected - wall,
+                    )
+                    self._behind_wall_clock = True
                 now, stepped_from = expected, None
             elif wall > expected + self.step_tolerance:
                 log.warn(
@@ -251,6 +255,7 @@ class Scheduler(Service):
                 )
                 now, stepped_from = wall, expected
             else:
+                self._behind_wall_clock = False
                 now, stepped_from = max(wall, previous), None
         self._now, self._now_monotonic = now, mono
         return now, stepped_from

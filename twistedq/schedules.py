@@ -221,8 +221,9 @@ class Crontab:
         self.weekdays = frozenset(day % 7 for day in weekdays)
         self.days = _parse_field(day_of_month, 1, 31, "day_of_month")
         self.months = _parse_field(month_of_year, 1, 12, "month_of_year", _MONTHS)
-        self._any_weekday = len(self.weekdays) == 7
-        self._any_day = len(self.days) == 31
+        # As cron: a field is unrestricted when it starts with "*".
+        self._any_weekday = _starred(day_of_week)
+        self._any_day = _starred(day_of_month)
         self.tz = tz
         self.zone = _zone(tz)
         if not any(day <= _MONTH_DAYS[month] for month in self.months for day in self.days):
@@ -296,6 +297,10 @@ class Crontab:
             for name, value in self.fields.items()
         }
         return {"crontab": fields, "tz": self.tz}
+
+
+def _starred(field: Any) -> bool:
+    return isinstance(field, str) and field.strip().startswith("*")
 
 
 _MONTH_DAYS = {

@@ -56,6 +56,24 @@ def services(*args: str) -> None:
     )
 
 
+def stop_server(name: str, seconds: float) -> Callable[[subprocess.Popen[str]], int]:
+    """
+    A fault: 1.5 s into the stream, stop the server ``name`` for
+    ``seconds``, then start it again on the same data.
+    """
+
+    def fault(publisher: subprocess.Popen[str]) -> int:
+        time.sleep(1.5)
+        services("stop", name)
+        try:
+            time.sleep(seconds)
+        finally:
+            services("restart", name)
+        return 1
+
+    return fault
+
+
 def python(*args: str, timeout: float = 120) -> Any:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     completed = subprocess.run(
@@ -205,16 +223,7 @@ class FaultTests(SynchronousTestCase):
         and nothing is lost.
         """
 
-        def restart_broker(publisher: subprocess.Popen[str]) -> int:
-            time.sleep(1.5)
-            services("stop", "rabbitmq")
-            try:
-                time.sleep(1)
-            finally:
-                services("restart", "rabbitmq")  # on the same data
-            return 1
-
-        self.run_scenario("broker restart", restart_broker)
+        self.run_scenario("broker restart", stop_server("rabbitmq", 1))
 
     def test_daemon_killed(self) -> None:
         """
@@ -263,16 +272,7 @@ class FaultTests(SynchronousTestCase):
         not record, and goes on once Redis is back.
         """
 
-        def stop_store(publisher: subprocess.Popen[str]) -> int:
-            time.sleep(1.5)
-            services("stop", "redis")
-            try:
-                time.sleep(30)
-            finally:
-                services("restart", "redis")  # on the same data
-            return 1
-
-        self.run_scenario("result store stopped 30 s", stop_store)
+        self.run_scenario("result store stopped 30 s", stop_server("redis", 30))
 
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}

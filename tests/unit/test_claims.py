@@ -56,6 +56,7 @@ class MemoryClaimStore:
         self.fences: dict[str, int] = {}
         self.leases: dict[str, tuple[int, float]] = {}  # task: (token, lease end)
         self.commits: list[tuple[str, int]] = []
+        self.fail_commits = False
 
     def connect(self) -> defer.Deferred[None]:
         return defer.succeed(None)
@@ -120,6 +121,8 @@ class MemoryClaimStore:
         return defer.succeed(None)
 
     def commit_outcomes(self, records: Any, tokens: Any) -> defer.Deferred[list[bool]]:
+        if self.fail_commits:
+            return defer.fail(ConnectionError("store down"))
         answers = []
         for record, token in zip(records, tokens, strict=True):
             current = self.fences.get(record.task_id) == token
@@ -249,6 +252,63 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.successResultOf(self.dispatcher.drain())
         self.assertEqual(d.settled, [("reject", True)])
         self.assertFalse(self.store.live(task_id(1)))
+
+    def test_drain_keeps_the_running_copys_claim(self) -> None:
+        """
+        A second copy of a task this daemon runs waits here owning no
+        claim; draining gives it back without releasing the running copy's
+        claim, whose outcome is still committed.
+        """
+        running, copy = delivery(1), delivery(1)
+        self.dispatcher.deliver(running)
+        self.clock.advance(0)
+        self.dispatcher.deliver(copy)
+        self.clock.advance(0)
+        draining = self.dispatcher.drain()
+        self.assertEqual(copy.settled, [("reject", True)])
+        self.assertTrue(self.store.live(task_id(1)))
+        self.pool.finish(0)
+        self.successResultOf(draining)
+        self.assertEqual((running.settled, self.store.commits), (["ack"], [(task_id(1), 1)]))
+
+    def test_failed_write_gives_the_claim_back(self) -> None:
+        """
+        When the outcome of a task the daemon decides itself (here an
+        expired one) cannot be written, the message goes back to the queue
+        and its claim is released, so its next delivery is claimed at once.
+        """
+        self.pool.idle = 0
+        d = delivery(1, expires="1970-01-01T00:00:30+00:00")
+        self.dispatcher.deliver(d)
+        self.clock.advance(0)
+        self.store.fail_commits = True
+        self.clock.advance(40)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(d.settled, [("reject", True)])
+        self.assertFalse(self.store.live(task_id(1)))
+        self.assertEqual(self.dispatcher.stats()["claimed"], 0)
+
+    def test_timer_early_after_clock_step(self) -> None:
+        """
+        An ETA timer that fires early (the wall clock stepped back and the
+        guard moved it) finds the task still early: its claim is given back
+        and it waits, then runs once when due.
+        """
+        d = delivery(1, eta="1970-01-01T00:01:00+00:00")
+        self.dispatcher.deliver(d)
+        self.clock.advance(0)
+        (call,) = self.dispatcher._waiting
+        call.reset(10)  # as ClockStepGuard moves timers
+        self.clock.advance(10)
+        self.clock.advance(0)
+        self.assertEqual(self.pool.batches, [])
+        self.assertFalse(self.store.live(task_id(1)))
+        self.clock.advance(50)
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.batches), 1)
+        self.pool.finish(0)
+        self.assertEqual(d.settled, ["ack"])
 
     def test_early_task_claimed_when_due(self) -> None:
         """

@@ -187,6 +187,12 @@ class CrontabSlotTests(SynchronousTestCase):
             run(crontab(minute=0, hour=0, day_of_week="mon"), at(2026, 2, 1), 1),
             [datetime.datetime(2026, 2, 2)],
         )
+        # A field starting with "*" is unrestricted, as in cron: both must match.
+        every_other = crontab(minute=0, hour=0, day_of_month=13, day_of_week="*/2")
+        self.assertEqual(
+            [slot.date() for slot in run(every_other, at(2026, 1, 1), 2)],
+            [datetime.date(2026, 1, 13), datetime.date(2026, 6, 13)],
+        )
 
     def test_utc_by_default(self):
         """

@@ -92,9 +92,10 @@ return out
 _RENEW_CLAIMS = """
 local out = {}
 for i = 1, #KEYS, 2 do
-    local token = ARGV[(i + 1) / 2 + 1]
+    local token = ARGV[(i + 1) / 2 + 2]
     if redis.call('get', KEYS[i + 1]) == token then
         redis.call('set', KEYS[i], token, 'PX', ARGV[1])
+        redis.call('expire', KEYS[i + 1], ARGV[2])
         out[#out + 1] = 1
     else
         out[#out + 1] = 0
@@ -362,7 +363,7 @@ class RedisBackend:
             return defer.succeed([])
         keys = [key for task_id, _ in claims for key in self._claim_keys(task_id)[1:]]
         renewed = self._redis.eval(
-            _RENEW_CLAIMS, keys, [_ms(lease), *(str(token) for _, token in claims)]
+            _RENEW_CLAIMS, keys, [_ms(lease), self.ttl, *(str(token) for _, token in claims)]
         )
         return self._timed(renewed.addCallback(lambda answers: [bool(a) for a in answers]))
 

@@ -231,7 +231,6 @@ class TaskRunner:
             )
         return outcome_of(message, value)
 
-
     def raised(
         self,
         message: TaskMessage,

@@ -384,6 +384,13 @@ class Dispatcher:
                         lease=self.claim_lease,
                     )
                     self._hold(delivery, message, self.claim_lease)
+                elif message.eta is not None and _timestamp(message.eta) > self.clock.seconds():
+                    # Due later after all (the clock stepped back): it waits
+                    # unclaimed and is claimed when due.
+                    self.claims.release_claims([(message.id, claim.token)]).addErrback(
+                        lambda f: None
+                    )
+                    self._admit(delivery, message)
                 else:
                     self._tokens[message.id] = claim.token
                     self._lease_until[message.id] = asked_at + self.claim_lease
@@ -447,6 +454,15 @@ class Dispatcher:
         )
         return d
 
+    def _give_back(self, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
+        """
+        Send admitted deliveries back to the queue, giving up their claims
+        so that their next delivery, here or elsewhere, can claim them.
+        """
+        self._release([(m.id, self._tokens[m.id]) for _, m in batch if m.id in self._tokens])
+        for delivery, _message in batch:
+            delivery.reject(requeue=True)
+
     def _release(self, claims: list[tuple[str, int]]) -> None:
         for task_id, _token in claims:
             self._tokens.pop(task_id, None)
@@ -465,10 +481,11 @@ class Dispatcher:
         if not fenced:
             return self.backend.store_results(records)
         assert self.claims is not None
+        claims = self.claims
         plain = [record for record in records if record.task_id not in tokens]
-        committing = self.claims.commit_outcomes(
-            fenced, [tokens[record.task_id] for record in fenced]
-        )
+
+        def commit(_: Any = None) -> defer.Deferred[list[bool]]:
+            return claims.commit_outcomes(fenced, [tokens[record.task_id] for record in fenced])
 
         def committed(answers: list[bool]) -> None:
             for record, ok in zip(fenced, answers, strict=True):
@@ -481,10 +498,10 @@ class Dispatcher:
                         id=record.task_id,
                     )
 
-        writes = [committing.addCallback(committed)]
-        if plain:
-            writes.append(self.backend.store_results(plain))
-        return gather(writes)
+        # The plain records first: if their write fails, the tokens are
+        # still there when the whole batch is written again.
+        first = self.backend.store_results(plain) if plain else defer.succeed(None)
+        return first.addCallback(commit).addCallback(committed)
 
     def _admit(self, delivery: _Delivery, message: TaskMessage) -> None:
         """
@@ -543,6 +560,17 @@ class Dispatcher:
         """
         runner = self.reactor_runner
         if runner is not None and runner.handles(message.task):
+            if self.store_down_since is not None:
+                # As for children: nothing starts while the store is down.
+                def later() -> None:
+                    del self._waiting[call]
+                    self._queue(delivery, message)
+
+                call = self.clock.callLater(STORE_RETRY_START, later)
+                self._waiting[call] = (delivery, message)
+                return
+            if self._set_aside(delivery, message):
+                return
             d = runner.run_message(message)
             d.addCallback(lambda outcome: self._ran([outcome], [(delivery, message)]))
             self._track(d)
@@ -568,7 +596,7 @@ class Dispatcher:
             elif self.check_duplicates:
                 self._to_check(delivery, message)  # revoked while it waited?
             else:
-                self._queue(delivery, message)
+                self._admit(delivery, message)  # still early if the clock stepped back
 
         call = self.clock.callLater(delay, due)
         self._waiting[call] = (delivery, message)
@@ -581,7 +609,7 @@ class Dispatcher:
             message.id, revoked_document(message.id, message.task, reason), message.taskset
         )
         d = self._write([record])
-        d.addCallbacks(lambda _: delivery.ack(), lambda _: delivery.reject(requeue=True))
+        d.addCallbacks(lambda _: delivery.ack(), lambda _: self._give_back([(delivery, message)]))
         self._track(d)
 
     def pump(self) -> None:
@@ -667,8 +695,7 @@ class Dispatcher:
                 got=len(outcomes),
                 sent=len(batch),
             )
-            for delivery, _message in batch:
-                delivery.reject(requeue=True)
+            self._give_back(batch)
             return defer.succeed(None)
         records = []
         retrying: list[tuple[_Delivery, TaskMessage, bytes]] | None = None
@@ -824,8 +851,7 @@ class Dispatcher:
                     failure,
                     count=len(batch),
                 )
-                for delivery, _message in batch:
-                    delivery.reject(requeue=True)
+                self._give_back(batch)
                 return None
             log.failure(
                 "Could not store {count} outcomes; trying again in {pause} s",
@@ -866,8 +892,7 @@ class Dispatcher:
         reason = getattr(lost, "reason", str(lost))
         if self.stopping:
             log.error("{count} tasks go back to the queue: {why}", count=len(batch), why=str(lost))
-            for delivery, _message in batch:
-                delivery.reject(requeue=True)
+            self._give_back(batch)
             return None
         if reason == "time-limit" and len(batch) == 1:
             delivery, message = batch[0]
@@ -929,7 +954,9 @@ class Dispatcher:
             delivery.ack()
             return None
 
-        return self._write([record]).addCallbacks(settle, lambda f: delivery.reject(requeue=True))
+        return self._write([record]).addCallbacks(
+            settle, lambda f: self._give_back([(delivery, message)])
+        )
 
     def _forget_attempts(self, task_id: str) -> None:
         self._attempts.pop(task_id, None)
@@ -997,12 +1024,15 @@ class Dispatcher:
             delivery, message = self._pending.popleft()
             returned.append(message.id)
             delivery.reject(requeue=True)
-        for waiting in (self._waiting, self._held):
-            for call, (delivery, message) in list(waiting.items()):
-                call.cancel()
-                returned.append(message.id)
-                delivery.reject(requeue=True)
-            waiting.clear()
+        for call, (delivery, message) in list(self._waiting.items()):
+            call.cancel()
+            returned.append(message.id)
+            delivery.reject(requeue=True)
+        self._waiting.clear()
+        for call, (delivery, _message) in list(self._held.items()):
+            call.cancel()  # copies held here own no claim
+            delivery.reject(requeue=True)
+        self._held.clear()
         # Their claims are released so that another daemon runs them at once.
         self._release([(i, self._tokens[i]) for i in returned if i in self._tokens])
         if self._renewal.running and not self._tokens:
