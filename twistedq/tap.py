@@ -32,7 +32,7 @@ from twistedq.registry import import_task_modules
 from twistedq.scheduler import LocalJob, Scheduler
 from twistedq.schedules import Interval, crontab
 from twistedq.web import make_site_root
-from twistedq.worker.dispatcher import DEFAULT_HOLD_ETA, Dispatcher
+from twistedq.worker.dispatcher import DEFAULT_HOLD_ETA, DEFAULT_PARK_AFTER, Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
 
 __all__ = ["DrainingMultiService", "Options", "makeService"]
@@ -246,6 +246,15 @@ class Options(usage.Options):
             "(<queue>.delay.<seconds>) instead",
             _positive_float,
         ],
+        [
+            "park-after",
+            None,
+            DEFAULT_PARK_AFTER,
+            "Seconds after which a claimed task still waiting or running has its message "
+            "parked in the result store and acknowledged, under RabbitMQ's consumer timeout "
+            "(30 min by default); a parked message whose daemon dies is published again",
+            _positive_float,
+        ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
             "prefetch",
@@ -364,6 +373,10 @@ class _BackendService(Service):
 
 #: The name of the periodic job that removes expired results.
 CLEANUP_JOB = "twistedq.cleanup_expired_results"
+#: The name of the periodic job that publishes again the parked messages of
+#: daemons that died, and how often it runs (seconds).
+RECOVERY_JOB = "twistedq.recover_parked_tasks"
+RECOVERY_INTERVAL = 10.0
 
 
 def cleanup_job(backend: IResultBackend, interval: float) -> LocalJob | None:
@@ -556,6 +569,9 @@ def makeService(options: Options) -> IService:
     )
     dispatcher.publish_later = republisher.publish_later
     dispatcher.hold_eta = options["hold-eta"]
+    dispatcher.park_after = options["park-after"]
+    dispatcher.home_queue = settings.queue
+    dispatcher.republish = republisher.publish
     scheduler = None
     if not options["no-scheduler"]:
         lease = options["slot-lease"]
@@ -576,6 +592,10 @@ def makeService(options: Options) -> IService:
         cleanup = cleanup_job(backend, options["cleanup-interval"])
         if cleanup is not None:
             scheduler.add_job(cleanup)
+        if dispatcher.claims is not None:
+            scheduler.add_job(
+                LocalJob(RECOVERY_JOB, Interval(RECOVERY_INTERVAL), dispatcher.recover_parked)
+            )
 
     def children_ready() -> None:
         if scheduler is not None:

@@ -19,6 +19,7 @@ from twistedq.backends.base import (
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
+    ParkedTask,
     PeriodicState,
     SlotClaim,
 )
@@ -401,3 +402,38 @@ class ClaimStoreContract:
         await backend.store_results([OutcomeRecord(dead, failed, None, True)])
         states = [c.state for c in await backend.claim_tasks([pending, dead], "c", 30)]
         self.assertEqual(states, [ClaimState.CLAIMED, ClaimState.CLAIMED])
+
+    async def test_parked_orphans(self: Any) -> None:
+        """
+        A parked message is kept only with the latest token; it is an
+        orphan once its claim lapses without an outcome, not while the
+        claim lives, and it goes away when its outcome is committed or when
+        it is dropped.
+        """
+        backend = await self.backend()
+        running, dead, stale, done = (new_task_id() for _ in range(4))
+        claims = await backend.claim_tasks([running, dead, stale, done], "a", 30)
+        tokens = [claim.token for claim in claims]
+        body = b'{"v":1,"id":"x","task":"t","args":[],"kwargs":{}}'
+        parked = [
+            ParkedTask(running, tokens[0], "q", body),
+            ParkedTask(dead, tokens[1], "q", body + b" "),
+            ParkedTask(stale, tokens[2] + 1, "q", body),
+            ParkedTask(done, tokens[3], "q", body),
+        ]
+        ours = {running, dead, stale, done}
+
+        async def orphans() -> list[ParkedTask]:
+            # Other tests' parked messages may share the store.
+            return [task for task in await backend.parked_orphans(1000) if task.task_id in ours]
+
+        self.assertEqual(await backend.park_tasks(parked), [True, True, False, True])
+        self.assertEqual(await orphans(), [])
+        await backend.release_claims([(dead, tokens[1])])
+        committed = await backend.commit_outcomes(
+            [OutcomeRecord(done, success_document(done, "t", 1))], [tokens[3]]
+        )
+        self.assertEqual(committed, [True])
+        self.assertEqual(await orphans(), [parked[1]])
+        await backend.drop_parked([dead])
+        self.assertEqual(await orphans(), [])

@@ -126,6 +126,8 @@ def main() -> None:
         report["status"] = str(outcome.status)
         report["retries"] = outcome.retries
         report["eta"] = outcome.eta
+    elif mode == "send":
+        report["id"] = client.delay_task(request["task"], *request["args"]).task_id
     elif mode == "statuses":
         report["statuses"] = [
             str(outcome.status) for outcome in client.get_outcomes(request["ids"])

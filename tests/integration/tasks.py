@@ -145,3 +145,19 @@ def record_start(path):
     _record_run(path)
     with open(path) as f:
         return float(f.read().splitlines()[-1])
+
+
+def slow_count(path, seconds):
+    """
+    Append a line per run to ``path``, then sleep: a long task whose runs a
+    test can count.
+    """
+    import time
+
+    with open(path, "a") as f:
+        f.write("ran\n")
+    time.sleep(seconds)
+    return "slow"
+
+
+tasks.register(slow_count, "slow_count")

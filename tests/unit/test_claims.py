@@ -27,6 +27,7 @@ from twistedq.backends.base import (
     ClaimState,
     IClaimStore,
     IResultBackend,
+    ParkedTask,
     TaskClaim,
     is_final_document,
 )
@@ -56,6 +57,7 @@ class MemoryClaimStore:
         self.fences: dict[str, int] = {}
         self.leases: dict[str, tuple[int, float]] = {}  # task: (token, lease end)
         self.commits: list[tuple[str, int]] = []
+        self.parked: dict[str, ParkedTask] = {}
         self.fail_commits = False
 
     def connect(self) -> defer.Deferred[None]:
@@ -129,9 +131,33 @@ class MemoryClaimStore:
             if current:
                 self.outcomes[record.task_id] = record.document
                 self.leases.pop(record.task_id, None)
+                self.parked.pop(record.task_id, None)
                 self.commits.append((record.task_id, token))
             answers.append(current)
         return defer.succeed(answers)
+
+    def park_tasks(self, parked: Any) -> defer.Deferred[list[bool]]:
+        answers = []
+        for task in parked:
+            current = self.fences.get(task.task_id) == task.token
+            if current:
+                self.parked[task.task_id] = task
+            answers.append(current)
+        return defer.succeed(answers)
+
+    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
+        orphans = []
+        for task_id, task in list(self.parked.items()):
+            if is_final_document(self.outcomes.get(task_id)):
+                del self.parked[task_id]
+            elif not self.live(task_id) and len(orphans) < limit:
+                orphans.append(task)
+        return defer.succeed(orphans)
+
+    def drop_parked(self, task_ids: Any) -> defer.Deferred[None]:
+        for task_id in task_ids:
+            self.parked.pop(task_id, None)
+        return defer.succeed(None)
 
 
 def delivery(number: int, **fields: Any) -> FakeDelivery:
@@ -310,6 +336,60 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.pool.finish(0)
         self.assertEqual(d.settled, ["ack"])
 
+    def test_long_task_parked_and_acked(self) -> None:
+        """
+        A task running past ``park_after`` has its message parked in the
+        store and acknowledged while it runs; its outcome is committed
+        later and the parked copy goes away.
+        """
+        self.dispatcher.park_after = 3 * LEASE
+        d = delivery(1)
+        self.dispatcher.deliver(d)
+        self.clock.advance(0)
+        for _ in range(3):
+            self.clock.advance(LEASE)
+        self.assertEqual(d.settled, ["ack"])
+        self.assertIn(task_id(1), self.store.parked)
+        self.assertEqual(self.dispatcher.stats()["parked"], 1)
+        self.pool.finish(0)
+        self.assertEqual(self.store.commits, [(task_id(1), 1)])
+        self.assertEqual(self.store.parked, {})
+
+    def test_orphan_published_again(self) -> None:
+        """
+        When the daemon running a parked task dies, its claim lapses and
+        the recovery job (in any daemon) publishes the parked message
+        again, once; the new delivery then runs and commits.
+        """
+        self.dispatcher.park_after = LEASE
+        d = delivery(1)
+        self.dispatcher.deliver(d)
+        self.clock.advance(0)
+        self.clock.advance(LEASE)
+        self.clock.advance(LEASE)
+        self.assertIn(task_id(1), self.store.parked)
+        self.dispatcher._renewal.stop()  # the daemon dies
+        survivor = self.make_dispatcher(FakePool(idle=1))
+        published = []
+
+        async def republish(message, queue):
+            published.append((message.id, queue))
+
+        survivor.republish = republish
+        self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
+        self.assertEqual(published, [])  # the claim is still live
+        self.clock.advance(LEASE)
+        self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
+        self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
+        self.assertEqual(published, [(task_id(1), "celery")])
+        self.assertEqual(survivor.recovered, 1)
+        again = delivery(1)
+        survivor.deliver(again)
+        self.clock.advance(0)
+        survivor.pool.finish(0)
+        self.assertEqual(again.settled, ["ack"])
+        self.assertEqual(self.store.commits, [(task_id(1), 2)])
+
     def test_early_task_claimed_when_due(self) -> None:
         """
         A task with a later ETA is claimed when it comes due, not while it
@@ -350,6 +430,13 @@ class ClaimMachine(RuleBasedStateMachine):
         dispatcher = Dispatcher(
             pool, self.store, self.clock, max_batch=2, check_duplicates=True, claim_lease=LEASE
         )
+        dispatcher.park_after = 2 * LEASE  # long tasks are parked and acked early
+
+        async def republish(message: TaskMessage, queue: str | None) -> None:
+            number = int(message.id.rsplit("-", 1)[1])
+            self.deliver(0, number)
+
+        dispatcher.republish = republish
         run_batch = pool.run_batch
 
         def recording_run_batch(bodies: Any, time_limit: Any = None) -> Any:
@@ -433,6 +520,16 @@ class ClaimMachine(RuleBasedStateMachine):
             dispatcher._renewal.start(LEASE / 3, now=True)
             self.note_commits()
 
+    @rule(daemon=st.integers(0, 2))
+    def recover_parked(self, daemon: int) -> None:
+        """
+        The periodic recovery job publishes again the parked messages of
+        dead daemons.
+        """
+        dispatcher = self.daemons[daemon]["dispatcher"]
+        defer.ensureDeferred(dispatcher.recover_parked())
+        self.note_commits()
+
     @rule(seconds=st.sampled_from([0.5, 5.0, LEASE, 2 * LEASE]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -462,6 +559,7 @@ class ClaimMachine(RuleBasedStateMachine):
         delivered = {task_id(n) for _, n in self.unsettled} | set(self.committed_at)
         for _ in range(20):
             self.redeliver_rejected(0)
+            self.recover_parked(0)
             for state in self.daemons:
                 pool = state["pool"]
                 for index in range(len(pool.batches)):

@@ -21,6 +21,7 @@ __all__ = [
     "IResultBackend",
     "IScheduleStore",
     "OutcomeRecord",
+    "ParkedTask",
     "PeriodicState",
     "SlotClaim",
     "TaskClaim",
@@ -225,6 +226,18 @@ class TaskClaim(NamedTuple):
     token: int = 0
 
 
+class ParkedTask(NamedTuple):
+    """
+    A claimed task's message kept in the store: its id, the token of the
+    claim that parked it, the queue it came from and its body.
+    """
+
+    task_id: str
+    token: int
+    queue: str
+    body: bytes
+
+
 class IClaimStore(Interface):
     """
     Claims on tasks, so that an attempt runs a task only while no other
@@ -263,9 +276,29 @@ class IClaimStore(Interface):
     ) -> Deferred[list[bool]]:
         """
         Store each outcome as :py:meth:`IResultBackend.store_results` does,
-        only if its token is still the task's latest, and end its claim.
-        Fires with which were committed; a False one was fenced off by a
-        newer claim and left unwritten.
+        only if its token is still the task's latest, and end its claim
+        (and its parked message, if any).  Fires with which were committed;
+        a False one was fenced off by a newer claim and left unwritten.
+        """
+
+    def park_tasks(parked: Sequence[ParkedTask]) -> Deferred[list[bool]]:
+        """
+        Keep the messages of long-running claimed tasks in the store, each
+        only if its token is still the latest, so the daemon can
+        acknowledge them before the broker's consumer timeout.  A parked
+        message whose claim lapses without an outcome is an orphan.
+        """
+
+    def parked_orphans(limit: int) -> Deferred[list[ParkedTask]]:
+        """
+        Up to ``limit`` parked messages whose claim lapsed (no live claim)
+        and whose task has no final outcome: their daemon died.  Parked
+        messages whose task has an outcome are dropped on the way.
+        """
+
+    def drop_parked(task_ids: Sequence[str]) -> Deferred[None]:
+        """
+        Forget parked messages (published again).
         """
 
 

@@ -25,6 +25,7 @@ from twistedq.backends.base import (
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
+    ParkedTask,
     PeriodicState,
     SlotClaim,
     TaskClaim,
@@ -118,11 +119,12 @@ local ttl = ARGV[1]
 local out = {}
 local ids = {}
 for i = 1, #KEYS, 3 do
-    local a = 3 + (i - 1) / 3 * 5
+    local a = 4 + (i - 1) / 3 * 5
     local id = ARGV[a + 2]
     if redis.call('get', KEYS[i + 2]) == ARGV[a] then
         redis.call('set', KEYS[i], ARGV[a + 1], 'EX', ttl)
         redis.call('del', KEYS[i + 1])
+        redis.call('hdel', ARGV[3], id)
         for _, set in ipairs({ARGV[a + 3], ARGV[a + 4]}) do
             if set ~= '' then
                 redis.call('sadd', set, id)
@@ -138,6 +140,55 @@ end
 if #ids > 0 then
     redis.call('publish', ARGV[2], table.concat(ids, ','))
 end
+return out
+"""
+
+
+# Parked messages: one hash, task id to "<token>\n<queue>\n<body>".
+
+_PARK_TASKS = """
+local out = {}
+for i = 1, #KEYS do
+    local token = ARGV[i * 2]
+    if redis.call('get', KEYS[i]) == token then
+        redis.call('hset', ARGV[1], ARGV[i * 2 + 1], token .. '\\n' .. ARGV[#KEYS * 2 + 1 + i])
+        out[#out + 1] = 1
+    else
+        out[#out + 1] = 0
+    end
+end
+return out
+"""
+
+_PARKED_ORPHANS = """
+local out = {}
+local prefix = ARGV[2]
+local cursor = '0'
+repeat
+    local scan = redis.call('hscan', KEYS[1], cursor, 'COUNT', 100)
+    cursor = scan[1]
+    local fields = scan[2]
+    for i = 1, #fields, 2 do
+        local id = fields[i]
+        if redis.call('exists', prefix .. 'claim:' .. id) == 0 then
+            local done = false
+            local document = redis.call('get', prefix .. id)
+            if document then
+                local ok, parsed = pcall(cjson.decode, document)
+                if ok and type(parsed) == 'table' and parsed['dead_letter'] == nil then
+                    local status = parsed['status']
+                    done = status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
+                end
+            end
+            if done then
+                redis.call('hdel', KEYS[1], id)
+            elseif #out < tonumber(ARGV[1]) * 2 then
+                out[#out + 1] = id
+                out[#out + 1] = fields[i + 1]
+            end
+        end
+    end
+until cursor == '0'
 return out
 """
 
@@ -380,7 +431,7 @@ class RedisBackend:
         if not records:
             return defer.succeed([])
         keys: list[str] = []
-        arguments: list[Any] = [self.ttl, self.channel]
+        arguments: list[Any] = [self.ttl, self.channel, self._parked_key]
         for record, token in zip(records, tokens, strict=True):
             keys.extend(self._claim_keys(record.task_id))
             done = failed = ""
@@ -390,6 +441,39 @@ class RedisBackend:
             arguments.extend([str(token), record.document, record.task_id, done, failed])
         committed = self._redis.eval(_COMMIT_OUTCOMES, keys, arguments)
         return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
+
+    @property
+    def _parked_key(self) -> str:
+        return f"{self.prefix}parked"
+
+    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+        if not parked:
+            return defer.succeed([])
+        keys = [self._claim_keys(task.task_id)[2] for task in parked]
+        arguments: list[Any] = [self._parked_key]
+        for task in parked:
+            arguments.extend([str(task.token), task.task_id])
+        arguments.extend(task.queue.encode() + b"\n" + task.body for task in parked)
+        done = self._redis.eval(_PARK_TASKS, keys, arguments)
+        return self._timed(done.addCallback(lambda answers: [bool(a) for a in answers]))
+
+    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
+        found = self._redis.eval(_PARKED_ORPHANS, [self._parked_key], [limit, self.prefix])
+
+        def orphans(flat: list[bytes]) -> list[ParkedTask]:
+            tasks = []
+            for task_id, value in zip(flat[::2], flat[1::2], strict=True):
+                token, queue, body = value.split(b"\n", 2)
+                tasks.append(ParkedTask(_text(task_id), int(token), queue.decode(), body))
+            return tasks
+
+        return self._timed(found.addCallback(orphans))
+
+    def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        if not task_ids:
+            return defer.succeed(None)
+        dropped = self._redis.hdel(self._parked_key, list(task_ids))
+        return self._timed(dropped.addCallback(lambda _: None))
 
     # periodic schedules: a key per claimed slot, a hash per task
 

@@ -27,6 +27,7 @@ from twistedq.backends.base import (
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
+    ParkedTask,
     PeriodicState,
     SlotClaim,
     TaskClaim,
@@ -60,6 +61,12 @@ _SCHEMA = [
         token INTEGER NOT NULL,
         lease_until REAL NOT NULL,
         expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS twistedq_parked (
+        task_id TEXT PRIMARY KEY,
+        token INTEGER NOT NULL,
+        queue TEXT NOT NULL,
+        body BLOB NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS twistedq_periodic_slot (
         slot_key TEXT PRIMARY KEY,
@@ -213,8 +220,10 @@ class SQLiteBackend:
                     (record.task_id, token),
                 )
                 committed.append(cursor.rowcount == 1)
-            self._write_outcomes(
-                cursor, [r for r, ok in zip(records, committed, strict=True) if ok]
+            done = [r for r, ok in zip(records, committed, strict=True) if ok]
+            self._write_outcomes(cursor, done)
+            cursor.executemany(
+                "DELETE FROM twistedq_parked WHERE task_id = ?", [(r.task_id,) for r in done]
             )
             return committed
 
@@ -311,6 +320,55 @@ class SQLiteBackend:
             return removed
 
         return pool.runInteraction(delete)
+
+    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+        def park(cursor: sqlite3.Cursor) -> list[bool]:
+            cursor.execute("BEGIN IMMEDIATE")
+            answers = []
+            for task in parked:
+                cursor.execute(
+                    "SELECT 1 FROM twistedq_claim WHERE task_id = ? AND token = ?",
+                    (task.task_id, task.token),
+                )
+                current = cursor.fetchone() is not None
+                if current:
+                    cursor.execute(
+                        "INSERT OR REPLACE INTO twistedq_parked VALUES (?, ?, ?, ?)",
+                        (task.task_id, task.token, task.queue, task.body),
+                    )
+                answers.append(current)
+            return answers
+
+        return self._require_pool().runInteraction(park)
+
+    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
+        def find(cursor: sqlite3.Cursor) -> list[ParkedTask]:
+            now = time.time()
+            cursor.execute(
+                "SELECT p.task_id, p.token, p.queue, p.body, r.document"
+                " FROM twistedq_parked p"
+                " LEFT JOIN twistedq_claim c ON c.task_id = p.task_id"
+                " LEFT JOIN twistedq_result r ON r.task_id = p.task_id AND r.expires_at > ?"
+                " WHERE c.lease_until IS NULL OR c.lease_until <= ?",
+                (now, now),
+            )
+            orphans, done = [], []
+            for task_id, token, queue, body, document in cursor.fetchall():
+                if is_final_document(document):
+                    done.append((task_id,))
+                elif len(orphans) < limit:
+                    orphans.append(ParkedTask(task_id, token, queue, bytes(body)))
+            cursor.executemany("DELETE FROM twistedq_parked WHERE task_id = ?", done)
+            return orphans
+
+        return self._require_pool().runInteraction(find)
+
+    def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        return self._require_pool().runInteraction(
+            lambda cursor: cursor.executemany(
+                "DELETE FROM twistedq_parked WHERE task_id = ?", [(i,) for i in task_ids]
+            )
+        )
 
     # periodic schedules
 

@@ -39,6 +39,7 @@ from twistedq.backends.base import (
     IClaimStore,
     IResultBackend,
     OutcomeRecord,
+    ParkedTask,
     TaskClaim,
     gather,
 )
@@ -60,7 +61,13 @@ from twistedq.states import FAILURE, READY_STATES, RETRY
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["ATTEMPTS_EXHAUSTED", "DEFAULT_HOLD_ETA", "UNKNOWN_TASK", "Dispatcher"]
+__all__ = [
+    "ATTEMPTS_EXHAUSTED",
+    "DEFAULT_HOLD_ETA",
+    "DEFAULT_PARK_AFTER",
+    "UNKNOWN_TASK",
+    "Dispatcher",
+]
 
 #: Reason of a task that no child registered.
 UNKNOWN_TASK = "unknown-task"
@@ -73,6 +80,10 @@ STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 #: Tasks due within this many seconds are held in memory, later ones go to
 #: a delay queue of the broker.
 DEFAULT_HOLD_ETA = 60.0
+
+#: Seconds after which a claimed task's message is parked in the store and
+#: acknowledged: well under RabbitMQ's default consumer timeout (30 min).
+DEFAULT_PARK_AFTER = 20 * 60.0
 
 #: First and largest pause before writing outcomes again to a failing store.
 STORE_RETRY_START = 0.5
@@ -128,6 +139,13 @@ class Dispatcher:
 
     publish_later: Callable[[TaskMessage, float], Awaitable[None]] | None = None
     hold_eta: float = DEFAULT_HOLD_ETA
+    #: Seconds after which a claimed task's message is parked in the store
+    #: and acknowledged (None: never), under the broker's consumer timeout.
+    park_after: float | None = DEFAULT_PARK_AFTER
+    #: The queue this daemon consumes, recorded with parked messages.
+    home_queue: str = "celery"
+    #: ``republish(message, queue)``: publishes an orphaned parked message.
+    republish: Callable[[TaskMessage, str | None], Awaitable[None]] | None = None
     #: Tasks sent to a delay queue, and retries published.
     delayed = 0
     retried = 0
@@ -178,6 +196,11 @@ class Dispatcher:
         #: until when (by this daemon's clock) its lease surely holds.
         self._tokens: dict[str, int] = {}
         self._lease_until: dict[str, float] = {}
+        #: Claimed tasks: when claimed, and their delivery (for parking).
+        self._claimed: dict[str, tuple[float, _Delivery]] = {}
+        self._parked: set[str] = set()
+        self.parked = 0
+        self.recovered = 0
         self._held: dict[IDelayedCall, tuple[_Delivery, TaskMessage]] = {}
         self._renewal = LoopingCall(self._renew)
         self._renewal.clock = clock
@@ -209,6 +232,8 @@ class Dispatcher:
             "store_available": self.store_down_since is None,
             "duplicates_suppressed": self.duplicates,
             "claimed": len(self._tokens),
+            "parked": self.parked,
+            "recovered": self.recovered,
             "held_elsewhere": self.held_elsewhere,
             "fenced_off": self.fenced_off,
         }
@@ -394,6 +419,7 @@ class Dispatcher:
                 else:
                     self._tokens[message.id] = claim.token
                     self._lease_until[message.id] = asked_at + self.claim_lease
+                    self._claimed[message.id] = (asked_at, delivery)
                     if not self._renewal.running:
                         self._renewal.start(self.claim_lease / 3, now=False)
                     self._admit(delivery, message)
@@ -452,7 +478,71 @@ class Dispatcher:
         d.addCallbacks(
             renewed, lambda f: log.warn("Could not renew claims: {why}", why=str(f.value))
         )
+        d.addCallback(lambda _: self._park_long_running())
         return d
+
+    def _park_long_running(self) -> defer.Deferred[None] | None:
+        """
+        Park in the store the messages of claimed tasks held for longer
+        than ``park_after``, then acknowledge them: the broker would close
+        the channel of a delivery left unacknowledged past its consumer
+        timeout.  From then on the claim alone guards the task; if this
+        daemon dies, the recovery job publishes the parked message again.
+        """
+        if self.park_after is None or self.claims is None:
+            return None
+        now = self.clock.seconds()
+        due = [
+            (task_id, delivery)
+            for task_id, (since, delivery) in self._claimed.items()
+            if now - since >= self.park_after and task_id not in self._parked
+        ]
+        if not due:
+            return None
+        parking = [
+            ParkedTask(task_id, self._tokens[task_id], self.home_queue, delivery.body)
+            for task_id, delivery in due
+        ]
+
+        def parked(answers: list[bool]) -> None:
+            for (task_id, delivery), ok in zip(due, answers, strict=True):
+                if ok and task_id in self._claimed:
+                    self._parked.add(task_id)
+                    self.parked += 1
+                    delivery.ack()
+                    log.info(
+                        "Task {id} held for over {seconds} s: its message is parked in the "
+                        "result store and acknowledged",
+                        id=task_id,
+                        seconds=self.park_after,
+                    )
+
+        d = self.claims.park_tasks(parking)
+        d.addCallbacks(parked, lambda f: log.warn("Could not park: {why}", why=str(f.value)))
+        return d
+
+    async def recover_parked(self) -> None:
+        """
+        Publish again the parked messages whose daemon died (their claim
+        lapsed without an outcome), then forget them.  Run as the periodic
+        job ``twistedq.recover_parked_tasks``.
+        """
+        if self.claims is None or self.republish is None:
+            return
+        for orphan in await self.claims.parked_orphans(100):
+            try:
+                message = TaskMessage.decode(orphan.body, self.max_body_size)
+            except MessageError as e:
+                log.error("Dropped parked message {id}: {why}", id=orphan.task_id, why=str(e))
+            else:
+                await self.republish(message, orphan.queue)
+                self.recovered += 1
+                log.warn(
+                    "Task {task}[{id}] was parked by a daemon that stopped: published again",
+                    task=message.task,
+                    id=message.id,
+                )
+            await self.claims.drop_parked([orphan.task_id])
 
     def _give_back(self, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
         """
@@ -463,10 +553,17 @@ class Dispatcher:
         for delivery, _message in batch:
             delivery.reject(requeue=True)
 
+    def _forget_claim(self, task_id: str) -> None:
+        self._tokens.pop(task_id, None)
+        self._lease_until.pop(task_id, None)
+        self._claimed.pop(task_id, None)
+        self._parked.discard(task_id)
+
     def _release(self, claims: list[tuple[str, int]]) -> None:
+        # A parked message given back stays parked: once its claim is
+        # released it is an orphan, published again by the recovery job.
         for task_id, _token in claims:
-            self._tokens.pop(task_id, None)
-            self._lease_until.pop(task_id, None)
+            self._forget_claim(task_id)
         if self.claims is not None and claims:
             self.claims.release_claims(claims).addErrback(lambda f: None)
 
@@ -489,8 +586,7 @@ class Dispatcher:
 
         def committed(answers: list[bool]) -> None:
             for record, ok in zip(fenced, answers, strict=True):
-                tokens.pop(record.task_id, None)
-                self._lease_until.pop(record.task_id, None)
+                self._forget_claim(record.task_id)
                 if not ok:
                     self.fenced_off += 1
                     log.warn(
