@@ -11,13 +11,13 @@ import django
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from tests.backends.contract import BackendContract, ScheduleStoreContract
+from tests.backends.contract import BackendContract, ClaimStoreContract, ScheduleStoreContract
 from twistedq.backends.base import IResultBackend
 
 _migrated = False
 
 
-class DjangoContractTests(BackendContract, ScheduleStoreContract, TestCase):
+class DjangoContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
     expiry_slack = 0.3
 
     def setUp(self) -> None:

@@ -13,7 +13,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.backends.contract import BackendContract, ScheduleStoreContract
+from tests.backends.contract import BackendContract, ClaimStoreContract, ScheduleStoreContract
 from tests.integration.servers import ROOT, server_url
 
 
@@ -48,7 +48,7 @@ def run_contract(database_url: str) -> str:
 class DjangoStoreTests(SynchronousTestCase):
     def assert_contract(self, database_url: str) -> None:
         output = run_contract(database_url)
-        shared = dir(BackendContract) + dir(ScheduleStoreContract)
+        shared = dir(BackendContract) + dir(ScheduleStoreContract) + dir(ClaimStoreContract)
         expected = len([name for name in shared if name.startswith("test_")]) + 1
         self.assertIn(f"PASSED (successes={expected})", output)
 

@@ -24,12 +24,17 @@ from zope.interface import implementer
 
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
+    ParkedTask,
     PeriodicState,
     SlotClaim,
+    TaskClaim,
     TasksetState,
+    is_final_document,
 )
 
 __all__ = ["DjangoBackend"]
@@ -58,7 +63,7 @@ def _parse_done(document: dict[str, Any]) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(text) if text else None
 
 
-@implementer(IResultBackend, IScheduleStore)
+@implementer(IResultBackend, IScheduleStore, IClaimStore)
 class DjangoBackend:
     """
     A result backend in a Django database.
@@ -145,61 +150,62 @@ class DjangoBackend:
     # IResultBackend
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
-        def store() -> None:
-            from django.db import transaction
+        return self._run(lambda: self._store_now(records))
 
-            from twistedq.contrib.django.models import TaskResult, TaskSetMember
+    def _store_now(self, records: Sequence[OutcomeRecord]) -> None:
+        """
+        Store outcomes, in the calling (pool) thread, as one transaction.
+        """
+        from django.db import transaction
 
-            expires_at = self._expiry()
-            rows = []
-            for record in records:
-                document = json.loads(record.document)
-                rows.append(
-                    TaskResult(
-                        task_id=record.task_id,
-                        task_name=document.get("task") or "",
-                        status=document["status"],
-                        document=record.document.decode("utf-8"),
-                        traceback=document.get("traceback") or "",
-                        worker=self.worker,
-                        date_done=_parse_done(document),
-                        expires_at=expires_at,
-                    )
+        from twistedq.contrib.django.models import TaskResult, TaskSetMember
+
+        expires_at = self._expiry()
+        rows = []
+        for record in records:
+            document = json.loads(record.document)
+            rows.append(
+                TaskResult(
+                    task_id=record.task_id,
+                    task_name=document.get("task") or "",
+                    status=document["status"],
+                    document=record.document.decode("utf-8"),
+                    traceback=document.get("traceback") or "",
+                    worker=self.worker,
+                    date_done=_parse_done(document),
+                    expires_at=expires_at,
                 )
-            members = [
-                TaskSetMember(taskset_id=r.taskset, task_id=r.task_id, failed=r.failed)
-                for r in records
-                if r.taskset
-            ]
-            from django.db import connections
-
-            # MySQL/MariaDB upsert on any unique key and take no target.
-            target = (
-                ["task_id"]
-                if connections[self.alias].features.supports_update_conflicts_with_target
-                else None
             )
-            with transaction.atomic(using=self.alias):
-                TaskResult.objects.using(self.alias).bulk_create(
-                    rows,
-                    update_conflicts=True,
-                    unique_fields=target,
-                    update_fields=[
-                        "task_name",
-                        "status",
-                        "document",
-                        "traceback",
-                        "worker",
-                        "date_done",
-                        "expires_at",
-                    ],
-                )
-                if members:
-                    TaskSetMember.objects.using(self.alias).bulk_create(
-                        members, ignore_conflicts=True
-                    )
+        members = [
+            TaskSetMember(taskset_id=r.taskset, task_id=r.task_id, failed=r.failed)
+            for r in records
+            if r.taskset
+        ]
+        from django.db import connections
 
-        return self._run(store)
+        # MySQL/MariaDB upsert on any unique key and take no target.
+        target = (
+            ["task_id"]
+            if connections[self.alias].features.supports_update_conflicts_with_target
+            else None
+        )
+        with transaction.atomic(using=self.alias):
+            TaskResult.objects.using(self.alias).bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=target,
+                update_fields=[
+                    "task_name",
+                    "status",
+                    "document",
+                    "traceback",
+                    "worker",
+                    "date_done",
+                    "expires_at",
+                ],
+            )
+            if members:
+                TaskSetMember.objects.using(self.alias).bulk_create(members, ignore_conflicts=True)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         def mark() -> None:
@@ -307,6 +313,7 @@ class DjangoBackend:
 
         def delete() -> int:
             from twistedq.contrib.django.models import (
+                ClaimedTask,
                 PeriodicSlot,
                 TaskResult,
                 TaskSetMember,
@@ -321,6 +328,7 @@ class DjangoBackend:
             ).delete()
             expired.delete()
             PeriodicSlot.objects.using(self.alias).filter(expires_at__lte=now).delete()
+            ClaimedTask.objects.using(self.alias).filter(expires_at__lte=now).delete()
             return removed
 
         return self._run(delete)
@@ -427,3 +435,159 @@ class DjangoBackend:
             }
 
         return self._run(read)
+
+    # task claims: a ClaimedTask row per task; each change is one UPDATE
+    # whose WHERE holds the condition, atomic on every database.
+
+    def claim_tasks(
+        self, task_ids: Sequence[str], owner: str, lease: float
+    ) -> defer.Deferred[list[TaskClaim]]:
+        def claim() -> list[TaskClaim]:
+            from django.db import IntegrityError, transaction
+            from django.db.models import F, Q
+
+            from twistedq.contrib.django.models import ClaimedTask, TaskResult
+
+            now = _now()
+            until = now + datetime.timedelta(seconds=lease)
+            claims = ClaimedTask.objects.using(self.alias)
+            found = []
+            for task_id in task_ids:
+                document = (
+                    TaskResult.objects.using(self.alias)
+                    .filter(task_id=task_id, expires_at__gt=now)
+                    .values_list("document", flat=True)
+                    .first()
+                )
+                if document is not None and is_final_document(document.encode("utf-8")):
+                    found.append(TaskClaim(ClaimState.DONE))
+                    continue
+                with transaction.atomic(using=self.alias):
+                    taken = (
+                        claims.filter(task_id=task_id)
+                        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+                        .update(token=F("token") + 1, lease_until=until, expires_at=self._expiry())
+                    )
+                    if taken:
+                        token = claims.filter(task_id=task_id).values_list("token", flat=True)
+                        found.append(TaskClaim(ClaimState.CLAIMED, token.get()))
+                        continue
+                try:
+                    with transaction.atomic(using=self.alias):
+                        claims.create(task_id=task_id, lease_until=until, expires_at=self._expiry())
+                    found.append(TaskClaim(ClaimState.CLAIMED, 1))
+                except IntegrityError:  # a row exists with a live lease
+                    found.append(TaskClaim(ClaimState.HELD))
+            return found
+
+        return self._run(claim)
+
+    def renew_claims(
+        self, claims: Sequence[tuple[str, int]], lease: float
+    ) -> defer.Deferred[list[bool]]:
+        def renew() -> list[bool]:
+            from twistedq.contrib.django.models import ClaimedTask
+
+            until = _now() + datetime.timedelta(seconds=lease)
+            rows = ClaimedTask.objects.using(self.alias)
+            return [
+                rows.filter(task_id=task_id, token=token).update(lease_until=until) == 1
+                for task_id, token in claims
+            ]
+
+        return self._run(renew)
+
+    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        def release() -> None:
+            from twistedq.contrib.django.models import ClaimedTask
+
+            rows = ClaimedTask.objects.using(self.alias)
+            for task_id, token in claims:
+                rows.filter(task_id=task_id, token=token).update(lease_until=None)
+
+        return self._run(release)
+
+    def commit_outcomes(
+        self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> defer.Deferred[list[bool]]:
+        def commit() -> list[bool]:
+            from django.db import transaction
+
+            from twistedq.contrib.django.models import ClaimedTask, ParkedMessage
+
+            rows = ClaimedTask.objects.using(self.alias)
+            with transaction.atomic(using=self.alias):
+                committed = [
+                    rows.filter(task_id=record.task_id, token=token).update(lease_until=None) == 1
+                    for record, token in zip(records, tokens, strict=True)
+                ]
+                done = [r for r, ok in zip(records, committed, strict=True) if ok]
+                if done:
+                    self._store_now(done)
+                    ParkedMessage.objects.using(self.alias).filter(
+                        task_id__in=[r.task_id for r in done]
+                    ).delete()
+            return committed
+
+        return self._run(commit)
+
+    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+        def park() -> list[bool]:
+            from django.db import transaction
+
+            from twistedq.contrib.django.models import ClaimedTask, ParkedMessage
+
+            answers = []
+            for task in parked:
+                with transaction.atomic(using=self.alias):
+                    current = (
+                        ClaimedTask.objects.using(self.alias)
+                        .select_for_update()
+                        .filter(task_id=task.task_id, token=task.token)
+                        .exists()
+                    )
+                    if current:
+                        ParkedMessage.objects.using(self.alias).update_or_create(
+                            task_id=task.task_id,
+                            defaults={"token": task.token, "queue": task.queue, "body": task.body},
+                        )
+                answers.append(current)
+            return answers
+
+        return self._run(park)
+
+    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
+        def find() -> list[ParkedTask]:
+            from twistedq.contrib.django.models import ClaimedTask, ParkedMessage, TaskResult
+
+            now = _now()
+            orphans, done = [], []
+            for row in ParkedMessage.objects.using(self.alias).order_by("id")[: limit * 4]:
+                document = (
+                    TaskResult.objects.using(self.alias)
+                    .filter(task_id=row.task_id, expires_at__gt=now)
+                    .values_list("document", flat=True)
+                    .first()
+                )
+                if document is not None and is_final_document(document.encode("utf-8")):
+                    done.append(row.task_id)
+                    continue
+                live = (
+                    ClaimedTask.objects.using(self.alias)
+                    .filter(task_id=row.task_id, lease_until__gt=now)
+                    .exists()
+                )
+                if not live and len(orphans) < limit:
+                    orphans.append(ParkedTask(row.task_id, row.token, row.queue, bytes(row.body)))
+            ParkedMessage.objects.using(self.alias).filter(task_id__in=done).delete()
+            return orphans
+
+        return self._run(find)
+
+    def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        def drop() -> None:
+            from twistedq.contrib.django.models import ParkedMessage
+
+            ParkedMessage.objects.using(self.alias).filter(task_id__in=list(task_ids)).delete()
+
+        return self._run(drop)

@@ -113,3 +113,40 @@ class PeriodicSlot(models.Model):
 
     def __str__(self) -> str:
         return self.slot_key
+
+
+class ClaimedTask(models.Model):
+    """
+    The claim on a task: the latest fencing token and, while an attempt
+    holds it, until when its lease runs.  Kept as long as results, as the
+    task's fence.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    token = models.PositiveIntegerField(default=1)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "claimed task"
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
+class ParkedMessage(models.Model):
+    """
+    The message of a long-running claimed task, kept here once the daemon
+    acknowledged it to the broker; published again if its daemon dies.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    token = models.PositiveIntegerField()
+    queue = models.CharField(max_length=255)
+    body = models.BinaryField()
+
+    class Meta:
+        verbose_name = "parked message"
+
+    def __str__(self) -> str:
+        return self.task_id
