@@ -20,6 +20,8 @@ from twisted.logger import Logger
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
 from twistedq.backends.base import (
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     OutcomeRecord,
     TasksetState,
@@ -45,6 +47,11 @@ def _drop(waiter: defer.Deferred[Any] | None) -> None:
     if waiter is not None:
         waiter.addErrback(lambda failure: None)
         waiter.cancel()
+
+
+#: The owner and lease of the claims a revocation takes for an instant.
+_REVOKER = "revoke"
+_REVOKE_LEASE = 30.0
 
 
 class AsyncClient:
@@ -192,8 +199,10 @@ class AsyncClient:
         Revoke tasks that have not run: a ``REVOKED`` outcome is stored for
         each id without a final outcome, so a daemon that receives the task
         later, even one that was down when it was revoked, acks it without
-        running it.  A task already running is not stopped.  Fires with the
-        ids revoked (those not already finished).
+        running it.  On a store with claims the revocation claims the task
+        first, so it is atomic: a task a daemon has already taken (claimed,
+        to run now) is not revoked.  A task already running is not stopped.
+        Fires with the ids revoked.
         """
         ids = list(task_ids)
 
@@ -206,9 +215,25 @@ class AsyncClient:
                 for outcome in outcomes
                 if outcome.status not in READY_STATES
             ]
-            if records:
+            if not records:
+                return []
+            if not IClaimStore.providedBy(self.backend):
                 await self.backend.store_results(records)
-            return [record.task_id for record in records]
+                return [record.task_id for record in records]
+            claims = await self.backend.claim_tasks(
+                [record.task_id for record in records], _REVOKER, _REVOKE_LEASE
+            )
+            taken = [
+                (record, claim.token)
+                for record, claim in zip(records, claims, strict=True)
+                if claim.state is ClaimState.CLAIMED
+            ]
+            committed = await self.backend.commit_outcomes(
+                [record for record, _ in taken], [token for _, token in taken]
+            )
+            return [
+                record.task_id for (record, _), ok in zip(taken, committed, strict=True) if ok
+            ]
 
         return defer.Deferred.fromCoroutine(revoke())
 

@@ -126,6 +126,11 @@ def main() -> None:
         report["status"] = str(outcome.status)
         report["retries"] = outcome.retries
         report["eta"] = outcome.eta
+    elif mode == "revoke_running":
+        result = client.delay_task("sleep", 2)
+        time.sleep(1)
+        report["revoked"] = result.revoke()
+        report["value"] = result.get(timeout=30)
     elif mode == "send":
         report["id"] = client.delay_task(request["task"], *request["args"]).task_id
     elif mode == "statuses":

@@ -47,6 +47,15 @@ class RevokeTests(SynchronousTestCase):
         self.assertEqual(self.status(revoked["id"]), "REVOKED")
         self.assertIn("is already done: acked without running", daemon.log())
 
+    def test_running_task_not_revoked(self) -> None:
+        """
+        A task a daemon has claimed and runs is not revoked (the revocation
+        claims the task first): revoke() says so and the task succeeds.
+        """
+        self.start_daemon()
+        report = run_client(self.queue, self.backend, mode="revoke_running")
+        self.assertEqual((report["revoked"], report["value"]), (False, 2))
+
     def test_revoked_while_waiting_for_eta(self) -> None:
         """
         A countdown task held by a running daemon and revoked meanwhile does
