@@ -231,9 +231,7 @@ class AsyncClient:
             committed = await self.backend.commit_outcomes(
                 [record for record, _ in taken], [token for _, token in taken]
             )
-            return [
-                record.task_id for (record, _), ok in zip(taken, committed, strict=True) if ok
-            ]
+            return [record.task_id for (record, _), ok in zip(taken, committed, strict=True) if ok]
 
         return defer.Deferred.fromCoroutine(revoke())
 

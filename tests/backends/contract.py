@@ -28,6 +28,7 @@ from twistedq.outcome import (
     Outcome,
     failure_document,
     pending_document,
+    retry_document,
     success_document,
 )
 
@@ -437,3 +438,18 @@ class ClaimStoreContract:
         self.assertEqual(await orphans(), [parked[1]])
         await backend.drop_parked([dead])
         self.assertEqual(await orphans(), [])
+
+    async def test_stale_retry_copy_is_done(self: Any) -> None:
+        """
+        With a RETRY outcome scheduling attempt 2 stored, a copy of attempt
+        1 (delivered again) is done, attempt 2 is claimed, and a claim that
+        gives no retries (a revocation) is claimed too.
+        """
+        backend = await self.backend()
+        task, other = new_task_id(), new_task_id()
+        retry = retry_document(task, "t", ValueError("again"), retries=2, countdown=1)
+        await backend.store_results([OutcomeRecord(task, retry), OutcomeRecord(other, retry)])
+        stale, current = await backend.claim_tasks([task, other], "a", 30, [1, 2])
+        self.assertEqual((stale.state, current.state), (ClaimState.DONE, ClaimState.CLAIMED))
+        (revoking,) = await backend.claim_tasks([task], "revoke", 30)
+        self.assertEqual(revoking.state, ClaimState.CLAIMED)

@@ -30,9 +30,10 @@ from twistedq.backends.base import (
     ParkedTask,
     TaskClaim,
     is_final_document,
+    is_superseded,
 )
 from twistedq.message import TaskMessage
-from twistedq.outcome import revoked_document, success_document
+from twistedq.outcome import retry_document, revoked_document, success_document
 from twistedq.worker.dispatcher import Dispatcher
 
 LEASE = 15.0
@@ -93,10 +94,12 @@ class MemoryClaimStore:
         lease = self.leases.get(task)
         return lease is not None and lease[1] > self.clock.seconds()
 
-    def claim_tasks(self, task_ids: Any, owner: str, lease: float) -> defer.Deferred[list]:
+    def claim_tasks(
+        self, task_ids: Any, owner: str, lease: float, retries: Any = None
+    ) -> defer.Deferred[list]:
         claims = []
-        for task in task_ids:
-            if is_final_document(self.outcomes.get(task)):
+        for task, attempt in zip(task_ids, retries or [None] * len(task_ids), strict=True):
+            if is_superseded(self.outcomes.get(task), attempt):
                 claims.append(TaskClaim(ClaimState.DONE))
             elif self.live(task):
                 claims.append(TaskClaim(ClaimState.HELD))
@@ -207,6 +210,23 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.dispatcher.deliver(d)
         self.clock.advance(0)
         self.assertEqual((d.settled, self.pool.batches), (["ack"], []))
+
+    def test_stale_copy_of_a_retried_attempt(self) -> None:
+        """
+        A copy of attempt 1 delivered again after it scheduled attempt 2
+        (the daemon died between storing RETRY and the ack) is acked
+        without running, so the retries do not fork; attempt 2 runs.
+        """
+        self.store.outcomes[task_id(1)] = retry_document(
+            task_id(1), "add", ValueError("again"), retries=2, countdown=0
+        )
+        stale, next_attempt = delivery(1, retries=1), delivery(1, retries=2)
+        self.dispatcher.deliver(stale)
+        self.clock.advance(0)
+        self.assertEqual((stale.settled, self.pool.batches), (["ack"], []))
+        self.dispatcher.deliver(next_attempt)
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.batches), 1)
 
     def test_held_elsewhere_waits_for_the_lease(self) -> None:
         """

@@ -29,6 +29,7 @@ __all__ = [
     "backend_from_url",
     "gather",
     "is_final_document",
+    "is_superseded",
 ]
 
 #: Results expire after a day unless configured otherwise.
@@ -251,12 +252,19 @@ class IClaimStore(Interface):
     (Redis), else by the daemons' clocks.
     """
 
-    def claim_tasks(task_ids: Sequence[str], owner: str, lease: float) -> Deferred[list[TaskClaim]]:
+    def claim_tasks(
+        task_ids: Sequence[str],
+        owner: str,
+        lease: float,
+        retries: Sequence[int] | None = None,
+    ) -> Deferred[list[TaskClaim]]:
         """
         Claim each task for ``lease`` seconds, atomically per task: DONE
         if it has a final outcome (not a failure recorded for a
-        dead-lettered message, which may run again), HELD if a live claim
-        is on it, else CLAIMED with a new token.
+        dead-lettered message, which may run again) or, given the
+        ``retries`` of each message, a RETRY outcome scheduling a later
+        attempt than this one (a stale copy of an earlier attempt); HELD if
+        a live claim is on it; else CLAIMED with a new token.
         """
 
     def renew_claims(claims: Sequence[tuple[str, int]], lease: float) -> Deferred[list[bool]]:
@@ -302,7 +310,7 @@ class IClaimStore(Interface):
         """
 
 
-def is_final_document(document: bytes | None) -> bool:
+def is_final_document(document: bytes | str | None) -> bool:
     """
     Whether a stored document is a final outcome (SUCCESS, FAILURE or
     REVOKED) that ends the task: not a pending record, and not the failure
@@ -320,6 +328,28 @@ def is_final_document(document: bytes | None) -> bool:
         and parsed.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
         and "dead_letter" not in parsed
     )
+
+
+def is_superseded(document: bytes | str | None, retries: int | None) -> bool:
+    """
+    Whether a stored document makes a message with ``retries`` stale: the
+    task is final, or a RETRY outcome scheduled a later attempt (the
+    message is a copy of an earlier attempt, delivered again).  With
+    ``retries`` None only a final outcome counts.
+    """
+    if is_final_document(document):
+        return True
+    if document is None or retries is None:
+        return False
+    raw = document if isinstance(document, bytes) else document.encode()
+    if b'"RETRY"' not in raw:
+        return False
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return False
+    later = parsed.get("retries") if isinstance(parsed, dict) else None
+    return parsed.get("status") == "RETRY" and isinstance(later, int) and later > retries
 
 
 def gather(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:

@@ -35,6 +35,7 @@ from twistedq.backends.base import (
     TaskClaim,
     TasksetState,
     is_final_document,
+    is_superseded,
 )
 
 __all__ = ["DjangoBackend"]
@@ -440,8 +441,14 @@ class DjangoBackend:
     # whose WHERE holds the condition, atomic on every database.
 
     def claim_tasks(
-        self, task_ids: Sequence[str], owner: str, lease: float
+        self,
+        task_ids: Sequence[str],
+        owner: str,
+        lease: float,
+        retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
+        attempts = list(retries) if retries is not None else [None] * len(task_ids)
+
         def claim() -> list[TaskClaim]:
             from django.db import IntegrityError, transaction
             from django.db.models import F, Q
@@ -452,14 +459,14 @@ class DjangoBackend:
             until = now + datetime.timedelta(seconds=lease)
             claims = ClaimedTask.objects.using(self.alias)
             found = []
-            for task_id in task_ids:
+            for task_id, attempt in zip(task_ids, attempts, strict=True):
                 document = (
                     TaskResult.objects.using(self.alias)
                     .filter(task_id=task_id, expires_at__gt=now)
                     .values_list("document", flat=True)
                     .first()
                 )
-                if document is not None and is_final_document(document.encode("utf-8")):
+                if document is not None and is_superseded(document, attempt):
                     found.append(TaskClaim(ClaimState.DONE))
                     continue
                 with transaction.atomic(using=self.alias):

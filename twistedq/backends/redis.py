@@ -73,6 +73,9 @@ for i = 1, #KEYS, 3 do
             local status = parsed['status']
             if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
                 state = 'done'
+            elseif status == 'RETRY' and ARGV[3] ~= nil
+                and tonumber(parsed['retries'] or 0) > tonumber(ARGV[2 + (i + 2) / 3]) then
+                state = 'done'  -- a copy of an earlier attempt
             end
         end
     end
@@ -386,12 +389,17 @@ class RedisBackend:
         return [prefix + task_id, f"{prefix}claim:{task_id}", f"{prefix}fence:{task_id}"]
 
     def claim_tasks(
-        self, task_ids: Sequence[str], owner: str, lease: float
+        self,
+        task_ids: Sequence[str],
+        owner: str,
+        lease: float,
+        retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
         if not task_ids:
             return defer.succeed([])
         keys = [key for task_id in task_ids for key in self._claim_keys(task_id)]
-        claimed = self._redis.eval(_CLAIM_TASKS, keys, [_ms(lease), self.ttl])
+        arguments: list[Any] = [_ms(lease), self.ttl, *(retries or ())]
+        claimed = self._redis.eval(_CLAIM_TASKS, keys, arguments)
 
         def claims(answers: list[bytes]) -> list[TaskClaim]:
             found = []

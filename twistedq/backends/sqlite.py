@@ -33,6 +33,7 @@ from twistedq.backends.base import (
     TaskClaim,
     TasksetState,
     is_final_document,
+    is_superseded,
 )
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
@@ -150,21 +151,27 @@ class SQLiteBackend:
     # task claims: one row per task, its latest token kept as its fence
 
     def claim_tasks(
-        self, task_ids: Sequence[str], owner: str, lease: float
+        self,
+        task_ids: Sequence[str],
+        owner: str,
+        lease: float,
+        retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
+        attempts = list(retries) if retries is not None else [None] * len(task_ids)
+
         def claim(cursor: sqlite3.Cursor) -> list[TaskClaim]:
             # Take the write lock before reading, so that of two daemons
             # claiming one task, the second sees the first's claim.
             cursor.execute("BEGIN IMMEDIATE")
             now = time.time()
             found = []
-            for task_id in task_ids:
+            for task_id, attempt in zip(task_ids, attempts, strict=True):
                 cursor.execute(
                     "SELECT document FROM twistedq_result WHERE task_id = ? AND expires_at > ?",
                     (task_id, now),
                 )
                 row = cursor.fetchone()
-                if row is not None and is_final_document(row[0]):
+                if row is not None and is_superseded(row[0], attempt):
                     found.append(TaskClaim(ClaimState.DONE))
                     continue
                 cursor.execute(

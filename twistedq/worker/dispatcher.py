@@ -381,7 +381,10 @@ class Dispatcher:
             return
         asked_at = self.clock.seconds()
         d = self.claims.claim_tasks(
-            [message.id for _, message in batch], self.owner, self.claim_lease
+            [message.id for _, message in batch],
+            self.owner,
+            self.claim_lease,
+            [message.retries for _, message in batch],
         )
 
         def claimed(claims: list[TaskClaim]) -> None:
