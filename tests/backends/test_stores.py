@@ -27,7 +27,7 @@ class RedisContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContr
         return RedisBackend.from_url(redis_url(), reactor, ttl=ttl)
 
 
-class MemcachedContractTests(BackendContract, ScheduleStoreContract, TestCase):
+class MemcachedContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
     large_items = False
 
     def make_backend(self, ttl: int) -> IResultBackend:

@@ -33,13 +33,19 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
+    ClaimState,
+    IClaimStore,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
+    ParkedTask,
     PeriodicState,
     SlotClaim,
+    TaskClaim,
     TasksetState,
     gather,
+    is_final_document,
+    is_superseded,
 )
 from twistedq.outcome import failure_document
 
@@ -66,7 +72,7 @@ class ResultTooLarge(Exception):
     """
 
 
-@implementer(IResultBackend, IScheduleStore)
+@implementer(IResultBackend, IScheduleStore, IClaimStore)
 class MemcachedBackend:
     """
     A result backend on a memcached server (or anything speaking its text
@@ -143,36 +149,33 @@ class MemcachedBackend:
     # IResultBackend
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+        return self._do(lambda client: self._store_on(client, records))
+
+    async def _store_on(self, client: MemCacheProtocol, records: Sequence[OutcomeRecord]) -> None:
         ttl = self.ttl
-
-        async def store(client: MemCacheProtocol) -> None:
-            writes = []
-            for record in records:
-                document = record.document
-                failed = record.failed
-                if len(document) > self.max_item_size:
-                    document = failure_document(
-                        record.task_id,
-                        "",
-                        ResultTooLarge(
-                            f"the outcome of {len(record.document)} bytes is larger than "
-                            f"{self.url}'s largest item ({self.max_item_size} bytes)"
-                        ),
-                        traceback="",
-                    )
-                    failed = True
-                writes.append(
-                    client.set(self._key("result", record.task_id), document, expireTime=ttl)
+        writes = []
+        for record in records:
+            document = record.document
+            failed = record.failed
+            if len(document) > self.max_item_size:
+                document = failure_document(
+                    record.task_id,
+                    "",
+                    ResultTooLarge(
+                        f"the outcome of {len(record.document)} bytes is larger than "
+                        f"{self.url}'s largest item ({self.max_item_size} bytes)"
+                    ),
+                    traceback="",
                 )
-                if record.taskset is not None:
-                    writes.append(
-                        defer.Deferred.fromCoroutine(
-                            self._count(client, record.taskset, record.task_id, failed)
-                        )
+                failed = True
+            writes.append(client.set(self._key("result", record.task_id), document, expireTime=ttl))
+            if record.taskset is not None:
+                writes.append(
+                    defer.Deferred.fromCoroutine(
+                        self._count(client, record.taskset, record.task_id, failed)
                     )
-            await gather(writes)
-
-        return self._do(store)
+                )
+        await gather(writes)
 
     async def _count(
         self, client: MemCacheProtocol, taskset: str, task_id: str, failed: bool
@@ -341,3 +344,160 @@ class MemcachedBackend:
             return states
 
         return self._do(read)
+
+    # task claims: ``add`` of a claim item makes one attempt win; a fence
+    # counter item holds the latest token.  memcached has no operation over
+    # two items, so a commit checks the fence and then writes: an attempt
+    # that lost its lease in that instant may still commit; and an evicted
+    # claim lets a task run twice.  Parked messages are items listed in an
+    # index item changed with compare-and-set.
+
+    def claim_tasks(
+        self,
+        task_ids: Sequence[str],
+        owner: str,
+        lease: float,
+        retries: Sequence[int] | None = None,
+    ) -> defer.Deferred[list[TaskClaim]]:
+        attempts: list[int | None] = (
+            list(retries) if retries is not None else [None] * len(task_ids)
+        )
+
+        async def claim(client: MemCacheProtocol) -> list[TaskClaim]:
+            found = []
+            for task_id, attempt in zip(task_ids, attempts, strict=True):
+                _, document = await client.get(self._key("result", task_id))
+                if is_superseded(document, attempt):
+                    found.append(TaskClaim(ClaimState.DONE))
+                    continue
+                claim_key = self._key("claim", task_id)
+                if not await client.add(claim_key, b"0", expireTime=math.ceil(lease)):
+                    found.append(TaskClaim(ClaimState.HELD))
+                    continue
+                fence = self._key("fence", task_id)
+                token = await client.increment(fence)
+                if token is False:
+                    token = 1 if await client.add(fence, b"1", expireTime=self.ttl) else None
+                    if token is None:  # created meanwhile by a finished claim
+                        token = await client.increment(fence)
+                await client.set(claim_key, b"%d" % token, expireTime=math.ceil(lease))
+                found.append(TaskClaim(ClaimState.CLAIMED, int(token)))
+            return found
+
+        return self._do(claim)
+
+    async def _latest(self, client: MemCacheProtocol, task_id: str, token: int) -> bool:
+        _, fence = await client.get(self._key("fence", task_id))
+        return fence is not None and int(fence) == token
+
+    def renew_claims(
+        self, claims: Sequence[tuple[str, int]], lease: float
+    ) -> defer.Deferred[list[bool]]:
+        async def renew(client: MemCacheProtocol) -> list[bool]:
+            answers = []
+            for task_id, token in claims:
+                key = self._key("claim", task_id)
+                _, cas, value = await client.get(key, withIdentifier=True)
+                if value is not None and int(value) == token:
+                    kept = await client.checkAndSet(key, value, cas, expireTime=math.ceil(lease))
+                elif value is None and await self._latest(client, task_id, token):
+                    kept = await client.add(key, b"%d" % token, expireTime=math.ceil(lease))
+                else:
+                    kept = False
+                answers.append(bool(kept))
+            return answers
+
+        return self._do(renew)
+
+    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        async def release(client: MemCacheProtocol) -> None:
+            for task_id, token in claims:
+                key = self._key("claim", task_id)
+                _, value = await client.get(key)
+                if value is not None and int(value) == token:
+                    await client.delete(key)
+
+        return self._do(release)
+
+    def commit_outcomes(
+        self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> defer.Deferred[list[bool]]:
+        async def commit(client: MemCacheProtocol) -> list[bool]:
+            answers = [
+                await self._latest(client, record.task_id, token)
+                for record, token in zip(records, tokens, strict=True)
+            ]
+            done = [record for record, ok in zip(records, answers, strict=True) if ok]
+            if done:
+                await self._store_on(client, done)
+                for record in done:
+                    await client.delete(self._key("claim", record.task_id))
+                await self._drop_parked_on(client, [record.task_id for record in done])
+            return answers
+
+        return self._do(commit)
+
+    async def _change_index(
+        self, client: MemCacheProtocol, change: Callable[[list[str]], list[str]]
+    ) -> None:
+        key = self._key("parked-index")
+        for _ in range(50):
+            _, cas, value = await client.get(key, withIdentifier=True)
+            before = json.loads(value) if value is not None else []
+            after = change(list(before))
+            if after == before:
+                return
+            encoded = json.dumps(after).encode()
+            if value is None:
+                if await client.add(key, encoded):
+                    return
+            elif await client.checkAndSet(key, encoded, cas):
+                return
+        raise RuntimeError("could not change the parked index: too many concurrent changes")
+
+    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+        async def park(client: MemCacheProtocol) -> list[bool]:
+            answers = []
+            for task in parked:
+                current = await self._latest(client, task.task_id, task.token)
+                if current:
+                    value = b"%d\n%s\n%s" % (task.token, task.queue.encode(), task.body)
+                    await client.set(self._key("parked", task.task_id), value, expireTime=self.ttl)
+                answers.append(current)
+            ids = [task.task_id for task, ok in zip(parked, answers, strict=True) if ok]
+            if ids:
+                await self._change_index(
+                    client, lambda index: index + [i for i in ids if i not in index]
+                )
+            return answers
+
+        return self._do(park)
+
+    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
+        async def find(client: MemCacheProtocol) -> list[ParkedTask]:
+            _, index = await client.get(self._key("parked-index"))
+            orphans, gone = [], []
+            for task_id in json.loads(index) if index is not None else []:
+                _, value = await client.get(self._key("parked", task_id))
+                _, document = await client.get(self._key("result", task_id))
+                if value is None or is_final_document(document):
+                    gone.append(task_id)
+                    continue
+                _, claimed = await client.get(self._key("claim", task_id))
+                if claimed is None and len(orphans) < limit:
+                    token, queue, body = value.split(b"\n", 2)
+                    orphans.append(ParkedTask(task_id, int(token), queue.decode(), body))
+            if gone:
+                await self._drop_parked_on(client, gone)
+            return orphans
+
+        return self._do(find)
+
+    async def _drop_parked_on(self, client: MemCacheProtocol, task_ids: Sequence[str]) -> None:
+        dropped = set(task_ids)
+        for task_id in task_ids:
+            await client.delete(self._key("parked", task_id))
+        await self._change_index(client, lambda index: [i for i in index if i not in dropped])
+
+    def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        return self._do(lambda client: self._drop_parked_on(client, task_ids))
