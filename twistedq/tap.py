@@ -80,8 +80,8 @@ class Options(usage.Options):
         [
             "no-scheduler",
             None,
-            "Run no periodic tasks and no cleanup of expired results in this daemon "
-            "(other daemons' schedulers still do)",
+            "Run no periodic tasks, no cleanup of expired results and no recovery of parked "
+            "messages in this daemon (other daemons' schedulers still do: keep at least one)",
         ],
         [
             "no-duplicate-check",

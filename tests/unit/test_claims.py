@@ -113,7 +113,7 @@ class MemoryClaimStore:
     def renew_claims(self, claims: Any, lease: float) -> defer.Deferred[list[bool]]:
         answers = []
         for task, token in claims:
-            current = self.fences.get(task) == token
+            current = self.fences.get(task) == token and self.live(task)
             if current:
                 self.leases[task] = (token, self.clock.seconds() + lease)
             answers.append(current)
@@ -142,7 +142,7 @@ class MemoryClaimStore:
     def park_tasks(self, parked: Any) -> defer.Deferred[list[bool]]:
         answers = []
         for task in parked:
-            current = self.fences.get(task.task_id) == task.token
+            current = self.fences.get(task.task_id) == task.token and self.live(task.task_id)
             if current:
                 self.parked[task.task_id] = task
             answers.append(current)
@@ -175,6 +175,13 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.store = MemoryClaimStore(self.clock)
         self.pool = FakePool(idle=2)
         self.dispatcher = self.make_dispatcher(self.pool)
+
+    def elapse(self, seconds: float) -> None:
+        """
+        Let time pass a second at a time, as a running reactor would.
+        """
+        for _ in range(int(seconds)):
+            self.clock.advance(1)
 
     def make_dispatcher(self, pool: FakePool) -> Dispatcher:
         return Dispatcher(
@@ -243,7 +250,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.assertEqual((duplicate.settled, self.pool.batches), ([], []))
         self.assertEqual(self.dispatcher.held_elsewhere, 1)
         other.pool.finish(0)
-        self.clock.advance(LEASE)
+        self.elapse(LEASE)
         self.assertEqual((duplicate.settled, self.pool.batches), (["ack"], []))
 
     def test_long_task_keeps_its_lease(self) -> None:
@@ -256,7 +263,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(0)
         other = self.make_dispatcher(FakePool(idle=1))
         for _ in range(10):
-            self.clock.advance(LEASE)
+            self.elapse(LEASE)
             duplicate = delivery(1)
             other.deliver(duplicate)
             self.clock.advance(0)
@@ -367,7 +374,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.dispatcher.deliver(d)
         self.clock.advance(0)
         for _ in range(3):
-            self.clock.advance(LEASE)
+            self.elapse(LEASE)
         self.assertEqual(d.settled, ["ack"])
         self.assertIn(task_id(1), self.store.parked)
         self.assertEqual(self.dispatcher.stats()["parked"], 1)
@@ -385,8 +392,8 @@ class ClaimDispatchTests(SynchronousTestCase):
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
-        self.clock.advance(LEASE)
-        self.clock.advance(LEASE)
+        self.elapse(LEASE)
+        self.elapse(LEASE)
         self.assertIn(task_id(1), self.store.parked)
         self.dispatcher._renewal.stop()  # the daemon dies
         survivor = self.make_dispatcher(FakePool(idle=1))
@@ -398,7 +405,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         survivor.republish = republish
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.assertEqual(published, [])  # the claim is still live
-        self.clock.advance(LEASE)
+        self.elapse(LEASE)
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.assertEqual(published, [(task_id(1), "celery")])

@@ -395,18 +395,40 @@ class DispatcherRetryTests(DispatcherTestCase):
         [(_, delay, _)] = self.publisher.sent
         self.assertEqual(delay, 600.0)
 
-    def test_publish_failure_requeues(self) -> None:
+    def test_publish_failure_tried_again(self) -> None:
         """
-        When the next attempt cannot be published the delivery goes back
-        to the queue (to run again), and is not acked.
+        When the next attempt cannot be published it is published again
+        after 0.5 s (the stored RETRY supersedes this attempt's message, so
+        the next attempt must go out), then the delivery is acked.
         """
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
         self.backend.stores[0][1].callback(None)
         self.publisher.sent[0][2].errback(ConnectionError("broker gone"))
-        self.assertEqual(delivery.settled, [("reject", True)])
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
+        self.assertEqual(delivery.settled, [])
+        self.clock.advance(0.5)
+        self.publisher.sent[1][2].callback(None)
+        self.assertEqual(delivery.settled, ["ack"])
+
+    def test_publish_failure_while_stopping(self) -> None:
+        """
+        A daemon that stops before the next attempt could be published
+        stores the RETRY again for this attempt and gives the delivery
+        back, so that it runs again.
+        """
+        [delivery] = self.run_batch(
+            lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
+        )
+        self.backend.stores[0][1].callback(None)
+        self.dispatcher.stopping = True
+        self.publisher.sent[0][2].errback(ConnectionError("broker gone"))
+        self.flushLoggedErrors(ConnectionError)
+        (records, stored) = self.backend.stores[1]
+        self.assertEqual(json.loads(records[0].document)["retries"], 0)
+        stored.callback(None)
+        self.assertEqual(delivery.settled, [("reject", True)])
 
     def test_store_failure_publishes_nothing(self) -> None:
         """

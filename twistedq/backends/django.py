@@ -329,7 +329,9 @@ class DjangoBackend:
             ).delete()
             expired.delete()
             PeriodicSlot.objects.using(self.alias).filter(expires_at__lte=now).delete()
-            ClaimedTask.objects.using(self.alias).filter(expires_at__lte=now).delete()
+            ClaimedTask.objects.using(self.alias).filter(expires_at__lte=now).exclude(
+                lease_until__gt=now
+            ).delete()
             return removed
 
         return self._run(delete)
@@ -476,6 +478,18 @@ class DjangoBackend:
                         .update(token=F("token") + 1, lease_until=until, expires_at=self._expiry())
                     )
                     if taken:
+                        # The row is locked now: a commit that ended the
+                        # previous claim after the read above is visible.
+                        document = (
+                            TaskResult.objects.using(self.alias)
+                            .filter(task_id=task_id, expires_at__gt=now)
+                            .values_list("document", flat=True)
+                            .first()
+                        )
+                        if document is not None and is_superseded(document, attempt):
+                            claims.filter(task_id=task_id).update(lease_until=None)
+                            found.append(TaskClaim(ClaimState.DONE))
+                            continue
                         token = claims.filter(task_id=task_id).values_list("token", flat=True)
                         found.append(TaskClaim(ClaimState.CLAIMED, token.get()))
                         continue
@@ -495,10 +509,14 @@ class DjangoBackend:
         def renew() -> list[bool]:
             from twistedq.contrib.django.models import ClaimedTask
 
-            until = _now() + datetime.timedelta(seconds=lease)
+            now = _now()
+            until = now + datetime.timedelta(seconds=lease)
             rows = ClaimedTask.objects.using(self.alias)
             return [
-                rows.filter(task_id=task_id, token=token).update(lease_until=until) == 1
+                rows.filter(task_id=task_id, token=token, lease_until__gt=now).update(
+                    lease_until=until, expires_at=self._expiry()
+                )
+                == 1
                 for task_id, token in claims
             ]
 
@@ -550,7 +568,7 @@ class DjangoBackend:
                     current = (
                         ClaimedTask.objects.using(self.alias)
                         .select_for_update()
-                        .filter(task_id=task.task_id, token=task.token)
+                        .filter(task_id=task.task_id, token=task.token, lease_until__gt=_now())
                         .exists()
                     )
                     if current:
@@ -569,7 +587,11 @@ class DjangoBackend:
 
             now = _now()
             orphans, done = [], []
-            for row in ParkedMessage.objects.using(self.alias).order_by("id")[: limit * 4]:
+            live = ClaimedTask.objects.using(self.alias).filter(lease_until__gt=now)
+            unclaimed = ParkedMessage.objects.using(self.alias).exclude(
+                task_id__in=live.values("task_id")
+            )
+            for row in unclaimed.order_by("id")[: limit * 4]:
                 document = (
                     TaskResult.objects.using(self.alias)
                     .filter(task_id=row.task_id, expires_at__gt=now)
@@ -579,12 +601,7 @@ class DjangoBackend:
                 if document is not None and is_final_document(document.encode("utf-8")):
                     done.append(row.task_id)
                     continue
-                live = (
-                    ClaimedTask.objects.using(self.alias)
-                    .filter(task_id=row.task_id, lease_until__gt=now)
-                    .exists()
-                )
-                if not live and len(orphans) < limit:
+                if len(orphans) < limit:
                     orphans.append(ParkedTask(row.task_id, row.token, row.queue, bytes(row.body)))
             ParkedMessage.objects.using(self.alias).filter(task_id__in=done).delete()
             return orphans

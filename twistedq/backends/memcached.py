@@ -400,8 +400,6 @@ class MemcachedBackend:
                 _, cas, value = await client.get(key, withIdentifier=True)
                 if value is not None and int(value) == token:
                     kept = await client.checkAndSet(key, value, cas, expireTime=math.ceil(lease))
-                elif value is None and await self._latest(client, task_id, token):
-                    kept = await client.add(key, b"%d" % token, expireTime=math.ceil(lease))
                 else:
                     kept = False
                 answers.append(bool(kept))
@@ -459,7 +457,8 @@ class MemcachedBackend:
         async def park(client: MemCacheProtocol) -> list[bool]:
             answers = []
             for task in parked:
-                current = await self._latest(client, task.task_id, task.token)
+                _, claimed = await client.get(self._key("claim", task.task_id))
+                current = claimed is not None and int(claimed) == task.token
                 if current:
                     value = b"%d\n%s\n%s" % (task.token, task.queue.encode(), task.body)
                     await client.set(self._key("parked", task.task_id), value, expireTime=self.ttl)

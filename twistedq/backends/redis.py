@@ -97,7 +97,7 @@ _RENEW_CLAIMS = """
 local out = {}
 for i = 1, #KEYS, 2 do
     local token = ARGV[(i + 1) / 2 + 2]
-    if redis.call('get', KEYS[i + 1]) == token then
+    if redis.call('get', KEYS[i]) == token and redis.call('get', KEYS[i + 1]) == token then
         redis.call('set', KEYS[i], token, 'PX', ARGV[1])
         redis.call('expire', KEYS[i + 1], ARGV[2])
         out[#out + 1] = 1
@@ -147,7 +147,8 @@ return out
 """
 
 
-# Parked messages: one hash, task id to "<token>\n<queue>\n<body>".
+# Parked messages: one hash, task id to "<token>\n<queue>\n<body>"; a
+# message is parked only under its live claim.
 
 _PARK_TASKS = """
 local out = {}
@@ -457,7 +458,7 @@ class RedisBackend:
     def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         if not parked:
             return defer.succeed([])
-        keys = [self._claim_keys(task.task_id)[2] for task in parked]
+        keys = [self._claim_keys(task.task_id)[1] for task in parked]  # the live claim
         arguments: list[Any] = [self._parked_key]
         for task in parked:
             arguments.extend([str(task.token), task.task_id])

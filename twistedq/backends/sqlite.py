@@ -195,12 +195,13 @@ class SQLiteBackend:
         self, claims: Sequence[tuple[str, int]], lease: float
     ) -> defer.Deferred[list[bool]]:
         def renew(cursor: sqlite3.Cursor) -> list[bool]:
-            until = time.time() + lease
+            now = time.time()
             renewed = []
             for task_id, token in claims:
                 cursor.execute(
-                    "UPDATE twistedq_claim SET lease_until = ? WHERE task_id = ? AND token = ?",
-                    (until, task_id, token),
+                    "UPDATE twistedq_claim SET lease_until = ?, expires_at = ?"
+                    " WHERE task_id = ? AND token = ? AND lease_until > ?",
+                    (now + lease, now + self.ttl, task_id, token, now),
                 )
                 renewed.append(cursor.rowcount == 1)
             return renewed
@@ -323,7 +324,9 @@ class SQLiteBackend:
             )
             cursor.execute("DELETE FROM twistedq_taskset WHERE expires_at <= ?", (now,))
             cursor.execute("DELETE FROM twistedq_periodic_slot WHERE expires_at <= ?", (now,))
-            cursor.execute("DELETE FROM twistedq_claim WHERE expires_at <= ?", (now,))
+            cursor.execute(
+                "DELETE FROM twistedq_claim WHERE expires_at <= ? AND lease_until <= ?", (now, now)
+            )
             return removed
 
         return pool.runInteraction(delete)
@@ -334,8 +337,9 @@ class SQLiteBackend:
             answers = []
             for task in parked:
                 cursor.execute(
-                    "SELECT 1 FROM twistedq_claim WHERE task_id = ? AND token = ?",
-                    (task.task_id, task.token),
+                    "SELECT 1 FROM twistedq_claim WHERE task_id = ? AND token = ?"
+                    " AND lease_until > ?",
+                    (task.task_id, task.token, time.time()),
                 )
                 current = cursor.fetchone() is not None
                 if current:

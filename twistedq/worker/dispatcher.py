@@ -51,6 +51,7 @@ from twistedq.outcome import (
     dead_letter_reason,
     failure_document,
     mark_dead_lettered,
+    retry_document,
     retry_failed,
     revoked_document,
     schedule_retry,
@@ -472,8 +473,8 @@ class Dispatcher:
                 else:
                     self._lease_until.pop(task_id, None)
                     log.warn(
-                        "The claim on task {id} was taken over by another attempt; "
-                        "this attempt's outcome will not be committed",
+                        "The claim on task {id} lapsed (a pause?) or was taken over; its "
+                        "outcome is committed only if no other attempt claimed it since",
                         id=task_id,
                     )
 
@@ -538,14 +539,25 @@ class Dispatcher:
             except MessageError as e:
                 log.error("Dropped parked message {id}: {why}", id=orphan.task_id, why=str(e))
             else:
-                await self.republish(message, orphan.queue)
+                try:
+                    await self.republish(message, orphan.queue)
+                except Exception as e:  # the next run tries again; the others go on
+                    log.error(
+                        "Could not publish parked task {id} again: {why}",
+                        id=orphan.task_id,
+                        why=str(e),
+                    )
+                    continue
                 self.recovered += 1
                 log.warn(
                     "Task {task}[{id}] was parked by a daemon that stopped: published again",
                     task=message.task,
                     id=message.id,
                 )
-            await self.claims.drop_parked([orphan.task_id])
+            try:
+                await self.claims.drop_parked([orphan.task_id])
+            except Exception as e:
+                log.error("Could not forget parked task {id}: {why}", id=orphan.task_id, why=str(e))
 
     def _give_back(self, batch: list[tuple[_Delivery, TaskMessage]]) -> None:
         """
@@ -861,12 +873,18 @@ class Dispatcher:
             writes.append(self._store(retry_batch, retry_records, STORE_RETRY_START, attempts))
         return gather(writes).addCallback(lambda _: None)
 
-    def _publish_retry(self, delivery: _Delivery, attempt: TaskMessage) -> defer.Deferred[None]:
+    def _publish_retry(
+        self, delivery: _Delivery, attempt: TaskMessage, pause: float = STORE_RETRY_START
+    ) -> defer.Deferred[None]:
         """
         Publish the next attempt of a task whose RETRY is stored (into a
         delay queue when it is due in more than ``hold_eta`` seconds), then
         ack the delivery of this attempt once the broker confirmed.  When
-        the publish fails the delivery goes back to the queue, to run again.
+        the publish fails it is tried again after a pause that doubles up
+        to a minute (a copy of this attempt delivered again meanwhile is
+        superseded by the stored RETRY, so the next attempt must go out).
+        When the daemon stops first, the RETRY is stored again for this
+        attempt, so that its delivery, back in the queue, runs again.
         """
         assert self.publish_later is not None and attempt.eta is not None
         left = _timestamp(attempt.eta) - self.clock.seconds()
@@ -883,14 +901,32 @@ class Dispatcher:
             )
             delivery.ack()
 
-        def not_published(failure: Failure) -> None:
+        def not_published(failure: Failure) -> defer.Deferred[None] | None:
+            if not self.stopping:
+                log.failure(
+                    "Could not publish the retry of task {task}[{id}]; trying again in {p} s",
+                    failure,
+                    task=attempt.task,
+                    id=attempt.id,
+                    p=pause,
+                )
+                return deferLater(self.clock, pause, lambda: None).addCallback(
+                    lambda _: self._publish_retry(
+                        delivery, attempt, min(pause * 2, STORE_RETRY_MAX)
+                    )
+                )
             log.failure(
                 "Could not publish the retry of task {task}[{id}]; it goes back to the queue",
                 failure,
                 task=attempt.task,
                 id=attempt.id,
             )
-            delivery.reject(requeue=True)
+            current = retry_document(
+                attempt.id, attempt.task, RuntimeError("retry not published"), attempt.retries - 1
+            )
+            d = self.backend.store_results([OutcomeRecord(attempt.id, current, attempt.taskset)])
+            d.addBoth(lambda _: delivery.reject(requeue=True))
+            return d
 
         return d.addCallbacks(published, not_published)
 
