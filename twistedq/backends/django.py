@@ -439,6 +439,19 @@ class DjangoBackend:
 
         return self._run(read)
 
+    def _live_document(self, task_id: str, now: datetime.datetime) -> str | None:
+        """
+        The stored document of a task, unless expired (in the pool thread).
+        """
+        from twistedq.contrib.django.models import TaskResult
+
+        return (
+            TaskResult.objects.using(self.alias)
+            .filter(task_id=task_id, expires_at__gt=now)
+            .values_list("document", flat=True)
+            .first()
+        )
+
     # task claims: a ClaimedTask row per task; each change is one UPDATE
     # whose WHERE holds the condition, atomic on every database.
 
@@ -455,19 +468,14 @@ class DjangoBackend:
             from django.db import IntegrityError, transaction
             from django.db.models import F, Q
 
-            from twistedq.contrib.django.models import ClaimedTask, TaskResult
+            from twistedq.contrib.django.models import ClaimedTask
 
             now = _now()
             until = now + datetime.timedelta(seconds=lease)
             claims = ClaimedTask.objects.using(self.alias)
             found = []
             for task_id, attempt in zip(task_ids, attempts, strict=True):
-                document = (
-                    TaskResult.objects.using(self.alias)
-                    .filter(task_id=task_id, expires_at__gt=now)
-                    .values_list("document", flat=True)
-                    .first()
-                )
+                document = self._live_document(task_id, now)
                 if document is not None and is_superseded(document, attempt):
                     found.append(TaskClaim(ClaimState.DONE))
                     continue
@@ -480,12 +488,7 @@ class DjangoBackend:
                     if taken:
                         # The row is locked now: a commit that ended the
                         # previous claim after the read above is visible.
-                        document = (
-                            TaskResult.objects.using(self.alias)
-                            .filter(task_id=task_id, expires_at__gt=now)
-                            .values_list("document", flat=True)
-                            .first()
-                        )
+                        document = self._live_document(task_id, now)
                         if document is not None and is_superseded(document, attempt):
                             claims.filter(task_id=task_id).update(lease_until=None)
                             found.append(TaskClaim(ClaimState.DONE))
@@ -583,7 +586,7 @@ class DjangoBackend:
 
     def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
         def find() -> list[ParkedTask]:
-            from twistedq.contrib.django.models import ClaimedTask, ParkedMessage, TaskResult
+            from twistedq.contrib.django.models import ClaimedTask, ParkedMessage
 
             now = _now()
             orphans, done = [], []
@@ -592,12 +595,7 @@ class DjangoBackend:
                 task_id__in=live.values("task_id")
             )
             for row in unclaimed.order_by("id")[: limit * 4]:
-                document = (
-                    TaskResult.objects.using(self.alias)
-                    .filter(task_id=row.task_id, expires_at__gt=now)
-                    .values_list("document", flat=True)
-                    .first()
-                )
+                document = self._live_document(row.task_id, now)
                 if document is not None and is_final_document(document.encode("utf-8")):
                     done.append(row.task_id)
                     continue
