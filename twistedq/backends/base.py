@@ -27,6 +27,7 @@ __all__ = [
     "TaskClaim",
     "TasksetState",
     "backend_from_url",
+    "claim_attempts",
     "gather",
     "is_final_document",
     "is_superseded",
@@ -328,6 +329,14 @@ def is_final_document(document: bytes | str | None) -> bool:
         and parsed.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
         and "dead_letter" not in parsed
     )
+
+
+def claim_attempts(task_ids: Sequence[str], retries: Sequence[int] | None) -> list[int | None]:
+    """
+    The ``retries`` of each task claimed, for :py:func:`is_superseded`
+    (None for each when the claim gave none).
+    """
+    return list(retries) if retries is not None else [None] * len(task_ids)
 
 
 def is_superseded(document: bytes | str | None, retries: int | None) -> bool:

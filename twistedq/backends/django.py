@@ -34,6 +34,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TaskClaim,
     TasksetState,
+    claim_attempts,
     is_final_document,
     is_superseded,
 )
@@ -462,7 +463,7 @@ class DjangoBackend:
         lease: float,
         retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
-        attempts = list(retries) if retries is not None else [None] * len(task_ids)
+        attempts = claim_attempts(task_ids, retries)
 
         def claim() -> list[TaskClaim]:
             from django.db import IntegrityError, transaction

@@ -43,6 +43,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TaskClaim,
     TasksetState,
+    claim_attempts,
     gather,
     is_final_document,
     is_superseded,
@@ -359,9 +360,7 @@ class MemcachedBackend:
         lease: float,
         retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
-        attempts: list[int | None] = (
-            list(retries) if retries is not None else [None] * len(task_ids)
-        )
+        attempts = claim_attempts(task_ids, retries)
 
         async def claim(client: MemCacheProtocol) -> list[TaskClaim]:
             found = []

@@ -32,6 +32,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TaskClaim,
     TasksetState,
+    claim_attempts,
     is_final_document,
     is_superseded,
 )
@@ -157,7 +158,7 @@ class SQLiteBackend:
         lease: float,
         retries: Sequence[int] | None = None,
     ) -> defer.Deferred[list[TaskClaim]]:
-        attempts = list(retries) if retries is not None else [None] * len(task_ids)
+        attempts = claim_attempts(task_ids, retries)
 
         def claim(cursor: sqlite3.Cursor) -> list[TaskClaim]:
             # Take the write lock before reading, so that of two daemons

@@ -1197,10 +1197,6 @@ def _top_status(outcome: bytes) -> str:
     return outcome[start : outcome.find(b'"', start)].decode("ascii", "replace")
 
 
-def _is_failure(outcome: bytes) -> bool:
-    return _top_status(outcome) == FAILURE
-
-
 def _timestamp(text: str) -> float:
     """
     Seconds since the epoch of an ISO 8601 time; one without a zone is UTC.
