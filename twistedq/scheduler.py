@@ -379,19 +379,26 @@ class Scheduler(Service):
         finally:
             entry.busy.discard(slot)
 
+    def _try_again(self, entry: _Entry, slot: float, what: str, error: Exception) -> None:
+        """
+        A slot's claim or publish failed: look at it again in a second.
+        """
+        self.failures += 1
+        log.warn(
+            "{name} at {slot} {what}: {error}; trying again",
+            name=entry.name,
+            slot=_iso(slot),
+            what=what,
+            error=error,
+        )
+        entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+
     async def _claim_and_run(self, entry: _Entry, slot: float) -> None:
         key = slot_task_id(entry.name, slot)
         try:
             claim = await self.store.claim_slot(key, self.owner, self.lease)
         except Exception as error:
-            self.failures += 1
-            log.warn(
-                "Cannot claim {name} at {slot}: {error}; trying again",
-                name=entry.name,
-                slot=_iso(slot),
-                error=error,
-            )
-            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+            self._try_again(entry, slot, "not claimed", error)
             return
         if claim is SlotClaim.DONE:
             return
@@ -405,24 +412,17 @@ class Scheduler(Service):
                 # Counted as run: a failing job waits for its next slot.
                 self.failures += 1
                 log.failure("{name} at {slot} failed", name=entry.name, slot=_iso(slot))
-        try:
-            if entry.job is None:
+        else:
+            try:
                 message = TaskMessage(id=key, task=entry.name, args=(), kwargs={})
                 await self.publish(message, entry.queue)
-        except Exception as error:
-            self.failures += 1
-            log.warn(
-                "{name} at {slot} not run: {error}; trying again",
-                name=entry.name,
-                slot=_iso(slot),
-                error=error,
-            )
-            try:
-                await self.store.release_slot(key, self.owner)
-            except Exception:
-                pass  # the lease lapses by itself
-            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
-            return
+            except Exception as error:
+                self._try_again(entry, slot, "not published", error)
+                try:
+                    await self.store.release_slot(key, self.owner)
+                except Exception:
+                    pass  # the lease lapses by itself
+                return
         self.published += 1
         next_run_at = entry.schedule.next_slot(slot)
         for attempt in range(3):

@@ -281,21 +281,37 @@ class MemcachedBackend:
 
         return self._do(release)
 
-    async def _update_state(
-        self, client: MemCacheProtocol, name: str, change: Callable[[dict[str, Any]], None]
+    async def _compare_and_set(
+        self, client: MemCacheProtocol, key: bytes, change: Callable[[Any], Any], empty: Any
     ) -> None:
-        key = self._key("periodic", name)
+        """
+        Replace the JSON item ``key`` (``empty`` when missing) by
+        ``change(value)``, with ``add`` or compare-and-set, trying again
+        while other writers get there first.
+        """
         for _ in range(50):
             _, cas, value = await client.get(key, withIdentifier=True)
-            state = json.loads(value) if value is not None else {}
-            change(state)
-            encoded = json.dumps(state).encode()
+            before = json.loads(value) if value is not None else empty
+            after = change(before)
+            if after == before:
+                return
+            encoded = json.dumps(after).encode()
             if value is None:
                 if await client.add(key, encoded):
                     return
             elif await client.checkAndSet(key, encoded, cas):
                 return
-        raise RuntimeError(f"could not update the state of {name}: too many concurrent changes")
+        raise RuntimeError(f"could not change {key!r}: too many concurrent changes")
+
+    async def _update_state(
+        self, client: MemCacheProtocol, name: str, change: Callable[[dict[str, Any]], None]
+    ) -> None:
+        def changed(state: dict[str, Any]) -> dict[str, Any]:
+            state = dict(state)
+            change(state)
+            return state
+
+        await self._compare_and_set(client, self._key("periodic", name), changed, {})
 
     def commit_slot(
         self, key: str, name: str, slot: float, next_run_at: float, keep: float
@@ -437,20 +453,7 @@ class MemcachedBackend:
     async def _change_index(
         self, client: MemCacheProtocol, change: Callable[[list[str]], list[str]]
     ) -> None:
-        key = self._key("parked-index")
-        for _ in range(50):
-            _, cas, value = await client.get(key, withIdentifier=True)
-            before = json.loads(value) if value is not None else []
-            after = change(list(before))
-            if after == before:
-                return
-            encoded = json.dumps(after).encode()
-            if value is None:
-                if await client.add(key, encoded):
-                    return
-            elif await client.checkAndSet(key, encoded, cas):
-                return
-        raise RuntimeError("could not change the parked index: too many concurrent changes")
+        await self._compare_and_set(client, self._key("parked-index"), change, [])
 
     def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         async def park(client: MemCacheProtocol) -> list[bool]:
