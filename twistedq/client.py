@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from twistedq import context, result
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
 from twistedq.backends.base import (
     ClaimState,
@@ -29,6 +30,7 @@ from twistedq.backends.base import (
     gather,
 )
 from twistedq.conf import Settings
+from twistedq.context import default_client, set_default_client
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.outcome import Outcome, pending_document, revoked_document
 from twistedq.reactor_thread import ReactorThread, reactor_thread
@@ -124,15 +126,13 @@ class AsyncClient:
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
         """
-        from twistedq.result import POLL_MAX, POLL_START
-
         backend = self.backend
         notifying = self.notify and hasattr(backend, "waiter")
         clock = self.reactor
 
         async def wait() -> Outcome:
             deadline = None if timeout is None else clock.seconds() + timeout
-            pause = POLL_START
+            pause = result.POLL_START  # read now: a benchmark may change it
             while True:
                 waiter = backend.waiter(task_id) if notifying else None  # type: ignore[attr-defined]
                 (outcome,) = await self.get_outcomes([task_id])
@@ -155,7 +155,7 @@ class AsyncClient:
                 else:
                     delay = pause if left is None else min(pause, left)
                     await deferLater(clock, delay, lambda: None)
-                    pause = min(pause * 2, POLL_MAX)
+                    pause = min(pause * 2, result.POLL_MAX)
 
         return defer.Deferred.fromCoroutine(wait())
 
@@ -384,25 +384,6 @@ class Client:
             self._thread.call(client.close, timeout=self.timeout)
 
 
-_default_lock = threading.Lock()
-_default: Client | None = None
-
-
-def default_client() -> Client:
-    """
-    The process-wide client, configured from the environment on first use.
-    """
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Client()
-        return _default
-
-
-def set_default_client(client: Client | None) -> None:
-    """
-    Replace the process-wide client (:py:obj:`None`: build it anew on next use).
-    """
-    global _default
-    with _default_lock:
-        _default = client
+#: ``AsyncResult(task_id)`` without a client, and the facades of
+#: :py:mod:`twistedq.task`, use a client built from the environment.
+context.set_client_factory(Client)

@@ -7,9 +7,15 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["AlreadyRegistered", "NotRegistered", "TaskRegistry", "import_task_modules"]
+__all__ = [
+    "AlreadyRegistered",
+    "NamedTask",
+    "NotRegistered",
+    "TaskRegistry",
+    "import_task_modules",
+]
 
 
 class AlreadyRegistered(KeyError):
@@ -30,6 +36,34 @@ class NotRegistered(KeyError):
         return f"no task named {self.args[0]!r} is registered"
 
 
+class NamedTask:
+    """
+    A task object that carries its name: what the registry knows of
+    :py:class:`twistedq.task.Task`, its subclass.  The registry registers a
+    class of it as an instance, under that name.
+
+    :cvar name: the registered name.
+    :cvar periodic: listed by :py:meth:`TaskRegistry.get_all_periodic`.
+    """
+
+    name: ClassVar[str | None] = None
+    periodic: ClassVar[bool] = False
+
+    def check_registrable(self) -> None:
+        """
+        Called when the task is registered.
+
+        :raises ValueError: the task cannot run as it is declared.
+        """
+
+    def same_task(self, other: object) -> bool:
+        """
+        Whether ``other``, registered under this task's name already, is
+        this task: another instance of the same class is.
+        """
+        return type(other) is type(self)
+
+
 class TaskRegistry:
     """
     Task names to callables.  A registry is an ordinary object: the
@@ -37,7 +71,8 @@ class TaskRegistry:
 
     A task is a plain function registered under a name, a
     :py:class:`twistedq.task.Task` subclass (registered as an instance,
-    under its ``name``) or a :py:class:`twistedq.task.Task` instance.
+    under its ``name``) or a :py:class:`twistedq.task.Task` instance (any
+    :py:class:`NamedTask`, in fact).
     """
 
     def __init__(self) -> None:
@@ -54,23 +89,22 @@ class TaskRegistry:
         :raises ValueError: a task class without a name, or a periodic task
             without a positive ``run_every``.
         """
-        from twistedq.task import PeriodicTask, Task
-
         given = task
-        if isinstance(task, type) and issubclass(task, Task):
+        if isinstance(task, type) and issubclass(task, NamedTask):
             task = task()
-        if isinstance(task, Task):
+        if isinstance(task, NamedTask):
             name = name or task.name
             if not name:
                 raise ValueError(f"task class {type(task).__qualname__} has no name")
-            if isinstance(task, PeriodicTask):
-                task.schedule()
+            task.check_registrable()
         elif not callable(task):
             raise TypeError(f"a task must be callable, not {type(task).__name__}")
         elif name is None:
             name = getattr(task, "name", None) or f"{task.__module__}.{task.__qualname__}"
         existing = self._tasks.get(name)
-        if existing is not None and not _same_task(existing, task):
+        if existing is not None and not (
+            existing is task or (isinstance(task, NamedTask) and task.same_task(existing))
+        ):
             raise AlreadyRegistered(name)
         if existing is None:
             self._tasks[name] = task
@@ -115,9 +149,9 @@ class TaskRegistry:
         The registered :py:class:`twistedq.task.PeriodicTask` instances, by
         name.
         """
-        from twistedq.task import PeriodicTask
-
-        return {n: t for n, t in self._tasks.items() if isinstance(t, PeriodicTask)}
+        return {
+            n: t for n, t in self._tasks.items() if isinstance(t, NamedTask) and t.periodic
+        }
 
     def autodiscover(self) -> list[str]:
         """
@@ -155,20 +189,6 @@ class TaskRegistry:
                 continue
             imported.append(module)
         return imported
-
-
-def _same_task(existing: Any, task: Any) -> bool:
-    from twistedq.task import Task
-
-    if existing is task:
-        return True
-    return isinstance(task, Task) and type(existing) is type(task) and not _is_function_task(task)
-
-
-def _is_function_task(task: Any) -> bool:
-    from twistedq.task import FunctionTask
-
-    return isinstance(task, FunctionTask)
 
 
 def import_task_modules(names: list[str]) -> None:

@@ -16,13 +16,21 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from twistedq import context
 from twistedq.outcome import SEED_SUCCESS, Outcome
 from twistedq.states import FAILURE, PENDING, REVOKED, SUCCESS
 
 if TYPE_CHECKING:
     from twistedq.client import Client
 
-__all__ = ["AsyncResult", "Status", "TaskRevokedError", "TaskSetResult", "WaitInTaskError"]
+__all__ = [
+    "AsyncResult",
+    "Status",
+    "TaskRevokedError",
+    "TaskSetResult",
+    "WaitInTaskError",
+    "refuse_wait_in_task",
+]
 
 #: First and largest pause between two reads while waiting, in seconds.
 POLL_START = 0.0005
@@ -54,12 +62,17 @@ class Status(str):
         return str(self)
 
 
-def _refuse_wait_in_task(what: str) -> None:
-    from twistedq.worker import child
+def refuse_wait_in_task(what: str) -> None:
+    """
+    Refuse to wait for other tasks inside a task.
 
-    if child.current_child is not None:
+    :param what: the call that would wait, for the message.
+    :raises WaitInTaskError: this process is a pool child.
+    """
+    child = context.current_child()
+    if child is not None:
         raise WaitInTaskError(
-            f"{what} inside a task ({child.current_child}) could wait for ever: the "
+            f"{what} inside a task ({child}) could wait for ever: the "
             "tasks it waits for may need this very child. Publish them and return "
             "their ids instead, or use dmap_async."
         )
@@ -110,9 +123,7 @@ class AsyncResult:
         The client that reads the store (the default one unless given).
         """
         if self._client is None:
-            from twistedq.client import default_client
-
-            self._client = default_client()
+            self._client = context.default_client()
         return self._client
 
     def _read(self) -> Outcome:
@@ -201,7 +212,7 @@ class AsyncResult:
         :raises TimeoutError: not ready within ``timeout`` seconds.
         :raises WaitInTaskError: called inside a task.
         """
-        _refuse_wait_in_task("AsyncResult.get()")
+        refuse_wait_in_task("AsyncResult.get()")
         outcome = self._outcome
         if outcome is None or not outcome.ready:
             outcome = self.client.wait_outcome(self.task_id, timeout)
@@ -256,9 +267,7 @@ class TaskSetResult:
     @property
     def client(self) -> Client:
         if self._client is None:
-            from twistedq.client import default_client
-
-            self._client = default_client()
+            self._client = context.default_client()
         return self._client
 
     @property
@@ -313,7 +322,7 @@ class TaskSetResult:
         :raises TimeoutError: not all finished within ``timeout`` seconds.
         :raises WaitInTaskError: called inside a task.
         """
-        _refuse_wait_in_task("TaskSetResult.join()")
+        refuse_wait_in_task("TaskSetResult.join()")
         _wait_until(self.ready, timeout, f"taskset {self.taskset_id}")
         values = []
         ids = [subtask.task_id for subtask in self.subtasks]

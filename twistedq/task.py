@@ -17,18 +17,16 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
+from typing import Any, ClassVar, NoReturn, TypeVar, overload
 
+from twistedq.client import Client, default_client
 from twistedq.exceptions import Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
-from twistedq.registry import AlreadyRegistered, NotRegistered, TaskRegistry
-from twistedq.result import AsyncResult, TaskSetResult
+from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry
+from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
-
-if TYPE_CHECKING:
-    from twistedq.client import Client
 
 __all__ = [
     "AlreadyRegistered",
@@ -56,8 +54,6 @@ tasks = TaskRegistry()
 def _client(client: Client | None) -> Client:
     if client is not None:
         return client
-    from twistedq.client import default_client
-
     return default_client()
 
 
@@ -157,7 +153,7 @@ def publish_task(
     return AsyncResult(message.id, chosen)
 
 
-class Task:
+class Task(NamedTask):
     """
     A task as a class: subclass it, give it a ``name`` and a ``run``
     method, and register the class::
@@ -199,7 +195,6 @@ class Task:
         countdown, without backoff.
     """
 
-    name: ClassVar[str | None] = None
     queue: ClassVar[str | None] = None
     time_limit: ClassVar[float | None] = None
     soft_time_limit: ClassVar[float | None] = None
@@ -308,6 +303,15 @@ class PeriodicTask(Task):
 
     run_every: ClassVar[datetime.timedelta | float | Crontab | Interval | None] = None
     catch_up: ClassVar[str] = "once"
+    periodic = True
+
+    def check_registrable(self) -> None:
+        """
+        A periodic task needs a valid schedule.
+
+        :raises ValueError: see :py:meth:`schedule`.
+        """
+        self.schedule()
 
     @classmethod
     def schedule(cls) -> Crontab | Interval:
@@ -383,6 +387,12 @@ class FunctionTask(Task):
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
+
+    def same_task(self, other: object) -> bool:
+        """
+        Two wrappers of functions are the same task only if they are one.
+        """
+        return other is self
 
     def __repr__(self) -> str:
         return f"<task {self.task_name}>"
@@ -645,7 +655,5 @@ def dmap(
     anything: waiting there could take the child the subtasks need.  Use
     :py:func:`dmap_async` inside tasks.
     """
-    from twistedq.result import _refuse_wait_in_task
-
-    _refuse_wait_in_task("dmap()")
+    refuse_wait_in_task("dmap()")
     return dmap_async(task, arguments, client).join(timeout)

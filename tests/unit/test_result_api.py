@@ -9,6 +9,7 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import wait_by_polling
+from twistedq import context
 from twistedq.backends.base import TasksetState
 from twistedq.conf import Settings
 from twistedq.message import new_task_id
@@ -28,7 +29,6 @@ from twistedq.result import (
     TaskSetResult,
     WaitInTaskError,
 )
-from twistedq.worker import child
 
 
 class FakeClient:
@@ -72,9 +72,9 @@ def in_child(case, name="Process-1"):
     """
     Make ``case`` run as if inside a pool child until it ends.
     """
-    previous = child.current_child
-    child.current_child = name
-    case.addCleanup(setattr, child, "current_child", previous)
+    previous = context.current_child()
+    context.set_current_child(name)
+    case.addCleanup(context.set_current_child, previous)
 
 
 class AsyncResultStateTests(SynchronousTestCase):

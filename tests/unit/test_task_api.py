@@ -13,6 +13,7 @@ import logging
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import wait_by_polling
+from twistedq import context
 from twistedq.backends.base import TasksetState
 from twistedq.client import set_default_client
 from twistedq.conf import Settings
@@ -33,7 +34,6 @@ from twistedq.task import (
     task,
     tasks,
 )
-from twistedq.worker import child
 from twistedq.worker.child import TaskRunner
 
 UTC = datetime.timezone.utc
@@ -116,9 +116,9 @@ def use_default_client(case, client):
 
 
 def in_child(case, name="Process-1"):
-    previous = child.current_child
-    child.current_child = name
-    case.addCleanup(setattr, child, "current_child", previous)
+    previous = context.current_child()
+    context.set_current_child(name)
+    case.addCleanup(context.set_current_child, previous)
 
 
 def parse(text):

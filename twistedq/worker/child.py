@@ -29,23 +29,23 @@ from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from twistedq import context
 from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.log import SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.retries import retry_outcome, wants_retry
+from twistedq.task import FunctionTask, Task, tasks
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
-__all__ = ["ChildLocator", "TaskRunner", "current_child", "main", "serve"]
+__all__ = ["ChildLocator", "TaskRunner", "main", "serve"]
 
 AMP_IN_FD = 3
 AMP_OUT_FD = 4
 
 
 def _accepts_any_keyword(function: Any) -> bool:
-    from twistedq.task import FunctionTask, Task
-
     if isinstance(function, FunctionTask):
         function = function.function
     elif isinstance(function, Task):
@@ -329,10 +329,6 @@ def serve(protocol: amp.AMP, in_fd: int, out_fd: int, running: list[bool]) -> No
     protocol.connectionLost(reason)
 
 
-#: The name of this child process ("Process-1" ...), or None outside one.
-current_child: str | None = None
-
-
 def main(argv: list[str] | None = None) -> None:
     """
     Import the task modules and serve the daemon until it goes away.
@@ -346,16 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     if options.parent is not None:
         die_with_parent(options.parent)
 
-    # Run as __main__, this module is not the twistedq.worker.child that
-    # the rest of twistedq imports: mark that one.
-    from twistedq.worker import child
-
-    child.current_child = options.name
+    context.set_current_child(options.name)
     multiprocessing.current_process().name = options.name
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=SEED_FORMAT)
-
-    from twistedq.task import tasks
-
     runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit)
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         import django
