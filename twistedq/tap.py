@@ -27,12 +27,14 @@ from twistedq.amqp.broker import (
 from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
 from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings, SettingsError, parse_size
+from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.leases import DEFAULT_PARK_AFTER
+from twistedq.daemon.timing import DEFAULT_HOLD_ETA
 from twistedq.log import use_seed_format
 from twistedq.registry import import_task_modules
 from twistedq.scheduler import LocalJob, Scheduler
 from twistedq.schedules import Interval, crontab
 from twistedq.web import make_site_root
-from twistedq.worker.dispatcher import DEFAULT_HOLD_ETA, DEFAULT_PARK_AFTER, Dispatcher
 from twistedq.worker.pool import ProcessPool, ProcessStarter
 
 __all__ = ["DrainingMultiService", "Options", "makeService"]
@@ -537,6 +539,21 @@ def makeService(options: Options) -> IService:
             options["max-memory-per-child"] * 1024 if options["max-memory-per-child"] else None
         ),
     )
+    connection = BrokerConnection(options["broker-address"], reactor)
+    topology = Topology(exchange=settings.exchange, queue=settings.queue)
+    # Retries and tasks due later than --hold-eta go through delay queues.
+    republisher = Publisher(
+        connection,
+        topology,
+        signing=settings.signing(),
+        max_message_size=settings.max_message_size,
+    )
+    reactor_runner = None
+    if options["reactor-tasks"]:
+        from twistedq.task import tasks
+        from twistedq.worker.reactor_tasks import ReactorTaskRunner
+
+        reactor_runner = ReactorTaskRunner(tasks, reactor, time_limit=options["time-limit"])
     dispatcher = Dispatcher(
         pool,
         backend,
@@ -548,30 +565,15 @@ def makeService(options: Options) -> IService:
         max_body_size=settings.max_message_size,
         signing=settings.signing(),
         claim_lease=options["claim-lease"],
+        publish_later=republisher.publish_later,
+        hold_eta=options["hold-eta"],
+        park_after=options["park-after"],
+        home_queue=settings.queue,
+        republish=republisher.publish,
+        reactor_runner=reactor_runner,
     )
     pool.on_idle = dispatcher.pump
-    if options["reactor-tasks"]:
-        from twistedq.task import tasks
-        from twistedq.worker.reactor_tasks import ReactorTaskRunner
-
-        dispatcher.reactor_runner = ReactorTaskRunner(
-            tasks, reactor, time_limit=options["time-limit"]
-        )
-    connection = BrokerConnection(options["broker-address"], reactor)
-    topology = Topology(exchange=settings.exchange, queue=settings.queue)
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
-    # Retries and tasks due later than --hold-eta go through delay queues.
-    republisher = Publisher(
-        connection,
-        topology,
-        signing=settings.signing(),
-        max_message_size=settings.max_message_size,
-    )
-    dispatcher.publish_later = republisher.publish_later
-    dispatcher.hold_eta = options["hold-eta"]
-    dispatcher.park_after = options["park-after"]
-    dispatcher.home_queue = settings.queue
-    dispatcher.republish = republisher.publish
     scheduler = None
     if not options["no-scheduler"]:
         lease = options["slot-lease"]
@@ -631,7 +633,7 @@ def makeService(options: Options) -> IService:
                 reactor,
                 seed_states=settings.seed_states,
                 stats=stats,
-                available=lambda: dispatcher.store_down_since is None,
+                available=lambda: dispatcher.store_available,
             )
         )
         site.noisy = False

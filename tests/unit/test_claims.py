@@ -32,9 +32,9 @@ from twistedq.backends.base import (
     is_final_document,
     is_superseded,
 )
+from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.message import TaskMessage
 from twistedq.outcome import retry_document, revoked_document, success_document
-from twistedq.worker.dispatcher import Dispatcher
 
 LEASE = 15.0
 
@@ -94,9 +94,7 @@ class MemoryClaimStore:
         lease = self.leases.get(task)
         return lease is not None and lease[1] > self.clock.seconds()
 
-    def claim_tasks(
-        self, task_ids: Any, owner: str, lease: float, retries: Any = None
-    ) -> defer.Deferred[list]:
+    def claim_tasks(self, task_ids: Any, lease: float, retries: Any = None) -> defer.Deferred[list]:
         claims = []
         for task, attempt in zip(task_ids, retries or [None] * len(task_ids), strict=True):
             if is_superseded(self.outcomes.get(task), attempt):
@@ -248,8 +246,8 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.dispatcher.deliver(duplicate)
         self.clock.advance(0)
         self.assertEqual((duplicate.settled, self.pool.batches), ([], []))
-        self.assertEqual(self.dispatcher.held_elsewhere, 1)
-        other.pool.finish(0)
+        self.assertEqual(self.dispatcher.stats()["held_elsewhere"], 1)
+        other.feeder.pool.finish(0)
         self.elapse(LEASE)
         self.assertEqual((duplicate.settled, self.pool.batches), (["ack"], []))
 
@@ -267,7 +265,7 @@ class ClaimDispatchTests(SynchronousTestCase):
             duplicate = delivery(1)
             other.deliver(duplicate)
             self.clock.advance(0)
-        self.assertEqual(other.pool.batches, [])
+        self.assertEqual(other.feeder.pool.batches, [])
         self.pool.finish(0)
         self.assertEqual(d.settled, ["ack"])
         self.assertEqual(self.store.commits, [(task_id(1), 1)])
@@ -280,17 +278,17 @@ class ClaimDispatchTests(SynchronousTestCase):
         paused = delivery(1)
         self.dispatcher.deliver(paused)
         self.clock.advance(0)
-        self.dispatcher._renewal.stop()  # the daemon is paused
+        self.dispatcher.leases.renewal.stop()  # the daemon is paused
         self.clock.advance(LEASE + 1)
         other = self.make_dispatcher(FakePool(idle=1))
         again = delivery(1)
         other.deliver(again)
         self.clock.advance(0)
-        other.pool.finish(0, [success_document(task_id(1), "add", "second")])
+        other.feeder.pool.finish(0, [success_document(task_id(1), "add", "second")])
         self.pool.finish(0, [success_document(task_id(1), "add", "first")])
         self.assertEqual(self.store.commits, [(task_id(1), 2)])
         self.assertIn(b'"second"', self.store.outcomes[task_id(1)])
-        self.assertEqual(self.dispatcher.fenced_off, 1)
+        self.assertEqual(self.dispatcher.stats()["fenced_off"], 1)
         self.assertEqual((paused.settled, again.settled), (["ack"], ["ack"]))
 
     def test_drain_releases_claims(self) -> None:
@@ -351,8 +349,8 @@ class ClaimDispatchTests(SynchronousTestCase):
         d = delivery(1, eta="1970-01-01T00:01:00+00:00")
         self.dispatcher.deliver(d)
         self.clock.advance(0)
-        (call,) = self.dispatcher._waiting
-        call.reset(10)  # as ClockStepGuard moves timers
+        (job,) = self.dispatcher.timing.waiting
+        job.timer.reset(10)  # as ClockStepGuard moves timers
         self.clock.advance(10)
         self.clock.advance(0)
         self.assertEqual(self.pool.batches, [])
@@ -369,7 +367,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         store and acknowledged while it runs; its outcome is committed
         later and the parked copy goes away.
         """
-        self.dispatcher.park_after = 3 * LEASE
+        self.dispatcher.leases.park_after = 3 * LEASE
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
@@ -388,32 +386,32 @@ class ClaimDispatchTests(SynchronousTestCase):
         the recovery job (in any daemon) publishes the parked message
         again, once; the new delivery then runs and commits.
         """
-        self.dispatcher.park_after = LEASE
+        self.dispatcher.leases.park_after = LEASE
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
         self.elapse(LEASE)
         self.elapse(LEASE)
         self.assertIn(task_id(1), self.store.parked)
-        self.dispatcher._renewal.stop()  # the daemon dies
+        self.dispatcher.leases.renewal.stop()  # the daemon dies
         survivor = self.make_dispatcher(FakePool(idle=1))
         published = []
 
         async def republish(message, queue):
             published.append((message.id, queue))
 
-        survivor.republish = republish
+        survivor.leases.republish = republish
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.assertEqual(published, [])  # the claim is still live
         self.elapse(LEASE)
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.successResultOf(defer.ensureDeferred(survivor.recover_parked()))
         self.assertEqual(published, [(task_id(1), "celery")])
-        self.assertEqual(survivor.recovered, 1)
+        self.assertEqual(survivor.stats()["recovered"], 1)
         again = delivery(1)
         survivor.deliver(again)
         self.clock.advance(0)
-        survivor.pool.finish(0)
+        survivor.feeder.pool.finish(0)
         self.assertEqual(again.settled, ["ack"])
         self.assertEqual(self.store.commits, [(task_id(1), 2)])
 
@@ -457,13 +455,13 @@ class ClaimMachine(RuleBasedStateMachine):
         dispatcher = Dispatcher(
             pool, self.store, self.clock, max_batch=2, check_duplicates=True, claim_lease=LEASE
         )
-        dispatcher.park_after = 2 * LEASE  # long tasks are parked and acked early
+        dispatcher.leases.park_after = 2 * LEASE  # long tasks are parked and acked early
 
         async def republish(message: TaskMessage, queue: str | None) -> None:
             number = int(message.id.rsplit("-", 1)[1])
             self.deliver(0, number)
 
-        dispatcher.republish = republish
+        dispatcher.leases.republish = republish
         run_batch = pool.run_batch
 
         def recording_run_batch(bodies: Any, time_limit: Any = None) -> Any:
@@ -519,12 +517,11 @@ class ClaimMachine(RuleBasedStateMachine):
         whichever daemon the next rules pick); a new daemon takes its place.
         """
         old = self.daemons[daemon]["dispatcher"]
-        if old._renewal.running:
-            old._renewal.stop()
-        for call in list(old._held) + list(old._waiting):
-            if call.active():
-                call.cancel()
-        old.stopping = True  # its late callbacks settle nothing
+        if old.leases.renewal.running:
+            old.leases.renewal.stop()
+        for job in list(old.gate.held) + list(old.timing.waiting):
+            job.stop_timer()
+        old.in_flight.stopping = True  # its late callbacks settle nothing
         self.daemons[daemon] = self.new_daemon()
         dead = [(d, n) for d, n in self.unsettled if not d.settled]
         self.unsettled = [(d, n) for d, n in self.unsettled if d.settled]
@@ -538,13 +535,14 @@ class ClaimMachine(RuleBasedStateMachine):
         SIGSTOP), then goes on.
         """
         dispatcher = self.daemons[daemon]["dispatcher"]
-        if dispatcher._renewal.running:
-            dispatcher._renewal.stop()
+        renewal = dispatcher.leases.renewal
+        if renewal.running:
+            renewal.stop()
         self.clock.advance(LEASE + 1)
         self.note_commits()
-        if dispatcher._tokens and not dispatcher.stopping and not dispatcher._renewal.running:
+        if len(dispatcher.leases) and not dispatcher.in_flight.stopping and not renewal.running:
             # It resumes: its overdue renewal runs at once.
-            dispatcher._renewal.start(LEASE / 3, now=True)
+            renewal.start(LEASE / 3, now=True)
             self.note_commits()
 
     @rule(daemon=st.integers(0, 2))

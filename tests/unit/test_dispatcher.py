@@ -1,5 +1,5 @@
 """
-Tests for :py:obj:`twistedq.worker.dispatcher.Dispatcher` with a fake pool,
+Tests for :py:obj:`twistedq.daemon.dispatcher.Dispatcher` with a fake pool,
 a fake result backend and fake deliveries.
 """
 
@@ -10,11 +10,12 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.health import STORE_PROBE_ID
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, revoked_document, success_document
 from twistedq.registry import NotRegistered
 from twistedq.signing import SigningKeys
-from twistedq.worker.dispatcher import STORE_PROBE_ID, Dispatcher
 from twistedq.worker.pool import ChildLost
 
 
@@ -154,9 +155,9 @@ class MalformedTests(DispatcherTestCase):
             self.assertIn(fragment, bad.details[0])
         self.assertEqual(self.pool.batches, [])
         self.assertEqual(self.backend.stores, [])
-        self.assertEqual(self.dispatcher.rejected, 4)
+        self.assertEqual(self.dispatcher.stats()["rejected"], 4)
         self.assertEqual(self.dispatcher.stats()["dead_lettered"], 4)
-        self.assertEqual(self.dispatcher.pending_count, 0)
+        self.assertEqual(self.dispatcher.stats()["pending"], 0)
 
     def test_readable_id_failure_stored_first(self):
         """
@@ -260,7 +261,7 @@ class SigningTests(DispatcherTestCase):
     def setUp(self):
         super().setUp()
         self.keys = SigningKeys.parse("new:secret-2,old:secret-1")
-        self.dispatcher.signing = self.keys
+        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, signing=self.keys)
         self.pool.idle = 4
 
     def test_signed_runs(self):
@@ -327,7 +328,7 @@ class BatchingTests(DispatcherTestCase):
         """
         self.deliver(3)
         self.assertEqual(self.pool.batches, [])
-        self.assertEqual(self.dispatcher.pending_count, 3)
+        self.assertEqual(self.dispatcher.stats()["pending"], 3)
 
     def test_spread_evenly(self):
         """
@@ -341,7 +342,7 @@ class BatchingTests(DispatcherTestCase):
             self.batch_ids(),
             [[task_id(n) for n in r] for r in (range(1, 5), range(5, 8), range(8, 11))],
         )
-        self.assertEqual(self.dispatcher.pending_count, 0)
+        self.assertEqual(self.dispatcher.stats()["pending"], 0)
 
     def test_capped_at_max_batch(self):
         """
@@ -351,11 +352,11 @@ class BatchingTests(DispatcherTestCase):
         self.pool.idle = 3
         self.dispatcher.pump()
         self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4])
-        self.assertEqual(self.dispatcher.pending_count, 8)
+        self.assertEqual(self.dispatcher.stats()["pending"], 8)
         self.pool.finish(0)
         self.dispatcher.pump()
         self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4, 4])
-        self.assertEqual(self.dispatcher.pending_count, 4)
+        self.assertEqual(self.dispatcher.stats()["pending"], 4)
 
     def test_fewer_tasks_than_children(self):
         """
@@ -394,8 +395,8 @@ class SettlingTests(DispatcherTestCase):
         stored.callback(None)
         for d in self.deliveries:
             self.assertEqual(d.settled, ["ack"])
-        self.assertEqual(self.dispatcher.completed, 3)
-        self.assertEqual(self.dispatcher.failed, 0)
+        self.assertEqual(self.dispatcher.stats()["completed"], 3)
+        self.assertEqual(self.dispatcher.stats()["failed"], 0)
 
     def test_failed_tasks_acked_and_counted(self):
         """
@@ -409,7 +410,7 @@ class SettlingTests(DispatcherTestCase):
         self.pool.finish(0, outcomes)
         self.backend.stores[0][1].callback(None)
         self.assertEqual([d.settled for d in self.deliveries], [["ack"]] * 3)
-        self.assertEqual(self.dispatcher.failed, 1)
+        self.assertEqual(self.dispatcher.stats()["failed"], 1)
 
     def test_store_failure_retried_without_rerunning(self):
         """
@@ -434,7 +435,7 @@ class SettlingTests(DispatcherTestCase):
         for d in self.deliveries:
             self.assertEqual(d.settled, ["ack"])
         self.assertEqual(len(self.pool.batches), 1)
-        self.assertEqual(self.dispatcher.store_retries, 2)
+        self.assertEqual(self.dispatcher.stats()["store_retries"], 2)
 
     def test_no_new_task_while_store_down(self):
         """
@@ -451,7 +452,7 @@ class SettlingTests(DispatcherTestCase):
         self.clock.advance(0.5)
         self.backend.stores[1][1].callback(None)
         self.assertEqual(len(self.pool.batches), 3)
-        self.assertEqual(self.dispatcher.store_down_since, None)
+        self.assertEqual(self.dispatcher.health.down_since, None)
 
     def test_store_failure_while_stopping(self):
         """
@@ -518,7 +519,7 @@ class DrainTests(DispatcherTestCase):
         drained = self.dispatcher.drain()
         for d in queued:
             self.assertEqual(d.settled, [("reject", True)])
-        self.assertEqual(self.dispatcher.pending_count, 0)
+        self.assertEqual(self.dispatcher.stats()["pending"], 0)
         self.assertNoResult(drained)
         self.pool.finish(0)
         self.backend.stores[0][1].callback(None)
@@ -558,7 +559,7 @@ class ChildDeathTests(DispatcherTestCase):
 
     def setUp(self):
         super().setUp()
-        self.dispatcher.max_attempts = 3
+        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_attempts=3)
         self.pool.idle = 1
         [self.poison] = self.deliver(1)
 
@@ -597,8 +598,7 @@ class ChildDeathTests(DispatcherTestCase):
         self.pool.finish(1)
         self.backend.stores[0][1].callback(None)
         self.assertEqual(self.poison.settled, ["ack"])
-        self.assertEqual(self.dispatcher._attempts, {})
-        self.assertEqual(self.dispatcher._suspects, set())
+        self.assertEqual(self.dispatcher.stats()["retrying"], 0)
 
     def test_time_limit_fails_at_once(self):
         """
@@ -626,7 +626,7 @@ class TimeLimitDispatchTests(DispatcherTestCase):
         With a default limit every task goes to a child alone, with that
         limit; a per-task limit reported by the children wins.
         """
-        self.dispatcher.time_limit = 10.0
+        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, time_limit=10.0)
         self.pool.task_limits = {"slow": (None, 60.0)}
         self.pool.idle = 3
         self.dispatcher.deliver(delivery(1))
@@ -679,7 +679,7 @@ class DuplicateCheckTests(SynchronousTestCase):
         self.assertEqual((done.settled, failed.settled), (["ack"], ["ack"]))
         ran = sorted(i for batch in self.batch_ids() for i in batch)
         self.assertEqual(ran, [task_id(3), task_id(4)])
-        self.assertEqual(self.dispatcher.duplicates, 2)
+        self.assertEqual(self.dispatcher.stats()["duplicates_suppressed"], 2)
 
     def test_dead_lettered_failure_runs_again(self):
         """
@@ -695,7 +695,7 @@ class DuplicateCheckTests(SynchronousTestCase):
         self.dispatcher.deliver(again)
         self.clock.advance(0)
         self.assertEqual(self.batch_ids(), [[task_id(1)]])
-        self.assertEqual(self.dispatcher.duplicates, 0)
+        self.assertEqual(self.dispatcher.stats()["duplicates_suppressed"], 0)
 
     def test_revoked_while_waiting_for_eta(self):
         """

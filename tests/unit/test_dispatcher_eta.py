@@ -1,6 +1,6 @@
 """
 Tests for the ETA and expiry handling of
-:py:obj:`twistedq.worker.dispatcher.Dispatcher`, driven by an injected
+:py:obj:`twistedq.daemon.dispatcher.Dispatcher`, driven by an injected
 :py:obj:`twisted.internet.task.Clock`, and for the
 :py:obj:`twistedq.backends.base.OutcomeRecord` it stores.
 """
@@ -14,10 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_dispatcher import FakeDelivery, task_id
 from twistedq.backends.base import OutcomeRecord
+from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.message import TaskMessage
 from twistedq.outcome import Outcome, failure_document, success_document
 from twistedq.states import REVOKED
-from twistedq.worker.dispatcher import Dispatcher
 
 #: A realistic Unix time for the fake clock: 2027-01-15.
 NOW = 1_800_000_000
@@ -308,7 +308,9 @@ class OutcomeRecordTests(ETATestCase):
         self.assertEqual(settled.settled, [])
         stored.callback(None)
         self.assertEqual(settled.settled, ["ack"])
-        self.assertEqual((self.dispatcher.completed, self.dispatcher.failed), (1, 0))
+        self.assertEqual(
+            (self.dispatcher.stats()["completed"], self.dispatcher.stats()["failed"]), (1, 0)
+        )
 
     def test_failure_record(self):
         """
@@ -322,7 +324,9 @@ class OutcomeRecordTests(ETATestCase):
         self.assertTrue(record.failed)
         stored.callback(None)
         self.assertEqual(settled.settled, ["ack"])
-        self.assertEqual((self.dispatcher.completed, self.dispatcher.failed), (1, 1))
+        self.assertEqual(
+            (self.dispatcher.stats()["completed"], self.dispatcher.stats()["failed"]), (1, 1)
+        )
 
     def test_success_mentioning_failure(self):
         """
@@ -398,7 +402,7 @@ class InvalidTimeTests(ETATestCase):
         self.dispatcher.deliver(bad)
         self.assertDeadLettered(bad)
         self.assertIn("next tuesday", bad.details[0])
-        self.assertEqual(self.dispatcher.rejected, 1)
+        self.assertEqual(self.dispatcher.stats()["rejected"], 1)
 
     def test_unparseable_expires(self):
         """

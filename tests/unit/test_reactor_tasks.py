@@ -11,10 +11,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_dispatcher import FakeDelivery
+from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry
 from twistedq.task import Task, task
-from twistedq.worker.dispatcher import Dispatcher
 from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
 
@@ -362,9 +362,8 @@ class RoutingTests(SynchronousTestCase):
         self.backend = FakeBackend()
 
     def dispatcher(self, pool):
-        dispatcher = Dispatcher(pool, self.backend, self.clock)
-        dispatcher.reactor_runner = ReactorTaskRunner(self.registry, self.clock)
-        return dispatcher
+        runner = ReactorTaskRunner(self.registry, self.clock)
+        return Dispatcher(pool, self.backend, self.clock, reactor_runner=runner)
 
     def test_reactor_task(self):
         """
@@ -383,7 +382,7 @@ class RoutingTests(SynchronousTestCase):
         self.assertFalse(record.failed)
         self.assertEqual(json.loads(record.document)["result"], "done")
         self.assertEqual(delivery.settled, ["ack"])
-        self.assertEqual((dispatcher.completed, dispatcher.failed), (1, 0))
+        self.assertEqual((dispatcher.stats()["completed"], dispatcher.stats()["failed"]), (1, 0))
         self.assertEqual(dispatcher.stats()["in_flight"], 0)
 
     def test_reactor_task_failure(self):
@@ -397,7 +396,7 @@ class RoutingTests(SynchronousTestCase):
         [record] = self.backend.stored
         self.assertTrue(record.failed)
         self.assertEqual(delivery.settled, ["ack"])
-        self.assertEqual(dispatcher.failed, 1)
+        self.assertEqual(dispatcher.stats()["failed"], 1)
 
     def test_other_tasks_to_pool(self):
         """

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.unit.test_dispatcher import FakeDelivery, task_id
 from tests.unit.test_dispatcher_eta import NOW, TASKSET, FakeBackend, FakePool, iso
 from twistedq.amqp.broker import DELAY_EXPONENT_MAX, Topology, delay_step
+from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.exceptions import MaxRetriesExceededError, Retry
 from twistedq.message import TaskMessage
 from twistedq.outcome import (
@@ -33,7 +34,6 @@ from twistedq.retries import RetryPolicy, retry_outcome, wants_retry
 from twistedq.states import FAILURE, RETRY, SUCCESS
 from twistedq.task import Task, retry, task
 from twistedq.worker.child import TaskRunner
-from twistedq.worker.dispatcher import Dispatcher
 
 
 class Flaky(Exception):
@@ -332,9 +332,13 @@ class DispatcherTestCase(SynchronousTestCase):
         self.pool = FakePool(idle=2)
         self.backend = ProbedBackend()
         self.publisher = FakePublisher()
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock)
-        self.dispatcher.publish_later = self.publisher.publish_later
-        self.dispatcher.hold_eta = 60.0
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.backend,
+            self.clock,
+            publish_later=self.publisher.publish_later,
+            hold_eta=60.0,
+        )
 
 
 class DispatcherRetryTests(DispatcherTestCase):
@@ -384,7 +388,7 @@ class DispatcherRetryTests(DispatcherTestCase):
         self.assertEqual(delivery.settled, [])
         confirmed.callback(None)
         self.assertEqual(delivery.settled, ["ack"])
-        self.assertEqual(self.dispatcher.retried, 1)
+        self.assertEqual(self.dispatcher.stats()["retried"], 1)
 
     def test_far_retry_goes_to_delay_queue(self) -> None:
         """
@@ -422,7 +426,7 @@ class DispatcherRetryTests(DispatcherTestCase):
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
         self.backend.stores[0][1].callback(None)
-        self.dispatcher.stopping = True
+        self.dispatcher.in_flight.stopping = True  # the daemon drains
         self.publisher.sent[0][2].errback(ConnectionError("broker gone"))
         self.flushLoggedErrors(ConnectionError)
         (records, stored) = self.backend.stores[1]
@@ -466,14 +470,14 @@ class DispatcherRetryTests(DispatcherTestCase):
         self.assertEqual(retrying.settled, [])
         self.publisher.sent[0][2].callback(None)
         self.assertEqual(retrying.settled, ["ack"])
-        self.assertEqual(self.dispatcher.completed, 1)
+        self.assertEqual(self.dispatcher.stats()["completed"], 1)
 
     def test_without_publisher_retry_fails(self) -> None:
         """
         A dispatcher that cannot publish stores a FAILURE for a task that
         asks to retry, with its exception, and acks it.
         """
-        self.dispatcher.publish_later = None
+        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock)
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )

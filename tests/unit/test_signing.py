@@ -194,8 +194,8 @@ class DaemonOptionsTests(SynchronousTestCase):
         """
         options = self.parse("--max-message-size", "64KiB", "--signing-keys", "k2:b,k1:a")
         dispatcher = self.dispatcher(options)
-        self.assertEqual(dispatcher.max_body_size, 64 * 1024)
-        self.assertEqual(dispatcher.signing.key_ids, ["k2", "k1"])
+        self.assertEqual(dispatcher.intake.max_body_size, 64 * 1024)
+        self.assertEqual(dispatcher.intake.signing.key_ids, ["k2", "k1"])
         environment = options["settings"].environment()
         self.assertEqual(environment["TWISTEDQ_SIGNING_KEYS"], "k2:b,k1:a")
         self.assertEqual(environment["TWISTEDQ_MAX_MESSAGE_SIZE"], str(64 * 1024))
@@ -205,8 +205,8 @@ class DaemonOptionsTests(SynchronousTestCase):
         Without them: 8 MiB, no signing.
         """
         dispatcher = self.dispatcher(self.parse())
-        self.assertEqual(dispatcher.max_body_size, DEFAULT_MAX_MESSAGE_SIZE)
-        self.assertIsNone(dispatcher.signing)
+        self.assertEqual(dispatcher.intake.max_body_size, DEFAULT_MAX_MESSAGE_SIZE)
+        self.assertIsNone(dispatcher.intake.signing)
 
     def test_bad_values(self):
         """

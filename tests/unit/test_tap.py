@@ -212,10 +212,10 @@ class MakeServiceTests(TapTestCase):
         self.assertIsInstance(backend.backend, RedisBackend)
         self.assertIsInstance(pool_service.pool, ProcessPool)
         self.assertEqual(pool_service.pool.size, 2)
-        self.assertEqual(consumer_service.dispatcher.max_batch, 3)
+        self.assertEqual(consumer_service.dispatcher.feeder.max_batch, 3)
         self.assertEqual(consumer_service.consumer.prefetch, 12)
-        self.assertIs(consumer_service.dispatcher.backend, backend.backend)
-        self.assertIs(consumer_service.dispatcher.pool, pool_service.pool)
+        self.assertIs(consumer_service.dispatcher.settlement.backend, backend.backend)
+        self.assertIs(consumer_service.dispatcher.feeder.pool, pool_service.pool)
         self.assertEqual(pool_service.pool.on_idle, consumer_service.dispatcher.pump)
         self.assertIs(consumer_service.consumer.connection, connection)
         self.assertFalse(any(child.running for child in children))
@@ -344,9 +344,10 @@ class DelayWiringTests(TapTestCase):
         """
         daemon = self.make("--queue", "jobs", "--status", "none", "--hold-eta", "2.5")
         dispatcher = list(daemon)[5].dispatcher
-        self.assertEqual(dispatcher.hold_eta, 2.5)
-        publisher = dispatcher.publish_later.__self__
+        self.assertEqual(dispatcher.timing.hold_eta, 2.5)
+        self.assertEqual(dispatcher.settlement.hold_eta, 2.5)
+        publisher = dispatcher.timing.publish_later.__self__
         self.assertEqual(publisher.topology.queue, "jobs")
         default = list(self.make("--status", "none"))[5].dispatcher
-        self.assertEqual(default.hold_eta, 60.0)
+        self.assertEqual(default.timing.hold_eta, 60.0)
         self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")

@@ -1,0 +1,239 @@
+"""
+The dispatcher: the thin coordinator of the daemon's stages.  It builds
+them around one :py:class:`~twistedq.daemon.job.Job` per delivery, takes
+deliveries from the consumer, and answers :py:meth:`Dispatcher.drain` and
+:py:meth:`Dispatcher.stats`.
+
+One delivery's path::
+
+    intake (verify, decode, refuse)
+      -> gate (one store call per reactor turn: done already? claimed?)
+      -> timing (ETA held or sent to a delay queue; expired: revoked)
+      -> feeder (batches to idle children; child-death triage)
+      -> settlement (store, fenced by the claim; then ack; retries; dead letters)
+
+beside the lease keeper (claims, renewal, parking, recovery) and store
+health (nothing starts while the store is down).  ``doc/architecture.rst``
+says which stage keeps which guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from twistedq.backends.base import IClaimStore, IResultBackend
+from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
+from twistedq.daemon.events import Counters, EventKind, Events
+from twistedq.daemon.feeder import Feeder, Pool
+from twistedq.daemon.gate import Gate
+from twistedq.daemon.health import StoreHealth
+from twistedq.daemon.inflight import InFlight
+from twistedq.daemon.intake import Intake
+from twistedq.daemon.job import Delivery
+from twistedq.daemon.leases import DEFAULT_PARK_AFTER, LeaseKeeper
+from twistedq.daemon.settlement import Settlement
+from twistedq.daemon.timing import DEFAULT_HOLD_ETA, PublishLater, Timing
+from twistedq.message import TaskMessage
+from twistedq.signing import SigningKeys
+
+if TYPE_CHECKING:
+    from twistedq.worker.reactor_tasks import ReactorTaskRunner
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """
+    Feeds the pool from the deliveries and settles each delivery after its
+    outcome is stored.
+
+    :param max_batch: the most tasks sent to one child in one call.
+    :param max_body_size: the largest message body taken, in bytes.
+    :param time_limit: the hard time limit of tasks that set none.
+    :param max_attempts: how many child deaths a task may cause.
+    :param check_duplicates: check each task against the store before it
+        runs; with a store that has claims, run each under a claim.
+    :param signing: the keys a message must be signed with, or None.
+    :param claim_lease: how long a claim holds without renewal (seconds).
+    :param publish_later: publishes a task message to come back after about
+        the given seconds (:py:meth:`twistedq.amqp.broker.Publisher.publish_later`),
+        or None: ETAs are held in memory and a task that retries fails.
+    :param hold_eta: tasks due within this many seconds are held in memory.
+    :param park_after: seconds after which a claimed task's message is
+        parked in the store and acknowledged (None: never).
+    :param home_queue: the queue this daemon consumes.
+    :param republish: publishes an orphaned parked message to its queue.
+    :param reactor_runner: runs the reactor tasks, if any.
+    :param events: the seam every stage reports to (a new one if None).
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        backend: IResultBackend,
+        clock: IReactorTime,
+        max_batch: int = 8,
+        max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        time_limit: float | None = None,
+        max_attempts: int = 3,
+        check_duplicates: bool = False,
+        signing: SigningKeys | None = None,
+        claim_lease: float = 15.0,
+        *,
+        publish_later: PublishLater | None = None,
+        hold_eta: float = DEFAULT_HOLD_ETA,
+        park_after: float | None = DEFAULT_PARK_AFTER,
+        home_queue: str = "celery",
+        republish: Callable[[TaskMessage, str | None], Awaitable[None]] | None = None,
+        reactor_runner: ReactorTaskRunner | None = None,
+        events: Events | None = None,
+    ) -> None:
+        self.events = events if events is not None else Events()
+        self.counters = Counters(self.events)
+        self.in_flight = InFlight()
+        claims: IClaimStore | None = (
+            IClaimStore(backend) if check_duplicates and IClaimStore.providedBy(backend) else None
+        )
+        self.health = StoreHealth(backend, clock, self.events, self.in_flight, self.pump)
+        self.leases = LeaseKeeper(
+            backend,
+            claims,
+            clock,
+            self.events,
+            claim_lease,
+            park_after,
+            home_queue,
+            republish,
+            max_body_size,
+        )
+        self.settlement = Settlement(
+            backend,
+            self.leases,
+            self.health,
+            clock,
+            self.events,
+            self.in_flight,
+            lambda task: self.feeder.handles(task),
+            publish_later,
+            hold_eta,
+        )
+        self.timing = Timing(
+            clock,
+            self.events,
+            self.in_flight,
+            queue=lambda job: self.feeder.queue(job),
+            recheck=(lambda job: self.gate.check(job)) if check_duplicates else None,
+            revoke=self.settlement.revoke,
+            publish_later=publish_later,
+            hold_eta=hold_eta,
+        )
+        self.gate = Gate(
+            backend,
+            self.leases,
+            self.health,
+            clock,
+            self.events,
+            self.in_flight,
+            self.timing.admit,
+            check_duplicates,
+        )
+        self.feeder = Feeder(
+            pool,
+            clock,
+            self.health,
+            self.leases,
+            self.gate,
+            self.timing,
+            self.settlement,
+            self.events,
+            self.in_flight,
+            reactor_runner,
+            max_batch,
+            time_limit,
+            max_attempts,
+        )
+        self.intake = Intake(
+            backend, self.events, self.in_flight, self.gate.take, max_body_size, signing
+        )
+
+    @property
+    def claims(self) -> IClaimStore | None:
+        """
+        The store's claims, when tasks run under them.
+        """
+        return self.leases.claims
+
+    @property
+    def store_available(self) -> bool:
+        return self.health.available
+
+    def deliver(self, delivery: Delivery) -> None:
+        """
+        Take one delivery from the consumer.
+        """
+        self.intake.take(delivery)
+
+    def pump(self) -> None:
+        """
+        Hand queued tasks to idle children (the pool calls it whenever a
+        child becomes idle).
+        """
+        self.feeder.pump()
+
+    async def recover_parked(self) -> None:
+        """
+        Publish again the parked messages of daemons that died.
+        """
+        await self.leases.recover_parked()
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The dispatcher's figures for the status resource.
+        """
+        count = self.counters
+        return {
+            "completed": count[EventKind.SUCCEEDED] + count[EventKind.FAILED],
+            "failed": count[EventKind.FAILED],
+            "rejected": count[EventKind.REJECTED],
+            "dead_lettered": count[EventKind.DEAD_LETTERED],
+            "revoked": count[EventKind.REVOKED],
+            "retried": count[EventKind.RETRIED],
+            "delayed": count[EventKind.DELAYED],
+            "pending": len(self.feeder.pending),
+            "held_for_eta": len(self.timing.waiting),
+            "in_flight": len(self.in_flight),
+            "retrying": sum(1 for job in self.feeder.pending if job.suspect),
+            "store_retries": count[EventKind.STORE_RETRY],
+            "store_available": self.health.available,
+            "duplicates_suppressed": count[EventKind.DUPLICATE],
+            "claimed": len(self.leases),
+            "parked": count[EventKind.PARKED],
+            "recovered": count[EventKind.RECOVERED],
+            "held_elsewhere": count[EventKind.HELD_ELSEWHERE],
+            "fenced_off": count[EventKind.FENCED_OFF],
+        }
+
+    def drain(self) -> defer.Deferred[None]:
+        """
+        Fire when every batch handed out so far is stored and settled.
+        Tasks not yet running here are returned to the broker, and their
+        claims released so that another daemon runs them at once.
+        """
+        self.in_flight.stopping = True
+        self.health.stop_probing()
+        self.gate.give_back_all()  # copies held here own no claim
+        returned = self.feeder.give_back_all() + self.timing.give_back_all()
+        self.leases.release([job for job in returned if job.token is not None])
+        renewal = self.leases.renewal
+        if renewal.running and not len(self.leases):
+            renewal.stop()
+
+        def stopped(_: Any) -> None:
+            if renewal.running:
+                renewal.stop()
+
+        return self.in_flight.settled().addCallback(stopped)

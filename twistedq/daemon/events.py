@@ -1,0 +1,134 @@
+"""
+The one seam through which every stage of the daemon reports what happens
+to a task and to the daemon.  Observers subscribe to :py:class:`Events`;
+:py:class:`Counters` is the one that ``/stats`` reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+__all__ = ["Counters", "Event", "EventKind", "Events"]
+
+log = Logger()
+
+
+class EventKind(enum.Enum):
+    """
+    What happened.  Task events name the task; daemon events do not.
+    """
+
+    #: A delivery decoded into a task message.
+    RECEIVED = "received"
+    #: The daemon took a claim on the task.
+    CLAIMED = "claimed"
+    #: The task was handed to a child or to the reactor.
+    STARTED = "started"
+    #: Its outcome (not a failure) was stored and its message acked.
+    SUCCEEDED = "succeeded"
+    #: Its failure was stored.
+    FAILED = "failed"
+    #: Its next attempt was published.
+    RETRIED = "retried"
+    #: It was revoked (it expired, or was revoked by a client).
+    REVOKED = "revoked"
+    #: Its message could not run (not a task message, a bad signature).
+    REJECTED = "rejected"
+    #: Its message went to the dead-letter queue.
+    DEAD_LETTERED = "dead-lettered"
+    #: Its message was parked in the store and acknowledged.
+    PARKED = "parked"
+    #: A parked message of a daemon that died was published again.
+    RECOVERED = "recovered"
+    #: Its outcome was already committed: acked without running.
+    DUPLICATE = "duplicate"
+    #: Another attempt holds its claim: it waits.
+    HELD_ELSEWHERE = "held-elsewhere"
+    #: A newer claim owns it: its outcome was not committed.
+    FENCED_OFF = "fenced-off"
+    #: It went to a delay queue of the broker until its ETA.
+    DELAYED = "delayed"
+    #: The result store failed: no new task starts.
+    STORE_DOWN = "store-down"
+    #: The result store answers again.
+    STORE_UP = "store-up"
+    #: A write to the store failed and is tried again.
+    STORE_RETRY = "store-retry"
+
+
+class Event:
+    """
+    One report: its kind, the task it concerns (if any) and details.
+    """
+
+    __slots__ = ("fields", "kind", "task_id", "task_name")
+
+    def __init__(
+        self,
+        kind: EventKind,
+        task_id: str | None = None,
+        task_name: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.task_id = task_id
+        self.task_name = task_name
+        self.fields = fields or {}
+
+    def __repr__(self) -> str:
+        return f"<Event {self.kind.value} {self.task_name}[{self.task_id}] {self.fields}>"
+
+
+class Events:
+    """
+    Where every stage reports.  Observers are called in the order they
+    subscribed; one that raises is unsubscribed and logged, never the
+    stage that reported.
+    """
+
+    def __init__(self) -> None:
+        self._observers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, observer: Callable[[Event], None]) -> None:
+        self._observers.append(observer)
+
+    def unsubscribe(self, observer: Callable[[Event], None]) -> None:
+        self._observers.remove(observer)
+
+    def report(
+        self,
+        kind: EventKind,
+        task_id: str | None = None,
+        task_name: str | None = None,
+        **fields: Any,
+    ) -> None:
+        if not self._observers:
+            return
+        event = Event(kind, task_id, task_name, fields)
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.failure("An event observer failed; it is unsubscribed")
+                self._observers.remove(observer)
+
+
+class Counters:
+    """
+    Counts the events of each kind, for ``/stats``.
+    """
+
+    def __init__(self, events: Events) -> None:
+        self.counts: Counter[EventKind] = Counter()
+        events.subscribe(self.observe)
+
+    def observe(self, event: Event) -> None:
+        self.counts[event.kind] += event.fields.get("count", 1)
+
+    def __getitem__(self, kind: EventKind) -> int:
+        return self.counts[kind]

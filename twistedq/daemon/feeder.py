@@ -1,0 +1,248 @@
+"""
+The feeder: due jobs wait in one queue and go to idle children in batches
+(several tasks per AMP call when there is a backlog), or to the reactor
+for reactor tasks.  None starts while the result store is unavailable.
+
+Child-death triage: the tasks of a batch whose child died run again one by
+one, so the one that kills children is found; a task whose child dies on
+each of ``max_attempts`` runs fails with WorkerLostError and is
+dead-lettered, and one killed at its hard limit fails with
+TimeLimitExceeded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedq.daemon.backoff import FIRST_PAUSE
+from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.health import StoreHealth
+from twistedq.daemon.inflight import InFlight
+from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.leases import LeaseKeeper
+from twistedq.exceptions import TimeLimitExceeded, WorkerLostError
+
+if TYPE_CHECKING:
+    from twistedq.daemon.gate import Gate
+    from twistedq.daemon.settlement import Settlement
+    from twistedq.daemon.timing import Timing
+    from twistedq.worker.reactor_tasks import ReactorTaskRunner
+
+__all__ = ["Feeder", "Pool"]
+
+log = Logger()
+
+
+class Pool(Protocol):
+    """
+    What the feeder needs of the process pool.
+    """
+
+    @property
+    def idle_count(self) -> int: ...
+
+    @property
+    def task_limits(self) -> dict[str, tuple[float | None, float | None]]: ...
+
+    def run_batch(
+        self, bodies: list[bytes], time_limit: float | None = None
+    ) -> defer.Deferred[list[bytes]]: ...
+
+
+class Feeder:
+    """
+    Hands due jobs to the pool's idle children and triages their deaths.
+
+    :ivar max_batch: the most tasks sent to one child in one call.
+    :ivar time_limit: the hard time limit of tasks that set none.
+    :ivar max_attempts: how many child deaths a task may cause.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        health: StoreHealth,
+        leases: LeaseKeeper,
+        gate: Gate,
+        timing: Timing,
+        settlement: Settlement,
+        events: Events,
+        in_flight: InFlight,
+        runner: ReactorTaskRunner | None = None,
+        max_batch: int = 8,
+        time_limit: float | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.health = health
+        self.leases = leases
+        self.gate = gate
+        self.timing = timing
+        self.settlement = settlement
+        self.events = events
+        self.in_flight = in_flight
+        self.runner = runner
+        self.max_batch = max_batch
+        self.time_limit = time_limit
+        self.max_attempts = max_attempts
+        self.pending: deque[Job] = deque()
+
+    def queue(self, job: Job) -> None:
+        """
+        Run a job that is due: on the reactor if it is a reactor task, else
+        on the next idle child.
+        """
+        runner = self.runner
+        if runner is not None and runner.handles(job.message.task):
+            if not self.health.available:
+                # As for children: nothing starts while the store is down.
+                self.timing.wait(job, FIRST_PAUSE, then=self.queue)
+            elif not self._set_aside(job):
+                self._started([job])
+                d = runner.run_message(job.message)
+                d.addCallback(lambda outcome: self.settlement.ran([outcome], [job]))
+                self.in_flight.track(d)
+            return
+        job.state = JobState.QUEUED
+        self.pending.append(job)
+        self.pump()
+
+    def pump(self) -> None:
+        """
+        Hand queued jobs to idle children, spread evenly over them; none
+        while the result store is unavailable (their outcomes could not be
+        stored: they wait, unacknowledged, until it is back).
+        """
+        pending = self.pending
+        while pending and self.health.available:
+            idle = self.pool.idle_count
+            if idle <= 0:
+                return
+            if self._set_aside(pending[0]):
+                pending.popleft()
+                continue
+            limit = self._time_limit(pending[0])
+            if limit is not None or pending[0].suspect:
+                # Alone: its time limit is its batch's, or it may be the
+                # one that killed a child.
+                self._run([pending.popleft()], limit)
+                continue
+            size = min(self.max_batch, -(-len(pending) // idle))
+            batch: list[Job] = []
+            while pending and len(batch) < size:
+                if self._set_aside(pending[0]):
+                    pending.popleft()
+                    continue
+                if self._time_limit(pending[0]) is not None or pending[0].suspect:
+                    break
+                batch.append(pending.popleft())
+            if batch:
+                self._run(batch, None)
+
+    def give_back_all(self) -> list[Job]:
+        """
+        On stopping: return the queued jobs to the queue.
+        """
+        jobs = list(self.pending)
+        self.pending.clear()
+        for job in jobs:
+            job.give_back()
+        return jobs
+
+    def handles(self, task: str) -> bool:
+        """
+        Whether a task of that name was registered by a child or runs on
+        the reactor.
+        """
+        return task in self.pool.task_limits or (
+            self.runner is not None and self.runner.handles(task)
+        )
+
+    def _set_aside(self, job: Job) -> bool:
+        """
+        Whether a queued job must not start now: it expired (it is
+        revoked), or its claim may have lapsed while it waited: it is
+        claimed again first, so it never starts after another attempt
+        committed it.
+        """
+        if job.expired(self.clock.seconds()):
+            self.timing.revoke_expired(job)
+            return True
+        if self.leases.lease_holds(job):
+            return False
+        log.info("The claim on task {id} may have lapsed: claiming it again", id=job.task_id)
+        self.leases.release([job])
+        self.gate.check(job)
+        return True
+
+    def _time_limit(self, job: Job) -> float | None:
+        hard = self.pool.task_limits.get(job.message.task, (None, None))[1]
+        return hard or self.time_limit
+
+    def _started(self, batch: list[Job]) -> None:
+        for job in batch:
+            job.state = JobState.RUNNING
+            self.events.report(EventKind.STARTED, job.task_id, job.message.task)
+
+    def _run(self, batch: list[Job], limit: float | None) -> None:
+        self._started(batch)
+        d = self.pool.run_batch([job.delivery.body for job in batch], limit)
+        d.addCallbacks(self.settlement.ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+        self.in_flight.track(d)
+
+    def _lost(self, failure: Failure, batch: list[Job]) -> defer.Deferred[None] | None:
+        """
+        A child died running ``batch``.  Killed at its time limit: the task
+        fails with TimeLimitExceeded.  Otherwise the tasks run again, each
+        alone on the next idle child; after ``max_attempts`` deaths a task
+        fails with WorkerLostError and its message is dead-lettered.
+        """
+        lost: Any = failure.value
+        reason = getattr(lost, "reason", str(lost))
+        if self.in_flight.stopping:
+            log.error("{count} tasks go back to the queue: {why}", count=len(batch), why=str(lost))
+            self.settlement.give_back(batch)
+            return None
+        if reason == "time-limit" and len(batch) == 1:
+            job = batch[0]
+            error: Exception = TimeLimitExceeded(
+                f"task {job.message.task} ran past its time limit of {lost.time_limit} s"
+            )
+            return self.settlement.fail(job, error, dead_letter=False)
+        if len(batch) > 1:
+            log.warn("{count} tasks run again one by one: {why}", count=len(batch), why=str(lost))
+            self._again(batch)
+            return None
+        job = batch[0]
+        job.deaths += 1
+        if job.deaths >= self.max_attempts:
+            error = WorkerLostError(
+                f"the child running task {job.message.task} died ({reason}) "
+                f"on each of {job.deaths} attempts"
+            )
+            return self.settlement.fail(job, error, dead_letter=True)
+        log.warn(
+            "Task {task}[{id}] killed its child ({why}); attempt {n} of {most} next",
+            task=job.message.task,
+            id=job.task_id,
+            why=reason,
+            n=job.deaths + 1,
+            most=self.max_attempts,
+        )
+        self._again(batch)
+        return None
+
+    def _again(self, batch: list[Job]) -> None:
+        for job in reversed(batch):
+            job.suspect = True
+            job.state = JobState.QUEUED
+            self.pending.appendleft(job)
+        self.pump()

@@ -1,0 +1,217 @@
+"""
+The gate: before a task runs, one store call per reactor turn tells which
+of the turn's jobs may run.  With claims (stores providing
+:py:class:`~twistedq.backends.base.IClaimStore`) a task runs only under a
+claim: one done already is acked without running, one held by a live claim
+elsewhere waits for that lease, a claimed one passes with its fencing
+token.  Without claims, one read tells which tasks have a committed
+outcome (a redelivery after a crash, a publish repeated after
+PublishUncertain) or were revoked: those are acked without running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedq.backends.base import ClaimState, IResultBackend, TaskClaim
+from twistedq.daemon.backoff import FIRST_PAUSE
+from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.health import StoreHealth
+from twistedq.daemon.inflight import InFlight
+from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.leases import LeaseKeeper
+from twistedq.outcome import dead_letter_reason, top_status
+from twistedq.states import READY_STATES
+
+__all__ = ["Gate"]
+
+log = Logger()
+
+
+class Gate:
+    """
+    Checks jobs against the store, in one call per reactor turn, and passes
+    on those that may run (to ``admit``).
+
+    :ivar check_duplicates: whether jobs are checked at all.
+    """
+
+    def __init__(
+        self,
+        backend: IResultBackend,
+        leases: LeaseKeeper,
+        health: StoreHealth,
+        clock: IReactorTime,
+        events: Events,
+        in_flight: InFlight,
+        admit: Callable[[Job], None],
+        check_duplicates: bool,
+    ) -> None:
+        self.backend = backend
+        self.leases = leases
+        self.health = health
+        self.clock = clock
+        self.events = events
+        self.in_flight = in_flight
+        self.admit = admit
+        self.check_duplicates = check_duplicates
+        self._unchecked: list[Job] = []
+        self._turn: IDelayedCall | None = None
+        #: Jobs held unacknowledged, to be checked again.
+        self.held: set[Job] = set()
+
+    def take(self, job: Job) -> None:
+        """
+        Check a new job, or pass it on unchecked: when checks are off, or
+        when it is early under claims (it is claimed when due).
+        """
+        if not self.check_duplicates or (self.leases.enabled and job.early(self.clock.seconds())):
+            self.admit(job)
+        else:
+            self.check(job)
+
+    def check(self, job: Job) -> None:
+        """
+        Have the store read for this job in this reactor turn's one call.
+        """
+        job.state = JobState.CHECKING
+        self._unchecked.append(job)
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._check_turn)
+
+    def hold(self, job: Job, delay: float) -> None:
+        """
+        Keep a job, unacknowledged, and check it again after ``delay``.
+        """
+
+        def again() -> None:
+            self.held.discard(job)
+            job.timer = None
+            self.check(job)
+
+        job.state = JobState.HELD
+        job.timer = self.clock.callLater(delay, again)
+        self.held.add(job)
+
+    def give_back_all(self) -> None:
+        """
+        On stopping: return every job not yet checked or held to the queue
+        (they own no claim).
+        """
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        for job in self._unchecked + list(self.held):
+            job.give_back()
+        self._unchecked = []
+        self.held.clear()
+
+    def _check_turn(self) -> None:
+        self._turn = None
+        jobs, self._unchecked = self._unchecked, []
+        if self.leases.enabled:
+            self._claim(jobs)
+        else:
+            self._read(jobs)
+
+    def _read(self, jobs: list[Job]) -> None:
+        d = self.backend.get_results([job.task_id for job in jobs])
+
+        def read(found: list[bytes | None]) -> None:
+            self.health.answered()
+            for job, document in zip(jobs, found, strict=True):
+                if (
+                    document is not None
+                    and top_status(document) in READY_STATES
+                    and dead_letter_reason(document) is None
+                ):
+                    self._done_already(job, top_status(document))
+                else:
+                    self._pass(job)
+
+        def unread(failure: Failure) -> None:
+            log.failure("Could not check for committed outcomes", failure)
+            self.health.failed()
+            for job in jobs:
+                self._pass(job)
+
+        d.addCallbacks(read, unread)
+        self.in_flight.track(d)
+
+    def _pass(self, job: Job) -> None:
+        if self.in_flight.stopping:
+            job.give_back()
+        else:
+            self.admit(job)
+
+    def _done_already(self, job: Job, status: str) -> None:
+        self.events.report(EventKind.DUPLICATE, job.task_id, job.message.task)
+        log.info(
+            "Task {task}[{id}] is already {status}: acked without running",
+            task=job.message.task,
+            id=job.task_id,
+            status=status,
+        )
+        job.ack()
+
+    def _claim(self, jobs: list[Job]) -> None:
+        leases = self.leases
+        unclaimed = []
+        for job in jobs:
+            if leases.holds(job.task_id):
+                # A second copy of a task this daemon holds: it waits for
+                # the first to finish, then finds the task done.
+                self.hold(job, leases.lease)
+            else:
+                unclaimed.append(job)
+        if not unclaimed:
+            return
+        asked_at = self.clock.seconds()
+        d = leases.claim(unclaimed)
+
+        def claimed(claims: list[TaskClaim]) -> None:
+            self.health.answered()
+            for job, claim in zip(unclaimed, claims, strict=True):
+                self._claimed(job, claim, asked_at)
+
+        def not_claimed(failure: Failure) -> None:
+            log.failure("Could not claim {count} tasks", failure, count=len(unclaimed))
+            self.health.failed()
+            for job in unclaimed:
+                if self.in_flight.stopping:
+                    job.give_back()
+                else:
+                    # Claimed again later; none starts while the store is down.
+                    self.hold(job, FIRST_PAUSE)
+
+        d.addCallbacks(claimed, not_claimed)
+        self.in_flight.track(d)
+
+    def _claimed(self, job: Job, claim: TaskClaim, asked_at: float) -> None:
+        if self.in_flight.stopping:
+            if claim.state is ClaimState.CLAIMED:
+                self.leases.release_token(job.task_id, claim.token)
+            job.give_back()
+        elif claim.state is ClaimState.DONE:
+            self._done_already(job, "done")
+        elif claim.state is ClaimState.HELD:
+            self.events.report(EventKind.HELD_ELSEWHERE, job.task_id, job.message.task)
+            log.info(
+                "Task {task}[{id}] is claimed by another attempt: looking again in {lease} s",
+                task=job.message.task,
+                id=job.task_id,
+                lease=self.leases.lease,
+            )
+            self.hold(job, self.leases.lease)
+        elif job.early(self.clock.seconds()):
+            # Due later after all (the clock stepped back): it waits
+            # unclaimed and is claimed when due.
+            self.leases.release_token(job.task_id, claim.token)
+            self.admit(job)
+        else:
+            self.leases.took(job, claim.token, asked_at)
+            self.admit(job)

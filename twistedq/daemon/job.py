@@ -1,0 +1,168 @@
+"""
+The value that travels through the daemon's stages: one :py:class:`Job` per
+delivery, with its decoded message, its claim and its place in the
+lifecycle (:py:class:`JobState`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+
+from twistedq.message import TaskMessage
+
+__all__ = ["Delivery", "Job", "JobState", "timestamp"]
+
+
+class Delivery(Protocol):
+    """
+    One message from the broker, settled once: acked, rejected or
+    dead-lettered (:py:class:`twistedq.amqp.broker.Delivery`).
+    """
+
+    body: bytes
+    redelivered: bool
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None: ...
+
+    def ack(self) -> None: ...
+
+    def reject(self, requeue: bool) -> None: ...
+
+    def dead_letter(self, reason: str, detail: str) -> defer.Deferred[None]: ...
+
+
+class JobState(enum.Enum):
+    """
+    Where a job is.  Every job moves forward through these, except that a
+    job held, waiting or queued may be checked again, and a job whose child
+    died is queued again.
+    """
+
+    #: Decoded; not yet checked against the store.
+    RECEIVED = "received"
+    #: In this reactor turn's one read or claim of the store.
+    CHECKING = "checking"
+    #: Unacknowledged, to be checked again after a pause: its claim is held
+    #: by another attempt, a copy of it runs here, or the store is down.
+    HELD = "held"
+    #: Unacknowledged in memory until its ETA (or, for a reactor task,
+    #: until the store is back).
+    WAITING = "waiting"
+    #: Being published into a delay queue of the broker.
+    DELAYING = "delaying"
+    #: Due, waiting for an idle child.
+    QUEUED = "queued"
+    #: Handed to a child (or to the reactor).
+    RUNNING = "running"
+    #: Its outcome is being stored; its delivery is settled after that.
+    STORING = "storing"
+    #: Acked, rejected or dead-lettered: the daemon is done with it.
+    SETTLED = "settled"
+
+
+class Job:
+    """
+    One delivery on its way through the daemon.
+
+    :ivar delivery: the broker's delivery, settled once through
+        :py:meth:`ack`, :py:meth:`give_back` or :py:meth:`dead_letter`.
+    :ivar message: the decoded task message.
+    :ivar eta: the message's ETA in seconds since the epoch, or None.
+    :ivar expires: when the message expires, in seconds since the epoch, or
+        None.
+    :ivar token: the fencing token of the claim this daemon holds on the
+        task, or None.
+    :ivar lease_until: until when (by this daemon's clock) that claim
+        surely holds.
+    :ivar claimed_at: when the claim was taken (for parking).
+    :ivar parked: its message is parked in the store and acknowledged.
+    :ivar deaths: how many children died running it alone.
+    :ivar suspect: it was in a batch whose child died: it runs alone.
+    :ivar timer: the call that wakes it while it is held or waiting.
+    """
+
+    __slots__ = (
+        "claimed_at",
+        "deaths",
+        "delivery",
+        "eta",
+        "expires",
+        "lease_until",
+        "message",
+        "parked",
+        "state",
+        "suspect",
+        "timer",
+        "token",
+    )
+
+    def __init__(self, delivery: Delivery, message: TaskMessage) -> None:
+        self.delivery = delivery
+        self.message = message
+        self.state = JobState.RECEIVED
+        self.eta = timestamp(message.eta) if message.eta is not None else None
+        self.expires = timestamp(message.expires) if message.expires is not None else None
+        self.token: int | None = None
+        self.lease_until = 0.0
+        self.claimed_at = 0.0
+        self.parked = False
+        self.deaths = 0
+        self.suspect = False
+        self.timer: IDelayedCall | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.message.task}[{self.message.id}] {self.state.value}>"
+
+    @property
+    def task_id(self) -> str:
+        return self.message.id
+
+    def early(self, now: float) -> bool:
+        """
+        Whether its ETA is still ahead at ``now``.
+        """
+        return self.eta is not None and self.eta > now
+
+    def expired(self, now: float) -> bool:
+        """
+        Whether it expired by ``now``.
+        """
+        return self.expires is not None and now >= self.expires
+
+    def stop_timer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def ack(self) -> None:
+        self.state = JobState.SETTLED
+        self.delivery.ack()
+
+    def give_back(self) -> None:
+        """
+        Return its message to the queue, unacknowledged.
+        """
+        self.stop_timer()
+        self.state = JobState.SETTLED
+        self.delivery.reject(requeue=True)
+
+    def dead_letter(self, reason: str, detail: str) -> defer.Deferred[None]:
+        self.state = JobState.SETTLED
+        return self.delivery.dead_letter(reason, detail)
+
+
+def timestamp(text: str) -> float:
+    """
+    Seconds since the epoch of an ISO 8601 time; one without a zone is UTC.
+    """
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()

@@ -1,0 +1,344 @@
+"""
+Settlement: store, then ack.  Outcomes are stored (one pipelined write per
+batch, fenced by the claims) and only then is a delivery acknowledged.
+While the store fails the outcomes are kept and written again after a
+doubling pause: the tasks do not run again, their messages stay
+unacknowledged.  A task that asked to retry has its RETRY stored, then its
+next attempt published, then its delivery acked.  A task no child
+registered fails with NotRegistered and is dead-lettered
+(:py:data:`UNKNOWN_TASK`), as is one whose child died on each of its
+attempts (:py:data:`ATTEMPTS_EXHAUSTED`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedq.backends.base import IResultBackend, OutcomeRecord, gather
+from twistedq.daemon.backoff import persist
+from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.health import StoreHealth
+from twistedq.daemon.inflight import InFlight
+from twistedq.daemon.job import Job, JobState, timestamp
+from twistedq.daemon.leases import LeaseKeeper
+from twistedq.daemon.timing import PublishLater
+from twistedq.message import TaskMessage
+from twistedq.outcome import (
+    Outcome,
+    dead_letter_reason,
+    failure_document,
+    mark_dead_lettered,
+    retry_document,
+    retry_failed,
+    revoked_document,
+    schedule_retry,
+    top_status,
+)
+from twistedq.states import FAILURE, RETRY
+
+__all__ = ["ATTEMPTS_EXHAUSTED", "UNKNOWN_TASK", "Settlement"]
+
+#: Reason of a task that no child registered.
+UNKNOWN_TASK = "unknown-task"
+#: Reason of a task whose child died on each of its attempts.
+ATTEMPTS_EXHAUSTED = "attempts-exhausted"
+
+log = Logger()
+
+
+class Settlement:
+    """
+    Stores outcomes and settles deliveries after them.
+
+    :ivar publish_later: publishes the next attempt of a task that retries
+        (into a delay queue when due in more than ``hold_eta`` seconds), or
+        None: a task that asks to retry then fails.
+    """
+
+    def __init__(
+        self,
+        backend: IResultBackend,
+        leases: LeaseKeeper,
+        health: StoreHealth,
+        clock: IReactorTime,
+        events: Events,
+        in_flight: InFlight,
+        handles: Callable[[str], bool],
+        publish_later: PublishLater | None = None,
+        hold_eta: float = 60.0,
+    ) -> None:
+        self.backend = backend
+        self.leases = leases
+        self.health = health
+        self.clock = clock
+        self.events = events
+        self.in_flight = in_flight
+        self.handles = handles
+        self.publish_later = publish_later
+        self.hold_eta = hold_eta
+
+    def ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
+        """
+        A batch ran: store its outcomes (and publish the next attempts of
+        its retries), then settle each delivery.
+        """
+        if len(outcomes) != len(batch):
+            log.error(
+                "A child answered {got} outcomes for {sent} tasks; they go back to the queue",
+                got=len(outcomes),
+                sent=len(batch),
+            )
+            self.give_back(batch)
+            return defer.succeed(None)
+        done: list[Job] = []
+        records = []
+        retrying: list[tuple[Job, bytes]] = []
+        for job, outcome in zip(batch, outcomes, strict=True):
+            status = top_status(outcome)
+            if status == RETRY:
+                retrying.append((job, outcome))
+                continue
+            failed = status == FAILURE
+            if failed and self._unknown_task(job.message, outcome):
+                outcome = mark_dead_lettered(outcome, UNKNOWN_TASK)
+            done.append(job)
+            records.append(OutcomeRecord(job.task_id, outcome, job.message.taskset, failed))
+        if not retrying:
+            return self.store(done, records)
+        writes = [self.store(done, records)] if records else []
+        writes.extend(self._retry(retrying))
+        return gather(writes).addCallback(lambda _: None)
+
+    def store(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[None]:
+        """
+        Store a batch's outcomes, then ack (or dead-letter an unknown
+        task).  When the daemon stops while the store fails, the messages
+        go back to the queue.
+        """
+        return self._write(batch, records).addCallbacks(
+            lambda _: self._settle(batch, records), lambda _: self.give_back(batch)
+        )
+
+    def fail(self, job: Job, error: Exception, dead_letter: bool) -> defer.Deferred[None]:
+        """
+        Store a failure the daemon decided on; then ack the message, or
+        dead-letter it (``dead_letter``: its attempts are exhausted).
+        """
+        document = failure_document(
+            job.task_id,
+            job.message.task,
+            error,
+            traceback="",
+            dead_letter=ATTEMPTS_EXHAUSTED if dead_letter else None,
+        )
+        record = OutcomeRecord(job.task_id, document, job.message.taskset, True)
+        self.events.report(EventKind.FAILED, job.task_id, job.message.task)
+        self._log_failure(job.message, document)
+        job.state = JobState.STORING
+
+        def settle(_: None) -> defer.Deferred[None] | None:
+            if dead_letter:
+                return self._dead_letter(job, ATTEMPTS_EXHAUSTED, str(error))
+            job.ack()
+            return None
+
+        return self.leases.commit([record]).addCallbacks(settle, lambda f: self.give_back([job]))
+
+    def revoke(self, job: Job, reason: str) -> None:
+        """
+        Store REVOKED for a job that must not run, then ack it.
+        """
+        message = job.message
+        log.info(
+            "Task {task}[{id}] revoked: {reason}", task=message.task, id=message.id, reason=reason
+        )
+        self.events.report(EventKind.REVOKED, message.id, message.task, reason=reason)
+        job.state = JobState.STORING
+        record = OutcomeRecord(
+            message.id, revoked_document(message.id, message.task, reason), message.taskset
+        )
+        d = self.leases.commit([record])
+        d.addCallbacks(lambda _: job.ack(), lambda _: self.give_back([job]))
+        self.in_flight.track(d)
+
+    def give_back(self, batch: list[Job]) -> None:
+        """
+        Send jobs back to the queue, giving up their claims so that their
+        next delivery, here or elsewhere, can claim them.
+        """
+        self.leases.release(batch)
+        for job in batch:
+            job.give_back()
+
+    def _write(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[None]:
+        """
+        Write outcomes until the store takes them, or the daemon stops.
+        """
+        for job in batch:
+            job.state = JobState.STORING
+
+        def again(failure: Failure, pause: float) -> bool:
+            if self.in_flight.stopping:
+                log.failure(
+                    "Could not store {count} outcomes; their messages go back to the queue",
+                    failure,
+                    count=len(batch),
+                )
+                return False
+            log.failure(
+                "Could not store {count} outcomes; trying again in {pause} s",
+                failure,
+                count=len(batch),
+                pause=pause,
+            )
+            self.events.report(EventKind.STORE_RETRY)
+            self.health.failed()
+            return True
+
+        d = persist(self.clock, lambda: self.leases.commit(records), again)
+        return d.addCallback(lambda _: self.health.answered())
+
+    def _settle(self, batch: list[Job], records: list[OutcomeRecord]) -> Any:
+        dead = []
+        for job, record in zip(batch, records, strict=True):
+            if not record.failed:
+                self.events.report(EventKind.SUCCEEDED, job.task_id, job.message.task)
+                job.ack()
+                continue
+            self.events.report(EventKind.FAILED, job.task_id, job.message.task)
+            if dead_letter_reason(record.document) == UNKNOWN_TASK:
+                detail = f"task {job.message.task}[{job.task_id}]: no child registered it"
+                log.error(
+                    "Dead-lettered a message ({reason}): {why}", reason=UNKNOWN_TASK, why=detail
+                )
+                dead.append(self._dead_letter(job, UNKNOWN_TASK, detail))
+            else:
+                job.ack()
+                self._log_failure(job.message, record.document)
+        return gather(dead) if dead else None
+
+    def _retry(self, retrying: list[tuple[Job, bytes]]) -> list[defer.Deferred[Any]]:
+        """
+        Store the RETRY of each task that asked to retry, then publish its
+        next attempt (``retries`` one more, the ETA its countdown gives).
+        Without a publisher a retry is a failure.
+        """
+        now = self.clock.seconds()
+        writes = []
+        batch, records, attempts = [], [], []
+        for job, outcome in retrying:
+            message = job.message
+            if self.publish_later is None:
+                log.error(
+                    "Task {task}[{id}] asked to retry, but this daemon cannot publish: it fails",
+                    task=message.task,
+                    id=message.id,
+                )
+                failure = retry_failed(outcome)
+                writes.append(
+                    self.store([job], [OutcomeRecord(message.id, failure, message.taskset, True)])
+                )
+                continue
+            document, eta = schedule_retry(outcome, now)
+            batch.append(job)
+            # A retry is not counted in its taskset: the task is not done.
+            records.append(OutcomeRecord(message.id, document, None, False))
+            attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
+        if batch:
+            d = self._write(batch, records).addCallbacks(
+                lambda _: gather(
+                    [self._publish_retry(j, a) for j, a in zip(batch, attempts, strict=True)]
+                ),
+                lambda _: self.give_back(batch),
+            )
+            writes.append(d)
+        return writes
+
+    def _publish_retry(self, job: Job, attempt: TaskMessage) -> defer.Deferred[None]:
+        """
+        Publish the next attempt of a task whose RETRY is stored, then ack
+        the delivery of this attempt once the broker confirmed.  While the
+        publish fails it is tried again (a copy of this attempt delivered
+        again meanwhile is superseded by the stored RETRY, so the next
+        attempt must go out).  When the daemon stops first, the RETRY is
+        stored again for this attempt, so that its delivery, back in the
+        queue, runs again.
+        """
+        assert self.publish_later is not None and attempt.eta is not None
+        publish_later = self.publish_later
+        due = timestamp(attempt.eta)
+
+        def publish() -> defer.Deferred[None]:
+            left = due - self.clock.seconds()
+            return defer.ensureDeferred(
+                publish_later(attempt, left if left > self.hold_eta else 0.0)
+            )
+
+        def again(failure: Failure, pause: float) -> bool:
+            if self.in_flight.stopping:
+                return False
+            log.failure(
+                "Could not publish the retry of task {task}[{id}]; trying again in {p} s",
+                failure,
+                task=attempt.task,
+                id=attempt.id,
+                p=pause,
+            )
+            return True
+
+        def published(_: None) -> None:
+            self.events.report(EventKind.RETRIED, attempt.id, attempt.task)
+            log.info(
+                "Task {task}[{id}] retries ({n}) at {eta}",
+                task=attempt.task,
+                id=attempt.id,
+                n=attempt.retries,
+                eta=attempt.eta,
+            )
+            job.ack()
+
+        def not_published(failure: Failure) -> defer.Deferred[None]:
+            log.failure(
+                "Could not publish the retry of task {task}[{id}]; it goes back to the queue",
+                failure,
+                task=attempt.task,
+                id=attempt.id,
+            )
+            current = retry_document(
+                attempt.id, attempt.task, RuntimeError("retry not published"), attempt.retries - 1
+            )
+            d = self.backend.store_results([OutcomeRecord(attempt.id, current, attempt.taskset)])
+            return d.addBoth(lambda _: job.give_back())
+
+        return persist(self.clock, publish, again).addCallbacks(published, not_published)
+
+    def _unknown_task(self, message: TaskMessage, outcome: bytes) -> bool:
+        """
+        Whether a failure is the child's NotRegistered for a task that no
+        child reported at start (and no task raising NotRegistered itself).
+        """
+        if self.handles(message.task):
+            return False
+        exc = Outcome.from_bytes(message.id, outcome).exc or {}
+        return exc.get("module") == "twistedq.registry" and exc.get("type") == "NotRegistered"
+
+    def _dead_letter(self, job: Job, reason: str, detail: str) -> defer.Deferred[None]:
+        self.events.report(EventKind.DEAD_LETTERED, job.task_id, job.message.task, reason=reason)
+        return job.dead_letter(reason, detail)
+
+    def _log_failure(self, message: TaskMessage, outcome: bytes) -> None:
+        exc = Outcome.from_bytes(message.id, outcome).exc or {}
+        log.warn(
+            "Task {task}[{id}] raised {type}: {text}",
+            task=message.task,
+            id=message.id,
+            type=exc.get("type"),
+            text=exc.get("message"),
+        )
