@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from twisted.application.service import Service
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
@@ -42,6 +43,7 @@ __all__ = [
     "SEED_FORMAT",
     "SEED_LINE",
     "TASK_LOGGER_NAME",
+    "SeedLogFormatService",
     "format_seed_event",
     "setup_logger",
     "use_seed_format",
@@ -168,36 +170,52 @@ def setup_logger(
     :return: the configured logger.
     """
     level = _level_number(loglevel)
-    destination: str | TextIO
-    if logfile is None:
-        destination = sys.stderr
-    elif isinstance(logfile, (str, os.PathLike)):
-        destination = os.path.abspath(os.fspath(logfile))
-    else:
-        destination = logfile
-
+    destination = _destination(logfile)
     logger = logging.getLogger(TASK_LOGGER_NAME)
     with _setup_lock:
-        ours = [h for h in logger.handlers if hasattr(h, _DESTINATION)]
-        keep = next((h for h in ours if _same_destination(h, destination)), None)
-        if keep is None:
-            handler: logging.Handler
-            if isinstance(destination, str):
-                handler = _SeedFileHandler(destination, mode="a", encoding="utf-8")
-            else:
-                handler = _SeedHandler(destination)
-            setattr(handler, _DESTINATION, destination)
-            logger.addHandler(handler)
-            keep = handler
-        for old in ours:
-            if old is not keep:
-                logger.removeHandler(old)
-                old.close()
-        keep.setFormatter(logging.Formatter(format))
-        keep.setLevel(logging.NOTSET)
+        handler = _own_handler(logger, destination)
+        handler.setFormatter(logging.Formatter(format))
+        handler.setLevel(logging.NOTSET)
         logger.setLevel(level)
         logger.propagate = False
     return logger
+
+
+def _destination(logfile: str | os.PathLike[str] | TextIO | None) -> str | TextIO:
+    """
+    Where :py:obj:`setup_logger` writes: an absolute path, or a stream
+    (the standard error stream current now for ``None``).
+    """
+    if logfile is None:
+        return sys.stderr
+    if isinstance(logfile, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(logfile))
+    return logfile
+
+
+def _own_handler(logger: logging.Logger, destination: str | TextIO) -> logging.Handler:
+    """
+    The one handler of :py:obj:`setup_logger` on ``logger``, writing to
+    ``destination``: kept if it already writes there, else replaced (the
+    file the old one opened is closed).  Handlers added by others are left
+    alone.
+    """
+    ours = [h for h in logger.handlers if hasattr(h, _DESTINATION)]
+    keep = next((h for h in ours if _same_destination(h, destination)), None)
+    if keep is None:
+        handler: logging.Handler
+        if isinstance(destination, str):
+            handler = _SeedFileHandler(destination, mode="a", encoding="utf-8")
+        else:
+            handler = _SeedHandler(destination)
+        setattr(handler, _DESTINATION, destination)
+        logger.addHandler(handler)
+        keep = handler
+    for old in ours:
+        if old is not keep:
+            logger.removeHandler(old)
+            old.close()
+    return keep
 
 
 def _format_time(when: float | None) -> str:
@@ -373,3 +391,14 @@ def use_seed_format(publisher: LogPublisher | None = None) -> int:
         else:
             pending.extend(_children(observer))
     return switched
+
+
+class SeedLogFormatService(Service):
+    """
+    Switches twistd's log file to the seed's line format when the daemon
+    starts (twistd adds its log observer after ``makeService``).
+    """
+
+    def startService(self) -> None:
+        Service.startService(self)
+        use_seed_format()

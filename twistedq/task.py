@@ -359,13 +359,14 @@ class FunctionTask(Task):
     """
     A plain function made a :py:class:`Task` by the :py:func:`task`
     decorator: calling it calls the function; it also has ``delay`` and
-    ``apply_async``.
+    ``apply_async``.  Its name is by default the function's module and
+    qualified name.
     """
 
     def __init__(
         self,
         function: Callable[..., Any],
-        name: str,
+        name: str | None = None,
         queue: str | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
@@ -378,7 +379,7 @@ class FunctionTask(Task):
             if option not in RETRY_OPTIONS:
                 raise TypeError(f"unknown retry option {option!r}")
             setattr(self, option, value)
-        self.task_name = name
+        self.task_name = name or f"{function.__module__}.{function.__qualname__}"
         self.task_queue = queue
         self.time_limit = time_limit  # type: ignore[misc]
         self.soft_time_limit = soft_time_limit  # type: ignore[misc]
@@ -507,17 +508,10 @@ def task(
     }
 
     def register(function: Callable[..., Any]) -> FunctionTask:
-        task_name = name or f"{function.__module__}.{function.__qualname__}"
         wrapped = FunctionTask(
-            function,
-            task_name,
-            queue,
-            time_limit,
-            soft_time_limit,
-            on_reactor,
-            retry_options,
+            function, name, queue, time_limit, soft_time_limit, on_reactor, retry_options
         )
-        (registry if registry is not None else tasks).register(wrapped, task_name)
+        (registry if registry is not None else tasks).register(wrapped, wrapped.task_name)
         return wrapped
 
     if function is not None:

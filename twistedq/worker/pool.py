@@ -444,61 +444,60 @@ class ProcessPool(Service):
             raise RuntimeError("no idle child")
         child = self._idle.pop()
         d = child.protocol.callRemote(RunTasks, bodies=pack(bodies))
-        timer = None
         if time_limit is not None:
-
-            def over_time() -> None:
-                log.warn(
-                    "{name} ran past its time limit of {limit} s: killing it",
-                    name=child.name,
-                    limit=time_limit,
-                )
-                child.killed_for = "time-limit"
-                child.kill()
-
-            timer = self.clock.callLater(time_limit, over_time)
-
-        def ran(response: dict[str, Any]) -> list[bytes]:
-            if timer is not None and timer.active():
-                timer.cancel()
-            child.batches += 1
-            child.tasks_run += len(bodies)
-            child.rss_kib = response.get("rss", 0)
-            self.batches_run += 1
-            self.tasks_run += len(bodies)
-            if child.alive and child.killed_for is None:
-                if self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
-                    self._retire(child, "max-tasks")
-                elif self.max_memory_per_child and child.rss_kib > self.max_memory_per_child:
-                    self._retire(child, "max-memory")
-                else:
-                    self._idle.append(child)
-            return unpack(response["outcomes"])
-
-        def lost(failure: Failure) -> defer.Deferred[list[bytes]]:
-            if timer is not None and timer.active():
-                timer.cancel()
-            child.kill()
-
-            def ended(reason: Any) -> Failure:
-                if child.killed_for == "time-limit":
-                    return Failure(
-                        ChildLost(
-                            f"{child.name} was killed at the time limit of {time_limit} s",
-                            "time-limit",
-                            time_limit,
-                        )
-                    )
-                how = describe_end(reason)
-                return Failure(ChildLost(f"{child.name} died running a batch ({how})", how))
-
-            waiter: defer.Deferred[Any] = defer.Deferred()
-            child.ended.addBoth(lambda result: (waiter.callback(result), result)[1])
-            return waiter.addBoth(ended)
-
-        d.addCallbacks(ran, lost)
+            timer = self.clock.callLater(time_limit, self._over_time, child, time_limit)
+            d.addBoth(_cancel_timer, timer)
+        d.addCallbacks(
+            self._batch_ran,
+            self._batch_lost,
+            callbackArgs=(child, len(bodies)),
+            errbackArgs=(child, time_limit),
+        )
         d.addBoth(self._became_idle)
         return d
+
+    def _over_time(self, child: Child, time_limit: float) -> None:
+        """
+        Kill a child whose batch ran past its time limit.
+        """
+        log.warn(
+            "{name} ran past its time limit of {limit} s: killing it",
+            name=child.name,
+            limit=time_limit,
+        )
+        child.killed_for = "time-limit"
+        child.kill()
+
+    def _batch_ran(self, response: dict[str, Any], child: Child, count: int) -> list[bytes]:
+        """
+        Count a batch of ``count`` tasks that a child ran, and give the
+        child back: to the idle ones, or retired when it reached a limit.
+        """
+        child.batches += 1
+        child.tasks_run += count
+        child.rss_kib = response.get("rss", 0)
+        self.batches_run += 1
+        self.tasks_run += count
+        if child.alive and child.killed_for is None:
+            if self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
+                self._retire(child, "max-tasks")
+            elif self.max_memory_per_child and child.rss_kib > self.max_memory_per_child:
+                self._retire(child, "max-memory")
+            else:
+                self._idle.append(child)
+        return unpack(response["outcomes"])
+
+    def _batch_lost(
+        self, failure: Failure, child: Child, time_limit: float | None
+    ) -> defer.Deferred[list[bytes]]:
+        """
+        A batch whose child stopped answering: kill the child, and fail with
+        :py:obj:`ChildLost` once it has ended.
+        """
+        child.kill()
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        child.ended.addBoth(lambda result: (waiter.callback(result), result)[1])
+        return waiter.addBoth(_child_lost, child, time_limit)
 
     def _became_idle(self, result: Any) -> Any:
         self.on_idle()
@@ -539,6 +538,22 @@ class ProcessPool(Service):
             timer = self.clock.callLater(self.shutdown_timeout, child.kill)
             waits.append(child.ended.addBoth(_cancel_timer, timer))
         return defer.gatherResults(waits).addCallback(lambda _: None)
+
+
+def _child_lost(reason: Any, child: Child, time_limit: float | None) -> Failure:
+    """
+    The :py:obj:`ChildLost` of a batch whose child ended for ``reason``.
+    """
+    if child.killed_for == "time-limit":
+        return Failure(
+            ChildLost(
+                f"{child.name} was killed at the time limit of {time_limit} s",
+                "time-limit",
+                time_limit,
+            )
+        )
+    how = describe_end(reason)
+    return Failure(ChildLost(f"{child.name} died running a batch ({how})", how))
 
 
 def _cancel_timer(result: Any, timer: Any) -> Any:
