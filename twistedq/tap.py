@@ -5,14 +5,11 @@
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.application.service import IService
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -24,22 +21,25 @@ from twistedq.amqp.broker import (
     Publisher,
     Topology,
 )
-from twistedq.backends.base import BackendURLError, IResultBackend, backend_from_url
+from twistedq.backends.base import BackendURLError, IResultBackend
+from twistedq.backends.service import StoreService
+from twistedq.backends.url import backend_from_url
 from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings, SettingsError, parse_size
-from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER
+from twistedq.daemon.periodic import cleanup_job, recovery_job
+from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
-from twistedq.log import use_seed_format
-from twistedq.registry import import_task_modules
-from twistedq.scheduler import LocalJob, Scheduler
-from twistedq.schedules import Interval, crontab
+from twistedq.log import SeedLogFormatService
+from twistedq.scheduler import Scheduler
+from twistedq.schedules import crontab
 from twistedq.web import make_site_root
 from twistedq.worker.pool import ProcessPool, ProcessStarter
+from twistedq.worker.reactor_tasks import ReactorTaskRunner
+from twistedq.worker.service import PoolService, ReactorTasksService
 
-__all__ = ["DrainingMultiService", "Options", "makeService"]
-
-log = Logger()
+__all__ = ["Options", "makeService"]
 
 
 def _positive(value: str) -> int:
@@ -320,284 +320,28 @@ class Options(usage.Options):
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
 
 
-class _SeedLogFormatService(Service):
-    """
-    Switches twistd's log file to the seed's line format when the daemon
-    starts (twistd adds its log observer after ``makeService``).
-    """
-
-    def startService(self) -> None:
-        Service.startService(self)
-        use_seed_format()
-
-
-class _ReactorTasksService(Service):
-    """
-    Imports the task modules into the daemon, for its reactor tasks; stops
-    the daemon if they cannot be imported.
-    """
-
-    def __init__(self, modules: list[str], reactor: Any) -> None:
-        self.modules = modules
-        self.reactor = reactor
-
-    def startService(self) -> None:
-        Service.startService(self)
-        try:
-            if os.environ.get("DJANGO_SETTINGS_MODULE"):
-                import django
-
-                django.setup()
-            import_task_modules(self.modules)
-        except Exception:
-            log.failure("The task modules could not be imported into the daemon; stopping")
-            self.reactor.callWhenRunning(self.reactor.stop)
-
-
-class _BackendService(Service):
-    """
-    Connects the result backend on start and closes it on stop.
-    """
-
-    def __init__(self, backend: IResultBackend) -> None:
-        self.backend = backend
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.backend.connect().addErrback(
-            lambda f: log.failure("Result store {url} unavailable", f, url=self.backend.url)
-        )
-
-    def stopService(self) -> defer.Deferred[None]:
-        Service.stopService(self)
-        return self.backend.close()
-
-
-#: The name of the periodic job that removes expired results.
-CLEANUP_JOB = "twistedq.cleanup_expired_results"
-#: The name of the periodic job that publishes again the parked messages of
-#: daemons that died, and how often it runs (seconds).
-RECOVERY_JOB = "twistedq.recover_parked_tasks"
-RECOVERY_INTERVAL = 10.0
-
-
-def cleanup_job(backend: IResultBackend, interval: float) -> LocalJob | None:
-    """
-    The periodic job removing expired results from a store that does not
-    expire them by itself (SQLite, the Django database: those with
-    ``delete_expired``), or None for the others.  A failed cleanup is
-    logged; the next slot runs as usual.
-    """
-    delete_expired = getattr(backend, "delete_expired", None)
-    if delete_expired is None:
-        return None
-
-    async def clean() -> None:
-        removed = await delete_expired()
-        if removed:
-            log.info("Removed {count} expired results", count=removed)
-
-    return LocalJob(CLEANUP_JOB, Interval(interval), clean)
-
-
-class _PoolService(Service):
-    """
-    Starts the pool; stops the daemon if its children cannot start.
-    """
-
-    def __init__(
-        self, pool: ProcessPool, reactor: Any, on_ready: Callable[[], None] | None = None
-    ) -> None:
-        self.pool = pool
-        self.reactor = reactor
-        self.on_ready = on_ready
-
-    def startService(self) -> None:
-        Service.startService(self)
-
-        def failed(failure: Any) -> None:
-            log.critical(
-                "The pool's children could not start; stopping. {why}", why=str(failure.value)
-            )
-            self.reactor.stop()
-
-        def ready(_: Any) -> None:
-            if self.on_ready is not None:
-                self.on_ready()
-
-        self.pool.startService().addCallbacks(ready, failed)
-
-    def stopService(self) -> defer.Deferred[None]:
-        Service.stopService(self)
-        return self.pool.stopService()
-
-
-class _ConsumerService(Service):
-    """
-    On stop (the first SIGTERM or SIGINT): stop consuming, then wait until
-    every running task is stored and acked, for at most ``grace`` seconds.
-    At the end of the grace period, or on a second signal, the children
-    are killed: their tasks, never acked, go back to the queue.
-    """
-
-    def __init__(
-        self,
-        consumer: Consumer,
-        dispatcher: Dispatcher,
-        pool: ProcessPool,
-        grace: float,
-        clock: Any,
-    ) -> None:
-        self.consumer = consumer
-        self.dispatcher = dispatcher
-        self.pool = pool
-        self.grace = grace
-        self.clock = clock
-        self.cold = False
-
-    def _second_signal(self, number: int, frame: Any) -> None:
-        self.clock.callFromThread(self._cold_shutdown, "A second signal")
-
-    def _cold_shutdown(self, why: str) -> None:
-        log.warn("{why}: killing the children; their tasks go back to the queue", why=why)
-        self.cold = True
-        self.pool.kill_all()
-
-    def stopService(self) -> defer.Deferred[None]:
-        Service.stopService(self)
-        previous = {}
-        for number in (signal.SIGTERM, signal.SIGINT):
-            try:
-                previous[number] = signal.signal(number, self._second_signal)
-            except ValueError:  # not the main thread
-                pass
-        timer = self.clock.callLater(
-            self.grace, self._cold_shutdown, f"Grace period of {self.grace} s over"
-        )
-
-        async def drain() -> None:
-            try:
-                await self.consumer.stop()
-                await self.dispatcher.drain()
-            finally:
-                if timer.active():
-                    timer.cancel()
-                for number, handler in previous.items():
-                    signal.signal(number, handler)
-            if self.cold:
-                log.info("Stopped: tasks that were running went back to the queue")
-            else:
-                log.info("Drained: every task received was stored and acknowledged")
-
-        return defer.Deferred.fromCoroutine(drain())
-
-
-class DrainingMultiService(MultiService):
-    """
-    A :py:obj:`MultiService` that stops its children one at a time, last
-    added first, each after the one before has finished stopping.  (The
-    stock one stops them all at once, so the store could close while the
-    consumer still drains into it.)
-    """
-
-    def stopService(self) -> defer.Deferred[None]:
-        Service.stopService(self)
-
-        async def stop_in_order() -> None:
-            for service in reversed(list(self)):
-                try:
-                    await defer.maybeDeferred(service.stopService)
-                except Exception:
-                    log.failure("Error while stopping {service}", service=service)
-
-        return defer.Deferred.fromCoroutine(stop_in_order())
-
-
 def makeService(options: Options) -> IService:
     """
-    Build the daemon: result store, pool, broker connection, consumer and
-    status site under one :py:obj:`DrainingMultiService`.  They stop one
-    after the other in reverse order: the status site, the consumer
-    (draining), the connection, the pool, the store.
+    Build the daemon: result store, pool, broker connection, scheduler,
+    consumer and status site under one :py:obj:`DrainingMultiService`.
+    They stop one after the other in reverse order: the status site, the
+    consumer (draining), the scheduler, the connection, the pool, the store.
     """
     from twisted.internet import reactor
 
     settings: Settings = options["settings"]
     backend = backend_from_url(settings.result_backend, reactor)
-    starter = ProcessStarter(
-        reactor,
-        options["tasks"],
-        environment=settings.environment(),
-        soft_time_limit=options["soft-time-limit"],
-    )
-    pool = ProcessPool(
-        starter,
-        options["concurrency"],
-        reactor,
-        max_tasks_per_child=options["max-tasks-per-child"],
-        max_memory_per_child=(
-            options["max-memory-per-child"] * 1024 if options["max-memory-per-child"] else None
-        ),
-    )
+    pool = _pool(options, settings, reactor)
     connection = BrokerConnection(options["broker-address"], reactor)
     topology = Topology(exchange=settings.exchange, queue=settings.queue)
-    # Retries and tasks due later than --hold-eta go through delay queues.
-    republisher = Publisher(
-        connection,
-        topology,
-        signing=settings.signing(),
-        max_message_size=settings.max_message_size,
-    )
-    reactor_runner = None
-    if options["reactor-tasks"]:
-        from twistedq.task import tasks
-        from twistedq.worker.reactor_tasks import ReactorTaskRunner
-
-        reactor_runner = ReactorTaskRunner(tasks, reactor, time_limit=options["time-limit"])
-    dispatcher = Dispatcher(
-        pool,
-        backend,
-        reactor,
-        max_batch=options["batch"],
-        time_limit=options["time-limit"],
-        max_attempts=options["task-attempts"],
-        check_duplicates=not options["no-duplicate-check"],
-        max_body_size=settings.max_message_size,
-        signing=settings.signing(),
-        claim_lease=options["claim-lease"],
-        publish_later=republisher.publish_later,
-        hold_eta=options["hold-eta"],
-        park_after=options["park-after"],
-        home_queue=settings.queue,
-        republish=republisher.publish,
-        reactor_runner=reactor_runner,
-    )
+    dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topology)
     pool.on_idle = dispatcher.pump
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
     scheduler = None
     if not options["no-scheduler"]:
-        lease = options["slot-lease"]
-        publisher = Publisher(
-            connection,
-            topology,
-            confirm_timeout=lease / 2,
-            signing=settings.signing(),
-            max_message_size=settings.max_message_size,
-        )
-        scheduler = Scheduler(
-            backend,  # type: ignore[arg-type]
-            publisher.publish,
-            reactor,
-            lease=lease,
-            default_tz=options["timezone"],
-        )
-        cleanup = cleanup_job(backend, options["cleanup-interval"])
-        if cleanup is not None:
-            scheduler.add_job(cleanup)
+        scheduler = _scheduler(options, settings, reactor, backend, connection, topology)
         if dispatcher.claims is not None:
-            scheduler.add_job(
-                LocalJob(RECOVERY_JOB, Interval(RECOVERY_INTERVAL), dispatcher.recover_parked)
-            )
+            scheduler.add_job(recovery_job(dispatcher.recover_parked))
 
     def children_ready() -> None:
         if scheduler is not None:
@@ -605,16 +349,16 @@ def makeService(options: Options) -> IService:
 
     daemon = DrainingMultiService()
     if options["log-format"] == "seed":
-        _SeedLogFormatService().setServiceParent(daemon)
+        SeedLogFormatService().setServiceParent(daemon)
     ClockStepGuard(reactor).setServiceParent(daemon)
     if options["reactor-tasks"]:
-        _ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
-    _BackendService(backend).setServiceParent(daemon)
-    _PoolService(pool, reactor, children_ready).setServiceParent(daemon)
+        ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
+    StoreService(backend).setServiceParent(daemon)
+    PoolService(pool, reactor, children_ready).setServiceParent(daemon)
     connection.setServiceParent(daemon)
     if scheduler is not None:
         scheduler.setServiceParent(daemon)
-    _ConsumerService(
+    ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
     if options["status"] != "none":
@@ -627,15 +371,115 @@ def makeService(options: Options) -> IService:
                 "scheduler": scheduler.stats() if scheduler is not None else None,
             }
 
-        site = Site(
-            make_site_root(
-                backend,
-                reactor,
-                seed_states=settings.seed_states,
-                stats=stats,
-                available=lambda: dispatcher.store_available,
-            )
-        )
-        site.noisy = False
+        site = _status_site(settings, reactor, backend, stats, dispatcher)
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
+
+
+def _status_site(
+    settings: Settings,
+    reactor: Any,
+    backend: IResultBackend,
+    stats: Callable[[], dict[str, Any]],
+    dispatcher: Dispatcher,
+) -> Site:
+    root = make_site_root(
+        backend,
+        reactor,
+        seed_states=settings.seed_states,
+        stats=stats,
+        available=lambda: dispatcher.store_available,
+    )
+    site = Site(root)
+    site.noisy = False
+    return site
+
+
+def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
+    starter = ProcessStarter(
+        reactor,
+        options["tasks"],
+        environment=settings.environment(),
+        soft_time_limit=options["soft-time-limit"],
+    )
+    memory = options["max-memory-per-child"]
+    return ProcessPool(
+        starter,
+        options["concurrency"],
+        reactor,
+        max_tasks_per_child=options["max-tasks-per-child"],
+        max_memory_per_child=memory * 1024 if memory else None,
+    )
+
+
+def _dispatcher(
+    options: Options,
+    settings: Settings,
+    reactor: Any,
+    pool: ProcessPool,
+    backend: IResultBackend,
+    connection: BrokerConnection,
+    topology: Topology,
+) -> Dispatcher:
+    # Retries and tasks due later than --hold-eta go through delay queues.
+    republisher = Publisher(
+        connection,
+        topology,
+        signing=settings.signing(),
+        max_message_size=settings.max_message_size,
+    )
+    reactor_runner = None
+    if options["reactor-tasks"]:
+        from twistedq.task import tasks
+
+        reactor_runner = ReactorTaskRunner(tasks, reactor, time_limit=options["time-limit"])
+    settings_of_core = DispatchSettings(
+        max_batch=options["batch"],
+        max_body_size=settings.max_message_size,
+        time_limit=options["time-limit"],
+        max_attempts=options["task-attempts"],
+        check_duplicates=not options["no-duplicate-check"],
+        claim_lease=options["claim-lease"],
+        hold_eta=options["hold-eta"],
+        park_after=options["park-after"],
+        home_queue=settings.queue,
+    )
+    return Dispatcher(
+        pool,
+        backend,
+        reactor,
+        settings_of_core,
+        signing=settings.signing(),
+        publish_later=republisher.publish_later,
+        republish=republisher.publish,
+        reactor_runner=reactor_runner,
+    )
+
+
+def _scheduler(
+    options: Options,
+    settings: Settings,
+    reactor: Any,
+    backend: IResultBackend,
+    connection: BrokerConnection,
+    topology: Topology,
+) -> Scheduler:
+    lease = options["slot-lease"]
+    publisher = Publisher(
+        connection,
+        topology,
+        confirm_timeout=lease / 2,
+        signing=settings.signing(),
+        max_message_size=settings.max_message_size,
+    )
+    scheduler = Scheduler(
+        backend,  # type: ignore[arg-type]
+        publisher.publish,
+        reactor,
+        lease=lease,
+        default_tz=options["timezone"],
+    )
+    cleanup = cleanup_job(backend, options["cleanup-interval"])
+    if cleanup is not None:
+        scheduler.add_job(cleanup)
+    return scheduler

@@ -32,7 +32,7 @@ from twistedq.backends.base import (
     is_final_document,
     is_superseded,
 )
-from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import TaskMessage
 from twistedq.outcome import retry_document, revoked_document, success_document
 
@@ -183,7 +183,10 @@ class ClaimDispatchTests(SynchronousTestCase):
 
     def make_dispatcher(self, pool: FakePool) -> Dispatcher:
         return Dispatcher(
-            pool, self.store, self.clock, max_batch=4, check_duplicates=True, claim_lease=LEASE
+            pool,
+            self.store,
+            self.clock,
+            DispatchSettings(max_batch=4, check_duplicates=True, claim_lease=LEASE),
         )
 
     def test_store_fake_keeps_interface(self) -> None:
@@ -453,7 +456,10 @@ class ClaimMachine(RuleBasedStateMachine):
     def new_daemon(self) -> dict[str, Any]:
         pool = FakePool(idle=2)
         dispatcher = Dispatcher(
-            pool, self.store, self.clock, max_batch=2, check_duplicates=True, claim_lease=LEASE
+            pool,
+            self.store,
+            self.clock,
+            DispatchSettings(max_batch=2, check_duplicates=True, claim_lease=LEASE),
         )
         dispatcher.leases.park_after = 2 * LEASE  # long tasks are parked and acked early
 

@@ -8,9 +8,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_scheduler import START, Broker, MemoryScheduleStore
+from twistedq.daemon.periodic import CLEANUP_JOB, cleanup_job
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import Interval
-from twistedq.tap import CLEANUP_JOB, Options, cleanup_job, makeService
+from twistedq.tap import Options, makeService
 
 
 class ExpiringStore(MemoryScheduleStore):

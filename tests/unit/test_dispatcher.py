@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.health import STORE_PROBE_ID
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, revoked_document, success_document
@@ -116,7 +116,9 @@ class DispatcherTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.pool = FakePool(idle=0)
         self.backend = FakeBackend()
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_batch=4)
+        self.dispatcher = Dispatcher(
+            self.pool, self.backend, self.clock, DispatchSettings(max_batch=4)
+        )
 
     def deliver(self, count, start=1):
         deliveries = [delivery(n) for n in range(start, start + count)]
@@ -198,7 +200,9 @@ class MalformedTests(DispatcherTestCase):
         ``too-large`` without being decoded; its FAILURE is stored under
         the id read from the head of the body.
         """
-        dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_body_size=10)
+        dispatcher = Dispatcher(
+            self.pool, self.backend, self.clock, DispatchSettings(max_body_size=10)
+        )
         self.pool.idle = 1
         too_big = delivery(1)
         dispatcher.deliver(too_big)
@@ -559,7 +563,9 @@ class ChildDeathTests(DispatcherTestCase):
 
     def setUp(self):
         super().setUp()
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, max_attempts=3)
+        self.dispatcher = Dispatcher(
+            self.pool, self.backend, self.clock, DispatchSettings(max_attempts=3)
+        )
         self.pool.idle = 1
         [self.poison] = self.deliver(1)
 
@@ -626,7 +632,9 @@ class TimeLimitDispatchTests(DispatcherTestCase):
         With a default limit every task goes to a child alone, with that
         limit; a per-task limit reported by the children wins.
         """
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, time_limit=10.0)
+        self.dispatcher = Dispatcher(
+            self.pool, self.backend, self.clock, DispatchSettings(time_limit=10.0)
+        )
         self.pool.task_limits = {"slow": (None, 60.0)}
         self.pool.idle = 3
         self.dispatcher.deliver(delivery(1))
@@ -656,7 +664,10 @@ class DuplicateCheckTests(SynchronousTestCase):
         self.pool = FakePool(idle=2)
         self.backend = CheckingBackend()
         self.dispatcher = Dispatcher(
-            self.pool, self.backend, self.clock, max_batch=4, check_duplicates=True
+            self.pool,
+            self.backend,
+            self.clock,
+            DispatchSettings(max_batch=4, check_duplicates=True),
         )
 
     def test_committed_outcome_acked_without_running(self):

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.unit.test_dispatcher import FakeDelivery, task_id
 from tests.unit.test_dispatcher_eta import NOW, TASKSET, FakeBackend, FakePool, iso
 from twistedq.amqp.broker import DELAY_EXPONENT_MAX, Topology, delay_step
-from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.exceptions import MaxRetriesExceededError, Retry
 from twistedq.message import TaskMessage
 from twistedq.outcome import (
@@ -336,8 +336,8 @@ class DispatcherTestCase(SynchronousTestCase):
             self.pool,
             self.backend,
             self.clock,
+            DispatchSettings(hold_eta=60.0),
             publish_later=self.publisher.publish_later,
-            hold_eta=60.0,
         )
 
 

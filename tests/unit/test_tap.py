@@ -14,11 +14,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistedq import tap
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection
 from twistedq.backends.redis import RedisBackend
+from twistedq.backends.service import StoreService
 from twistedq.backends.sqlite import SQLiteBackend
 from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_BROKER_URL, Settings
+from twistedq.daemon.periodic import RECOVERY_JOB
+from twistedq.daemon.service import ConsumerService
+from twistedq.log import SeedLogFormatService
 from twistedq.scheduler import Scheduler
 from twistedq.worker.pool import ProcessPool
+from twistedq.worker.service import PoolService
 
 VARIABLES = (
     "TWISTEDQ_BROKER_URL",
@@ -173,8 +178,8 @@ class MakeServiceTests(TapTestCase):
         seed's line format; ``--log-format twisted`` leaves it out.
         """
         daemon = tap.makeService(self.parse())
-        self.assertIsInstance(next(iter(daemon)), tap._SeedLogFormatService)
-        self.assertNotIsInstance(next(iter(self.make())), tap._SeedLogFormatService)
+        self.assertIsInstance(next(iter(daemon)), SeedLogFormatService)
+        self.assertNotIsInstance(next(iter(self.make())), SeedLogFormatService)
 
     def test_bad_log_format(self):
         """
@@ -196,11 +201,11 @@ class MakeServiceTests(TapTestCase):
         self.assertEqual(
             [type(child) for child in children],
             [
-                tap._BackendService,
-                tap._PoolService,
+                StoreService,
+                PoolService,
                 BrokerConnection,
                 Scheduler,
-                tap._ConsumerService,
+                ConsumerService,
                 StreamServerEndpointService,
             ],
         )
@@ -208,7 +213,7 @@ class MakeServiceTests(TapTestCase):
         self.assertIs(scheduler.store, backend.backend)
         # No clean-up job (Redis expires results itself); Redis has claims, so
         # parked messages of dead daemons are recovered.
-        self.assertEqual(list(scheduler.entries), [tap.RECOVERY_JOB])
+        self.assertEqual(list(scheduler.entries), [RECOVERY_JOB])
         self.assertIsInstance(backend.backend, RedisBackend)
         self.assertIsInstance(pool_service.pool, ProcessPool)
         self.assertEqual(pool_service.pool.size, 2)
@@ -258,19 +263,19 @@ class MakeServiceTests(TapTestCase):
             child.stopService = stop
         stopping = daemon.stopService()
         self.assertEqual(stopped[0], StreamServerEndpointService)
-        early = {BrokerConnection, tap._PoolService, tap._BackendService} & set(stopped)
+        early = {BrokerConnection, PoolService, StoreService} & set(stopped)
         self.assertEqual(early, set(), f"stopped while the consumer drains: {stopped}")
         drains[StreamServerEndpointService].callback(None)
-        self.assertIn(tap._ConsumerService, stopped)
+        self.assertIn(ConsumerService, stopped)
         self.assertEqual(stopped[2:], [])
-        drains[tap._ConsumerService].callback(None)
+        drains[ConsumerService].callback(None)
         self.assertEqual(stopped[2:], [Scheduler])
         drains[Scheduler].callback(None)
         self.assertEqual(stopped[3:], [BrokerConnection])
         drains[BrokerConnection].callback(None)
-        drains[tap._PoolService].callback(None)
+        drains[PoolService].callback(None)
         self.assertNoResult(stopping)
-        drains[tap._BackendService].callback(None)
+        drains[StoreService].callback(None)
         drains[ClockStepGuard].callback(None)
         self.successResultOf(stopping)
 
@@ -285,7 +290,7 @@ class MakeServiceTests(TapTestCase):
 
             def stop(child=child):
                 stopped.append(type(child))
-                if isinstance(child, tap._ConsumerService):
+                if isinstance(child, ConsumerService):
                     raise RuntimeError("drain failed")
 
             child.stopService = stop
@@ -294,11 +299,11 @@ class MakeServiceTests(TapTestCase):
             stopped,
             [
                 StreamServerEndpointService,
-                tap._ConsumerService,
+                ConsumerService,
                 Scheduler,
                 BrokerConnection,
-                tap._PoolService,
-                tap._BackendService,
+                PoolService,
+                StoreService,
                 ClockStepGuard,
             ],
         )

@@ -20,6 +20,7 @@ says which stage keeps which guarantee.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -43,7 +44,36 @@ from twistedq.signing import SigningKeys
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["Dispatcher"]
+__all__ = ["DispatchSettings", "Dispatcher"]
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """
+    The figures of the daemon's core.
+
+    :ivar max_batch: the most tasks sent to one child in one call.
+    :ivar max_body_size: the largest message body taken, in bytes.
+    :ivar time_limit: the hard time limit of tasks that set none.
+    :ivar max_attempts: how many child deaths a task may cause.
+    :ivar check_duplicates: check each task against the store before it
+        runs; with a store that has claims, run each under a claim.
+    :ivar claim_lease: how long a claim holds without renewal (seconds).
+    :ivar hold_eta: tasks due within this many seconds are held in memory.
+    :ivar park_after: seconds after which a claimed task's message is
+        parked in the store and acknowledged (None: never).
+    :ivar home_queue: the queue this daemon consumes.
+    """
+
+    max_batch: int = 8
+    max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    time_limit: float | None = None
+    max_attempts: int = 3
+    check_duplicates: bool = False
+    claim_lease: float = 15.0
+    hold_eta: float = DEFAULT_HOLD_ETA
+    park_after: float | None = DEFAULT_PARK_AFTER
+    home_queue: str = "celery"
 
 
 class Dispatcher:
@@ -51,21 +81,11 @@ class Dispatcher:
     Feeds the pool from the deliveries and settles each delivery after its
     outcome is stored.
 
-    :param max_batch: the most tasks sent to one child in one call.
-    :param max_body_size: the largest message body taken, in bytes.
-    :param time_limit: the hard time limit of tasks that set none.
-    :param max_attempts: how many child deaths a task may cause.
-    :param check_duplicates: check each task against the store before it
-        runs; with a store that has claims, run each under a claim.
+    :param settings: the core's figures (the defaults if None).
     :param signing: the keys a message must be signed with, or None.
-    :param claim_lease: how long a claim holds without renewal (seconds).
     :param publish_later: publishes a task message to come back after about
         the given seconds (:py:meth:`twistedq.amqp.broker.Publisher.publish_later`),
         or None: ETAs are held in memory and a task that retries fails.
-    :param hold_eta: tasks due within this many seconds are held in memory.
-    :param park_after: seconds after which a claimed task's message is
-        parked in the store and acknowledged (None: never).
-    :param home_queue: the queue this daemon consumes.
     :param republish: publishes an orphaned parked message to its queue.
     :param reactor_runner: runs the reactor tasks, if any.
     :param events: the seam every stage reports to (a new one if None).
@@ -76,88 +96,45 @@ class Dispatcher:
         pool: Pool,
         backend: IResultBackend,
         clock: IReactorTime,
-        max_batch: int = 8,
-        max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        time_limit: float | None = None,
-        max_attempts: int = 3,
-        check_duplicates: bool = False,
-        signing: SigningKeys | None = None,
-        claim_lease: float = 15.0,
+        settings: DispatchSettings | None = None,
         *,
+        signing: SigningKeys | None = None,
         publish_later: PublishLater | None = None,
-        hold_eta: float = DEFAULT_HOLD_ETA,
-        park_after: float | None = DEFAULT_PARK_AFTER,
-        home_queue: str = "celery",
         republish: Callable[[TaskMessage, str | None], Awaitable[None]] | None = None,
         reactor_runner: ReactorTaskRunner | None = None,
         events: Events | None = None,
     ) -> None:
+        the = self.settings = settings if settings is not None else DispatchSettings()
         self.events = events if events is not None else Events()
         self.counters = Counters(self.events)
-        self.in_flight = InFlight()
-        claims: IClaimStore | None = (
-            IClaimStore(backend) if check_duplicates and IClaimStore.providedBy(backend) else None
-        )
-        self.health = StoreHealth(backend, clock, self.events, self.in_flight, self.pump)
+        self.in_flight = flight = InFlight()
+        claims: IClaimStore | None = None
+        if the.check_duplicates and IClaimStore.providedBy(backend):
+            claims = IClaimStore(backend)
+        self.health = StoreHealth(backend, clock, self.events, flight, self.pump)
         self.leases = LeaseKeeper(
-            backend,
-            claims,
-            clock,
-            self.events,
-            claim_lease,
-            park_after,
-            home_queue,
-            republish,
-            max_body_size,
-        )
+            backend, claims, clock, self.events, the.claim_lease, the.park_after,
+            the.home_queue, republish, the.max_body_size,
+        )  # fmt: skip
         self.settlement = Settlement(
-            backend,
-            self.leases,
-            self.health,
-            clock,
-            self.events,
-            self.in_flight,
-            lambda task: self.feeder.handles(task),
-            publish_later,
-            hold_eta,
-        )
+            backend, self.leases, self.health, clock, self.events, flight,
+            lambda task: self.feeder.handles(task), publish_later, the.hold_eta,
+        )  # fmt: skip
         self.timing = Timing(
-            clock,
-            self.events,
-            self.in_flight,
-            queue=lambda job: self.feeder.queue(job),
-            recheck=(lambda job: self.gate.check(job)) if check_duplicates else None,
-            revoke=self.settlement.revoke,
-            publish_later=publish_later,
-            hold_eta=hold_eta,
-        )
+            clock, self.events, flight, queue=lambda job: self.feeder.queue(job),
+            recheck=(lambda job: self.gate.check(job)) if the.check_duplicates else None,
+            revoke=self.settlement.revoke, publish_later=publish_later, hold_eta=the.hold_eta,
+        )  # fmt: skip
         self.gate = Gate(
-            backend,
-            self.leases,
-            self.health,
-            clock,
-            self.events,
-            self.in_flight,
-            self.timing.admit,
-            check_duplicates,
-        )
+            backend, self.leases, self.health, clock, self.events, flight,
+            self.timing.admit, the.check_duplicates,
+        )  # fmt: skip
         self.feeder = Feeder(
-            pool,
-            clock,
-            self.health,
-            self.leases,
-            self.gate,
-            self.timing,
-            self.settlement,
-            self.events,
-            self.in_flight,
-            reactor_runner,
-            max_batch,
-            time_limit,
-            max_attempts,
-        )
+            pool, clock, self.health, self.leases, self.gate, self.timing, self.settlement,
+            self.events, flight, reactor_runner, the.max_batch, the.time_limit, the.max_attempts,
+        )  # fmt: skip
         self.intake = Intake(
-            backend, self.events, self.in_flight, self.gate.take, max_body_size, signing
+            backend, self.events, flight, self.gate.take, the.max_body_size, signing
         )
 
     @property
