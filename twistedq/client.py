@@ -26,9 +26,9 @@ from twistedq.backends.base import (
     IResultBackend,
     OutcomeRecord,
     TasksetState,
-    backend_from_url,
     gather,
 )
+from twistedq.backends.url import backend_from_url
 from twistedq.conf import Settings
 from twistedq.context import default_client, set_default_client
 from twistedq.message import TaskMessage, new_task_id

@@ -32,10 +32,12 @@ import importlib
 import json
 import traceback as traceback_module
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twistedq.backends.base import TasksetState
 from twistedq.states import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS
+
+if TYPE_CHECKING:  # the stores read and write outcomes: they import this module
+    from twistedq.backends.base import TasksetState
 
 __all__ = [
     "SEED_SUCCESS",

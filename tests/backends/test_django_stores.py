@@ -31,7 +31,7 @@ def run_contract(database_url: str) -> str:
             "twisted.trial",
             "--temp-directory",
             os.path.join(tempfile.mkdtemp(prefix="twistedq-django-"), "_trial_temp"),
-            "tests.backends.django_contract",
+            "tests.backends.contract_django",
         ],
         capture_output=True,
         text=True,

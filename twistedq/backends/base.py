@@ -1,5 +1,6 @@
 """
-The result backend interface and how a backend is chosen from a URL.
+The result backend interfaces and the values they pass.  A backend is
+chosen from a URL by :py:func:`twistedq.backends.url.backend_from_url`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import enum
 import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -26,7 +26,6 @@ __all__ = [
     "SlotClaim",
     "TaskClaim",
     "TasksetState",
-    "backend_from_url",
     "claim_attempts",
     "gather",
     "is_final_document",
@@ -373,35 +372,3 @@ def gather(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:
         return failure.value.subFailure
 
     return defer.gatherResults(deferreds, consumeErrors=True).addErrback(unwrap)
-
-
-def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:
-    """
-    Build the backend a URL names: ``redis://host:port/db``,
-    ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
-    ``twistedq-results.sqlite3`` in the working directory),
-    ``memcached://host:port`` or ``django://[alias]``.
-
-    :raises BackendURLError: the URL names no known backend.
-    """
-    scheme = urlsplit(url).scheme
-    if scheme == "redis":
-        from twistedq.backends.redis import RedisBackend
-
-        return RedisBackend.from_url(url, reactor, ttl=ttl)
-    if scheme == "memcached":
-        from twistedq.backends.memcached import MemcachedBackend
-
-        return MemcachedBackend.from_url(url, reactor, ttl=ttl)
-    if scheme == "django":
-        from twistedq.backends.django import DjangoBackend
-
-        return DjangoBackend.from_url(url, reactor, ttl=ttl)
-    if scheme == "sqlite":
-        from twistedq.backends.sqlite import SQLiteBackend
-
-        return SQLiteBackend.from_url(url, reactor, ttl=ttl)
-    raise BackendURLError(
-        f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path, "
-        "memcached://host:port or django:// (the Django project's database)"
-    )

@@ -30,7 +30,7 @@ class DjangoContractTests(BackendContract, ScheduleStoreContract, ClaimStoreCont
             _migrated = True
 
     def make_backend(self, ttl: int) -> IResultBackend:
-        from twistedq.backends.django import DjangoBackend
+        from twistedq.contrib.django.store import DjangoBackend
 
         return DjangoBackend(reactor, ttl=ttl)
 
