@@ -29,6 +29,9 @@ setup(
     extras_require={
         "dev": [
             "ruff",
+            # mypy-zope follows mypy closely: 1.0.17 is the first for mypy 2.4.
+            "mypy>=2.0,<3",
+            "mypy-zope>=1.0.17,<2",
             "sphinx>=7",
             "hypothesis",
             "django>=4.2,<7",
