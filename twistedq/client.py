@@ -11,7 +11,7 @@ any number of threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -126,15 +126,17 @@ class AsyncClient:
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
         """
-        backend = self.backend
-        notifying = self.notify and hasattr(backend, "waiter")
+        # Only some stores announce new outcomes (the Redis one has waiter()).
+        waiter_for: Callable[[str], defer.Deferred[None]] | None = (
+            getattr(self.backend, "waiter", None) if self.notify else None
+        )
         clock = self.reactor
 
         async def wait() -> Outcome:
             deadline = None if timeout is None else clock.seconds() + timeout
             pause = result.POLL_START  # read now: a benchmark may change it
             while True:
-                waiter = backend.waiter(task_id) if notifying else None  # type: ignore[attr-defined]
+                waiter = waiter_for(task_id) if waiter_for is not None else None
                 (outcome,) = await self.get_outcomes([task_id])
                 if outcome.ready:
                     _drop(waiter)

@@ -61,6 +61,8 @@ def parse_size(text: str) -> int:
     return int(digits) * unit
 
 
+# twisted.python.usage shows a coerce function's coerceDoc, an attribute
+# functions are not known to have.
 parse_size.coerceDoc = "Bytes, or with a unit: 8MiB, 512KiB."  # type: ignore[attr-defined]
 
 

@@ -77,9 +77,7 @@ def default_client() -> Client:
     with _client_lock:
         if _client is None:
             if _client_factory is None:
-                raise LookupError(
-                    "no default client: import twistedq.client, or pass a client"
-                )
+                raise LookupError("no default client: import twistedq.client, or pass a client")
             _client = _client_factory()
         return _client
 

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 from twisted.application.service import Service
 from twisted.logger import (
@@ -307,7 +307,7 @@ def format_seed_event(event: dict[str, Any]) -> str | None:
     return _seed_line(when, _event_level(event), MAIN_PROCESS_NAME, text)
 
 
-def _is_text_file_observer(observer: object) -> bool:
+def _is_text_file_observer(observer: object) -> TypeGuard[FileLogObserver]:
     """
     Whether ``observer`` is a :py:obj:`twisted.logger.FileLogObserver` that
     writes classic text lines (as made by
@@ -386,7 +386,7 @@ def use_seed_format(publisher: LogPublisher | None = None) -> int:
             continue
         seen.add(id(observer))
         if _is_text_file_observer(observer):
-            observer.formatEvent = format_seed_event  # type: ignore[attr-defined]
+            observer.formatEvent = format_seed_event
             switched += 1
         else:
             pending.extend(_children(observer))

@@ -59,7 +59,7 @@ class ReactorThread:
                 )
             from twisted.internet import reactor
 
-            if reactor.running:  # type: ignore[attr-defined]
+            if reactor.running:
                 if threadable.isInIOThread():
                     raise RuntimeError(
                         "the blocking client cannot wait on the reactor's own "
@@ -67,9 +67,9 @@ class ReactorThread:
                     )
             else:
                 started = threading.Event()
-                reactor.callWhenRunning(started.set)  # type: ignore[attr-defined]
+                reactor.callWhenRunning(started.set)
                 thread = threading.Thread(
-                    target=reactor.run,  # type: ignore[attr-defined]
+                    target=reactor.run,
                     kwargs={"installSignalHandlers": False},
                     name="twistedq-reactor",
                     daemon=True,
@@ -121,9 +121,13 @@ class ReactorThread:
 
             d.addBoth(finish)
 
+        def cancel() -> None:
+            if running:
+                running[0].cancel()
+
         reactor.callFromThread(run)
         if not done.wait(timeout):
-            reactor.callFromThread(lambda: running and running[0].cancel())
+            reactor.callFromThread(cancel)
             raise TimeoutError(f"no result within {timeout} s")
         result = box[0]
         if isinstance(result, Failure):

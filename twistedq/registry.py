@@ -42,11 +42,11 @@ class NamedTask:
     :py:class:`twistedq.task.Task`, its subclass.  The registry registers a
     class of it as an instance, under that name.
 
-    :cvar name: the registered name.
+    :cvar name: the registered name (an instance may hold its own).
     :cvar periodic: listed by :py:meth:`TaskRegistry.get_all_periodic`.
     """
 
-    name: ClassVar[str | None] = None
+    name: str | None = None
     periodic: ClassVar[bool] = False
 
     def check_registrable(self) -> None:
@@ -149,9 +149,7 @@ class TaskRegistry:
         The registered :py:class:`twistedq.task.PeriodicTask` instances, by
         name.
         """
-        return {
-            n: t for n, t in self._tasks.items() if isinstance(t, NamedTask) and t.periodic
-        }
+        return {n: t for n, t in self._tasks.items() if isinstance(t, NamedTask) and t.periodic}
 
     def autodiscover(self) -> list[str]:
         """

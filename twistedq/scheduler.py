@@ -307,7 +307,12 @@ class Scheduler(Service):
     def _track(self, coroutine: Any) -> defer.Deferred[Any]:
         d = defer.ensureDeferred(coroutine)
         self._pending.add(d)
-        d.addBoth(lambda result: (self._pending.discard(d), result)[1])
+
+        def done(result: Any) -> Any:
+            self._pending.discard(d)
+            return result
+
+        d.addBoth(done)
         return d
 
     async def _start_entries(self, entries: list[_Entry]) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, NoReturn, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from twistedq.client import Client, default_client
 from twistedq.exceptions import Retry
@@ -27,6 +28,9 @@ from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskR
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "AlreadyRegistered",
@@ -115,7 +119,7 @@ def publish_task(
     *,
     countdown: float | None = None,
     eta: datetime.datetime | float | None = None,
-    expires: datetime.datetime | float | None = None,
+    expires: datetime.datetime | datetime.timedelta | float | None = None,
     queue: str | None = None,
     task_id: str | None = None,
     client: Client | None = None,
@@ -151,6 +155,23 @@ def publish_task(
     chosen = _client(client)
     chosen.publish(message, queue)
     return AsyncResult(message.id, chosen)
+
+
+class _ClassOrInstanceMethod(Generic[_P, _R]):
+    """
+    A method that, like a :py:func:`classmethod`, may be called on the
+    class, and then receives the class; called on an instance, it receives
+    the instance.  So ``MyTask.delay()`` publishes under the class's name
+    and ``add.delay()`` under the name the :py:class:`FunctionTask` ``add``
+    holds.
+    """
+
+    def __init__(self, function: Callable[Concatenate[Any, _P], _R]) -> None:
+        self.__func__ = function
+        self.__doc__ = function.__doc__
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[_P, _R]:
+        return types.MethodType(self.__func__, owner if instance is None else instance)
 
 
 class Task(NamedTask):
@@ -195,16 +216,18 @@ class Task(NamedTask):
         countdown, without backoff.
     """
 
-    queue: ClassVar[str | None] = None
-    time_limit: ClassVar[float | None] = None
-    soft_time_limit: ClassVar[float | None] = None
-    on_reactor: ClassVar[bool] = False
-    max_retries: ClassVar[int | None] = DEFAULT_MAX_RETRIES
-    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
-    retry_backoff: ClassVar[bool | float] = False
-    retry_backoff_max: ClassVar[float] = DEFAULT_RETRY_BACKOFF_MAX
-    retry_jitter: ClassVar[bool] = True
-    default_retry_delay: ClassVar[float] = DEFAULT_RETRY_DELAY
+    # Declared on the class, read from the class or an instance; a
+    # FunctionTask sets them per instance.
+    queue: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    on_reactor: bool = False
+    max_retries: int | None = DEFAULT_MAX_RETRIES
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
+    retry_jitter: bool = True
+    default_retry_delay: float = DEFAULT_RETRY_DELAY
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -215,22 +238,16 @@ class Task(NamedTask):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(*args, **kwargs)
 
-    @classmethod
-    def _task_name(cls) -> str:
-        if not cls.name:
-            raise ValueError(f"task class {cls.__qualname__} has no name")
-        return cls.name
-
-    @classmethod
-    def delay(cls, *args: Any, **kwargs: Any) -> AsyncResult:
+    @_ClassOrInstanceMethod
+    def delay(self: Task | type[Task], *args: Any, **kwargs: Any) -> AsyncResult:
         """
         Publish this task with these arguments through the default client.
         """
-        return cls.apply_async(args, kwargs)
+        return self.apply_async(args, kwargs)
 
-    @classmethod
+    @_ClassOrInstanceMethod
     def apply_async(
-        cls,
+        self: Task | type[Task],
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
@@ -244,14 +261,17 @@ class Task(NamedTask):
         """
         Publish this task with options; see :py:func:`publish_task`.
         """
+        if not self.name:
+            name_of = self if isinstance(self, type) else type(self)
+            raise ValueError(f"task class {name_of.__qualname__} has no name")
         return publish_task(
-            cls._task_name(),
+            self.name,
             args,
             kwargs,
             countdown=countdown,
             eta=eta,
             expires=expires,
-            queue=queue or cls.queue,
+            queue=queue or self.queue,
             task_id=task_id,
             client=client,
         )
@@ -329,8 +349,10 @@ class PeriodicTask(Task):
         period = cls.run_every
         if isinstance(period, (Crontab, Interval)):
             return period
+        if period is None:
+            raise ValueError(f"periodic task {cls.__qualname__} has no run_every")
         try:
-            return Interval(period)  # type: ignore[arg-type]
+            return Interval(period)
         except ValueError as error:
             raise ValueError(f"periodic task {cls.__qualname__}: {error}") from None
 
@@ -374,15 +396,17 @@ class FunctionTask(Task):
         retry_options: dict[str, Any] | None = None,
     ) -> None:
         self.function = function
-        self.on_reactor = on_reactor  # type: ignore[misc]
+        self.on_reactor = on_reactor
         for option, value in (retry_options or {}).items():
             if option not in RETRY_OPTIONS:
                 raise TypeError(f"unknown retry option {option!r}")
             setattr(self, option, value)
+        #: The name, never None (``name`` is the same).
         self.task_name = name or f"{function.__module__}.{function.__qualname__}"
-        self.task_queue = queue
-        self.time_limit = time_limit  # type: ignore[misc]
-        self.soft_time_limit = soft_time_limit  # type: ignore[misc]
+        self.name = self.task_name
+        self.queue = queue
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
 
@@ -398,30 +422,6 @@ class FunctionTask(Task):
     def __repr__(self) -> str:
         return f"<task {self.task_name}>"
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[override]
-        """
-        Publish this task with these arguments through the default client.
-        """
-        return self.apply_async(args, kwargs)
-
-    def apply_async(  # type: ignore[override]
-        self,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult:
-        """
-        Publish this task with options; see :py:func:`publish_task`.
-        """
-        options.setdefault("queue", self.task_queue)
-        return publish_task(self.task_name, args, kwargs, **options)
-
-    @property  # type: ignore[misc]
-    def name(self) -> str:  # type: ignore[override]
-        return self.task_name
-
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: The retry options of ``@task(...)``, as the :py:class:`Task` attributes.
 RETRY_OPTIONS = frozenset(
@@ -545,8 +545,6 @@ def discard_all(queue: str | None = None) -> int:
 def _task_name(task_or_name: str | type[Task] | Task) -> str:
     if isinstance(task_or_name, str):
         return task_or_name
-    if isinstance(task_or_name, FunctionTask):
-        return task_or_name.task_name
     if isinstance(task_or_name, Task) or (
         isinstance(task_or_name, type) and issubclass(task_or_name, Task)
     ):
@@ -557,8 +555,6 @@ def _task_name(task_or_name: str | type[Task] | Task) -> str:
 
 
 def _task_queue(task_or_name: str | type[Task] | Task) -> str | None:
-    if isinstance(task_or_name, FunctionTask):
-        return task_or_name.task_queue
     if isinstance(task_or_name, Task) or (
         isinstance(task_or_name, type) and issubclass(task_or_name, Task)
     ):

@@ -119,9 +119,12 @@ class _CelerySegment(Resource):
             text = path.decode("ascii")
         except UnicodeDecodeError:
             return None
-        if not is_task_id(text) or request.postpath[:1] != [b"status"]:
+        prepath, postpath = request.prepath, request.postpath
+        if prepath is None or postpath is None:  # only before the request is received
             return None
-        request.prepath.append(request.postpath.pop(0))
+        if not is_task_id(text) or postpath[:1] != [b"status"]:
+            return None
+        prepath.append(postpath.pop(0))
         return text
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -11,13 +11,14 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from txamqp.message import Message
@@ -202,7 +203,10 @@ class BrokerConnection(Service):
         """
         self._hooks.append(hook)
 
-    def _prepare(self, protocol: BrokerProtocol) -> defer.Deferred[None]:
+    def _prepare(self, connected: IProtocol) -> defer.Deferred[None]:
+        # ClientService knows protocols as IProtocol; _ProtocolFactory builds ours.
+        protocol = cast(BrokerProtocol, connected)
+
         async def prepare() -> None:
             await protocol.authenticate(self.address.username, self.address.password)
             for hook in self._hooks:
@@ -234,7 +238,9 @@ class BrokerConnection(Service):
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return defer.succeed(protocol)
-        return self._client_service.whenConnected(failAfterFailures=fail_after)
+        connecting = self._client_service.whenConnected(failAfterFailures=fail_after)
+        # As in _prepare: the protocol _ProtocolFactory built.
+        return cast("defer.Deferred[BrokerProtocol]", connecting)
 
     def startService(self) -> None:
         Service.startService(self)

@@ -161,7 +161,7 @@ class DeadLetterPublisher:
                 "Could not publish a dead letter ({reason}): {why}; rejecting it into the "
                 "dead-letter exchange without its reason",
                 reason=reason,
-                why=str(failure.value) or failure.type.__name__,
+                why=str(failure.value) or type(failure.value).__name__,
             )
             delivery.reject(requeue=False)
 

@@ -402,7 +402,7 @@ class BrokerProtocol(AMQClient):
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as clock
         AMQClient.__init__(self, delegate, vhost, spec, heartbeat=0, clock=clock)
         self.requested_heartbeat = heartbeat
         self.codec = MethodCodec(spec)
@@ -591,7 +591,7 @@ class BrokerProtocol(AMQClient):
             raise ValueError(f"unknown authentication mechanism {mechanism!r}")
         return self.start(response, mechanism, locale)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure) -> None:
         if self._heartbeat_loop is not None and self._heartbeat_loop.running:
             self._heartbeat_loop.stop()
         self._content.clear()

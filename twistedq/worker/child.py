@@ -316,7 +316,7 @@ def serve(protocol: amp.AMP, in_fd: int, out_fd: int, running: list[bool]) -> No
     handlers work, and a task may use the blocking client, whose reactor
     then runs in a thread of its own.
     """
-    protocol.makeConnection(_PipeWriter(out_fd))  # type: ignore[arg-type]
+    protocol.makeConnection(_PipeWriter(out_fd))
     reason: Failure = Failure(ConnectionDone("the daemon closed the pipe"))
     while running[0]:
         try:

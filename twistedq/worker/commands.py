@@ -90,7 +90,7 @@ class Hello(amp.Command):
     (:py:meth:`twistedq.task.PeriodicTask.schedule_spec`).
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
     response = [
         (b"pid", amp.Integer()),
         (b"tasks", ChunkedBytes()),
@@ -117,6 +117,6 @@ class Shutdown(amp.Command):
     Ask a child to exit once its current work is done.
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
+    response = []
     requiresAnswer = False

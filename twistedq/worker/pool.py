@@ -128,8 +128,10 @@ class _ChildProcessProtocol(ProcessProtocol):
         self._amp_lost = False
 
     def connectionMade(self) -> None:
-        self.transport.closeStdin()
-        self.amp.makeConnection(_PipeTransport(self.transport))
+        transport = self.transport
+        assert transport is not None, "connectionMade comes with a transport"
+        transport.closeStdin()
+        self.amp.makeConnection(_PipeTransport(transport))
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         if fd == 4:
@@ -324,7 +326,7 @@ class ProcessPool(Service):
         """
         return len(self._idle)
 
-    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
+    def startService(self) -> defer.Deferred[None]:
         """
         Start every child; the Deferred fires when all are ready.
         """
@@ -496,7 +498,12 @@ class ProcessPool(Service):
         """
         child.kill()
         waiter: defer.Deferred[Any] = defer.Deferred()
-        child.ended.addBoth(lambda result: (waiter.callback(result), result)[1])
+
+        def ended(reason: Any) -> Any:
+            waiter.callback(reason)
+            return reason
+
+        child.ended.addBoth(ended)
         return waiter.addBoth(_child_lost, child, time_limit)
 
     def _became_idle(self, result: Any) -> Any:
@@ -526,7 +533,7 @@ class ProcessPool(Service):
             "rss_kib": {child.name: child.rss_kib for child in self.children},
         }
 
-    def stopService(self) -> defer.Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> defer.Deferred[None]:
         """
         Ask every child to exit, kill those still alive after
         ``shutdown_timeout`` seconds, fire when all have ended.

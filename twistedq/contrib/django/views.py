@@ -5,16 +5,22 @@ daemon's status resource, made by the same functions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.http import Http404, HttpRequest, JsonResponse
 
 from twistedq.message import is_task_id
 from twistedq.outcome import status_document, taskset_status_document
 from twistedq.states import SUCCESS
 
+if TYPE_CHECKING:
+    from twistedq.client import Client
+
 __all__ = ["is_task_done", "task_status", "taskset_status"]
 
 
-def _client():  # type: ignore[no-untyped-def]
+def _client() -> Client:
+    # Imported on first use, so that loading the URLs does not load Twisted.
     from twistedq.client import default_client
 
     return default_client()
