@@ -108,7 +108,7 @@ def wants_retry(task: Any, error: BaseException) -> bool:
     if isinstance(error, Retry):
         return True
     kinds = getattr(task, "autoretry_for", None)
-    return bool(kinds) and isinstance(error, tuple(kinds))
+    return bool(kinds) and isinstance(error, tuple(kinds or ()))
 
 
 def retry_outcome(

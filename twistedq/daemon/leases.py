@@ -23,6 +23,7 @@ from twistedq.backends.base import (
     ParkedTask,
     TaskClaim,
 )
+from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.job import Job
 from twistedq.message import MessageError, TaskMessage
@@ -60,7 +61,7 @@ class LeaseKeeper:
         park_after: float | None = DEFAULT_PARK_AFTER,
         home_queue: str = "celery",
         republish: Callable[[TaskMessage, str | None], Awaitable[None]] | None = None,
-        max_body_size: int | None = None,
+        max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.backend = backend
         self.claims = claims
@@ -215,8 +216,7 @@ class LeaseKeeper:
         d.addCallbacks(
             renewed, lambda f: log.warn("Could not renew claims: {why}", why=str(f.value))
         )
-        d.addCallback(lambda _: self.park_long_running())
-        return d
+        return d.addCallback(lambda _: self.park_long_running())
 
     def park_long_running(self) -> defer.Deferred[None] | None:
         """
@@ -254,9 +254,9 @@ class LeaseKeeper:
                         seconds=self.park_after,
                     )
 
-        d = self.claims.park_tasks(parking)
-        d.addCallbacks(parked, lambda f: log.warn("Could not park: {why}", why=str(f.value)))
-        return d
+        return self.claims.park_tasks(parking).addCallbacks(
+            parked, lambda f: log.warn("Could not park: {why}", why=str(f.value))
+        )
 
     async def recover_parked(self) -> None:
         """

@@ -252,13 +252,16 @@ class Settlement:
             records.append(OutcomeRecord(message.id, document, None, False))
             attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
         if batch:
-            d = self._write(batch, records).addCallbacks(
-                lambda _: gather(
-                    [self._publish_retry(j, a) for j, a in zip(batch, attempts, strict=True)]
-                ),
-                lambda _: self.give_back(batch),
+
+            def publish(_: None) -> defer.Deferred[None]:
+                published = [
+                    self._publish_retry(j, a) for j, a in zip(batch, attempts, strict=True)
+                ]
+                return gather(published).addCallback(lambda _: None)
+
+            writes.append(
+                self._write(batch, records).addCallbacks(publish, lambda _: self.give_back(batch))
             )
-            writes.append(d)
         return writes
 
     def _publish_retry(self, job: Job, attempt: TaskMessage) -> defer.Deferred[None]:

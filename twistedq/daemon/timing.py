@@ -7,7 +7,8 @@ holds it meanwhile.  A task past its expiry is revoked instead of run.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -27,7 +28,9 @@ DEFAULT_HOLD_ETA = 60.0
 
 log = Logger()
 
-PublishLater = Callable[[TaskMessage, float], Awaitable[None]]
+#: Publishes a task message to come back to its queue after about the
+#: given seconds, and fires once the broker confirmed.
+PublishLater = Callable[[TaskMessage, float], Coroutine[Any, Any, None] | defer.Deferred[None]]
 
 
 class Timing:
@@ -128,14 +131,14 @@ class Timing:
         assert self.publish_later is not None
         job.state = JobState.DELAYING
         self.events.report(EventKind.DELAYED, job.task_id, job.message.task)
-        d = defer.ensureDeferred(self.publish_later(job.message, left))
+        d: defer.Deferred[None] = defer.ensureDeferred(self.publish_later(job.message, left))
 
         def not_sent(failure: Failure) -> None:
             log.warn(
                 "Could not move task {task}[{id}] to a delay queue ({why}); holding it here",
                 task=job.message.task,
                 id=job.task_id,
-                why=str(failure.value) or failure.type.__name__,
+                why=str(failure.value) or type(failure.value).__name__,
             )
             if self.in_flight.stopping:
                 job.give_back()

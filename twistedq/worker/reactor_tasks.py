@@ -12,7 +12,7 @@ not block: a blocking call stops the whole daemon.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -70,6 +70,7 @@ class ReactorTaskRunner(TaskRunner):
                     f"task {message.task} ran past its time limit of {limit} s"
                 )
                 return failure_document(message.id, message.task, error, traceback="")
-            return self.raised(message, function, failure.value, failure.getTraceback())
+            error = cast(BaseException, failure.value)  # a Failure always holds one
+            return self.raised(message, function, error, failure.getTraceback())
 
         return d.addCallbacks(lambda value: outcome_of(message, value), failed)

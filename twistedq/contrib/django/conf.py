@@ -42,7 +42,9 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
         wrong type, or an alias names a result store twistedq has not.
     """
     if settings is None:
-        from django.conf import settings
+        from django.conf import settings as django_settings
+
+        settings = django_settings
     values: dict[str, Any] = {}
     for setting, name in _NAMES.items():
         value = getattr(settings, setting, None)
