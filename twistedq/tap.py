@@ -21,7 +21,7 @@ from twistedq.amqp.broker import (
     Publisher,
     Topology,
 )
-from twistedq.backends.base import BackendURLError, IResultBackend
+from twistedq.backends.base import BackendURLError, IResultBackend, IScheduleStore
 from twistedq.backends.service import StoreService
 from twistedq.backends.url import backend_from_url
 from twistedq.clockstep import ClockStepGuard
@@ -49,6 +49,7 @@ def _positive(value: str) -> int:
     return number
 
 
+# twisted.python.usage reads the help of a coercer off the function itself.
 _positive.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
 
 
@@ -473,7 +474,7 @@ def _scheduler(
         max_message_size=settings.max_message_size,
     )
     scheduler = Scheduler(
-        backend,  # type: ignore[arg-type]
+        IScheduleStore(backend),
         publisher.publish,
         reactor,
         lease=lease,

@@ -124,6 +124,15 @@ class Job:
     def task_id(self) -> str:
         return self.message.id
 
+    @property
+    def claim_token(self) -> int:
+        """
+        The fencing token of the claim held on its task; only while one is.
+        """
+        if self.token is None:
+            raise LookupError(f"{self!r} holds no claim")
+        return self.token
+
     def early(self, now: float) -> bool:
         """
         Whether its ETA is still ahead at ``now``.

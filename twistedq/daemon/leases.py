@@ -167,8 +167,8 @@ class LeaseKeeper:
         plain = [record for record in records if record.task_id not in held]
 
         def commit(_: Any = None) -> defer.Deferred[list[bool]]:
-            tokens = [held[record.task_id].token for record in fenced]
-            return claims.commit_outcomes(fenced, tokens)  # type: ignore[arg-type]
+            tokens = [held[record.task_id].claim_token for record in fenced]
+            return claims.commit_outcomes(fenced, tokens)
 
         def committed(answers: list[bool]) -> None:
             for record, ok in zip(fenced, answers, strict=True):
@@ -195,7 +195,7 @@ class LeaseKeeper:
             return None
         assert self.claims is not None
         held = list(self._held.values())
-        tokens = [(job.task_id, job.token) for job in held]
+        tokens = [(job.task_id, job.claim_token) for job in held]
         asked_at = self.clock.seconds()
 
         def renewed(answers: list[bool]) -> None:
@@ -212,7 +212,7 @@ class LeaseKeeper:
                         id=job.task_id,
                     )
 
-        d = self.claims.renew_claims(tokens, self.lease)  # type: ignore[arg-type]
+        d = self.claims.renew_claims(tokens, self.lease)
         d.addCallbacks(
             renewed, lambda f: log.warn("Could not renew claims: {why}", why=str(f.value))
         )
@@ -237,7 +237,7 @@ class LeaseKeeper:
         if not due:
             return None
         parking = [
-            ParkedTask(job.task_id, job.token, self.home_queue, job.delivery.body)  # type: ignore[arg-type]
+            ParkedTask(job.task_id, job.claim_token, self.home_queue, job.delivery.body)
             for job in due
         ]
 
