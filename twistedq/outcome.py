@@ -54,6 +54,7 @@ __all__ = [
     "status_document",
     "success_document",
     "taskset_status_document",
+    "top_status",
 ]
 
 
@@ -392,3 +393,20 @@ def taskset_status_document(taskset_id: str, state: TasksetState | None) -> dict
             "ready": state.ready,
         }
     }
+
+
+def top_status(outcome: bytes) -> str:
+    """
+    The status of an outcome document without parsing it, for the daemon's
+    hot path: the first ``"status"`` key is the top-level one (values
+    before it are strings, whose quotes are escaped).
+    """
+    start = outcome.find(b'"status":"')
+    if start < 0:
+        start = outcome.find(b'"status": "')
+        if start < 0:
+            return ""
+        start += len(b'"status": "')
+    else:
+        start += len(b'"status":"')
+    return outcome[start : outcome.find(b'"', start)].decode("ascii", "replace")
