@@ -52,7 +52,6 @@ def _drop(waiter: defer.Deferred[Any] | None) -> None:
 
 
 #: The owner and lease of the claims a revocation takes for an instant.
-_REVOKER = "revoke"
 _REVOKE_LEASE = 30.0
 
 
@@ -223,7 +222,7 @@ class AsyncClient:
                 await self.backend.store_results(records)
                 return [record.task_id for record in records]
             claims = await self.backend.claim_tasks(
-                [record.task_id for record in records], _REVOKER, _REVOKE_LEASE
+                [record.task_id for record in records], _REVOKE_LEASE
             )
             taken = [
                 (record, claim.token)

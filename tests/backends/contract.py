@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 from twistedq.backends.base import (
     ClaimState,
     IClaimStore,
+    IFencedLeases,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -313,6 +314,7 @@ class ClaimStoreContract:
         The backend provides IClaimStore.
         """
         self.assertTrue(verifyObject(IClaimStore, await self.backend()))
+        self.assertTrue(verifyObject(IFencedLeases, await self.backend()))
 
     async def test_one_claim_at_a_time(self: Any) -> None:
         """
@@ -322,16 +324,13 @@ class ClaimStoreContract:
         backends = [await self.backend() for _ in range(4)]
         task = new_task_id()
         claims = await defer.gatherResults(
-            [
-                backends[number % 4].claim_tasks([task], f"owner-{number}", 30)
-                for number in range(20)
-            ]
+            [backends[number % 4].claim_tasks([task], 30) for number in range(20)]
         )
         states = [claim.state for (claim,) in claims]
         self.assertEqual(states.count(ClaimState.CLAIMED), 1)
         self.assertEqual(states.count(ClaimState.HELD), 19)
         other = new_task_id()
-        both = await backends[0].claim_tasks([task, other], "late", 30)
+        both = await backends[0].claim_tasks([task, other], 30)
         self.assertEqual([claim.state for claim in both], [ClaimState.HELD, ClaimState.CLAIMED])
 
     async def test_commit_with_latest_token(self: Any) -> None:
@@ -343,7 +342,7 @@ class ClaimStoreContract:
         backend = await self.backend()
         task, taskset = new_task_id(), new_task_id()
         await backend.create_taskset(taskset, 1)
-        (claim,) = await backend.claim_tasks([task], "a", 30)
+        (claim,) = await backend.claim_tasks([task], 30)
         self.assertEqual(claim.state, ClaimState.CLAIMED)
         document = success_document(task, "t", 1)
         committed = await backend.commit_outcomes(
@@ -352,7 +351,7 @@ class ClaimStoreContract:
         self.assertEqual(committed, [True])
         self.assertEqual(await backend.get_result(task), document)
         self.assertEqual((await backend.get_taskset(taskset)).completed, 1)
-        (again,) = await backend.claim_tasks([task], "b", 30)
+        (again,) = await backend.claim_tasks([task], 30)
         self.assertEqual(again.state, ClaimState.DONE)
 
     async def test_fenced_off_after_lease(self: Any) -> None:
@@ -363,14 +362,14 @@ class ClaimStoreContract:
         """
         backend = await self.backend()
         task = new_task_id()
-        (first,) = await backend.claim_tasks([task], "paused", 1)
+        (first,) = await backend.claim_tasks([task], 1)
         await _sleep(1 + self.expiry_slack)
-        (second,) = await backend.claim_tasks([task], "next", 30)
+        (second,) = await backend.claim_tasks([task], 30)
         self.assertEqual(second.state, ClaimState.CLAIMED)
         self.assertGreater(second.token, first.token)
         self.assertEqual(await backend.renew_claims([(task, first.token)], 30), [False])
         await backend.release_claims([(task, first.token)])
-        (held,) = await backend.claim_tasks([task], "third", 30)
+        (held,) = await backend.claim_tasks([task], 30)
         self.assertEqual(held.state, ClaimState.HELD)
         late = success_document(task, "t", "late")
         fresh = success_document(task, "t", "fresh")
@@ -391,18 +390,18 @@ class ClaimStoreContract:
         """
         backend = await self.backend()
         task, pending, dead = new_task_id(), new_task_id(), new_task_id()
-        (claim,) = await backend.claim_tasks([task], "a", 1)
+        (claim,) = await backend.claim_tasks([task], 1)
         self.assertEqual(await backend.renew_claims([(task, claim.token)], 30), [True])
         await _sleep(1 + self.expiry_slack)
-        (held,) = await backend.claim_tasks([task], "b", 30)
+        (held,) = await backend.claim_tasks([task], 30)
         self.assertEqual(held.state, ClaimState.HELD)
         await backend.release_claims([(task, claim.token)])
-        (taken,) = await backend.claim_tasks([task], "b", 30)
+        (taken,) = await backend.claim_tasks([task], 30)
         self.assertEqual(taken.state, ClaimState.CLAIMED)
         await backend.mark_sent([(pending, pending_document(pending, "t"))])
         failed = failure_document(dead, "t", ValueError("x"), traceback="", dead_letter="x")
         await backend.store_results([OutcomeRecord(dead, failed, None, True)])
-        states = [c.state for c in await backend.claim_tasks([pending, dead], "c", 30)]
+        states = [c.state for c in await backend.claim_tasks([pending, dead], 30)]
         self.assertEqual(states, [ClaimState.CLAIMED, ClaimState.CLAIMED])
 
     async def test_parked_orphans(self: Any) -> None:
@@ -414,7 +413,7 @@ class ClaimStoreContract:
         """
         backend = await self.backend()
         running, dead, stale, done = (new_task_id() for _ in range(4))
-        claims = await backend.claim_tasks([running, dead, stale, done], "a", 30)
+        claims = await backend.claim_tasks([running, dead, stale, done], 30)
         tokens = [claim.token for claim in claims]
         body = b'{"v":1,"id":"x","task":"t","args":[],"kwargs":{}}'
         parked = [
@@ -450,7 +449,24 @@ class ClaimStoreContract:
         task, other = new_task_id(), new_task_id()
         retry = retry_document(task, "t", ValueError("again"), retries=2, countdown=1)
         await backend.store_results([OutcomeRecord(task, retry), OutcomeRecord(other, retry)])
-        stale, current = await backend.claim_tasks([task, other], "a", 30, [1, 2])
+        stale, current = await backend.claim_tasks([task, other], 30, [1, 2])
         self.assertEqual((stale.state, current.state), (ClaimState.DONE, ClaimState.CLAIMED))
-        (revoking,) = await backend.claim_tasks([task], "revoke", 30)
+        (revoking,) = await backend.claim_tasks([task], 30)
         self.assertEqual(revoking.state, ClaimState.CLAIMED)
+
+    async def test_lease_taken_after_a_commit(self: Any) -> None:
+        """
+        A lease taken once another attempt has committed (as by a claim
+        that read the outcome just before the commit) comes with the
+        committed outcome and a newer token, so the claim can tell the task
+        is done; a live lease is not taken again.
+        """
+        backend = await self.backend()
+        task = new_task_id()
+        (first,) = await backend.claim_tasks([task], 30)
+        document = success_document(task, "t", 1)
+        await backend.commit_outcomes([OutcomeRecord(task, document)], [first.token])
+        self.assertEqual(await backend.take_leases([task], 30), [(first.token + 1, document)])
+        self.assertEqual(await backend.take_leases([task], 30), [(None, document)])
+        (claim,) = await backend.claim_tasks([task], 30)
+        self.assertEqual(claim.state, ClaimState.DONE)

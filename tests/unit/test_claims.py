@@ -29,9 +29,8 @@ from twistedq.backends.base import (
     IResultBackend,
     ParkedTask,
     TaskClaim,
-    is_final_document,
-    is_superseded,
 )
+from twistedq.backends.claims import is_final_document, is_superseded
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import TaskMessage
 from twistedq.outcome import retry_document, revoked_document, success_document

@@ -6,7 +6,6 @@ chosen from a URL by :py:func:`twistedq.backends.url.backend_from_url`.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ __all__ = [
     "BackendURLError",
     "ClaimState",
     "IClaimStore",
+    "IFencedLeases",
     "IResultBackend",
     "IScheduleStore",
     "OutcomeRecord",
@@ -26,10 +26,7 @@ __all__ = [
     "SlotClaim",
     "TaskClaim",
     "TasksetState",
-    "claim_attempts",
     "gather",
-    "is_final_document",
-    "is_superseded",
 ]
 
 #: Results expire after a day unless configured otherwise.
@@ -253,10 +250,7 @@ class IClaimStore(Interface):
     """
 
     def claim_tasks(
-        task_ids: Sequence[str],
-        owner: str,
-        lease: float,
-        retries: Sequence[int] | None = None,
+        task_ids: Sequence[str], lease: float, retries: Sequence[int] | None = None
     ) -> Deferred[list[TaskClaim]]:
         """
         Claim each task for ``lease`` seconds, atomically per task: DONE
@@ -310,54 +304,60 @@ class IClaimStore(Interface):
         """
 
 
-def is_final_document(document: bytes | str | None) -> bool:
+class IFencedLeases(Interface):
     """
-    Whether a stored document is a final outcome (SUCCESS, FAILURE or
-    REVOKED) that ends the task: not a pending record, and not the failure
-    recorded for a message sent to the dead-letter queue, which may be
-    republished and run.
+    The steps a store takes atomically for claims, each per task of a
+    batch (never an empty one).  A lease lapses by the store's clock where
+    it has one (Redis), else by the daemons'.
     """
-    if document is None:
-        return False
-    try:
-        parsed = json.loads(document)
-    except ValueError:
-        return False
-    return (
-        isinstance(parsed, dict)
-        and parsed.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
-        and "dead_letter" not in parsed
-    )
 
+    def take_leases(
+        task_ids: Sequence[str], lease: float
+    ) -> Deferred[list[tuple[int | None, bytes | None]]]:
+        """
+        For each task without a live lease: raise its fence by one and
+        lease the task for ``lease`` seconds to that new token.  Answers,
+        per task, the new token (None where a live lease was there) and the
+        task's stored document as it is once the lease is taken.
+        """
 
-def claim_attempts(task_ids: Sequence[str], retries: Sequence[int] | None) -> list[int | None]:
-    """
-    The ``retries`` of each task claimed, for :py:func:`is_superseded`
-    (None for each when the claim gave none).
-    """
-    return list(retries) if retries is not None else [None] * len(task_ids)
+    def extend_leases(claims: Sequence[tuple[str, int]], lease: float) -> Deferred[list[bool]]:
+        """
+        For each ``(task id, token)`` whose token holds the task's live
+        lease, lease it again for ``lease`` seconds from now; answers which.
+        """
 
+    def end_leases(claims: Sequence[tuple[str, int]]) -> Deferred[None]:
+        """
+        End the lease of each ``(task id, token)`` whose token is still the
+        task's fence.
+        """
 
-def is_superseded(document: bytes | str | None, retries: int | None) -> bool:
-    """
-    Whether a stored document makes a message with ``retries`` stale: the
-    task is final, or a RETRY outcome scheduled a later attempt (the
-    message is a copy of an earlier attempt, delivered again).  With
-    ``retries`` None only a final outcome counts.
-    """
-    if is_final_document(document):
-        return True
-    if document is None or retries is None:
-        return False
-    raw = document if isinstance(document, bytes) else document.encode()
-    if b'"RETRY"' not in raw:
-        return False
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return False
-    later = parsed.get("retries") if isinstance(parsed, dict) else None
-    return parsed.get("status") == "RETRY" and isinstance(later, int) and later > retries
+    def commit_fenced(
+        records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> Deferred[list[bool]]:
+        """
+        For each record whose token is still its task's fence: store the
+        outcome as ``store_results`` does, end the lease and forget the
+        task's parked message.  Answers which.
+        """
+
+    def park_leased(parked: Sequence[ParkedTask]) -> Deferred[list[bool]]:
+        """
+        Keep each message whose token holds its task's live lease, in place
+        of any message parked for the task before; answers which.
+        """
+
+    def unleased_parked(most: int) -> Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        """
+        Parked messages whose task has no live lease, each with the task's
+        stored document; up to ``most`` of them (a store may give more).
+        """
+
+    def drop_parked(task_ids: Sequence[str]) -> Deferred[None]:
+        """
+        Forget the parked messages of these tasks.
+        """
 
 
 def gather(deferreds: list[Deferred[Any]]) -> Deferred[list[Any]]:

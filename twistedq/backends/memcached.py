@@ -33,21 +33,18 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
-    ClaimState,
     IClaimStore,
+    IFencedLeases,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     ParkedTask,
     PeriodicState,
     SlotClaim,
-    TaskClaim,
     TasksetState,
-    claim_attempts,
     gather,
-    is_final_document,
-    is_superseded,
 )
+from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
 from twistedq.outcome import failure_document
 
 __all__ = ["MemcachedBackend", "ResultTooLarge"]
@@ -73,8 +70,54 @@ class ResultTooLarge(Exception):
     """
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore)
-class MemcachedBackend:
+async def _increment(client: MemCacheProtocol, key: bytes, expiry: int) -> int:
+    """
+    Raise the counter item ``key`` by one, creating it (at one) if it
+    is missing, unless another writer creates it first.
+    """
+    value = await client.increment(key)
+    if value is False:
+        created = await client.add(key, b"1", expireTime=expiry)
+        value = 1 if created else await client.increment(key)
+    return int(value)
+
+
+async def _compare_and_set(
+    client: MemCacheProtocol, key: bytes, change: Callable[[Any], Any], empty: Any
+) -> None:
+    """
+    Replace the JSON item ``key`` (``empty`` when missing) by
+    ``change(value)``, with ``add`` or compare-and-set, trying again
+    while other writers get there first.
+    """
+    for _ in range(50):
+        _, cas, value = await client.get(key, withIdentifier=True)
+        before = json.loads(value) if value is not None else empty
+        after = change(before)
+        if after == before:
+            return
+        encoded = json.dumps(after).encode()
+        if value is None:
+            if await client.add(key, encoded):
+                return
+        elif await client.checkAndSet(key, encoded, cas):
+            return
+    raise RuntimeError(f"could not change {key!r}: too many concurrent changes")
+
+
+def _too_large(record: OutcomeRecord, url: str, most: int) -> bytes:
+    """
+    The failure stored in place of an outcome larger than ``most`` bytes.
+    """
+    message = (
+        f"the outcome of {len(record.document)} bytes is larger than "
+        f"{url}'s largest item ({most} bytes)"
+    )
+    return failure_document(record.task_id, "", ResultTooLarge(message), traceback="")
+
+
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+class MemcachedBackend(FencedClaims):
     """
     A result backend on a memcached server (or anything speaking its text
     protocol's basic commands).
@@ -156,19 +199,9 @@ class MemcachedBackend:
         ttl = self.ttl
         writes = []
         for record in records:
-            document = record.document
-            failed = record.failed
+            document, failed = record.document, record.failed
             if len(document) > self.max_item_size:
-                document = failure_document(
-                    record.task_id,
-                    "",
-                    ResultTooLarge(
-                        f"the outcome of {len(record.document)} bytes is larger than "
-                        f"{self.url}'s largest item ({self.max_item_size} bytes)"
-                    ),
-                    traceback="",
-                )
-                failed = True
+                document, failed = _too_large(record, self.url, self.max_item_size), True
             writes.append(client.set(self._key("result", record.task_id), document, expireTime=ttl))
             if record.taskset is not None:
                 writes.append(
@@ -188,13 +221,8 @@ class MemcachedBackend:
         first = await client.add(self._key("member", taskset, task_id), b"1", expireTime=self.ttl)
         if not first:
             return
-        counters = ["done", "failed"] if failed else ["done"]
-        for counter in counters:
-            key = self._key("taskset", taskset, counter)
-            if await client.increment(key) is False and not await client.add(
-                key, b"1", expireTime=self.ttl
-            ):
-                await client.increment(key)
+        for counter in ["done", "failed"] if failed else ["done"]:
+            await _increment(client, self._key("taskset", taskset, counter), self.ttl)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         async def mark(client: MemCacheProtocol) -> None:
@@ -281,28 +309,6 @@ class MemcachedBackend:
 
         return self._do(release)
 
-    async def _compare_and_set(
-        self, client: MemCacheProtocol, key: bytes, change: Callable[[Any], Any], empty: Any
-    ) -> None:
-        """
-        Replace the JSON item ``key`` (``empty`` when missing) by
-        ``change(value)``, with ``add`` or compare-and-set, trying again
-        while other writers get there first.
-        """
-        for _ in range(50):
-            _, cas, value = await client.get(key, withIdentifier=True)
-            before = json.loads(value) if value is not None else empty
-            after = change(before)
-            if after == before:
-                return
-            encoded = json.dumps(after).encode()
-            if value is None:
-                if await client.add(key, encoded):
-                    return
-            elif await client.checkAndSet(key, encoded, cas):
-                return
-        raise RuntimeError(f"could not change {key!r}: too many concurrent changes")
-
     async def _update_state(
         self, client: MemCacheProtocol, name: str, change: Callable[[dict[str, Any]], None]
     ) -> None:
@@ -311,7 +317,7 @@ class MemcachedBackend:
             change(state)
             return state
 
-        await self._compare_and_set(client, self._key("periodic", name), changed, {})
+        await _compare_and_set(client, self._key("periodic", name), changed, {})
 
     def commit_slot(
         self, key: str, name: str, slot: float, next_run_at: float, keep: float
@@ -362,53 +368,42 @@ class MemcachedBackend:
 
         return self._do(read)
 
-    # task claims: ``add`` of a claim item makes one attempt win; a fence
-    # counter item holds the latest token.  memcached has no operation over
-    # two items, so a commit checks the fence and then writes: an attempt
-    # that lost its lease in that instant may still commit; and an evicted
-    # claim lets a task run twice.  Parked messages are items listed in an
-    # index item changed with compare-and-set.
+    # task claims: ``add`` of a claim item (the lease) makes one attempt
+    # win; a fence counter item holds the latest token.  memcached has no
+    # operation over two items, so a commit checks the fence and then
+    # writes: an attempt that lost its lease in that instant may still
+    # commit; and an evicted claim lets a task run twice.  Parked messages
+    # are items listed in an index item changed with compare-and-set.
 
-    def claim_tasks(
-        self,
-        task_ids: Sequence[str],
-        owner: str,
-        lease: float,
-        retries: Sequence[int] | None = None,
-    ) -> defer.Deferred[list[TaskClaim]]:
-        attempts = claim_attempts(task_ids, retries)
-
-        async def claim(client: MemCacheProtocol) -> list[TaskClaim]:
-            found = []
-            for task_id, attempt in zip(task_ids, attempts, strict=True):
+    def take_leases(
+        self, task_ids: Sequence[str], lease: float
+    ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
+        async def take(client: MemCacheProtocol) -> list[tuple[int | None, bytes | None]]:
+            answers = []
+            for task_id in task_ids:
+                token = await self._take_lease(client, task_id, math.ceil(lease))
                 _, document = await client.get(self._key("result", task_id))
-                if is_superseded(document, attempt):
-                    found.append(TaskClaim(ClaimState.DONE))
-                    continue
-                claim_key = self._key("claim", task_id)
-                if not await client.add(claim_key, b"0", expireTime=math.ceil(lease)):
-                    found.append(TaskClaim(ClaimState.HELD))
-                    continue
-                fence = self._key("fence", task_id)
-                token = await client.increment(fence)
-                if token is False:
-                    token = 1 if await client.add(fence, b"1", expireTime=self.ttl) else None
-                    if token is None:  # created meanwhile by a finished claim
-                        token = await client.increment(fence)
-                await client.set(claim_key, b"%d" % token, expireTime=math.ceil(lease))
-                found.append(TaskClaim(ClaimState.CLAIMED, int(token)))
-            return found
+                answers.append((token, document))
+            return answers
 
-        return self._do(claim)
+        return self._do(take)
 
-    async def _latest(self, client: MemCacheProtocol, task_id: str, token: int) -> bool:
-        _, fence = await client.get(self._key("fence", task_id))
-        return fence is not None and int(fence) == token
+    async def _take_lease(self, client: MemCacheProtocol, task_id: str, lease: int) -> int | None:
+        claim_key = self._key("claim", task_id)
+        if not await client.add(claim_key, b"0", expireTime=lease):
+            return None
+        token = await _increment(client, self._key("fence", task_id), self.ttl)
+        await client.set(claim_key, b"%d" % token, expireTime=lease)
+        return token
 
-    def renew_claims(
+    async def _holds(self, client: MemCacheProtocol, task_id: str, token: int) -> bool:
+        _, value = await client.get(self._key("claim", task_id))
+        return value is not None and int(value) == token
+
+    def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
     ) -> defer.Deferred[list[bool]]:
-        async def renew(client: MemCacheProtocol) -> list[bool]:
+        async def extend(client: MemCacheProtocol) -> list[bool]:
             answers = []
             for task_id, token in claims:
                 key = self._key("claim", task_id)
@@ -420,26 +415,24 @@ class MemcachedBackend:
                 answers.append(bool(kept))
             return answers
 
-        return self._do(renew)
+        return self._do(extend)
 
-    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
-        async def release(client: MemCacheProtocol) -> None:
+    def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        async def end(client: MemCacheProtocol) -> None:
             for task_id, token in claims:
-                key = self._key("claim", task_id)
-                _, value = await client.get(key)
-                if value is not None and int(value) == token:
-                    await client.delete(key)
+                if await self._holds(client, task_id, token):
+                    await client.delete(self._key("claim", task_id))
 
-        return self._do(release)
+        return self._do(end)
 
-    def commit_outcomes(
+    def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
         async def commit(client: MemCacheProtocol) -> list[bool]:
-            answers = [
-                await self._latest(client, record.task_id, token)
-                for record, token in zip(records, tokens, strict=True)
-            ]
+            answers = []
+            for record, token in zip(records, tokens, strict=True):
+                _, fence = await client.get(self._key("fence", record.task_id))
+                answers.append(fence is not None and int(fence) == token)
             done = [record for record, ok in zip(records, answers, strict=True) if ok]
             if done:
                 await self._store_on(client, done)
@@ -453,18 +446,17 @@ class MemcachedBackend:
     async def _change_index(
         self, client: MemCacheProtocol, change: Callable[[list[str]], list[str]]
     ) -> None:
-        await self._compare_and_set(client, self._key("parked-index"), change, [])
+        await _compare_and_set(client, self._key("parked-index"), change, [])
 
-    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+    def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         async def park(client: MemCacheProtocol) -> list[bool]:
             answers = []
             for task in parked:
-                _, claimed = await client.get(self._key("claim", task.task_id))
-                current = claimed is not None and int(claimed) == task.token
-                if current:
-                    value = b"%d\n%s\n%s" % (task.token, task.queue.encode(), task.body)
-                    await client.set(self._key("parked", task.task_id), value, expireTime=self.ttl)
-                answers.append(current)
+                held = await self._holds(client, task.task_id, task.token)
+                if held:
+                    key = self._key("parked", task.task_id)
+                    await client.set(key, parked_value(task), expireTime=self.ttl)
+                answers.append(held)
             ids = [task.task_id for task, ok in zip(parked, answers, strict=True) if ok]
             if ids:
                 await self._change_index(
@@ -474,23 +466,23 @@ class MemcachedBackend:
 
         return self._do(park)
 
-    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
-        async def find(client: MemCacheProtocol) -> list[ParkedTask]:
+    def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        async def find(client: MemCacheProtocol) -> list[tuple[ParkedTask, bytes | None]]:
             _, index = await client.get(self._key("parked-index"))
-            orphans, gone = [], []
+            found: list[tuple[ParkedTask, bytes | None]] = []
+            gone: list[str] = []
             for task_id in json.loads(index) if index is not None else []:
                 _, value = await client.get(self._key("parked", task_id))
-                _, document = await client.get(self._key("result", task_id))
-                if value is None or is_final_document(document):
+                if value is None:  # expired or evicted
                     gone.append(task_id)
                     continue
                 _, claimed = await client.get(self._key("claim", task_id))
-                if claimed is None and len(orphans) < limit:
-                    token, queue, body = value.split(b"\n", 2)
-                    orphans.append(ParkedTask(task_id, int(token), queue.decode(), body))
+                if claimed is None and len(found) < most:
+                    _, document = await client.get(self._key("result", task_id))
+                    found.append((parked_from_value(task_id, value), document))
             if gone:
                 await self._drop_parked_on(client, gone)
-            return orphans
+            return found
 
         return self._do(find)
 

@@ -20,18 +20,18 @@ from zope.interface import implementer
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     BackendURLError,
-    ClaimState,
     IClaimStore,
+    IFencedLeases,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     ParkedTask,
     PeriodicState,
     SlotClaim,
-    TaskClaim,
     TasksetState,
     gather,
 )
+from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
 
 __all__ = ["RedisBackend"]
 
@@ -62,38 +62,23 @@ return 0
 # Task claims.  Per task: the claim key (the token, expiring with the
 # lease) and the fence key (the latest token, kept as long as results).
 
-_CLAIM_TASKS = """
+_TAKE_LEASES = """
 local out = {}
 for i = 1, #KEYS, 3 do
-    local state = nil
-    local document = redis.call('get', KEYS[i])
-    if document then
-        local ok, parsed = pcall(cjson.decode, document)
-        if ok and type(parsed) == 'table' and parsed['dead_letter'] == nil then
-            local status = parsed['status']
-            if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
-                state = 'done'
-            elseif status == 'RETRY' and ARGV[3] ~= nil
-                and tonumber(parsed['retries'] or 0) > tonumber(ARGV[2 + (i + 2) / 3]) then
-                state = 'done'  -- a copy of an earlier attempt
-            end
-        end
-    end
-    if state then
-        out[#out + 1] = state
-    elseif redis.call('exists', KEYS[i + 1]) == 1 then
-        out[#out + 1] = 'held'
-    else
-        local token = redis.call('incr', KEYS[i + 2])
+    local token = false
+    if redis.call('exists', KEYS[i + 1]) == 0 then
+        token = redis.call('incr', KEYS[i + 2])
         redis.call('expire', KEYS[i + 2], ARGV[2])
         redis.call('set', KEYS[i + 1], token, 'PX', ARGV[1])
-        out[#out + 1] = tostring(token)
+        token = tostring(token)
     end
+    out[#out + 1] = token
+    out[#out + 1] = redis.call('get', KEYS[i])
 end
 return out
 """
 
-_RENEW_CLAIMS = """
+_EXTEND_LEASES = """
 local out = {}
 for i = 1, #KEYS, 2 do
     local token = ARGV[(i + 1) / 2 + 2]
@@ -108,7 +93,7 @@ end
 return out
 """
 
-_RELEASE_CLAIMS = """
+_END_LEASES = """
 for i = 1, #KEYS, 2 do
     if redis.call('get', KEYS[i + 1]) == ARGV[(i + 1) / 2] then
         redis.call('del', KEYS[i])
@@ -117,7 +102,7 @@ end
 return 0
 """
 
-_COMMIT_OUTCOMES = """
+_COMMIT_FENCED = """
 local ttl = ARGV[1]
 local out = {}
 local ids = {}
@@ -150,12 +135,12 @@ return out
 # Parked messages: one hash, task id to "<token>\n<queue>\n<body>"; a
 # message is parked only under its live claim.
 
-_PARK_TASKS = """
+_PARK_LEASED = """
 local out = {}
 for i = 1, #KEYS do
     local token = ARGV[i * 2]
     if redis.call('get', KEYS[i]) == token then
-        redis.call('hset', ARGV[1], ARGV[i * 2 + 1], token .. '\\n' .. ARGV[#KEYS * 2 + 1 + i])
+        redis.call('hset', ARGV[1], ARGV[i * 2 + 1], ARGV[#KEYS * 2 + 1 + i])
         out[#out + 1] = 1
     else
         out[#out + 1] = 0
@@ -164,8 +149,9 @@ end
 return out
 """
 
-_PARKED_ORPHANS = """
+_UNLEASED_PARKED = """
 local out = {}
+local most = tonumber(ARGV[1]) * 3
 local prefix = ARGV[2]
 local cursor = '0'
 repeat
@@ -174,31 +160,19 @@ repeat
     local fields = scan[2]
     for i = 1, #fields, 2 do
         local id = fields[i]
-        if redis.call('exists', prefix .. 'claim:' .. id) == 0 then
-            local done = false
-            local document = redis.call('get', prefix .. id)
-            if document then
-                local ok, parsed = pcall(cjson.decode, document)
-                if ok and type(parsed) == 'table' and parsed['dead_letter'] == nil then
-                    local status = parsed['status']
-                    done = status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
-                end
-            end
-            if done then
-                redis.call('hdel', KEYS[1], id)
-            elseif #out < tonumber(ARGV[1]) * 2 then
-                out[#out + 1] = id
-                out[#out + 1] = fields[i + 1]
-            end
+        if #out < most and redis.call('exists', prefix .. 'claim:' .. id) == 0 then
+            out[#out + 1] = id
+            out[#out + 1] = fields[i + 1]
+            out[#out + 1] = redis.call('get', prefix .. id)
         end
     end
-until cursor == '0'
+until cursor == '0' or #out >= most
 return out
 """
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore)
-class RedisBackend:
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+class RedisBackend(FencedClaims):
     """
     A result backend on a Redis server.
     """
@@ -389,56 +363,37 @@ class RedisBackend:
         prefix = self.prefix
         return [prefix + task_id, f"{prefix}claim:{task_id}", f"{prefix}fence:{task_id}"]
 
-    def claim_tasks(
-        self,
-        task_ids: Sequence[str],
-        owner: str,
-        lease: float,
-        retries: Sequence[int] | None = None,
-    ) -> defer.Deferred[list[TaskClaim]]:
-        if not task_ids:
-            return defer.succeed([])
+    def take_leases(
+        self, task_ids: Sequence[str], lease: float
+    ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         keys = [key for task_id in task_ids for key in self._claim_keys(task_id)]
-        arguments: list[Any] = [_ms(lease), self.ttl, *(retries or ())]
-        claimed = self._redis.eval(_CLAIM_TASKS, keys, arguments)
+        taken = self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl])
 
-        def claims(answers: list[bytes]) -> list[TaskClaim]:
-            found = []
-            for answer in answers:
-                text = _text(answer)
-                if text == "done":
-                    found.append(TaskClaim(ClaimState.DONE))
-                elif text == "held":
-                    found.append(TaskClaim(ClaimState.HELD))
-                else:
-                    found.append(TaskClaim(ClaimState.CLAIMED, int(text)))
-            return found
+        def answers(flat: list[Any]) -> list[tuple[int | None, bytes | None]]:
+            return [
+                (None if token is None else int(token), document)
+                for token, document in zip(flat[::2], flat[1::2], strict=True)
+            ]
 
-        return self._timed(claimed.addCallback(claims))
+        return self._timed(taken.addCallback(answers))
 
-    def renew_claims(
+    def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
     ) -> defer.Deferred[list[bool]]:
-        if not claims:
-            return defer.succeed([])
         keys = [key for task_id, _ in claims for key in self._claim_keys(task_id)[1:]]
         renewed = self._redis.eval(
-            _RENEW_CLAIMS, keys, [_ms(lease), self.ttl, *(str(token) for _, token in claims)]
+            _EXTEND_LEASES, keys, [_ms(lease), self.ttl, *(str(token) for _, token in claims)]
         )
         return self._timed(renewed.addCallback(lambda answers: [bool(a) for a in answers]))
 
-    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
-        if not claims:
-            return defer.succeed(None)
+    def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
         keys = [key for task_id, _ in claims for key in self._claim_keys(task_id)[1:]]
-        released = self._redis.eval(_RELEASE_CLAIMS, keys, [str(token) for _, token in claims])
+        released = self._redis.eval(_END_LEASES, keys, [str(token) for _, token in claims])
         return self._timed(released.addCallback(lambda _: None))
 
-    def commit_outcomes(
+    def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
-        if not records:
-            return defer.succeed([])
         keys: list[str] = []
         arguments: list[Any] = [self.ttl, self.channel, self._parked_key]
         for record, token in zip(records, tokens, strict=True):
@@ -448,35 +403,32 @@ class RedisBackend:
                 _, done, failed = self._taskset_keys(record.taskset)
                 failed = failed if record.failed else ""
             arguments.extend([str(token), record.document, record.task_id, done, failed])
-        committed = self._redis.eval(_COMMIT_OUTCOMES, keys, arguments)
+        committed = self._redis.eval(_COMMIT_FENCED, keys, arguments)
         return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
 
     @property
     def _parked_key(self) -> str:
         return f"{self.prefix}parked"
 
-    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
-        if not parked:
-            return defer.succeed([])
+    def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         keys = [self._claim_keys(task.task_id)[1] for task in parked]  # the live claim
         arguments: list[Any] = [self._parked_key]
         for task in parked:
             arguments.extend([str(task.token), task.task_id])
-        arguments.extend(task.queue.encode() + b"\n" + task.body for task in parked)
-        done = self._redis.eval(_PARK_TASKS, keys, arguments)
+        arguments.extend(parked_value(task) for task in parked)
+        done = self._redis.eval(_PARK_LEASED, keys, arguments)
         return self._timed(done.addCallback(lambda answers: [bool(a) for a in answers]))
 
-    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
-        found = self._redis.eval(_PARKED_ORPHANS, [self._parked_key], [limit, self.prefix])
+    def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        found = self._redis.eval(_UNLEASED_PARKED, [self._parked_key], [most, self.prefix])
 
-        def orphans(flat: list[bytes]) -> list[ParkedTask]:
-            tasks = []
-            for task_id, value in zip(flat[::2], flat[1::2], strict=True):
-                token, queue, body = value.split(b"\n", 2)
-                tasks.append(ParkedTask(_text(task_id), int(token), queue.decode(), body))
-            return tasks
+        def parked(flat: list[Any]) -> list[tuple[ParkedTask, bytes | None]]:
+            return [
+                (parked_from_value(_text(task_id), value), document)
+                for task_id, value, document in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+            ]
 
-        return self._timed(found.addCallback(orphans))
+        return self._timed(found.addCallback(parked))
 
     def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         if not task_ids:

@@ -22,20 +22,17 @@ from zope.interface import implementer
 
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
-    ClaimState,
     IClaimStore,
+    IFencedLeases,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     ParkedTask,
     PeriodicState,
     SlotClaim,
-    TaskClaim,
     TasksetState,
-    claim_attempts,
-    is_final_document,
-    is_superseded,
 )
+from twistedq.backends.claims import FencedClaims
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
@@ -95,8 +92,17 @@ def _open(connection: sqlite3.Connection) -> None:
     connection.commit()
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore)
-class SQLiteBackend:
+def _live_document(cursor: sqlite3.Cursor, task_id: str, now: float) -> bytes | None:
+    cursor.execute(
+        "SELECT document FROM twistedq_result WHERE task_id = ? AND expires_at > ?",
+        (task_id, now),
+    )
+    row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
+
+
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+class SQLiteBackend(FencedClaims):
     """
     A result backend in one SQLite file.
     """
@@ -151,48 +157,33 @@ class SQLiteBackend:
 
     # task claims: one row per task, its latest token kept as its fence
 
-    def claim_tasks(
-        self,
-        task_ids: Sequence[str],
-        owner: str,
-        lease: float,
-        retries: Sequence[int] | None = None,
-    ) -> defer.Deferred[list[TaskClaim]]:
-        attempts = claim_attempts(task_ids, retries)
-
-        def claim(cursor: sqlite3.Cursor) -> list[TaskClaim]:
+    def take_leases(
+        self, task_ids: Sequence[str], lease: float
+    ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
+        def take(cursor: sqlite3.Cursor) -> list[tuple[int | None, bytes | None]]:
             # Take the write lock before reading, so that of two daemons
             # claiming one task, the second sees the first's claim.
             cursor.execute("BEGIN IMMEDIATE")
             now = time.time()
-            found = []
-            for task_id, attempt in zip(task_ids, attempts, strict=True):
-                cursor.execute(
-                    "SELECT document FROM twistedq_result WHERE task_id = ? AND expires_at > ?",
-                    (task_id, now),
-                )
-                row = cursor.fetchone()
-                if row is not None and is_superseded(row[0], attempt):
-                    found.append(TaskClaim(ClaimState.DONE))
-                    continue
+            answers: list[tuple[int | None, bytes | None]] = []
+            for task_id in task_ids:
                 cursor.execute(
                     "SELECT token, lease_until FROM twistedq_claim WHERE task_id = ?", (task_id,)
                 )
                 row = cursor.fetchone()
-                if row is not None and row[1] > now:
-                    found.append(TaskClaim(ClaimState.HELD))
-                    continue
-                token = (row[0] if row is not None else 0) + 1
-                cursor.execute(
-                    "INSERT OR REPLACE INTO twistedq_claim VALUES (?, ?, ?, ?)",
-                    (task_id, token, now + lease, now + self.ttl),
-                )
-                found.append(TaskClaim(ClaimState.CLAIMED, token))
-            return found
+                token = None
+                if row is None or row[1] <= now:
+                    token = (row[0] if row is not None else 0) + 1
+                    cursor.execute(
+                        "INSERT OR REPLACE INTO twistedq_claim VALUES (?, ?, ?, ?)",
+                        (task_id, token, now + lease, now + self.ttl),
+                    )
+                answers.append((token, _live_document(cursor, task_id, now)))
+            return answers
 
-        return self._require_pool().runInteraction(claim)
+        return self._require_pool().runInteraction(take)
 
-    def renew_claims(
+    def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
     ) -> defer.Deferred[list[bool]]:
         def renew(cursor: sqlite3.Cursor) -> list[bool]:
@@ -209,7 +200,7 @@ class SQLiteBackend:
 
         return self._require_pool().runInteraction(renew)
 
-    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+    def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
         def release(cursor: sqlite3.Cursor) -> None:
             cursor.executemany(
                 "UPDATE twistedq_claim SET lease_until = 0 WHERE task_id = ? AND token = ?",
@@ -218,7 +209,7 @@ class SQLiteBackend:
 
         return self._require_pool().runInteraction(release)
 
-    def commit_outcomes(
+    def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
         def commit(cursor: sqlite3.Cursor) -> list[bool]:
@@ -332,7 +323,7 @@ class SQLiteBackend:
 
         return pool.runInteraction(delete)
 
-    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+    def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         def park(cursor: sqlite3.Cursor) -> list[bool]:
             cursor.execute("BEGIN IMMEDIATE")
             answers = []
@@ -353,25 +344,21 @@ class SQLiteBackend:
 
         return self._require_pool().runInteraction(park)
 
-    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
-        def find(cursor: sqlite3.Cursor) -> list[ParkedTask]:
+    def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        def find(cursor: sqlite3.Cursor) -> list[tuple[ParkedTask, bytes | None]]:
             now = time.time()
             cursor.execute(
                 "SELECT p.task_id, p.token, p.queue, p.body, r.document"
                 " FROM twistedq_parked p"
                 " LEFT JOIN twistedq_claim c ON c.task_id = p.task_id"
                 " LEFT JOIN twistedq_result r ON r.task_id = p.task_id AND r.expires_at > ?"
-                " WHERE c.lease_until IS NULL OR c.lease_until <= ?",
-                (now, now),
+                " WHERE c.lease_until IS NULL OR c.lease_until <= ? LIMIT ?",
+                (now, now, most),
             )
-            orphans, done = [], []
-            for task_id, token, queue, body, document in cursor.fetchall():
-                if is_final_document(document):
-                    done.append((task_id,))
-                elif len(orphans) < limit:
-                    orphans.append(ParkedTask(task_id, token, queue, bytes(body)))
-            cursor.executemany("DELETE FROM twistedq_parked WHERE task_id = ?", done)
-            return orphans
+            return [
+                (ParkedTask(task_id, token, queue, bytes(body)), document)
+                for task_id, token, queue, body, document in cursor.fetchall()
+            ]
 
         return self._require_pool().runInteraction(find)
 

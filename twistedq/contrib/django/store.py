@@ -24,20 +24,17 @@ from zope.interface import implementer
 
 from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
-    ClaimState,
     IClaimStore,
+    IFencedLeases,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
     ParkedTask,
     PeriodicState,
     SlotClaim,
-    TaskClaim,
     TasksetState,
-    claim_attempts,
-    is_final_document,
-    is_superseded,
 )
+from twistedq.backends.claims import FencedClaims
 
 __all__ = ["DjangoBackend"]
 
@@ -65,16 +62,10 @@ def _parse_done(document: dict[str, Any]) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(text) if text else None
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore)
-class DjangoBackend:
+class _Database:
     """
-    A result backend in a Django database.
-
-    :param alias: the database alias in ``DATABASES``.
-    :param ttl: seconds an outcome is kept.
-    :param threads: the most ORM threads (SQLite always uses one).
-    :param worker: recorded in each result's ``worker`` column (by
-        default this host's name).
+    What the parts of the Django store share: the database alias, the
+    thread pool the ORM runs in, and the expiry of rows.
     """
 
     def __init__(
@@ -92,16 +83,6 @@ class DjangoBackend:
         self.max_threads = threads
         self.worker = worker or socket.gethostname()
         self._pool: ThreadPool | None = None
-
-    @classmethod
-    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> DjangoBackend:
-        """
-        Build from ``django://`` or ``django://<alias>``.
-        """
-        alias = url.split("://", 1)[1].strip("/") or "default"
-        return cls(reactor, alias, ttl)
-
-    # plumbing
 
     def connect(self) -> defer.Deferred[None]:
         import django
@@ -149,7 +130,26 @@ class DjangoBackend:
     def _expiry(self) -> datetime.datetime:
         return _now() + datetime.timedelta(seconds=self.ttl)
 
-    # IResultBackend
+    def _live_document(self, task_id: str, now: datetime.datetime) -> bytes | None:
+        """
+        The stored document of a task, unless expired (in the pool thread).
+        """
+        from twistedq.contrib.django.models import TaskResult
+
+        document = (
+            TaskResult.objects.using(self.alias)
+            .filter(task_id=task_id, expires_at__gt=now)
+            .values_list("document", flat=True)
+            .first()
+        )
+        return None if document is None else document.encode("utf-8")
+
+
+class _ResultRows(_Database):
+    """
+    :py:class:`~twistedq.backends.base.IResultBackend` on ``TaskResult``,
+    ``TaskSetResult`` and ``TaskSetMember`` rows.
+    """
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
         return self._run(lambda: self._store_now(records))
@@ -337,8 +337,14 @@ class DjangoBackend:
 
         return self._run(delete)
 
-    # periodic schedules: a PeriodicSlot row per claimed slot, whose unique
-    # key makes one insert win; leases are timed by the daemons' clocks.
+
+class _ScheduleRows(_Database):
+    """
+    :py:class:`~twistedq.backends.base.IScheduleStore` on a
+    ``PeriodicSlot`` row per claimed slot, whose unique key makes one insert
+    win, and a ``PeriodicTaskState`` row per task; leases are timed by the
+    daemons' clocks.
+    """
 
     def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
         def claim() -> SlotClaim:
@@ -440,32 +446,20 @@ class DjangoBackend:
 
         return self._run(read)
 
-    def _live_document(self, task_id: str, now: datetime.datetime) -> str | None:
-        """
-        The stored document of a task, unless expired (in the pool thread).
-        """
-        from twistedq.contrib.django.models import TaskResult
 
-        return (
-            TaskResult.objects.using(self.alias)
-            .filter(task_id=task_id, expires_at__gt=now)
-            .values_list("document", flat=True)
-            .first()
-        )
+class _ClaimRows(_ResultRows):
+    """
+    :py:class:`~twistedq.backends.base.IFencedLeases` on a ``ClaimedTask``
+    row per task, holding its fence and its lease, and a ``ParkedMessage``
+    row per parked message: each step is an ``UPDATE`` whose ``WHERE``
+    holds the condition, or an ``INSERT`` only one can make, atomic on
+    every database.
+    """
 
-    # task claims: a ClaimedTask row per task; each change is one UPDATE
-    # whose WHERE holds the condition, atomic on every database.
-
-    def claim_tasks(
-        self,
-        task_ids: Sequence[str],
-        owner: str,
-        lease: float,
-        retries: Sequence[int] | None = None,
-    ) -> defer.Deferred[list[TaskClaim]]:
-        attempts = claim_attempts(task_ids, retries)
-
-        def claim() -> list[TaskClaim]:
+    def take_leases(
+        self, task_ids: Sequence[str], lease: float
+    ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
+        def take() -> list[tuple[int | None, bytes | None]]:
             from django.db import IntegrityError, transaction
             from django.db.models import F, Q
 
@@ -474,40 +468,33 @@ class DjangoBackend:
             now = _now()
             until = now + datetime.timedelta(seconds=lease)
             claims = ClaimedTask.objects.using(self.alias)
-            found = []
-            for task_id, attempt in zip(task_ids, attempts, strict=True):
-                document = self._live_document(task_id, now)
-                if document is not None and is_superseded(document, attempt):
-                    found.append(TaskClaim(ClaimState.DONE))
-                    continue
+            answers: list[tuple[int | None, bytes | None]] = []
+            for task_id in task_ids:
+                token: int | None = None
                 with transaction.atomic(using=self.alias):
-                    taken = (
-                        claims.filter(task_id=task_id)
-                        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
-                        .update(token=F("token") + 1, lease_until=until, expires_at=self._expiry())
-                    )
-                    if taken:
-                        # The row is locked now: a commit that ended the
-                        # previous claim after the read above is visible.
-                        document = self._live_document(task_id, now)
-                        if document is not None and is_superseded(document, attempt):
-                            claims.filter(task_id=task_id).update(lease_until=None)
-                            found.append(TaskClaim(ClaimState.DONE))
-                            continue
-                        token = claims.filter(task_id=task_id).values_list("token", flat=True)
-                        found.append(TaskClaim(ClaimState.CLAIMED, token.get()))
-                        continue
-                try:
-                    with transaction.atomic(using=self.alias):
-                        claims.create(task_id=task_id, lease_until=until, expires_at=self._expiry())
-                    found.append(TaskClaim(ClaimState.CLAIMED, 1))
-                except IntegrityError:  # a row exists with a live lease
-                    found.append(TaskClaim(ClaimState.HELD))
-            return found
+                    lapsed = Q(lease_until__isnull=True) | Q(lease_until__lte=now)
+                    if (
+                        claims.filter(lapsed, task_id=task_id).update(
+                            token=F("token") + 1, lease_until=until, expires_at=self._expiry()
+                        )
+                        == 1
+                    ):
+                        token = claims.filter(task_id=task_id).values_list("token", flat=True).get()
+                if token is None:
+                    try:
+                        with transaction.atomic(using=self.alias):
+                            claims.create(
+                                task_id=task_id, lease_until=until, expires_at=self._expiry()
+                            )
+                        token = 1
+                    except IntegrityError:  # a row exists with a live lease
+                        pass
+                answers.append((token, self._live_document(task_id, now)))
+            return answers
 
-        return self._run(claim)
+        return self._run(take)
 
-    def renew_claims(
+    def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
     ) -> defer.Deferred[list[bool]]:
         def renew() -> list[bool]:
@@ -526,7 +513,7 @@ class DjangoBackend:
 
         return self._run(renew)
 
-    def release_claims(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+    def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
         def release() -> None:
             from twistedq.contrib.django.models import ClaimedTask
 
@@ -536,7 +523,7 @@ class DjangoBackend:
 
         return self._run(release)
 
-    def commit_outcomes(
+    def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
         def commit() -> list[bool]:
@@ -560,7 +547,7 @@ class DjangoBackend:
 
         return self._run(commit)
 
-    def park_tasks(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+    def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         def park() -> list[bool]:
             from django.db import transaction
 
@@ -585,25 +572,22 @@ class DjangoBackend:
 
         return self._run(park)
 
-    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
-        def find() -> list[ParkedTask]:
+    def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        def find() -> list[tuple[ParkedTask, bytes | None]]:
             from twistedq.contrib.django.models import ClaimedTask, ParkedMessage
 
             now = _now()
-            orphans, done = [], []
             live = ClaimedTask.objects.using(self.alias).filter(lease_until__gt=now)
-            unclaimed = ParkedMessage.objects.using(self.alias).exclude(
+            unleased = ParkedMessage.objects.using(self.alias).exclude(
                 task_id__in=live.values("task_id")
             )
-            for row in unclaimed.order_by("id")[: limit * 4]:
-                document = self._live_document(row.task_id, now)
-                if document is not None and is_final_document(document.encode("utf-8")):
-                    done.append(row.task_id)
-                    continue
-                if len(orphans) < limit:
-                    orphans.append(ParkedTask(row.task_id, row.token, row.queue, bytes(row.body)))
-            ParkedMessage.objects.using(self.alias).filter(task_id__in=done).delete()
-            return orphans
+            return [
+                (
+                    ParkedTask(row.task_id, row.token, row.queue, bytes(row.body)),
+                    self._live_document(row.task_id, now),
+                )
+                for row in unleased.order_by("id")[:most]
+            ]
 
         return self._run(find)
 
@@ -614,3 +598,24 @@ class DjangoBackend:
             ParkedMessage.objects.using(self.alias).filter(task_id__in=list(task_ids)).delete()
 
         return self._run(drop)
+
+
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+class DjangoBackend(_ClaimRows, _ScheduleRows, FencedClaims):
+    """
+    A result backend in a Django database.
+
+    :param alias: the database alias in ``DATABASES``.
+    :param ttl: seconds an outcome is kept.
+    :param threads: the most ORM threads (SQLite always uses one).
+    :param worker: recorded in each result's ``worker`` column (by
+        default this host's name).
+    """
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> DjangoBackend:
+        """
+        Build from ``django://`` or ``django://<alias>``.
+        """
+        alias = url.split("://", 1)[1].strip("/") or "default"
+        return cls(reactor, alias, ttl)
