@@ -21,7 +21,8 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
     Build the backend a URL names: ``redis://host:port/db``,
     ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
     ``twistedq-results.sqlite3`` in the working directory),
-    ``memcached://host:port`` or ``django://[alias]``.
+    ``memcached://host:port``, ``django://[alias]`` or ``memory://`` (a
+    new store in this process's memory, for tests and demos).
 
     :raises BackendURLError: the URL names no known backend.
     """
@@ -38,11 +39,15 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
         from twistedq.contrib.django.store import DjangoBackend
 
         return DjangoBackend.from_url(url, reactor, ttl=ttl)
+    if scheme == "memory":
+        from twistedq.backends.memory import MemoryBackend
+
+        return MemoryBackend.from_url(url, reactor, ttl=ttl)
     if scheme == "sqlite":
         from twistedq.backends.sqlite import SQLiteBackend
 
         return SQLiteBackend.from_url(url, reactor, ttl=ttl)
     raise BackendURLError(
         f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path, "
-        "memcached://host:port or django:// (the Django project's database)"
+        "memcached://host:port, django:// (the Django project's database) or memory://"
     )

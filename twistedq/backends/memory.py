@@ -1,0 +1,374 @@
+"""
+Results, schedules and claims in this process's memory: ``memory://``.
+
+For tests, demos and embedded use, where outcomes need not outlive the
+process nor be seen by other processes: each :py:class:`MemoryBackend` is
+a store of its own, shared only by those handed the same object.  Expiry
+and leases follow the clock it is given, so a test drives them with
+:py:class:`twisted.internet.task.Clock`.
+
+It is also the fake store of the unit tests, with a small control
+surface for outages: :py:meth:`MemoryBackend.set_unavailable` makes every
+call fail, and :py:meth:`MemoryBackend.pause` holds calls until
+:py:meth:`MemoryBackend.resume`, so a test can see a write in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from twistedq.backends.base import (
+    DEFAULT_RESULT_TTL,
+    IClaimStore,
+    IFencedLeases,
+    IResultBackend,
+    IScheduleStore,
+    OutcomeRecord,
+    ParkedTask,
+    PeriodicState,
+    SlotClaim,
+    TasksetState,
+)
+from twistedq.backends.claims import FencedClaims
+
+__all__ = ["MemoryBackend"]
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _Lapsing(Generic[V]):
+    """
+    Values that lapse at a time of the clock's: a lapsed one reads as
+    missing, and is forgotten by :py:meth:`purge`.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._items: dict[str, tuple[V, float]] = {}
+
+    def get(self, key: str) -> V | None:
+        item = self._items.get(key)
+        return item[0] if item is not None and item[1] > self._clock.seconds() else None
+
+    def put(self, key: str, value: V, seconds: float) -> None:
+        self._items[key] = (value, self._clock.seconds() + seconds)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def live(self) -> dict[str, V]:
+        now = self._clock.seconds()
+        return {key: value for key, (value, until) in self._items.items() if until > now}
+
+    def purge(self) -> int:
+        """
+        Forget the lapsed values; answers how many.
+        """
+        live = {key: item for key, item in self._items.items() if item[1] > self._clock.seconds()}
+        removed = len(self._items) - len(live)
+        self._items = live
+        return removed
+
+
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+class MemoryBackend(FencedClaims):
+    """
+    A result store in memory.
+
+    :param clock: times expiry and leases (the global reactor if not given).
+    :param ttl: seconds an outcome, a pending record or a taskset is kept.
+    """
+
+    def __init__(self, clock: IReactorTime | None = None, ttl: int = DEFAULT_RESULT_TTL) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = IReactorTime(reactor)
+        self.clock = clock
+        self.url = "memory://"
+        self.ttl = ttl
+        self._results: _Lapsing[bytes] = _Lapsing(clock)
+        self._tasksets: _Lapsing[int] = _Lapsing(clock)
+        self._members: _Lapsing[dict[str, bool]] = _Lapsing(clock)  # id: failed
+        self._slots: _Lapsing[tuple[str, bool]] = _Lapsing(clock)  # owner, done
+        self._periodic: dict[str, PeriodicState] = {}
+        self._fences: _Lapsing[int] = _Lapsing(clock)
+        self._leases: _Lapsing[int] = _Lapsing(clock)
+        self._parked: dict[str, ParkedTask] = {}
+        self._error: BaseException | None = None
+        self._held: list[tuple[Callable[[], Any], defer.Deferred[Any]]] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> MemoryBackend:
+        """
+        Build from ``memory://``: a new, empty store timed by ``reactor``.
+        """
+        return cls(reactor, ttl)
+
+    # the controls
+
+    def set_unavailable(self, error: BaseException) -> None:
+        """
+        From now on every call but :py:meth:`close` fails with ``error``
+        and changes nothing, until :py:meth:`set_available`.
+        """
+        self._error = error
+
+    def set_available(self) -> None:
+        """
+        Answer calls again.
+        """
+        self._error = None
+
+    def pause(self) -> None:
+        """
+        Hold every call but :py:meth:`close`, unrun and unanswered, until
+        :py:meth:`resume`.
+        """
+        if self._held is None:
+            self._held = []
+
+    def resume(self) -> None:
+        """
+        Run the held calls, and those they make meanwhile, in the order they
+        were made, answering each (with the error of
+        :py:meth:`set_unavailable`, if set by then); then answer calls at
+        once again.
+        """
+        while self._held:
+            step, d = self._held.pop(0)
+            self._answer(step).chainDeferred(d)
+        self._held = None
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many calls :py:meth:`pause` holds.
+        """
+        return len(self._held or ())
+
+    @property
+    def results(self) -> dict[str, bytes]:
+        """
+        The outcomes (and pending records) stored and not expired, by task
+        id: a copy, read without going through the controls.
+        """
+        return self._results.live()
+
+    def _call(self, step: Callable[[], T]) -> defer.Deferred[T]:
+        if self._held is None:
+            return self._answer(step)
+        d: defer.Deferred[T] = defer.Deferred()
+        self._held.append((step, d))
+        return d
+
+    def _answer(self, step: Callable[[], T]) -> defer.Deferred[T]:
+        if self._error is not None:
+            return defer.fail(self._error)
+        return defer.execute(step)
+
+    # IResultBackend
+
+    def connect(self) -> defer.Deferred[None]:
+        return self._call(lambda: None)
+
+    def close(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+        return self._call(lambda: self._store(records))
+
+    def _store(self, records: Sequence[OutcomeRecord]) -> None:
+        for record in records:
+            self._results.put(record.task_id, record.document, self.ttl)
+            if record.taskset is not None:
+                members = self._members.get(record.taskset) or {}
+                members[record.task_id] = members.get(record.task_id, False) or record.failed
+                self._members.put(record.taskset, members, self.ttl)
+
+    def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        def mark() -> None:
+            for task_id, document in records:
+                if self._results.get(task_id) is None:
+                    self._results.put(task_id, document, self.ttl)
+
+        return self._call(mark)
+
+    def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        def delete() -> None:
+            for task_id in task_ids:
+                self._results.pop(task_id)
+
+        return self._call(delete)
+
+    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
+        return self._call(lambda: self._tasksets.put(taskset_id, total, self.ttl))
+
+    def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
+        def read() -> TasksetState | None:
+            total = self._tasksets.get(taskset_id)
+            if total is None:
+                return None
+            members = self._members.get(taskset_id) or {}
+            return TasksetState(total, len(members), sum(members.values()))
+
+        return self._call(read)
+
+    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
+        return self._call(lambda: self._results.get(task_id))
+
+    def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
+        return self._call(lambda: [self._results.get(task_id) for task_id in task_ids])
+
+    def delete_expired(self) -> defer.Deferred[int]:
+        """
+        Forget what has lapsed; fires with how many outcomes.
+        """
+
+        def purge() -> int:
+            for lapsing in (self._tasksets, self._members, self._slots, self._fences):
+                lapsing.purge()
+            return self._results.purge()
+
+        return self._call(purge)
+
+    # IScheduleStore
+
+    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
+        def claim() -> SlotClaim:
+            slot = self._slots.get(key)
+            if slot is None:
+                self._slots.put(key, (owner, False), lease)
+                return SlotClaim.WON
+            return SlotClaim.DONE if slot[1] else SlotClaim.HELD
+
+        return self._call(claim)
+
+    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
+        def release() -> None:
+            if self._slots.get(key) == (owner, False):
+                self._slots.pop(key)
+
+        return self._call(release)
+
+    def commit_slot(
+        self, key: str, name: str, slot: float, next_run_at: float, keep: float
+    ) -> defer.Deferred[None]:
+        def commit() -> None:
+            self._slots.put(key, ("", True), keep)
+            state = self._periodic.get(name, PeriodicState(name))
+            last = state.last_run_at
+            self._periodic[name] = state._replace(
+                last_run_at=slot if last is None else max(last, slot),
+                total_run_count=state.total_run_count + 1,
+                next_run_at=next_run_at,
+            )
+
+        return self._call(commit)
+
+    def _change_state(self, name: str, **change: Any) -> defer.Deferred[None]:
+        def change_state() -> None:
+            self._periodic[name] = self._periodic.get(name, PeriodicState(name))._replace(**change)
+
+        return self._call(change_state)
+
+    def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
+        return self._change_state(name, next_run_at=next_run_at)
+
+    def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        return self._change_state(name, enabled=enabled)
+
+    def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
+        return self._call(lambda: {n: self._periodic[n] for n in names if n in self._periodic})
+
+    # IFencedLeases: a fence and a lease per task, each lapsing by the clock
+
+    def take_leases(
+        self, task_ids: Sequence[str], lease: float
+    ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
+        def take() -> list[tuple[int | None, bytes | None]]:
+            answers: list[tuple[int | None, bytes | None]] = []
+            for task_id in task_ids:
+                token = None
+                if self._leases.get(task_id) is None:
+                    token = (self._fences.get(task_id) or 0) + 1
+                    self._fences.put(task_id, token, self.ttl)
+                    self._leases.put(task_id, token, lease)
+                answers.append((token, self._results.get(task_id)))
+            return answers
+
+        return self._call(take)
+
+    def extend_leases(
+        self, claims: Sequence[tuple[str, int]], lease: float
+    ) -> defer.Deferred[list[bool]]:
+        def extend() -> list[bool]:
+            answers = []
+            for task_id, token in claims:
+                held = self._leases.get(task_id) == token
+                if held:
+                    self._leases.put(task_id, token, lease)
+                    self._fences.put(task_id, token, self.ttl)
+                answers.append(held)
+            return answers
+
+        return self._call(extend)
+
+    def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
+        def end() -> None:
+            for task_id, token in claims:
+                if self._fences.get(task_id) == token:
+                    self._leases.pop(task_id)
+
+        return self._call(end)
+
+    def commit_fenced(
+        self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
+    ) -> defer.Deferred[list[bool]]:
+        def commit() -> list[bool]:
+            answers = [
+                self._fences.get(record.task_id) == token
+                for record, token in zip(records, tokens, strict=True)
+            ]
+            done = [record for record, ok in zip(records, answers, strict=True) if ok]
+            self._store(done)
+            for record in done:
+                self._leases.pop(record.task_id)
+                self._parked.pop(record.task_id, None)
+            return answers
+
+        return self._call(commit)
+
+    def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
+        def park() -> list[bool]:
+            answers = []
+            for task in parked:
+                held = self._leases.get(task.task_id) == task.token
+                if held:
+                    self._parked[task.task_id] = task
+                answers.append(held)
+            return answers
+
+        return self._call(park)
+
+    def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
+        def find() -> list[tuple[ParkedTask, bytes | None]]:
+            unleased = [
+                task for task in self._parked.values() if self._leases.get(task.task_id) is None
+            ]
+            return [(task, self._results.get(task.task_id)) for task in unleased[:most]]
+
+        return self._call(find)
+
+    def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
+        def drop() -> None:
+            for task_id in task_ids:
+                self._parked.pop(task_id, None)
+
+        return self._call(drop)
