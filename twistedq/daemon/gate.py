@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -119,7 +120,7 @@ class Gate:
             self._read(jobs)
 
     def _read(self, jobs: list[Job]) -> None:
-        d = self.backend.get_results([job.task_id for job in jobs])
+        d = defer.maybeDeferred(self.backend.get_results, [job.task_id for job in jobs])
 
         def read(found: list[bytes | None]) -> None:
             self.health.answered()
@@ -171,7 +172,7 @@ class Gate:
         if not unclaimed:
             return
         asked_at = self.clock.seconds()
-        d = leases.claim(unclaimed)
+        d = defer.maybeDeferred(leases.claim, unclaimed)
 
         def claimed(claims: list[TaskClaim]) -> None:
             self.health.answered()
