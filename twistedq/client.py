@@ -51,7 +51,7 @@ def _drop(waiter: defer.Deferred[Any] | None) -> None:
         waiter.cancel()
 
 
-#: The owner and lease of the claims a revocation takes for an instant.
+#: The lease of the claims a revocation takes for an instant.
 _REVOKE_LEASE = 30.0
 
 
