@@ -71,6 +71,10 @@ class ParkingTests(SynchronousTestCase):
             self.queue, self.backend, mode="send", task="slow_count", args=[str(self.runs), 4]
         )
         self.wait_for(lambda: "is parked" in first.log(), 20, "the task parked")
+        # The ack is logged as it is handed to the transport: give it time to
+        # reach the broker, or the kill makes the broker deliver the message
+        # again and the recovery path under test is not taken.
+        time.sleep(1.0)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
         second = self.start_daemon("second")
