@@ -10,12 +10,19 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.backends.contract import BackendContract, ClaimStoreContract, ScheduleStoreContract
-from twistedq.backends.base import ClaimState, IResultBackend, OutcomeRecord, TaskClaim
-from twistedq.backends.memory import MemoryBackend
+from twistedq.backends.base import (
+    ClaimState,
+    IResultBackend,
+    OutcomeRecord,
+    ParkedTask,
+    TaskClaim,
+)
+from twistedq.backends.memory import Call, MemoryBackend, Write
 from twistedq.backends.url import backend_from_url
 from twistedq.outcome import success_document
 
 TASK = "00000000-0000-4000-8000-000000000001"
+OTHER = "00000000-0000-4000-8000-000000000002"
 
 
 class MemoryContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
@@ -128,3 +135,98 @@ class ControlTests(SynchronousTestCase):
         Without a clock the store uses the global reactor's.
         """
         self.assertIs(MemoryBackend().clock, reactor)
+
+
+class RecordTests(SynchronousTestCase):
+    """
+    What the memory store records for tests (the calls made to it and the
+    outcomes it wrote), what it shows of claims, and held calls answered
+    one at a time.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryBackend(self.clock, ttl=60)
+
+    def test_calls_in_order(self) -> None:
+        """
+        Every call is recorded with its arguments, in the order made,
+        whether answered at once, failed or held; a claim is recorded as
+        the store's steps.
+        """
+        self.successResultOf(self.store.store_results([RECORD]))
+        self.store.set_unavailable(ConnectionRefusedError("down"))
+        self.failureResultOf(self.store.get_result(TASK), ConnectionRefusedError)
+        self.store.set_available()
+        self.store.pause()
+        self.store.get_taskset("ts")
+        self.assertEqual(
+            self.store.calls,
+            [
+                Call("store_results", ([RECORD],)),
+                Call("get_result", (TASK,)),
+                Call("get_taskset", ("ts",)),
+            ],
+        )
+        self.store.resume()
+        del self.store.calls[:]
+        self.successResultOf(self.store.claim_tasks([OTHER], 15))
+        names = {call.name for call in self.store.calls}
+        self.assertIn("take_leases", names)
+        self.assertNotIn("claim_tasks", names)
+
+    def test_held_answered_alone(self) -> None:
+        """
+        A held call can be answered, or failed, before those made earlier;
+        the others stay held, and a call made meanwhile is held too.
+        """
+        self.store.pause()
+        read = self.store.get_result(TASK)
+        written = self.store.store_results([RECORD])
+        probe = self.store.get_result("probe")
+        first, second, third = self.store.held
+        self.assertEqual(
+            [held.call for held in self.store.held],
+            [Call("get_result", (TASK,)), Call("store_results", ([RECORD],)), third.call],
+        )
+        second.answer()
+        self.assertIsNone(self.successResultOf(written))
+        self.assertEqual(self.store.results, {TASK: RECORD.document})
+        self.assertNoResult(read)
+        third.fail(ConnectionRefusedError("lost"))
+        self.failureResultOf(probe, ConnectionRefusedError)
+        self.assertEqual(self.store.held, [first])
+        later = self.store.get_result(TASK)
+        self.assertEqual(self.store.waiting, 2)
+        self.store.resume()
+        self.assertEqual(self.successResultOf(read), RECORD.document)
+        self.assertEqual(self.successResultOf(later), RECORD.document)
+
+    def test_writes(self) -> None:
+        """
+        Every outcome written is recorded: stored plainly without a token,
+        committed with the token it held; a commit fenced off writes
+        nothing.
+        """
+        self.successResultOf(self.store.store_results([RECORD]))
+        (first,) = self.successResultOf(self.store.claim_tasks([OTHER], 15))
+        other = OutcomeRecord(OTHER, success_document(OTHER, "t", 2))
+        self.assertEqual(
+            self.successResultOf(self.store.commit_outcomes([other, other], [first.token, 99])),
+            [True, False],
+        )
+        self.assertEqual(self.store.writes, [Write(RECORD), Write(other, first.token)])
+
+    def test_claims_shown(self) -> None:
+        """
+        The fences, live leases and parked messages can be read directly;
+        a lease lapses by the clock, its fence stays.
+        """
+        (claim,) = self.successResultOf(self.store.claim_tasks([TASK], 15))
+        parked = ParkedTask(TASK, claim.token, "celery", b"body")
+        self.assertEqual(self.successResultOf(self.store.park_tasks([parked])), [True])
+        self.assertEqual(self.store.fences, {TASK: claim.token})
+        self.assertEqual(self.store.leases, {TASK: claim.token})
+        self.assertEqual(self.store.parked, {TASK: parked})
+        self.clock.advance(15)
+        self.assertEqual((self.store.leases, self.store.fences), ({}, {TASK: claim.token}))

@@ -10,13 +10,17 @@ and leases follow the clock it is given, so a test drives them with
 It is also the fake store of the unit tests, with a small control
 surface for outages: :py:meth:`MemoryBackend.set_unavailable` makes every
 call fail, and :py:meth:`MemoryBackend.pause` holds calls until
-:py:meth:`MemoryBackend.resume`, so a test can see a write in flight.
+:py:meth:`MemoryBackend.resume`, so a test can see a write in flight; one
+held call can be answered, or failed, alone
+(:py:attr:`MemoryBackend.held`).  It records every call made to it
+(:py:attr:`MemoryBackend.calls`) and every outcome it wrote
+(:py:attr:`MemoryBackend.writes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -36,7 +40,7 @@ from twistedq.backends.base import (
 )
 from twistedq.backends.claims import FencedClaims
 
-__all__ = ["MemoryBackend"]
+__all__ = ["Call", "HeldCall", "MemoryBackend", "Write"]
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -76,6 +80,63 @@ class _Lapsing(Generic[V]):
         return removed
 
 
+class Call(NamedTuple):
+    """
+    A call made to a :py:class:`MemoryBackend`: the method's name and its
+    arguments as given.  Claims are made of the store's steps, so their
+    calls are those of :py:class:`~twistedq.backends.base.IFencedLeases`.
+    """
+
+    name: str
+    args: tuple[Any, ...]
+
+
+class Write(NamedTuple):
+    """
+    An outcome a :py:class:`MemoryBackend` wrote, with the fencing token
+    it was committed with (None when stored by ``store_results``).
+    """
+
+    record: OutcomeRecord
+    token: int | None = None
+
+
+class HeldCall:
+    """
+    A call that :py:meth:`MemoryBackend.pause` holds, unrun and unanswered.
+
+    :ivar call: the call's name and arguments.
+    """
+
+    def __init__(
+        self, store: MemoryBackend, call: Call, step: Callable[[], Any], d: defer.Deferred[Any]
+    ) -> None:
+        self.call = call
+        self._store = store
+        self._step = step
+        self._d = d
+
+    def __repr__(self) -> str:
+        return f"<HeldCall {self.call.name}{self.call.args!r}>"
+
+    def answer(self) -> None:
+        """
+        Run this call now and answer it (with the error of
+        :py:meth:`MemoryBackend.set_unavailable`, if set); the other held
+        calls stay held.
+        """
+        self._store._unhold(self)
+        self._store._answer(self._step).chainDeferred(self._d)
+
+    def fail(self, error: BaseException) -> None:
+        """
+        Answer this call with ``error``, without running it; the other held
+        calls stay held.
+        """
+        self._store._unhold(self)
+        self._d.errback(error)
+
+
 @implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
 class MemoryBackend(FencedClaims):
     """
@@ -83,6 +144,9 @@ class MemoryBackend(FencedClaims):
 
     :param clock: times expiry and leases (the global reactor if not given).
     :param ttl: seconds an outcome, a pending record or a taskset is kept.
+    :ivar calls: every call made to the store but :py:meth:`close`, in the
+        order made, whether answered at once, held or failed.
+    :ivar writes: every outcome written, in the order written.
     """
 
     def __init__(self, clock: IReactorTime | None = None, ttl: int = DEFAULT_RESULT_TTL) -> None:
@@ -102,7 +166,9 @@ class MemoryBackend(FencedClaims):
         self._leases: _Lapsing[int] = _Lapsing(clock)
         self._parked: dict[str, ParkedTask] = {}
         self._error: BaseException | None = None
-        self._held: list[tuple[Callable[[], Any], defer.Deferred[Any]]] | None = None
+        self._held: list[HeldCall] | None = None
+        self.calls: list[Call] = []
+        self.writes: list[Write] = []
 
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> MemoryBackend:
@@ -142,8 +208,7 @@ class MemoryBackend(FencedClaims):
         once again.
         """
         while self._held:
-            step, d = self._held.pop(0)
-            self._answer(step).chainDeferred(d)
+            self._held[0].answer()
         self._held = None
 
     @property
@@ -154,6 +219,14 @@ class MemoryBackend(FencedClaims):
         return len(self._held or ())
 
     @property
+    def held(self) -> list[HeldCall]:
+        """
+        The calls :py:meth:`pause` holds, in the order made: each can be
+        answered, or failed, before the others.
+        """
+        return list(self._held or ())
+
+    @property
     def results(self) -> dict[str, bytes]:
         """
         The outcomes (and pending records) stored and not expired, by task
@@ -161,12 +234,38 @@ class MemoryBackend(FencedClaims):
         """
         return self._results.live()
 
-    def _call(self, step: Callable[[], T]) -> defer.Deferred[T]:
+    @property
+    def fences(self) -> dict[str, int]:
+        """
+        The latest fencing token of each task, read as :py:attr:`results` is.
+        """
+        return self._fences.live()
+
+    @property
+    def leases(self) -> dict[str, int]:
+        """
+        The token of each task's live lease, read as :py:attr:`results` is.
+        """
+        return self._leases.live()
+
+    @property
+    def parked(self) -> dict[str, ParkedTask]:
+        """
+        The parked messages by task id, read as :py:attr:`results` is.
+        """
+        return dict(self._parked)
+
+    def _call(self, call: Call, step: Callable[[], T]) -> defer.Deferred[T]:
+        self.calls.append(call)
         if self._held is None:
             return self._answer(step)
         d: defer.Deferred[T] = defer.Deferred()
-        self._held.append((step, d))
+        self._held.append(HeldCall(self, call, step, d))
         return d
+
+    def _unhold(self, held: HeldCall) -> None:
+        assert self._held is not None
+        self._held.remove(held)
 
     def _answer(self, step: Callable[[], T]) -> defer.Deferred[T]:
         if self._error is not None:
@@ -176,16 +275,18 @@ class MemoryBackend(FencedClaims):
     # IResultBackend
 
     def connect(self) -> defer.Deferred[None]:
-        return self._call(lambda: None)
+        return self._call(Call("connect", ()), lambda: None)
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
-        return self._call(lambda: self._store(records))
+        return self._call(Call("store_results", (records,)), lambda: self._store(records))
 
-    def _store(self, records: Sequence[OutcomeRecord]) -> None:
-        for record in records:
+    def _store(self, records: Sequence[OutcomeRecord], tokens: Sequence[int] | None = None) -> None:
+        fences = tokens if tokens is not None else [None] * len(records)
+        for record, token in zip(records, fences, strict=True):
+            self.writes.append(Write(record, token))
             self._results.put(record.task_id, record.document, self.ttl)
             if record.taskset is not None:
                 members = self._members.get(record.taskset) or {}
@@ -198,17 +299,18 @@ class MemoryBackend(FencedClaims):
                 if self._results.get(task_id) is None:
                     self._results.put(task_id, document, self.ttl)
 
-        return self._call(mark)
+        return self._call(Call("mark_sent", (records,)), mark)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         def delete() -> None:
             for task_id in task_ids:
                 self._results.pop(task_id)
 
-        return self._call(delete)
+        return self._call(Call("forget", (task_ids,)), delete)
 
     def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
-        return self._call(lambda: self._tasksets.put(taskset_id, total, self.ttl))
+        call = Call("create_taskset", (taskset_id, total))
+        return self._call(call, lambda: self._tasksets.put(taskset_id, total, self.ttl))
 
     def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
         def read() -> TasksetState | None:
@@ -218,13 +320,14 @@ class MemoryBackend(FencedClaims):
             members = self._members.get(taskset_id) or {}
             return TasksetState(total, len(members), sum(members.values()))
 
-        return self._call(read)
+        return self._call(Call("get_taskset", (taskset_id,)), read)
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
-        return self._call(lambda: self._results.get(task_id))
+        return self._call(Call("get_result", (task_id,)), lambda: self._results.get(task_id))
 
     def get_results(self, task_ids: Sequence[str]) -> defer.Deferred[list[bytes | None]]:
-        return self._call(lambda: [self._results.get(task_id) for task_id in task_ids])
+        call = Call("get_results", (task_ids,))
+        return self._call(call, lambda: [self._results.get(task_id) for task_id in task_ids])
 
     def delete_expired(self) -> defer.Deferred[int]:
         """
@@ -236,7 +339,7 @@ class MemoryBackend(FencedClaims):
                 lapsing.purge()
             return self._results.purge()
 
-        return self._call(purge)
+        return self._call(Call("delete_expired", ()), purge)
 
     # IScheduleStore
 
@@ -248,14 +351,14 @@ class MemoryBackend(FencedClaims):
                 return SlotClaim.WON
             return SlotClaim.DONE if slot[1] else SlotClaim.HELD
 
-        return self._call(claim)
+        return self._call(Call("claim_slot", (key, owner, lease)), claim)
 
     def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
         def release() -> None:
             if self._slots.get(key) == (owner, False):
                 self._slots.pop(key)
 
-        return self._call(release)
+        return self._call(Call("release_slot", (key, owner)), release)
 
     def commit_slot(
         self, key: str, name: str, slot: float, next_run_at: float, keep: float
@@ -270,22 +373,29 @@ class MemoryBackend(FencedClaims):
                 next_run_at=next_run_at,
             )
 
-        return self._call(commit)
+        return self._call(Call("commit_slot", (key, name, slot, next_run_at, keep)), commit)
 
-    def _change_state(self, name: str, **change: Any) -> defer.Deferred[None]:
+    def _change_state(self, call: Call, name: str, **change: Any) -> defer.Deferred[None]:
         def change_state() -> None:
             self._periodic[name] = self._periodic.get(name, PeriodicState(name))._replace(**change)
 
-        return self._call(change_state)
+        return self._call(call, change_state)
 
     def note_schedule(self, name: str, next_run_at: float) -> defer.Deferred[None]:
-        return self._change_state(name, next_run_at=next_run_at)
+        return self._change_state(
+            Call("note_schedule", (name, next_run_at)), name, next_run_at=next_run_at
+        )
 
     def set_periodic_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
-        return self._change_state(name, enabled=enabled)
+        return self._change_state(
+            Call("set_periodic_enabled", (name, enabled)), name, enabled=enabled
+        )
 
     def get_periodic_states(self, names: Sequence[str]) -> defer.Deferred[dict[str, PeriodicState]]:
-        return self._call(lambda: {n: self._periodic[n] for n in names if n in self._periodic})
+        call = Call("get_periodic_states", (names,))
+        return self._call(
+            call, lambda: {n: self._periodic[n] for n in names if n in self._periodic}
+        )
 
     # IFencedLeases: a fence and a lease per task, each lapsing by the clock
 
@@ -303,7 +413,7 @@ class MemoryBackend(FencedClaims):
                 answers.append((token, self._results.get(task_id)))
             return answers
 
-        return self._call(take)
+        return self._call(Call("take_leases", (task_ids, lease)), take)
 
     def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
@@ -318,7 +428,7 @@ class MemoryBackend(FencedClaims):
                 answers.append(held)
             return answers
 
-        return self._call(extend)
+        return self._call(Call("extend_leases", (claims, lease)), extend)
 
     def end_leases(self, claims: Sequence[tuple[str, int]]) -> defer.Deferred[None]:
         def end() -> None:
@@ -326,7 +436,7 @@ class MemoryBackend(FencedClaims):
                 if self._fences.get(task_id) == token:
                     self._leases.pop(task_id)
 
-        return self._call(end)
+        return self._call(Call("end_leases", (claims,)), end)
 
     def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
@@ -337,13 +447,13 @@ class MemoryBackend(FencedClaims):
                 for record, token in zip(records, tokens, strict=True)
             ]
             done = [record for record, ok in zip(records, answers, strict=True) if ok]
-            self._store(done)
+            self._store(done, [token for token, ok in zip(tokens, answers, strict=True) if ok])
             for record in done:
                 self._leases.pop(record.task_id)
                 self._parked.pop(record.task_id, None)
             return answers
 
-        return self._call(commit)
+        return self._call(Call("commit_fenced", (records, tokens)), commit)
 
     def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         def park() -> list[bool]:
@@ -355,7 +465,7 @@ class MemoryBackend(FencedClaims):
                 answers.append(held)
             return answers
 
-        return self._call(park)
+        return self._call(Call("park_leased", (parked,)), park)
 
     def unleased_parked(self, most: int) -> defer.Deferred[list[tuple[ParkedTask, bytes | None]]]:
         def find() -> list[tuple[ParkedTask, bytes | None]]:
@@ -364,11 +474,11 @@ class MemoryBackend(FencedClaims):
             ]
             return [(task, self._results.get(task.task_id)) for task in unleased[:most]]
 
-        return self._call(find)
+        return self._call(Call("unleased_parked", (most,)), find)
 
     def drop_parked(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         def drop() -> None:
             for task_id in task_ids:
                 self._parked.pop(task_id, None)
 
-        return self._call(drop)
+        return self._call(Call("drop_parked", (task_ids,)), drop)
