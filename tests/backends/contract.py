@@ -473,3 +473,19 @@ class ClaimStoreContract:
         self.assertEqual(await backend.take_leases([task], 30), [(None, document)])
         (claim,) = await backend.claim_tasks([task], 30)
         self.assertEqual(claim.state, ClaimState.DONE)
+
+    async def test_lease_not_taken_where_the_outcome_says_so(self: Any) -> None:
+        """
+        No lease is taken where the stored document holds one of the byte
+        strings given (the document is answered); one is where it holds
+        none, or where none are given.
+        """
+        backend = await self.backend()
+        done, waiting = new_task_id(), new_task_id()
+        document, pending = success_document(done, "t", 1), pending_document(waiting, "t")
+        await backend.store_results([OutcomeRecord(done, document)])
+        await backend.mark_sent([(waiting, pending)])
+        stopped, taken = await backend.take_leases([done, waiting], 30, [b'"SUCCESS"'])
+        self.assertEqual(stopped, (None, document))
+        self.assertEqual(taken, (1, pending))
+        self.assertEqual(await backend.take_leases([done], 30), [(1, document)])

@@ -19,7 +19,7 @@ from twistedq.backends.base import (
 )
 from twistedq.backends.memory import Call, MemoryBackend, Write
 from twistedq.backends.url import backend_from_url
-from twistedq.outcome import success_document
+from twistedq.outcome import failure_document, success_document
 
 TASK = "00000000-0000-4000-8000-000000000001"
 OTHER = "00000000-0000-4000-8000-000000000002"
@@ -95,16 +95,32 @@ class ControlTests(SynchronousTestCase):
         self.failureResultOf(written, ConnectionRefusedError)
         self.assertEqual(self.store.results, {})
 
+    def test_claim_is_one_step(self) -> None:
+        """
+        Claiming a task with no outcome, or a pending record, is one call
+        to the store.
+        """
+        self.store.pause()
+        claimed = self.store.claim_tasks([TASK], 15)
+        self.assertEqual(self.store.waiting, 1)
+        self.store.resume()
+        self.assertEqual(self.successResultOf(claimed), [TaskClaim(ClaimState.CLAIMED, 1)])
+
     def test_claim_sees_a_racing_commit(self) -> None:
         """
-        A claim that read no outcome, then takes the lease once another
-        attempt committed, finds the task done and gives the lease back.
+        A claim that must look twice (the outcome names a status that does
+        not stop it: a dead-lettered failure) and takes the lease once
+        another attempt committed finds the task done and gives the lease
+        back.
         """
+        dead = failure_document(TASK, "t", ValueError("x"), traceback="", dead_letter="x")
+        self.successResultOf(self.store.store_results([OutcomeRecord(TASK, dead, None, True)]))
         (first,) = self.successResultOf(self.store.claim_tasks([TASK], 15))
+        self.assertEqual(first, TaskClaim(ClaimState.CLAIMED, 1))
         self.store.pause()
-        late = self.store.claim_tasks([TASK], 15)  # reads the outcome: none yet
+        late = self.store.claim_tasks([TASK], 15)  # finds the lease held, looks again
         committed = self.store.commit_outcomes([RECORD], [first.token])
-        self.store.resume()  # read, commit, then the late claim's lease
+        self.store.resume()  # the late claim's first look, the commit, its second look
         self.assertEqual(self.successResultOf(committed), [True])
         self.assertEqual(self.successResultOf(late), [TaskClaim(ClaimState.DONE)])
         self.assertEqual(self.successResultOf(self.store.take_leases([TASK], 15))[0][0], 3)

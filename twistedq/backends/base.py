@@ -312,13 +312,14 @@ class IFencedLeases(Interface):
     """
 
     def take_leases(
-        task_ids: Sequence[str], lease: float
+        task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> Deferred[list[tuple[int | None, bytes | None]]]:
         """
-        For each task without a live lease: raise its fence by one and
+        For each task without a live lease whose stored document holds
+        none of the byte strings ``unless``: raise its fence by one and
         lease the task for ``lease`` seconds to that new token.  Answers,
-        per task, the new token (None where a live lease was there) and the
-        task's stored document as it is once the lease is taken.
+        per task, the new token (None where it was not taken) and the
+        task's stored document as it was when the lease was taken, or not.
         """
 
     def extend_leases(claims: Sequence[tuple[str, int]], lease: float) -> Deferred[list[bool]]:

@@ -26,7 +26,9 @@ from twisted.internet import defer
 from twistedq.backends.base import ClaimState, OutcomeRecord, ParkedTask, TaskClaim
 
 __all__ = [
+    "STOPPING",
     "FencedClaims",
+    "holds_any",
     "is_final_document",
     "is_superseded",
     "parked_from_value",
@@ -76,6 +78,20 @@ def is_superseded(document: bytes | str | None, retries: int | None) -> bool:
     return parsed.get("status") == "RETRY" and isinstance(later, int) and later > retries
 
 
+#: The statuses a document must name, as JSON strings, to stop a claim
+#: (:py:func:`is_superseded`): a store takes no lease where the document
+#: holds one of them, and the claim then decides.
+STOPPING = (b'"SUCCESS"', b'"FAILURE"', b'"REVOKED"', b'"RETRY"')
+
+
+def holds_any(document: bytes | None, parts: Sequence[bytes]) -> bool:
+    """
+    Whether ``document`` holds one of the byte strings ``parts``, for a
+    store that checks the ``unless`` of ``take_leases`` itself.
+    """
+    return document is not None and any(part in document for part in parts)
+
+
 def parked_value(task: ParkedTask) -> bytes:
     """
     A parked message as one value, ``<token>\\n<queue>\\n<body>``, for a
@@ -105,12 +121,17 @@ class FencedClaims:
     ) -> defer.Deferred[list[TaskClaim]]:
         """
         A task whose stored outcome supersedes the message (see
-        :py:func:`is_superseded`) is DONE and its lease is left alone.  Of
-        the others, a task whose lease another attempt holds is HELD, and
-        the rest are CLAIMED with the tokens their leases were taken with.
-        The outcome is read again once the lease is taken, so a commit that
-        ended the lease meanwhile is seen: that lease is ended again and the
-        task is DONE, as if the claim had come after the commit.
+        :py:func:`is_superseded`) is DONE and its lease is left alone; of
+        the others, one whose lease another attempt holds is HELD, and the
+        rest are CLAIMED with the tokens their leases were taken with.
+
+        One step suffices where the stored document names no status that
+        could stop the claim (:py:data:`STOPPING`): the store takes the
+        lease unless the document does.  Only a task whose document names
+        one but does not supersede the message (an earlier attempt's RETRY,
+        a dead-lettered failure) needs a second step, whose answer is read
+        again: if a commit came in between, the lease just taken is ended
+        and the task is DONE, as if the claim had come after the commit.
         """
         ids = list(task_ids)
         attempts: list[int | None] = list(retries) if retries is not None else [None] * len(ids)
@@ -119,13 +140,19 @@ class FencedClaims:
 
         async def claim() -> list[TaskClaim]:
             found = [TaskClaim(ClaimState.DONE)] * len(ids)
-            documents = await self.get_results(ids)
-            open_ = [i for i, doc in enumerate(documents) if not is_superseded(doc, attempts[i])]
-            if not open_:
+            again = []
+            for i, (token, document) in enumerate(await self.take_leases(ids, lease, STOPPING)):
+                if token is not None:
+                    found[i] = TaskClaim(ClaimState.CLAIMED, token)
+                elif not holds_any(document, STOPPING):
+                    found[i] = TaskClaim(ClaimState.HELD)
+                elif not is_superseded(document, attempts[i]):
+                    again.append(i)
+            if not again:
                 return found
-            taken = await self.take_leases([ids[i] for i in open_], lease)
             given_back = []
-            for i, (token, document) in zip(open_, taken, strict=True):
+            taken = await self.take_leases([ids[i] for i in again], lease)
+            for i, (token, document) in zip(again, taken, strict=True):
                 if is_superseded(document, attempts[i]):
                     if token is not None:
                         given_back.append((ids[i], token))
@@ -189,7 +216,7 @@ class FencedClaims:
         raise NotImplementedError
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         raise NotImplementedError
 

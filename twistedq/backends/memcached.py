@@ -44,7 +44,7 @@ from twistedq.backends.base import (
     TasksetState,
     gather,
 )
-from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
+from twistedq.backends.claims import FencedClaims, holds_any, parked_from_value, parked_value
 from twistedq.outcome import failure_document
 
 __all__ = ["MemcachedBackend", "ResultTooLarge"]
@@ -376,13 +376,21 @@ class MemcachedBackend(FencedClaims):
     # are items listed in an index item changed with compare-and-set.
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         async def take(client: MemCacheProtocol) -> list[tuple[int | None, bytes | None]]:
-            answers = []
+            answers: list[tuple[int | None, bytes | None]] = []
             for task_id in task_ids:
-                token = await self._take_lease(client, task_id, math.ceil(lease))
                 _, document = await client.get(self._key("result", task_id))
+                if holds_any(document, unless):
+                    answers.append((None, document))
+                    continue
+                token = await self._take_lease(client, task_id, math.ceil(lease))
+                if token is not None:  # read again: a commit may have ended the last lease
+                    _, document = await client.get(self._key("result", task_id))
+                    if holds_any(document, unless):
+                        await client.delete(self._key("claim", task_id))
+                        token = None
                 answers.append((token, document))
             return answers
 

@@ -38,7 +38,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TasksetState,
 )
-from twistedq.backends.claims import FencedClaims
+from twistedq.backends.claims import FencedClaims, holds_any
 
 __all__ = ["Call", "HeldCall", "MemoryBackend", "Write"]
 
@@ -400,20 +400,20 @@ class MemoryBackend(FencedClaims):
     # IFencedLeases: a fence and a lease per task, each lapsing by the clock
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         def take() -> list[tuple[int | None, bytes | None]]:
             answers: list[tuple[int | None, bytes | None]] = []
             for task_id in task_ids:
-                token = None
-                if self._leases.get(task_id) is None:
+                document, token = self._results.get(task_id), None
+                if self._leases.get(task_id) is None and not holds_any(document, unless):
                     token = (self._fences.get(task_id) or 0) + 1
                     self._fences.put(task_id, token, self.ttl)
                     self._leases.put(task_id, token, lease)
-                answers.append((token, self._results.get(task_id)))
+                answers.append((token, document))
             return answers
 
-        return self._call(Call("take_leases", (task_ids, lease)), take)
+        return self._call(Call("take_leases", (task_ids, lease, unless)), take)
 
     def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float

@@ -65,15 +65,20 @@ return 0
 _TAKE_LEASES = """
 local out = {}
 for i = 1, #KEYS, 3 do
+    local document = redis.call('get', KEYS[i])
+    local free = redis.call('exists', KEYS[i + 1]) == 0
+    for j = 3, #ARGV do
+        if free and document and string.find(document, ARGV[j], 1, true) then free = false end
+    end
     local token = false
-    if redis.call('exists', KEYS[i + 1]) == 0 then
+    if free then
         token = redis.call('incr', KEYS[i + 2])
         redis.call('expire', KEYS[i + 2], ARGV[2])
         redis.call('set', KEYS[i + 1], token, 'PX', ARGV[1])
         token = tostring(token)
     end
     out[#out + 1] = token
-    out[#out + 1] = redis.call('get', KEYS[i])
+    out[#out + 1] = document
 end
 return out
 """
@@ -364,10 +369,10 @@ class RedisBackend(FencedClaims):
         return [prefix + task_id, f"{prefix}claim:{task_id}", f"{prefix}fence:{task_id}"]
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         keys = [key for task_id in task_ids for key in self._claim_keys(task_id)]
-        taken = self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl])
+        taken = self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl, *unless])
 
         def answers(flat: list[Any]) -> list[tuple[int | None, bytes | None]]:
             return [

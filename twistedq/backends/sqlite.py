@@ -32,7 +32,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TasksetState,
 )
-from twistedq.backends.claims import FencedClaims
+from twistedq.backends.claims import FencedClaims, holds_any
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
@@ -158,7 +158,7 @@ class SQLiteBackend(FencedClaims):
     # task claims: one row per task, its latest token kept as its fence
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         def take(cursor: sqlite3.Cursor) -> list[tuple[int | None, bytes | None]]:
             # Take the write lock before reading, so that of two daemons
@@ -167,18 +167,19 @@ class SQLiteBackend(FencedClaims):
             now = time.time()
             answers: list[tuple[int | None, bytes | None]] = []
             for task_id in task_ids:
+                document = _live_document(cursor, task_id, now)
                 cursor.execute(
                     "SELECT token, lease_until FROM twistedq_claim WHERE task_id = ?", (task_id,)
                 )
                 row = cursor.fetchone()
                 token = None
-                if row is None or row[1] <= now:
+                if (row is None or row[1] <= now) and not holds_any(document, unless):
                     token = (row[0] if row is not None else 0) + 1
                     cursor.execute(
                         "INSERT OR REPLACE INTO twistedq_claim VALUES (?, ?, ?, ?)",
                         (task_id, token, now + lease, now + self.ttl),
                     )
-                answers.append((token, _live_document(cursor, task_id, now)))
+                answers.append((token, document))
             return answers
 
         return self._require_pool().runInteraction(take)

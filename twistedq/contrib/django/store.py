@@ -34,7 +34,7 @@ from twistedq.backends.base import (
     SlotClaim,
     TasksetState,
 )
-from twistedq.backends.claims import FencedClaims
+from twistedq.backends.claims import FencedClaims, holds_any
 
 __all__ = ["DjangoBackend"]
 
@@ -457,42 +457,52 @@ class _ClaimRows(_ResultRows):
     """
 
     def take_leases(
-        self, task_ids: Sequence[str], lease: float
+        self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         def take() -> list[tuple[int | None, bytes | None]]:
-            from django.db import IntegrityError, transaction
-            from django.db.models import F, Q
-
-            from twistedq.contrib.django.models import ClaimedTask
+            from django.db import transaction
 
             now = _now()
-            until = now + datetime.timedelta(seconds=lease)
-            claims = ClaimedTask.objects.using(self.alias)
             answers: list[tuple[int | None, bytes | None]] = []
             for task_id in task_ids:
-                token: int | None = None
                 with transaction.atomic(using=self.alias):
-                    lapsed = Q(lease_until__isnull=True) | Q(lease_until__lte=now)
-                    if (
-                        claims.filter(lapsed, task_id=task_id).update(
-                            token=F("token") + 1, lease_until=until, expires_at=self._expiry()
-                        )
-                        == 1
-                    ):
-                        token = claims.filter(task_id=task_id).values_list("token", flat=True).get()
-                if token is None:
-                    try:
-                        with transaction.atomic(using=self.alias):
-                            claims.create(
-                                task_id=task_id, lease_until=until, expires_at=self._expiry()
-                            )
-                        token = 1
-                    except IntegrityError:  # a row exists with a live lease
-                        pass
-                answers.append((token, self._live_document(task_id, now)))
+                    token = self._take_row(task_id, now, now + datetime.timedelta(seconds=lease))
+                    # The row is locked now: a commit that ended the last
+                    # lease is visible.
+                    document = self._live_document(task_id, now)
+                    if token is not None and holds_any(document, unless):
+                        transaction.set_rollback(True, using=self.alias)
+                        token = None
+                answers.append((token, document))
             return answers
 
         return self._run(take)
+
+    def _take_row(
+        self, task_id: str, now: datetime.datetime, until: datetime.datetime
+    ) -> int | None:
+        """
+        Lease the task if no live lease is on it, in the pool thread, inside
+        a transaction; answers the new token.
+        """
+        from django.db import IntegrityError, transaction
+        from django.db.models import F, Q
+
+        from twistedq.contrib.django.models import ClaimedTask
+
+        rows = ClaimedTask.objects.using(self.alias)
+        lapsed = Q(lease_until__isnull=True) | Q(lease_until__lte=now)
+        raised = rows.filter(lapsed, task_id=task_id).update(
+            token=F("token") + 1, lease_until=until, expires_at=self._expiry()
+        )
+        if raised:
+            return int(rows.filter(task_id=task_id).values_list("token", flat=True).get())
+        try:
+            with transaction.atomic(using=self.alias):
+                rows.create(task_id=task_id, lease_until=until, expires_at=self._expiry())
+            return 1
+        except IntegrityError:  # a row exists with a live lease
+            return None
 
     def extend_leases(
         self, claims: Sequence[tuple[str, int]], lease: float
