@@ -11,6 +11,7 @@ setup(
         "twistedq",
         "twistedq.amqp",
         "twistedq.backends",
+        "twistedq.daemon",
         "twistedq.worker",
         "twistedq.contrib",
         "twistedq.contrib.django",
