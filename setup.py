@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="twistedq",
@@ -7,17 +7,9 @@ setup(
     long_description=open("README", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
-    packages=[
-        "twistedq",
-        "twistedq.amqp",
-        "twistedq.backends",
-        "twistedq.daemon",
-        "twistedq.worker",
-        "twistedq.contrib",
-        "twistedq.contrib.django",
-        "twistedq.contrib.django.migrations",
-        "twisted.plugins",
-    ],
+    # Every twistedq package (a new one is never left out of the wheel), and
+    # twisted.plugins by name: it has no __init__.py, on purpose.
+    packages=[*find_packages(include=["twistedq", "twistedq.*"]), "twisted.plugins"],
     package_data={"twistedq.amqp": ["amqp0-9-1.xml"], "twistedq": ["py.typed"]},
     entry_points={"console_scripts": ["twistedq-deadletter = twistedq.deadletter:main"]},
     python_requires=">=3.10",
