@@ -5,47 +5,8 @@ Tests for :py:obj:`twistedq.amqp.broker.AckWindow` and the
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fakes import FakeChannel
 from twistedq.amqp.broker import AckWindow, Delivery
-
-
-class FakeChannel:
-    """
-    Records acks and rejects, and tracks what a broker would: the
-    outstanding delivery tags, each settled at most once.  A ``multiple`` ack
-    settles every outstanding tag up to its own; a single ack or reject of a
-    tag that is not outstanding is a protocol error (RabbitMQ closes the
-    channel with PRECONDITION_FAILED).
-    """
-
-    def __init__(self, tags=()):
-        self.closed = False
-        self.calls = []
-        self.outstanding = set(tags)
-        self.acked = []
-        self.rejected = []
-        self.errors = []
-
-    def basic_ack(self, delivery_tag, multiple):
-        self.calls.append(("ack", delivery_tag, multiple))
-        if multiple:
-            if delivery_tag not in self.outstanding:
-                self.errors.append(("unknown tag", delivery_tag))
-            covered = sorted(t for t in self.outstanding if t <= delivery_tag)
-        else:
-            if delivery_tag not in self.outstanding:
-                self.errors.append(("unknown tag", delivery_tag))
-                return
-            covered = [delivery_tag]
-        self.outstanding -= set(covered)
-        self.acked.extend(covered)
-
-    def basic_reject(self, delivery_tag, requeue):
-        self.calls.append(("reject", delivery_tag, requeue))
-        if delivery_tag not in self.outstanding:
-            self.errors.append(("unknown tag", delivery_tag))
-            return
-        self.outstanding.discard(delivery_tag)
-        self.rejected.append((delivery_tag, requeue))
 
 
 class AckWindowTests(SynchronousTestCase):

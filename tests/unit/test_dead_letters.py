@@ -7,11 +7,10 @@ dead letters and what the reader makes of one) and the formatting of
 import datetime
 import json
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.test_ackwindow import FakeChannel
+from tests.unit.fakes import FakeChannel
 from twistedq.amqp.broker import AckWindow, Delivery
 from twistedq.amqp.deadletters import (
     DETAIL_HEADER,
@@ -30,22 +29,6 @@ from twistedq.signing import SigningKeys
 
 TASK_ID = "00000000-0000-4000-8000-000000000001"
 BODY = TaskMessage(id=TASK_ID, task="add", args=(1, 2)).encode()
-
-
-class FakePublishChannel:
-    """
-    Records publishes; each returns a Deferred the test fires as the
-    broker's confirm.
-    """
-
-    def __init__(self):
-        self.closed = False
-        self.published = []
-
-    def publish(self, exchange, routing_key, body, properties, mandatory=False):
-        d = defer.Deferred()
-        self.published.append((exchange, routing_key, body, properties, mandatory, d))
-        return d
 
 
 class PropertiesTests(SynchronousTestCase):
@@ -108,7 +91,7 @@ class PublisherTests(SynchronousTestCase):
         self.consumer_channel = FakeChannel([1])
         self.window = AckWindow(self.consumer_channel)
         self.window.add(1)
-        self.channel = FakePublishChannel()
+        self.channel = FakeChannel()
         self.publisher = DeadLetterPublisher(
             self.channel, "tq.dead", "tq", self.clock, confirm_timeout=5
         )

@@ -6,15 +6,15 @@ children and a :py:obj:`Clock`: no process is started.
 import json
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.protocols import amp
-from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.unit.fakes import FakeStarter, end
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry
 from twistedq.worker.child import ChildLocator, TaskRunner
@@ -22,100 +22,6 @@ from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 from twistedq.worker.pool import Child, ChildLost, IChildStarter, ProcessPool, _greet
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
-
-
-class FakeAMP:
-    """
-    Stands for the daemon's AMP connection to a child: records every
-    ``callRemote`` and answers only when the test says so.
-    """
-
-    def __init__(self):
-        self.calls = []
-        self.connected = True
-
-    def callRemote(self, command, **kwargs):
-        if not command.requiresAnswer:
-            self.calls.append((command, kwargs, None))
-            return None
-        if not self.connected:
-            return defer.fail(ConnectionDone("not connected"))
-        d = defer.Deferred()
-        self.calls.append((command, kwargs, d))
-        return d
-
-    def commands(self):
-        return [command for command, _, _ in self.calls]
-
-    def answer(self, command, response):
-        """
-        Answer the oldest unanswered call of ``command``.
-        """
-        for called, _, d in self.calls:
-            if called is command and d is not None and not d.called:
-                d.callback(response)
-                return
-        raise AssertionError(f"no pending {command.__name__}")
-
-    def connection_lost(self, reason):
-        """
-        Like AMP's connectionLost: every unanswered call fails.
-        """
-        self.connected = False
-        for _, _, d in self.calls:
-            if d is not None and not d.called:
-                d.errback(reason)
-
-
-@implementer(IChildStarter)
-class FakeStarter:
-    """
-    Starts in-memory children.  ``kill()`` is recorded and, when
-    ``kill_ends`` is set, ends the child as a SIGKILL would.
-    """
-
-    def __init__(self):
-        self.children = []
-        self.kills = []
-        self.kill_ends = True
-        self.ready = None
-        self.fail_next = 0
-        self.attempts = 0
-
-    def start(self, name):
-        self.attempts += 1
-        if self.fail_next:
-            self.fail_next -= 1
-            return defer.fail(ChildLost(f"{name} could not start"))
-        protocol = FakeAMP()
-        child = Child(name, protocol, defer.Deferred(), lambda: self.kill(child))
-        child.pid = 1000 + len(self.children)
-        self.children.append(child)
-        if self.ready is not None:
-            d = defer.Deferred()
-            self.ready.append((child, d))
-            return d
-        return defer.succeed(child)
-
-    def kill(self, child):
-        self.kills.append(child.name)
-        # A child whose AMP pipe is already closed is ending by itself.
-        if self.kill_ends and child.protocol.connected and not child.ended.called:
-            end(child, ProcessTerminated(signal=9))
-
-    def names(self):
-        return [child.name for child in self.children]
-
-
-def end(child, reason=None):
-    """
-    End a child the way its process protocol does: the AMP connection is lost
-    first, then ``ended`` fires.
-    """
-    if reason is None:
-        reason = ProcessTerminated(exitCode=1)
-    child.protocol.connection_lost(Failure(ConnectionDone("child ended")))
-    child.ended.callback(reason)
 
 
 class PoolTestCase(SynchronousTestCase):

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tests.unit.test_pool import FakeAMP, FakeStarter, end
+from tests.unit.fakes import FakeAMP, FakeStarter, end
 from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry

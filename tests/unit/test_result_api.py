@@ -1,20 +1,17 @@
 """
 Tests for :py:obj:`twistedq.result.AsyncResult` and
-:py:obj:`twistedq.result.TaskSetResult` against an in-memory client, and for
-the taskset status document.
+:py:obj:`twistedq.result.TaskSetResult` against the fake client (over the
+memory store), and for the taskset status document.
 """
 
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.fakes import wait_by_polling
-from twistedq import context
+from tests.unit.fakes import FakeClient, in_child
 from twistedq.backends.base import TasksetState
-from twistedq.conf import Settings
 from twistedq.message import new_task_id
 from twistedq.outcome import (
-    Outcome,
     RemoteTaskError,
     failure_document,
     pending_document,
@@ -29,52 +26,6 @@ from twistedq.result import (
     TaskSetResult,
     WaitInTaskError,
 )
-
-
-class FakeClient:
-    """
-    The blocking client's reading half, in memory: outcomes from a dict of
-    task id to stored document, tasksets from a dict of id to
-    :py:obj:`TasksetState`; every call is counted.
-    """
-
-    def __init__(self, outcomes=None, tasksets=None, seed_states=False):
-        self.settings = Settings(seed_states=seed_states)
-        self.outcomes = dict(outcomes or {})
-        self.tasksets = dict(tasksets or {})
-        self.get_outcome_calls = 0
-        self.get_outcomes_calls = []
-        self.get_taskset_calls = 0
-        self.forgotten = []
-
-    def get_outcome(self, task_id):
-        self.get_outcome_calls += 1
-        return Outcome.from_bytes(task_id, self.outcomes.get(task_id))
-
-    def wait_outcome(self, task_id, timeout=None):
-        return wait_by_polling(self, task_id, timeout)
-
-    def get_outcomes(self, task_ids):
-        self.get_outcomes_calls.append(list(task_ids))
-        return [Outcome.from_bytes(i, self.outcomes.get(i)) for i in task_ids]
-
-    def get_taskset(self, taskset_id):
-        self.get_taskset_calls += 1
-        return self.tasksets.get(taskset_id)
-
-    def forget(self, task_ids):
-        self.forgotten.append(list(task_ids))
-        for task_id in task_ids:
-            self.outcomes.pop(task_id, None)
-
-
-def in_child(case, name="Process-1"):
-    """
-    Make ``case`` run as if inside a pool child until it ends.
-    """
-    previous = context.current_child()
-    context.set_current_child(name)
-    case.addCleanup(context.set_current_child, previous)
 
 
 class AsyncResultStateTests(SynchronousTestCase):
@@ -205,7 +156,7 @@ class AsyncResultStateTests(SynchronousTestCase):
         """
         result, client = self.result_for()
         self.assertFalse(result.ready())
-        client.outcomes[result.task_id] = success_document(result.task_id, "add", 5)
+        client.put(result.task_id, success_document(result.task_id, "add", 5))
         self.assertTrue(result.ready())
         self.assertEqual(result.result, 5)
         self.assertEqual(client.get_outcome_calls, 2)
@@ -337,10 +288,26 @@ class TaskSetResultTests(SynchronousTestCase):
     Progress of a taskset comes from one store read per call.
     """
 
-    def taskset(self, state, count=3, outcomes=None):
+    def taskset(self, state, count=3):
+        """
+        A taskset of ``count`` subtasks whose progress in the store is
+        ``state`` (None: the store does not know it): the first
+        ``state.completed`` subtasks stored, the first ``state.failed`` of
+        them failed.  Also its client.
+        """
         taskset_id = new_task_id()
-        client = FakeClient(outcomes, {taskset_id: state} if state is not None else {})
-        return TaskSetResult(taskset_id, subtasks(client, count), client), client
+        client = FakeClient()
+        subs = subtasks(client, count)
+        if state is not None:
+            client.create_taskset(taskset_id, state.total)
+            for n, sub in enumerate(subs[: state.completed]):
+                if n < state.failed:
+                    document = failure_document(sub.task_id, "add", ValueError("x"))
+                else:
+                    document = success_document(sub.task_id, "add", n)
+                client.put(sub.task_id, document, taskset_id)
+            self.assertEqual(self.successResultOf(client.store.get_taskset(taskset_id)), state)
+        return TaskSetResult(taskset_id, subs, client), client
 
     def test_completed_count_one_read(self):
         """
@@ -403,11 +370,10 @@ class TaskSetResultTests(SynchronousTestCase):
         taskset_id = new_task_id()
         client = FakeClient()
         subs = subtasks(client, len(documents))
-        # Stored in reverse, so order cannot come from the dict.
+        client.create_taskset(taskset_id, len(subs))
+        # Stored in reverse, so order cannot come from the store.
         for sub, document_for in reversed(list(zip(subs, documents, strict=True))):
-            client.outcomes[sub.task_id] = document_for(sub.task_id)
-        failed = sum(1 for sub in subs if b'"FAILURE"' in client.outcomes[sub.task_id])
-        client.tasksets[taskset_id] = TasksetState(len(subs), len(subs), failed)
+            client.put(sub.task_id, document_for(sub.task_id), taskset_id)
         return TaskSetResult(taskset_id, subs, client), client
 
     def test_join_in_order(self):

@@ -1,112 +1,23 @@
 """
-The scheduler on a :py:class:`Clock`, with an in-memory schedule store that
-keeps the store contract (one claim wins, leases lapse): several daemons,
-crashes between claim and commit, failed publishes, catch-up, clock steps
-and pauses.
+The scheduler on a :py:class:`Clock`, with the memory store (one claim
+wins, leases lapse): several daemons, crashes between claim and commit,
+failed publishes, catch-up, clock steps and pauses.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistedq.backends.base import IScheduleStore, PeriodicState, SlotClaim
+from tests.unit.fakes import START, FakeBroker
+from twistedq.backends.base import IScheduleStore, PeriodicState
+from twistedq.backends.memory import MemoryBackend
 from twistedq.scheduler import LocalJob, Scheduler, slot_task_id
 from twistedq.schedules import Interval, crontab
-
-START = 1_800_000_000.0  # a whole minute, UTC
-
-
-@implementer(IScheduleStore)
-class MemoryScheduleStore:
-    """
-    The schedule store's contract in memory; leases lapse on ``clock``.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.slots: dict[str, tuple[str, float | None]] = {}  # key: (owner or "done", expiry)
-        self.states: dict[str, PeriodicState] = {}
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise ConnectionRefusedError("store down")
-
-    def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
-        return defer.maybeDeferred(self._claim, key, owner, lease)
-
-    def _claim(self, key: str, owner: str, lease: float) -> SlotClaim:
-        self._check()
-        held = self.slots.get(key)
-        if held is not None and held[1] is not None and held[1] <= self.clock.seconds():
-            held = None
-        if held is None:
-            self.slots[key] = (owner, self.clock.seconds() + lease)
-            return SlotClaim.WON
-        return SlotClaim.DONE if held[0] == "done" else SlotClaim.HELD
-
-    def release_slot(self, key: str, owner: str) -> defer.Deferred[None]:
-        if self.slots.get(key, ("",))[0] == owner:
-            del self.slots[key]
-        return defer.succeed(None)
-
-    def commit_slot(self, key, name, slot, next_run_at, keep) -> defer.Deferred[None]:
-        self._check()
-        self.slots[key] = ("done", None)
-        state = self.states.get(name, PeriodicState(name))
-        last = slot if state.last_run_at is None else max(state.last_run_at, slot)
-        self.states[name] = state._replace(
-            last_run_at=last, total_run_count=state.total_run_count + 1, next_run_at=next_run_at
-        )
-        return defer.succeed(None)
-
-    def note_schedule(self, name, next_run_at) -> defer.Deferred[None]:
-        self._check()
-        state = self.states.get(name, PeriodicState(name))
-        self.states[name] = state._replace(next_run_at=next_run_at)
-        return defer.succeed(None)
-
-    def get_periodic_states(self, names) -> defer.Deferred[dict[str, PeriodicState]]:
-        return defer.maybeDeferred(
-            lambda: (self._check(), {n: self.states[n] for n in names if n in self.states})[1]
-        )
-
-    def set_periodic_enabled(self, name, enabled) -> defer.Deferred[None]:
-        state = self.states.get(name, PeriodicState(name))
-        self.states[name] = state._replace(enabled=enabled)
-        return defer.succeed(None)
-
-
-class Broker:
-    """
-    Records published messages; can fail or hang publishes.
-    """
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.queues: list[str | None] = []
-        self.fail = False
-        self.hang = False
-
-    def publish(self, message: Any, queue: str | None) -> defer.Deferred[None]:
-        if self.fail:
-            return defer.fail(ConnectionError("broker down"))
-        if self.hang:
-            return defer.Deferred()
-        self.messages.append(message)
-        self.queues.append(queue)
-        return defer.succeed(None)
-
-    def ids(self) -> Counter[str]:
-        return Counter(message.id for message in self.messages)
-
 
 EVERY_SECOND = {"every": 1.0, "catch_up": "once", "queue": None}
 
@@ -116,7 +27,7 @@ class Daemon:
     One scheduler with its own wall clock offset, on a shared Clock.
     """
 
-    def __init__(self, clock: Clock, store: MemoryScheduleStore, broker: Broker, **kwargs):
+    def __init__(self, clock: Clock, store: MemoryBackend, broker: FakeBroker, **kwargs: Any):
         self.offset = 0.0
         self.scheduler = Scheduler(
             store,
@@ -136,8 +47,8 @@ def advance(clock: Clock, seconds: float, step: float = 0.25) -> None:
 class SchedulerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.store = MemoryScheduleStore(self.clock)
-        self.broker = Broker()
+        self.store = MemoryBackend(self.clock)
+        self.broker = FakeBroker()
 
     def daemon(self, specs=None, **kwargs) -> Daemon:
         daemon = Daemon(self.clock, self.store, self.broker, **kwargs)
@@ -147,9 +58,26 @@ class SchedulerTests(SynchronousTestCase):
     def expected(self, first: float, last: float, name: str = "beat") -> set[str]:
         return {slot_task_id(name, START + s) for s in range(int(first), int(last) + 1)}
 
-    def test_store_fake_keeps_interface(self) -> None:
+    def state(self, name: str = "beat") -> PeriodicState:
         """
-        The in-memory store provides the interface the real ones do.
+        A task's periodic state, as the store reads it.
+        """
+        return self.successResultOf(self.store.get_periodic_states([name]))[name]
+
+    def ran_before(self, last_run_at: float, runs: int, next_run_at: float) -> None:
+        """
+        Store the state "beat" has after ``runs`` runs, the last at
+        ``last_run_at``, the next due at ``next_run_at``.
+        """
+        for run in range(runs):
+            self.successResultOf(
+                self.store.commit_slot(f"before-{run}", "beat", last_run_at, next_run_at, 60.0)
+            )
+        self.assertEqual(self.state(), PeriodicState("beat", True, last_run_at, runs, next_run_at))
+
+    def test_store_keeps_interface(self) -> None:
+        """
+        The memory store provides the interface the real ones do.
         """
         self.assertTrue(verifyObject(IScheduleStore, self.store))
 
@@ -165,7 +93,7 @@ class SchedulerTests(SynchronousTestCase):
         ids = self.broker.ids()
         self.assertEqual(set(ids.values()), {1})
         self.assertEqual(set(ids), self.expected(0, 60))
-        state = self.store.states["beat"]
+        state = self.state()
         self.assertEqual(state.total_run_count, 61)
         self.assertEqual(state.last_run_at, START + 60)
         self.assertEqual(state.next_run_at, START + 61)
@@ -176,7 +104,7 @@ class SchedulerTests(SynchronousTestCase):
         A daemon that claimed a slot and died before publishing it holds
         it only for its lease; another daemon then publishes it, once.
         """
-        hanging = Broker()
+        hanging = FakeBroker()
         hanging.hang = True
         crashing = Daemon(self.clock, self.store, hanging, lease=5.0)
         crashing.scheduler.add_tasks({"beat": EVERY_SECOND})
@@ -214,11 +142,11 @@ class SchedulerTests(SynchronousTestCase):
         daemon = self.daemon()
         daemon.scheduler.startService()
         advance(self.clock, 2)
-        self.store.down = True
+        self.store.set_unavailable(ConnectionRefusedError("store down"))
         advance(self.clock, 3)
         published = len(self.broker.messages)
         self.assertEqual(published, 3)
-        self.store.down = False
+        self.store.set_available()
         advance(self.clock, 3)
         ids = self.broker.ids()
         self.assertEqual(set(ids.values()), {1})
@@ -229,7 +157,7 @@ class SchedulerTests(SynchronousTestCase):
         After a downtime of every daemon, a task with ``catch_up="once"``
         runs its latest missed slot once, then keeps its schedule.
         """
-        self.store.states["beat"] = PeriodicState("beat", True, START - 100, 7, START - 99)
+        self.ran_before(START - 100, 7, START - 99)
         self.daemon().scheduler.startService()
         advance(self.clock, 2)
         ids = self.broker.ids()
@@ -239,7 +167,7 @@ class SchedulerTests(SynchronousTestCase):
         """
         With ``catch_up="skip"`` the missed slots are not run.
         """
-        self.store.states["beat"] = PeriodicState("beat", True, START - 100, 7, START - 99)
+        self.ran_before(START - 100, 7, START - 99)
         self.daemon({"beat": {**EVERY_SECOND, "catch_up": "skip"}}).scheduler.startService()
         advance(self.clock, 2)
         self.assertEqual(set(self.broker.ids()), self.expected(0, 2))
@@ -251,7 +179,7 @@ class SchedulerTests(SynchronousTestCase):
         self.daemon({"daily": {"every": 86400.0, "catch_up": "once"}}).scheduler.startService()
         advance(self.clock, 10)
         self.assertEqual(self.broker.messages, [])
-        self.assertEqual(self.store.states["daily"].next_run_at, START - START % 86400 + 86400)
+        self.assertEqual(self.state("daily").next_run_at, START - START % 86400 + 86400)
 
     def test_wall_clock_steps_back(self) -> None:
         """
@@ -302,7 +230,7 @@ class SchedulerTests(SynchronousTestCase):
         ids = self.broker.ids()
         self.assertEqual(set(ids.values()), {1})
         self.assertGreaterEqual(len(ids) - paused_at, 7)
-        self.assertTrue(self.store.states["beat"].enabled)
+        self.assertTrue(self.state().enabled)
 
     def test_queue_and_crontab(self) -> None:
         """
@@ -344,7 +272,7 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(runs, [0.0, 10.0, 20.0, 30.0, 40.0])
         self.assertEqual(self.broker.messages, [])
-        self.assertEqual(self.store.states["cleanup"].total_run_count, 5)
+        self.assertEqual(self.state("cleanup").total_run_count, 5)
 
     def test_stop_waits_for_claims(self) -> None:
         """

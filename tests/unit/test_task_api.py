@@ -12,11 +12,8 @@ import logging
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.fakes import wait_by_polling
-from twistedq import context
-from twistedq.backends.base import TasksetState
+from tests.unit.fakes import FakeClient, in_child
 from twistedq.client import set_default_client
-from twistedq.conf import Settings
 from twistedq.log import TASK_LOGGER_NAME
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.outcome import Outcome, failure_document, success_document
@@ -39,86 +36,12 @@ from twistedq.worker.child import TaskRunner
 UTC = datetime.timezone.utc
 
 
-class FakeClient:
-    """
-    The blocking client in memory.  Published messages are recorded with
-    their queue; outcomes come from a dict of task id to stored document,
-    tasksets from a dict of id to :py:obj:`TasksetState`.  With ``runner``
-    (a function of a message giving an outcome document) every published
-    message is "run" at once and counted in its taskset, as a daemon would.
-    """
-
-    def __init__(self, outcomes=None, tasksets=None, seed_states=False, runner=None):
-        self.settings = Settings(seed_states=seed_states)
-        self.outcomes = dict(outcomes or {})
-        self.tasksets = dict(tasksets or {})
-        self.runner = runner
-        self.published = []
-        self.calls = []
-        self.purged = []
-        self.purge_count = 0
-        self.forgotten = []
-
-    def publish(self, message, queue=None):
-        self.calls.append(("publish", message.id, queue))
-        self._publish([message], queue)
-
-    def publish_many(self, messages, queue=None):
-        messages = list(messages)
-        self.calls.append(("publish_many", len(messages), queue))
-        self._publish(messages, queue)
-
-    def _publish(self, messages, queue):
-        for message in messages:
-            self.published.append((message, queue))
-            if self.runner is not None:
-                document = self.runner(message)
-                self.outcomes[message.id] = document
-                if message.taskset is not None:
-                    total, completed, failed = self.tasksets[message.taskset]
-                    failure = Outcome.from_bytes(message.id, document).status == "FAILURE"
-                    self.tasksets[message.taskset] = TasksetState(
-                        total, completed + 1, failed + failure
-                    )
-
-    def purge(self, queue=None):
-        self.purged.append(queue)
-        return self.purge_count
-
-    def forget(self, task_ids):
-        self.forgotten.append(list(task_ids))
-        for task_id in task_ids:
-            self.outcomes.pop(task_id, None)
-
-    def create_taskset(self, taskset_id, total):
-        self.calls.append(("create_taskset", taskset_id, total))
-        self.tasksets[taskset_id] = TasksetState(total, 0, 0)
-
-    def get_taskset(self, taskset_id):
-        return self.tasksets.get(taskset_id)
-
-    def get_outcome(self, task_id):
-        return self.get_outcomes([task_id])[0]
-
-    def wait_outcome(self, task_id, timeout=None):
-        return wait_by_polling(self, task_id, timeout)
-
-    def get_outcomes(self, task_ids):
-        return [Outcome.from_bytes(i, self.outcomes.get(i)) for i in task_ids]
-
-
 def use_default_client(case, client):
     """
     Make ``client`` the default client until ``case`` ends.
     """
     set_default_client(client)
     case.addCleanup(set_default_client, None)
-
-
-def in_child(case, name="Process-1"):
-    previous = context.current_child()
-    context.set_current_child(name)
-    case.addCleanup(context.set_current_child, previous)
 
 
 def parse(text):

@@ -1,11 +1,11 @@
 """
 Tests for :py:obj:`twistedq.web`: the JSON status resource, rendered with
-:py:obj:`DummyRequest` and a fake backend.
+:py:obj:`DummyRequest` over the memory store.
 """
 
+import gc
 import json
 
-from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -14,34 +14,13 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from twistedq.backends.base import TasksetState
+from tests.unit.fakes import put, task_id
+from twistedq.backends.base import OutcomeRecord
+from twistedq.backends.memory import Call, MemoryBackend
 from twistedq.outcome import failure_document, success_document
 from twistedq.web import make_site_root
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
-
-
-class FakeBackend:
-    """
-    Answers ``get_result`` from a dict, or with the Deferred the test set.
-    """
-
-    url = "fake://"
-
-    def __init__(self, stored=None):
-        self.stored = stored or {}
-        self.asked = []
-        self.answer = None
-
-    def get_result(self, task_id):
-        self.asked.append(task_id)
-        if self.answer is not None:
-            return self.answer
-        return defer.succeed(self.stored.get(task_id))
-
-    def get_taskset(self, taskset_id):
-        self.asked.append(("taskset", taskset_id))
-        return defer.succeed(self.stored.get(("taskset", taskset_id)))
 
 
 class StatusResourceTests(SynchronousTestCase):
@@ -50,9 +29,9 @@ class StatusResourceTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.backend = FakeBackend()
         self.clock = Clock()
-        self.root = make_site_root(self.backend, self.clock)
+        self.store = MemoryBackend(self.clock)
+        self.root = make_site_root(self.store, self.clock)
 
     def get(self, path):
         """
@@ -88,13 +67,13 @@ class StatusResourceTests(SynchronousTestCase):
             self.json_body(request),
             {"task": {"id": TASK_ID, "status": "PENDING", "result": None}},
         )
-        self.assertEqual(self.backend.asked, [TASK_ID])
+        self.assertEqual(self.store.calls, [Call("get_result", (TASK_ID,))])
 
     def test_success(self):
         """
         A stored success answers SUCCESS with the result.
         """
-        self.backend.stored[TASK_ID] = success_document(TASK_ID, "add", {"sum": 3})
+        put(self.store, TASK_ID, success_document(TASK_ID, "add", {"sum": 3}))
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertEqual(
             self.json_body(request),
@@ -107,8 +86,10 @@ class StatusResourceTests(SynchronousTestCase):
         """
         A stored failure answers FAILURE with the message, class and traceback.
         """
-        self.backend.stored[TASK_ID] = failure_document(
-            TASK_ID, "add", KeyError("k"), traceback="Traceback: here"
+        put(
+            self.store,
+            TASK_ID,
+            failure_document(TASK_ID, "add", KeyError("k"), traceback="Traceback: here"),
         )
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertEqual(
@@ -139,7 +120,7 @@ class StatusResourceTests(SynchronousTestCase):
         for bad in ("not-a-uuid", TASK_ID.upper(), TASK_ID[:-1], "%00", ""):
             request = self.get(f"/celery/{bad}/status/")
             self.assertEqual(request.responseCode, 404, bad)
-        self.assertEqual(self.backend.asked, [])
+        self.assertEqual(self.store.calls, [])
 
     def test_missing_status_segment(self):
         """
@@ -148,7 +129,7 @@ class StatusResourceTests(SynchronousTestCase):
         """
         for path in (f"/celery/{TASK_ID}/", f"/celery/{TASK_ID}", f"/celery/{TASK_ID}/other/"):
             self.assertEqual(self.get(path).responseCode, 404, path)
-        self.assertEqual(self.backend.asked, [])
+        self.assertEqual(self.store.calls, [])
 
     def test_extra_segment(self):
         """
@@ -161,7 +142,7 @@ class StatusResourceTests(SynchronousTestCase):
         """
         A backend failure answers 503 with a JSON error and is logged.
         """
-        self.backend.answer = defer.fail(ConnectionError("redis down"))
+        self.store.set_unavailable(ConnectionError("redis down"))
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertEqual(request.responseCode, 503)
         self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
@@ -172,7 +153,7 @@ class StatusResourceTests(SynchronousTestCase):
         A store that does not answer within the timeout (5 s) gets the
         request a 503 JSON answer instead of a hang.
         """
-        self.backend.answer = defer.Deferred()
+        self.store.pause()  # the read is never answered
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertFalse(request.finished)
         self.clock.advance(4.9)
@@ -190,13 +171,13 @@ class StatusResourceTests(SynchronousTestCase):
         """
         available = [False]
         root = make_site_root(
-            self.backend,
+            self.store,
             self.clock,
             stats=lambda: {"dispatcher": {"store_available": available[0]}},
             available=lambda: available[0],
         )
         self.root = root
-        self.backend.answer = defer.Deferred()  # a read would hang
+        self.store.pause()  # a read would hang
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertEqual(request.responseCode, 503)
         self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
@@ -208,15 +189,17 @@ class StatusResourceTests(SynchronousTestCase):
         available[0] = True
         self.assertEqual(self.get("/stats").responseCode, 200)
         self.assertEqual(self.get("/").responseCode, 200)
+        self.assertEqual(self.store.calls, [])
 
     def test_waits_for_backend(self):
         """
         The response is written only when the backend answers.
         """
-        self.backend.answer = defer.Deferred()
+        put(self.store, TASK_ID, success_document(TASK_ID, "t", 1))
+        self.store.pause()
         request = self.get(f"/celery/{TASK_ID}/status/")
         self.assertEqual((request.finished, request.written), (0, []))
-        self.backend.answer.callback(success_document(TASK_ID, "t", 1))
+        self.store.resume()
         self.assertEqual(self.json_body(request)["task"]["result"], 1)
 
     def test_root(self):
@@ -234,9 +217,9 @@ class RealRequestTests(SynchronousTestCase):
     The status resource under a real :py:obj:`twisted.web.server.Request`.
     """
 
-    def request(self, backend, path):
+    def request(self, store, path):
         channel = DummyChannel()
-        channel.site = Site(make_site_root(backend, Clock()))
+        channel.site = Site(make_site_root(store, Clock()))
         request = Request(channel)
         request.gotLength(0)
         request.requestReceived(b"GET", path, b"HTTP/1.1")
@@ -246,8 +229,9 @@ class RealRequestTests(SynchronousTestCase):
         """
         A real request gets a 200 response with the JSON body.
         """
-        backend = FakeBackend({TASK_ID: success_document(TASK_ID, "t", [1])})
-        channel, _ = self.request(backend, b"/celery/%s/status/" % TASK_ID.encode())
+        store = MemoryBackend(Clock())
+        put(store, TASK_ID, success_document(TASK_ID, "t", [1]))
+        channel, _ = self.request(store, b"/celery/%s/status/" % TASK_ID.encode())
         written = channel.transport.written.getvalue()
         self.assertTrue(written.startswith(b"HTTP/1.1 200 OK\r\n"), written[:40])
         head, body = written.split(b"\r\n\r\n", 1)
@@ -261,14 +245,16 @@ class RealRequestTests(SynchronousTestCase):
         A client that disconnects before the store answers causes no error
         once the store answers.
         """
-        backend = FakeBackend()
-        backend.answer = defer.Deferred()
-        _, request = self.request(backend, b"/celery/%s/status/" % TASK_ID.encode())
+        store = MemoryBackend(Clock())
+        put(store, TASK_ID, success_document(TASK_ID, "t", 1))
+        store.pause()
+        channel, request = self.request(store, b"/celery/%s/status/" % TASK_ID.encode())
+        written = channel.transport.written.getvalue()
         request.connectionLost(Failure(ConnectionLost("client went away")))
-        backend.answer.callback(success_document(TASK_ID, "t", 1))
-        outcome = []
-        backend.answer.addBoth(outcome.append)
-        self.assertEqual(outcome, [None])
+        store.resume()
+        self.assertEqual(channel.transport.written.getvalue(), written)
+        gc.collect()  # an error left in the read's Deferred is logged when it is collected
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class TasksetStatusTests(SynchronousTestCase):
@@ -278,8 +264,25 @@ class TasksetStatusTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.backend = FakeBackend()
-        self.root = make_site_root(self.backend, Clock())
+        self.store = MemoryBackend(Clock())
+        self.root = make_site_root(self.store, Clock())
+
+    def progress(self, taskset_id, total, completed, failed):
+        """
+        Record a taskset of ``total`` subtasks, ``completed`` of them
+        stored, the first ``failed`` of those failed.
+        """
+        self.successResultOf(self.store.create_taskset(taskset_id, total))
+        records = [
+            OutcomeRecord(
+                task_id(n), failure_document(task_id(n), "t", ValueError()), taskset_id, True
+            )
+            if n <= failed
+            else OutcomeRecord(task_id(n), success_document(task_id(n), "t", n), taskset_id)
+            for n in range(1, completed + 1)
+        ]
+        self.successResultOf(self.store.store_results(records))
+        self.store.calls.clear()
 
     def get(self, path):
         request = DummyRequest(path.lstrip("/").encode().split(b"/"))
@@ -296,7 +299,7 @@ class TasksetStatusTests(SynchronousTestCase):
         A known taskset answers total, completed, failed and ready, after
         exactly one read of the store.
         """
-        self.backend.stored[("taskset", TASK_ID)] = TasksetState(500, 120, 2)
+        self.progress(TASK_ID, 500, 120, 2)
         request = self.get(f"/celery/taskset/{TASK_ID}/status/")
         self.assertEqual(
             json.loads(b"".join(request.written)),
@@ -310,13 +313,13 @@ class TasksetStatusTests(SynchronousTestCase):
                 }
             },
         )
-        self.assertEqual(self.backend.asked, [("taskset", TASK_ID)])
+        self.assertEqual(self.store.calls, [Call("get_taskset", (TASK_ID,))])
 
     def test_ready_and_unknown(self):
         """
         A finished taskset is ready; an unknown one has total 0 and is not.
         """
-        self.backend.stored[("taskset", TASK_ID)] = TasksetState(3, 3, 0)
+        self.progress(TASK_ID, 3, 3, 0)
         body = json.loads(b"".join(self.get(f"/celery/taskset/{TASK_ID}/status/").written))
         self.assertTrue(body["taskset"]["ready"])
         other = "1b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -330,4 +333,4 @@ class TasksetStatusTests(SynchronousTestCase):
         """
         request = self.get("/celery/taskset/nope/status/")
         self.assertEqual(request.responseCode, 404)
-        self.assertEqual(self.backend.asked, [])
+        self.assertEqual(self.store.calls, [])
