@@ -2,9 +2,9 @@
 The dispatcher under claims: a task runs only under a lease, its outcome
 is committed only with the latest fencing token, and a Hypothesis state
 machine interleaves deliveries, crashes, pauses, lease expiries and clock
-steps over an in-memory store that keeps the claim contract, checking that
-no task is committed twice, none runs after its outcome was committed, and
-every delivered task ends with one committed outcome.
+steps over the memory store, checking that no task is committed twice,
+each commit holds the task's latest token, none runs after its outcome
+was committed, and every delivered task ends with one committed outcome.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.unit.test_dispatcher import FakeDelivery, FakePool
-from twistedq.backends.base import (
-    ClaimState,
-    IClaimStore,
-    IResultBackend,
-    ParkedTask,
-    TaskClaim,
+from tests.unit.fakes import (
+    FakeDelivery,
+    FakePool,
+    committed,
+    delivery,
+    held_named,
+    put,
+    task_id,
 )
-from twistedq.backends.claims import is_final_document, is_superseded
+from twistedq.backends.base import IClaimStore
+from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import TaskMessage
 from twistedq.outcome import retry_document, revoked_document, success_document
@@ -38,138 +39,10 @@ from twistedq.outcome import retry_document, revoked_document, success_document
 LEASE = 15.0
 
 
-def task_id(number: int) -> str:
-    return f"00000000-0000-4000-8000-{number:012d}"
-
-
-@implementer(IResultBackend, IClaimStore)
-class MemoryClaimStore:
-    """
-    Outcomes and claims in memory, leases timed by ``clock``; every commit
-    is logged with its token for the invariants.
-    """
-
-    url = "memory://"
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.outcomes: dict[str, bytes] = {}
-        self.fences: dict[str, int] = {}
-        self.leases: dict[str, tuple[int, float]] = {}  # task: (token, lease end)
-        self.commits: list[tuple[str, int]] = []
-        self.parked: dict[str, ParkedTask] = {}
-        self.fail_commits = False
-
-    def connect(self) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def close(self) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def store_results(self, records: Any) -> defer.Deferred[None]:
-        for record in records:
-            self.outcomes[record.task_id] = record.document
-        return defer.succeed(None)
-
-    def mark_sent(self, records: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def forget(self, task_ids: Any) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def get_taskset(self, taskset_id: str) -> defer.Deferred[None]:
-        return defer.succeed(None)
-
-    def get_result(self, task: str) -> defer.Deferred[bytes | None]:
-        return defer.succeed(self.outcomes.get(task))
-
-    def get_results(self, task_ids: Any) -> defer.Deferred[list[bytes | None]]:
-        return defer.succeed([self.outcomes.get(task) for task in task_ids])
-
-    def live(self, task: str) -> bool:
-        lease = self.leases.get(task)
-        return lease is not None and lease[1] > self.clock.seconds()
-
-    def claim_tasks(self, task_ids: Any, lease: float, retries: Any = None) -> defer.Deferred[list]:
-        claims = []
-        for task, attempt in zip(task_ids, retries or [None] * len(task_ids), strict=True):
-            if is_superseded(self.outcomes.get(task), attempt):
-                claims.append(TaskClaim(ClaimState.DONE))
-            elif self.live(task):
-                claims.append(TaskClaim(ClaimState.HELD))
-            else:
-                token = self.fences.get(task, 0) + 1
-                self.fences[task] = token
-                self.leases[task] = (token, self.clock.seconds() + lease)
-                claims.append(TaskClaim(ClaimState.CLAIMED, token))
-        return defer.succeed(claims)
-
-    def renew_claims(self, claims: Any, lease: float) -> defer.Deferred[list[bool]]:
-        answers = []
-        for task, token in claims:
-            current = self.fences.get(task) == token and self.live(task)
-            if current:
-                self.leases[task] = (token, self.clock.seconds() + lease)
-            answers.append(current)
-        return defer.succeed(answers)
-
-    def release_claims(self, claims: Any) -> defer.Deferred[None]:
-        for task, token in claims:
-            if self.fences.get(task) == token:
-                self.leases.pop(task, None)
-        return defer.succeed(None)
-
-    def commit_outcomes(self, records: Any, tokens: Any) -> defer.Deferred[list[bool]]:
-        if self.fail_commits:
-            return defer.fail(ConnectionError("store down"))
-        answers = []
-        for record, token in zip(records, tokens, strict=True):
-            current = self.fences.get(record.task_id) == token
-            if current:
-                self.outcomes[record.task_id] = record.document
-                self.leases.pop(record.task_id, None)
-                self.parked.pop(record.task_id, None)
-                self.commits.append((record.task_id, token))
-            answers.append(current)
-        return defer.succeed(answers)
-
-    def park_tasks(self, parked: Any) -> defer.Deferred[list[bool]]:
-        answers = []
-        for task in parked:
-            current = self.fences.get(task.task_id) == task.token and self.live(task.task_id)
-            if current:
-                self.parked[task.task_id] = task
-            answers.append(current)
-        return defer.succeed(answers)
-
-    def parked_orphans(self, limit: int) -> defer.Deferred[list[ParkedTask]]:
-        orphans = []
-        for task_id, task in list(self.parked.items()):
-            if is_final_document(self.outcomes.get(task_id)):
-                del self.parked[task_id]
-            elif not self.live(task_id) and len(orphans) < limit:
-                orphans.append(task)
-        return defer.succeed(orphans)
-
-    def drop_parked(self, task_ids: Any) -> defer.Deferred[None]:
-        for task_id in task_ids:
-            self.parked.pop(task_id, None)
-        return defer.succeed(None)
-
-
-def delivery(number: int, **fields: Any) -> FakeDelivery:
-    return FakeDelivery(
-        TaskMessage(id=task_id(number), task="add", args=(number,), **fields).encode()
-    )
-
-
 class ClaimDispatchTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.store = MemoryClaimStore(self.clock)
+        self.store = MemoryBackend(self.clock)
         self.pool = FakePool(idle=2)
         self.dispatcher = self.make_dispatcher(self.pool)
 
@@ -188,7 +61,10 @@ class ClaimDispatchTests(SynchronousTestCase):
             DispatchSettings(max_batch=4, check_duplicates=True, claim_lease=LEASE),
         )
 
-    def test_store_fake_keeps_interface(self) -> None:
+    def test_store_keeps_interface(self) -> None:
+        """
+        The store the dispatcher claims with provides the claims interface.
+        """
         self.assertTrue(verifyObject(IClaimStore, self.store))
 
     def test_claimed_run_and_committed(self) -> None:
@@ -205,14 +81,14 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.pool.finish(0)
         self.pool.finish(1)
         self.assertEqual([d.settled for d in deliveries], [["ack"], ["ack"]])
-        self.assertEqual(self.store.commits, [(task_id(1), 1), (task_id(2), 1)])
+        self.assertEqual(committed(self.store), [(task_id(1), 1), (task_id(2), 1)])
         self.assertEqual(self.dispatcher.stats()["claimed"], 0)
 
     def test_done_is_acked(self) -> None:
         """
         A task with a final outcome (here revoked) is acked without running.
         """
-        self.store.outcomes[task_id(1)] = revoked_document(task_id(1), "add", "revoked")
+        put(self.store, task_id(1), revoked_document(task_id(1), "add", "revoked"))
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
@@ -224,8 +100,10 @@ class ClaimDispatchTests(SynchronousTestCase):
         (the daemon died between storing RETRY and the ack) is acked
         without running, so the retries do not fork; attempt 2 runs.
         """
-        self.store.outcomes[task_id(1)] = retry_document(
-            task_id(1), "add", ValueError("again"), retries=2, countdown=0
+        put(
+            self.store,
+            task_id(1),
+            retry_document(task_id(1), "add", ValueError("again"), retries=2, countdown=0),
         )
         stale, next_attempt = delivery(1, retries=1), delivery(1, retries=2)
         self.dispatcher.deliver(stale)
@@ -270,7 +148,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.assertEqual(other.feeder.pool.batches, [])
         self.pool.finish(0)
         self.assertEqual(d.settled, ["ack"])
-        self.assertEqual(self.store.commits, [(task_id(1), 1)])
+        self.assertEqual(committed(self.store), [(task_id(1), 1)])
 
     def test_paused_attempt_is_fenced_off(self) -> None:
         """
@@ -288,8 +166,8 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(0)
         other.feeder.pool.finish(0, [success_document(task_id(1), "add", "second")])
         self.pool.finish(0, [success_document(task_id(1), "add", "first")])
-        self.assertEqual(self.store.commits, [(task_id(1), 2)])
-        self.assertIn(b'"second"', self.store.outcomes[task_id(1)])
+        self.assertEqual(committed(self.store), [(task_id(1), 2)])
+        self.assertIn(b'"second"', self.store.results[task_id(1)])
         self.assertEqual(self.dispatcher.stats()["fenced_off"], 1)
         self.assertEqual((paused.settled, again.settled), (["ack"], ["ack"]))
 
@@ -304,7 +182,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(0)
         self.successResultOf(self.dispatcher.drain())
         self.assertEqual(d.settled, [("reject", True)])
-        self.assertFalse(self.store.live(task_id(1)))
+        self.assertNotIn(task_id(1), self.store.leases)
 
     def test_drain_keeps_the_running_copys_claim(self) -> None:
         """
@@ -319,10 +197,10 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(0)
         draining = self.dispatcher.drain()
         self.assertEqual(copy.settled, [("reject", True)])
-        self.assertTrue(self.store.live(task_id(1)))
+        self.assertIn(task_id(1), self.store.leases)
         self.pool.finish(0)
         self.successResultOf(draining)
-        self.assertEqual((running.settled, self.store.commits), (["ack"], [(task_id(1), 1)]))
+        self.assertEqual((running.settled, committed(self.store)), (["ack"], [(task_id(1), 1)]))
 
     def test_failed_write_gives_the_claim_back(self) -> None:
         """
@@ -334,12 +212,16 @@ class ClaimDispatchTests(SynchronousTestCase):
         d = delivery(1, expires="1970-01-01T00:00:30+00:00")
         self.dispatcher.deliver(d)
         self.clock.advance(0)
-        self.store.fail_commits = True
         self.clock.advance(40)
+        self.store.pause()
         self.pool.idle = 1
         self.dispatcher.pump()
+        [commit] = held_named(self.store, "commit_fenced")
+        commit.fail(ConnectionError("store down"))
+        self.assertEqual(committed(self.store), [])
+        self.store.resume()  # the release
         self.assertEqual(d.settled, [("reject", True)])
-        self.assertFalse(self.store.live(task_id(1)))
+        self.assertNotIn(task_id(1), self.store.leases)
         self.assertEqual(self.dispatcher.stats()["claimed"], 0)
 
     def test_timer_early_after_clock_step(self) -> None:
@@ -356,7 +238,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(10)
         self.clock.advance(0)
         self.assertEqual(self.pool.batches, [])
-        self.assertFalse(self.store.live(task_id(1)))
+        self.assertNotIn(task_id(1), self.store.leases)
         self.clock.advance(50)
         self.clock.advance(0)
         self.assertEqual(len(self.pool.batches), 1)
@@ -379,7 +261,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.assertIn(task_id(1), self.store.parked)
         self.assertEqual(self.dispatcher.stats()["parked"], 1)
         self.pool.finish(0)
-        self.assertEqual(self.store.commits, [(task_id(1), 1)])
+        self.assertEqual(committed(self.store), [(task_id(1), 1)])
         self.assertEqual(self.store.parked, {})
 
     def test_orphan_published_again(self) -> None:
@@ -415,7 +297,7 @@ class ClaimDispatchTests(SynchronousTestCase):
         self.clock.advance(0)
         survivor.feeder.pool.finish(0)
         self.assertEqual(again.settled, ["ack"])
-        self.assertEqual(self.store.commits, [(task_id(1), 2)])
+        self.assertEqual(committed(self.store), [(task_id(1), 2)])
 
     def test_early_task_claimed_when_due(self) -> None:
         """
@@ -446,7 +328,7 @@ class ClaimMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self.store = MemoryClaimStore(self.clock)
+        self.store = MemoryBackend(self.clock)
         self.daemons: list[dict[str, Any]] = [self.new_daemon() for _ in range(3)]
         self.unsettled: list[tuple[FakeDelivery, int]] = []  # deliveries not acked
         self.runs: list[tuple[str, float]] = []  # task id, when its body started
@@ -478,7 +360,7 @@ class ClaimMachine(RuleBasedStateMachine):
         return {"pool": pool, "dispatcher": dispatcher, "finished": set()}
 
     def note_commits(self) -> None:
-        for task, _token in self.store.commits:
+        for task, _token in committed(self.store):
             self.committed_at.setdefault(task, self.clock.seconds())
 
     @rule(daemon=st.integers(0, 2), number=st.integers(1, TASKS))
@@ -567,12 +449,12 @@ class ClaimMachine(RuleBasedStateMachine):
 
     @invariant()
     def one_commit_per_task(self) -> None:
-        counts = Counter(task for task, _token in self.store.commits)
+        counts = Counter(task for task, _token in committed(self.store))
         assert all(count == 1 for count in counts.values()), counts
 
     @invariant()
     def commits_hold_the_latest_token(self) -> None:
-        for task, token in self.store.commits:
+        for task, token in committed(self.store):
             assert self.store.fences[task] == token, (task, token, self.store.fences[task])
 
     @invariant()
@@ -598,7 +480,7 @@ class ClaimMachine(RuleBasedStateMachine):
             self.clock.advance(LEASE)
             self.note_commits()
         self.one_commit_per_task()
-        missing = delivered - {task for task, _ in self.store.commits}
+        missing = delivered - {task for task, _ in committed(self.store)}
         assert not missing, missing
 
 

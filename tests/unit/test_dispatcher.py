@@ -1,123 +1,41 @@
 """
 Tests for :py:obj:`twistedq.daemon.dispatcher.Dispatcher` with a fake pool,
-a fake result backend and fake deliveries.
+the memory store and fake deliveries.
 """
 
 import datetime
 import json
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fakes import (
+    FakeDelivery,
+    FakePool,
+    ResultsOnly,
+    delivery,
+    held_writes,
+    put,
+    store_calls,
+    task_id,
+)
+from twistedq.backends.memory import Call, MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.health import STORE_PROBE_ID
-from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, revoked_document, success_document
 from twistedq.registry import NotRegistered
 from twistedq.signing import SigningKeys
 from twistedq.worker.pool import ChildLost
 
 
-def task_id(number):
-    return f"00000000-0000-4000-8000-{number:012d}"
-
-
-class FakeDelivery:
-    """
-    Records how it was settled: ``"ack"``, ``("reject", requeue)`` or
-    ``("dead-letter", reason)`` (with the detail in ``details``).
-    """
-
-    def __init__(self, body, redelivered=False, headers=None):
-        self.body = body
-        self.redelivered = redelivered
-        self.headers = headers
-        self.settled = []
-        self.details = []
-
-    def ack(self):
-        self.settled.append("ack")
-
-    def reject(self, requeue):
-        self.settled.append(("reject", requeue))
-
-    def dead_letter(self, reason, detail):
-        self.settled.append(("dead-letter", reason))
-        self.details.append(detail)
-        return defer.succeed(None)
-
-
-class FakePool:
-    """
-    ``idle_count`` children; ``run_batch`` takes one and returns a Deferred
-    the test fires.
-    """
-
-    def __init__(self, idle):
-        self.idle = idle
-        self.batches = []
-        self.task_limits = {}
-        self.time_limits = []
-
-    @property
-    def idle_count(self):
-        return self.idle
-
-    def run_batch(self, bodies, time_limit=None):
-        self.time_limits.append(time_limit)
-        if self.idle <= 0:
-            raise RuntimeError("no idle child")
-        self.idle -= 1
-        d = defer.Deferred()
-        self.batches.append((list(bodies), d))
-        return d
-
-    def finish(self, index, outcomes=None):
-        """
-        Answer batch ``index`` with success outcomes for its bodies.
-        """
-        bodies, d = self.batches[index]
-        if outcomes is None:
-            outcomes = []
-            for body in bodies:
-                message = TaskMessage.decode(body)
-                outcomes.append(success_document(message.id, message.task, message.args))
-        self.idle += 1
-        d.callback(outcomes)
-
-
-class FakeBackend:
-    """
-    ``store_results`` records its rows and returns a Deferred the test fires.
-    """
-
-    def __init__(self):
-        self.stores = []
-        self.probes = []
-
-    def store_results(self, rows):
-        d = defer.Deferred()
-        self.stores.append((list(rows), d))
-        return d
-
-    def get_result(self, task_id):
-        d = defer.Deferred()
-        self.probes.append((task_id, d))
-        return d
-
-
-def delivery(number, task="add"):
-    return FakeDelivery(TaskMessage(id=task_id(number), task=task, args=(number,)).encode())
-
-
 class DispatcherTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.pool = FakePool(idle=0)
-        self.backend = FakeBackend()
+        self.store = MemoryBackend(self.clock)
+        self.store.pause()  # each test answers the writes
         self.dispatcher = Dispatcher(
-            self.pool, self.backend, self.clock, DispatchSettings(max_batch=4)
+            self.pool, self.store, self.clock, DispatchSettings(max_batch=4)
         )
 
     def deliver(self, count, start=1):
@@ -127,7 +45,7 @@ class DispatcherTestCase(SynchronousTestCase):
         return deliveries
 
     def batch_ids(self):
-        return [[TaskMessage.decode(b).id for b in bodies] for bodies, _ in self.pool.batches]
+        return self.pool.ids()
 
 
 class MalformedTests(DispatcherTestCase):
@@ -156,7 +74,7 @@ class MalformedTests(DispatcherTestCase):
             self.assertEqual(bad.settled, [("dead-letter", reason)])
             self.assertIn(fragment, bad.details[0])
         self.assertEqual(self.pool.batches, [])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         self.assertEqual(self.dispatcher.stats()["rejected"], 4)
         self.assertEqual(self.dispatcher.stats()["dead_lettered"], 4)
         self.assertEqual(self.dispatcher.stats()["pending"], 0)
@@ -170,7 +88,7 @@ class MalformedTests(DispatcherTestCase):
         body = json.dumps({"v": 1, "id": task_id(7), "task": "add", "args": "oops"}).encode()
         bad = FakeDelivery(body)
         self.dispatcher.deliver(bad)
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         self.assertEqual((rows[0].task_id, rows[0].failed), (task_id(7), True))
         document = json.loads(rows[0].document)
         self.assertEqual(
@@ -179,7 +97,8 @@ class MalformedTests(DispatcherTestCase):
         )
         self.assertEqual(document["exc"]["message"], "args is not a JSON array")
         self.assertEqual(bad.settled, [])
-        stored.callback(None)
+        stored.answer()
+        self.assertEqual(self.store.results, {task_id(7): rows[0].document})
         self.assertEqual(bad.settled, [("dead-letter", "malformed")])
 
     def test_store_down_still_dead_letters(self):
@@ -190,7 +109,7 @@ class MalformedTests(DispatcherTestCase):
         body = json.dumps({"v": 1, "id": task_id(7), "task": "add", "args": "oops"}).encode()
         bad = FakeDelivery(body)
         self.dispatcher.deliver(bad)
-        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        held_writes(self.store)[0][1].fail(ConnectionError("store down"))
         self.assertEqual(bad.settled, [("dead-letter", "malformed")])
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
 
@@ -201,15 +120,15 @@ class MalformedTests(DispatcherTestCase):
         the id read from the head of the body.
         """
         dispatcher = Dispatcher(
-            self.pool, self.backend, self.clock, DispatchSettings(max_body_size=10)
+            self.pool, self.store, self.clock, DispatchSettings(max_body_size=10)
         )
         self.pool.idle = 1
         too_big = delivery(1)
         dispatcher.deliver(too_big)
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         self.assertEqual(rows[0].task_id, task_id(1))
         self.assertIn("over the limit of 10", json.loads(rows[0].document)["exc"]["message"])
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(too_big.settled, [("dead-letter", "too-large")])
         self.assertEqual(self.pool.batches, [])
 
@@ -232,11 +151,11 @@ class MalformedTests(DispatcherTestCase):
                 failure_document(task_id(2), "nope", NotRegistered("nope"), traceback=""),
             ]
         )
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         self.assertEqual([row.failed for row in rows], [False, True])
         self.assertEqual(json.loads(rows[1].document)["dead_letter"], "unknown-task")
         self.assertNotIn(b"dead_letter", rows[0].document)
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(known.settled, ["ack"])
         self.assertEqual(unknown.settled, [("dead-letter", "unknown-task")])
         self.assertIn(f"nope[{task_id(2)}]", unknown.details[0])
@@ -253,7 +172,7 @@ class MalformedTests(DispatcherTestCase):
         self.pool.batches[0][1].callback(
             [failure_document(task_id(1), "add", NotRegistered("other"), traceback="")]
         )
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.assertEqual(task.settled, ["ack"])
 
 
@@ -265,7 +184,7 @@ class SigningTests(DispatcherTestCase):
     def setUp(self):
         super().setUp()
         self.keys = SigningKeys.parse("new:secret-2,old:secret-1")
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock, signing=self.keys)
+        self.dispatcher = Dispatcher(self.pool, self.store, self.clock, signing=self.keys)
         self.pool.idle = 4
 
     def test_signed_runs(self):
@@ -289,7 +208,7 @@ class SigningTests(DispatcherTestCase):
         unsigned = delivery(1)
         self.dispatcher.deliver(unsigned)
         self.assertEqual(unsigned.settled, [("dead-letter", "unsigned")])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         self.assertEqual(self.pool.batches, [])
 
     def test_bad_signature(self):
@@ -309,7 +228,7 @@ class SigningTests(DispatcherTestCase):
         for bad in cases:
             self.dispatcher.deliver(bad)
             self.assertEqual(bad.settled, [("dead-letter", "bad-signature")])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         self.assertEqual(self.pool.batches, [])
 
 
@@ -391,12 +310,12 @@ class SettlingTests(DispatcherTestCase):
         once ``store_results`` fires.
         """
         self.pool.finish(0)
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         self.assertEqual([row.task_id for row in rows], [task_id(n) for n in (1, 2, 3)])
         self.assertEqual(json.loads(rows[1].document)["result"], [2])
         for d in self.deliveries:
             self.assertEqual(d.settled, [])
-        stored.callback(None)
+        stored.answer()
         for d in self.deliveries:
             self.assertEqual(d.settled, ["ack"])
         self.assertEqual(self.dispatcher.stats()["completed"], 3)
@@ -412,7 +331,7 @@ class SettlingTests(DispatcherTestCase):
             success_document(task_id(3), "add", {"status": "FAILURE"}),
         ]
         self.pool.finish(0, outcomes)
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.assertEqual([d.settled for d in self.deliveries], [["ack"]] * 3)
         self.assertEqual(self.dispatcher.stats()["failed"], 1)
 
@@ -423,19 +342,22 @@ class SettlingTests(DispatcherTestCase):
         once the store takes them.
         """
         self.pool.finish(0)
-        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        held_writes(self.store)[0][1].fail(ConnectionError("store down"))
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
         for d in self.deliveries:
             self.assertEqual(d.settled, [])
         self.clock.advance(0.5)
-        self.assertEqual(len(self.backend.stores), 2)
-        self.assertEqual(self.backend.stores[1][0], self.backend.stores[0][0])
-        self.backend.stores[1][1].errback(ConnectionError("still down"))
+        self.assertEqual(len(store_calls(self.store)), 2)
+        [(again, second)] = held_writes(self.store)
+        self.assertEqual(again, store_calls(self.store)[0])
+        second.fail(ConnectionError("still down"))
         self.flushLoggedErrors(ConnectionError)
         self.clock.advance(0.9)
-        self.assertEqual(len(self.backend.stores), 2)
+        self.assertEqual(len(store_calls(self.store)), 2)
         self.clock.advance(0.1)
-        self.backend.stores[2][1].callback(None)
+        [(third, written)] = held_writes(self.store)
+        written.answer()
+        self.assertEqual(sorted(self.store.results), sorted(row.task_id for row in third))
         for d in self.deliveries:
             self.assertEqual(d.settled, ["ack"])
         self.assertEqual(len(self.pool.batches), 1)
@@ -447,14 +369,15 @@ class SettlingTests(DispatcherTestCase):
         when the retried write succeeds, the waiting tasks start.
         """
         self.pool.finish(0)
-        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        held_writes(self.store)[0][1].fail(ConnectionError("store down"))
         self.flushLoggedErrors(ConnectionError)
         self.deliver(2, start=10)
         self.pool.idle = 2
         self.dispatcher.pump()
         self.assertEqual(len(self.pool.batches), 1)
         self.clock.advance(0.5)
-        self.backend.stores[1][1].callback(None)
+        [(_, again)] = held_writes(self.store)
+        again.answer()
         self.assertEqual(len(self.pool.batches), 3)
         self.assertEqual(self.dispatcher.health.down_since, None)
 
@@ -464,7 +387,7 @@ class SettlingTests(DispatcherTestCase):
         """
         self.dispatcher.drain()
         self.pool.finish(0)
-        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        held_writes(self.store)[0][1].fail(ConnectionError("store down"))
         self.flushLoggedErrors(ConnectionError)
         for d in self.deliveries:
             self.assertEqual(d.settled, [("reject", True)])
@@ -478,7 +401,7 @@ class SettlingTests(DispatcherTestCase):
         self.flushLoggedErrors()
         for d in self.deliveries:
             self.assertEqual(d.settled, [])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         self.pool.idle = 2
         self.dispatcher.pump()
         self.assertEqual(self.batch_ids()[1:], [[task_id(1)], [task_id(2)]])
@@ -499,7 +422,7 @@ class SettlingTests(DispatcherTestCase):
         """
         self.pool.finish(0, [success_document(task_id(1), "add", 1)])
         self.flushLoggedErrors(RuntimeError)
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         for d in self.deliveries:
             self.assertEqual(d.settled, [("reject", True)])
 
@@ -526,11 +449,13 @@ class DrainTests(DispatcherTestCase):
         self.assertEqual(self.dispatcher.stats()["pending"], 0)
         self.assertNoResult(drained)
         self.pool.finish(0)
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.assertNoResult(drained)
         self.pool.finish(1)
         self.assertNoResult(drained)
-        self.backend.stores[1][1].callback(None)
+        [(rows, stored)] = held_writes(self.store)
+        self.assertEqual([row.task_id for row in rows], [task_id(n) for n in (4, 5, 6)])
+        stored.answer()
         self.assertIsNone(self.successResultOf(drained))
         self.assertEqual([d.settled for d in deliveries], [["ack"]] * 6)
 
@@ -564,7 +489,7 @@ class ChildDeathTests(DispatcherTestCase):
     def setUp(self):
         super().setUp()
         self.dispatcher = Dispatcher(
-            self.pool, self.backend, self.clock, DispatchSettings(max_attempts=3)
+            self.pool, self.store, self.clock, DispatchSettings(max_attempts=3)
         )
         self.pool.idle = 1
         [self.poison] = self.deliver(1)
@@ -582,15 +507,15 @@ class ChildDeathTests(DispatcherTestCase):
         """
         self.kill_last()
         self.kill_last()
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
         self.kill_last()
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         document = json.loads(rows[0].document)
         self.assertEqual(document["exc"]["type"], "WorkerLostError")
         self.assertIn("killed by signal 11", document["exc"]["message"])
         self.assertIn("3 attempts", document["exc"]["message"])
         self.assertEqual(self.poison.settled, [])
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(self.poison.settled, [("dead-letter", "attempts-exhausted")])
         self.assertIn("3 attempts", self.poison.details[0])
         self.assertEqual(self.batch_ids(), [[task_id(1)]] * 3)
@@ -602,7 +527,7 @@ class ChildDeathTests(DispatcherTestCase):
         """
         self.kill_last()
         self.pool.finish(1)
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.assertEqual(self.poison.settled, ["ack"])
         self.assertEqual(self.dispatcher.stats()["retrying"], 0)
 
@@ -613,11 +538,11 @@ class ChildDeathTests(DispatcherTestCase):
         """
         self.pool.idle += 1
         self.pool.batches[-1][1].errback(ChildLost("over time", "time-limit", 2.5))
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         document = json.loads(rows[0].document)
         self.assertEqual(document["exc"]["type"], "TimeLimitExceeded")
         self.assertIn("2.5 s", document["exc"]["message"])
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(self.poison.settled, ["ack"])
         self.assertEqual(len(self.pool.batches), 1)
 
@@ -633,7 +558,7 @@ class TimeLimitDispatchTests(DispatcherTestCase):
         limit; a per-task limit reported by the children wins.
         """
         self.dispatcher = Dispatcher(
-            self.pool, self.backend, self.clock, DispatchSettings(time_limit=10.0)
+            self.pool, self.store, self.clock, DispatchSettings(time_limit=10.0)
         )
         self.pool.task_limits = {"slow": (None, 60.0)}
         self.pool.idle = 3
@@ -655,20 +580,24 @@ class TimeLimitDispatchTests(DispatcherTestCase):
 
 class DuplicateCheckTests(SynchronousTestCase):
     """
-    With ``check_duplicates``, one store read per reactor turn tells which
-    deliveries already have a committed outcome.
+    With ``check_duplicates`` and a store without claims, one store read
+    per reactor turn tells which deliveries already have a committed
+    outcome.
     """
 
     def setUp(self):
         self.clock = Clock()
         self.pool = FakePool(idle=2)
-        self.backend = CheckingBackend()
+        self.store = MemoryBackend(self.clock)
         self.dispatcher = Dispatcher(
             self.pool,
-            self.backend,
+            ResultsOnly(self.store),
             self.clock,
             DispatchSettings(max_batch=4, check_duplicates=True),
         )
+
+    def reads(self):
+        return [call.args for call in self.store.calls if call.name == "get_results"]
 
     def test_committed_outcome_acked_without_running(self):
         """
@@ -677,18 +606,24 @@ class DuplicateCheckTests(SynchronousTestCase):
         run; the deliveries of one turn cost one read.
         """
         done, failed, pending, new = (delivery(n) for n in (1, 2, 3, 4))
-        self.backend.found = {
-            task_id(1): success_document(task_id(1), "add", 1),
-            task_id(2): failure_document(task_id(2), "add", ValueError("x"), traceback=""),
-            task_id(3): b'{"id":"x","task":"add","status":"PENDING","sent_at":"now"}',
-        }
+        put(self.store, task_id(1), success_document(task_id(1), "add", 1))
+        put(
+            self.store,
+            task_id(2),
+            failure_document(task_id(2), "add", ValueError("x"), traceback=""),
+        )
+        pending_record = b'{"id":"x","task":"add","status":"PENDING","sent_at":"now"}'
+        self.successResultOf(self.store.mark_sent([(task_id(3), pending_record)]))
+        self.store.calls.clear()
         for d in (done, failed, pending, new):
             self.dispatcher.deliver(d)
         self.assertEqual(self.pool.batches, [])
         self.clock.advance(0)
-        self.assertEqual(self.backend.reads, [[task_id(n) for n in (1, 2, 3, 4)]])
+        self.assertEqual(
+            self.store.calls, [Call("get_results", ([task_id(n) for n in (1, 2, 3, 4)],))]
+        )
         self.assertEqual((done.settled, failed.settled), (["ack"], ["ack"]))
-        ran = sorted(i for batch in self.batch_ids() for i in batch)
+        ran = sorted(i for batch in self.pool.ids() for i in batch)
         self.assertEqual(ran, [task_id(3), task_id(4)])
         self.assertEqual(self.dispatcher.stats()["duplicates_suppressed"], 2)
 
@@ -698,14 +633,16 @@ class DuplicateCheckTests(SynchronousTestCase):
         the message, republished from the dead-letter queue, runs again.
         """
         again = delivery(1)
-        self.backend.found = {
-            task_id(1): failure_document(
+        put(
+            self.store,
+            task_id(1),
+            failure_document(
                 task_id(1), "add", ValueError("x"), traceback="", dead_letter="unknown-task"
             ),
-        }
+        )
         self.dispatcher.deliver(again)
         self.clock.advance(0)
-        self.assertEqual(self.batch_ids(), [[task_id(1)]])
+        self.assertEqual(self.pool.ids(), [[task_id(1)]])
         self.assertEqual(self.dispatcher.stats()["duplicates_suppressed"], 0)
 
     def test_revoked_while_waiting_for_eta(self):
@@ -714,14 +651,14 @@ class DuplicateCheckTests(SynchronousTestCase):
         meanwhile, it is acked without running.
         """
         eta = datetime.datetime.fromtimestamp(60, datetime.timezone.utc).isoformat()
-        held = FakeDelivery(TaskMessage(id=task_id(1), task="add", args=(1,), eta=eta).encode())
+        held = delivery(1, eta=eta)
         self.dispatcher.deliver(held)
         self.clock.advance(0)
-        self.assertEqual(len(self.backend.reads), 1)
-        self.backend.found = {task_id(1): revoked_document(task_id(1), "add", "revoked")}
+        self.assertEqual(len(self.reads()), 1)
+        put(self.store, task_id(1), revoked_document(task_id(1), "add", "revoked"))
         self.clock.advance(60)
         self.clock.advance(0)
-        self.assertEqual(len(self.backend.reads), 2)
+        self.assertEqual(len(self.reads()), 2)
         self.assertEqual(held.settled, ["ack"])
         self.assertEqual(self.pool.batches, [])
 
@@ -731,22 +668,26 @@ class DuplicateCheckTests(SynchronousTestCase):
         the store is probed after 0.5 s, 1 s, 2 s...; once a probe answers
         they run.
         """
-        self.backend.fail = True
+        self.store.set_unavailable(ConnectionError("store down"))
         d = delivery(1)
         self.dispatcher.deliver(d)
         self.clock.advance(0)
         self.flushLoggedErrors(ConnectionError)
-        self.assertEqual(self.batch_ids(), [])
+        self.assertEqual(self.pool.ids(), [])
         self.assertFalse(self.dispatcher.stats()["store_available"])
+        self.store.set_available()
+        self.store.pause()  # the test answers the probes
         self.clock.advance(0.5)
-        [(probed, probe)] = self.backend.probes
-        self.assertEqual(probed, STORE_PROBE_ID)
-        probe.errback(ConnectionError("still down"))
+        [probe] = self.store.held
+        self.assertEqual(probe.call, Call("get_result", (STORE_PROBE_ID,)))
+        probe.fail(ConnectionError("still down"))
         self.clock.advance(0.9)
-        self.assertEqual(len(self.backend.probes), 1)
+        self.assertEqual(self.store.held, [])
         self.clock.advance(0.1)
-        self.backend.probes[1][1].callback(None)
-        self.assertEqual(self.batch_ids(), [[task_id(1)]])
+        [probe] = self.store.held
+        self.assertEqual(probe.call, Call("get_result", (STORE_PROBE_ID,)))
+        probe.answer()
+        self.assertEqual(self.pool.ids(), [[task_id(1)]])
         self.assertEqual(d.settled, [])
         self.assertTrue(self.dispatcher.stats()["store_available"])
 
@@ -759,21 +700,4 @@ class DuplicateCheckTests(SynchronousTestCase):
         self.dispatcher.drain()
         self.clock.advance(0)
         self.assertEqual(d.settled, [("reject", True)])
-        self.assertEqual(self.backend.reads, [])
-
-    def batch_ids(self):
-        return [[TaskMessage.decode(b).id for b in bodies] for bodies, _ in self.pool.batches]
-
-
-class CheckingBackend(FakeBackend):
-    def __init__(self):
-        super().__init__()
-        self.found = {}
-        self.reads = []
-        self.fail = False
-
-    def get_results(self, ids):
-        if self.fail:
-            return defer.fail(ConnectionError("store down"))
-        self.reads.append(list(ids))
-        return defer.succeed([self.found.get(i) for i in ids])
+        self.assertEqual(self.reads(), [])

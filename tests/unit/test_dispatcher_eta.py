@@ -8,77 +8,26 @@ Tests for the ETA and expiry handling of
 import datetime
 import json
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.test_dispatcher import FakeDelivery, task_id
+from tests.unit.fakes import (
+    NOW,
+    TASKSET,
+    FakeDelivery,
+    FakePool,
+    delivery,
+    held_writes,
+    iso,
+    store_calls,
+    task_id,
+)
 from twistedq.backends.base import OutcomeRecord
+from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.message import TaskMessage
 from twistedq.outcome import Outcome, failure_document, success_document
 from twistedq.states import REVOKED
-
-#: A realistic Unix time for the fake clock: 2027-01-15.
-NOW = 1_800_000_000
-TASKSET = "00000000-0000-4000-8000-00000000aaaa"
-
-
-def iso(seconds):
-    """
-    The ISO 8601 UTC text of a Unix time, as the client writes it.
-    """
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
-
-
-class FakePool:
-    """
-    ``idle`` children; ``run_batch`` records the bodies and returns a
-    Deferred the test fires.
-    """
-
-    def __init__(self, idle=1):
-        self.idle = idle
-        self.batches = []
-        self.task_limits = {}
-        self.time_limits = []
-
-    @property
-    def idle_count(self):
-        return self.idle
-
-    def run_batch(self, bodies, time_limit=None):
-        self.time_limits.append(time_limit)
-        self.idle -= 1
-        d = defer.Deferred()
-        self.batches.append((list(bodies), d))
-        return d
-
-    def ids(self):
-        return [[TaskMessage.decode(body).id for body in bodies] for bodies, _ in self.batches]
-
-
-class FakeBackend:
-    """
-    ``store_results`` records the records and returns a Deferred the test
-    fires.
-    """
-
-    def __init__(self):
-        self.stores = []
-
-    def store_results(self, records):
-        d = defer.Deferred()
-        self.stores.append((list(records), d))
-        return d
-
-    def records(self):
-        return [record for records, _ in self.stores for record in records]
-
-
-def delivery(number, **fields):
-    message = TaskMessage(id=task_id(number), task="add", args=(number,), **fields)
-    return FakeDelivery(message.encode())
 
 
 class ETATestCase(SynchronousTestCase):
@@ -86,8 +35,15 @@ class ETATestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(NOW)
         self.pool = FakePool(idle=2)
-        self.backend = FakeBackend()
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock)
+        self.store = MemoryBackend(self.clock)
+        self.store.pause()  # each test answers the writes
+        self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
+
+    def records(self):
+        """
+        The records of every write asked of the store, in order.
+        """
+        return [record for records in store_calls(self.store) for record in records]
 
 
 class ETATests(ETATestCase):
@@ -158,7 +114,7 @@ class ETATests(ETATestCase):
         self.dispatcher.deliver(delivery(1, eta=iso(NOW + 10), expires=iso(NOW + 60)))
         self.clock.advance(10)
         self.assertEqual(self.pool.ids(), [[task_id(1)]])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
 
     def test_expired_while_held_is_revoked(self):
         """
@@ -170,7 +126,7 @@ class ETATests(ETATestCase):
         self.dispatcher.deliver(held)
         self.clock.advance(30)
         self.assertEqual(self.pool.batches, [])
-        [record] = self.backend.records()
+        [record] = self.records()
         self.assertEqual(Outcome.from_bytes(record.task_id, record.document).status, REVOKED)
         self.assertEqual(record.taskset, TASKSET)
 
@@ -189,7 +145,7 @@ class ExpiryTests(ETATestCase):
         expired = delivery(1, expires=iso(NOW - 1), taskset=TASKSET)
         self.dispatcher.deliver(expired)
         self.assertEqual(self.pool.batches, [])
-        [(records, d)] = self.backend.stores
+        [(records, d)] = held_writes(self.store)
         [record] = records
         self.assertIsInstance(record, OutcomeRecord)
         self.assertEqual(record.task_id, task_id(1))
@@ -201,7 +157,8 @@ class ExpiryTests(ETATestCase):
         self.assertIn("expired", outcome.reason)
         self.assertIn(iso(NOW - 1), outcome.reason)
         self.assertEqual(expired.settled, [])
-        d.callback(None)
+        d.answer()
+        self.assertEqual(self.store.results, {task_id(1): record.document})
         self.assertEqual(expired.settled, ["ack"])
 
     def test_expiring_now_is_revoked(self):
@@ -210,14 +167,14 @@ class ExpiryTests(ETATestCase):
         """
         self.dispatcher.deliver(delivery(1, expires=iso(NOW)))
         self.assertEqual(self.pool.batches, [])
-        self.assertEqual(len(self.backend.records()), 1)
+        self.assertEqual(len(self.records()), 1)
 
     def test_expiry_beats_eta(self):
         """
         An expired message with a future ETA is revoked at once, not held.
         """
         self.dispatcher.deliver(delivery(1, eta=iso(NOW + 30), expires=iso(NOW - 1)))
-        self.assertEqual(len(self.backend.records()), 1)
+        self.assertEqual(len(self.records()), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_unexpired_runs(self):
@@ -226,7 +183,7 @@ class ExpiryTests(ETATestCase):
         """
         self.dispatcher.deliver(delivery(1, expires=iso(NOW + 60)))
         self.assertEqual(self.pool.ids(), [[task_id(1)]])
-        self.assertEqual(self.backend.stores, [])
+        self.assertEqual(store_calls(self.store), [])
 
     def test_revocation_store_failure_requeues(self):
         """
@@ -235,8 +192,8 @@ class ExpiryTests(ETATestCase):
         """
         expired = delivery(1, expires=iso(NOW - 1))
         self.dispatcher.deliver(expired)
-        [(_, d)] = self.backend.stores
-        d.errback(ConnectionError("store down"))
+        [(_, d)] = held_writes(self.store)
+        d.fail(ConnectionError("store down"))
         self.assertEqual(expired.settled, [("reject", True)])
 
 
@@ -269,7 +226,7 @@ class DrainTests(ETATestCase):
         self.dispatcher.deliver(expired)
         d = self.dispatcher.drain()
         self.assertNoResult(d)
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.successResultOf(d)
         self.assertEqual(expired.settled, ["ack"])
 
@@ -291,7 +248,7 @@ class OutcomeRecordTests(ETATestCase):
         bodies, d = self.pool.batches[-1]
         self.assertEqual(bodies, [message.encode()])
         d.callback([outcome_for(message)])
-        [(records, stored)] = self.backend.stores[-1:]
+        [(records, stored)] = held_writes(self.store)
         [record] = records
         return record, stored, settled
 
@@ -306,7 +263,7 @@ class OutcomeRecordTests(ETATestCase):
         self.assertEqual(record, OutcomeRecord(task_id(1), record.document, TASKSET, False))
         self.assertEqual(Outcome.from_bytes(task_id(1), record.document).result, 2)
         self.assertEqual(settled.settled, [])
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(settled.settled, ["ack"])
         self.assertEqual(
             (self.dispatcher.stats()["completed"], self.dispatcher.stats()["failed"]), (1, 0)
@@ -322,7 +279,7 @@ class OutcomeRecordTests(ETATestCase):
         self.assertEqual(record.task_id, task_id(2))
         self.assertEqual(record.taskset, TASKSET)
         self.assertTrue(record.failed)
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(settled.settled, ["ack"])
         self.assertEqual(
             (self.dispatcher.stats()["completed"], self.dispatcher.stats()["failed"]), (1, 1)
@@ -345,7 +302,7 @@ class OutcomeRecordTests(ETATestCase):
         self.dispatcher.deliver(delivery(4))
         _, d = self.pool.batches[0]
         d.callback([success_document(task_id(4), "add", 4)])
-        [(records, _)] = self.backend.stores
+        [records] = store_calls(self.store)
         self.assertIsNone(records[0].taskset)
 
     def test_failed_store_keeps_message(self):
@@ -354,7 +311,7 @@ class OutcomeRecordTests(ETATestCase):
         rejected: the outcome is written again later.
         """
         _, stored, settled = self.run_one(5, lambda m: success_document(m.id, m.task, 1))
-        stored.errback(ConnectionError("store down"))
+        stored.fail(ConnectionError("store down"))
         self.assertEqual(settled.settled, [])
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
 
@@ -384,11 +341,11 @@ class InvalidTimeTests(ETATestCase):
         ``bad`` was refused as malformed: its FAILURE stored, then it was
         dead-lettered; never run, never held.
         """
-        [(rows, stored)] = self.backend.stores
+        [(rows, stored)] = held_writes(self.store)
         self.assertEqual(rows[0].task_id, task_id(1))
         self.assertEqual(json.loads(rows[0].document)["exc"]["type"], "MessageError")
         self.assertEqual(bad.settled, [])
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(bad.settled, [("dead-letter", "malformed")])
         self.assertEqual(self.pool.batches, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])

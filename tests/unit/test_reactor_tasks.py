@@ -10,16 +10,13 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.test_dispatcher import FakeDelivery
+from tests.unit.fakes import FakeDelivery, FakePool, task_id
+from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry
 from twistedq.task import Task, task
 from twistedq.worker.reactor_tasks import ReactorTaskRunner
-
-
-def task_id(number):
-    return f"00000000-0000-4000-8000-{number:012d}"
 
 
 class RunnerTestCase(SynchronousTestCase):
@@ -305,48 +302,6 @@ class FailureTests(RunnerTestCase):
         self.assertFailed(d, "TypeError", "JSON")
 
 
-class FakeBackend:
-    """
-    Stores at once and records what it stored.
-    """
-
-    def __init__(self):
-        self.stored = []
-
-    def store_results(self, records):
-        self.stored.extend(records)
-        return defer.succeed(None)
-
-
-class ForbiddenPool:
-    """
-    A pool that must not be used: ``run_batch`` raises.
-    """
-
-    idle_count = 1
-    task_limits = {}
-
-    def run_batch(self, bodies, time_limit=None):
-        raise AssertionError("the pool was asked to run a reactor task")
-
-
-class RecordingPool:
-    """
-    A pool with one idle child that records its batches.
-    """
-
-    idle_count = 1
-    task_limits = {}
-
-    def __init__(self):
-        self.batches = []
-
-    def run_batch(self, bodies, time_limit=None):
-        d = defer.Deferred()
-        self.batches.append((list(bodies), d))
-        return d
-
-
 class RoutingTests(SynchronousTestCase):
     """
     A dispatcher with a ``reactor_runner`` sends ``on_reactor`` tasks to it
@@ -359,51 +314,57 @@ class RoutingTests(SynchronousTestCase):
         self.waiting = defer.Deferred()
         task(name="io", on_reactor=True, registry=self.registry)(lambda x: self.waiting)
         task(name="cpu", registry=self.registry)(lambda x: x)
-        self.backend = FakeBackend()
+        self.store = MemoryBackend(self.clock)
+        self.pool = FakePool()
 
     def dispatcher(self, pool):
         runner = ReactorTaskRunner(self.registry, self.clock)
-        return Dispatcher(pool, self.backend, self.clock, reactor_runner=runner)
+        return Dispatcher(pool, self.store, self.clock, reactor_runner=runner)
+
+    def stored(self):
+        return [write.record for write in self.store.writes]
 
     def test_reactor_task(self):
         """
         An ``on_reactor`` task runs on the runner, never the pool; its
         outcome is stored, then the delivery acked, once its Deferred fires.
         """
-        dispatcher = self.dispatcher(ForbiddenPool())
+        dispatcher = self.dispatcher(self.pool)
         delivery = FakeDelivery(TaskMessage(id=task_id(1), task="io", args=(5,)).encode())
         dispatcher.deliver(delivery)
         self.assertEqual(delivery.settled, [])
-        self.assertEqual(self.backend.stored, [])
+        self.assertEqual(self.stored(), [])
         self.assertEqual(dispatcher.stats()["in_flight"], 1)
         self.waiting.callback("done")
-        [record] = self.backend.stored
+        [record] = self.stored()
         self.assertEqual(record.task_id, task_id(1))
         self.assertFalse(record.failed)
         self.assertEqual(json.loads(record.document)["result"], "done")
         self.assertEqual(delivery.settled, ["ack"])
         self.assertEqual((dispatcher.stats()["completed"], dispatcher.stats()["failed"]), (1, 0))
         self.assertEqual(dispatcher.stats()["in_flight"], 0)
+        self.assertEqual(self.pool.batches, [])  # never the pool
 
     def test_reactor_task_failure(self):
         """
         A failed reactor task's outcome is stored as a failure and acked.
         """
-        dispatcher = self.dispatcher(ForbiddenPool())
+        dispatcher = self.dispatcher(self.pool)
         delivery = FakeDelivery(TaskMessage(id=task_id(2), task="io", args=(5,)).encode())
         dispatcher.deliver(delivery)
         self.waiting.errback(ValueError("no"))
-        [record] = self.backend.stored
+        [record] = self.stored()
         self.assertTrue(record.failed)
         self.assertEqual(delivery.settled, ["ack"])
         self.assertEqual(dispatcher.stats()["failed"], 1)
+        self.assertEqual(self.pool.batches, [])
 
     def test_other_tasks_to_pool(self):
         """
         A task not marked ``on_reactor`` (and an unknown one) still goes to
         the pool.
         """
-        pool = RecordingPool()
+        pool = FakePool(idle=2)
         dispatcher = self.dispatcher(pool)
         body = TaskMessage(id=task_id(3), task="cpu", args=(1,)).encode()
         dispatcher.deliver(FakeDelivery(body))
@@ -411,14 +372,14 @@ class RoutingTests(SynchronousTestCase):
         unknown = TaskMessage(id=task_id(4), task="unknown").encode()
         dispatcher.deliver(FakeDelivery(unknown))
         self.assertEqual([bodies for bodies, _ in pool.batches], [[body], [unknown]])
-        self.assertEqual(self.backend.stored, [])
+        self.assertEqual(self.stored(), [])
 
     def test_without_runner(self):
         """
         Without a ``reactor_runner`` an ``on_reactor`` task goes to the pool.
         """
-        pool = RecordingPool()
-        dispatcher = Dispatcher(pool, self.backend, self.clock)
+        pool = FakePool()
+        dispatcher = Dispatcher(pool, self.store, self.clock)
         body = TaskMessage(id=task_id(5), task="io", args=(1,)).encode()
         dispatcher.deliver(FakeDelivery(body))
         self.assertEqual([bodies for bodies, _ in pool.batches], [[body]])
@@ -427,7 +388,7 @@ class RoutingTests(SynchronousTestCase):
         """
         ``drain`` waits for a running reactor task to be stored and acked.
         """
-        dispatcher = self.dispatcher(ForbiddenPool())
+        dispatcher = self.dispatcher(self.pool)
         delivery = FakeDelivery(TaskMessage(id=task_id(6), task="io", args=(5,)).encode())
         dispatcher.deliver(delivery)
         drained = dispatcher.drain()
@@ -435,3 +396,4 @@ class RoutingTests(SynchronousTestCase):
         self.waiting.callback(1)
         self.successResultOf(drained)
         self.assertEqual(delivery.settled, ["ack"])
+        self.assertEqual(self.pool.batches, [])

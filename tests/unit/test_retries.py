@@ -16,9 +16,20 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.test_dispatcher import FakeDelivery, task_id
-from tests.unit.test_dispatcher_eta import NOW, TASKSET, FakeBackend, FakePool, iso
+from tests.unit.fakes import (
+    NOW,
+    TASKSET,
+    FakeBroker,
+    FakeChannel,
+    FakeDelivery,
+    FakePool,
+    held_writes,
+    iso,
+    store_calls,
+    task_id,
+)
 from twistedq.amqp.broker import DELAY_EXPONENT_MAX, Topology, delay_step
+from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.exceptions import MaxRetriesExceededError, Retry
 from twistedq.message import TaskMessage
@@ -301,40 +312,17 @@ class DocumentTests(SynchronousTestCase):
         )
 
 
-class ProbedBackend(FakeBackend):
-    """
-    A fake backend whose probe reads never answer.
-    """
-
-    def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
-        return defer.Deferred()
-
-
-class FakePublisher:
-    """
-    ``publish_later`` records the message and the delay, and returns a
-    Deferred the test fires.
-    """
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[TaskMessage, float, defer.Deferred[None]]] = []
-
-    def publish_later(self, message: TaskMessage, delay: float) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self.sent.append((message, delay, d))
-        return d
-
-
 class DispatcherTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
         self.pool = FakePool(idle=2)
-        self.backend = ProbedBackend()
-        self.publisher = FakePublisher()
+        self.store = MemoryBackend(self.clock)
+        self.store.pause()  # each test answers the writes
+        self.publisher = FakeBroker()
         self.dispatcher = Dispatcher(
             self.pool,
-            self.backend,
+            self.store,
             self.clock,
             DispatchSettings(hold_eta=60.0),
             publish_later=self.publisher.publish_later,
@@ -372,13 +360,13 @@ class DispatcherRetryTests(DispatcherTestCase):
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
-        [(records, stored)] = self.backend.stores
+        [(records, stored)] = held_writes(self.store)
         [record] = records
         self.assertEqual((record.task_id, record.taskset, record.failed), (task_id(1), None, False))
         outcome = Outcome.from_bytes(task_id(1), record.document)
         self.assertEqual((outcome.status, outcome.eta), (RETRY, iso(NOW + 5)))
         self.assertEqual(self.publisher.sent, [])
-        stored.callback(None)
+        stored.answer()
         [(attempt, delay, confirmed)] = self.publisher.sent
         self.assertEqual(
             (attempt.id, attempt.retries, attempt.eta, attempt.args, attempt.taskset),
@@ -395,7 +383,7 @@ class DispatcherRetryTests(DispatcherTestCase):
         A retry due later than ``hold_eta`` is published with its delay.
         """
         self.run_batch(lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=600))
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         [(_, delay, _)] = self.publisher.sent
         self.assertEqual(delay, 600.0)
 
@@ -408,7 +396,7 @@ class DispatcherRetryTests(DispatcherTestCase):
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.publisher.sent[0][2].errback(ConnectionError("broker gone"))
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
         self.assertEqual(delivery.settled, [])
@@ -425,13 +413,14 @@ class DispatcherRetryTests(DispatcherTestCase):
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.dispatcher.in_flight.stopping = True  # the daemon drains
         self.publisher.sent[0][2].errback(ConnectionError("broker gone"))
         self.flushLoggedErrors(ConnectionError)
-        (records, stored) = self.backend.stores[1]
+        [(records, stored)] = held_writes(self.store)
+        self.assertEqual(len(store_calls(self.store)), 2)
         self.assertEqual(json.loads(records[0].document)["retries"], 0)
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(delivery.settled, [("reject", True)])
 
     def test_store_failure_publishes_nothing(self) -> None:
@@ -442,11 +431,13 @@ class DispatcherRetryTests(DispatcherTestCase):
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
-        self.backend.stores[0][1].errback(ConnectionError("store down"))
+        held_writes(self.store)[0][1].fail(ConnectionError("store down"))
         self.flushLoggedErrors(ConnectionError)
         self.assertEqual((self.publisher.sent, delivery.settled), ([], []))
         self.clock.advance(0.5)
-        self.backend.stores[1][1].callback(None)
+        [(again, stored)] = held_writes(self.store)
+        self.assertEqual(again, store_calls(self.store)[0])
+        stored.answer()
         self.publisher.sent[0][2].callback(None)
         self.assertEqual(delivery.settled, ["ack"])
 
@@ -460,12 +451,14 @@ class DispatcherRetryTests(DispatcherTestCase):
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5),
         )
         rows = {
-            record.task_id: (record, d) for records, d in self.backend.stores for record in records
+            record.task_id: (record, d)
+            for records, d in held_writes(self.store)
+            for record in records
         }
         self.assertEqual(rows[task_id(1)][0].taskset, TASKSET)
         self.assertEqual(rows[task_id(2)][0].taskset, None)
         for _, d in rows.values():
-            d.callback(None)
+            d.answer()
         self.assertEqual(done.settled, ["ack"])
         self.assertEqual(retrying.settled, [])
         self.publisher.sent[0][2].callback(None)
@@ -477,15 +470,15 @@ class DispatcherRetryTests(DispatcherTestCase):
         A dispatcher that cannot publish stores a FAILURE for a task that
         asks to retry, with its exception, and acks it.
         """
-        self.dispatcher = Dispatcher(self.pool, self.backend, self.clock)
+        self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )
-        [([record], stored)] = self.backend.stores
+        [([record], stored)] = held_writes(self.store)
         outcome = Outcome.from_bytes(task_id(1), record.document)
         self.assertEqual((outcome.status, outcome.exc["type"]), (FAILURE, "Flaky"))
         self.assertTrue(record.failed)
-        stored.callback(None)
+        stored.answer()
         self.assertEqual(delivery.settled, ["ack"])
         self.flushLoggedErrors()
 
@@ -494,10 +487,10 @@ class DispatcherRetryTests(DispatcherTestCase):
         A batch without retries publishes nothing.
         """
         [delivery] = self.run_batch(lambda m: success_document(m.id, m.task, 2))
-        self.backend.stores[0][1].callback(None)
+        held_writes(self.store)[0][1].answer()
         self.assertEqual((self.publisher.sent, delivery.settled), ([], ["ack"]))
         self.assertEqual(
-            Outcome.from_bytes(task_id(1), self.backend.records()[0].document).status, SUCCESS
+            Outcome.from_bytes(task_id(1), self.store.results[task_id(1)]).status, SUCCESS
         )
 
 
@@ -564,19 +557,6 @@ class DelayQueueDispatchTests(DispatcherTestCase):
         self.successResultOf(drained)
         self.assertEqual(delivery.settled, [("reject", True)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-
-
-class FakeChannel:
-    """
-    Records queue declarations.
-    """
-
-    def __init__(self) -> None:
-        self.declared: list[dict[str, Any]] = []
-
-    def queue_declare(self, **arguments: Any) -> defer.Deferred[None]:
-        self.declared.append(arguments)
-        return defer.succeed(None)
 
 
 class DelayTopologyTests(SynchronousTestCase):

@@ -7,7 +7,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.test_dispatcher import FakeBackend, FakePool, delivery, task_id
+from tests.unit.fakes import FakePool, delivery, held_writes, task_id
+from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.backoff import LONGEST_PAUSE, persist
 from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.daemon.events import Counters, EventKind, Events
@@ -29,14 +30,16 @@ class EventsTests(SynchronousTestCase):
         """
         clock = Clock()
         pool = FakePool(idle=1)
-        backend = FakeBackend()
+        store = MemoryBackend(clock)
+        store.pause()  # the writes are answered below
         events = Events()
         seen = []
         events.subscribe(lambda event: seen.append((event.kind, event.task_id, event.task_name)))
-        dispatcher = Dispatcher(pool, backend, clock, events=events)
+        dispatcher = Dispatcher(pool, store, clock, events=events)
         dispatcher.deliver(delivery(1))
         pool.finish(0)
-        backend.stores[0][1].callback(None)
+        [(_, stored)] = held_writes(store)
+        stored.answer()
         kinds = [EventKind.RECEIVED, EventKind.STARTED, EventKind.SUCCEEDED]
         self.assertEqual(seen, [(kind, task_id(1), "add") for kind in kinds])
         self.assertEqual(dispatcher.stats()["completed"], 1)
@@ -48,19 +51,22 @@ class EventsTests(SynchronousTestCase):
         """
         clock = Clock()
         pool = FakePool(idle=1)
-        backend = FakeBackend()
+        store = MemoryBackend(clock)
+        store.pause()  # the writes are answered below
         events = Events()
         seen = []
         events.subscribe(lambda event: seen.append(event.kind))
-        dispatcher = Dispatcher(pool, backend, clock, events=events)
+        dispatcher = Dispatcher(pool, store, clock, events=events)
         dispatcher.deliver(delivery(1))
         pool.finish(0)
-        backend.stores[0][1].errback(ConnectionError("down"))
+        [(_, stored)] = held_writes(store)
+        stored.fail(ConnectionError("down"))
         self.flushLoggedErrors(ConnectionError)
         self.assertIn(EventKind.STORE_DOWN, seen)
         self.assertIn(EventKind.STORE_RETRY, seen)
         clock.advance(0.5)
-        backend.stores[1][1].callback(None)
+        [(_, stored)] = held_writes(store)
+        stored.answer()
         self.assertEqual(seen[-2:], [EventKind.STORE_UP, EventKind.SUCCEEDED])
         self.assertEqual(dispatcher.stats()["store_retries"], 1)
 
@@ -145,8 +151,9 @@ class LifecycleTests(SynchronousTestCase):
         """
         clock = Clock()
         pool = FakePool(idle=0)
-        backend = FakeBackend()
-        dispatcher = Dispatcher(pool, backend, clock)
+        store = MemoryBackend(clock)
+        store.pause()  # the writes are answered below
+        dispatcher = Dispatcher(pool, store, clock)
         dispatcher.deliver(delivery(1))
         (job,) = dispatcher.feeder.pending
         self.assertEqual(job.state, JobState.QUEUED)
@@ -155,7 +162,8 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(job.state, JobState.RUNNING)
         pool.finish(0)
         self.assertEqual(job.state, JobState.STORING)
-        backend.stores[0][1].callback(None)
+        [(_, stored)] = held_writes(store)
+        stored.answer()
         self.assertEqual(job.state, JobState.SETTLED)
         self.assertEqual(job.delivery.settled, ["ack"])
 
@@ -165,7 +173,7 @@ class LifecycleTests(SynchronousTestCase):
         """
         clock = Clock()
         clock.advance(1000)
-        dispatcher = Dispatcher(FakePool(idle=1), FakeBackend(), clock)
+        dispatcher = Dispatcher(FakePool(idle=1), MemoryBackend(clock), clock)
         body = TaskMessage(id=task_id(1), task="add", eta="1970-01-01T00:17:00+00:00").encode()
         d = delivery(1)
         d.body = body
