@@ -34,7 +34,7 @@ from twistedq.daemon.gate import Gate
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.intake import Intake
-from twistedq.daemon.job import Delivery
+from twistedq.daemon.job import BrokerDelivery
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER, LeaseKeeper
 from twistedq.daemon.settlement import Settlement
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA, PublishLater, Timing
@@ -148,7 +148,7 @@ class Dispatcher:
     def store_available(self) -> bool:
         return self.health.available
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: BrokerDelivery) -> None:
         """
         Take one delivery from the consumer.
         """

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
-from twistedq.daemon.job import Delivery, Job
+from twistedq.daemon.job import BrokerDelivery, Job
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import failure_document
 from twistedq.signing import SignatureError, SigningKeys
@@ -54,7 +54,7 @@ class Intake:
         self.max_body_size = max_body_size
         self.signing = signing
 
-    def take(self, delivery: Delivery) -> None:
+    def take(self, delivery: BrokerDelivery) -> None:
         """
         Take one delivery from the consumer: pass it on as a job, or
         dead-letter it.
@@ -76,7 +76,7 @@ class Intake:
         self.admit(job)
 
     def refuse(
-        self, delivery: Delivery, reason: str, detail: str, error: MessageError | None = None
+        self, delivery: BrokerDelivery, reason: str, detail: str, error: MessageError | None = None
     ) -> None:
         """
         Dead-letter a message that cannot run; when its task id can be
@@ -100,7 +100,7 @@ class Intake:
         self.in_flight.track(d)
 
     def _dead_letter(
-        self, delivery: Delivery, task_id: str | None, reason: str, detail: str
+        self, delivery: BrokerDelivery, task_id: str | None, reason: str, detail: str
     ) -> defer.Deferred[None]:
         self.events.report(EventKind.DEAD_LETTERED, task_id, reason=reason)
         return delivery.dead_letter(reason, detail)

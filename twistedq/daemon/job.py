@@ -16,10 +16,10 @@ from twisted.internet.interfaces import IDelayedCall
 
 from twistedq.message import TaskMessage
 
-__all__ = ["Delivery", "Job", "JobState", "timestamp"]
+__all__ = ["BrokerDelivery", "Job", "JobState", "timestamp"]
 
 
-class Delivery(Protocol):
+class BrokerDelivery(Protocol):
     """
     One message from the broker, settled once: acked, rejected or
     dead-lettered (:py:class:`twistedq.amqp.broker.Delivery`).
@@ -103,7 +103,7 @@ class Job:
         "token",
     )
 
-    def __init__(self, delivery: Delivery, message: TaskMessage) -> None:
+    def __init__(self, delivery: BrokerDelivery, message: TaskMessage) -> None:
         self.delivery = delivery
         self.message = message
         self.state = JobState.RECEIVED
