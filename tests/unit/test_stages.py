@@ -11,7 +11,7 @@ from tests.unit.fakes import FakePool, delivery, held_writes, task_id
 from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.backoff import LONGEST_PAUSE, persist
 from twistedq.daemon.dispatcher import Dispatcher
-from twistedq.daemon.events import Counters, EventKind, Events
+from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.job import Job, JobState
 from twistedq.message import TaskMessage
 
@@ -76,7 +76,6 @@ class EventsTests(SynchronousTestCase):
         the reporting stage go on.
         """
         events = Events()
-        counters = Counters(events)
 
         def broken(event):
             raise RuntimeError("observer bug")
@@ -85,7 +84,7 @@ class EventsTests(SynchronousTestCase):
         events.report(EventKind.RECEIVED, task_id(1), "add")
         events.report(EventKind.RECEIVED, task_id(2), "add")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(counters[EventKind.RECEIVED], 2)
+        self.assertEqual(events.counts[EventKind.RECEIVED], 2)
 
 
 class PersistTests(SynchronousTestCase):

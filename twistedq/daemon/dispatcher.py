@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from twistedq.backends.base import IClaimStore, IResultBackend
 from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
-from twistedq.daemon.events import Counters, EventKind, Events
+from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.feeder import Feeder, Pool
 from twistedq.daemon.gate import Gate
 from twistedq.daemon.health import StoreHealth
@@ -106,7 +106,6 @@ class Dispatcher:
     ) -> None:
         the = self.settings = settings if settings is not None else DispatchSettings()
         self.events = events if events is not None else Events()
-        self.counters = Counters(self.events)
         self.in_flight = flight = InFlight()
         claims: IClaimStore | None = None
         if the.check_duplicates and IClaimStore.providedBy(backend):
@@ -171,7 +170,7 @@ class Dispatcher:
         """
         The dispatcher's figures for the status resource.
         """
-        count = self.counters
+        count = self.events.counts
         return {
             "completed": count[EventKind.SUCCEEDED] + count[EventKind.FAILED],
             "failed": count[EventKind.FAILED],

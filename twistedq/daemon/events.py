@@ -1,7 +1,7 @@
 """
 The one seam through which every stage of the daemon reports what happens
-to a task and to the daemon.  Observers subscribe to :py:class:`Events`;
-:py:class:`Counters` is the one that ``/stats`` reads.
+to a task and to the daemon.  :py:class:`Events` counts every report (the
+counters of ``/stats``) and passes it to the observers that subscribed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["Counters", "Event", "EventKind", "Events"]
+__all__ = ["Event", "EventKind", "Events"]
 
 log = Logger()
 
@@ -86,12 +86,16 @@ class Event:
 
 class Events:
     """
-    Where every stage reports.  Observers are called in the order they
-    subscribed; one that raises is unsubscribed and logged, never the
-    stage that reported.
+    Where every stage reports.  Each report is counted by kind; observers
+    are called in the order they subscribed, with an :py:class:`Event`
+    (made only when someone observes); one that raises is unsubscribed and
+    logged, never the stage that reported.
+
+    :ivar counts: how many reports of each kind were made.
     """
 
     def __init__(self) -> None:
+        self.counts: Counter[EventKind] = Counter()
         self._observers: list[Callable[[Event], None]] = []
 
     def subscribe(self, observer: Callable[[Event], None]) -> None:
@@ -107,6 +111,7 @@ class Events:
         task_name: str | None = None,
         **fields: Any,
     ) -> None:
+        self.counts[kind] += 1
         if not self._observers:
             return
         event = Event(kind, task_id, task_name, fields)
@@ -116,19 +121,3 @@ class Events:
             except Exception:
                 log.failure("An event observer failed; it is unsubscribed")
                 self._observers.remove(observer)
-
-
-class Counters:
-    """
-    Counts the events of each kind, for ``/stats``.
-    """
-
-    def __init__(self, events: Events) -> None:
-        self.counts: Counter[EventKind] = Counter()
-        events.subscribe(self.observe)
-
-    def observe(self, event: Event) -> None:
-        self.counts[event.kind] += event.fields.get("count", 1)
-
-    def __getitem__(self, kind: EventKind) -> int:
-        return self.counts[kind]
