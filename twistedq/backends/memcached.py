@@ -20,14 +20,16 @@ import functools
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols.memcache import MemCacheProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedq.backends.base import (
@@ -57,11 +59,24 @@ class _MemcacheClient(MemCacheProtocol):
     """
     Twisted's memcache protocol, with its reply timeout cancelled once the
     connection is lost (it otherwise lingers, and fires, after the loss).
+
+    :ivar lost: the connection is lost.
     """
 
-    def connectionLost(self, reason: Any) -> None:
+    lost = False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
         self.setTimeout(None)
         MemCacheProtocol.connectionLost(self, reason)
+
+
+def _client_of(protocol: IProtocol) -> _MemcacheClient:
+    """
+    The protocol ClientService connected: a proxy of a ``_MemcacheClient``
+    that forwards every attribute to it.
+    """
+    return cast(_MemcacheClient, protocol)
 
 
 class ResultTooLarge(Exception):
@@ -139,7 +154,7 @@ class MemcachedBackend(FencedClaims):
         self.prefix = prefix
         self.max_item_size = max_item_size
         self.timeout = timeout
-        self._protocol: MemCacheProtocol | None = None
+        self._protocol: _MemcacheClient | None = None
         self._service = ClientService(
             HostnameEndpoint(reactor, host, port, timeout=timeout),
             Factory.forProtocol(functools.partial(_MemcacheClient, timeOut=timeout)),
@@ -148,8 +163,8 @@ class MemcachedBackend(FencedClaims):
             prepareConnection=self._prepared,
         )
 
-    def _prepared(self, protocol: MemCacheProtocol) -> None:
-        self._protocol = protocol
+    def _prepared(self, protocol: IProtocol) -> None:
+        self._protocol = _client_of(protocol)
 
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> MemcachedBackend:
@@ -168,11 +183,11 @@ class MemcachedBackend(FencedClaims):
 
     async def _client(self) -> MemCacheProtocol:
         protocol = self._protocol
-        if protocol is not None and protocol.transport is not None and protocol.transport.connected:
+        if protocol is not None and not protocol.lost:
             return protocol
         connected = self._service.whenConnected()
         connected.addTimeout(self.timeout, self.reactor)
-        return await connected
+        return _client_of(await connected)
 
     def _do(self, work: Any) -> defer.Deferred[Any]:
         async def run() -> Any:

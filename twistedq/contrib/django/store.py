@@ -89,7 +89,7 @@ class _Database:
         from django.conf import settings
 
         if not settings.configured:
-            settings._setup()  # type: ignore[attr-defined]  # reads DJANGO_SETTINGS_MODULE
+            settings._setup()  # reads DJANGO_SETTINGS_MODULE
         django.setup()
         from django.db import connections
 
