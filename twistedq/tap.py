@@ -121,7 +121,7 @@ class Options(usage.Options):
             "r",
             None,
             "Result store URL: redis://host:port/db, sqlite:///path, memcached://host:port "
-            "or django://[alias] "
+            "django://[alias] or memory:// (the daemon's memory: no client reads it) "
             "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]",
         ],
         [
