@@ -7,9 +7,9 @@ environment, overridden by explicit arguments.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from twistedq.message import MAX_BODY_SIZE
 from twistedq.signing import SigningKeyError, SigningKeys
@@ -21,7 +21,10 @@ __all__ = [
     "Settings",
     "SettingsError",
     "parse_size",
+    "with_help",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_RESULT_BACKEND = "sqlite://"
@@ -61,9 +64,16 @@ def parse_size(text: str) -> int:
     return int(digits) * unit
 
 
-# twisted.python.usage shows a coerce function's coerceDoc, an attribute
-# functions are not known to have.
-parse_size.coerceDoc = "Bytes, or with a unit: 8MiB, 512KiB."  # type: ignore[attr-defined]
+def with_help(coerce: Callable[[str], T], text: str) -> Callable[[str], T]:
+    """
+    Give a coerce function of :py:mod:`twisted.python.usage` the help its
+    options show (usage reads it from the function's ``coerceDoc``).
+    """
+    coerce.__dict__["coerceDoc"] = text
+    return coerce
+
+
+with_help(parse_size, "Bytes, or with a unit: 8MiB, 512KiB.")
 
 
 def _django_values(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -335,6 +335,7 @@ class Outcome:
                 rebuilt = None
         if rebuilt is None:
             rebuilt = RemoteTaskError(module_name, type_name, message, self.traceback)
+        # Any exception type: the attribute is ours, not the type's.
         rebuilt.remote_traceback = self.traceback  # type: ignore[attr-defined]
         return rebuilt
 

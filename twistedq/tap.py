@@ -25,7 +25,13 @@ from twistedq.backends.base import BackendURLError, IResultBackend, IScheduleSto
 from twistedq.backends.service import StoreService
 from twistedq.backends.url import backend_from_url
 from twistedq.clockstep import ClockStepGuard
-from twistedq.conf import DEFAULT_STATUS_ENDPOINT, Settings, SettingsError, parse_size
+from twistedq.conf import (
+    DEFAULT_STATUS_ENDPOINT,
+    Settings,
+    SettingsError,
+    parse_size,
+    with_help,
+)
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER
 from twistedq.daemon.periodic import cleanup_job, recovery_job
@@ -49,8 +55,7 @@ def _positive(value: str) -> int:
     return number
 
 
-# twisted.python.usage reads the help of a coercer off the function itself.
-_positive.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+with_help(_positive, "A positive whole number.")
 
 
 def _positive_float(value: str) -> float:
@@ -60,7 +65,7 @@ def _positive_float(value: str) -> float:
     return number
 
 
-_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+with_help(_positive_float, "A positive number.")
 
 
 def _timezone(value: str) -> str:
@@ -68,7 +73,7 @@ def _timezone(value: str) -> str:
     return value
 
 
-_timezone.coerceDoc = "An IANA time zone name."  # type: ignore[attr-defined]
+with_help(_timezone, "An IANA time zone name.")
 
 
 class Options(usage.Options):
