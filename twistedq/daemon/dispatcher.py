@@ -104,36 +104,36 @@ class Dispatcher:
         reactor_runner: ReactorTaskRunner | None = None,
         events: Events | None = None,
     ) -> None:
-        the = self.settings = settings if settings is not None else DispatchSettings()
+        config = self.settings = settings if settings is not None else DispatchSettings()
         self.events = events if events is not None else Events()
         self.in_flight = flight = InFlight()
         claims: IClaimStore | None = None
-        if the.check_duplicates and IClaimStore.providedBy(backend):
+        if config.check_duplicates and IClaimStore.providedBy(backend):
             claims = IClaimStore(backend)
         self.health = StoreHealth(backend, clock, self.events, flight, self.pump)
         self.leases = LeaseKeeper(
-            backend, claims, clock, self.events, the.claim_lease, the.park_after,
-            the.home_queue, republish, the.max_body_size,
+            backend, claims, clock, self.events, config.claim_lease, config.park_after,
+            config.home_queue, republish, config.max_body_size,
         )  # fmt: skip
         self.settlement = Settlement(
             backend, self.leases, self.health, clock, self.events, flight,
-            lambda task: self.feeder.handles(task), publish_later, the.hold_eta,
+            lambda task: self.feeder.handles(task), publish_later, config.hold_eta,
         )  # fmt: skip
         self.timing = Timing(
             clock, self.events, flight, queue=lambda job: self.feeder.queue(job),
-            recheck=(lambda job: self.gate.check(job)) if the.check_duplicates else None,
-            revoke=self.settlement.revoke, publish_later=publish_later, hold_eta=the.hold_eta,
+            recheck=(lambda job: self.gate.check(job)) if config.check_duplicates else None,
+            revoke=self.settlement.revoke, publish_later=publish_later, hold_eta=config.hold_eta,
         )  # fmt: skip
         self.gate = Gate(
             backend, self.leases, self.health, clock, self.events, flight,
-            self.timing.admit, the.check_duplicates,
+            self.timing.admit, config.check_duplicates,
         )  # fmt: skip
         self.feeder = Feeder(
             pool, clock, self.health, self.leases, self.gate, self.timing, self.settlement,
-            self.events, flight, reactor_runner, the.max_batch, the.time_limit, the.max_attempts,
+            self.events, flight, reactor_runner, config.max_batch, config.time_limit, config.max_attempts,
         )  # fmt: skip
         self.intake = Intake(
-            backend, self.events, flight, self.gate.take, the.max_body_size, signing
+            backend, self.events, flight, self.gate.take, config.max_body_size, signing
         )
 
     @property
