@@ -130,7 +130,8 @@ class Dispatcher:
         )  # fmt: skip
         self.feeder = Feeder(
             pool, clock, self.health, self.leases, self.gate, self.timing, self.settlement,
-            self.events, flight, reactor_runner, config.max_batch, config.time_limit, config.max_attempts,
+            self.events, flight, reactor_runner,
+            config.max_batch, config.time_limit, config.max_attempts,
         )  # fmt: skip
         self.intake = Intake(
             backend, self.events, flight, self.gate.take, config.max_body_size, signing
