@@ -320,6 +320,10 @@ class IFencedLeases(Interface):
         lease the task for ``lease`` seconds to that new token.  Answers,
         per task, the new token (None where it was not taken) and the
         task's stored document as it was when the lease was taken, or not.
+        Where a lease was taken although ``unless`` was given, a store may
+        answer None for the document (nothing in it stopped the lease, and
+        the claim needs no more): the Redis store does, to keep the common
+        claim's reply small.
         """
 
     def extend_leases(claims: Sequence[tuple[str, int]], lease: float) -> Deferred[list[bool]]:

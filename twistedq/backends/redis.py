@@ -76,6 +76,8 @@ for i = 1, #KEYS, 3 do
         redis.call('expire', KEYS[i + 2], ARGV[2])
         redis.call('set', KEYS[i + 1], token, 'PX', ARGV[1])
         token = tostring(token)
+        -- Nothing in the document stopped the lease: it is not sent back.
+        if #ARGV > 2 then document = false end
     end
     out[#out + 1] = token
     out[#out + 1] = document
