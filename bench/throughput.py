@@ -10,9 +10,16 @@ For each system it measures, with results stored:
 * drain: N tasks published while no worker runs, then the worker started;
   tasks/s between the first and the last result stored;
 * latency: M round trips one at a time (publish, then ``get()``), in ms;
-* RSS of the worker process and its children after the runs.
+* RSS of the worker process and its children after the runs;
+* CPU per task while streaming, in microseconds, in the worker's main
+  process and in its children apart (less noisy than the rates on a busy
+  machine: compare versions by it).
 
     python -m bench.throughput [--tasks 20000] [--latency 500] [--no-celery]
+                               [--source OTHER_CHECKOUT]
+
+``--source`` runs twistedq's daemon from another checkout (an older commit,
+say) against the same servers, to compare two versions.
 
 It starts its own workers on queues of its own; RabbitMQ and Redis must be
 running (``scripts/services start rabbitmq redis``).
@@ -56,6 +63,31 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """
+    CPU time (user and system) used so far by a process and, apart, by its
+    living descendants, in seconds.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(process: int) -> float:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            if current != pid:
+                children += own(current)
+            found = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        pids.extend(int(child) for child in found)
+    return own(pid), children
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     quantiles = statistics.quantiles(ordered, n=100)
@@ -84,11 +116,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def start_twistedq(
-    workdir: Path, broker: str, result_backend: str, queue: str, concurrency: int
+    workdir: Path,
+    broker: str,
+    result_backend: str,
+    queue: str,
+    concurrency: int,
+    source: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """
-    Start ``twistd -n twistedq`` on ``bench.tasks`` and return once every
-    child started and it consumes.
+    Start ``twistd -n twistedq`` on ``bench.tasks`` from the checkout
+    ``source`` and return once every child started and it consumes.
     """
     log = workdir / "twistd.log"
     log.unlink(missing_ok=True)
@@ -115,7 +152,7 @@ def start_twistedq(
             "none",
         ],
         cwd=workdir,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), str(ROOT)])),
     )
     wait_for_log(log, process, ["Consuming", f"Process-{concurrency}"])
     return process
@@ -142,6 +179,7 @@ class TwistedqSystem:
             self.options.result_backend,
             self.queue,
             self.options.concurrency,
+            self.options.source,
         )
 
     def stop_worker(self) -> None:
@@ -265,9 +303,15 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
         for _ in range(200):  # warm up
             system.round_trip()
         started = time.time()
+        cpu_before = cpu_seconds(system.process.pid)
         ids = system.publish(options.tasks)
         times = wait_done(system, ids)
         figures["stream"] = options.tasks / (max(times) - started)
+        cpu_after = cpu_seconds(system.process.pid)
+        figures["cpu"] = [
+            (after - before) / options.tasks * 1e6
+            for before, after in zip(cpu_before, cpu_after, strict=True)
+        ]
 
         samples = []
         for _ in range(options.latency):
@@ -303,6 +347,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--latency", type=int, default=500)
     parser.add_argument("--no-celery", action="store_true")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="run twistedq's daemon from this checkout (to compare versions)",
+    )
     options = parser.parse_args()
 
     systems: list[Any] = [TwistedqSystem(options)]
@@ -322,7 +372,7 @@ def main() -> None:
     )
     header = (
         f"{'system':<10} {'stream/s':>9} {'drain/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'RSS MiB':>8}"
+        f"{'p99 ms':>8} {'RSS MiB':>8} {'CPU us/task':>12} {'children':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -330,7 +380,8 @@ def main() -> None:
         lat = f["latency"]
         print(
             f"{name:<10} {f['stream']:>9.0f} {f['drain']:>9.0f} {lat['p50']:>8.2f} "
-            f"{lat['p90']:>8.2f} {lat['p99']:>8.2f} {f['rss']:>8.1f}"
+            f"{lat['p90']:>8.2f} {lat['p99']:>8.2f} {f['rss']:>8.1f} "
+            f"{f['cpu'][0]:>12.0f} {f['cpu'][1]:>9.0f}"
         )
 
 
