@@ -196,6 +196,9 @@ class TaskMessage:
             document = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as e:
             raise MessageError(f"body is not JSON: {e}", NOT_JSON) from None
+        except RecursionError:
+            task_id, name = peek_task(body) or (None, None)
+            raise MessageError("body is JSON nested too deeply", MALFORMED, task_id, name) from None
         return cls.from_document(document)
 
     @classmethod

@@ -22,6 +22,7 @@ from tests.unit.fakes import (
 from twistedq.backends.memory import Call, MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.health import STORE_PROBE_ID
+from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, revoked_document, success_document
 from twistedq.registry import NotRegistered
 from twistedq.signing import SigningKeys
@@ -67,6 +68,7 @@ class MalformedTests(DispatcherTestCase):
             (b"{not json", "not-json", "not JSON"),
             (b"[1, 2, 3]", "malformed", "not a JSON object"),
             (b'{"v": 1, "task": "x"}', "malformed", "is not a UUID"),
+            (b"[" * 100_000 + b"]" * 100_000, "malformed", "nested too deeply"),
         ]
         for body, reason, fragment in cases:
             bad = FakeDelivery(body)
@@ -75,9 +77,26 @@ class MalformedTests(DispatcherTestCase):
             self.assertIn(fragment, bad.details[0])
         self.assertEqual(self.pool.batches, [])
         self.assertEqual(store_calls(self.store), [])
-        self.assertEqual(self.dispatcher.stats()["rejected"], 4)
-        self.assertEqual(self.dispatcher.stats()["dead_lettered"], 4)
+        self.assertEqual(self.dispatcher.stats()["rejected"], 5)
+        self.assertEqual(self.dispatcher.stats()["dead_lettered"], 5)
         self.assertEqual(self.dispatcher.stats()["pending"], 0)
+
+    def test_decoder_fault_dead_lettered(self):
+        """
+        Any other exception while decoding (a fault of the decoder itself)
+        dead-letters the message as ``malformed``, saying what was raised;
+        it is never left unsettled.
+        """
+
+        def broken(body, max_size):
+            raise ZeroDivisionError("decoder bug")
+
+        self.patch(TaskMessage, "decode", broken)
+        bad = delivery(1)
+        self.dispatcher.deliver(bad)
+        self.assertEqual(bad.settled, [("dead-letter", "malformed")])
+        self.assertIn("ZeroDivisionError('decoder bug')", bad.details[0])
+        self.assertEqual(self.dispatcher.stats()["rejected"], 1)
 
     def test_readable_id_failure_stored_first(self):
         """

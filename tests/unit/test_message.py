@@ -128,6 +128,19 @@ class DecodeRejectionTests(SynchronousTestCase):
         """
         self.assertRefused(body().decode(), "bytes", "str")
 
+    def test_nested_too_deeply(self):
+        """
+        JSON nested deeper than the decoder can follow is refused as
+        malformed (not a RecursionError); the task id and name are kept
+        when the body starts as ``encode`` writes it.
+        """
+        deep = b"[" * 100_000 + b"]" * 100_000
+        error = self.assertRefused(deep, "nested too deeply")
+        self.assertEqual((error.reason, error.task_id), ("malformed", None))
+        head = TaskMessage(id=TASK_ID, task="add").encode()[:-1]
+        error = self.assertRefused(head + b',"x":' + deep + b"}", "nested too deeply")
+        self.assertEqual((error.task_id, error.task), (TASK_ID, "add"))
+
     def test_over_max_size(self):
         """
         A body over ``max_size`` is refused, giving its size and the limit.

@@ -20,7 +20,7 @@ from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import BrokerDelivery, Job
-from twistedq.message import MessageError, TaskMessage
+from twistedq.message import MALFORMED, MessageError, TaskMessage
 from twistedq.outcome import failure_document
 from twistedq.signing import SignatureError, SigningKeys
 
@@ -70,6 +70,9 @@ class Intake:
             message = TaskMessage.decode(delivery.body, self.max_body_size)
         except MessageError as e:
             self.refuse(delivery, e.reason, str(e), e)
+            return
+        except Exception as e:  # a decoder fault must not strand the delivery
+            self.refuse(delivery, MALFORMED, f"the body could not be decoded: {e!r}")
             return
         job = Job(delivery, message)
         self.events.report(EventKind.RECEIVED, message.id, message.task)
