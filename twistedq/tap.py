@@ -17,10 +17,10 @@ from twistedq.amqp.broker import (
     BrokerAddress,
     BrokerConnection,
     BrokerURLError,
-    Consumer,
     Publisher,
     Topology,
 )
+from twistedq.amqp.consumer import Consumer
 from twistedq.backends.base import BackendURLError, IResultBackend, IScheduleStore
 from twistedq.backends.service import StoreService
 from twistedq.backends.url import backend_from_url

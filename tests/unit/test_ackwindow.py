@@ -1,12 +1,12 @@
 """
-Tests for :py:obj:`twistedq.amqp.broker.AckWindow` and the
-:py:obj:`twistedq.amqp.broker.Delivery` that settles through it.
+Tests for :py:obj:`twistedq.amqp.consumer.AckWindow` and the
+:py:obj:`twistedq.amqp.consumer.Delivery` that settles through it.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakeChannel
-from twistedq.amqp.broker import AckWindow, Delivery
+from twistedq.amqp.consumer import AckWindow, Delivery
 
 
 class AckWindowTests(SynchronousTestCase):

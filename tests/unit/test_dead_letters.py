@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakeChannel
-from twistedq.amqp.broker import AckWindow, Delivery
+from twistedq.amqp.consumer import AckWindow, Delivery
 from twistedq.amqp.deadletters import (
     DETAIL_HEADER,
     MAX_DETAIL,

@@ -29,7 +29,8 @@ from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
 from twistedq.message import is_task_id, peek_task
 
 if TYPE_CHECKING:
-    from twistedq.amqp.broker import Delivery, Topology
+    from twistedq.amqp.broker import Topology
+    from twistedq.amqp.consumer import Delivery
 
 __all__ = [
     "DETAIL_HEADER",

@@ -24,6 +24,7 @@ __all__ = [
     "ParkedTask",
     "PeriodicState",
     "SlotClaim",
+    "StoreRefused",
     "TaskClaim",
     "TasksetState",
     "gather",
@@ -37,6 +38,22 @@ class BackendURLError(ValueError):
     """
     A result backend URL could not be understood.
     """
+
+
+class StoreRefused(Exception):
+    """
+    The store refused one write for good: the same write would be refused
+    again however long the daemon waited (a value over the store's size
+    limit, text the store cannot hold).  Unlike an outage (any other
+    failure), it says nothing of the store's health: the daemon stores a
+    short FAILURE in the outcome's place and settles the message.
+
+    :ivar task_id: the task whose write was refused, when known.
+    """
+
+    def __init__(self, reason: str, task_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.task_id = task_id
 
 
 class OutcomeRecord(NamedTuple):

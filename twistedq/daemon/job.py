@@ -22,7 +22,7 @@ __all__ = ["BrokerDelivery", "Job", "JobState", "timestamp"]
 class BrokerDelivery(Protocol):
     """
     One message from the broker, settled once: acked, rejected or
-    dead-lettered (:py:class:`twistedq.amqp.broker.Delivery`).
+    dead-lettered (:py:class:`twistedq.amqp.consumer.Delivery`).
     """
 
     body: bytes

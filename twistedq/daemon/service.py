@@ -13,7 +13,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from twistedq.amqp.broker import Consumer
+from twistedq.amqp.consumer import Consumer
 from twistedq.daemon.dispatcher import Dispatcher
 from twistedq.worker.pool import ProcessPool
 
