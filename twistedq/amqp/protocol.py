@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -131,6 +131,15 @@ class BrokerChannel(AMQChannel):
         self.unconfirmed: dict[int, defer.Deferred[None]] = {}
         self._mandatory: dict[str, int] = {}
         self._returned: dict[int, Unroutable] = {}
+        self._close_watchers: list[Callable[[Any], None]] = []
+
+    def on_close(self, watcher: Callable[[Any], None]) -> None:
+        """
+        Call ``watcher`` with the reason once the channel closes: closed by
+        the broker (``channel.close``, e.g. 406 after a consumer timeout),
+        or with its connection.
+        """
+        self._close_watchers.append(watcher)
 
     def invoke(self, method: Any, args: Any, content: Any = None) -> defer.Deferred[Any]:
         """
@@ -260,10 +269,18 @@ class BrokerChannel(AMQChannel):
         """
         Close the channel and fail every publish not yet confirmed.
         """
+        if self.closed:
+            return
         AMQChannel.do_close(self, reason)
         pending, self.unconfirmed = self.unconfirmed, {}
         for d in pending.values():
             d.errback(self._closed_error())
+        watchers, self._close_watchers = self._close_watchers, []
+        for watcher in watchers:
+            try:
+                watcher(reason)
+            except Exception:
+                log.failure("Error in a watcher of channel {channel}'s close", channel=self.id)
 
 
 def _nowait(method: Any, args: Any) -> bool:
