@@ -15,6 +15,7 @@ from twistedq.backends.base import (
     IResultBackend,
     OutcomeRecord,
     ParkedTask,
+    StoreRefused,
     TaskClaim,
 )
 from twistedq.backends.memory import Call, MemoryBackend, Write
@@ -246,3 +247,58 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(self.store.parked, {TASK: parked})
         self.clock.advance(15)
         self.assertEqual((self.store.leases, self.store.fences), ({}, {TASK: claim.token}))
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    The memory store refuses one chosen outcome for good, as a real store
+    refuses a value over its limit: the write fails with StoreRefused
+    naming the task, again whenever it is written, while the store stays
+    available and stores another document in its place.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryBackend(self.clock, ttl=60)
+
+    def test_refused_for_good(self) -> None:
+        """
+        The first document written for a refused task is refused, the
+        batch holding it writes nothing, and it is refused again when
+        written again; nothing marks the store unavailable.
+        """
+        self.store.refuse(TASK, "too large for the test")
+        other = OutcomeRecord(OTHER, success_document(OTHER, "t", 2))
+        for _ in range(2):
+            error = self.failureResultOf(
+                self.store.store_results([other, RECORD]), StoreRefused
+            ).value
+            self.assertEqual((str(error), error.task_id), ("too large for the test", TASK))
+        self.assertEqual((self.store.results, self.store.writes), ({}, []))
+        self.assertIsNone(self.successResultOf(self.store.get_result(TASK)))
+
+    def test_another_document_is_stored(self) -> None:
+        """
+        Another document for the refused task (the short FAILURE the daemon
+        stores in its place) is stored, committed with the claim's token.
+        """
+        (claim,) = self.successResultOf(self.store.claim_tasks([TASK], 15))
+        self.store.refuse(TASK)
+        refused = self.store.commit_outcomes([RECORD], [claim.token])
+        self.assertEqual(self.failureResultOf(refused, StoreRefused).value.task_id, TASK)
+        self.assertEqual(self.store.leases, {TASK: claim.token})
+        failure = OutcomeRecord(TASK, failure_document(TASK, "t", ValueError("x"), ""), None, True)
+        committed = self.store.commit_outcomes([failure], [claim.token])
+        self.assertEqual(self.successResultOf(committed), [True])
+        self.assertEqual(self.store.results, {TASK: failure.document})
+        self.failureResultOf(self.store.store_results([RECORD]), StoreRefused)
+
+    def test_the_refusal_is_chosen_by_document(self) -> None:
+        """
+        ``refuse`` given a document refuses that one only, whenever written.
+        """
+        failure = OutcomeRecord(TASK, failure_document(TASK, "t", ValueError("x"), ""), None, True)
+        self.store.refuse(TASK, document=RECORD.document)
+        self.successResultOf(self.store.store_results([failure]))
+        self.failureResultOf(self.store.store_results([RECORD]), StoreRefused)
+        self.assertEqual(self.store.results, {TASK: failure.document})

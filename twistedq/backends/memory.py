@@ -12,7 +12,10 @@ surface for outages: :py:meth:`MemoryBackend.set_unavailable` makes every
 call fail, and :py:meth:`MemoryBackend.pause` holds calls until
 :py:meth:`MemoryBackend.resume`, so a test can see a write in flight; one
 held call can be answered, or failed, alone
-(:py:attr:`MemoryBackend.held`).  It records every call made to it
+(:py:attr:`MemoryBackend.held`).  :py:meth:`MemoryBackend.refuse` makes it
+refuse one task's outcome for good, as a real store refuses a value over
+its limit (:py:class:`~twistedq.backends.base.StoreRefused`).  It records
+every call made to it
 (:py:attr:`MemoryBackend.calls`) and every outcome it wrote
 (:py:attr:`MemoryBackend.writes`).
 """
@@ -36,6 +39,7 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
     TasksetState,
 )
 from twistedq.backends.claims import FencedClaims, holds_any
@@ -167,6 +171,7 @@ class MemoryBackend(FencedClaims):
         self._parked: dict[str, ParkedTask] = {}
         self._error: BaseException | None = None
         self._held: list[HeldCall] | None = None
+        self._refused: dict[str, tuple[bytes | None, str]] = {}  # id: document, reason
         self.calls: list[Call] = []
         self.writes: list[Write] = []
 
@@ -191,6 +196,20 @@ class MemoryBackend(FencedClaims):
         Answer calls again.
         """
         self._error = None
+
+    def refuse(
+        self, task_id: str, reason: str = "refused by the test", document: bytes | None = None
+    ) -> None:
+        """
+        Refuse an outcome of ``task_id`` for good: ``document`` or, if not
+        given, the first document written for the task from now on.  A
+        write of it (``store_results``, ``commit_outcomes``) fails with
+        :py:class:`~twistedq.backends.base.StoreRefused` (``reason``, the
+        task id) and writes nothing of its batch, however often it is
+        written; the store stays available, and another document for the
+        task (the FAILURE stored in its place) is written as usual.
+        """
+        self._refused[task_id] = (document, reason)
 
     def pause(self) -> None:
         """
@@ -283,7 +302,21 @@ class MemoryBackend(FencedClaims):
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
         return self._call(Call("store_results", (records,)), lambda: self._store(records))
 
+    def _check(self, records: Sequence[OutcomeRecord]) -> None:
+        """
+        Raise StoreRefused if a record of the batch is refused.
+        """
+        for record in records:
+            if record.task_id in self._refused:
+                document, reason = self._refused[record.task_id]
+                if document is None:
+                    document = record.document
+                    self._refused[record.task_id] = (document, reason)
+                if record.document == document:
+                    raise StoreRefused(reason, record.task_id)
+
     def _store(self, records: Sequence[OutcomeRecord], tokens: Sequence[int] | None = None) -> None:
+        self._check(records)
         fences = tokens if tokens is not None else [None] * len(records)
         for record, token in zip(records, fences, strict=True):
             self.writes.append(Write(record, token))
@@ -442,6 +475,7 @@ class MemoryBackend(FencedClaims):
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
         def commit() -> list[bool]:
+            self._check(records)
             answers = [
                 self._fences.get(record.task_id) == token
                 for record, token in zip(records, tokens, strict=True)
