@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,20 @@ def _timezone(value: str) -> str:
 
 
 with_help(_timezone, "An IANA time zone name.")
+
+
+def working_directory_first(path: list[str]) -> None:
+    """
+    Put the working directory on the import path ``path`` (``sys.path``)
+    first, as every worker command does, unless it is there already: the
+    Django settings and the task modules of the project ``twistd`` was
+    started in are then found without ``PYTHONPATH=.``.  It goes in as an
+    absolute path, so it stays right after twistd's ``--rundir`` changes
+    the directory, and the children inherit it.
+    """
+    here = os.getcwd()
+    if here not in path:
+        path.insert(0, here)
 
 
 class Options(usage.Options):
@@ -286,6 +301,7 @@ class Options(usage.Options):
     opt_t = opt_tasks
 
     def postOptions(self) -> None:
+        working_directory_first(sys.path)
         if self["django-settings"]:
             # Read by the daemon's own Django setup and inherited by children.
             os.environ["DJANGO_SETTINGS_MODULE"] = self["django-settings"]

@@ -4,6 +4,7 @@ service tree (built, never started).
 """
 
 import os
+import sys
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -356,3 +357,31 @@ class DelayWiringTests(TapTestCase):
         default = list(self.make("--status", "none"))[5].dispatcher
         self.assertEqual(default.timing.hold_eta, 60.0)
         self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")
+
+
+class WorkingDirectoryTests(TapTestCase):
+    """
+    As every worker command, ``twistd twistedq`` imports from the folder it
+    was started in without ``PYTHONPATH=.``.
+    """
+
+    def test_working_directory_first(self):
+        """
+        Reading the options puts the working directory (as an absolute path,
+        which stays right after twistd's ``--rundir``) first on ``sys.path``,
+        before the Django settings or the task modules are imported.
+        """
+        here = os.getcwd()
+        self.patch(sys, "path", [p for p in sys.path if p not in (here, "")])
+        self.parse()
+        self.assertEqual(sys.path[0], here)
+
+    def test_already_there(self):
+        """
+        A working directory already on ``sys.path`` is not added again.
+        """
+        here = os.getcwd()
+        path = ["/somewhere", here, *[p for p in sys.path if p != here]]
+        self.patch(sys, "path", list(path))
+        self.parse()
+        self.assertEqual(sys.path, path)
