@@ -157,7 +157,22 @@ class Consumer:
     Consumes the task queue with manual acks and ``basic.qos``; hands each
     :py:obj:`Delivery` to ``on_delivery``.  A second channel, in confirm
     mode, publishes the dead letters (:py:meth:`Delivery.dead_letter`).
+
+    When the broker closes the consuming channel while the connection
+    stays up (a ``406`` after its consumer timeout, a ``404`` for a queue
+    deleted under it), the broker has put the channel's unacknowledged
+    deliveries back in the queue: the consumer opens a new channel and
+    consumes again, at once and then after doubling pauses up to
+    :py:obj:`LONGEST_REOPEN_PAUSE` while that fails.
+
+    :ivar consuming: the broker is delivering to it now (false from the
+        moment the channel or connection is lost until it consumes again).
     """
+
+    #: The first pause before consuming again after a failed attempt.
+    FIRST_REOPEN_PAUSE = 0.5
+    #: The longest pause between attempts to consume again.
+    LONGEST_REOPEN_PAUSE = 30.0
 
     def __init__(
         self,
@@ -174,13 +189,12 @@ class Consumer:
         self._window: AckWindow | None = None
         self._dead_letters: DeadLetterPublisher | None = None
         self._tag: str | None = None
+        self._stopped = False
+        self._reopening: Any = None
         self.consuming = False
         connection.add_connect_hook(self._connected)
 
     async def _connected(self, protocol: BrokerProtocol) -> None:
-        channel = await protocol.open_channel()
-        await self.topology.declare(channel)
-        await channel.basic_qos(prefetch_count=self.prefetch)
         dead = self._dead_letters
         if dead is None or dead.channel.closed or dead.channel.client is not protocol:
             dead_channel = await protocol.open_channel()
@@ -191,11 +205,29 @@ class Consumer:
                 self.topology.routing_key,
                 self.connection.reactor,
             )
-        self._channel = channel
-        self._window = AckWindow(channel)
-        self._tag = f"twistedq-{uuid.uuid4()}"
-        protocol.consumers[self._tag] = self
-        await channel.basic_consume(queue=self.topology.queue, consumer_tag=self._tag, no_ack=False)
+        if not self._stopped:  # a connection made while draining takes no new work
+            await self._consume(protocol)
+
+    async def _consume(
+        self, protocol: BrokerProtocol, channel: BrokerChannel | None = None
+    ) -> None:
+        """
+        Consume the queue: on ``channel`` when it is given (still open,
+        with its deliveries), else on a new channel with a new ack window.
+        """
+        if channel is None:
+            channel = await protocol.open_channel()
+            await self.topology.declare(channel)
+            await channel.basic_qos(prefetch_count=self.prefetch)
+            self._channel = channel
+            self._window = AckWindow(channel)
+            opened = channel
+            channel.on_close(lambda reason: self._channel_closed(opened, reason))
+        else:
+            await self.topology.declare(channel)
+        tag = self._tag = f"twistedq-{uuid.uuid4()}"
+        protocol.consumers[tag] = self
+        await channel.basic_consume(queue=self.topology.queue, consumer_tag=tag, no_ack=False)
         self.consuming = True
         log.info(
             "Consuming {queue} with prefetch {prefetch}",
@@ -203,11 +235,55 @@ class Consumer:
             prefetch=self.prefetch,
         )
 
+    def _channel_closed(self, channel: BrokerChannel, reason: Any) -> None:
+        if channel is not self._channel:
+            return
+        self.consuming = False
+        if self._tag is not None:
+            channel.client.consumers.pop(self._tag, None)
+        if self._stopped:
+            return
+        code = getattr(reason, "reply_code", None)
+        if code is not None:  # the broker closed this channel alone
+            log.warn(
+                "The broker closed the consuming channel: {code} {text}; its unacknowledged "
+                "deliveries went back to the queue. Consuming again on a new channel",
+                code=code,
+                text=getattr(reason, "reply_text", ""),
+            )
+        # With the connection, the connect hook consumes again on the next
+        # connection; this attempt then finds its protocol closed.
+        self._reopen_after(channel.client, 0.0)
+
+    def _reopen_after(self, protocol: BrokerProtocol, pause: float) -> None:
+        clock = self.connection.reactor
+
+        def attempt() -> None:
+            self._reopening = None
+            if self._stopped or protocol.closed or protocol.transport is None:
+                return
+            d = defer.Deferred.fromCoroutine(self._consume(protocol))
+
+            def failed(failure: Any) -> None:
+                longer = min(max(pause * 2, self.FIRST_REOPEN_PAUSE), self.LONGEST_REOPEN_PAUSE)
+                log.warn(
+                    "Could not consume {queue} again: {why}; next attempt in {pause} s",
+                    queue=self.topology.queue,
+                    why=str(failure.value),
+                    pause=longer,
+                )
+                self._reopen_after(protocol, longer)
+
+            d.addErrback(failed)
+
+        self._reopening = clock.callLater(pause, attempt)
+
     # called by the delegate
 
     def deliver(self, channel: BrokerChannel, message: Message) -> None:
         window = self._window
-        assert window is not None
+        if window is None or channel is not self._channel:
+            return  # a channel closed since: the broker delivers it again
         tag = message.delivery_tag
         window.add(tag)
         content = message.content
@@ -226,15 +302,13 @@ class Consumer:
     def cancelled(self, channel: BrokerChannel, message: Message) -> None:
         """
         The broker cancelled us (the queue was deleted): declare the
-        topology again and consume anew.
+        topology again and consume anew on the same channel, whose
+        deliveries are still ours to ack.
         """
         self.consuming = False
-        protocol = channel.client
-
-        def again() -> defer.Deferred[None]:
-            return defer.Deferred.fromCoroutine(self._connected(protocol))
-
-        d = again()
+        if self._stopped:
+            return
+        d = defer.Deferred.fromCoroutine(self._consume(channel.client, channel))
         d.addErrback(lambda f: log.failure("Could not consume again", f))
 
     def connection_lost(self, reason: Any) -> None:
@@ -247,6 +321,9 @@ class Consumer:
         """
         channel, tag = self._channel, self._tag
         self.consuming = False
+        self._stopped = True
+        if self._reopening is not None and self._reopening.active():
+            self._reopening.cancel()
         if channel is not None and tag is not None and not channel.closed:
             channel.client.consumers.pop(tag, None)
             try:
