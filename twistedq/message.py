@@ -78,6 +78,14 @@ class MessageError(ValueError):
         self.task = task
 
 
+def _short(value: Any) -> str:
+    """
+    The repr of a value, cut to 100 characters for an error message.
+    """
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -145,13 +153,47 @@ class TaskMessage:
     expires: str | None = None
     retries: int = 0
 
-    def encode(self) -> bytes:
+    def check(self) -> None:
         """
-        Encode this message as the UTF-8 JSON body of an AMQP message.
+        Refuse a message the daemon would dead-letter (:py:meth:`decode`'s
+        rules), or whose arguments JSON would not carry as they are:
+        ``args`` must be a list or tuple (a string would run as one
+        argument per character) and keyword argument names strings (JSON
+        would turn ``1`` into ``"1"``, and ``{1: 'a', '1': 'b'}`` would
+        lose a value).  Names inside argument values are not checked.
 
-        :raises MessageError: an argument is not a JSON value.
+        :raises MessageError: the message breaks one of these rules; it
+            carries the task id and name when they are valid.
         """
-        document = {
+        valid_id = self.id if isinstance(self.id, str) and is_task_id(self.id) else None
+        name = self.task if isinstance(self.task, str) and self.task else None
+        if not isinstance(self.args, (tuple, list)):
+            raise MessageError(
+                f"args must be a list or tuple, not {type(self.args).__name__}: "
+                f"{_short(self.args)}",
+                MALFORMED,
+                valid_id,
+                name,
+            )
+        if not isinstance(self.kwargs, dict):
+            raise MessageError(
+                f"kwargs must be a dict, not {type(self.kwargs).__name__}",
+                MALFORMED,
+                valid_id,
+                name,
+            )
+        odd = [key for key in self.kwargs if not isinstance(key, str)]
+        if odd:
+            raise MessageError(
+                f"keyword argument names must be strings, not {_short(odd)}",
+                MALFORMED,
+                valid_id,
+                name,
+            )
+        self.from_document(self._document())
+
+    def _document(self) -> dict[str, Any]:
+        return {
             "v": VERSION,
             "id": self.id,
             "task": self.task,
@@ -162,6 +204,16 @@ class TaskMessage:
             "expires": self.expires,
             "retries": self.retries,
         }
+
+    def encode(self) -> bytes:
+        """
+        Encode this message as the UTF-8 JSON body of an AMQP message.
+
+        :raises MessageError: the message breaks a rule of :py:meth:`check`,
+            or an argument is not a JSON value.
+        """
+        self.check()
+        document = self._document()
         try:
             text = json.dumps(document, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as e:

@@ -74,6 +74,25 @@ def _utc_iso(moment: datetime.datetime | float | None) -> str | None:
     return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
+def _args(args: Any) -> Any:
+    """
+    ``args`` as a tuple when it is a list or tuple; else as it is, for
+    :py:meth:`TaskMessage.check <twistedq.message.TaskMessage.check>` to
+    refuse (``tuple("abc")`` would be three arguments).
+    """
+    return tuple(args) if isinstance(args, (list, tuple)) else args
+
+
+def _kwargs(kwargs: Any) -> Any:
+    """
+    A copy of ``kwargs`` when it is a dict (:py:obj:`None` is no keyword
+    arguments); else as it is, to be refused.
+    """
+    if kwargs is None:
+        return {}
+    return dict(kwargs) if isinstance(kwargs, dict) else kwargs
+
+
 def retry(
     exc: BaseException | None = None,
     countdown: float | None = None,
@@ -136,6 +155,9 @@ def publish_task(
         a :py:class:`datetime.timedelta`).
     :param queue: publish to this queue instead of the client's.
     :param task_id: use this id (a UUID) instead of a new one.
+    :raises twistedq.message.MessageError: ``task_id`` is not a UUID,
+        ``args`` is not a list or tuple, a keyword argument name is not a
+        string, or an argument is not a JSON value; nothing was published.
     """
     if countdown is not None and eta is not None:
         raise ValueError("give countdown or eta, not both")
@@ -145,13 +167,14 @@ def publish_task(
     if isinstance(expires, datetime.timedelta):
         expires = now + expires
     message = TaskMessage(
-        id=task_id or new_task_id(),
+        id=new_task_id() if task_id is None else task_id,
         task=name,
-        args=tuple(args),
-        kwargs=dict(kwargs or {}),
+        args=_args(args),
+        kwargs=_kwargs(kwargs),
         eta=_utc_iso(eta),
         expires=_utc_iso(expires),
     )
+    message.check()
     chosen = _client(client)
     chosen.publish(message, queue)
     return AsyncResult(message.id, chosen)
@@ -584,7 +607,7 @@ class TaskSet:
     ) -> None:
         self.task_name = _task_name(task)
         self.queue = _task_queue(task)
-        self.arguments = [(tuple(args), dict(kwargs)) for args, kwargs in arguments]
+        self.arguments = [(_args(args), _kwargs(kwargs)) for args, kwargs in arguments]
         self.client = client
         self.total = len(self.arguments)
 
@@ -602,6 +625,8 @@ class TaskSet:
             )
             for args, kwargs in self.arguments
         ]
+        for message in messages:
+            message.check()
         client.create_taskset(taskset_id, len(messages))
         for start in range(0, len(messages), 1000):
             client.publish_many(messages[start : start + 1000], queue)

@@ -402,3 +402,81 @@ class RefusalReasonTests(SynchronousTestCase):
         self.assertEqual(peek_task(TaskMessage(id=TASK_ID, task="add").encode()), (TASK_ID, "add"))
         self.assertIsNone(peek_task(body()))
         self.assertIsNone(peek_task(b'{"v":1,"id":"' + b"0" * 36 + b'","task":"add",'))
+
+
+class EncodeRefusalTests(SynchronousTestCase):
+    """
+    Encoding, which every publish does before anything is sent, refuses a
+    message the daemon would dead-letter or that would not arrive as it was
+    written.
+    """
+
+    def test_id_not_uuid(self):
+        """
+        A task id that is not a UUID in canonical form is refused: the
+        daemon would dead-letter the message without storing a FAILURE.
+        """
+        for bad in ("my-task-1", TASK_ID.upper(), "", 7):
+            message = TaskMessage(id=bad, task="add")
+            error = self.assertRaises(MessageError, message.encode)
+            self.assertIn("is not a UUID", str(error))
+            self.assertEqual(error.task, "add")
+
+    def test_task_name_empty(self):
+        """
+        An empty or non-string task name is refused, with the task id.
+        """
+        for bad in ("", None, 3):
+            error = self.assertRaises(MessageError, TaskMessage(id=TASK_ID, task=bad).encode)
+            self.assertEqual(error.task_id, TASK_ID)
+
+    def test_kwargs_keys_not_strings(self):
+        """
+        Keyword argument names that are not strings are refused instead of
+        being turned into strings (``{1: 'a', '1': 'b'}`` would lose one).
+        """
+        message = TaskMessage(id=TASK_ID, task="add", kwargs={1: "a", "1": "b"})
+        error = self.assertRaises(MessageError, message.encode)
+        self.assertIn("keyword argument names must be strings", str(error))
+        self.assertIn("1", str(error))
+        self.assertEqual((error.task_id, error.task), (TASK_ID, "add"))
+
+    def test_kwargs_not_mapping(self):
+        """
+        ``kwargs`` that is not a dict is refused.
+        """
+        message = TaskMessage(id=TASK_ID, task="add", kwargs=[("x", 1)])
+        error = self.assertRaises(MessageError, message.encode)
+        self.assertIn("kwargs", str(error))
+
+    def test_args_string(self):
+        """
+        ``args`` as a string is refused: it would run as one argument per
+        character.
+        """
+        for bad in ("abc", b"abc", {"x": 1}, {1, 2}, 5):
+            message = TaskMessage(id=TASK_ID, task="add", args=bad)
+            error = self.assertRaises(MessageError, message.encode)
+            self.assertIn("args must be a list or tuple", str(error))
+
+    def test_args_list_accepted(self):
+        """
+        ``args`` as a list encodes as the same JSON array as a tuple.
+        """
+        as_list = TaskMessage(id=TASK_ID, task="add", args=[1, 2]).encode()
+        self.assertEqual(as_list, TaskMessage(id=TASK_ID, task="add", args=(1, 2)).encode())
+
+    def test_taskset_eta_retries(self):
+        """
+        A taskset id, ETA or expiry that is not a string, an ETA that is
+        not ISO 8601, or retries that are not a count are refused.
+        """
+        for changes in (
+            {"taskset": 5},
+            {"eta": 1700000000},
+            {"expires": "tomorrow"},
+            {"retries": -1},
+            {"retries": True},
+        ):
+            message = TaskMessage(id=TASK_ID, task="add", **changes)
+            self.assertRaises(MessageError, message.encode)
