@@ -124,6 +124,12 @@ class Options(usage.Options):
             None,
             "Report SUCCESS as the celery 0.2.0 README's DONE [default: $TWISTEDQ_SEED_STATES]",
         ],
+        [
+            "status-tracebacks",
+            None,
+            "Show a failed task's traceback at its status URL (by default only the "
+            "exception's type and message: the URL is public to anyone holding the id)",
+        ],
     ]
 
     optParameters = [
@@ -393,7 +399,9 @@ def makeService(options: Options) -> IService:
                 "scheduler": scheduler.stats() if scheduler is not None else None,
             }
 
-        site = _status_site(settings, reactor, backend, stats, dispatcher)
+        site = _status_site(
+            settings, reactor, backend, stats, dispatcher, options["status-tracebacks"]
+        )
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
 
@@ -404,6 +412,7 @@ def _status_site(
     backend: IResultBackend,
     stats: Callable[[], dict[str, Any]],
     dispatcher: Dispatcher,
+    tracebacks: bool,
 ) -> Site:
     root = make_site_root(
         backend,
@@ -411,6 +420,8 @@ def _status_site(
         seed_states=settings.seed_states,
         stats=stats,
         available=lambda: dispatcher.store_available,
+        down_since=lambda: dispatcher.health.down_since,
+        tracebacks=tracebacks,
     )
     site = Site(root)
     site.noisy = False

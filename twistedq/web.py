@@ -5,14 +5,21 @@ The status resource, read from the result backend:
   ``{"task": {"id": ..., "status": ..., "result": ...}}``;
 * ``GET /celery/taskset/<taskset_id>/status/`` answers
   ``{"taskset": {"id", "total", "completed", "failed", "ready"}}`` from one
-  store read, for progress bars.
+  store read, for progress bars;
+* ``GET /`` is the health check: 200, or 503 while the daemon finds the
+  store unavailable;
+* ``GET /stats`` answers the daemon's figures, 200 even while the store is
+  unavailable (``store_available`` says so).
 
-An id that is not a UUID gets 404 without touching the store; a store that
-fails or stays silent gets 503.
+A failure's traceback is left out of the status unless the site is made
+with ``tracebacks``: the URLs are public to anyone holding an id.  An id
+that is not a UUID gets 404 without touching the store, and so does an
+unknown taskset after one read; a store that fails or stays silent gets 503.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +35,13 @@ from twistedq.backends.base import IResultBackend
 from twistedq.message import is_task_id
 from twistedq.outcome import Outcome, status_document, taskset_status_document
 
-__all__ = ["StatsResource", "StatusRoot", "StoreRead", "make_site_root"]
+__all__ = [
+    "StatsResource",
+    "StatusRoot",
+    "StoreRead",
+    "make_site_root",
+    "public_status_document",
+]
 
 log = Logger()
 
@@ -47,18 +60,20 @@ class StoreRead(Resource):
     """
     A JSON document made from one read of the store, answered 503 when the
     read fails or takes longer than ``timeout`` seconds, or at once while
-    ``available()`` says the daemon found the store unavailable.
+    ``available()`` says the daemon found the store unavailable.  A read
+    that finds nothing (``None``) answers 404 with ``missing`` as its body.
     """
 
     isLeaf = True
 
     def __init__(
         self,
-        read: Callable[[], defer.Deferred[dict[str, Any]]],
+        read: Callable[[], defer.Deferred[dict[str, Any] | None]],
         what: str,
         clock: IReactorTime,
         timeout: float,
         available: Callable[[], bool] | None = None,
+        missing: dict[str, Any] | None = None,
     ) -> None:
         Resource.__init__(self)
         self.read = read
@@ -66,6 +81,7 @@ class StoreRead(Resource):
         self.clock = clock
         self.timeout = timeout
         self.available = available
+        self.missing = missing if missing is not None else {"error": f"unknown {what}"}
 
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
@@ -78,8 +94,12 @@ class StoreRead(Resource):
         d = self.read()
         d.addTimeout(self.timeout, self.clock)
 
-        def found(document: dict[str, Any]) -> None:
-            if not gone:
+        def found(document: dict[str, Any] | None) -> None:
+            if gone:
+                return
+            if document is None:
+                _write_json(request, self.missing, code=404)
+            else:
                 _write_json(request, document)
 
         def failed(failure: Any) -> None:
@@ -103,6 +123,7 @@ class _CelerySegment(Resource):
         timeout: float,
         seed_states: bool,
         available: Callable[[], bool] | None = None,
+        tracebacks: bool = False,
     ) -> None:
         Resource.__init__(self)
         self.backend = backend
@@ -110,6 +131,7 @@ class _CelerySegment(Resource):
         self.timeout = timeout
         self.seed_states = seed_states
         self.available = available
+        self.tracebacks = tracebacks
 
     def _take_id(self, path: bytes, request: Request) -> str | None:
         """
@@ -133,21 +155,32 @@ class _CelerySegment(Resource):
             if taskset_id is None:
                 return pages.notFound()
 
-            def read_taskset() -> defer.Deferred[dict[str, Any]]:
+            def read_taskset() -> defer.Deferred[dict[str, Any] | None]:
                 d = self.backend.get_taskset(taskset_id)
-                return d.addCallback(lambda state: taskset_status_document(taskset_id, state))
+                return d.addCallback(
+                    lambda state: (
+                        None if state is None else taskset_status_document(taskset_id, state)
+                    )
+                )
 
             return StoreRead(
-                read_taskset, f"taskset {taskset_id}", self.clock, self.timeout, self.available
+                read_taskset,
+                f"taskset {taskset_id}",
+                self.clock,
+                self.timeout,
+                self.available,
+                missing={"error": "unknown taskset", "taskset": {"id": taskset_id}},
             )
         task_id = self._take_id(path, request)
         if task_id is None:
             return pages.notFound()
 
-        def read_task() -> defer.Deferred[dict[str, Any]]:
+        def read_task() -> defer.Deferred[dict[str, Any] | None]:
             d = self.backend.get_result(task_id)
             return d.addCallback(
-                lambda data: status_document(Outcome.from_bytes(task_id, data), self.seed_states)
+                lambda data: public_status_document(
+                    Outcome.from_bytes(task_id, data), self.seed_states, self.tracebacks
+                )
             )
 
         return StoreRead(read_task, f"task {task_id}", self.clock, self.timeout, self.available)
@@ -165,10 +198,14 @@ class StatusRoot(Resource):
         timeout: float,
         seed_states: bool = False,
         available: Callable[[], bool] | None = None,
+        tracebacks: bool = False,
     ) -> None:
         Resource.__init__(self)
         self.available = available
-        self.putChild(b"celery", _CelerySegment(backend, clock, timeout, seed_states, available))
+        self.putChild(
+            b"celery",
+            _CelerySegment(backend, clock, timeout, seed_states, available, tracebacks),
+        )
         self.putChild(b"", self)
 
     def render_GET(self, request: Request) -> Any:
@@ -183,23 +220,52 @@ class StatusRoot(Resource):
 
 class StatsResource(Resource):
     """
-    ``GET /stats``: the daemon's figures (pool, dispatcher) as JSON, with
-    status 503 while the result store is unavailable.
+    ``GET /stats``: the daemon's figures (pool, dispatcher) as JSON, always
+    with status 200, so that an operator reads them during an outage too:
+    ``store_available`` says whether the daemon finds the result store
+    available, and ``store_unavailable_since`` since when it does not (ISO
+    8601, UTC; null while it is available, or when unknown).
     """
 
     isLeaf = True
 
     def __init__(
-        self, stats: Callable[[], dict[str, Any]], available: Callable[[], bool] | None = None
+        self,
+        stats: Callable[[], dict[str, Any]],
+        available: Callable[[], bool] | None = None,
+        down_since: Callable[[], float | None] | None = None,
     ) -> None:
         Resource.__init__(self)
         self.stats = stats
         self.available = available
+        self.down_since = down_since
 
     def render_GET(self, request: Request) -> Any:
-        healthy = self.available is None or self.available()
-        _write_json(request, self.stats(), code=200 if healthy else 503)
+        document = dict(self.stats())
+        available = self.available is None or self.available()
+        since = None
+        if not available and self.down_since is not None:
+            seconds = self.down_since()
+            if seconds is not None:
+                since = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+        document["store_available"] = available
+        document["store_unavailable_since"] = since
+        _write_json(request, document)
         return NOT_DONE_YET
+
+
+def public_status_document(
+    outcome: Outcome, seed_states: bool = False, tracebacks: bool = False
+) -> dict[str, Any]:
+    """
+    :py:func:`~twistedq.outcome.status_document` as the public status URLs
+    answer it: a failure's ``traceback`` is left out unless ``tracebacks``
+    (its type, ``exc``, and message, ``result``, stay).
+    """
+    document = status_document(outcome, seed_states)
+    if not tracebacks:
+        document["task"].pop("traceback", None)
+    return document
 
 
 def make_site_root(
@@ -209,15 +275,20 @@ def make_site_root(
     seed_states: bool = False,
     stats: Callable[[], dict[str, Any]] | None = None,
     available: Callable[[], bool] | None = None,
+    down_since: Callable[[], float | None] | None = None,
+    tracebacks: bool = False,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
     within ``timeout`` seconds gets the request a 503.  With
-    ``seed_states``, SUCCESS is reported as ``DONE``.  With ``stats``,
-    ``/stats`` answers what it returns.  While ``available()`` is false
-    (the daemon found the store unavailable), every resource answers 503.
+    ``seed_states``, SUCCESS is reported as ``DONE``.  With ``tracebacks``,
+    a failure's status carries its traceback.  With ``stats``, ``/stats``
+    answers what it returns.  While ``available()`` is false (the daemon
+    found the store unavailable), ``/`` and the status URLs answer 503;
+    ``/stats`` answers 200 with ``store_available`` false and, from
+    ``down_since()`` (seconds since the epoch), since when.
     """
-    root = StatusRoot(backend, clock, timeout, seed_states, available)
+    root = StatusRoot(backend, clock, timeout, seed_states, available, tracebacks)
     if stats is not None:
-        root.putChild(b"stats", StatsResource(stats, available))
+        root.putChild(b"stats", StatsResource(stats, available, down_since))
     return root

@@ -385,3 +385,37 @@ class WorkingDirectoryTests(TapTestCase):
         self.patch(sys, "path", list(path))
         self.parse()
         self.assertEqual(sys.path, path)
+
+
+class StatusSiteWiringTests(TapTestCase):
+    """
+    What the options give the status site.
+    """
+
+    def site_root(self, *argv):
+        daemon = tap.makeService(self.parse("--log-format", "twisted", *argv))
+        (served,) = [c for c in daemon if isinstance(c, StreamServerEndpointService)]
+        dispatcher = next(c for c in daemon if isinstance(c, ConsumerService)).dispatcher
+        return served.factory.resource, dispatcher
+
+    def test_tracebacks_off_by_default(self):
+        """
+        The status URLs leave tracebacks out unless ``--status-tracebacks``
+        is given.
+        """
+        root, _ = self.site_root()
+        self.assertFalse(root.children[b"celery"].tracebacks)
+        root, _ = self.site_root("--status-tracebacks")
+        self.assertTrue(root.children[b"celery"].tracebacks)
+
+    def test_stats_tell_since_when_the_store_is_down(self):
+        """
+        ``/stats`` learns since when the dispatcher finds the store
+        unavailable.
+        """
+        root, dispatcher = self.site_root()
+        stats = root.children[b"stats"]
+        self.assertIsNone(stats.down_since())
+        dispatcher.health.down_since = 1234.5
+        self.assertEqual(stats.down_since(), 1234.5)
+        self.assertFalse(stats.available())

@@ -84,8 +84,27 @@ class StatusResourceTests(SynchronousTestCase):
 
     def test_failure(self):
         """
-        A stored failure answers FAILURE with the message, class and traceback.
+        A stored failure answers FAILURE with the exception's message and
+        class, and no traceback: the URL is public to anyone holding the id,
+        and a traceback shows code and server paths.
         """
+        put(
+            self.store,
+            TASK_ID,
+            failure_document(TASK_ID, "add", KeyError("k"), traceback="Traceback: /srv/app.py"),
+        )
+        request = self.get(f"/celery/{TASK_ID}/status/")
+        self.assertEqual(
+            self.json_body(request),
+            {"task": {"id": TASK_ID, "status": "FAILURE", "result": "'k'", "exc": "KeyError"}},
+        )
+
+    def test_failure_with_tracebacks(self):
+        """
+        With ``tracebacks`` (``twistd twistedq --status-tracebacks``), a
+        failure's traceback is in the answer too.
+        """
+        self.root = make_site_root(self.store, self.clock, tracebacks=True)
         put(
             self.store,
             TASK_ID,
@@ -165,16 +184,18 @@ class StatusResourceTests(SynchronousTestCase):
 
     def test_store_known_down(self):
         """
-        While the daemon knows the store is unavailable, every resource
-        answers 503 at once without reading it; ``/stats`` still gives its
-        figures; all answer 200 again once it is back.
+        While the daemon knows the store is unavailable, the status URLs
+        and the health check ``/`` answer 503 at once without reading it;
+        ``/stats`` answers 200 with its figures, ``store_available``
+        false and since when (UTC); all answer 200 again once it is back.
         """
-        available = [False]
+        down_since = [1_700_000_000.25]
         root = make_site_root(
             self.store,
             self.clock,
-            stats=lambda: {"dispatcher": {"store_available": available[0]}},
-            available=lambda: available[0],
+            stats=lambda: {"dispatcher": {"completed": 7}},
+            available=lambda: down_since[0] is None,
+            down_since=lambda: down_since[0],
         )
         self.root = root
         self.store.pause()  # a read would hang
@@ -182,14 +203,49 @@ class StatusResourceTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 503)
         self.assertEqual(self.json_body(request), {"error": "result store unavailable"})
         self.assertEqual(self.get(f"/celery/taskset/{TASK_ID}/status/").responseCode, 503)
-        self.assertEqual(self.get("/").responseCode, 503)
+        health = self.get("/")
+        self.assertEqual(health.responseCode, 503)
+        self.assertEqual(
+            self.json_body(health), {"service": "twistedq", "error": "result store unavailable"}
+        )
         stats = self.get("/stats")
-        self.assertEqual(stats.responseCode, 503)
-        self.assertEqual(self.json_body(stats), {"dispatcher": {"store_available": False}})
-        available[0] = True
-        self.assertEqual(self.get("/stats").responseCode, 200)
+        self.assertEqual(stats.responseCode, 200)
+        self.assertEqual(
+            self.json_body(stats),
+            {
+                "dispatcher": {"completed": 7},
+                "store_available": False,
+                "store_unavailable_since": "2023-11-14T22:13:20.250000+00:00",
+            },
+        )
+        down_since[0] = None
+        stats = self.get("/stats")
+        self.assertEqual(stats.responseCode, 200)
+        self.assertEqual(
+            self.json_body(stats),
+            {
+                "dispatcher": {"completed": 7},
+                "store_available": True,
+                "store_unavailable_since": None,
+            },
+        )
         self.assertEqual(self.get("/").responseCode, 200)
         self.assertEqual(self.store.calls, [])
+
+    def test_stats_without_since(self):
+        """
+        Without ``down_since``, ``/stats`` still answers 200 and
+        ``store_available`` while the store is down; its since is null.
+        """
+        self.root = make_site_root(
+            self.store, self.clock, stats=lambda: {"pool": {}}, available=lambda: False
+        )
+        stats = self.get("/stats")
+        self.assertEqual(stats.responseCode, 200)
+        self.assertEqual(
+            self.json_body(stats),
+            {"pool": {}, "store_available": False, "store_unavailable_since": None},
+        )
 
     def test_waits_for_backend(self):
         """
@@ -315,17 +371,30 @@ class TasksetStatusTests(SynchronousTestCase):
         )
         self.assertEqual(self.store.calls, [Call("get_taskset", (TASK_ID,))])
 
-    def test_ready_and_unknown(self):
+    def test_ready(self):
         """
-        A finished taskset is ready; an unknown one has total 0 and is not.
+        A finished taskset is ready.
         """
         self.progress(TASK_ID, 3, 3, 0)
         body = json.loads(b"".join(self.get(f"/celery/taskset/{TASK_ID}/status/").written))
         self.assertTrue(body["taskset"]["ready"])
-        other = "1b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
-        body = json.loads(b"".join(self.get(f"/celery/taskset/{other}/status/").written))
-        self.assertEqual(body["taskset"]["total"], 0)
-        self.assertFalse(body["taskset"]["ready"])
+
+    def test_unknown_taskset(self):
+        """
+        A taskset the store does not know (never created, or expired)
+        answers 404 with a JSON error, so a progress bar stops polling
+        instead of showing 0 of 0 for ever.
+        """
+        request = self.get(f"/celery/taskset/{TASK_ID}/status/")
+        self.assertEqual(request.responseCode, 404)
+        self.assertEqual(
+            request.responseHeaders.getRawHeaders(b"content-type"), [b"application/json"]
+        )
+        self.assertEqual(
+            json.loads(b"".join(request.written)),
+            {"error": "unknown taskset", "taskset": {"id": TASK_ID}},
+        )
+        self.assertEqual(self.store.calls, [Call("get_taskset", (TASK_ID,))])
 
     def test_bad_taskset_id(self):
         """
