@@ -249,9 +249,9 @@ class Client:
     The blocking client.
 
     :ivar settings: where tasks and results go.
-    :ivar timeout: how long each call may wait for the broker or the store;
-        a publish (confirm, then pending record) up to twice this plus a
-        second.
+    :ivar timeout: how long each call may wait for the broker or the store
+        (by default ``settings.publish_timeout``: ``TWISTEDQ_PUBLISH_TIMEOUT``
+        in the environment or the Django settings, else 30 s).
     :ivar notify: wake waiting ``get()`` calls by the store's notification
         where it has one (Redis); else read with back-off.
     """
@@ -263,7 +263,7 @@ class Client:
         broker_url: str | None = None,
         result_backend: str | None = None,
         queue: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = None,
         notify: bool = True,
         thread: ReactorThread = reactor_thread,
     ) -> None:
@@ -274,7 +274,7 @@ class Client:
         BrokerAddress.from_url(settings.broker_url)
         settings.validate()
         self.settings = settings
-        self.timeout = timeout
+        self.timeout = settings.publish_timeout if timeout is None else timeout
         self.notify = notify
         self._thread = thread
         self._lock = threading.Lock()

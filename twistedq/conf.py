@@ -6,8 +6,11 @@ environment, overridden by explicit arguments.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -17,10 +20,16 @@ from twistedq.signing import SigningKeyError, SigningKeys
 __all__ = [
     "DEFAULT_BROKER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PUBLISH_TIMEOUT",
     "DEFAULT_RESULT_BACKEND",
+    "DJANGO_SETTINGS",
+    "ENVIRONMENT_SETTINGS",
     "Settings",
     "SettingsError",
+    "UnknownSettingWarning",
     "parse_size",
+    "parse_timeout",
+    "warn_unknown_settings",
     "with_help",
 ]
 
@@ -40,7 +49,97 @@ _ENVIRONMENT = {
     "signing_keys": "TWISTEDQ_SIGNING_KEYS",
 }
 
+#: How long a publish may wait for the broker by default, in seconds.
+DEFAULT_PUBLISH_TIMEOUT = 30.0
+
+#: The ``TWISTEDQ_*`` environment variables twistedq reads.
+ENVIRONMENT_SETTINGS = frozenset(
+    (
+        *_ENVIRONMENT.values(),
+        "TWISTEDQ_SEED_STATES",
+        "TWISTEDQ_MAX_MESSAGE_SIZE",
+        "TWISTEDQ_PUBLISH_TIMEOUT",
+    )
+)
+
+#: The ``TWISTEDQ_*`` Django settings twistedq reads.
+DJANGO_SETTINGS = ENVIRONMENT_SETTINGS | {"TWISTEDQ_STATUS_TRACEBACKS"}
+
+#: ``TWISTEDQ_*`` variables that are not settings but belong to this
+#: project's test suite and scripts (``scripts/services``, ``scripts/test``).
+_TOOL_VARIABLES = frozenset(
+    (
+        "TWISTEDQ_RABBITMQ_PORT",
+        "TWISTEDQ_REDIS_PORT",
+        "TWISTEDQ_MEMCACHED_PORT",
+        "TWISTEDQ_POSTGRES_PORT",
+        "TWISTEDQ_MARIADB_PORT",
+        "TWISTEDQ_RABBITMQ_NODENAME",
+        "TWISTEDQ_REQUIRE_SERVERS",
+        "TWISTEDQ_CLAIM_EXAMPLES",
+        "TWISTEDQ_REGTEST_BAD_TASKS",
+    )
+)
+_TOOL_PREFIXES = ("TWISTEDQ_TEST_", "TWISTEDQ_SERVICES_")
+
 _UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
+
+
+class UnknownSettingWarning(UserWarning):
+    """
+    A ``TWISTEDQ_*`` environment variable or Django setting that twistedq
+    does not know (a misspelling, most likely); it is ignored.
+    """
+
+
+def warn_unknown_settings(names: Iterable[str], where: str) -> None:
+    """
+    Warn (:py:class:`UnknownSettingWarning`) about each ``TWISTEDQ_*`` name
+    of ``names`` that is no setting read from ``where``, naming the closest
+    known ones.
+
+    :param where: ``"environment"`` or ``"Django"``.
+    """
+    known = ENVIRONMENT_SETTINGS if where == "environment" else DJANGO_SETTINGS
+    for name in sorted(names):
+        if (
+            not name.startswith("TWISTEDQ_")
+            or name in known
+            or name in _TOOL_VARIABLES
+            or name.startswith(_TOOL_PREFIXES)
+        ):
+            continue
+        if name in DJANGO_SETTINGS:
+            hint = "it is a Django setting, not read from the environment"
+        else:
+            # Compared without the prefix all of them share.
+            tails = {known_name[9:]: known_name for known_name in known}
+            close = difflib.get_close_matches(name[9:], sorted(tails), n=3, cutoff=0.6)
+            if close:
+                hint = f"did you mean {' or '.join(tails[tail] for tail in close)}?"
+            else:
+                hint = f"twistedq's settings are {', '.join(sorted(known))}"
+        source = "environment variable" if where == "environment" else "Django setting"
+        warnings.warn(
+            f"{source} {name} is not a twistedq setting and is ignored; {hint}",
+            UnknownSettingWarning,
+            stacklevel=3,
+        )
+
+
+def parse_timeout(text: str) -> float:
+    """
+    A positive, finite number of seconds from ``30`` or ``2.5``.
+
+    :raises ValueError: it is not such a number.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 class SettingsError(ValueError):
@@ -127,6 +226,8 @@ class Settings:
     :ivar signing_keys: ``id:secret,...`` (see :py:mod:`twistedq.signing`),
         or empty: when set, the client signs what it publishes and the
         daemon dead-letters messages that are unsigned or do not verify.
+    :ivar publish_timeout: how long the client waits for the broker (a
+        connection, then a confirm) and the store, in seconds.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -136,6 +237,7 @@ class Settings:
     seed_states: bool = False
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     signing_keys: str = field(default="", repr=False)
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
 
     def environment(self) -> dict[str, str]:
         """
@@ -145,6 +247,7 @@ class Settings:
         values = {var: getattr(self, name) for name, var in _ENVIRONMENT.items()}
         values["TWISTEDQ_SEED_STATES"] = "1" if self.seed_states else "0"
         values["TWISTEDQ_MAX_MESSAGE_SIZE"] = str(self.max_message_size)
+        values["TWISTEDQ_PUBLISH_TIMEOUT"] = repr(self.publish_timeout)
         return values
 
     def signing(self) -> SigningKeys | None:
@@ -166,14 +269,17 @@ class Settings:
         Defaults, then the Django project's settings (when there is one),
         then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
         ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE``, ``TWISTEDQ_SEED_STATES``
-        (``1`` to report SUCCESS as ``DONE``), ``TWISTEDQ_MAX_MESSAGE_SIZE``
-        and ``TWISTEDQ_SIGNING_KEYS``, then ``overrides`` that are not
-        :py:obj:`None`.
+        (``1`` to report SUCCESS as ``DONE``), ``TWISTEDQ_MAX_MESSAGE_SIZE``,
+        ``TWISTEDQ_SIGNING_KEYS`` and ``TWISTEDQ_PUBLISH_TIMEOUT``, then
+        ``overrides`` that are not :py:obj:`None`.  Other ``TWISTEDQ_*``
+        names, in the environment or the Django settings, are warned about
+        (:py:class:`UnknownSettingWarning`).
 
         :raises SettingsError: a value is not usable (see :py:meth:`validate`).
         """
         if environ is None:
             environ = os.environ
+        warn_unknown_settings(environ, "environment")
         values: dict[str, Any] = _django_values(environ)
         values.update(
             {name: environ[var] for name, var in _ENVIRONMENT.items() if environ.get(var)}
@@ -187,6 +293,12 @@ class Settings:
                 values["max_message_size"] = parse_size(size)
             except ValueError as e:
                 raise SettingsError(f"TWISTEDQ_MAX_MESSAGE_SIZE: {e}") from None
+        timeout = environ.get("TWISTEDQ_PUBLISH_TIMEOUT", "")
+        if timeout:
+            try:
+                values["publish_timeout"] = parse_timeout(timeout)
+            except ValueError as e:
+                raise SettingsError(f"TWISTEDQ_PUBLISH_TIMEOUT: {e}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **values)
         settings.validate()
@@ -204,6 +316,11 @@ class Settings:
             raise SettingsError(
                 f"the message size limit must be between 1 and {MAX_BODY_SIZE} bytes, "
                 f"not {self.max_message_size}"
+            )
+        if not (math.isfinite(self.publish_timeout) and self.publish_timeout > 0):
+            raise SettingsError(
+                f"the publish timeout must be a positive number of seconds, "
+                f"not {self.publish_timeout!r}"
             )
         try:
             self.signing()

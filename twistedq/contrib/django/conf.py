@@ -2,7 +2,10 @@
 twistedq's settings from ``django.conf.settings``, read when first needed.
 
 ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``, ``TWISTEDQ_QUEUE``,
-``TWISTEDQ_EXCHANGE`` and ``TWISTEDQ_SEED_STATES`` are read as they are.
+``TWISTEDQ_EXCHANGE``, ``TWISTEDQ_SEED_STATES`` and
+``TWISTEDQ_PUBLISH_TIMEOUT`` (seconds, a positive number) are read as they
+are.  Any other ``TWISTEDQ_*`` setting that twistedq does not know is
+warned about (:py:class:`twistedq.conf.UnknownSettingWarning`).
 The celery 0.2.0 names still work, with a DeprecationWarning:
 ``AMQP_SERVER``, ``AMQP_PORT``, ``AMQP_USER``, ``AMQP_PASSWORD`` and
 ``AMQP_VHOST`` make the broker URL, and ``CELERY_BACKEND = "database"``
@@ -11,9 +14,12 @@ means ``django://``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 from urllib.parse import quote
+
+from twistedq.conf import warn_unknown_settings
 
 __all__ = ["SEED_ALIASES", "settings_from_django"]
 
@@ -58,6 +64,18 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
         if not isinstance(flag, bool):
             raise _improper(f"TWISTEDQ_SEED_STATES must be True or False, not {flag!r}")
         values["seed_states"] = flag
+    timeout = getattr(settings, "TWISTEDQ_PUBLISH_TIMEOUT", None)
+    if timeout is not None:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not (math.isfinite(timeout) and timeout > 0)
+        ):
+            raise _improper(
+                f"TWISTEDQ_PUBLISH_TIMEOUT must be a positive number of seconds, not {timeout!r}"
+            )
+        values["publish_timeout"] = float(timeout)
+    warn_unknown_settings(dir(settings), "Django")
     if "broker_url" not in values and any(hasattr(settings, n) for n in SEED_ALIASES):
         values["broker_url"] = _broker_from_seed(settings)
     if "result_backend" not in values and hasattr(settings, "CELERY_BACKEND"):
