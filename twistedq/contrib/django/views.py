@@ -1,12 +1,15 @@
 """
 The seed's JSON views, served by Django: the same documents as the
-daemon's status resource, made by the same functions.
+daemon's status resource, made by the same functions.  A failure's
+traceback is left out unless the setting ``TWISTEDQ_STATUS_TRACEBACKS``
+is true; an unknown taskset answers 404.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
 
 from twistedq.message import is_task_id
@@ -35,11 +38,16 @@ def _checked(task_id: str) -> str:
 def task_status(request: HttpRequest, task_id: str) -> JsonResponse:
     """
     ``celery/<task_id>/status/``: ``{"task": {"id", "status", "result"}}``,
-    with ``exc`` and ``traceback`` for a failure.
+    with ``exc`` for a failure, and its ``traceback`` when the setting
+    ``TWISTEDQ_STATUS_TRACEBACKS`` is true (the URL answers anyone who
+    holds the id; the admin always shows it).
     """
     client = _client()
     outcome = client.get_outcome(_checked(task_id))
-    return JsonResponse(status_document(outcome, client.settings.seed_states))
+    document = status_document(outcome, client.settings.seed_states)
+    if not getattr(settings, "TWISTEDQ_STATUS_TRACEBACKS", False):
+        document["task"].pop("traceback", None)
+    return JsonResponse(document)
 
 
 def is_task_done(request: HttpRequest, task_id: str) -> JsonResponse:
@@ -54,7 +62,11 @@ def is_task_done(request: HttpRequest, task_id: str) -> JsonResponse:
 def taskset_status(request: HttpRequest, taskset_id: str) -> JsonResponse:
     """
     ``celery/taskset/<taskset_id>/status/``: the taskset's progress from one
-    store read.
+    store read; 404 with ``{"error": "unknown taskset", ...}`` for a taskset
+    the store does not know (never created, or expired), as the daemon's
+    status site answers.
     """
     state = _client().get_taskset(_checked(taskset_id))
+    if state is None:
+        return JsonResponse({"error": "unknown taskset", "taskset": {"id": taskset_id}}, status=404)
     return JsonResponse(taskset_status_document(taskset_id, state))
