@@ -35,6 +35,7 @@ from twistedq.conf import (
 )
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER
+from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER
 from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
@@ -284,6 +285,16 @@ class Options(usage.Options):
             "(30 min by default); a parked message whose daemon dies is published again",
             _positive_float,
         ],
+        [
+            "give-back-after",
+            None,
+            DEFAULT_GIVE_BACK_AFTER,
+            "Seconds after which a message held unacknowledged that could not be parked "
+            "(the store is down, another attempt holds its claim) goes back to the queue, "
+            "so the broker's consumer timeout never closes the channel; keep it between "
+            "--park-after and that timeout",
+            _positive_float,
+        ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
             "prefetch",
@@ -475,6 +486,7 @@ def _dispatcher(
         claim_lease=options["claim-lease"],
         hold_eta=options["hold-eta"],
         park_after=options["park-after"],
+        give_back_after=options["give-back-after"],
         home_queue=settings.queue,
     )
     return Dispatcher(

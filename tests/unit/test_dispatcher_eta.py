@@ -24,7 +24,7 @@ from tests.unit.fakes import (
 )
 from twistedq.backends.base import OutcomeRecord
 from twistedq.backends.memory import MemoryBackend
-from twistedq.daemon.dispatcher import Dispatcher
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import TaskMessage
 from twistedq.outcome import Outcome, failure_document, success_document
 from twistedq.states import REVOKED
@@ -37,7 +37,11 @@ class ETATestCase(SynchronousTestCase):
         self.pool = FakePool(idle=2)
         self.store = MemoryBackend(self.clock)
         self.store.pause()  # each test answers the writes
-        self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
+        # Without the give-back sweep (tests/unit/test_overdue.py), the
+        # only timers left are the jobs' own.
+        self.dispatcher = Dispatcher(
+            self.pool, self.store, self.clock, DispatchSettings(give_back_after=None)
+        )
 
     def records(self):
         """

@@ -324,7 +324,7 @@ class DispatcherTestCase(SynchronousTestCase):
             self.pool,
             self.store,
             self.clock,
-            DispatchSettings(hold_eta=60.0),
+            DispatchSettings(hold_eta=60.0, give_back_after=None),
             publish_later=self.publisher.publish_later,
         )
 
@@ -470,7 +470,9 @@ class DispatcherRetryTests(DispatcherTestCase):
         A dispatcher that cannot publish stores a FAILURE for a task that
         asks to retry, with its exception, and acks it.
         """
-        self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
+        self.dispatcher = Dispatcher(
+            self.pool, self.store, self.clock, DispatchSettings(give_back_after=None)
+        )
         [delivery] = self.run_batch(
             lambda m: retry_document(m.id, m.task, Flaky("down"), 1, countdown=5)
         )

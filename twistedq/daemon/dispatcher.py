@@ -36,6 +36,7 @@ from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.intake import Intake
 from twistedq.daemon.job import BrokerDelivery
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER, LeaseKeeper
+from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER, OverdueDeliveries
 from twistedq.daemon.settlement import Settlement
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA, PublishLater, Timing
 from twistedq.message import TaskMessage
@@ -62,6 +63,9 @@ class DispatchSettings:
     :ivar hold_eta: tasks due within this many seconds are held in memory.
     :ivar park_after: seconds after which a claimed task's message is
         parked in the store and acknowledged (None: never).
+    :ivar give_back_after: seconds after which a delivery that could not
+        be parked goes back to the queue (None: never); see
+        :py:mod:`twistedq.daemon.overdue`.
     :ivar home_queue: the queue this daemon consumes.
     """
 
@@ -73,6 +77,7 @@ class DispatchSettings:
     claim_lease: float = 15.0
     hold_eta: float = DEFAULT_HOLD_ETA
     park_after: float | None = DEFAULT_PARK_AFTER
+    give_back_after: float | None = DEFAULT_GIVE_BACK_AFTER
     home_queue: str = "celery"
 
 
@@ -136,6 +141,15 @@ class Dispatcher:
         self.intake = Intake(
             backend, self.events, flight, self.gate.take, config.max_body_size, signing
         )
+        self.overdue = OverdueDeliveries(
+            clock, self.events, config.give_back_after,
+            [
+                (self.gate.holding, self.gate.withdraw),
+                (lambda: self.timing.waiting, self.timing.withdraw),
+                (lambda: self.feeder.pending, self.feeder.withdraw),
+            ],
+            running=self.leases.jobs, release=self.leases.release,
+        )  # fmt: skip
 
     @property
     def claims(self) -> IClaimStore | None:
@@ -152,6 +166,7 @@ class Dispatcher:
         """
         Take one delivery from the consumer.
         """
+        self.overdue.start()
         self.intake.take(delivery)
 
     def pump(self) -> None:
@@ -192,6 +207,7 @@ class Dispatcher:
             "recovered": count[EventKind.RECOVERED],
             "held_elsewhere": count[EventKind.HELD_ELSEWHERE],
             "fenced_off": count[EventKind.FENCED_OFF],
+            "given_back": count[EventKind.GIVEN_BACK],
         }
 
     def drain(self) -> defer.Deferred[None]:
@@ -202,6 +218,7 @@ class Dispatcher:
         """
         self.in_flight.stopping = True
         self.health.stop_probing()
+        self.overdue.stop()
         self.gate.give_back_all()  # copies held here own no claim
         returned = self.feeder.give_back_all() + self.timing.give_back_all()
         self.leases.release([job for job in returned if job.token is not None])

@@ -53,6 +53,9 @@ class EventKind(enum.Enum):
     FENCED_OFF = "fenced-off"
     #: It went to a delay queue of the broker until its ETA.
     DELAYED = "delayed"
+    #: Its delivery went back to the queue before the broker's consumer
+    #: timeout, since it could not be parked.
+    GIVEN_BACK = "given-back"
     #: The result store failed: no new task starts.
     STORE_DOWN = "store-down"
     #: The result store answers again.

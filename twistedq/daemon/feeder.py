@@ -147,6 +147,12 @@ class Feeder:
             if batch:
                 self._run(batch, None)
 
+    def withdraw(self, job: Job) -> None:
+        """
+        Take a queued job out: it is not run here.
+        """
+        self.pending.remove(job)
+
     def give_back_all(self) -> list[Job]:
         """
         On stopping: return the queued jobs to the queue.

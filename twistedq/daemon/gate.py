@@ -70,6 +70,7 @@ class Gate:
         Check a new job, or pass it on unchecked: when checks are off, or
         when it is early under claims (it is claimed when due).
         """
+        job.delivered_at = self.clock.seconds()
         if not self.check_duplicates or (self.leases.enabled and job.early(self.clock.seconds())):
             self.admit(job)
         else:
@@ -97,6 +98,21 @@ class Gate:
         job.state = JobState.HELD
         job.timer = self.clock.callLater(delay, again)
         self.held.add(job)
+
+    def holding(self) -> list[Job]:
+        """
+        The jobs held, and those waiting for this turn's store call.
+        """
+        return [*self.held, *self._unchecked]
+
+    def withdraw(self, job: Job) -> None:
+        """
+        Take a job out of :py:meth:`holding`: it is not checked again.
+        """
+        job.stop_timer()
+        self.held.discard(job)
+        if job in self._unchecked:
+            self._unchecked.remove(job)
 
     def give_back_all(self) -> None:
         """

@@ -83,6 +83,10 @@ class Job:
         surely holds.
     :ivar claimed_at: when the claim was taken (for parking).
     :ivar parked: its message is parked in the store and acknowledged.
+    :ivar delivered_at: when (by this daemon's clock) the broker delivered
+        it; its delivery is unacknowledged since.
+    :ivar released: its delivery went back to the queue while it ran
+        (:py:meth:`release_delivery`).
     :ivar deaths: how many children died running it alone.
     :ivar suspect: it was in a batch whose child died: it runs alone.
     :ivar timer: the call that wakes it while it is held or waiting.
@@ -91,12 +95,14 @@ class Job:
     __slots__ = (
         "claimed_at",
         "deaths",
+        "delivered_at",
         "delivery",
         "eta",
         "expires",
         "lease_until",
         "message",
         "parked",
+        "released",
         "state",
         "suspect",
         "timer",
@@ -113,6 +119,8 @@ class Job:
         self.lease_until = 0.0
         self.claimed_at = 0.0
         self.parked = False
+        self.delivered_at = 0.0
+        self.released = False
         self.deaths = 0
         self.suspect = False
         self.timer: IDelayedCall | None = None
@@ -152,7 +160,8 @@ class Job:
 
     def ack(self) -> None:
         self.state = JobState.SETTLED
-        self.delivery.ack()
+        if not self.released:
+            self.delivery.ack()
 
     def give_back(self) -> None:
         """
@@ -162,8 +171,19 @@ class Job:
         self.state = JobState.SETTLED
         self.delivery.reject(requeue=True)
 
+    def release_delivery(self) -> None:
+        """
+        Return its message to the queue while the job goes on (it runs):
+        its later ack, or a dead-lettering, finds the delivery settled and
+        does nothing to it.
+        """
+        self.released = True
+        self.delivery.reject(requeue=True)
+
     def dead_letter(self, reason: str, detail: str) -> defer.Deferred[None]:
         self.state = JobState.SETTLED
+        if self.released:  # the copy the broker delivers again meets the outcome
+            return defer.succeed(None)
         return self.delivery.dead_letter(reason, detail)
 
 

@@ -84,6 +84,12 @@ class LeaseKeeper:
     def __len__(self) -> int:
         return len(self._held)
 
+    def jobs(self) -> list[Job]:
+        """
+        The jobs whose claims this daemon holds.
+        """
+        return list(self._held.values())
+
     def holds(self, task_id: str) -> bool:
         return task_id in self._held
 

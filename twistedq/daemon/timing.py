@@ -113,6 +113,13 @@ class Timing:
         job.timer = self.clock.callLater(delay, due)
         self.waiting.add(job)
 
+    def withdraw(self, job: Job) -> None:
+        """
+        Take a waiting job out: it no longer wakes.
+        """
+        job.stop_timer()
+        self.waiting.discard(job)
+
     def give_back_all(self) -> list[Job]:
         """
         On stopping: return the waiting jobs to the queue.
