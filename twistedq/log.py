@@ -15,6 +15,9 @@ Two halves produce it:
   ``twistd`` opened format :py:mod:`twisted.logger` events with
   :py:obj:`format_seed_event`, which also passes on the lines the children
   printed.
+
+``twistd twistedq --loglevel`` keeps the lines of the daemon's log from a
+level up (:py:obj:`LevelFilter`), in either format.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeGuard
 
 from twisted.application.service import Service
@@ -40,12 +43,16 @@ from twisted.logger import (
 )
 
 __all__ = [
+    "LOG_LEVELS",
     "SEED_FORMAT",
     "SEED_LINE",
     "TASK_LOGGER_NAME",
+    "LevelFilter",
+    "LogLevelService",
     "SeedLogFormatService",
     "format_seed_event",
     "setup_logger",
+    "use_log_level",
     "use_seed_format",
 ]
 
@@ -71,6 +78,18 @@ _LEVEL_NAMES = {
 }
 
 _STREAM_LEVEL_NAMES = {"stdout": "INFO", "stderr": "WARNING"}
+
+#: The levels of the daemon's log, lowest first, and their numbers.
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+# The level name of a line already in the seed format.
+_SEED_LEVEL = re.compile(r"^\[[^\]]*?: ([A-Z]+)/")
+
+#: What a :py:obj:`twisted.logger.FileLogObserver` formats events with.
+Formatter = Callable[[dict[str, Any]], str | None]
+
+# The first line of a traceback Python printed.
+_TRACEBACK_START = "Traceback (most recent call last):"
 
 # The marker attribute of the one handler setup_logger owns on its logger.
 _DESTINATION = "_twistedq_destination"
@@ -307,6 +326,68 @@ def format_seed_event(event: dict[str, Any]) -> str | None:
     return _seed_line(when, _event_level(event), MAIN_PROCESS_NAME, text)
 
 
+class LevelFilter:
+    """
+    A formatter for :py:obj:`twisted.logger.FileLogObserver` that passes the
+    events at or above ``level`` to ``formatter`` and answers ``None`` (the
+    observer writes nothing) for the others.
+
+    An event's level is:
+
+    * for the daemon's own events, their ``log_level`` (as in
+      :py:obj:`format_seed_event`: a legacy message is ``INFO``, a legacy
+      error ``ERROR``);
+    * for a line a child wrote in the seed format, the level it names;
+    * for a line a child printed that starts a Python traceback, ``ERROR``;
+    * for any other line a child wrote: the level of the last of those
+      lines on the same stream of the same child, when there was one, so
+      that a traceback stays whole with the log line it belongs to;
+      otherwise ``INFO`` from standard output and ``WARNING`` from standard
+      error.
+
+    :param formatter: the formatter of the kept events.
+    :param level: one of :py:data:`LOG_LEVELS` (any case).
+    :raises ValueError: for another level.
+    """
+
+    def __init__(self, formatter: Formatter, level: str) -> None:
+        number = LOG_LEVELS.get(level.upper())
+        if number is None:
+            raise ValueError(f"unknown log level {level!r}: one of {', '.join(LOG_LEVELS)}")
+        self.formatter = formatter
+        self.level = number
+        # (child, stream) -> whether its last log line was kept.
+        self._kept: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, event: dict[str, Any]) -> str | None:
+        return self.formatter(event) if self.keeps(event) else None
+
+    def keeps(self, event: dict[str, Any]) -> bool:
+        """
+        Whether ``event`` is written.
+        """
+        line = event.get("twistedq_child_line")
+        output = event.get("twistedq_child_output")
+        if not isinstance(line, str) and not isinstance(output, str):
+            return LOG_LEVELS.get(_event_level(event), LOG_LEVELS["INFO"]) >= self.level
+        stream = str(event.get("twistedq_stream") or event.get("stream") or "stderr")
+        key = (str(event.get("twistedq_child") or event.get("child") or ""), stream)
+        if isinstance(line, str):
+            match = _SEED_LEVEL.match(line)
+            number = logging.getLevelName(match.group(1)) if match else logging.INFO
+            kept = (number if isinstance(number, int) else logging.INFO) >= self.level
+            self._kept[key] = kept
+            return kept
+        assert isinstance(output, str)
+        if output.startswith(_TRACEBACK_START):
+            kept = LOG_LEVELS["ERROR"] >= self.level
+            self._kept[key] = kept
+            return kept
+        if key in self._kept:
+            return self._kept[key]
+        return LOG_LEVELS[_STREAM_LEVEL_NAMES.get(stream, "WARNING")] >= self.level
+
+
 def _is_text_file_observer(observer: object) -> TypeGuard[FileLogObserver]:
     """
     Whether ``observer`` is a :py:obj:`twisted.logger.FileLogObserver` that
@@ -340,7 +421,30 @@ def _children(observer: object) -> Iterable[object]:
     return []
 
 
-def use_seed_format(publisher: LogPublisher | None = None) -> int:
+def _switch(publisher: LogPublisher | None, formatter: Callable[[Formatter], Formatter]) -> int:
+    """
+    Give each text file observer of ``publisher`` (see
+    :py:obj:`use_seed_format`) the formatter ``formatter`` makes of its own.
+    """
+    if publisher is None:
+        publisher = globalLogPublisher
+    switched = 0
+    seen: set[int] = set()
+    pending: list[object] = [publisher]
+    while pending:
+        observer = pending.pop()
+        if id(observer) in seen:
+            continue
+        seen.add(id(observer))
+        if _is_text_file_observer(observer):
+            observer.formatEvent = formatter(observer.formatEvent)
+            switched += 1
+        else:
+            pending.extend(_children(observer))
+    return switched
+
+
+def use_seed_format(publisher: LogPublisher | None = None, level: str | None = None) -> int:
     """
     Make the text log files of ``publisher`` write seed-format lines.
 
@@ -372,33 +476,55 @@ def use_seed_format(publisher: LogPublisher | None = None) -> int:
 
     :param publisher: the publisher to search; by default
         :py:obj:`twisted.logger.globalLogPublisher`.
+    :param level: with a level of :py:data:`LOG_LEVELS`, only the events
+        from that level up are written (see :py:obj:`LevelFilter`).
     :return: how many observers were switched; ``0`` if there were none
         (observers switched by an earlier call are not counted again).
     """
-    if publisher is None:
-        publisher = globalLogPublisher
-    switched = 0
-    seen: set[int] = set()
-    pending: list[object] = [publisher]
-    while pending:
-        observer = pending.pop()
-        if id(observer) in seen:
-            continue
-        seen.add(id(observer))
-        if _is_text_file_observer(observer):
-            observer.formatEvent = format_seed_event
-            switched += 1
-        else:
-            pending.extend(_children(observer))
-    return switched
+    if level is None:
+        return _switch(publisher, lambda old: format_seed_event)
+    LevelFilter(format_seed_event, level)  # an unknown level fails before anything changes
+    return _switch(publisher, lambda old: LevelFilter(format_seed_event, level))
+
+
+def use_log_level(level: str, publisher: LogPublisher | None = None) -> int:
+    """
+    Make the text log files of ``publisher`` (found as by
+    :py:obj:`use_seed_format`) write only the events from ``level`` up, in
+    the format they have (see :py:obj:`LevelFilter`).  For
+    ``--log-format twisted``; call it once, from a service's
+    ``startService``.
+
+    :return: how many observers were changed.
+    """
+    LevelFilter(format_seed_event, level)  # an unknown level fails before anything changes
+    return _switch(publisher, lambda old: LevelFilter(old, level))
 
 
 class SeedLogFormatService(Service):
     """
     Switches twistd's log file to the seed's line format when the daemon
-    starts (twistd adds its log observer after ``makeService``).
+    starts (twistd adds its log observer after ``makeService``), from
+    ``level`` up when one is given.
     """
+
+    def __init__(self, level: str | None = None) -> None:
+        self.level = level
 
     def startService(self) -> None:
         Service.startService(self)
-        use_seed_format()
+        use_seed_format(level=self.level)
+
+
+class LogLevelService(Service):
+    """
+    Keeps twistd's log file in Twisted's format and writes only the events
+    from ``level`` up, from when the daemon starts.
+    """
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+
+    def startService(self) -> None:
+        Service.startService(self)
+        use_log_level(self.level)

@@ -33,8 +33,12 @@ from twistedq.log import (
     SEED_FORMAT,
     SEED_LINE,
     TASK_LOGGER_NAME,
+    LevelFilter,
+    LogLevelService,
+    SeedLogFormatService,
     format_seed_event,
     setup_logger,
+    use_log_level,
     use_seed_format,
 )
 
@@ -631,3 +635,163 @@ class UseSeedFormatTests(SynchronousTestCase):
         self.assertEqual(use_seed_format(publisher), 0)
         Logger(observer=publisher).info("hello")
         self.assertIsNotNone(MAIN_LINE.match(out.getvalue()), out.getvalue())
+
+
+def _child_line(level, text, child="Process-1", stream="stderr"):
+    """
+    The event of a line a child wrote in the seed format.
+    """
+    line = f"[2009-04-23 17:44:05,115: {level}/{child}] {text}"
+    return {"log_time": FROZEN, "child": child, "stream": stream, "twistedq_child_line": line}
+
+
+def _child_output(text, child="Process-1", stream="stderr"):
+    """
+    The event of any other line a child wrote.
+    """
+    return {
+        "log_time": FROZEN,
+        "child": child,
+        "stream": stream,
+        "twistedq_child_output": text,
+        "twistedq_child": child,
+        "twistedq_stream": stream,
+    }
+
+
+def _daemon_event(level, text):
+    return {"log_time": FROZEN, "log_level": level, "log_format": text, "log_namespace": "t"}
+
+
+class LevelFilterTests(SynchronousTestCase):
+    """
+    :py:obj:`LevelFilter` passes the events at or above its level to the
+    formatter it wraps, and answers ``None`` (the line is skipped) for the
+    others.
+    """
+
+    def kept(self, level, events):
+        keep = LevelFilter(format_seed_event, level)
+        return [line.rstrip("\n").rsplit("] ", 1)[-1] for e in events if (line := keep(e))]
+
+    def test_daemon_events(self):
+        """
+        The daemon's own events are kept from the level up.
+        """
+        events = [
+            _daemon_event(LogLevel.debug, "d"),
+            _daemon_event(LogLevel.info, "i"),
+            _daemon_event(LogLevel.warn, "w"),
+            _daemon_event(LogLevel.error, "e"),
+            _daemon_event(LogLevel.critical, "c"),
+            {"log_time": FROZEN, "message": ("legacy",), "log_format": "legacy"},
+        ]
+        self.assertEqual(self.kept("DEBUG", events), ["d", "i", "w", "e", "c", "legacy"])
+        self.assertEqual(self.kept("INFO", events), ["i", "w", "e", "c", "legacy"])
+        self.assertEqual(self.kept("WARNING", events), ["w", "e", "c"])
+        self.assertEqual(self.kept("ERROR", events), ["e", "c"])
+        self.assertEqual(self.kept("CRITICAL", events), ["c"])
+
+    def test_child_lines_by_their_level(self):
+        """
+        A seed line a child wrote is kept by the level it names; a child's
+        other output by its stream (standard output INFO, standard error
+        WARNING).
+        """
+        events = [
+            _child_line("INFO", "info line"),
+            _child_line("ERROR", "error line", child="Process-2"),
+            _child_output("printed", stream="stdout"),
+            _child_output("warned", child="Process-3", stream="stderr"),
+        ]
+        self.assertEqual(
+            self.kept("INFO", events), ["info line", "error line", "printed", "warned"]
+        )
+        self.assertEqual(self.kept("WARNING", events), ["error line", "warned"])
+        self.assertEqual(self.kept("ERROR", events), ["error line"])
+
+    def test_traceback_lines_follow_their_line(self):
+        """
+        The lines that follow a child's log line on the same stream (the
+        traceback of ``logger.exception``) are kept or skipped with it, and
+        a traceback the child printed itself counts as an error: nothing of
+        an error is lost at ``ERROR``.
+        """
+        events = [
+            _child_line("INFO", "fine"),
+            _child_output("  continued"),
+            _child_line("ERROR", "broke"),
+            _child_output("Traceback (most recent call last):"),
+            _child_output('  File "t.py", line 1'),
+            _child_output("ZeroDivisionError: division by zero"),
+            _child_output("Traceback (most recent call last):", child="Process-2"),
+            _child_output("ModuleNotFoundError: No module named 'x'", child="Process-2"),
+        ]
+        self.assertEqual(
+            self.kept("ERROR", events),
+            [
+                "broke",
+                "Traceback (most recent call last):",
+                '  File "t.py", line 1',
+                "ZeroDivisionError: division by zero",
+                "Traceback (most recent call last):",
+                "ModuleNotFoundError: No module named 'x'",
+            ],
+        )
+        self.assertEqual(self.kept("INFO", events)[:2], ["fine", "  continued"])
+
+    def test_unknown_level(self):
+        """
+        A level that is not one of DEBUG, INFO, WARNING, ERROR or CRITICAL
+        is refused.
+        """
+        self.assertRaises(ValueError, LevelFilter, format_seed_event, "LOUD")
+
+
+class UseLogLevelTests(SynchronousTestCase):
+    """
+    The daemon's log level on its text log file, in either format.
+    """
+
+    def test_seed_format_with_level(self):
+        """
+        ``use_seed_format(level=...)`` writes seed lines from that level up.
+        """
+        out = io.StringIO()
+        publisher = LogPublisher(textFileLogObserver(out))
+        self.assertEqual(use_seed_format(publisher, level="WARNING"), 1)
+        log = Logger(observer=publisher)
+        log.info("quiet")
+        log.warn("loud")
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("WARNING/MainProcess] loud"), lines)
+
+    def test_twisted_format_with_level(self):
+        """
+        ``use_log_level`` keeps Twisted's own format and skips the events
+        below the level.
+        """
+        out = io.StringIO()
+        publisher = LogPublisher(textFileLogObserver(out))
+        self.assertEqual(use_log_level("ERROR", publisher), 1)
+        log = Logger(namespace="ns", observer=publisher)
+        log.warn("quiet")
+        log.error("loud")
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("[ns#error] loud"), lines)
+
+    def test_services(self):
+        """
+        The services apply their level to twistd's log when they start.
+        """
+        import twistedq.log
+
+        calls = []
+        self.patch(twistedq.log, "use_seed_format", lambda level=None: calls.append(("s", level)))
+        self.patch(twistedq.log, "use_log_level", lambda level: calls.append(("t", level)))
+        SeedLogFormatService().startService()
+        SeedLogFormatService("ERROR").startService()
+        LogLevelService("WARNING").startService()
+        self.assertEqual(calls, [("s", None), ("s", "ERROR"), ("t", "WARNING")])
