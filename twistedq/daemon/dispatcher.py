@@ -200,6 +200,7 @@ class Dispatcher:
             "in_flight": len(self.in_flight),
             "retrying": sum(1 for job in self.feeder.pending if job.suspect),
             "store_retries": count[EventKind.STORE_RETRY],
+            "store_refused": count[EventKind.STORE_REFUSED],
             "store_available": self.health.available,
             "duplicates_suppressed": count[EventKind.DUPLICATE],
             "claimed": len(self.leases),

@@ -56,6 +56,9 @@ class EventKind(enum.Enum):
     #: Its delivery went back to the queue before the broker's consumer
     #: timeout, since it could not be parked.
     GIVEN_BACK = "given-back"
+    #: The result store refused its outcome for good: a FAILURE saying so
+    #: is stored in its place.
+    STORE_REFUSED = "store-refused"
     #: The result store failed: no new task starts.
     STORE_DOWN = "store-down"
     #: The result store answers again.

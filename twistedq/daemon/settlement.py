@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistedq.backends.base import IResultBackend, OutcomeRecord, gather
+from twistedq.backends.base import IResultBackend, OutcomeRecord, StoreRefused, gather
 from twistedq.daemon.backoff import persist
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.health import StoreHealth
@@ -43,12 +43,15 @@ from twistedq.outcome import (
 )
 from twistedq.states import FAILURE, RETRY
 
-__all__ = ["ATTEMPTS_EXHAUSTED", "UNKNOWN_TASK", "Settlement"]
+__all__ = ["ATTEMPTS_EXHAUSTED", "STORE_REFUSED", "UNKNOWN_TASK", "Settlement"]
 
 #: Reason of a task that no child registered.
 UNKNOWN_TASK = "unknown-task"
 #: Reason of a task whose child died on each of its attempts.
 ATTEMPTS_EXHAUSTED = "attempts-exhausted"
+#: Reason of a task whose outcome the store refused for good, and then
+#: the FAILURE stored in its place as well.
+STORE_REFUSED = "store-refused"
 
 log = Logger()
 
@@ -123,7 +126,8 @@ class Settlement:
         go back to the queue.
         """
         return self._write(batch, records).addCallbacks(
-            lambda _: self._settle(batch, records), lambda _: self.give_back(batch)
+            lambda unstored: self._settle(batch, records, unstored),
+            lambda _: self.give_back(batch),
         )
 
     def fail(self, job: Job, error: Exception, dead_letter: bool) -> defer.Deferred[None]:
@@ -177,12 +181,60 @@ class Settlement:
         for job in batch:
             job.give_back()
 
-    def _write(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[None]:
+    def _write(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[set[str]]:
         """
         Write outcomes until the store takes them, or the daemon stops.
+
+        An outcome the store refuses for good (:py:class:`StoreRefused`:
+        too large, text it cannot hold) is no outage: it is replaced, in
+        ``records``, by a short FAILURE that says so, and the batch is
+        written again at once.  Fires with the ids of the tasks whose
+        replacement was refused too: nothing of theirs is stored.
         """
         for job in batch:
             job.state = JobState.STORING
+        jobs = {job.task_id: job for job in batch}
+        replaced: set[str] = set()
+        unstored: set[str] = set()
+
+        def attempt() -> defer.Deferred[None]:
+            writing = [record for record in records if record.task_id not in unstored]
+            d = self.leases.commit(writing) if writing else defer.succeed(None)
+            return d.addErrback(refused)
+
+        def refused(failure: Failure) -> Any:
+            failure.trap(StoreRefused)
+            error = failure.value
+            assert isinstance(error, StoreRefused)
+            index = next(
+                (i for i, r in enumerate(records) if r.task_id == error.task_id),
+                0 if len(records) == 1 else None,
+            )
+            if index is None:  # the store did not say which: one at a time
+                return self._write_each(batch, records, unstored)
+            record = records[index]
+            job = jobs[record.task_id]
+            self.events.report(EventKind.STORE_REFUSED, job.task_id, job.message.task)
+            if record.task_id in replaced:
+                log.error(
+                    "The result store refused even the short FAILURE of task {task}[{id}] "
+                    "({why}): nothing of it is stored",
+                    task=job.message.task,
+                    id=job.task_id,
+                    why=str(error),
+                )
+                unstored.add(job.task_id)
+            else:
+                log.error(
+                    "The result store refused the outcome of task {task}[{id}] for good "
+                    "({why}): a FAILURE saying so is stored in its place",
+                    task=job.message.task,
+                    id=job.task_id,
+                    why=str(error),
+                )
+                records[index] = refusal_record(job, error)
+                replaced.add(job.task_id)
+            return attempt()
 
         def again(failure: Failure, pause: float) -> bool:
             if self.in_flight.stopping:
@@ -202,12 +254,44 @@ class Settlement:
             self.health.failed()
             return True
 
-        d = persist(self.clock, lambda: self.leases.commit(records), again)
-        return d.addCallback(lambda _: self.health.answered())
+        def written(_: None) -> set[str]:
+            self.health.answered()
+            return unstored
 
-    def _settle(self, batch: list[Job], records: list[OutcomeRecord]) -> Any:
+        return persist(self.clock, attempt, again).addCallback(written)
+
+    def _write_each(
+        self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str]
+    ) -> defer.Deferred[None]:
+        """
+        Write the outcomes of a batch one at a time (a store refused one of
+        them without saying which), each replaced if refused.
+        """
+        jobs = {job.task_id: job for job in batch}
+
+        async def each() -> None:
+            for index, record in enumerate(records):
+                if record.task_id in unstored:
+                    continue
+                one = [record]
+                unstored.update(await self._write([jobs[record.task_id]], one))
+                records[index] = one[0]
+
+        return defer.Deferred.fromCoroutine(each())
+
+    def _settle(self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str]) -> Any:
         dead = []
         for job, record in zip(batch, records, strict=True):
+            if job.task_id in unstored:
+                detail = (
+                    f"task {job.message.task}[{job.task_id}]: the result store refused its "
+                    "outcome and the FAILURE in its place"
+                )
+                log.error(
+                    "Dead-lettered a message ({reason}): {why}", reason=STORE_REFUSED, why=detail
+                )
+                dead.append(self._dead_letter(job, STORE_REFUSED, detail))
+                continue
             if not record.failed:
                 self.events.report(EventKind.SUCCEEDED, job.task_id, job.message.task)
                 job.ack()
@@ -253,10 +337,17 @@ class Settlement:
             attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
         if batch:
 
-            def publish(_: None) -> defer.Deferred[None]:
-                published = [
-                    self._publish_retry(j, a) for j, a in zip(batch, attempts, strict=True)
-                ]
+            def publish(unstored: set[str]) -> defer.Deferred[None]:
+                published: list[defer.Deferred[Any]] = []
+                refused: list[tuple[Job, OutcomeRecord]] = []
+                for j, a, r in zip(batch, attempts, records, strict=True):
+                    if j.task_id in unstored or r.failed:  # refused: it fails instead
+                        refused.append((j, r))
+                    else:
+                        published.append(self._publish_retry(j, a))
+                if refused:
+                    jobs, failures = [j for j, _ in refused], [r for _, r in refused]
+                    published.append(defer.maybeDeferred(self._settle, jobs, failures, unstored))
                 return gather(published).addCallback(lambda _: None)
 
             writes.append(
@@ -345,3 +436,18 @@ class Settlement:
             type=exc.get("type"),
             text=exc.get("message"),
         )
+
+
+def refusal_record(job: Job, error: StoreRefused) -> OutcomeRecord:
+    """
+    The short FAILURE stored in place of an outcome the store refused for
+    good: the task, the store's reason, nothing of the refused value.
+    """
+    message = job.message
+    reason = StoreRefused(
+        f"the result store refused the outcome of task {message.task}[{message.id}] for "
+        f"good ({error}); it is not stored",
+        message.id,
+    )
+    document = failure_document(message.id, message.task, reason, traceback="")
+    return OutcomeRecord(message.id, document, message.taskset, True)
