@@ -39,7 +39,7 @@ from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER
 from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
-from twistedq.log import SeedLogFormatService
+from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import crontab
 from twistedq.web import make_site_root
@@ -68,6 +68,63 @@ def _positive_float(value: str) -> float:
 
 
 with_help(_positive_float, "A positive number.")
+
+
+def _log_level(value: str) -> str:
+    name = value.strip().upper()
+    name = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(name, name)
+    if name not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not a log level: one of {', '.join(LOG_LEVELS)}")
+    return name
+
+
+with_help(_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+
+
+def _looks_like_a_pid_file(path: str) -> bool:
+    """
+    Whether ``path``, given to twistd's ``--profile``, was meant as a pid
+    file: named so, or holding a pid already.
+    """
+    name = os.path.basename(path).lower()
+    if name.endswith(".pid") or name in ("pid", "pidfile"):
+        return True
+    try:
+        with open(path, "rb") as existing:
+            head = existing.read(32)
+    except OSError:
+        return False
+    return head.strip().isdigit()
+
+
+def _check_twistd_options(twistd: Any) -> None:
+    """
+    Refuse the twistd options before ``twistedq`` that a celeryd user
+    types meaning something else, where twistd would do harm or ignore
+    them: ``-p`` (``--profile``) with a pid file, ``-l`` (``--logfile``)
+    with a level name, ``-f`` (``--file``, a .tap file not read with a
+    plugin).
+    """
+    if twistd is None:
+        return
+    profile = twistd.get("profile")
+    if profile and _looks_like_a_pid_file(profile):
+        raise usage.UsageError(
+            f"twistd's -p is --profile, which would write a profile to {profile}; "
+            f"the pid file is given as twistd --pidfile {profile} twistedq ..."
+        )
+    logfile = twistd.get("logfile")
+    if logfile and logfile.upper() in (*LOG_LEVELS, "WARN", "FATAL"):
+        raise usage.UsageError(
+            f"twistd's -l is --logfile, which would log to a file named {logfile}; "
+            f"the level is twistedq --loglevel {_log_level(logfile)}"
+        )
+    tap_file = twistd.get("file")
+    if tap_file and tap_file != "twistd.tap":
+        raise usage.UsageError(
+            f"twistd's -f reads a .tap file, which twistd twistedq does not; "
+            f"a log file is given as twistd --logfile {tap_file} twistedq ..."
+        )
 
 
 def _timezone(value: str) -> str:
@@ -244,6 +301,14 @@ class Options(usage.Options):
             "tasks.autodiscover()) [default: $DJANGO_SETTINGS_MODULE]",
         ],
         [
+            "loglevel",
+            "l",
+            "INFO",
+            "Lowest level of what the daemon logs: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+            "(a child's lines by the level they name, what it prints by its stream)",
+            _log_level,
+        ],
+        [
             "log-format",
             None,
             "seed",
@@ -317,7 +382,41 @@ class Options(usage.Options):
 
     opt_t = opt_tasks
 
+    def opt_pidfile(self, path: str) -> None:
+        """
+        celeryd's pid file: twistd's own --pidfile, given before twistedq.
+        """
+        raise usage.UsageError(
+            f"the pid file is twistd's option, given before the word twistedq: "
+            f"twistd --pidfile {path} twistedq ..."
+        )
+
+    opt_p = opt_pidfile
+
+    def opt_detach(self) -> None:
+        """
+        celeryd's -d: twistd runs in the background unless given -n.
+        """
+        raise usage.UsageError(
+            "twistd runs the daemon in the background already; "
+            "-n (--nodaemon) before the word twistedq keeps it in the foreground"
+        )
+
+    opt_d = opt_detach
+
+    def opt_logfile(self, path: str) -> None:
+        """
+        celeryd's log file: twistd's own --logfile, given before twistedq.
+        """
+        raise usage.UsageError(
+            f"the log file is twistd's option, given before the word twistedq: "
+            f"twistd --logfile {path} twistedq ..."
+        )
+
+    opt_f = opt_logfile
+
     def postOptions(self) -> None:
+        _check_twistd_options(getattr(self, "parent", None))
         working_directory_first(sys.path)
         if self["django-settings"]:
             # Read by the daemon's own Django setup and inherited by children.
@@ -388,7 +487,9 @@ def makeService(options: Options) -> IService:
 
     daemon = DrainingMultiService()
     if options["log-format"] == "seed":
-        SeedLogFormatService().setServiceParent(daemon)
+        SeedLogFormatService(options["loglevel"]).setServiceParent(daemon)
+    else:
+        LogLevelService(options["loglevel"]).setServiceParent(daemon)
     ClockStepGuard(reactor).setServiceParent(daemon)
     if options["reactor-tasks"]:
         ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)

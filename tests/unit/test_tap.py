@@ -21,7 +21,7 @@ from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_BROKER_URL, Settings
 from twistedq.daemon.periodic import RECOVERY_JOB
 from twistedq.daemon.service import ConsumerService
-from twistedq.log import SeedLogFormatService
+from twistedq.log import LogLevelService, SeedLogFormatService
 from twistedq.scheduler import Scheduler
 from twistedq.worker.pool import ProcessPool
 from twistedq.worker.service import PoolService
@@ -197,7 +197,8 @@ class MakeServiceTests(TapTestCase):
         self.assertIsInstance(daemon, MultiService)
         self.assertTrue(IService.providedBy(daemon))
         self.assertFalse(daemon.running)
-        guard, *children = list(daemon)
+        log_level, guard, *children = list(daemon)
+        self.assertIsInstance(log_level, LogLevelService)
         self.assertIsInstance(guard, ClockStepGuard)
         self.assertEqual(
             [type(child) for child in children],
@@ -231,7 +232,7 @@ class MakeServiceTests(TapTestCase):
         ``--status none`` leaves the status site out.
         """
         daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
-        children = list(daemon)[1:]
+        children = list(daemon)[2:]
         self.assertEqual(len(children), 5)
         self.assertIsInstance(children[0].backend, SQLiteBackend)
         self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
@@ -241,7 +242,7 @@ class MakeServiceTests(TapTestCase):
         The consumer consumes the queue and exchange of the settings.
         """
         daemon = self.make("--queue", "jobs", "--exchange", "jx", "--status", "none")
-        consumer = list(daemon)[5].consumer
+        consumer = list(daemon)[6].consumer
         self.assertEqual((consumer.topology.queue, consumer.topology.exchange), ("jobs", "jx"))
 
     def test_stop_waits_for_drain(self):
@@ -278,6 +279,8 @@ class MakeServiceTests(TapTestCase):
         self.assertNoResult(stopping)
         drains[StoreService].callback(None)
         drains[ClockStepGuard].callback(None)
+        self.assertNoResult(stopping)
+        drains[LogLevelService].callback(None)
         self.successResultOf(stopping)
 
     def test_stop_error_does_not_stop_the_rest(self):
@@ -306,6 +309,7 @@ class MakeServiceTests(TapTestCase):
                 PoolService,
                 StoreService,
                 ClockStepGuard,
+                LogLevelService,
             ],
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -349,12 +353,12 @@ class DelayWiringTests(TapTestCase):
         consumed queue.
         """
         daemon = self.make("--queue", "jobs", "--status", "none", "--hold-eta", "2.5")
-        dispatcher = list(daemon)[5].dispatcher
+        dispatcher = list(daemon)[6].dispatcher
         self.assertEqual(dispatcher.timing.hold_eta, 2.5)
         self.assertEqual(dispatcher.settlement.hold_eta, 2.5)
         publisher = dispatcher.timing.publish_later.__self__
         self.assertEqual(publisher.topology.queue, "jobs")
-        default = list(self.make("--status", "none"))[5].dispatcher
+        default = list(self.make("--status", "none"))[6].dispatcher
         self.assertEqual(default.timing.hold_eta, 60.0)
         self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")
 
@@ -419,3 +423,119 @@ class StatusSiteWiringTests(TapTestCase):
         dispatcher.health.down_since = 1234.5
         self.assertEqual(stats.down_since(), 1234.5)
         self.assertFalse(stats.available())
+
+
+class LogLevelOptionTests(TapTestCase):
+    """
+    ``--loglevel`` (``-l`` after ``twistedq``), as celeryd's.
+    """
+
+    def test_levels(self):
+        """
+        The level is one of DEBUG, INFO, WARNING, ERROR or CRITICAL, in any
+        case (celeryd's FATAL and WARN too); INFO without the option.
+        """
+        self.assertEqual(self.parse()["loglevel"], "INFO")
+        self.assertEqual(self.parse("--loglevel", "debug")["loglevel"], "DEBUG")
+        self.assertEqual(self.parse("-l", "WARN")["loglevel"], "WARNING")
+        self.assertEqual(self.parse("-l", "ERROR")["loglevel"], "ERROR")
+        self.assertEqual(self.parse("--loglevel=FATAL")["loglevel"], "CRITICAL")
+        error = self.assertRaises(usage.UsageError, self.parse, "--loglevel", "/var/log/x.log")
+        self.assertIn("DEBUG, INFO, WARNING, ERROR, CRITICAL", str(error))
+
+    def test_level_reaches_the_log(self):
+        """
+        The first service applies the level to twistd's log, in the seed
+        format or Twisted's.
+        """
+        first = next(iter(tap.makeService(self.parse("-l", "ERROR"))))
+        self.assertIsInstance(first, SeedLogFormatService)
+        self.assertEqual(first.level, "ERROR")
+        first = next(iter(tap.makeService(self.parse("--log-format", "twisted", "-l", "ERROR"))))
+        self.assertIsInstance(first, LogLevelService)
+        self.assertEqual(first.level, "ERROR")
+
+
+class CeleryHabitTests(TapTestCase):
+    """
+    celeryd's ``-p`` (pid file), ``-d`` (detach) and ``-f`` (log file) mean
+    other things to twistd; what would go wrong is refused with the twistd
+    spelling.
+    """
+
+    def twistd(self, *argv):
+        """
+        Parse a whole ``twistd`` command line.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        options = ServerOptions()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_after_twistedq(self):
+        """
+        ``-p``/``--pidfile``, ``-d``/``--detach`` and ``-f``/``--logfile``
+        after ``twistedq`` say where twistd's own options go.
+        """
+        for argv, hint in (
+            (["-p", "celeryd.pid"], "twistd --pidfile celeryd.pid twistedq"),
+            (["--pidfile", "w.pid"], "twistd --pidfile w.pid twistedq"),
+            (["-d"], "-n"),
+            (["--detach"], "-n"),
+            (["-f", "celeryd.log"], "twistd --logfile celeryd.log twistedq"),
+            (["--logfile", "w.log"], "twistd --logfile w.log twistedq"),
+        ):
+            error = self.assertRaises(usage.UsageError, self.parse, *argv)
+            self.assertIn(hint, str(error), argv)
+
+    def test_profile_that_looks_like_a_pid_file(self):
+        """
+        ``twistd -p twistedq.pid twistedq`` would write a profile where the
+        pid file was meant to be: refused, naming ``--pidfile``.
+        """
+        for name in ("twistedq.pid", "/run/celeryd.PID", "pidfile"):
+            error = self.assertRaises(
+                usage.UsageError, self.twistd, "-p", name, "--pidfile=", "twistedq"
+            )
+            self.assertIn("--pidfile", str(error))
+            self.assertIn("--profile", str(error))
+        options = self.twistd("-p", "daemon.prof", "--pidfile=", "twistedq")
+        self.assertEqual(options["profile"], "daemon.prof")
+
+    def test_profile_over_a_pid_file(self):
+        """
+        A profile file that holds a pid (an existing pid file) is refused.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("4242\n")
+        self.assertRaises(usage.UsageError, self.twistd, "--profile", path, "twistedq")
+
+    def test_logfile_that_is_a_level(self):
+        """
+        ``twistd -l INFO twistedq`` would log to a file named INFO: refused,
+        naming twistedq's ``--loglevel``.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.twistd, "-l", "info", "--pidfile=", "twistedq"
+        )
+        self.assertIn("twistedq --loglevel INFO", str(error))
+        self.assertEqual(self.twistd("-l", "t.log", "twistedq")["logfile"], "t.log")
+
+    def test_tap_file_with_twistedq(self):
+        """
+        twistd's ``-f`` reads a .tap file, which ``twistedq`` ignores: a
+        celeryd log file given there is refused rather than ignored.
+        """
+        error = self.assertRaises(usage.UsageError, self.twistd, "-f", "celeryd.log", "twistedq")
+        self.assertIn("--logfile celeryd.log", str(error))
+
+    def test_help(self):
+        """
+        ``twistd twistedq --help`` lists the celeryd spellings with where
+        they go, and ``--loglevel``.
+        """
+        text = tap.Options().getUsage()
+        for expected in ("--loglevel=", "-p, --pidfile=", "-d, --detach", "-f, --logfile="):
+            self.assertIn(expected, text)
