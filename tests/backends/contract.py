@@ -23,6 +23,7 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
 )
 from twistedq.message import new_task_id
 from twistedq.outcome import (
@@ -32,6 +33,28 @@ from twistedq.outcome import (
     retry_document,
     success_document,
 )
+
+#: Text a store must keep: a NUL, lone surrogates (high and low), a
+#: character outside the Basic Multilingual Plane (four bytes in UTF-8),
+#: one of two bytes and a control character.
+ODD_TEXT = "nul\x00 high\ud800 low\udfff astral\U0001f600 \xe9 bell\x07"
+
+#: A taskset id no column or key takes as it is: odd text, and long.
+ODD_TASKSET = "taskset " + ODD_TEXT + " " + "s" * 300
+
+
+def odd_documents(ok: str, bad: str, name: str = "task " + ODD_TEXT + "n" * 300) -> list[bytes]:
+    """
+    A success and a failure of a task named ``name`` (odd, and longer
+    than any name column) holding :py:data:`ODD_TEXT` in the value, the
+    exception's message and the traceback.
+    """
+    return [
+        success_document(ok, name, {ODD_TEXT: [ODD_TEXT]}),
+        failure_document(
+            bad, name, ValueError(ODD_TEXT), traceback=f"Traceback\nValueError: {ODD_TEXT}"
+        ),
+    ]
 
 
 class BackendContract:
@@ -164,19 +187,111 @@ class BackendContract:
 
     async def test_large_outcome(self: Any) -> None:
         """
-        A 2 MiB outcome is stored whole where the store allows it, and
-        otherwise becomes a clear ResultTooLarge failure, never a crash.
+        A 2 MiB outcome is stored whole where the store allows it, and is
+        otherwise refused for good (StoreRefused), never a crash nor an
+        outage.
         """
         backend = await self.backend()
         task_id = new_task_id()
         document = success_document(task_id, "t", "x" * (2 * 1024 * 1024))
-        await backend.store_results([OutcomeRecord(task_id, document)])
-        stored = Outcome.from_bytes(task_id, await backend.get_result(task_id))
         if self.large_items:
+            await backend.store_results([OutcomeRecord(task_id, document)])
+            stored = Outcome.from_bytes(task_id, await backend.get_result(task_id))
             self.assertEqual(len(stored.result), 2 * 1024 * 1024)
         else:
-            self.assertEqual(stored.status, "FAILURE")
-            self.assertEqual(stored.exc["type"], "ResultTooLarge")
+            refused = backend.store_results([OutcomeRecord(task_id, document)])
+            self.assertEqual((await self.assertFailure(refused, StoreRefused)).task_id, task_id)
+            self.assertIsNone(await backend.get_result(task_id))
+
+    async def test_odd_text_round_trip(self: Any) -> None:
+        """
+        Outcomes holding a NUL, lone surrogates and four-byte characters in
+        the value, the exception, the traceback, a long task name and a
+        long taskset id are stored and read back byte for byte, decode to
+        the same text and count in their taskset; so does a pending record.
+        """
+        backend = await self.backend()
+        ok, bad, sent = new_task_id(), new_task_id(), new_task_id()
+        ok_doc, bad_doc = odd_documents(ok, bad)
+        sent_doc = pending_document(sent, "task " + ODD_TEXT)
+        await backend.create_taskset(ODD_TASKSET, 3)
+        await backend.store_results(
+            [OutcomeRecord(ok, ok_doc, ODD_TASKSET), OutcomeRecord(bad, bad_doc, ODD_TASKSET, True)]
+        )
+        await backend.mark_sent([(sent, sent_doc)])
+        self.assertEqual(await backend.get_results([ok, bad, sent]), [ok_doc, bad_doc, sent_doc])
+        self.assertEqual(
+            Outcome.from_bytes(ok, await backend.get_result(ok)).result, {ODD_TEXT: [ODD_TEXT]}
+        )
+        failure = Outcome.from_bytes(bad, await backend.get_result(bad))
+        self.assertEqual(failure.exc["message"], ODD_TEXT)
+        self.assertTrue(failure.traceback.endswith(ODD_TEXT))
+        self.assertEqual(tuple(await backend.get_taskset(ODD_TASKSET)), (3, 2, 1))
+        self.assertIsNone(await backend.get_taskset(ODD_TASKSET[:-1]))
+
+    async def test_documents_as_bytes(self: Any) -> None:
+        """
+        A document in raw UTF-8 (not escaped to ASCII, as twistedq's
+        encoder does) is kept byte for byte; one that is not UTF-8 JSON is
+        kept whole or refused for good (StoreRefused naming the task), never
+        failed as an outage, and the store goes on serving.
+        """
+        backend = await self.backend()
+        raw, bad = new_task_id(), new_task_id()
+        raw_doc = json.dumps(
+            {"id": raw, "task": "t", "status": "SUCCESS", "result": "astral \U0001f600 \xe9"},
+            ensure_ascii=False,
+        ).encode("utf-8")
+        await backend.store_results([OutcomeRecord(raw, raw_doc)])
+        self.assertEqual(await backend.get_result(raw), raw_doc)
+        for junk in (b"\xff\xfe not UTF-8", b"not JSON"):
+            try:
+                await backend.store_results([OutcomeRecord(bad, junk)])
+            except StoreRefused as refused:
+                self.assertEqual(refused.task_id, bad)
+                self.assertIsNone(await backend.get_result(bad))
+            else:
+                self.assertEqual(await backend.get_result(bad), junk)
+        self.assertEqual(await backend.get_result(raw), raw_doc)
+
+    async def limited(self: Any, most: int) -> Any:
+        """
+        A backend that takes documents of at most ``most`` bytes.
+        """
+        backend = await self.backend()
+        backend.max_document_size = most
+        return backend
+
+    async def test_too_large_refused(self: Any) -> None:
+        """
+        An outcome larger than the store takes is refused for good, before
+        it is sent: StoreRefused names the task, its size and the limit,
+        nothing of its batch is written nor counted, and the requests in
+        flight beside it, and those after it, are answered.
+        """
+        backend = await self.limited(64 * 1024)
+        small, big, after, taskset = (new_task_id() for _ in range(4))
+        small_doc = success_document(small, "t", "s")
+        big_doc = success_document(big, "t", "x" * (64 * 1024))
+        after_doc = success_document(after, "t", "a")
+        await backend.create_taskset(taskset, 2)
+        before = backend.get_taskset(taskset)
+        refused = backend.store_results(
+            [OutcomeRecord(small, small_doc, taskset), OutcomeRecord(big, big_doc, taskset)]
+        )
+        beside = backend.store_results([OutcomeRecord(after, after_doc)])
+        error = await self.assertFailure(refused, StoreRefused)
+        self.assertEqual(error.task_id, big)
+        for part in (big, str(len(big_doc)), str(64 * 1024)):
+            self.assertIn(part, str(error))
+        self.assertEqual(tuple(await before), (2, 0, 0))
+        await beside
+        self.assertEqual(await backend.get_results([small, big, after]), [None, None, after_doc])
+        self.assertEqual(tuple(await backend.get_taskset(taskset)), (2, 0, 0))
+        await self.assertFailure(backend.mark_sent([(big, big_doc)]), StoreRefused)
+        await backend.store_results([OutcomeRecord(big, small_doc, taskset, True)])
+        self.assertEqual(await backend.get_result(big), small_doc)
+        self.assertEqual(tuple(await backend.get_taskset(taskset)), (2, 1, 1))
 
     async def test_hundred_thousand_expire(self: Any) -> None:
         """
@@ -490,3 +605,45 @@ class ClaimStoreContract:
         self.assertEqual(taken[0], 1)
         self.assertIn(taken[1], (None, pending))
         self.assertEqual(await backend.take_leases([done], 30), [(1, document)])
+
+    async def test_odd_text_committed(self: Any) -> None:
+        """
+        Outcomes holding odd text, in a taskset of an odd id, commit with
+        their tokens and are read back byte for byte and counted.
+        """
+        backend = await self.backend()
+        ok, bad = new_task_id(), new_task_id()
+        documents = odd_documents(ok, bad)
+        taskset = ODD_TASKSET + new_task_id()
+        await backend.create_taskset(taskset, 2)
+        claims = await backend.claim_tasks([ok, bad], 30)
+        records = [
+            OutcomeRecord(ok, documents[0], taskset),
+            OutcomeRecord(bad, documents[1], taskset, True),
+        ]
+        committed = await backend.commit_outcomes(records, [claim.token for claim in claims])
+        self.assertEqual(committed, [True, True])
+        self.assertEqual(await backend.get_results([ok, bad]), documents)
+        self.assertEqual(tuple(await backend.get_taskset(taskset)), (2, 2, 1))
+
+    async def test_too_large_commit_refused(self: Any) -> None:
+        """
+        A commit of an outcome larger than the store takes is refused for
+        good, before it is sent (StoreRefused naming the task); the claim
+        stays the task's, so the short failure put in its place commits
+        with the same token.
+        """
+        backend = await self.limited(64 * 1024)
+        task, other = new_task_id(), new_task_id()
+        claims = await backend.claim_tasks([task, other], 30)
+        big = OutcomeRecord(task, success_document(task, "t", "x" * (64 * 1024)))
+        fine = OutcomeRecord(other, success_document(other, "t", 1))
+        tokens = [claim.token for claim in claims]
+        error = await self.assertFailure(backend.commit_outcomes([fine, big], tokens), StoreRefused)
+        self.assertEqual(error.task_id, task)
+        self.assertEqual(await backend.get_results([task, other]), [None, None])
+        (held,) = await backend.claim_tasks([task], 30)
+        self.assertEqual(held.state, ClaimState.HELD)
+        short = OutcomeRecord(task, failure_document(task, "t", ValueError("too large"), ""))
+        self.assertEqual(await backend.commit_outcomes([fine, short], tokens), [True, True])
+        self.assertEqual(await backend.get_results([task, other]), [short.document, fine.document])

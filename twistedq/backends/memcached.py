@@ -5,13 +5,19 @@ Results in memcached, through Twisted's own memcache protocol:
 Limits, stated: memcached evicts under memory pressure, so an outcome can
 vanish before it expires, and taskset progress (a counter per taskset,
 raised once per subtask thanks to an ``add`` guard key) is best-effort.  An
-outcome larger than one item (``max_item_size``, 1 MiB less 512 bytes by default) is
-stored as a ``ResultTooLarge`` failure instead, never dropped silently.
+outcome larger than one item (the server's ``item_size_max``, 1 MiB by
+default, less 512 bytes for the key) is refused with
+:py:class:`~twistedq.backends.base.StoreRefused` before it is sent, and so
+is one the server refuses as too large itself; values are bytes, kept as
+they are.  A taskset id that cannot be part of a key (a space, a control
+or non-ASCII character, over 100 characters) is replaced in keys by a
+digest of it.
 
 Only ``set``, ``get`` (and multi-get), ``add``, ``delete`` and ``incr`` are
-used, plus ``version`` when connecting: all within Tokyo Tyrant's memcached
-interface (untested here; Tyrant ignores expiry times, so nothing expires
-there).
+used, plus ``version`` and ``stats settings`` when connecting: all within
+Tokyo Tyrant's memcached interface but the last, without which the default
+item size is assumed (untested here; Tyrant ignores expiry times, so
+nothing expires there).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -28,7 +35,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.protocols.memcache import MemCacheProtocol
+from twisted.protocols.memcache import MemCacheProtocol, ServerError
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -43,16 +50,24 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
     TasksetState,
     gather,
 )
 from twistedq.backends.claims import FencedClaims, holds_any, parked_from_value, parked_value
-from twistedq.outcome import failure_document
+from twistedq.backends.limits import MiB, check_sizes, fitted_id
 
-__all__ = ["MemcachedBackend", "ResultTooLarge"]
+__all__ = ["DEFAULT_MAX_ITEM", "MemcachedBackend"]
 
-#: memcached's default largest item, less room for the key and flags.
-DEFAULT_MAX_ITEM = 1024 * 1024 - 512
+#: Room in an item for its key, flags and expiry.
+_ITEM_ROOM = 512
+
+#: memcached's default largest item (``-I``, ``item_size_max``), less room
+#: for the key.
+DEFAULT_MAX_ITEM = MiB - _ITEM_ROOM
+
+#: A taskset id that can be part of a key as it is.
+_KEY_TEXT = re.compile(r"[!-~]+")
 
 
 class _MemcacheClient(MemCacheProtocol):
@@ -77,12 +92,6 @@ def _client_of(protocol: IProtocol) -> _MemcacheClient:
     that forwards every attribute to it.
     """
     return cast(_MemcacheClient, protocol)
-
-
-class ResultTooLarge(Exception):
-    """
-    A task's outcome was larger than the store's largest item.
-    """
 
 
 async def _increment(client: MemCacheProtocol, key: bytes, expiry: int) -> int:
@@ -120,22 +129,15 @@ async def _compare_and_set(
     raise RuntimeError(f"could not change {key!r}: too many concurrent changes")
 
 
-def _too_large(record: OutcomeRecord, url: str, most: int) -> bytes:
-    """
-    The failure stored in place of an outcome larger than ``most`` bytes.
-    """
-    message = (
-        f"the outcome of {len(record.document)} bytes is larger than "
-        f"{url}'s largest item ({most} bytes)"
-    )
-    return failure_document(record.task_id, "", ResultTooLarge(message), traceback="")
-
-
 @implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
 class MemcachedBackend(FencedClaims):
     """
     A result backend on a memcached server (or anything speaking its text
     protocol's basic commands).
+
+    :ivar max_document_size: the largest document it sends, in bytes: the
+        server's ``item_size_max`` less 512 bytes once connected (1 MiB less
+        512 where the server does not tell it), unless given.
     """
 
     def __init__(
@@ -145,14 +147,15 @@ class MemcachedBackend(FencedClaims):
         port: int = 11211,
         ttl: int = DEFAULT_RESULT_TTL,
         prefix: str = "twistedq:",
-        max_item_size: int = DEFAULT_MAX_ITEM,
+        max_document_size: int | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.reactor = reactor
         self.url = f"memcached://{host}:{port}"
         self.ttl = ttl
         self.prefix = prefix
-        self.max_item_size = max_item_size
+        self._max_given = max_document_size
+        self.max_document_size = max_document_size or DEFAULT_MAX_ITEM
         self.timeout = timeout
         self._protocol: _MemcacheClient | None = None
         self._service = ClientService(
@@ -199,7 +202,20 @@ class MemcachedBackend(FencedClaims):
 
     def connect(self) -> defer.Deferred[None]:
         self._service.startService()
-        return self._do(lambda client: client.version()).addCallback(lambda _: None)
+        return self._do(self._read_limit)
+
+    async def _read_limit(self, client: MemCacheProtocol) -> None:
+        await client.version()
+        if self._max_given is not None:
+            return
+        try:
+            settings = await client.stats(b"settings")
+            self.max_document_size = int(settings[b"item_size_max"]) - _ITEM_ROOM
+        except Exception:  # no such stats (Tokyo Tyrant): the default is assumed
+            pass
+
+    def _taskset(self, taskset_id: str) -> str:
+        return fitted_id(taskset_id, 100, _KEY_TEXT)
 
     def close(self) -> defer.Deferred[None]:
         self._protocol = None
@@ -211,20 +227,40 @@ class MemcachedBackend(FencedClaims):
         return self._do(lambda client: self._store_on(client, records))
 
     async def _store_on(self, client: MemCacheProtocol, records: Sequence[OutcomeRecord]) -> None:
+        check_sizes(
+            ((record.task_id, record.document) for record in records),
+            self.max_document_size,
+            self.url,
+        )
         ttl = self.ttl
         writes = []
         for record in records:
-            document, failed = record.document, record.failed
-            if len(document) > self.max_item_size:
-                document, failed = _too_large(record, self.url, self.max_item_size), True
-            writes.append(client.set(self._key("result", record.task_id), document, expireTime=ttl))
+            key = self._key("result", record.task_id)
+            writes.append(self._refused(client.set(key, record.document, expireTime=ttl), record))
             if record.taskset is not None:
                 writes.append(
                     defer.Deferred.fromCoroutine(
-                        self._count(client, record.taskset, record.task_id, failed)
+                        self._count(client, record.taskset, record.task_id, record.failed)
                     )
                 )
         await gather(writes)
+
+    def _refused(self, d: defer.Deferred[Any], record: OutcomeRecord) -> defer.Deferred[Any]:
+        """
+        Make memcached's refusal of the value for its size a StoreRefused.
+        """
+
+        def refused(failure: Failure) -> None:
+            failure.trap(ServerError)
+            if b"too large" not in str(failure.value).encode():
+                failure.raiseException()
+            raise StoreRefused(
+                f"{self.url} refused the outcome of task {record.task_id}"
+                f" ({len(record.document)} bytes): {failure.value}",
+                record.task_id,
+            )
+
+        return d.addErrback(refused)
 
     async def _count(
         self, client: MemCacheProtocol, taskset: str, task_id: str, failed: bool
@@ -233,6 +269,7 @@ class MemcachedBackend(FencedClaims):
         Count a finished subtask once: only the first ``add`` of its guard
         key raises the counters.
         """
+        taskset = self._taskset(taskset)
         first = await client.add(self._key("member", taskset, task_id), b"1", expireTime=self.ttl)
         if not first:
             return
@@ -241,6 +278,7 @@ class MemcachedBackend(FencedClaims):
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         async def mark(client: MemCacheProtocol) -> None:
+            check_sizes(records, self.max_document_size, self.url)
             await gather(
                 [
                     client.add(self._key("result", task_id), document, expireTime=self.ttl)
@@ -278,14 +316,17 @@ class MemcachedBackend(FencedClaims):
     def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
         async def create(client: MemCacheProtocol) -> None:
             await client.set(
-                self._key("taskset", taskset_id, "total"), b"%d" % total, expireTime=self.ttl
+                self._key("taskset", self._taskset(taskset_id), "total"),
+                b"%d" % total,
+                expireTime=self.ttl,
             )
 
         return self._do(create)
 
     def get_taskset(self, taskset_id: str) -> defer.Deferred[TasksetState | None]:
         async def read(client: MemCacheProtocol) -> TasksetState | None:
-            keys = [self._key("taskset", taskset_id, name) for name in ("total", "done", "failed")]
+            taskset = self._taskset(taskset_id)
+            keys = [self._key("taskset", taskset, name) for name in ("total", "done", "failed")]
             found = await client.getMultiple(keys)
             total, done, failed = (found.get(key, (0, None))[1] for key in keys)
             if total is None:

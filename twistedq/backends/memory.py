@@ -43,6 +43,7 @@ from twistedq.backends.base import (
     TasksetState,
 )
 from twistedq.backends.claims import FencedClaims, holds_any
+from twistedq.backends.limits import check_sizes
 
 __all__ = ["Call", "HeldCall", "MemoryBackend", "Write"]
 
@@ -148,6 +149,10 @@ class MemoryBackend(FencedClaims):
 
     :param clock: times expiry and leases (the global reactor if not given).
     :param ttl: seconds an outcome, a pending record or a taskset is kept.
+    :ivar max_document_size: the largest document it takes, in bytes;
+        None (the default) for no limit.  A larger one is refused with
+        :py:class:`~twistedq.backends.base.StoreRefused`, as the other
+        stores refuse a document over their limit.
     :ivar calls: every call made to the store but :py:meth:`close`, in the
         order made, whether answered at once, held or failed.
     :ivar writes: every outcome written, in the order written.
@@ -161,6 +166,7 @@ class MemoryBackend(FencedClaims):
         self.clock = clock
         self.url = "memory://"
         self.ttl = ttl
+        self.max_document_size: int | None = None
         self._results: _Lapsing[bytes] = _Lapsing(clock)
         self._tasksets: _Lapsing[int] = _Lapsing(clock)
         self._members: _Lapsing[dict[str, bool]] = _Lapsing(clock)  # id: failed
@@ -306,6 +312,11 @@ class MemoryBackend(FencedClaims):
         """
         Raise StoreRefused if a record of the batch is refused.
         """
+        check_sizes(
+            ((record.task_id, record.document) for record in records),
+            self.max_document_size,
+            self.url,
+        )
         for record in records:
             if record.task_id in self._refused:
                 document, reason = self._refused[record.task_id]
@@ -328,6 +339,7 @@ class MemoryBackend(FencedClaims):
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         def mark() -> None:
+            check_sizes(records, self.max_document_size, self.url)
             for task_id, document in records:
                 if self._results.get(task_id) is None:
                     self._results.put(task_id, document, self.ttl)

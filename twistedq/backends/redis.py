@@ -4,12 +4,20 @@ Results in Redis, through txredisapi.
 Each outcome is one string key, ``<prefix><task id>``, written with ``SET ...
 EX ttl`` so Redis expires it by itself.  Writes of one batch go out in one
 reactor turn on one connection, so they travel pipelined.
+
+Redis takes any bytes in a value or a key (keys with a taskset id are
+encoded from its text losslessly, lone surrogates included), but no value
+larger than its ``proto-max-bulk-len`` (512 MiB by default), read from the
+server when connecting: a larger document is refused with
+:py:class:`~twistedq.backends.base.StoreRefused` before it is sent, since
+Redis would answer a protocol error and close the connection, failing or
+confusing every other request in flight on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import txredisapi
@@ -28,12 +36,22 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
     TasksetState,
     gather,
 )
 from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
+from twistedq.backends.limits import MiB, check_sizes
 
-__all__ = ["RedisBackend"]
+__all__ = ["DEFAULT_MAX_BULK", "RedisBackend"]
+
+T = TypeVar("T")
+
+#: Redis's largest value unless configured otherwise (``proto-max-bulk-len``).
+DEFAULT_MAX_BULK = 512 * MiB
+
+#: Words of Redis's answers that refuse a value for its size.
+_SIZE_REFUSALS = (b"invalid bulk length", b"exceeds maximum allowed size")
 
 
 _CLAIM_SLOT = """
@@ -182,6 +200,10 @@ return out
 class RedisBackend(FencedClaims):
     """
     A result backend on a Redis server.
+
+    :ivar max_document_size: the largest document it sends, in bytes: the
+        server's ``proto-max-bulk-len`` once connected (512 MiB where the
+        server does not tell it), unless given.
     """
 
     def __init__(
@@ -195,6 +217,7 @@ class RedisBackend(FencedClaims):
         pool_size: int = 1,
         timeout: float = 10.0,
         clock: Any = None,
+        max_document_size: int | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -210,6 +233,8 @@ class RedisBackend(FencedClaims):
         self._redis: Any = None
         self._subscriber: _DoneSubscriberFactory | None = None
         self._waiters: dict[str, list[defer.Deferred[None]]] = {}
+        self._max_given = max_document_size
+        self.max_document_size = max_document_size or DEFAULT_MAX_BULK
 
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> RedisBackend:
@@ -237,13 +262,48 @@ class RedisBackend(FencedClaims):
             connectTimeout=10,
             replyTimeout=30,
         )
-        return self._redis._connected.addCallback(lambda _: None)
+        return defer.Deferred.fromCoroutine(self._connected())
 
-    def _taskset_keys(self, taskset_id: str) -> tuple[str, str, str]:
-        base = f"{self.prefix}taskset:{taskset_id}"
-        return base, base + ":done", base + ":failed"
+    async def _connected(self) -> None:
+        await self._redis._connected
+        if self._max_given is not None:
+            return
+        try:
+            _, value = await self._redis.execute_command("CONFIG", "GET", "proto-max-bulk-len")
+            self.max_document_size = int(value)
+        except (txredisapi.ResponseError, ValueError, TypeError):
+            pass  # CONFIG renamed or not allowed: Redis's default is assumed
+
+    def _taskset_keys(self, taskset_id: str) -> tuple[bytes, bytes, bytes]:
+        # Keys are bytes: any text maps to its own key, lone surrogates too.
+        base = f"{self.prefix}taskset:{taskset_id}".encode("utf-8", "surrogatepass")
+        return base, base + b":done", base + b":failed"
+
+    def _check(self, documents: Sequence[tuple[str, bytes]]) -> None:
+        check_sizes(documents, self.max_document_size, self.url)
+
+    def _refused(self, d: defer.Deferred[T], task_ids: Sequence[str]) -> defer.Deferred[T]:
+        """
+        Make Redis's own refusal of a value for its size (a limit lowered
+        since connecting) a StoreRefused, naming the task where the write
+        was one task's.
+        """
+
+        def refused(failure: Failure) -> Failure:
+            failure.trap(txredisapi.ResponseError)
+            text = str(failure.value).encode("utf-8", "replace")
+            if any(words in text for words in _SIZE_REFUSALS):
+                task_id = task_ids[0] if len(task_ids) == 1 else None
+                raise StoreRefused(f"{self.url} refused a value: {failure.value}", task_id)
+            return failure
+
+        return d.addErrback(refused)
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+        try:
+            self._check([(record.task_id, record.document) for record in records])
+        except StoreRefused:
+            return defer.fail()
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
         writes = []
         for record in records:
@@ -259,7 +319,7 @@ class RedisBackend(FencedClaims):
             writes.append(
                 redis.publish(self.channel, ",".join(record.task_id for record in records))
             )
-        return self._timed(_all(writes))
+        return self._timed(self._refused(_all(writes), [record.task_id for record in records]))
 
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         """
@@ -323,15 +383,18 @@ class RedisBackend(FencedClaims):
                 d.callback(None)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        try:
+            self._check(records)
+        except StoreRefused:
+            return defer.fail()
         redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        return self._timed(
-            _all(
-                [
-                    redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
-                    for task_id, document in records
-                ]
-            )
+        written = _all(
+            [
+                redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
+                for task_id, document in records
+            ]
         )
+        return self._timed(self._refused(written, [task_id for task_id, _ in records]))
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         if not task_ids:
@@ -401,16 +464,21 @@ class RedisBackend(FencedClaims):
     def commit_fenced(
         self, records: Sequence[OutcomeRecord], tokens: Sequence[int]
     ) -> defer.Deferred[list[bool]]:
+        try:
+            self._check([(record.task_id, record.document) for record in records])
+        except StoreRefused:
+            return defer.fail()
         keys: list[str] = []
         arguments: list[Any] = [self.ttl, self.channel, self._parked_key]
         for record, token in zip(records, tokens, strict=True):
             keys.extend(self._claim_keys(record.task_id))
-            done = failed = ""
+            done = failed = b""
             if record.taskset is not None:
                 _, done, failed = self._taskset_keys(record.taskset)
-                failed = failed if record.failed else ""
+                failed = failed if record.failed else b""
             arguments.extend([str(token), record.document, record.task_id, done, failed])
         committed = self._redis.eval(_COMMIT_FENCED, keys, arguments)
+        committed = self._refused(committed, [record.task_id for record in records])
         return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
 
     @property

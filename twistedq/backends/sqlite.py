@@ -5,11 +5,20 @@ The database is reached through :py:obj:`twisted.enterprise.adbapi` on one threa
 (SQLite has one writer at a time), in WAL mode so readers in other processes
 do not block the daemon's writes.  A batch of outcomes is one transaction.
 Expired rows are removed by :py:obj:`SQLiteBackend.delete_expired`.
+
+Documents are stored as BLOBs, byte for byte.  The largest is SQLite's
+length limit (``SQLITE_LIMIT_LENGTH``, 1,000,000,000 bytes unless built
+otherwise) less 512 bytes for the rest of the row, read when connecting: a
+larger document is refused with
+:py:class:`~twistedq.backends.base.StoreRefused` before it is written, as
+is one SQLite finds too big itself.  A taskset id holding a lone surrogate
+(which SQLite's text cannot hold) is stored as a digest of it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistedq.backends.base import (
@@ -30,13 +40,24 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
     TasksetState,
 )
 from twistedq.backends.claims import FencedClaims, holds_any
+from twistedq.backends.limits import check_sizes, fitted_id
 
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
 DEFAULT_PATH = "twistedq-results.sqlite3"
+
+#: SQLite's number of its length limit (``sqlite3.SQLITE_LIMIT_LENGTH``).
+_LIMIT_LENGTH = 0
+
+#: Room in a row for what is not the document.
+_ROW_ROOM = 512
+
+#: A taskset id SQLite's text holds as it is: no lone surrogate.
+_SQLITE_TEXT = re.compile(r"[^\ud800-\udfff]*")
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS twistedq_result (
@@ -105,12 +126,23 @@ def _live_document(cursor: sqlite3.Cursor, task_id: str, now: float) -> bytes | 
 class SQLiteBackend(FencedClaims):
     """
     A result backend in one SQLite file.
+
+    :ivar max_document_size: the largest document it writes, in bytes:
+        SQLite's length limit less 512 once connected, unless given.
     """
 
-    def __init__(self, path: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> None:
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        ttl: int = DEFAULT_RESULT_TTL,
+        max_document_size: int | None = None,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.url = f"sqlite:///{self.path}"
         self.ttl = ttl
+        self._max_given = max_document_size
+        self.max_document_size = max_document_size or 1_000_000_000 - _ROW_ROOM
         self._reactor = reactor
         self._pool: adbapi.ConnectionPool | None = None
 
@@ -134,7 +166,36 @@ class SQLiteBackend(FencedClaims):
             cp_openfun=_open,
             cp_reactor=self._reactor,
         )
-        return self._pool.runInteraction(lambda cursor: None)
+        return self._pool.runInteraction(self._read_limit)
+
+    def _read_limit(self, cursor: sqlite3.Cursor) -> None:
+        # Connection.getlimit is Python 3.11's; before, the default is assumed.
+        getlimit = getattr(cursor.connection, "getlimit", None)
+        if self._max_given is None and getlimit is not None:
+            self.max_document_size = getlimit(_LIMIT_LENGTH) - _ROW_ROOM
+
+    def _written(
+        self, records: Sequence[tuple[str, bytes]], write: Any, *args: Any
+    ) -> defer.Deferred[Any]:
+        """
+        Run the interaction ``write`` of these documents, unless one is over
+        the limit; SQLite's own refusal of a value as too big is a
+        StoreRefused too.
+        """
+        try:
+            check_sizes(records, self.max_document_size, self.url)
+        except StoreRefused:
+            return defer.fail()
+
+        def refused(failure: Failure) -> None:
+            failure.trap(sqlite3.DataError)
+            task_id = records[0][0] if len(records) == 1 else None
+            raise StoreRefused(f"{self.url} refused a value: {failure.value}", task_id)
+
+        return self._require_pool().runInteraction(write, *args).addErrback(refused)
+
+    def _taskset(self, taskset_id: str) -> str:
+        return fitted_id(taskset_id, len(taskset_id) + 65, _SQLITE_TEXT)
 
     def _require_pool(self) -> adbapi.ConnectionPool:
         if self._pool is None:
@@ -142,13 +203,15 @@ class SQLiteBackend(FencedClaims):
         return self._pool
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
-        pool = self._require_pool()
-        return pool.runInteraction(self._write_outcomes, list(records))
+        documents = [(record.task_id, record.document) for record in records]
+        return self._written(documents, self._write_outcomes, list(records))
 
     def _write_outcomes(self, cursor: sqlite3.Cursor, records: list[OutcomeRecord]) -> None:
         expires_at = time.time() + self.ttl
         rows = [(r.task_id, r.document, expires_at) for r in records]
-        members = [(r.taskset, r.task_id, int(r.failed)) for r in records if r.taskset]
+        members = [
+            (self._taskset(r.taskset), r.task_id, int(r.failed)) for r in records if r.taskset
+        ]
         cursor.executemany("INSERT OR REPLACE INTO twistedq_result VALUES (?, ?, ?)", rows)
         if members:
             cursor.executemany(
@@ -228,17 +291,16 @@ class SQLiteBackend(FencedClaims):
             )
             return committed
 
-        return self._require_pool().runInteraction(commit)
+        return self._written([(r.task_id, r.document) for r in records], commit)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
-        pool = self._require_pool()
         expires_at = time.time() + self.ttl
         rows = [(task_id, document, expires_at) for task_id, document in records]
 
         def write(cursor: sqlite3.Cursor) -> None:
             cursor.executemany("INSERT OR IGNORE INTO twistedq_result VALUES (?, ?, ?)", rows)
 
-        return pool.runInteraction(write)
+        return self._written(records, write)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         pool = self._require_pool()
@@ -251,7 +313,7 @@ class SQLiteBackend(FencedClaims):
 
     def create_taskset(self, taskset_id: str, total: int) -> defer.Deferred[None]:
         pool = self._require_pool()
-        row = (taskset_id, total, time.time() + self.ttl)
+        row = (self._taskset(taskset_id), total, time.time() + self.ttl)
 
         def write(cursor: sqlite3.Cursor) -> None:
             cursor.execute("INSERT OR REPLACE INTO twistedq_taskset VALUES (?, ?, ?)", row)
@@ -269,7 +331,7 @@ class SQLiteBackend(FencedClaims):
                 " (SELECT COUNT(*) FROM twistedq_taskset_member m"
                 "  WHERE m.taskset_id = t.taskset_id AND m.failed)"
                 " FROM twistedq_taskset t WHERE taskset_id = ? AND expires_at > ?",
-                (taskset_id, time.time()),
+                (self._taskset(taskset_id), time.time()),
             )
             row = cursor.fetchone()
             return None if row is None else TasksetState(*row)
