@@ -477,6 +477,33 @@ class DrainTests(DispatcherTestCase):
         stored.answer()
         self.assertIsNone(self.successResultOf(drained))
         self.assertEqual([d.settled for d in deliveries], [["ack"]] * 6)
+        self.assertEqual(
+            self.dispatcher.drain_summary(),
+            "6 tasks settled while draining (stored, then acknowledged); "
+            "2 not started went back to the queue",
+        )
+
+    def test_drain_summary_store_down(self):
+        """
+        When the store fails while draining, the summary says that the
+        outcomes were not stored and their messages went back.
+        """
+        deliveries = self.deliver(2)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        drained = self.dispatcher.drain()
+        self.pool.finish(0)
+        [(_, stored)] = held_writes(self.store)
+        stored.fail(ConnectionError("down"))
+        self.flushLoggedErrors(ConnectionError)
+        self.successResultOf(drained)
+        self.assertEqual([d.settled for d in deliveries], [[("reject", True)]] * 2)
+        self.assertEqual(
+            self.dispatcher.drain_summary(),
+            "0 tasks settled while draining (stored, then acknowledged); "
+            "0 not started went back to the queue; 2 ran but their outcomes could not "
+            "be stored: their messages went back to the queue",
+        )
 
     def test_drain_settles_failures(self):
         """

@@ -198,3 +198,63 @@ class LifecycleTests(SynchronousTestCase):
         self.assertTrue(job.early(59.0))
         self.assertFalse(job.early(60.0))
         self.assertTrue(job.expired(120.0))
+
+
+class StoreWatchTests(SynchronousTestCase):
+    """
+    The store's health is watched while no task arrives: an outage is
+    seen within seconds, and its end too.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = MemoryBackend(self.clock)
+        self.dispatcher = Dispatcher(FakePool(idle=1), self.store, self.clock)
+        self.health = self.dispatcher.health
+
+    def test_outage_seen_without_tasks(self):
+        self.health.watch(2.0)
+        self.assertTrue(self.dispatcher.store_available)
+        self.store.set_unavailable(ConnectionError("down"))
+        self.clock.advance(2.0)
+        self.assertFalse(self.dispatcher.store_available)
+        self.assertEqual(self.dispatcher.events.counts[EventKind.STORE_DOWN], 1)
+        self.store.set_available()
+        self.clock.pump([0.5] * 4)
+        self.assertTrue(self.dispatcher.store_available)
+
+    def test_down_at_start(self):
+        """
+        A store that does not answer when the daemon starts is unavailable
+        at once, not when the first task comes.
+        """
+        self.store.set_unavailable(ConnectionError("down"))
+        self.health.watch(2.0)
+        self.assertFalse(self.dispatcher.store_available)
+
+    def test_hung_store(self):
+        """
+        A read that takes longer than the period counts as a failure.
+        """
+        self.health.watch(2.0)
+        self.store.pause()
+        self.clock.advance(2.0)
+        self.assertTrue(self.dispatcher.store_available)
+        self.clock.advance(2.0)
+        self.assertFalse(self.dispatcher.store_available)
+
+    def test_quiet_while_busy(self):
+        """
+        No health read while other calls answer within the period.
+        """
+        self.health.watch(2.0)
+        reads = len(self.store.calls)
+        for _ in range(5):
+            self.clock.advance(1.0)
+            self.health.answered()
+        self.assertEqual(len(self.store.calls), reads)
+
+    def test_drain_stops_watching(self):
+        self.health.watch(2.0)
+        self.dispatcher.drain()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -138,6 +138,8 @@ class Dispatcher:
             self.events, flight, reactor_runner,
             config.max_batch, config.time_limit, config.max_attempts,
         )  # fmt: skip
+        self._settled_before_drain = 0
+        self.returned_on_drain = 0
         self.intake = Intake(
             backend, self.events, flight, self.gate.take, config.max_body_size, signing
         )
@@ -211,6 +213,36 @@ class Dispatcher:
             "given_back": count[EventKind.GIVEN_BACK],
         }
 
+    def _settled_count(self) -> int:
+        count = self.events.counts
+        settled = (
+            EventKind.SUCCEEDED,
+            EventKind.FAILED,
+            EventKind.REVOKED,
+            EventKind.RETRIED,
+            EventKind.DEAD_LETTERED,
+            EventKind.DUPLICATE,
+        )
+        return sum(count[kind] for kind in settled)
+
+    def drain_summary(self) -> str:
+        """
+        What the drain did, in a sentence, once it has fired: how many
+        tasks were stored and settled meanwhile, how many went back to the
+        queue unstarted, and how many outcomes could not be stored (their
+        messages went back to the queue too).
+        """
+        finished = self._settled_count() - self._settled_before_drain
+        parts = [f"{finished} tasks settled while draining (stored, then acknowledged)"]
+        parts.append(f"{self.returned_on_drain} not started went back to the queue")
+        unstored = self.settlement.returned_unstored
+        if unstored:
+            parts.append(
+                f"{unstored} ran but their outcomes could not be stored: their messages "
+                "went back to the queue"
+            )
+        return "; ".join(parts)
+
     def drain(self) -> defer.Deferred[None]:
         """
         Fire when every batch handed out so far is stored and settled.
@@ -218,10 +250,14 @@ class Dispatcher:
         claims released so that another daemon runs them at once.
         """
         self.in_flight.stopping = True
+        self._settled_before_drain = self._settled_count()
         self.health.stop_probing()
+        self.health.stop_watching()
         self.overdue.stop()
+        self.returned_on_drain = len(self.gate.holding())
         self.gate.give_back_all()  # copies held here own no claim
         returned = self.feeder.give_back_all() + self.timing.give_back_all()
+        self.returned_on_drain += len(returned)
         self.leases.release([job for job in returned if job.token is not None])
         renewal = self.leases.renewal
         if renewal.running and not len(self.leases):

@@ -1,7 +1,9 @@
 """
 Store health: while the result store fails, no new task starts (its
 outcome could not be stored); a read of a key nobody writes, with a
-doubling pause, tells when it is back.
+doubling pause, tells when it is back.  While the daemon runs, the same
+read every :py:data:`WATCH_PERIOD` seconds in which the store was not
+otherwise heard from finds an outage even when no task arrives.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -20,10 +22,14 @@ from twistedq.daemon.backoff import FIRST_PAUSE, persist
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
 
-__all__ = ["STORE_PROBE_ID", "StoreHealth"]
+__all__ = ["STORE_PROBE_ID", "WATCH_PERIOD", "StoreHealth"]
 
 #: The key read to learn whether an unavailable store is back (no task has it).
 STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+
+#: How often an idle daemon reads the store to learn whether it answers;
+#: a read that takes longer counts as a failure.
+WATCH_PERIOD = 2.0
 
 log = Logger()
 
@@ -51,6 +57,48 @@ class StoreHealth:
         self.on_back = on_back
         self.down_since: float | None = None
         self._probe: defer.Deferred[Any] | None = None
+        self._heard_at = float("-inf")
+        self._watch = LoopingCall(self._look)
+        self._watch.clock = clock
+        self._period = WATCH_PERIOD
+        self._looking = False
+
+    def watch(self, period: float = WATCH_PERIOD) -> None:
+        """
+        From now on, read the store every ``period`` seconds in which
+        nothing was heard from it, at once first.
+        """
+        if not self._watch.running:
+            self._period = period
+            self._watch.start(period, now=True)
+
+    def stop_watching(self) -> None:
+        if self._watch.running:
+            self._watch.stop()
+
+    def _look(self) -> None:
+        period = self._period
+        if (
+            self.down_since is not None  # the probe is at it
+            or self._looking
+            or self.clock.seconds() - self._heard_at < period
+        ):
+            return
+        self._looking = True
+        d = defer.maybeDeferred(self.backend.get_result, STORE_PROBE_ID)
+        d.addTimeout(period, self.clock)
+
+        def unanswered(failure: Failure) -> None:
+            log.warn(
+                "The result store did not answer a health read: {why}",
+                why=failure.getErrorMessage() or repr(failure.value),
+            )
+            self.failed()
+
+        def done(_: Any) -> None:
+            self._looking = False
+
+        d.addCallbacks(lambda _: self.answered(), unanswered).addBoth(done)
 
     @property
     def available(self) -> bool:
@@ -83,6 +131,7 @@ class StoreHealth:
         """
         The store answered a read or a write.
         """
+        self._heard_at = self.clock.seconds()
         if self.down_since is None:
             return
         log.info(

@@ -45,6 +45,11 @@ class ConsumerService(Service):
         self.clock = clock
         self.cold = False
 
+    def startService(self) -> None:
+        Service.startService(self)
+        # The store's health is known whether or not tasks arrive.
+        self.dispatcher.health.watch()
+
     def _second_signal(self, number: int, frame: Any) -> None:
         self.clock.callFromThread(self._cold_shutdown, "A second signal")
 
@@ -74,10 +79,14 @@ class ConsumerService(Service):
                     timer.cancel()
                 for number, handler in previous.items():
                     signal.signal(number, handler)
+            summary = self.dispatcher.drain_summary()
             if self.cold:
-                log.info("Stopped: tasks that were running went back to the queue")
+                log.info(
+                    "Stopped: tasks that were running went back to the queue; {summary}",
+                    summary=summary,
+                )
             else:
-                log.info("Drained: every task received was stored and acknowledged")
+                log.info("Drained: {summary}", summary=summary)
 
         return defer.Deferred.fromCoroutine(drain())
 

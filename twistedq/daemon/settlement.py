@@ -86,6 +86,9 @@ class Settlement:
         self.handles = handles
         self.publish_later = publish_later
         self.hold_eta = hold_eta
+        #: Messages given back while stopping because their outcomes could
+        #: not be stored.
+        self.returned_unstored = 0
 
     def ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
         """
@@ -178,6 +181,8 @@ class Settlement:
         next delivery, here or elsewhere, can claim them.
         """
         self.leases.release(batch)
+        if self.in_flight.stopping:
+            self.returned_unstored += len(batch)
         for job in batch:
             job.give_back()
 
