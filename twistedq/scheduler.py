@@ -17,10 +17,16 @@ look again after the lease and one of them publishes it.  The id is also the
 task's, so the consumer's duplicate check stops a second run of a slot
 published twice.
 
-Catching up: when a daemon starts and the slots since the task's
-``last_run_at`` were all missed (no daemon ran), the task's ``catch_up``
-policy applies: ``"once"`` runs the latest missed slot, ``"skip"`` runs
-none.  A forward step of the wall clock is treated the same way.
+Catching up: the task's ``catch_up`` policy applies to every gap, whatever
+caused it: when a daemon starts and the slots since the task's
+``last_run_at`` were all missed (no daemon ran), when the wall clock steps
+forward, when the daemon was held up longer than ``grace`` (its tick came
+late), and when the broker or the store could not be reached.  A slot
+that could not be claimed or published is tried again every second until
+the next slot of its task comes due; from then on it is missed.
+``"once"`` runs one slot for the whole gap: the latest one due when the
+gap ends (the next slot itself, if it comes first); ``"skip"`` runs none
+of the missed slots, and the task waits for its next slot.
 
 Clock steps: slots are instants of the wall clock, but the scheduler's own
 time never runs backward.  After the wall clock steps back, it keeps moving
@@ -38,9 +44,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -91,8 +97,17 @@ class _Entry:
     #: Slots found held by another daemon: slot to the monotonic time at
     #: which to look again.
     recheck: dict[float, float] = field(default_factory=dict)
+    #: Slots found held by another daemon and not yet seen done.
+    held: set[float] = field(default_factory=set)
+    #: Slots this daemon could not claim or publish: slot to the monotonic
+    #: time at which to try again.
+    retry: dict[float, float] = field(default_factory=dict)
+    #: Whether slots were missed since one last ran.
+    in_gap: bool = False
     #: Slots being claimed or published now.
     busy: set[float] = field(default_factory=set)
+    #: Publishes under way, by slot.
+    publishing: dict[float, defer.Deferred[Any]] = field(default_factory=dict)
 
 
 class Scheduler(Service):
@@ -115,6 +130,9 @@ class Scheduler(Service):
         (pauses take effect within this time).
     :param step_tolerance: a difference between the wall clock and the
         monotonic clock larger than this, in seconds, is a clock step.
+    :param grace: a tick that comes more than this many seconds after the
+        one before (the daemon was held up) treats the slots in between as
+        missed: they follow each task's catch-up policy.
     """
 
     name = "scheduler"
@@ -133,6 +151,7 @@ class Scheduler(Service):
         state_refresh: float = 2.0,
         step_tolerance: float = 1.0,
         owner: str | None = None,
+        grace: float = 5.0,
     ) -> None:
         self.store = store
         self.publish = publish
@@ -145,6 +164,7 @@ class Scheduler(Service):
         self.default_tz = default_tz
         self.state_refresh = state_refresh
         self.step_tolerance = step_tolerance
+        self.grace = grace
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.entries: dict[str, _Entry] = {}
         self.published = 0
@@ -257,6 +277,12 @@ class Scheduler(Service):
             else:
                 self._behind_wall_clock = False
                 now, stepped_from = max(wall, previous), None
+                if now - previous > self.grace:
+                    log.warn(
+                        "The scheduler was held up {by:.1f} s; missed slots follow each "
+                        "task's catch-up policy",
+                        by=now - previous,
+                    )
         self._now, self._now_monotonic = now, mono
         return now, stepped_from
 
@@ -283,26 +309,98 @@ class Scheduler(Service):
                 continue
             due = self._due(entry, now, stepped_from)
             entry.cursor = now
-            for slot, retry_at in list(entry.recheck.items()):
-                if retry_at <= mono:
-                    del entry.recheck[slot]
-                    due.append(slot)
+            self._cancel_superseded(entry, now)
+            due += self._rechecks_due(entry, now, mono)
+            due += self._retries_due(entry, now, mono)
             if not entry.enabled:
                 entry.recheck.clear()
+                entry.retry.clear()
                 continue
-            for slot in due:
+            for slot in sorted(set(due)):
                 if slot not in entry.busy:
                     self._track(self._run_slot(entry, slot))
 
     def _due(self, entry: _Entry, now: float, stepped_from: float | None) -> list[float]:
-        assert entry.cursor is not None
-        if stepped_from is None or stepped_from <= entry.cursor:
-            return list(slots_between(entry.schedule, entry.cursor, now))
-        due = list(slots_between(entry.schedule, entry.cursor, stepped_from))
+        """
+        The slots that came due since the entry's cursor: all of them
+        normally; after a forward step of the wall clock or a tick late by
+        more than the grace, those jumped over are missed and follow the
+        catch-up policy.
+        """
+        cursor = entry.cursor
+        assert cursor is not None
+        if stepped_from is not None and stepped_from > cursor:
+            due = list(slots_between(entry.schedule, cursor, stepped_from))
+            gap_from = stepped_from
+        elif now - cursor > self.grace:
+            due, gap_from = [], cursor
+        else:
+            return list(slots_between(entry.schedule, cursor, now))
         missed = entry.schedule.last_slot(now)
-        if missed > stepped_from and entry.catch_up == "once":
-            due.append(missed)
+        if missed > gap_from:
+            self._enter_gap(entry, missed)
+            if entry.catch_up == "once":
+                due.append(missed)
         return due
+
+    def _cancel_superseded(self, entry: _Entry, now: float) -> None:
+        """
+        Stop waiting for the publish of a slot whose next slot came due
+        (the publisher is waiting for the broker): that slot is missed and
+        follows the catch-up policy, so a broker that comes back does not
+        receive every slot of the gap at once.
+        """
+        latest = entry.schedule.last_slot(now)
+        for slot, publishing in list(entry.publishing.items()):
+            if slot < latest:
+                publishing.cancel()
+
+    def _rechecks_due(self, entry: _Entry, now: float, mono: float) -> list[float]:
+        """
+        The slots held elsewhere to look at again now.
+        """
+        due = [slot for slot, at in entry.recheck.items() if at <= mono]
+        for slot in due:
+            del entry.recheck[slot]
+        return due
+
+    def _retries_due(self, entry: _Entry, now: float, mono: float) -> list[float]:
+        """
+        The failed slots to try again now.  A failed slot whose next slot
+        came due is missed: ``"once"`` tries the latest slot due in its
+        place (so every daemon tries the same one, and the gap runs once),
+        ``"skip"`` drops it.
+        """
+        latest = entry.schedule.last_slot(now)
+        for slot, at in list(entry.retry.items()):
+            if slot < latest:
+                del entry.retry[slot]
+                self._enter_gap(entry, slot)
+                if entry.catch_up == "once":
+                    entry.retry[latest] = min(at, entry.retry.get(latest, at))
+        due = [slot for slot, at in entry.retry.items() if at <= mono]
+        for slot in due:
+            del entry.retry[slot]
+        return due
+
+    def _enter_gap(self, entry: _Entry, slot: float) -> None:
+        if not entry.in_gap:
+            entry.in_gap = True
+            log.warn(
+                "{name}: its slot of {slot} was missed; missed slots follow its catch-up "
+                "policy ({policy})",
+                name=entry.name,
+                slot=_iso(slot),
+                policy=entry.catch_up,
+            )
+
+    def _ran(self, entry: _Entry) -> None:
+        """
+        One of the entry's slots ran (here or elsewhere): a gap is over.
+        """
+        if entry.in_gap:
+            entry.in_gap = False
+            log.info("{name} runs on its schedule again", name=entry.name)
 
     def _track(self, coroutine: Any) -> defer.Deferred[Any]:
         d = defer.ensureDeferred(coroutine)
@@ -386,9 +484,22 @@ class Scheduler(Service):
 
     def _try_again(self, entry: _Entry, slot: float, what: str, error: Exception) -> None:
         """
-        A slot's claim or publish failed: look at it again in a second.
+        A slot's claim or publish failed: try it again in a second, until
+        the next slot comes due.  With ``"once"`` one failed slot stands for
+        the whole gap (the latest); with ``"skip"``, during a gap (a slot
+        was missed already) a failed slot is missed at once.
         """
         self.failures += 1
+        if entry.in_gap and entry.catch_up != "once":
+            log.warn(
+                "{name} at {slot} {what}: {error}; missed (catch-up policy {policy})",
+                name=entry.name,
+                slot=_iso(slot),
+                what=what,
+                error=error,
+                policy=entry.catch_up,
+            )
+            return
         log.warn(
             "{name} at {slot} {what}: {error}; trying again",
             name=entry.name,
@@ -396,7 +507,10 @@ class Scheduler(Service):
             what=what,
             error=error,
         )
-        entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+        if entry.catch_up == "once" and entry.retry:
+            slot = max(slot, *entry.retry)
+            entry.retry.clear()
+        entry.retry[slot] = self.monotonic() + min(self.lease, 1.0)
 
     async def _claim_and_run(self, entry: _Entry, slot: float) -> None:
         key = slot_task_id(entry.name, slot)
@@ -406,10 +520,25 @@ class Scheduler(Service):
             self._try_again(entry, slot, "not claimed", error)
             return
         if claim is SlotClaim.DONE:
+            entry.held.discard(slot)
+            self._ran(entry)
             return
         if claim is SlotClaim.HELD:
-            entry.recheck[slot] = self.monotonic() + self.lease
+            entry.held.add(slot)
+            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
             return
+        if slot in entry.held:
+            entry.held.discard(slot)
+            now = self._now if self._now is not None else self.wall()
+            if now - slot < 0.8 * self.lease:
+                # Given up before its lease could lapse: the daemon that
+                # held it could not publish it, and keeps it under the
+                # catch-up policy.  (A lapsed lease means it died: run it.)
+                try:
+                    await self.store.release_slot(key, self.owner)
+                except Exception:
+                    pass  # the lease lapses by itself
+                return
         if entry.job is not None:
             try:
                 await entry.job.run()
@@ -420,7 +549,19 @@ class Scheduler(Service):
         else:
             try:
                 message = TaskMessage(id=key, task=entry.name, args=(), kwargs={})
-                await self.publish(message, entry.queue)
+                publishing = _as_deferred(self.publish(message, entry.queue))
+                entry.publishing[slot] = publishing
+                try:
+                    await publishing
+                finally:
+                    entry.publishing.pop(slot, None)
+            except defer.CancelledError:
+                self._try_again(entry, slot, "not published before its next slot", Missed())
+                try:
+                    await self.store.release_slot(key, self.owner)
+                except Exception:
+                    pass  # the lease lapses by itself
+                return
             except Exception as error:
                 self._try_again(entry, slot, "not published", error)
                 try:
@@ -429,6 +570,7 @@ class Scheduler(Service):
                     pass  # the lease lapses by itself
                 return
         self.published += 1
+        self._ran(entry)
         next_run_at = entry.schedule.next_slot(slot)
         for attempt in range(3):
             try:
@@ -443,6 +585,22 @@ class Scheduler(Service):
                 )
                 if attempt < 2:
                     await _sleep(self.clock, 2**attempt)
+
+
+class Missed(Exception):
+    """
+    A slot's publish did not end before the next slot came due; it was
+    given up.
+    """
+
+    def __str__(self) -> str:
+        return "given up (the broker did not confirm it in time)"
+
+
+def _as_deferred(awaitable: Awaitable[Any]) -> defer.Deferred[Any]:
+    if isinstance(awaitable, defer.Deferred):
+        return awaitable
+    return defer.ensureDeferred(cast(Coroutine[Any, Any, Any], awaitable))
 
 
 def _sleep(clock: Any, seconds: float) -> defer.Deferred[None]:
