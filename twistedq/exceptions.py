@@ -6,6 +6,7 @@ from __future__ import annotations
 
 __all__ = [
     "MaxRetriesExceededError",
+    "ResultTooLarge",
     "Retry",
     "SoftTimeLimitExceeded",
     "TimeLimitExceeded",
@@ -77,3 +78,27 @@ class MaxRetriesExceededError(Exception):
     The outcome of a task that asked to retry, without an exception of
     its own, when it had no retries left.
     """
+
+
+class ResultTooLarge(Exception):
+    """
+    The outcome of a task whose outcome document (its return value, or
+    its exception's message, arguments and traceback) is larger than the
+    daemon's result size limit (``--max-result-size``, 8 MiB by default).
+    The child replaces it before it leaves the child: the value never
+    reaches the daemon nor the result store.
+
+    ``str()`` is the message, which names the task, the size and the
+    limit, and what the task returned or raised.
+
+    :ivar size: the size of the outcome document, in bytes.
+    :ivar limit: the limit it passed, in bytes.
+    """
+
+    def __init__(self, message: str, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message, size, limit)
+        self.size = size
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return str(self.args[0])

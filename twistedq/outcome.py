@@ -34,16 +34,19 @@ import traceback as traceback_module
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from twistedq.exceptions import ResultTooLarge
 from twistedq.states import FAILURE, PENDING, READY_STATES, RETRY, REVOKED, SUCCESS
 
 if TYPE_CHECKING:  # the stores read and write outcomes: they import this module
     from twistedq.backends.base import TasksetState
 
 __all__ = [
+    "DEFAULT_MAX_RESULT_SIZE",
     "SEED_SUCCESS",
     "Outcome",
     "RemoteTaskError",
     "dead_letter_reason",
+    "described_exception",
     "failure_document",
     "mark_dead_lettered",
     "pending_document",
@@ -54,8 +57,25 @@ __all__ = [
     "status_document",
     "success_document",
     "taskset_status_document",
+    "too_large_document",
     "top_status",
 ]
+
+
+#: The default limit on one outcome document, in bytes: 8 MiB, as the
+#: default limit on a task message.  Every store keeps it whole (MariaDB's
+#: default packet is 16 MiB; memcached stores larger outcomes than its item
+#: as its own ``ResultTooLarge``), and a larger value belongs in a file or
+#: a database of its own, its name in the result.
+DEFAULT_MAX_RESULT_SIZE = 8 * 1024 * 1024
+
+#: How much of the original traceback a ``ResultTooLarge`` outcome keeps,
+#: in characters (its end, where the raising frame is).
+_KEPT_TRACEBACK = 16 * 1024
+
+#: How much of the original exception's message the ``ResultTooLarge``
+#: message quotes, in characters.
+_QUOTED_MESSAGE = 200
 
 
 def _now() -> str:
@@ -152,6 +172,49 @@ def failure_document(
     if dead_letter is not None:
         document["dead_letter"] = dead_letter
     return _dumps(document)
+
+
+def too_large_document(
+    task_id: str,
+    task: str,
+    size: int,
+    limit: int,
+    what: str,
+    traceback: str = "",
+) -> bytes:
+    """
+    Encode the FAILURE that stands for an outcome document of ``size``
+    bytes over ``limit``: a :py:class:`~twistedq.exceptions.ResultTooLarge`
+    whose message names the task, both sizes and ``what`` the task did
+    (``"returned a str"``, ``"raised ValueError: ..."``), with the end of
+    ``traceback`` kept.
+    """
+    error = ResultTooLarge(
+        f"task {task} {what}; its outcome is {size:,} bytes encoded, over the result "
+        f"size limit of {limit:,} bytes (--max-result-size); return a smaller value, "
+        "or store large data elsewhere and return where it is",
+        size,
+        limit,
+    )
+    kept = min(_KEPT_TRACEBACK, limit // 4)
+    if len(traceback) > kept:
+        cut = len(traceback) - kept
+        traceback = f"[{cut:,} characters cut]\n" + traceback[cut:]
+    return failure_document(task_id, task, error, traceback=traceback)
+
+
+def described_exception(exception: BaseException) -> str:
+    """
+    ``raised <type>: <the beginning of its message>``, for a
+    ``ResultTooLarge`` message.
+    """
+    try:
+        message = str(exception)
+    except Exception:
+        message = ""
+    if len(message) > _QUOTED_MESSAGE:
+        message = message[:_QUOTED_MESSAGE] + f"... ({len(message):,} characters)"
+    return f"raised {type(exception).__qualname__}: {message}"
 
 
 def retry_document(

@@ -23,8 +23,8 @@ from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.message import TaskMessage
 from twistedq.registry import TaskRegistry
 from twistedq.task import task
-from twistedq.worker.child import TaskRunner
-from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack
+from twistedq.worker.child import ChildLocator, TaskRunner
+from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 from twistedq.worker.pool import (
     Child,
     ChildLost,
@@ -233,6 +233,98 @@ class MemoryLimitTests(LimitsTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.starter.children), 4)
         self.assertEqual(self.pool.restarts_by_reason, {"max-memory": 1})
+
+
+class MemoryCheckedBeforeNextTaskTests(LimitsTestCase):
+    """
+    The memory cap is checked before a child is given its next task, also
+    inside a batch: the pool sends the cap with the batch, a child over it
+    stops after the task that passed it, and the rest of the batch runs
+    on another child.
+    """
+
+    size = 1
+    max_memory_per_child = 1000
+
+    def test_cap_sent_with_batch(self):
+        """
+        Each RunTasks carries the cap, in KiB.
+        """
+        self.pool.run_batch([b"a", b"b"])
+        [(_, kwargs, _)] = self.busy_child().protocol.calls
+        self.assertEqual(kwargs["max_rss"], 1000)
+
+    def test_rest_of_batch_on_fresh_child(self):
+        """
+        A child that answers fewer outcomes than tasks (it stopped over the
+        cap) is retired; the tasks it did not run go to its replacement,
+        and the batch fires with every outcome in order.
+        """
+        d = self.pool.run_batch([b"a", b"leak", b"c", b"d"])
+        first = self.busy_child()
+        answer(first, [b"A", b"LEAK"], rss=1500)
+        self.assertNoResult(d)
+        self.assertTrue(first.retired)
+        self.assertIn(Shutdown, first.protocol.commands())
+        self.assertEqual(self.pool.restarts_by_reason, {"max-memory": 1})
+        self.clock.advance(0)  # the replacement starts
+        second = self.busy_child()
+        self.assertIsNot(second, first)
+        [(_, kwargs, _)] = second.protocol.calls
+        self.assertEqual(unpack(kwargs["bodies"]), [b"c", b"d"])
+        self.assertEqual(self.pool.idle_count, 0)
+        answer(second, [b"C", b"D"], rss=10)
+        self.assertEqual(self.successResultOf(d), [b"A", b"LEAK", b"C", b"D"])
+        self.assertEqual(self.pool.idle_count, 1)
+        self.assertEqual(self.pool.tasks_run, 4)
+
+    def test_rest_waits_before_new_batches(self):
+        """
+        The rest of a batch goes before any batch handed out later: while
+        it waits for a child, no child counts as idle.
+        """
+        self.starter.ready = []
+        d = self.pool.run_batch([b"a", b"b"])
+        first = self.busy_child()
+        answer(first, [b"A"], rss=2000)
+        self.clock.advance(0)
+        [(second, started)] = self.starter.ready
+        started.callback(second)
+        self.assertEqual(self.pool.idle_count, 0)
+        answer(second, [b"B"], rss=10)
+        self.assertEqual(self.successResultOf(d), [b"A", b"B"])
+
+    def test_rest_fails_when_pool_stops(self):
+        """
+        A rest still waiting for a child when the children are killed (the
+        end of a shutdown's grace period) fails with ChildLost, so its
+        tasks go back to the queue.
+        """
+        self.starter.ready = []
+        d = self.pool.run_batch([b"a", b"b"])
+        answer(self.busy_child(), [b"A"], rss=2000)
+        self.clock.advance(0)
+        self.pool.kill_all()
+        self.failureResultOf(d, ChildLost)
+
+    def test_child_stops_over_cap(self):
+        """
+        The child's side: with ``max_rss``, it stops after the first task
+        that leaves it over the cap and says so by answering fewer
+        outcomes; without, it runs the whole batch.
+        """
+        runner = TaskRunner(TaskRegistry())
+        ran = []
+        runner.run = lambda body: ran.append(body) or body.upper()
+        sizes = iter([500, 1500, 1500, 1500])
+        locator = ChildLocator(runner, lambda: None, resident=lambda: next(sizes))
+        answer = locator.run_tasks(pack([b"a", b"leak", b"c"]), max_rss=1000)
+        self.assertEqual(unpack(answer["outcomes"]), [b"A", b"LEAK"])
+        self.assertEqual(answer["rss"], 1500)
+        self.assertEqual(ran, [b"a", b"leak"])
+        locator = ChildLocator(runner, lambda: None, resident=lambda: 5000)
+        answer = locator.run_tasks(pack([b"a", b"b"]))
+        self.assertEqual(unpack(answer["outcomes"]), [b"A", b"B"])
 
 
 class MaxTasksTests(LimitsTestCase):

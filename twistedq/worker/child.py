@@ -21,7 +21,8 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Iterator
+import traceback as traceback_module
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -33,7 +34,13 @@ from twistedq import context
 from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.log import SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
-from twistedq.outcome import failure_document, success_document
+from twistedq.outcome import (
+    DEFAULT_MAX_RESULT_SIZE,
+    described_exception,
+    failure_document,
+    success_document,
+    too_large_document,
+)
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.retries import retry_outcome, wants_retry
 from twistedq.task import FunctionTask, Task, tasks
@@ -105,6 +112,17 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _trim_memory() -> None:
+    """
+    Return freed heap memory to the system (glibc's ``malloc_trim``), after
+    a value too large to send was dropped.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def outcome_of(message: TaskMessage, value: Any) -> bytes:
     """
     The success document of a task that returned ``value``, or a failure
@@ -136,6 +154,11 @@ class TaskRunner:
     its ``autoretry_for`` exceptions, gives a RETRY outcome while the
     message's ``retries`` is below its ``max_retries`` (see
     :py:mod:`twistedq.retries`).
+
+    An outcome document longer than ``max_result_size`` bytes (a return
+    value, or an exception's message and traceback) becomes a FAILURE
+    :py:class:`~twistedq.exceptions.ResultTooLarge` that names the task,
+    the size and the limit; ``None`` means no limit.
     """
 
     def __init__(
@@ -143,10 +166,13 @@ class TaskRunner:
         registry: TaskRegistry,
         loglevel: int = logging.INFO,
         soft_time_limit: float | None = None,
+        max_result_size: int | None = DEFAULT_MAX_RESULT_SIZE,
     ) -> None:
         self.registry = registry
         self.loglevel = loglevel
         self.soft_time_limit = soft_time_limit
+        self.max_result_size = max_result_size
+        self._freed = False
         self._takes_extras: dict[Any, bool] = {}
         #: Called after every task (Django closes stale connections there).
         self.after_task: Any = None
@@ -193,6 +219,10 @@ class TaskRunner:
         try:
             return self._run(body)
         finally:
+            if self._freed:
+                # The large value is gone: give its memory back to the system.
+                self._freed = False
+                _trim_memory()
             if self.after_task is not None:
                 try:
                     self.after_task()
@@ -229,7 +259,31 @@ class TaskRunner:
                 ),
                 traceback="",
             )
-        return outcome_of(message, value)
+        return self.succeeded(message, value)
+
+    def succeeded(self, message: TaskMessage, value: Any) -> bytes:
+        """
+        The outcome of a task that returned ``value``, within the limit.
+        """
+        document = outcome_of(message, value)
+        limit = self.max_result_size
+        if limit is not None and len(document) > limit:
+            return self._too_large(message, len(document), f"returned a {type(value).__name__}")
+        return document
+
+    def _too_large(self, message: TaskMessage, size: int, what: str, traceback: str = "") -> bytes:
+        limit = self.max_result_size
+        assert limit is not None
+        self._freed = True
+        logging.getLogger("twistedq").error(
+            "Task %s[%s] %s: its outcome of %d bytes is over the result size limit of %d",
+            message.task,
+            message.id,
+            what.split(":", 1)[0],
+            size,
+            limit,
+        )
+        return too_large_document(message.id, message.task, size, limit, what, traceback)
 
     def raised(
         self,
@@ -244,8 +298,17 @@ class TaskRunner:
         below its ``max_retries``), else a FAILURE.
         """
         if wants_retry(function, error):
-            return retry_outcome(message, function, error, traceback)
-        return failure_document(message.id, message.task, error, traceback)
+            document = retry_outcome(message, function, error, traceback)
+        else:
+            document = failure_document(message.id, message.task, error, traceback)
+        limit = self.max_result_size
+        if limit is not None and len(document) > limit:
+            # The frames, without the message that made it too large.
+            frames = "".join(traceback_module.format_tb(error.__traceback__))
+            if not frames and traceback:
+                frames = traceback
+            return self._too_large(message, len(document), described_exception(error), frames)
+        return document
 
 
 class ChildLocator(amp.CommandLocator):
@@ -253,9 +316,12 @@ class ChildLocator(amp.CommandLocator):
     The child's AMP responders.
     """
 
-    def __init__(self, runner: TaskRunner, stop: Any) -> None:
+    def __init__(
+        self, runner: TaskRunner, stop: Any, resident: Callable[[], int] | None = None
+    ) -> None:
         self.runner = runner
         self.stop = stop
+        self.resident = resident or resident_kib
 
     @Hello.responder
     def hello(self) -> dict[str, Any]:
@@ -266,10 +332,28 @@ class ChildLocator(amp.CommandLocator):
         }
 
     @RunTasks.responder
-    def run_tasks(self, bodies: bytes) -> dict[str, Any]:
+    def run_tasks(
+        self, bodies: bytes, max_rss: int | None = None, max_result_size: int | None = None
+    ) -> dict[str, Any]:
+        """
+        Run a batch in order.  With ``max_rss``, stop after a task that
+        leaves this process above it (KiB), before the next one: the
+        answer then holds fewer outcomes than bodies, and the daemon runs
+        the rest on another child.
+        """
         run = self.runner.run
-        outcomes = pack([run(body) for body in unpack(bodies)])
-        return {"outcomes": outcomes, "rss": resident_kib()}
+        self.runner.max_result_size = max_result_size
+        records = unpack(bodies)
+        outcomes = []
+        rss = None
+        for index, body in enumerate(records):
+            outcomes.append(run(body))
+            if max_rss and index < len(records) - 1:
+                rss = self.resident()
+                if rss > max_rss:
+                    break
+                rss = None
+        return {"outcomes": pack(outcomes), "rss": self.resident() if rss is None else rss}
 
     @Shutdown.responder
     def shutdown(self) -> dict[str, Any]:

@@ -106,9 +106,21 @@ class RunTasks(amp.Command):
     ``outcomes`` is the outcome documents joined by :py:obj:`pack`, in the same
     order, and ``rss`` the child's resident memory afterwards, in KiB.  A
     task's own exception is an outcome, not an AMP error.
+
+    ``max_rss`` (KiB, optional): the child stops after a task that leaves
+    its resident memory above it, before the next task of the batch; it
+    then answers fewer outcomes than bodies, those of the tasks it ran.
+    ``max_result_size`` (bytes, optional): an outcome document longer than
+    this becomes a ``ResultTooLarge`` failure in the child
+    (:py:class:`twistedq.exceptions.ResultTooLarge`), so the value never
+    crosses the pipe.
     """
 
-    arguments = [(b"bodies", ChunkedBytes())]
+    arguments = [
+        (b"bodies", ChunkedBytes()),
+        (b"max_rss", amp.Integer(optional=True)),
+        (b"max_result_size", amp.Integer(optional=True)),
+    ]
     response = [(b"outcomes", ChunkedBytes()), (b"rss", amp.Integer())]
 
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from twistedq.log import SEED_LINE
+from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
 __all__ = [
@@ -275,9 +277,17 @@ class ProcessPool(Service):
     A fixed number of children.  :py:obj:`run_batch` hands a batch of task bodies
     to an idle child; a child that ends is replaced at once.  A child is
     retired (asked to exit, and replaced) after ``max_tasks_per_child``
-    tasks, or once its resident memory passes ``max_memory_per_child`` KiB
-    after a batch; a batch given a ``time_limit`` kills its child when it
-    runs past it.
+    tasks, or once its resident memory passes ``max_memory_per_child`` KiB;
+    a batch given a ``time_limit`` kills its child when it runs past it.
+
+    The memory cap is checked before a child is given its next task: the
+    cap goes with each batch, a child over it stops after the task that
+    passed it, and the rest of the batch runs first on the next child
+    ready (its replacement, or another that becomes idle).
+
+    A task's outcome document longer than ``max_result_size`` bytes (8 MiB
+    by default, ``None`` for no limit) is replaced in the child by a
+    ``ResultTooLarge`` failure: the value never crosses the pipe.
 
     :ivar on_idle: called whenever a child becomes idle (the dispatcher
         uses it to hand out more work).
@@ -293,6 +303,7 @@ class ProcessPool(Service):
         shutdown_timeout: float = 10.0,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        max_result_size: int | None = DEFAULT_MAX_RESULT_SIZE,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one child")
@@ -302,6 +313,7 @@ class ProcessPool(Service):
         self.shutdown_timeout = shutdown_timeout
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
+        self.max_result_size = max_result_size
         self.restarts_by_reason: dict[str, int] = {}
         self.tasks_run = 0
         self.on_idle: Callable[[], None] = lambda: None
@@ -311,6 +323,9 @@ class ProcessPool(Service):
         self._starting = 0
         self._start_failures = 0
         self.batches_run = 0
+        #: Rests of batches whose child stopped over the memory cap, waiting
+        #: for a child: bodies, time limit, and the Deferred of their outcomes.
+        self._rests: deque[tuple[list[bytes], float | None, defer.Deferred[list[bytes]]]] = deque()
 
     @property
     def restarts(self) -> int:
@@ -347,8 +362,10 @@ class ProcessPool(Service):
                 return
             self.children.append(child)
             child.ended.addBoth(self._child_ended, child)
-            self._idle.append(child)
             log.info("Started {name} (pid {pid})", name=child.name, pid=child.pid)
+            if self._give_rest(child):
+                return
+            self._idle.append(child)
             self.on_idle()
 
         def failed(failure: Failure) -> Failure:
@@ -444,19 +461,61 @@ class ProcessPool(Service):
         """
         if not self._idle:
             raise RuntimeError("no idle child")
-        child = self._idle.pop()
-        d = child.protocol.callRemote(RunTasks, bodies=pack(bodies))
+        return self._send(self._idle.pop(), list(bodies), time_limit).addBoth(self._became_idle)
+
+    def _send(
+        self, child: Child, bodies: list[bytes], time_limit: float | None
+    ) -> defer.Deferred[list[bytes]]:
+        """
+        Run ``bodies`` on ``child``: its outcomes, with those of any rest
+        the child left (over the memory cap) run on the next child ready.
+        """
+        arguments: dict[str, Any] = {"bodies": pack(bodies)}
+        if self.max_memory_per_child:
+            arguments["max_rss"] = self.max_memory_per_child
+        if self.max_result_size is not None:
+            arguments["max_result_size"] = self.max_result_size
+        d = child.protocol.callRemote(RunTasks, **arguments)
         if time_limit is not None:
             timer = self.clock.callLater(time_limit, self._over_time, child, time_limit)
             d.addBoth(_cancel_timer, timer)
         d.addCallbacks(
             self._batch_ran,
             self._batch_lost,
-            callbackArgs=(child, len(bodies)),
+            callbackArgs=(child, bodies, time_limit),
             errbackArgs=(child, time_limit),
         )
-        d.addBoth(self._became_idle)
         return d
+
+    def _run_rest(
+        self, bodies: list[bytes], time_limit: float | None
+    ) -> defer.Deferred[list[bytes]]:
+        """
+        Run the rest of a batch on an idle child now, or on the next one
+        ready, before any new batch.
+        """
+        if self._idle:
+            return self._send(self._idle.pop(), bodies, time_limit)
+        d: defer.Deferred[list[bytes]] = defer.Deferred()
+        self._rests.append((bodies, time_limit, d))
+        return d
+
+    def _give_rest(self, child: Child) -> bool:
+        """
+        Give a child that is ready the oldest rest waiting, if any.
+        """
+        if not self._rests or not self.running:
+            return False
+        bodies, time_limit, d = self._rests.popleft()
+        self._send(child, bodies, time_limit).chainDeferred(d)
+        return True
+
+    def _fail_rests(self, why: str) -> None:
+        rests, self._rests = self._rests, deque()
+        for bodies, _, d in rests:
+            d.errback(
+                Failure(ChildLost(f"{len(bodies)} tasks of a batch could not run: {why}", why))
+            )
 
     def _over_time(self, child: Child, time_limit: float) -> None:
         """
@@ -470,24 +529,49 @@ class ProcessPool(Service):
         child.killed_for = "time-limit"
         child.kill()
 
-    def _batch_ran(self, response: dict[str, Any], child: Child, count: int) -> list[bytes]:
+    def _batch_ran(
+        self,
+        response: dict[str, Any],
+        child: Child,
+        bodies: list[bytes],
+        time_limit: float | None,
+    ) -> list[bytes] | defer.Deferred[list[bytes]]:
         """
-        Count a batch of ``count`` tasks that a child ran, and give the
-        child back: to the idle ones, or retired when it reached a limit.
+        Count the tasks of a batch that a child ran, and give the child
+        back: to a rest waiting or the idle ones, or retired when it
+        reached a limit.  A child that ran fewer tasks than it was given
+        stopped over the memory cap: the others run on the next child.
         """
+        outcomes = unpack(response["outcomes"])
+        count = len(outcomes)
         child.batches += 1
         child.tasks_run += count
         child.rss_kib = response.get("rss", 0)
         self.batches_run += 1
         self.tasks_run += count
+        over_memory = bool(self.max_memory_per_child) and (
+            count < len(bodies) or child.rss_kib > (self.max_memory_per_child or 0)
+        )
         if child.alive and child.killed_for is None:
-            if self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
-                self._retire(child, "max-tasks")
-            elif self.max_memory_per_child and child.rss_kib > self.max_memory_per_child:
+            if over_memory:
                 self._retire(child, "max-memory")
-            else:
+            elif self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
+                self._retire(child, "max-tasks")
+            elif not self._give_rest(child):
                 self._idle.append(child)
-        return unpack(response["outcomes"])
+        if count >= len(bodies):
+            return outcomes
+        if count == 0 or not self.max_memory_per_child:
+            raise ValueError(f"{child.name} answered {count} outcomes for {len(bodies)} tasks")
+        log.info(
+            "{name} stopped over the memory cap after {count} of {total} tasks; the rest "
+            "run on another child",
+            name=child.name,
+            count=count,
+            total=len(bodies),
+        )
+        rest = self._run_rest(bodies[count:], time_limit)
+        return rest.addCallback(lambda more: outcomes + more)
 
     def _batch_lost(
         self, failure: Failure, child: Child, time_limit: float | None
@@ -518,6 +602,7 @@ class ProcessPool(Service):
         for child in list(self.children):
             child.retired = True
             child.kill()
+        self._fail_rests("the children were killed")
 
     def stats(self) -> dict[str, Any]:
         """
@@ -539,6 +624,7 @@ class ProcessPool(Service):
         ``shutdown_timeout`` seconds, fire when all have ended.
         """
         Service.stopService(self)
+        self._fail_rests("the pool stopped")
         waits = []
         for child in list(self.children):
             child.protocol.callRemote(Shutdown)

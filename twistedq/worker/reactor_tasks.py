@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 
 from twistedq.exceptions import TimeLimitExceeded
 from twistedq.message import TaskMessage
-from twistedq.outcome import failure_document
+from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE, failure_document
 from twistedq.registry import TaskRegistry
-from twistedq.worker.child import TaskRunner, outcome_of
+from twistedq.worker.child import TaskRunner
 
 __all__ = ["ReactorTaskRunner"]
 
@@ -33,9 +33,13 @@ class ReactorTaskRunner(TaskRunner):
     """
 
     def __init__(
-        self, registry: TaskRegistry, clock: IReactorTime, time_limit: float | None = None
+        self,
+        registry: TaskRegistry,
+        clock: IReactorTime,
+        time_limit: float | None = None,
+        max_result_size: int | None = DEFAULT_MAX_RESULT_SIZE,
     ) -> None:
-        TaskRunner.__init__(self, registry)
+        TaskRunner.__init__(self, registry, max_result_size=max_result_size)
         self.clock = clock
         self.time_limit = time_limit
 
@@ -73,4 +77,4 @@ class ReactorTaskRunner(TaskRunner):
             error = cast(BaseException, failure.value)  # a Failure always holds one
             return self.raised(message, function, error, failure.getTraceback())
 
-        return d.addCallbacks(lambda value: outcome_of(message, value), failed)
+        return d.addCallbacks(lambda value: self.succeeded(message, value), failed)
