@@ -4,16 +4,20 @@ Where the integration servers are, and a running daemon for tests.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
@@ -109,6 +113,17 @@ class Daemon:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The daemon's ``/stats`` document (answered 200 or 503 alike).
+        """
+        url = f"http://127.0.0.1:{self.status_port}/stats"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read())  # type: ignore[no-any-return]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """

@@ -7,7 +7,11 @@ how many were lost, run more than once and dead-lettered:
 - the broker restarted mid-stream;
 - the daemon killed with SIGKILL mid-stream and started again;
 - a child killed with SIGKILL every half second;
-- the result store (Redis) stopped for 30 seconds.
+- the result store (Redis) stopped for 30 seconds;
+- the broker's consumer timeout lowered to 5 s and Redis stopped for 12 s:
+  the broker closes the consuming channel and the daemon consumes again;
+- the same, with ``--give-back-after 2``: the held deliveries go back to
+  the queue in time, and the broker closes nothing.
 
 Lost must be 0 in every scenario, no task may run after its result was
 committed, and the tasks run more than once are bounded by the attempts a
@@ -39,6 +43,7 @@ from tests.integration.servers import (
     server_url,
     unique_queue,
 )
+from tests.integration.test_consumer_channel import lower_consumer_timeout
 
 TASKS = 1000
 CONCURRENCY = 2
@@ -98,7 +103,7 @@ class FaultTests(SynchronousTestCase):
         for daemon in self.daemons:
             daemon.stop()
 
-    def start_daemon(self) -> Daemon:
+    def start_daemon(self, extra: tuple[str, ...] = ()) -> Daemon:
         directory = self.directory / f"daemon-{len(self.daemons)}"
         directory.mkdir()
         daemon = Daemon(
@@ -107,7 +112,7 @@ class FaultTests(SynchronousTestCase):
             redis_url(),
             concurrency=CONCURRENCY,
             tasks="tests.integration.fault_tasks",
-            extra=("--batch", str(BATCH), "--prefetch", str(PREFETCH)),
+            extra=("--batch", str(BATCH), "--prefetch", str(PREFETCH), *extra),
             env={"TWISTEDQ_TEST_RUNS_FILE": str(self.runs)},
         )
         self.daemons.append(daemon)
@@ -115,14 +120,18 @@ class FaultTests(SynchronousTestCase):
         return daemon
 
     def run_scenario(
-        self, name: str, fault: Callable[[subprocess.Popen[str]], int], spread: float = 4.0
+        self,
+        name: str,
+        fault: Callable[[subprocess.Popen[str]], int],
+        spread: float = 4.0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         """
         Publish the tasks over ``spread`` seconds while ``fault(publisher)``
         strikes (it returns how many faults it caused), then check and
-        print the counts.
+        print the counts; the daemon runs with the options ``extra``.
         """
-        self.start_daemon()
+        self.start_daemon(extra)
         started = time.monotonic()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         publisher = subprocess.Popen(
@@ -273,6 +282,46 @@ class FaultTests(SynchronousTestCase):
         """
 
         self.run_scenario("result store stopped 30 s", stop_server("redis", 30))
+
+    def test_consumer_channel_closed(self) -> None:
+        """
+        The broker's consumer timeout is 5 s and Redis stops for 12 s: the
+        deliveries held meanwhile (neither claimed nor parked) pass the
+        timeout, the broker closes the consuming channel (406) and puts
+        them back; the daemon consumes again on a new channel, and once
+        Redis is back, runs everything.
+        """
+        lower_consumer_timeout(self, 5000)
+        # Nothing is given back in time: the broker's close is what is tried.
+        self.run_scenario(
+            "consumer channel closed by the broker",
+            stop_server("redis", 12),
+            extra=("--give-back-after", "3600"),
+        )
+        daemon = self.daemons[-1]
+        closes = [line for line in daemon.log().splitlines() if "closed the consuming" in line]
+        self.assertTrue(any("406" in line for line in closes), "no channel closed by the broker")
+        self.assertTrue(daemon.stats()["consuming"])
+
+    def test_store_down_past_consumer_timeout(self) -> None:
+        """
+        The same outage with ``--give-back-after 2``: what the daemon holds
+        goes back to the queue before the broker's timeout, so the broker
+        closes no channel, and nothing is lost.
+        """
+        lower_consumer_timeout(self, 5000)
+        self.run_scenario(
+            "store down past the consumer timeout",
+            stop_server("redis", 12),
+            extra=("--park-after", "1", "--give-back-after", "2"),
+        )
+        daemon = self.daemons[-1]
+        closes = [line for line in daemon.log().splitlines() if "closed the consuming" in line]
+        self.assertEqual(closes, [], "the broker closed the consuming channel")
+        self.assertIn("could not be parked", daemon.log())
+        stats = daemon.stats()
+        self.assertTrue(stats["consuming"])
+        self.assertGreater(stats["dispatcher"]["given_back"], 0)
 
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}

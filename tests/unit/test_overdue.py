@@ -154,3 +154,27 @@ class OverdueTests(SynchronousTestCase):
         clock.advance(0)
         dispatcher.drain()
         self.assertFalse(dispatcher.overdue.running)
+
+    def test_claim_in_flight_released(self):
+        """
+        A job whose claim call is still unanswered at the limit (a hung
+        store) has its delivery given back; when the claim comes, it runs,
+        and the ack after its outcome touches the given-back delivery no
+        more.
+        """
+        clock = Clock()
+        store = MemoryBackend(clock)
+        store.pause()
+        pool = FakePool(idle=1)
+        dispatcher = dispatcher_on(store, pool, clock)
+        first = delivery(1)
+        dispatcher.deliver(first)
+        clock.pump([1] * int(GIVE_BACK_AFTER + 1))
+        self.assertEqual(first.settled, [("reject", True)])
+        store.resume()
+        clock.advance(0)
+        self.assertEqual(len(pool.batches), 1)
+        pool.finish(0)
+        clock.advance(0)
+        self.assertEqual(first.settled, [("reject", True)])
+        self.assertEqual(dispatcher.stats()["completed"], 1)

@@ -150,7 +150,7 @@ class Dispatcher:
                 (lambda: self.timing.waiting, self.timing.withdraw),
                 (lambda: self.feeder.pending, self.feeder.withdraw),
             ],
-            running=self.leases.jobs, release=self.leases.release,
+            jobs=lambda: self.gate.taken, release=self.leases.release,
         )  # fmt: skip
 
     @property

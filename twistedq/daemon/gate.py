@@ -11,6 +11,7 @@ PublishUncertain) or were revoked: those are acked without running.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -64,6 +65,9 @@ class Gate:
         self._turn: IDelayedCall | None = None
         #: Jobs held unacknowledged, to be checked again.
         self.held: set[Job] = set()
+        #: Every job taken and not yet forgotten (settled ones among them,
+        #: until collected).
+        self.taken: weakref.WeakSet[Job] = weakref.WeakSet()
 
     def take(self, job: Job) -> None:
         """
@@ -71,6 +75,7 @@ class Gate:
         when it is early under claims (it is claimed when due).
         """
         job.delivered_at = self.clock.seconds()
+        self.taken.add(job)
         if not self.check_duplicates or (self.leases.enabled and job.early(self.clock.seconds())):
             self.admit(job)
         else:

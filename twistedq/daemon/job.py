@@ -93,6 +93,7 @@ class Job:
     """
 
     __slots__ = (
+        "__weakref__",
         "claimed_at",
         "deaths",
         "delivered_at",

@@ -8,10 +8,12 @@ and acknowledged.  What cannot be parked (the store is down, the claim is
 held by another attempt, the job has no claim) is given back to the queue
 once it has been here ``give_back_after`` seconds:
 
-- a job not yet running is settled by the give-back, its claim released;
-- a running job keeps running: only its delivery goes back, and its claim
-  keeps the copy the broker delivers again from running twice (without
-  claims, nothing can, so nothing running is given back then).
+- a job held, waiting or queued is settled by the give-back, its claim
+  released;
+- a job in any other state (its claim asked for, running, its outcome
+  being stored) goes on: only its delivery goes back, and its claim keeps
+  the copy the broker delivers again from running twice.  Without claims
+  nothing can, so a job running unclaimed keeps its delivery.
 """
 
 from __future__ import annotations
@@ -43,10 +45,9 @@ class OverdueDeliveries:
     Finds the jobs whose delivery has been unacknowledged here for
     ``limit`` seconds and gives their delivery back.
 
-    :param stages: each call returns the jobs a stage holds and takes one
-        of them out of it (``withdraw``); running jobs are not in them.
-    :param running: the claimed jobs running now (their delivery alone
-        goes back).
+    :param holders: for each stage that holds jobs, a call that returns
+        them and one that takes one of them out (``withdraw``).
+    :param jobs: every job taken (settled ones too).
     :param release: gives up the claims of jobs given back.
     """
 
@@ -56,14 +57,14 @@ class OverdueDeliveries:
         events: Events,
         limit: float | None,
         holders: Iterable[tuple[Callable[[], Iterable[Job]], Callable[[Job], None]]],
-        running: Callable[[], Iterable[Job]],
+        jobs: Callable[[], Iterable[Job]],
         release: Callable[[list[Job]], None],
     ) -> None:
         self.clock = clock
         self.events = events
         self.limit = limit
         self.holders = list(holders)
-        self.running_jobs = running
+        self.jobs = jobs
         self.release = release
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
@@ -101,14 +102,17 @@ class OverdueDeliveries:
                 returned.append(job)
                 self._report(job, "it is given back to the queue")
         self.release([job for job in returned if job.token is not None])
-        for job in self.running_jobs():
-            if job.state in (JobState.RUNNING, JobState.STORING) and overdue(job, cutoff):
-                job.release_delivery()
-                self._report(
-                    job,
-                    "its message goes back to the queue while it runs; its claim keeps "
-                    "the copy from running twice",
-                )
+        for job in list(self.jobs()):
+            if not overdue(job, cutoff):
+                continue
+            if job.token is None and job.state in (JobState.RUNNING, JobState.STORING):
+                continue  # unclaimed: a copy delivered again would run twice
+            job.release_delivery()
+            self._report(
+                job,
+                "its message goes back to the queue while it goes on; its claim keeps "
+                "the copy from running twice",
+            )
 
     def _report(self, job: Job, what: str) -> None:
         self.events.report(EventKind.GIVEN_BACK, job.task_id, job.message.task)
@@ -126,4 +130,9 @@ def overdue(job: Job, cutoff: float) -> bool:
     """
     Whether ``job`` holds a delivery unacknowledged since before ``cutoff``.
     """
-    return not job.parked and not job.released and job.delivered_at <= cutoff
+    return (
+        job.state is not JobState.SETTLED
+        and not job.parked
+        and not job.released
+        and job.delivered_at <= cutoff
+    )
