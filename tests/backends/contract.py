@@ -214,9 +214,10 @@ class BackendContract:
         ok, bad, sent = new_task_id(), new_task_id(), new_task_id()
         ok_doc, bad_doc = odd_documents(ok, bad)
         sent_doc = pending_document(sent, "task " + ODD_TEXT)
-        await backend.create_taskset(ODD_TASKSET, 3)
+        taskset = ODD_TASKSET + new_task_id()  # the stores of other runs may keep the last
+        await backend.create_taskset(taskset, 3)
         await backend.store_results(
-            [OutcomeRecord(ok, ok_doc, ODD_TASKSET), OutcomeRecord(bad, bad_doc, ODD_TASKSET, True)]
+            [OutcomeRecord(ok, ok_doc, taskset), OutcomeRecord(bad, bad_doc, taskset, True)]
         )
         await backend.mark_sent([(sent, sent_doc)])
         self.assertEqual(await backend.get_results([ok, bad, sent]), [ok_doc, bad_doc, sent_doc])
@@ -226,8 +227,8 @@ class BackendContract:
         failure = Outcome.from_bytes(bad, await backend.get_result(bad))
         self.assertEqual(failure.exc["message"], ODD_TEXT)
         self.assertTrue(failure.traceback.endswith(ODD_TEXT))
-        self.assertEqual(tuple(await backend.get_taskset(ODD_TASKSET)), (3, 2, 1))
-        self.assertIsNone(await backend.get_taskset(ODD_TASKSET[:-1]))
+        self.assertEqual(tuple(await backend.get_taskset(taskset)), (3, 2, 1))
+        self.assertIsNone(await backend.get_taskset(taskset[:-1]))
 
     async def test_documents_as_bytes(self: Any) -> None:
         """

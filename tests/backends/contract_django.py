@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import django
 from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.backends.contract import BackendContract, ClaimStoreContract, ScheduleStoreContract
-from twistedq.backends.base import IResultBackend
+from tests.backends.contract import (
+    ODD_TEXT,
+    BackendContract,
+    ClaimStoreContract,
+    ScheduleStoreContract,
+    odd_documents,
+)
+from twistedq.backends.base import IResultBackend, OutcomeRecord, StoreRefused
+from twistedq.message import new_task_id
+from twistedq.outcome import success_document
 
 _migrated = False
 
@@ -51,3 +60,97 @@ class DjangoContractTests(BackendContract, ScheduleStoreContract, ClaimStoreCont
         await deferLater(reactor, 1.2, lambda: None)
         self.assertGreaterEqual(await backend.delete_expired(), 5)
         self.assertEqual(await backend.get_results(ids), [None] * 5)
+
+    async def test_admin_columns_hold_odd_text(self) -> None:
+        """
+        The columns that repeat parts of an outcome for the admin hold
+        what the database can of odd text: a NUL and lone surrogates as
+        backslash escapes, the name cut to its column; the document, and
+        the model's ``result``, keep it all.
+        """
+        from twistedq.contrib.django.models import TaskResult
+
+        backend = await self.backend()
+        ok, bad = new_task_id(), new_task_id()
+        documents = odd_documents(ok, bad)
+        await backend.store_results(
+            [OutcomeRecord(ok, documents[0]), OutcomeRecord(bad, documents[1])]
+        )
+        rows = await deferToThread(
+            lambda: {row.task_id: row for row in TaskResult.objects.filter(task_id__in=[ok, bad])}
+        )
+        escaped = "nul\\x00 high\\ud800 low\\udfff astral"
+        self.assertTrue(rows[ok].task_name.startswith("task " + escaped))
+        self.assertEqual(len(rows[ok].task_name), 255)
+        self.assertIn("ValueError: " + escaped, rows[bad].traceback)
+        self.assertNotIn("\x00", rows[bad].traceback)
+        self.assertEqual(rows[ok].result, {ODD_TEXT: [ODD_TEXT]})
+        self.assertEqual(rows[bad].result, ODD_TEXT)
+
+    async def test_refused_by_the_database(self) -> None:
+        """
+        A write the database refuses for good (here a task id longer than
+        its column, where the database checks lengths) is a StoreRefused
+        naming the task, not an outage; the store serves on.
+        """
+        from django.db import connections
+
+        backend = await self.backend()
+        long_id = new_task_id() + "-far-too-long"
+        written = backend.store_results([OutcomeRecord(long_id, success_document(long_id, "t", 1))])
+        if connections["default"].vendor == "sqlite":  # SQLite checks no length
+            await written
+        else:
+            self.assertEqual((await self.assertFailure(written, StoreRefused)).task_id, long_id)
+        fine = new_task_id()
+        document = success_document(fine, "t", 1)
+        await backend.store_results([OutcomeRecord(fine, document)])
+        self.assertEqual(await backend.get_result(fine), document)
+
+    async def test_limit_read_from_the_database(self) -> None:
+        """
+        The largest document is a quarter of the database's largest
+        statement: MySQL's max_allowed_packet, SQLite's length limit,
+        PostgreSQL's 1 GiB.
+        """
+        from django.db import connections
+
+        backend = await self.backend()
+        vendor = connections["default"].vendor
+        if vendor == "mysql":
+
+            def packet() -> int:
+                with connections["default"].cursor() as cursor:
+                    cursor.execute("SELECT @@max_allowed_packet")
+                    return int(cursor.fetchone()[0])
+
+            statement = await deferToThread(packet)
+        elif vendor == "sqlite":
+            statement = 1_000_000_000
+        else:
+            statement = 1024 * 1024 * 1024
+        self.assertEqual(backend.max_document_size, statement // 4)
+
+    async def test_packet_refused_by_mysql(self) -> None:
+        """
+        On MySQL, a statement over max_allowed_packet (the store's limit
+        set higher) is refused by the server: a StoreRefused naming the
+        task, and the store serves again on a new connection.
+        """
+        from django.db import connections
+
+        if connections["default"].vendor != "mysql":
+            raise SkipTest("MySQL's max_allowed_packet")
+        backend = await self.backend()
+        packet = backend.max_document_size * 4
+        backend.max_document_size = 2 * packet
+        big = new_task_id()
+        document = success_document(big, "t", "x" * (packet + 1024))
+        refused = backend.store_results([OutcomeRecord(big, document)])
+        error = await self.assertFailure(refused, StoreRefused)
+        self.assertEqual(error.task_id, big)
+        self.assertIn("max_allowed_packet", str(error))
+        fine = new_task_id()
+        small = success_document(fine, "t", 1)
+        await backend.store_results([OutcomeRecord(fine, small)])
+        self.assertEqual(await backend.get_results([fine, big]), [small, None])

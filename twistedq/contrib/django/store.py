@@ -8,12 +8,29 @@ The ORM blocks, so every operation runs in a thread pool of its own
 (bounded: one thread for SQLite, which has one writer at a time), never on
 the reactor; each unit of work closes stale connections before and after,
 as a Django request would.  A batch of outcomes is one transaction.
+
+The ``document`` column keeps the outcome document as twistedq encodes it:
+JSON with every character past ASCII escaped (a NUL as ``\\u0000``), which
+every database holds whole; a document in raw UTF-8 is kept as it is where
+the column holds its characters, and escaped to ASCII JSON (the same
+value) where not.  The columns that repeat parts of it for the admin (task
+name, status, traceback) hold what their database can of the text: a NUL,
+a lone surrogate and, in a MySQL column narrower than ``utf8mb4``, any
+character it lacks, as a backslash escape; the name cut to 255
+characters.  A taskset id its column cannot hold (over 36 characters, or
+other than printable ASCII) is kept as a digest of it.
+
+A document over ``max_document_size`` is refused with
+:py:class:`~twistedq.backends.base.StoreRefused` before it is parsed or
+sent, and so is one that is not a JSON document, or one the database
+refuses for good (its data or size limits, rather than an outage).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -32,9 +49,11 @@ from twistedq.backends.base import (
     ParkedTask,
     PeriodicState,
     SlotClaim,
+    StoreRefused,
     TasksetState,
 )
 from twistedq.backends.claims import FencedClaims, holds_any
+from twistedq.backends.limits import MiB, check_sizes, fitted_id
 
 __all__ = ["DjangoBackend"]
 
@@ -62,6 +81,47 @@ def _parse_done(document: dict[str, Any]) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(text) if text else None
 
 
+#: The largest statement, by database: PostgreSQL's 1 GiB (a field, and a
+#: query's text); SQLite's length limit; MySQL's is its max_allowed_packet,
+#: read when connecting.
+_STATEMENT = {"postgresql": 1024 * MiB, "sqlite": 1_000_000_000}
+
+#: What a text column cannot hold, by how much of Unicode it holds: all
+#: but NUL and lone surrogates (PostgreSQL, SQLite, MySQL's utf8mb4), the
+#: Basic Multilingual Plane (MySQL's utf8mb3), or ASCII (any other MySQL
+#: character set).
+_UNHELD = {
+    "full": re.compile("[\x00\ud800-\udfff]"),
+    "bmp": re.compile("[\x00\ud800-\udfff\U00010000-\U0010ffff]"),
+    "ascii": re.compile("[^\x01-\x7f]"),
+}
+
+#: A taskset id its 36-character column holds as it is.
+_TASKSET_TEXT = re.compile(r"[!-~]+")
+
+#: MySQL's errors that refuse a value for good: a packet (statement) over
+#: max_allowed_packet, a string its column's character set lacks, a value
+#: too long for its column.
+_MYSQL_REFUSALS = frozenset({1153, 1301, 1366, 1406})
+
+
+def _refuses_for_good(error: Exception) -> bool:
+    """
+    Whether a database error refuses the data (the same write fails
+    again), rather than telling of an outage.
+    """
+    from django.db import DataError
+
+    if isinstance(error, DataError):
+        return True
+    cause = error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None) or ""
+    if sqlstate[:2] in ("22", "54"):  # data exception, program limit exceeded
+        return True
+    args: tuple[Any, ...] = getattr(cause, "args", ())
+    return len(args) > 0 and args[0] in _MYSQL_REFUSALS
+
+
 class _Database:
     """
     What the parts of the Django store share: the database alias, the
@@ -75,6 +135,7 @@ class _Database:
         ttl: int = DEFAULT_RESULT_TTL,
         threads: int = 4,
         worker: str = "",
+        max_document_size: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.alias = alias
@@ -83,6 +144,12 @@ class _Database:
         self.max_threads = threads
         self.worker = worker or socket.gethostname()
         self._pool: ThreadPool | None = None
+        self._max_given = max_document_size
+        #: The largest document stored, in bytes: a quarter of the
+        #: database's largest statement (a document may be written twice in
+        #: a row, its traceback repeated, and escaped), unless given.
+        self.max_document_size = max_document_size or _STATEMENT["postgresql"] // 4
+        self._unheld = _UNHELD["full"]
 
     def connect(self) -> defer.Deferred[None]:
         import django
@@ -96,7 +163,36 @@ class _Database:
         threads = 1 if connections[self.alias].vendor == "sqlite" else self.max_threads
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="twistedq-django")
         self._pool.start()
-        return self._run(lambda: None)
+        return self._run(self._read_limits)
+
+    def _read_limits(self) -> None:
+        """
+        Read the database's largest statement and what its result columns
+        hold (in the pool thread).
+        """
+        from django.db import connections
+
+        connection = connections[self.alias]
+        statement = _STATEMENT.get(connection.vendor, _STATEMENT["postgresql"])
+        if connection.vendor == "sqlite":
+            getlimit = getattr(connection.connection, "getlimit", None)
+            if getlimit is not None:
+                statement = getlimit(0)  # SQLITE_LIMIT_LENGTH
+        elif connection.vendor == "mysql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @@max_allowed_packet")
+                (statement,) = cursor.fetchone()
+                cursor.execute(
+                    "SELECT DISTINCT character_set_name FROM information_schema.columns"
+                    " WHERE table_schema = DATABASE() AND table_name = 'twistedq_taskresult'"
+                    " AND column_name IN ('document', 'task_name', 'traceback')"
+                )
+                charsets = {row[0] for row in cursor.fetchall()}
+            if charsets - {"utf8mb4"}:
+                held = charsets <= {"utf8mb4", "utf8mb3", "utf8"}
+                self._unheld = _UNHELD["bmp" if held else "ascii"]
+        if self._max_given is None:
+            self.max_document_size = int(statement) // 4
 
     def _run(self, work: Callable[[], T]) -> defer.Deferred[T]:
         pool = self._pool
@@ -152,7 +248,83 @@ class _ResultRows(_Database):
     """
 
     def store_results(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
-        return self._run(lambda: self._store_now(records))
+        try:
+            self._check([(record.task_id, record.document) for record in records])
+        except StoreRefused:
+            return defer.fail()
+        return self._run(lambda: self._refusing(records, lambda: self._store_now(records)))
+
+    def _check(self, documents: Sequence[tuple[str, bytes]]) -> None:
+        check_sizes(documents, self.max_document_size, self.url)
+
+    def _refusing(self, documents: Sequence[Any], work: Callable[[], T]) -> T:
+        """
+        Run ``work`` (in the pool thread); a database error refusing its
+        data for good is raised as a StoreRefused, naming the task where
+        ``documents`` (records or task id and document pairs) has one.
+        """
+        from django.db import DatabaseError
+
+        try:
+            return work()
+        except DatabaseError as error:
+            if not _refuses_for_good(error):
+                raise
+            task_id = documents[0][0] if len(documents) == 1 else None
+            raise StoreRefused(f"{self.url} refused the write: {error}", task_id) from error
+
+    def _column_text(self, text: str) -> str:
+        """
+        ``text`` as the result table's text columns hold it: what they
+        cannot hold as backslash escapes.
+        """
+        return self._unheld.sub(lambda found: ascii(found.group())[1:-1], text)
+
+    def _taskset(self, taskset_id: str) -> str:
+        return fitted_id(taskset_id, 36, _TASKSET_TEXT)
+
+    def _row(self, task_id: str, document: bytes) -> tuple[Any, dict[str, Any]]:
+        """
+        The ``TaskResult`` row of a document, unsaved, and the document
+        parsed; StoreRefused if it is not a JSON object with a status.
+        """
+        from twistedq.contrib.django.models import TaskResult
+
+        try:
+            text = document.decode("utf-8")
+            parsed = json.loads(text)
+            status = parsed["status"]
+            if not isinstance(status, str):
+                raise TypeError("its status is not text")
+        except (ValueError, KeyError, TypeError) as error:
+            raise StoreRefused(
+                f"the outcome of task {task_id} is not a JSON document with a status: {error}",
+                task_id,
+            ) from None
+        if self._unheld.search(text):  # raw text this database lacks: escaped
+            text = json.dumps(parsed, separators=(",", ":"))
+        row = TaskResult(
+            task_id=task_id,
+            task_name=self._column_text(str(parsed.get("task") or ""))[:255],
+            status=self._column_text(status)[:16],
+            document=text,
+            expires_at=self._expiry(),
+        )
+        return row, parsed
+
+    def _statements(self, rows: list[Any]) -> list[list[Any]]:
+        """
+        The rows in groups whose documents together fit in one statement.
+        """
+        groups: list[list[Any]] = [[]]
+        size = 0
+        for row in rows:
+            if groups[-1] and size + len(row.document) > self.max_document_size:
+                groups.append([])
+                size = 0
+            groups[-1].append(row)
+            size += len(row.document)
+        return groups
 
     def _store_now(self, records: Sequence[OutcomeRecord]) -> None:
         """
@@ -162,24 +334,15 @@ class _ResultRows(_Database):
 
         from twistedq.contrib.django.models import TaskResult, TaskSetMember
 
-        expires_at = self._expiry()
         rows = []
         for record in records:
-            document = json.loads(record.document)
-            rows.append(
-                TaskResult(
-                    task_id=record.task_id,
-                    task_name=document.get("task") or "",
-                    status=document["status"],
-                    document=record.document.decode("utf-8"),
-                    traceback=document.get("traceback") or "",
-                    worker=self.worker,
-                    date_done=_parse_done(document),
-                    expires_at=expires_at,
-                )
-            )
+            row, document = self._row(record.task_id, record.document)
+            row.traceback = self._column_text(str(document.get("traceback") or ""))
+            row.worker = self.worker
+            row.date_done = _parse_done(document)
+            rows.append(row)
         members = [
-            TaskSetMember(taskset_id=r.taskset, task_id=r.task_id, failed=r.failed)
+            TaskSetMember(taskset_id=self._taskset(r.taskset), task_id=r.task_id, failed=r.failed)
             for r in records
             if r.taskset
         ]
@@ -192,43 +355,38 @@ class _ResultRows(_Database):
             else None
         )
         with transaction.atomic(using=self.alias):
-            TaskResult.objects.using(self.alias).bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=target,
-                update_fields=[
-                    "task_name",
-                    "status",
-                    "document",
-                    "traceback",
-                    "worker",
-                    "date_done",
-                    "expires_at",
-                ],
-            )
+            for group in self._statements(rows):
+                TaskResult.objects.using(self.alias).bulk_create(
+                    group,
+                    update_conflicts=True,
+                    unique_fields=target,
+                    update_fields=[
+                        "task_name",
+                        "status",
+                        "document",
+                        "traceback",
+                        "worker",
+                        "date_done",
+                        "expires_at",
+                    ],
+                )
             if members:
                 TaskSetMember.objects.using(self.alias).bulk_create(members, ignore_conflicts=True)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        try:
+            self._check(records)
+        except StoreRefused:
+            return defer.fail()
+
         def mark() -> None:
             from twistedq.contrib.django.models import TaskResult
 
-            expires_at = self._expiry()
-            rows = []
-            for task_id, document in records:
-                parsed = json.loads(document)
-                rows.append(
-                    TaskResult(
-                        task_id=task_id,
-                        task_name=parsed.get("task") or "",
-                        status=parsed["status"],
-                        document=document.decode("utf-8"),
-                        expires_at=expires_at,
-                    )
-                )
-            TaskResult.objects.using(self.alias).bulk_create(rows, ignore_conflicts=True)
+            rows = [self._row(task_id, document)[0] for task_id, document in records]
+            for group in self._statements(rows):
+                TaskResult.objects.using(self.alias).bulk_create(group, ignore_conflicts=True)
 
-        return self._run(mark)
+        return self._run(lambda: self._refusing(records, mark))
 
     def get_result(self, task_id: str) -> defer.Deferred[bytes | None]:
         return self.get_results([task_id]).addCallback(lambda found: found[0])
@@ -268,7 +426,7 @@ class _ResultRows(_Database):
             from twistedq.contrib.django.models import TaskSetResult
 
             TaskSetResult.objects.using(self.alias).update_or_create(
-                taskset_id=taskset_id,
+                taskset_id=self._taskset(taskset_id),
                 defaults={"total": total, "expires_at": self._expiry()},
             )
 
@@ -287,7 +445,7 @@ class _ResultRows(_Database):
             )
             row = (
                 TaskSetResult.objects.using(self.alias)
-                .filter(taskset_id=taskset_id, expires_at__gt=_now())
+                .filter(taskset_id=self._taskset(taskset_id), expires_at__gt=_now())
                 .annotate(
                     completed=Subquery(
                         members.annotate(n=Count("id")).values("n"),
@@ -555,7 +713,11 @@ class _ClaimRows(_ResultRows):
                     ).delete()
             return committed
 
-        return self._run(commit)
+        try:
+            self._check([(record.task_id, record.document) for record in records])
+        except StoreRefused:
+            return defer.fail()
+        return self._run(lambda: self._refusing(records, commit))
 
     def park_leased(self, parked: Sequence[ParkedTask]) -> defer.Deferred[list[bool]]:
         def park() -> list[bool]:
