@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "CONTENT_TYPE",
     "MALFORMED",
     "MAX_BODY_SIZE",
+    "MAX_TASK_NAME",
     "NOT_JSON",
     "TOO_LARGE",
     "MessageError",
     "TaskMessage",
     "is_task_id",
+    "is_task_name",
     "new_task_id",
     "peek_task",
 ]
@@ -38,6 +42,8 @@ CONTENT_TYPE = "application/json"
 VERSION = 1
 #: Default upper bound on an encoded message, in bytes.
 MAX_BODY_SIZE = 16 * 1024 * 1024
+#: The longest task name, in characters.
+MAX_TASK_NAME = 256
 
 #: Reason of a body that is not UTF-8 JSON text.
 NOT_JSON = "not-json"
@@ -88,6 +94,26 @@ def _short(value: Any) -> str:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return number
+
+
+def is_task_name(name: object) -> TypeGuard[str]:
+    """
+    Whether ``name`` can name a task: a string of 1 to
+    :py:data:`MAX_TASK_NAME` characters without control characters or
+    lone surrogates (it goes into logs, keys and headers as it is).
+    """
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_TASK_NAME
+        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+    )
 
 
 def peek_task(body: bytes) -> tuple[str, str] | None:
@@ -166,7 +192,7 @@ class TaskMessage:
             carries the task id and name when they are valid.
         """
         valid_id = self.id if isinstance(self.id, str) and is_task_id(self.id) else None
-        name = self.task if isinstance(self.task, str) and self.task else None
+        name = self.task if is_task_name(self.task) else None
         if not isinstance(self.args, (tuple, list)):
             raise MessageError(
                 f"args must be a list or tuple, not {type(self.args).__name__}: "
@@ -245,7 +271,7 @@ class TaskMessage:
         except UnicodeDecodeError:
             raise MessageError("body is not UTF-8 text", NOT_JSON) from None
         try:
-            document = json.loads(text, parse_constant=_refuse_constant)
+            document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         except ValueError as e:
             raise MessageError(f"body is not JSON: {e}", NOT_JSON) from None
         except RecursionError:
@@ -268,7 +294,7 @@ class TaskMessage:
                 task_id, name = document.get("id"), document.get("task")
                 if isinstance(task_id, str) and is_task_id(task_id):
                     e.task_id = task_id
-                if isinstance(name, str) and name:
+                if is_task_name(name):
                     e.task = name
             raise
 
@@ -286,8 +312,11 @@ class TaskMessage:
         if not isinstance(task_id, str) or not is_task_id(task_id):
             raise MessageError(f"id {task_id!r} is not a UUID")
         name = document.get("task")
-        if not isinstance(name, str) or not name:
-            raise MessageError(f"task name {name!r} is not a non-empty string")
+        if not is_task_name(name):
+            raise MessageError(
+                f"task name {_short(name)} is not a string of 1 to {MAX_TASK_NAME} characters "
+                "without control characters"
+            )
         args = document.get("args", [])
         if not isinstance(args, list):
             raise MessageError("args is not a JSON array")

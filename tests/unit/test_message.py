@@ -234,9 +234,32 @@ class DecodeRejectionTests(SynchronousTestCase):
         """
         An empty or missing task name is refused.
         """
-        self.assertRefused(body(task=""), "task name '' is not a non-empty string")
+        self.assertRefused(body(task=""), "task name '' is not a string of 1 to 256")
         self.assertRefused(body(task=...), "task name None")
         self.assertRefused(body(task=["add"]), "task name")
+
+    def test_odd_task_names(self):
+        """
+        A task name over 256 characters, or with a control character or a
+        lone surrogate, is refused; the error shows it cut short.
+        """
+        long_name = "a" * 60_000
+        error = self.assertRefused(body(task=long_name), "characters without control")
+        self.assertLess(len(str(error)), 300)
+        self.assertIsNone(error.task)
+        self.assertRefused(body(task="add\u0000"), "task name")
+        self.assertRefused(body(task="add\n"), "task name")
+        self.assertRefused(body(task="\ud800"), "task name")
+        self.assertEqual(TaskMessage.decode(body(task="a" * 256)).task, "a" * 256)
+        self.assertEqual(TaskMessage.decode(body(task="tâche.ÿ")).task, "tâche.ÿ")
+
+    def test_infinite_number(self):
+        """
+        A number too large for a float (JSON has no infinity) is refused.
+        """
+        self.assertRefused(
+            b'{"v":1,"id":"%s","task":"add","args":[1e999]}' % TASK_ID.encode(), "out of range"
+        )
 
     def test_args_not_list(self):
         """
