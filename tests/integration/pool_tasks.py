@@ -32,6 +32,17 @@ def leak(megabytes):
 _leaked: list[bytearray] = []
 
 
+def big_result(megabytes):
+    """
+    A string of ``megabytes`` MiB: over the result size limit.
+    """
+    return "x" * (megabytes * 1024 * 1024)
+
+
+def big_error(megabytes):
+    raise ValueError("y" * (megabytes * 1024 * 1024))
+
+
 def sleep_marked(seconds, marker_dir):
     """
     Sleep after leaving a file that says it started.
@@ -70,6 +81,8 @@ tasks.register(add, "add")
 tasks.register(segfault, "segfault")
 tasks.register(exit_hard, "exit_hard")
 tasks.register(leak, "leak")
+tasks.register(big_result, "big_result")
+tasks.register(big_error, "big_error")
 tasks.register(sleep_marked, "sleep_marked")
 tasks.register(pid, "pid")
 tasks.register(Hang)

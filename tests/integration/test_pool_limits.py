@@ -169,14 +169,22 @@ class RecyclingTests(PoolTestCase):
     async def test_memory_cap_recycles(self) -> None:
         """
         A child whose memory passes ``--max-memory-per-child`` after a task
-        is replaced by a fresh one; the status resource counts it.
+        is replaced before it is given another task, even when the next
+        task came in the same batch: the tasks after the leak run on a
+        fresh child; the status resource counts one restart.
         """
         daemon = self.start_daemon("--max-memory-per-child", "120", concurrency=1)
-        first = await self.publish("pid")
-        leak = await self.publish("leak", 150)
-        after = await self.publish("pid")
-        outcomes = await self.wait([first, leak, after])
-        self.assertNotEqual(outcomes[0].result, outcomes[2].result)
+        messages = [
+            TaskMessage(id=new_task_id(), task=name, args=args)
+            for name, args in (("pid", ()), ("leak", (150,)), ("pid", ()), ("pid", ()))
+        ]
+        # One publish, one batch: the daemon hands the four to its one child together.
+        await self.client.publish_many(messages)
+        outcomes = await self.wait([m.id for m in messages])
+        self.assertEqual([o.status for o in outcomes], ["SUCCESS"] * 4)
+        before, _, after, last = (o.result for o in outcomes)
+        self.assertNotEqual(before, after)
+        self.assertEqual(after, last)
         self.assertIn("Retiring Process-1: max-memory", daemon.log())
         stats = json.load(
             urllib.request.urlopen(f"http://127.0.0.1:{daemon.status_port}/stats", timeout=10)
@@ -192,6 +200,46 @@ class RecyclingTests(PoolTestCase):
         outcomes = await self.wait(ids)
         pids = [o.result for o in outcomes]
         self.assertEqual(len(set(pids)), 3, pids)
+
+
+class ResultSizeTests(PoolTestCase):
+    async def test_large_result_fails_in_child(self) -> None:
+        """
+        A task returning 64 MiB, and one raising an exception whose message
+        is 64 MiB, over ``--max-result-size`` (8 MiB by default): each ends
+        as a FAILURE ResultTooLarge naming the task, the size and the
+        limit; the value never reaches the daemon (its peak memory stays
+        far below the value), and the next task runs.
+        """
+        daemon = self.start_daemon(concurrency=1)
+        await self.wait([await self.publish("add", 0, 0)])
+        start = _rss_kib(daemon.process.pid, "VmRSS:")
+        big = await self.publish("big_result", 64)
+        error = await self.publish("big_error", 64)
+        after = await self.publish("add", 1, 2)
+        big_outcome, error_outcome, done = await self.wait([big, error, after])
+        for outcome, task in ((big_outcome, "big_result"), (error_outcome, "big_error")):
+            self.assertEqual(outcome.status, "FAILURE")
+            self.assertEqual(outcome.exc["type"], "ResultTooLarge")
+            self.assertIn(task, outcome.exc["message"])
+            self.assertIn("8,388,608 bytes", outcome.exc["message"])
+        self.assertIn("returned a str", big_outcome.exc["message"])
+        self.assertIn("raised ValueError: yyy", error_outcome.exc["message"])
+        self.assertEqual(done.result, 3)
+        peak = _rss_kib(daemon.process.pid, "VmHWM:")
+        self.assertLess(peak - start, 16 * 1024, f"the daemon grew from {start} to {peak} KiB")
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    """
+    A memory figure of a process from ``/proc``: ``VmRSS:`` now,
+    ``VmHWM:`` its peak, in KiB.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field}")
 
 
 class DaemonDeathTests(PoolTestCase):
