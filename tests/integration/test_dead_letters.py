@@ -133,9 +133,63 @@ class CorpusTests(DeadLetterTestCase):
         under every id that can be read; the task queue is left empty and
         the daemon runs the next valid task.
         """
-        daemon = self.start_daemon("--max-message-size", "4KiB")
+        daemon = self.start_daemon("--max-message-size", "8KiB")
         wrong_type, no_task, unknown, too_large = (new_task_id() for _ in range(4))
+        deep, huge_name = new_task_id(), new_task_id()
         corpus = {
+            # depth: the decoder's own recursion limit
+            b'{"v":1,"id":"%s","task":"add","args":%s%s}'
+            % (deep.encode(), b"[" * 3000, b"]" * 3000): ("malformed", "nested too deeply"),
+            # size of numbers: over Python's integer digits, over a float
+            b'{"v":1,"id":"%s","task":"add","args":[%s]}' % (new_task_id().encode(), b"9" * 5000): (
+                "not-json",
+                "Exceeds the limit",
+            ),
+            b'{"v":1,"id":"%s","task":"add","args":[1e999]}' % new_task_id().encode(): (
+                "not-json",
+                "out of range",
+            ),
+            b'{"v":1,"id":"%s","task":"add","args":[NaN]}' % new_task_id().encode(): (
+                "not-json",
+                "NaN is not a JSON number",
+            ),
+            # encodings: a byte order mark, UTF-16, overlong and surrogate UTF-8
+            b"\xef\xbb\xbf" + body_of(v=1, id=new_task_id(), task="add"): ("not-json", "BOM"),
+            json.dumps({"v": 1, "id": new_task_id(), "task": "add"}).encode("utf-16"): (
+                "not-json",
+                "not UTF-8",
+            ),
+            b'{"v":1,"id":"%s","task":"\xc0\xafadd"}' % new_task_id().encode(): (
+                "not-json",
+                "not UTF-8",
+            ),
+            b'{"v":1,"id":"%s","task":"\xed\xa0\x80"}' % new_task_id().encode(): (
+                "not-json",
+                "not UTF-8",
+            ),
+            # types and shapes
+            b"": ("not-json", "Expecting value"),
+            b"null": ("malformed", "not a JSON object"),
+            b'"a string"': ("malformed", "not a JSON object"),
+            body_of(v=True, id=new_task_id(), task="add"): ("malformed", "version True"),
+            body_of(v=1, id=new_task_id().upper(), task="add"): ("malformed", "is not a UUID"),
+            body_of(v=1, id=new_task_id(), task="add") + b" trailing": ("not-json", "Extra data"),
+            body_of(v=1, id=new_task_id(), task="add", kwargs=[1]): (
+                "malformed",
+                "kwargs is not a JSON object",
+            ),
+            body_of(v=1, id=new_task_id(), task="add", retries=-1): (
+                "malformed",
+                "retries is not a non-negative integer",
+            ),
+            body_of(v=1, id=new_task_id(), task="add", eta=5): ("malformed", "eta is not a string"),
+            body_of(v=1, id=new_task_id(), task="add", eta="2020-13-45"): (
+                "malformed",
+                "is not an ISO 8601 time",
+            ),
+            body_of(v=1, id=huge_name, task="a" * 3000): ("malformed", "task name 'aaa"),
+            body_of(v=1, id=new_task_id(), task="add\u0000"): ("malformed", "task name"),
+            body_of(v=1, id=new_task_id(), task="\ud800"): ("malformed", "task name"),
             b"\xff\xfe not json": ("not-json", "not UTF-8"),
             b"{not json": ("not-json", "not JSON"),
             b"[1, 2, 3]": ("malformed", "not a JSON object"),
@@ -150,9 +204,9 @@ class CorpusTests(DeadLetterTestCase):
                 "unknown-task",
                 "no-such-task",
             ),
-            TaskMessage(id=too_large, task="echo", args=("x" * 5000,)).encode(): (
+            TaskMessage(id=too_large, task="echo", args=("x" * 9000,)).encode(): (
                 "too-large",
-                "over the limit of 4096",
+                "over the limit of 8192",
             ),
         }
         for body in corpus:
@@ -169,8 +223,13 @@ class CorpusTests(DeadLetterTestCase):
         await self.assertFailure(no_task, "MessageError", "task name None")
         await self.assertFailure(unknown, "NotRegistered", "no-such-task")
         await self.assertFailure(too_large, "MessageError", "over the limit")
+        await self.assertFailure(deep, "MessageError", "nested too deeply")
+        await self.assertFailure(huge_name, "MessageError", "task name")
         self.assertEqual(await self.depth(self.queue), 0)
-        self.assertEqual(daemon.log().count("Dead-lettered a message ("), len(corpus))
+        log = daemon.log()
+        self.assertEqual(log.count("Dead-lettered a message ("), len(corpus))
+        self.assertNotIn("a" * 400, log)  # odd values are cut short in the log
+        self.assertNotIn("Traceback", log)
 
 
 class SigningTests(DeadLetterTestCase):

@@ -97,6 +97,23 @@ class MalformedTests(DispatcherTestCase):
         self.assertEqual(bad.settled, [("dead-letter", "malformed")])
         self.assertIn("ZeroDivisionError('decoder bug')", bad.details[0])
         self.assertEqual(self.dispatcher.stats()["rejected"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_intake_fault_dead_lettered(self):
+        """
+        An exception while a decoded job is taken in (a fault of the
+        daemon's) dead-letters it too, with what was raised.
+        """
+
+        def broken(job):
+            raise KeyError("gate bug")
+
+        self.patch(self.dispatcher.intake, "admit", broken)
+        bad = delivery(1)
+        self.dispatcher.deliver(bad)
+        self.assertEqual(bad.settled, [("dead-letter", "malformed")])
+        self.assertIn("KeyError('gate bug')", bad.details[0])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_readable_id_failure_stored_first(self):
         """

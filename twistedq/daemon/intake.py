@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
-from twistedq.daemon.job import BrokerDelivery, Job
+from twistedq.daemon.job import BrokerDelivery, Job, JobState
 from twistedq.message import MALFORMED, MessageError, TaskMessage
 from twistedq.outcome import failure_document
 from twistedq.signing import SignatureError, SigningKeys
@@ -68,15 +68,21 @@ class Intake:
                 return
         try:
             message = TaskMessage.decode(delivery.body, self.max_body_size)
+            job = Job(delivery, message)
         except MessageError as e:
             self.refuse(delivery, e.reason, str(e), e)
             return
         except Exception as e:  # a decoder fault must not strand the delivery
-            self.refuse(delivery, MALFORMED, f"the body could not be decoded: {e!r}")
+            log.failure("Could not decode a message")
+            self.refuse(delivery, MALFORMED, f"the body could not be decoded: {_short(e)}")
             return
-        job = Job(delivery, message)
         self.events.report(EventKind.RECEIVED, message.id, message.task)
-        self.admit(job)
+        try:
+            self.admit(job)
+        except Exception as e:  # a fault of the daemon's: the message is not stranded
+            log.failure("Could not take task {id}", id=message.id)
+            if job.state is JobState.RECEIVED:
+                self.refuse(delivery, MALFORMED, f"the daemon could not take it: {_short(e)}")
 
     def refuse(
         self, delivery: BrokerDelivery, reason: str, detail: str, error: MessageError | None = None
@@ -107,3 +113,11 @@ class Intake:
     ) -> defer.Deferred[None]:
         self.events.report(EventKind.DEAD_LETTERED, task_id, reason=reason)
         return delivery.dead_letter(reason, detail)
+
+
+def _short(error: BaseException) -> str:
+    """
+    An exception's repr, cut to 200 characters for a header and a log line.
+    """
+    text = repr(error)
+    return text if len(text) <= 200 else text[:197] + "..."
