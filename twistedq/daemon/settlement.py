@@ -152,7 +152,8 @@ class Settlement:
 
         def settle(_: None) -> defer.Deferred[None] | None:
             if dead_letter:
-                return self._dead_letter(job, ATTEMPTS_EXHAUSTED, str(error))
+                detail = f"task {job.message.task}[{job.task_id}]: {error}"
+                return self._dead_letter(job, ATTEMPTS_EXHAUSTED, detail)
             job.ack()
             return None
 
@@ -292,9 +293,6 @@ class Settlement:
                     f"task {job.message.task}[{job.task_id}]: the result store refused its "
                     "outcome and the FAILURE in its place"
                 )
-                log.error(
-                    "Dead-lettered a message ({reason}): {why}", reason=STORE_REFUSED, why=detail
-                )
                 dead.append(self._dead_letter(job, STORE_REFUSED, detail))
                 continue
             if not record.failed:
@@ -304,9 +302,6 @@ class Settlement:
             self.events.report(EventKind.FAILED, job.task_id, job.message.task)
             if dead_letter_reason(record.document) == UNKNOWN_TASK:
                 detail = f"task {job.message.task}[{job.task_id}]: no child registered it"
-                log.error(
-                    "Dead-lettered a message ({reason}): {why}", reason=UNKNOWN_TASK, why=detail
-                )
                 dead.append(self._dead_letter(job, UNKNOWN_TASK, detail))
             else:
                 job.ack()
@@ -429,6 +424,7 @@ class Settlement:
         return exc.get("module") == "twistedq.registry" and exc.get("type") == "NotRegistered"
 
     def _dead_letter(self, job: Job, reason: str, detail: str) -> defer.Deferred[None]:
+        log.error("Dead-lettered a message ({reason}): {why}", reason=reason, why=detail)
         self.events.report(EventKind.DEAD_LETTERED, job.task_id, job.message.task, reason=reason)
         return job.dead_letter(reason, detail)
 
