@@ -54,6 +54,8 @@ def record(index: int, task_id: str, **kwargs: object) -> int:
     finally:
         os.close(descriptor)
     time.sleep(0.002)
+    if str(index) == os.environ.get("TWISTEDQ_TEST_HUGE_INDEX"):
+        return "x" * (2 * 1024 * 1024)  # over the 1 MiB the store is set to take
     return index
 
 

@@ -11,7 +11,10 @@ how many were lost, run more than once and dead-lettered:
 - the broker's consumer timeout lowered to 5 s and Redis stopped for 12 s:
   the broker closes the consuming channel and the daemon consumes again;
 - the same, with ``--give-back-after 2``: the held deliveries go back to
-  the queue in time, and the broker closes nothing.
+  the queue in time, and the broker closes nothing;
+- a store that refuses one outcome of the 1,000 for good (Redis taking
+  values up to 1 MiB, one task returning 2 MiB): that task FAILED with
+  ``StoreRefused``, every other task stored.
 
 Lost must be 0 in every scenario, no task may run after its result was
 committed, and the tasks run more than once are bounded by the attempts a
@@ -24,6 +27,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -103,7 +108,9 @@ class FaultTests(SynchronousTestCase):
         for daemon in self.daemons:
             daemon.stop()
 
-    def start_daemon(self, extra: tuple[str, ...] = ()) -> Daemon:
+    def start_daemon(
+        self, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> Daemon:
         directory = self.directory / f"daemon-{len(self.daemons)}"
         directory.mkdir()
         daemon = Daemon(
@@ -113,7 +120,7 @@ class FaultTests(SynchronousTestCase):
             concurrency=CONCURRENCY,
             tasks="tests.integration.fault_tasks",
             extra=("--batch", str(BATCH), "--prefetch", str(PREFETCH), *extra),
-            env={"TWISTEDQ_TEST_RUNS_FILE": str(self.runs)},
+            env={"TWISTEDQ_TEST_RUNS_FILE": str(self.runs), **(env or {})},
         )
         self.daemons.append(daemon)
         daemon.wait_ready(60)
@@ -125,13 +132,18 @@ class FaultTests(SynchronousTestCase):
         fault: Callable[[subprocess.Popen[str]], int],
         spread: float = 4.0,
         extra: tuple[str, ...] = (),
-    ) -> None:
+        env: dict[str, str] | None = None,
+        refused: int = 0,
+    ) -> dict[str, str]:
         """
         Publish the tasks over ``spread`` seconds while ``fault(publisher)``
         strikes (it returns how many faults it caused), then check and
-        print the counts; the daemon runs with the options ``extra``.
+        print the counts; the daemon runs with the options ``extra`` and
+        the environment ``env``.  ``refused`` tasks are expected to fail
+        without a dead letter (their outcome refused by the store).
+        Return the status of each confirmed task.
         """
-        self.start_daemon(extra)
+        self.start_daemon(extra, env)
         started = time.monotonic()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         publisher = subprocess.Popen(
@@ -181,7 +193,8 @@ class FaultTests(SynchronousTestCase):
             f"{name}: tasks with an outcome that never ran",
         )
         self.assertLessEqual(duplicated, faults * PREFETCH, f"{name}: too many duplicate runs")
-        self.assertEqual(failed, dead, f"{name}: every failure is dead-lettered")
+        self.assertEqual(failed - refused, dead, f"{name}: every failure is dead-lettered")
+        return statuses
 
     def wait_final(self, ids: list[str], deadline: float) -> dict[str, str]:
         """
@@ -322,6 +335,62 @@ class FaultTests(SynchronousTestCase):
         stats = daemon.stats()
         self.assertTrue(stats["consuming"])
         self.assertGreater(stats["dispatcher"]["given_back"], 0)
+
+    def test_store_refuses_one_outcome(self) -> None:
+        """
+        Redis takes values up to 1 MiB (``proto-max-bulk-len``, lowered
+        for the test) and one task of the 1,000 returns 2 MiB: the store
+        refuses that outcome for good, before sending it.  It is no outage:
+        that task is FAILED with ``StoreRefused``, every other task
+        SUCCEEDED, nothing is lost and the daemon consumes on.
+        """
+        redis_command("CONFIG", "SET", "proto-max-bulk-len", "1mb")
+        self.addCleanup(redis_command, "CONFIG", "SET", "proto-max-bulk-len", "512mb")
+        statuses = self.run_scenario(
+            "store refuses one outcome",
+            lambda publisher: 0,
+            env={"TWISTEDQ_TEST_HUGE_INDEX": "500"},
+            refused=1,
+        )
+        [refused] = [task_id for task_id, status in statuses.items() if status == "FAILURE"]
+        document = redis_command("GET", f"twistedq:result:{refused}")
+        self.assertIn(b'"type":"StoreRefused"', document)
+        self.assertLess(len(document), 10_000)
+        daemon = self.daemons[-1]
+        stats = daemon.stats()
+        self.assertTrue(stats["consuming"])
+        self.assertTrue(stats["dispatcher"]["store_available"])
+        self.assertEqual(stats["dispatcher"]["store_refused"], 1)
+        self.assertEqual(stats["dispatcher"]["store_retries"], 0)
+
+
+def redis_command(*args: str) -> bytes:
+    """
+    Send one command to the test Redis (raw RESP, so nothing but the
+    standard library) and return its reply as it came.
+    """
+    url = urlsplit(redis_url())
+    request = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(arg.encode()), arg.encode()) for arg in args
+    )
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), 10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while True:
+            chunk = sock.recv(1 << 20)
+            reply += chunk
+            if not chunk or _reply_complete(reply):
+                return reply
+
+
+def _reply_complete(reply: bytes) -> bool:
+    if not reply.endswith(b"\r\n"):
+        return False
+    if not reply.startswith(b"$"):
+        return True
+    header, _, rest = reply.partition(b"\r\n")
+    length = int(header[1:])
+    return length < 0 or len(rest) >= length + 2
 
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
