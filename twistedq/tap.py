@@ -40,6 +40,7 @@ from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
 from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
+from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import crontab
 from twistedq.web import make_site_root
@@ -324,6 +325,15 @@ class Options(usage.Options):
             parse_size,
         ],
         [
+            "max-result-size",
+            None,
+            DEFAULT_MAX_RESULT_SIZE,
+            "Largest outcome a task may leave, in bytes (or 8MiB, 512KiB), measured in the "
+            "child as stored; a larger one becomes a FAILURE ResultTooLarge and never leaves "
+            "the child [default: 8MiB]",
+            parse_size,
+        ],
+        [
             "signing-keys",
             None,
             None,
@@ -554,6 +564,7 @@ def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
         reactor,
         max_tasks_per_child=options["max-tasks-per-child"],
         max_memory_per_child=memory * 1024 if memory else None,
+        max_result_size=options["max-result-size"],
     )
 
 

@@ -362,6 +362,22 @@ class DelayWiringTests(TapTestCase):
         self.assertEqual(default.timing.hold_eta, 60.0)
         self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")
 
+    def test_give_back_and_result_size(self):
+        """
+        ``--give-back-after`` reaches the dispatcher's sweep (25 min without
+        it), ``--max-result-size`` the pool (8 MiB without it).
+        """
+        daemon = self.make(
+            "--status", "none", "--give-back-after", "90", "--max-result-size", "1MiB"
+        )
+        consumer_service = list(daemon)[6]
+        self.assertEqual(consumer_service.dispatcher.overdue.limit, 90.0)
+        self.assertEqual(consumer_service.pool.max_result_size, 1024 * 1024)
+        default = list(self.make("--status", "none"))[6]
+        self.assertEqual(default.dispatcher.overdue.limit, 25 * 60.0)
+        self.assertEqual(default.pool.max_result_size, 8 * 1024 * 1024)
+        self.assertRaises(usage.UsageError, self.parse, "--give-back-after", "0")
+
 
 class WorkingDirectoryTests(TapTestCase):
     """
