@@ -89,10 +89,11 @@ class StoreHealth:
         d.addTimeout(period, self.clock)
 
         def unanswered(failure: Failure) -> None:
-            log.warn(
-                "The result store did not answer a health read: {why}",
-                why=failure.getErrorMessage() or repr(failure.value),
-            )
+            if failure.check(defer.TimeoutError):
+                why = f"no answer within {period} s"
+            else:
+                why = failure.getErrorMessage() or repr(failure.value)
+            log.warn("The result store did not answer a health read: {why}", why=why)
             self.failed()
 
         def done(_: Any) -> None:
