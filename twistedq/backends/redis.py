@@ -10,8 +10,8 @@ encoded from its text losslessly, lone surrogates included), but no value
 larger than its ``proto-max-bulk-len`` (512 MiB by default), read from the
 server when connecting: a larger document is refused with
 :py:class:`~twistedq.backends.base.StoreRefused` before it is sent, since
-Redis would answer a protocol error and close the connection, failing or
-confusing every other request in flight on it.
+Redis would answer a protocol error and close the connection, which other
+requests in flight on it could fail with.
 """
 
 from __future__ import annotations
