@@ -588,7 +588,12 @@ def _dispatcher(
     if options["reactor-tasks"]:
         from twistedq.task import tasks
 
-        reactor_runner = ReactorTaskRunner(tasks, reactor, time_limit=options["time-limit"])
+        reactor_runner = ReactorTaskRunner(
+            tasks,
+            reactor,
+            time_limit=options["time-limit"],
+            max_result_size=options["max-result-size"],
+        )
     settings_of_core = DispatchSettings(
         max_batch=options["batch"],
         max_body_size=settings.max_message_size,
