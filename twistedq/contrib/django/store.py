@@ -175,6 +175,7 @@ class _Database:
         connection = connections[self.alias]
         statement = _STATEMENT.get(connection.vendor, _STATEMENT["postgresql"])
         if connection.vendor == "sqlite":
+            connection.ensure_connection()
             getlimit = getattr(connection.connection, "getlimit", None)
             if getlimit is not None:
                 statement = getlimit(0)  # SQLITE_LIMIT_LENGTH
