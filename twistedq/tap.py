@@ -556,6 +556,7 @@ def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
         options["tasks"],
         environment=settings.environment(),
         soft_time_limit=options["soft-time-limit"],
+        loglevel=options["loglevel"],
     )
     memory = options["max-memory-per-child"]
     return ProcessPool(

@@ -34,6 +34,7 @@ from twistedq.outcome import Outcome
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 TASKS = """
+import logging
 import os
 
 from twisted.internet import defer
@@ -50,6 +51,13 @@ def where():
 @task(name="{prefix}.chatty")
 def chatty(**kwargs):
     setup_logger(**kwargs).info("chatty says hello")
+    return 1
+
+
+@task(name="{prefix}.whisper")
+def whisper(**kwargs):
+    setup_logger(**kwargs).debug("whisper through setup_logger")
+    logging.getLogger("{prefix}.tasks").debug("whisper through logging")
     return 1
 
 
@@ -230,6 +238,37 @@ class LogLevelTests(ProjectTestCase):
         self.assertTrue(any("raised ZeroDivisionError" in line for line in lines), lines)
         self.assertFalse(any("INFO/" in line for line in lines), lines)
         self.assertNotIn("chatty says hello", daemon.log())
+
+    async def test_debug_level_reaches_the_children(self) -> None:
+        """
+        With ``--loglevel DEBUG`` a task's DEBUG lines are written, through
+        ``setup_logger`` and through ``logging`` alike: the children log
+        at the daemon's level.
+        """
+        daemon = ProjectDaemon(
+            self.project,
+            self.project / "twistd.log",
+            "--broker",
+            amqp_url(),
+            "--result-backend",
+            redis_url(),
+            "--queue",
+            self.queue,
+            "--concurrency",
+            "1",
+            "--status",
+            "none",
+            "--tasks",
+            f"{self.prefix}_tasks",
+            "--loglevel",
+            "DEBUG",
+        )
+        self.addCleanup(daemon.stop)
+        self.assertEqual((await self.run_task("whisper")).status, "SUCCESS")
+        daemon.stop()
+        log = daemon.log()
+        self.assertIn("whisper through setup_logger", log)
+        self.assertIn("whisper through logging", log)
 
 
 def _get(url: str) -> tuple[int, Any]:

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from twistedq import context
 from twistedq.exceptions import SoftTimeLimitExceeded
-from twistedq.log import SEED_FORMAT
+from twistedq.log import LOG_LEVELS, SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import (
     DEFAULT_MAX_RESULT_SIZE,
@@ -422,14 +422,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", action="append", default=[])
     parser.add_argument("--soft-time-limit", type=float, default=None)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--loglevel", choices=sorted(LOG_LEVELS), default="INFO")
     options = parser.parse_args(argv)
     if options.parent is not None:
         die_with_parent(options.parent)
 
     context.set_current_child(options.name)
     multiprocessing.current_process().name = options.name
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=SEED_FORMAT)
-    runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit)
+    level = LOG_LEVELS[options.loglevel]
+    logging.basicConfig(stream=sys.stderr, level=level, format=SEED_FORMAT)
+    runner = TaskRunner(tasks, soft_time_limit=options.soft_time_limit, loglevel=level)
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         import django
         from django.db import close_old_connections

@@ -204,12 +204,14 @@ class ProcessStarter:
         python: str = sys.executable,
         environment: dict[str, str] | None = None,
         soft_time_limit: float | None = None,
+        loglevel: str = "INFO",
     ) -> None:
         self.reactor = reactor
         self.task_modules = list(task_modules)
         self.python = python
         self.environment = dict(environment or {})
         self.soft_time_limit = soft_time_limit
+        self.loglevel = loglevel
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -234,6 +236,8 @@ class ProcessStarter:
             args += ["--tasks", module]
         if self.soft_time_limit:
             args += ["--soft-time-limit", str(self.soft_time_limit)]
+        if self.loglevel != "INFO":
+            args += ["--loglevel", self.loglevel]
         transport = self.reactor.spawnProcess(
             process_protocol,
             self.python,
