@@ -116,3 +116,39 @@ class RefusingEverything(MemoryBackend):
             self.refusals += 1
             return defer.fail(StoreRefused("no, never", task_id(1)))
         return super().store_results(records)
+
+
+class RefusingWithoutSaying(MemoryBackend):
+    """
+    A store that refuses any batch holding task 2's first outcome without
+    saying which record it refused (as a server's own refusal of a batch).
+    """
+
+    def store_results(self, records):
+        if any(r.task_id == task_id(2) and b"SUCCESS" in r.document for r in records):
+            return defer.fail(StoreRefused("the server refused a value"))
+        return super().store_results(records)
+
+
+class UnnamedRefusalTests(SynchronousTestCase):
+    def test_batch_written_one_at_a_time(self):
+        """
+        A refusal that names no task makes the batch be written one
+        record at a time: the refused one is replaced, the others stored.
+        """
+        clock = Clock()
+        store = RefusingWithoutSaying(clock)
+        pool = FakePool(idle=0)
+        dispatcher = dispatcher_on(store, pool, clock, claims=False)
+        deliveries = [delivery(n) for n in (1, 2, 3)]
+        for each in deliveries:
+            dispatcher.deliver(each)
+        clock.advance(0)
+        pool.idle = 1
+        dispatcher.pump()
+        pool.finish(0)
+        clock.pump([0.5] * 4)
+        self.assertEqual([d.settled for d in deliveries], [["ack"]] * 3)
+        statuses = [json.loads(store.results[task_id(n)])["status"] for n in (1, 2, 3)]
+        self.assertEqual(statuses, ["SUCCESS", "FAILURE", "SUCCESS"])
+        self.assertEqual(dispatcher.stats()["store_refused"], 1)
