@@ -12,21 +12,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twistedq import context, result
-from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Publisher, Topology
+from twistedq.amqp.broker import (
+    BrokerAddress,
+    BrokerConnection,
+    BrokerUnavailable,
+    Publisher,
+    PublishUncertain,
+    Topology,
+    describe,
+)
 from twistedq.backends.base import (
     ClaimState,
     IClaimStore,
     IResultBackend,
     OutcomeRecord,
     TasksetState,
-    gather,
 )
 from twistedq.backends.url import backend_from_url
 from twistedq.conf import Settings
@@ -54,6 +62,15 @@ def _drop(waiter: defer.Deferred[Any] | None) -> None:
 #: The lease of the claims a revocation takes for an instant.
 _REVOKE_LEASE = 30.0
 
+#: How many attempts to connect a publish makes, while the broker cannot
+#: be reached, before it fails with BrokerUnavailable (the first at once,
+#: then after 0.1 s).
+CONNECT_ATTEMPTS = 2
+
+#: The longest a publish waits for the pending record of what the broker
+#: confirmed, in seconds; the write goes on in the background after that.
+RECORD_TIMEOUT = 1.0
+
 
 class AsyncClient:
     """
@@ -65,11 +82,20 @@ class AsyncClient:
     """
 
     def __init__(
-        self, settings: Settings, reactor: Any, confirm_timeout: float = 30.0, notify: bool = True
+        self,
+        settings: Settings,
+        reactor: Any,
+        confirm_timeout: float = 30.0,
+        notify: bool = True,
+        record_timeout: float = RECORD_TIMEOUT,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
         self.notify = notify
+        self.record_timeout = record_timeout
+        #: The reactor's trigger that closes this client before shutdown,
+        #: if one was added.
+        self.shutdown_trigger: Any = None
         self.connection = BrokerConnection(BrokerAddress.from_url(settings.broker_url), reactor)
         self.publisher = Publisher(
             self.connection,
@@ -77,6 +103,7 @@ class AsyncClient:
             confirm_timeout=confirm_timeout,
             signing=settings.signing(),
             max_message_size=settings.max_message_size,
+            connect_attempts=CONNECT_ATTEMPTS,
         )
         self.backend: IResultBackend = backend_from_url(settings.result_backend, reactor)
         self.backend.connect().addErrback(lambda f: None)
@@ -84,8 +111,8 @@ class AsyncClient:
 
     def publish(self, message: TaskMessage, queue: str | None = None) -> defer.Deferred[None]:
         """
-        Publish one message; fires once the broker confirmed it and its
-        pending record is in the result store.
+        Publish one message; fires once the broker confirmed it (see
+        :py:meth:`publish_many`).
         """
         return self.publish_many([message], queue)
 
@@ -95,25 +122,91 @@ class AsyncClient:
         """
         Publish several messages at once, all confirms awaited together,
         then record them as pending in the result store (one write).
+
+        Once the broker confirmed them, nothing fails the call: the pending
+        record is waited for at most ``record_timeout`` seconds, and a
+        failure to write it is logged.
+
+        :raises BrokerUnavailable: the first message (in order) that was
+            surely not published, when no message's publish was uncertain;
+            its ``confirmed_ids`` are those the broker confirmed.
+        :raises PublishUncertain: the first message whose publish is
+            uncertain, with ``confirmed_ids`` as above.
+        :raises MessageError: a message breaks a rule of
+            :py:meth:`TaskMessage.check`; nothing was published.
         """
 
         async def publish() -> None:
-            await gather(
-                [defer.Deferred.fromCoroutine(self.publisher.publish(m, queue)) for m in messages]
+            for message in messages:
+                message.check()
+            outcomes = await defer.DeferredList(
+                [defer.Deferred.fromCoroutine(self.publisher.publish(m, queue)) for m in messages],
+                consumeErrors=True,
             )
-            try:
-                await self.backend.mark_sent(
-                    [(m.id, pending_document(m.id, m.task)) for m in messages]
+            confirmed = [m for m, (ok, _) in zip(messages, outcomes, strict=True) if ok]
+            if confirmed:
+                await self._record_pending(confirmed)
+            # DeferredList gives (False, Failure) for each publish that failed.
+            failures = [cast(Failure, failure) for ok, failure in outcomes if not ok]
+            if failures:
+                failure = next(
+                    (f for f in failures if f.check(PublishUncertain)),
+                    failures[0],
                 )
-            except Exception:
-                # The broker has the tasks: failing the publish now would
-                # invite a duplicate.  Without the record they read as
-                # unknown until they finish.
-                log.failure(
-                    "Could not record {count} published tasks as pending", count=len(messages)
-                )
+                if isinstance(failure.value, (BrokerUnavailable, PublishUncertain)):
+                    failure.value.confirmed_ids = [m.id for m in confirmed]
+                failure.raiseException()
 
         return defer.Deferred.fromCoroutine(publish())
+
+    async def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
+        """
+        Write the pending records of confirmed messages, waiting for the
+        write at most ``record_timeout`` seconds; it goes on after that.
+        """
+        written = self.backend.mark_sent([(m.id, pending_document(m.id, m.task)) for m in messages])
+
+        def failed(failure: Failure) -> None:
+            # The broker has the tasks: failing the publish now would
+            # invite a duplicate.  Without the record they read as
+            # unknown until they finish.
+            log.warn(
+                "Could not record {count} published tasks as pending: {reason}",
+                count=len(messages),
+                reason=describe(failure),
+            )
+
+        written.addErrback(failed)
+        waited: defer.Deferred[None] = defer.Deferred()
+
+        def done(_: object = None) -> None:
+            if not waited.called:
+                waited.callback(None)
+
+        written.addBoth(done)
+        timer = self.reactor.callLater(self.record_timeout, done)
+        await waited
+        if timer.active():
+            timer.cancel()
+        elif not written.called:
+            log.warn(
+                "The result store did not record {count} published tasks as pending "
+                "within {seconds} s; the write goes on",
+                count=len(messages),
+                seconds=self.record_timeout,
+            )
+
+    def abandon(self, messages: Sequence[TaskMessage], reason: str) -> defer.Deferred[list[str]]:
+        """
+        Record messages whose publish failed as ``REVOKED`` with ``reason``,
+        counted in their tasksets (as failed) so a taskset completes.  A
+        message that was queued after all is then acked without running.
+        A task that has a final outcome already is left alone.  Fires with
+        the ids revoked.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._revoke([m.id for m in messages], reason, {m.id: m for m in messages})
+        )
 
     def wait_outcome(self, task_id: str, timeout: float | None = None) -> defer.Deferred[Outcome]:
         """
@@ -205,36 +298,43 @@ class AsyncClient:
         to run now) is not revoked.  A task already running is not stopped.
         Fires with the ids revoked.
         """
-        ids = list(task_ids)
+        return defer.Deferred.fromCoroutine(self._revoke(list(task_ids), reason, {}))
 
-        async def revoke() -> list[str]:
-            outcomes = await self.get_outcomes(ids)
-            records = [
+    async def _revoke(
+        self, ids: list[str], reason: str, messages: dict[str, TaskMessage]
+    ) -> list[str]:
+        outcomes = await self.get_outcomes(ids)
+        records = []
+        for outcome in outcomes:
+            if outcome.status in READY_STATES:
+                continue
+            message = messages.get(outcome.task_id)
+            name = message.task if message is not None else outcome.task or ""
+            records.append(
                 OutcomeRecord(
-                    outcome.task_id, revoked_document(outcome.task_id, outcome.task or "", reason)
+                    outcome.task_id,
+                    revoked_document(outcome.task_id, name, reason),
+                    message.taskset if message is not None else None,
+                    failed=True,
                 )
-                for outcome in outcomes
-                if outcome.status not in READY_STATES
-            ]
-            if not records:
-                return []
-            if not IClaimStore.providedBy(self.backend):
-                await self.backend.store_results(records)
-                return [record.task_id for record in records]
-            claims = await self.backend.claim_tasks(
-                [record.task_id for record in records], _REVOKE_LEASE
             )
-            taken = [
-                (record, claim.token)
-                for record, claim in zip(records, claims, strict=True)
-                if claim.state is ClaimState.CLAIMED
-            ]
-            committed = await self.backend.commit_outcomes(
-                [record for record, _ in taken], [token for _, token in taken]
-            )
-            return [record.task_id for (record, _), ok in zip(taken, committed, strict=True) if ok]
-
-        return defer.Deferred.fromCoroutine(revoke())
+        if not records:
+            return []
+        if not IClaimStore.providedBy(self.backend):
+            await self.backend.store_results(records)
+            return [record.task_id for record in records]
+        claims = await self.backend.claim_tasks(
+            [record.task_id for record in records], _REVOKE_LEASE
+        )
+        taken = [
+            (record, claim.token)
+            for record, claim in zip(records, claims, strict=True)
+            if claim.state is ClaimState.CLAIMED
+        ]
+        committed = await self.backend.commit_outcomes(
+            [record for record, _ in taken], [token for _, token in taken]
+        )
+        return [record.task_id for (record, _), ok in zip(taken, committed, strict=True) if ok]
 
     def close(self) -> defer.Deferred[None]:
         """
@@ -283,15 +383,25 @@ class Client:
     def _client(self) -> AsyncClient:
         with self._lock:
             if self._async is None:
-                self._async = self._thread.call(
-                    AsyncClient,
-                    self.settings,
-                    self._thread.reactor,
-                    confirm_timeout=self.timeout,
-                    notify=self.notify,
-                    timeout=self.timeout,
-                )
+                self._async = self._thread.call(self._start, timeout=self.timeout)
             return self._async
+
+    def _start(self) -> AsyncClient:
+        """
+        Make the asynchronous client, on the reactor thread; it is closed
+        before the reactor stops (at interpreter exit), so the exit is
+        quiet.
+        """
+        reactor = self._thread.reactor
+        client = AsyncClient(
+            self.settings,
+            reactor,
+            confirm_timeout=self.timeout,
+            notify=self.notify,
+            record_timeout=min(RECORD_TIMEOUT, self.timeout),
+        )
+        client.shutdown_trigger = reactor.addSystemEventTrigger("before", "shutdown", client.close)
+        return client
 
     def delay_task(self, task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
         """
@@ -311,11 +421,40 @@ class Client:
 
     def publish_many(self, messages: Iterable[TaskMessage], queue: str | None = None) -> None:
         """
-        Publish many messages in one go (confirms awaited together).
+        Publish many messages in one go (confirms awaited together); see
+        :py:meth:`AsyncClient.publish_many`.  Returns once the broker has
+        confirmed them all, whether or not the result store took their
+        pending records.
+
+        :raises BrokerUnavailable: a message was surely not published.
+        :raises PublishUncertain: a message may or may not be queued.
+        :raises MessageError: a message breaks a rule of
+            :py:meth:`TaskMessage.check`; nothing was published.
         """
-        client = self._client()
         batch = list(messages)
-        self._thread.call(client.publish_many, batch, queue, timeout=2 * self.timeout + 1)
+        for message in batch:
+            message.check()
+        if not batch:
+            return
+        client = self._client()
+        # The connection and the confirm are bounded on the reactor, each
+        # by the timeout, and the pending record by RECORD_TIMEOUT: this is
+        # only a safety net.
+        limit = 2 * self.timeout + RECORD_TIMEOUT + 5
+        try:
+            self._thread.call(client.publish_many, batch, queue, timeout=limit)
+        except TimeoutError:
+            raise PublishUncertain(batch[0].id, limit) from None
+
+    def abandon(self, messages: Sequence[TaskMessage], reason: str) -> list[str]:
+        """
+        Record messages whose publish failed as ``REVOKED``, counted in
+        their tasksets (:py:meth:`AsyncClient.abandon`); returns the ids
+        revoked.
+        """
+        return self._thread.call(
+            self._client().abandon, list(messages), reason, timeout=self.timeout
+        )
 
     def purge(self, queue: str | None = None) -> int:
         """
@@ -382,7 +521,13 @@ class Client:
         with self._lock:
             client, self._async = self._async, None
         if client is not None:
-            self._thread.call(client.close, timeout=self.timeout)
+            self._thread.call(self._close, client, timeout=self.timeout)
+
+    def _close(self, client: AsyncClient) -> defer.Deferred[None]:
+        if client.shutdown_trigger is not None:
+            self._thread.reactor.removeSystemEventTrigger(client.shutdown_trigger)
+            client.shutdown_trigger = None
+        return client.close()
 
 
 #: ``AsyncResult(task_id)`` without a client, and the facades of

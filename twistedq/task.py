@@ -20,6 +20,7 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
+from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
 from twistedq.client import Client, default_client
 from twistedq.exceptions import Retry
 from twistedq.log import setup_logger
@@ -615,6 +616,16 @@ class TaskSet:
         """
         Record the taskset, publish every subtask (confirms awaited
         together) and return the :py:class:`~twistedq.result.TaskSetResult`.
+
+        :raises twistedq.message.MessageError: a subtask's arguments are
+            refused; nothing was recorded or published.
+        :raises twistedq.amqp.broker.BrokerUnavailable: a subtask was not
+            published (the error's message says how many were); every subtask the broker
+            did not confirm is then recorded as ``REVOKED`` and counted in
+            the taskset, which so completes.
+        :raises twistedq.amqp.broker.PublishUncertain: as above, for a
+            subtask that may or may not have been queued (if it was, the
+            daemon acks it without running it).
         """
         client = _client(self.client)
         queue = queue or self.queue
@@ -628,10 +639,49 @@ class TaskSet:
         for message in messages:
             message.check()
         client.create_taskset(taskset_id, len(messages))
+        confirmed: set[str] = set()
         for start in range(0, len(messages), 1000):
-            client.publish_many(messages[start : start + 1000], queue)
+            chunk = messages[start : start + 1000]
+            try:
+                client.publish_many(chunk, queue)
+            except (BrokerUnavailable, PublishUncertain) as error:
+                confirmed.update(error.confirmed_ids)
+                self._abandon(client, taskset_id, messages, confirmed, error)
+                raise
+            confirmed.update(m.id for m in chunk)
         subtasks = [AsyncResult(m.id, client) for m in messages]
         return TaskSetResult(taskset_id, subtasks, client)
+
+    @staticmethod
+    def _abandon(
+        client: Client,
+        taskset_id: str,
+        messages: list[TaskMessage],
+        confirmed: set[str],
+        error: Exception,
+    ) -> None:
+        """
+        After a failed publish, record every subtask the broker did not
+        confirm as REVOKED, counted in the taskset, so the taskset
+        completes; say so in ``error``'s message (Python 3.10 has no
+        exception notes).
+        """
+        left = [m for m in messages if m.id not in confirmed]
+        reason = f"not published: {error}"
+        try:
+            revoked = client.abandon(left, reason)
+        except Exception as recording:
+            note = (
+                f"taskset {taskset_id}: {len(confirmed)} of {len(messages)} subtasks were "
+                f"published; the others could not be recorded as REVOKED ({recording}), so "
+                "the taskset will not complete"
+            )
+        else:
+            note = (
+                f"taskset {taskset_id}: {len(confirmed)} of {len(messages)} subtasks were "
+                f"published; {len(revoked)} others are recorded as REVOKED"
+            )
+        error.args = (f"{error}; {note}", *error.args[1:])
 
 
 def _as_arguments(item: Any) -> tuple[Sequence[Any], dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from twistedq.client import Client
 
@@ -140,10 +141,210 @@ def main() -> None:
     elif mode == "publish":
         results = [client.delay_task("add", i, 1) for i in range(count)]
         report["ids"] = [r.task_id for r in results]
+    elif mode in OUTAGE_MODES:
+        report = OUTAGE_MODES[mode](broker, backend, queue, request)
+        if not request.get("close", True):
+            print(json.dumps(report))
+            return
     else:
         raise SystemExit(f"unknown mode {mode}")
     client.close()
     print(json.dumps(report))
+
+
+def _attempt(call: Any) -> dict[str, object]:
+    """
+    Call ``call()``; what it returned or raised, and how long it took.
+    """
+    started = time.monotonic()
+    try:
+        value = call()
+    except Exception as e:
+        return {
+            "raised": type(e).__name__,
+            "module": type(e).__module__,
+            "text": str(e),
+            "seconds": time.monotonic() - started,
+        }
+    return {"value": value, "seconds": time.monotonic() - started}
+
+
+def _publish_tries(broker: str, backend: str, queue: str, request: Any) -> dict[str, object]:
+    """
+    Publish ``count`` times to ``request["broker"]`` with ``timeout``.
+    """
+    client = Client(
+        broker_url=request["broker"],
+        result_backend=backend,
+        queue=queue,
+        timeout=request["timeout"],
+    )
+    tries = [
+        _attempt(lambda: client.delay_task("add", 1, 2).task_id)
+        for _ in range(request.get("count", 1))
+    ]
+    client.close()
+    return {"tries": tries}
+
+
+class Proxy:
+    """
+    A TCP proxy in threads, in front of the broker: it can stop passing
+    the broker's answers on, cut its connections, and stop listening.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.hold = threading.Event()
+        self.sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            self.sockets += [downstream, upstream]
+            threading.Thread(
+                target=self._pump, args=(downstream, upstream, False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, downstream, True), daemon=True
+            ).start()
+
+    def _pump(self, source: Any, sink: Any, answers: bool) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if answers and self.hold.is_set():
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        import socket
+
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.sockets = []
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def _die_in_flight(broker: str, backend: str, queue: str, request: Any) -> dict[str, object]:
+    """
+    Publish through a proxy; then publish while the proxy holds back the
+    broker's answers and cut the connection under the publish; then stop
+    the proxy and publish again.
+    """
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(broker)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    address = broker.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    client = Client(broker_url=address, result_backend=backend, queue=queue, timeout=10)
+    report: dict[str, object] = {}
+    report["first"] = _attempt(lambda: client.delay_task("add", 1, 1).task_id)
+    proxy.hold.set()
+    threading.Timer(1.0, proxy.cut).start()
+    report["in_flight"] = _attempt(lambda: client.delay_task("add", 2, 2).task_id)
+    proxy.close()
+    report["gone"] = _attempt(lambda: client.delay_task("add", 3, 3).task_id)
+    client.close()
+    return report
+
+
+def _store_hangs(broker: str, backend: str, queue: str, request: Any) -> dict[str, object]:
+    """
+    Publish with a result store that accepts connections and never
+    answers: the caller gets its result handle all the same.
+    """
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    store = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    client = Client(broker_url=broker, result_backend=store, queue=queue, timeout=2)
+    report = {"publish": _attempt(lambda: client.delay_task("add", 1, 2).task_id)}
+    report["purged"] = _attempt(lambda: client.purge())
+    return report
+
+
+def _taskset_broker_gone(broker: str, backend: str, queue: str, request: Any) -> dict[str, object]:
+    """
+    Run a TaskSet while the broker refuses connections; read the
+    taskset's record afterwards.
+    """
+    from twistedq.task import TaskSet
+
+    client = Client(broker_url=request["broker"], result_backend=backend, queue=queue, timeout=5)
+    taskset = TaskSet("add", [((i, i), {}) for i in range(3)], client)
+    report = {"run": _attempt(taskset.run)}
+    import re
+
+    match = re.search(r"taskset ([0-9a-f-]{36})", str(report["run"].get("text", "")))
+    if match:
+        state = client.get_taskset(match.group(1))
+        report["taskset"] = None if state is None else [*state, state.ready]
+    client.close()
+    return report
+
+
+def _read_one(broker: str, backend: str, queue: str, request: Any) -> dict[str, object]:
+    """
+    Publish one task and wait for it with a first client, closed; then,
+    as a script that only reads would, read its result with a fresh client
+    (woken by the store's notification unless ``notify`` is false) and
+    leave (closing that client first when ``close_client`` is true).
+    """
+    from twistedq.result import AsyncResult
+
+    notify = request.get("notify", True)
+    publisher = Client(broker_url=broker, result_backend=backend, queue=queue, notify=notify)
+    task_id = publisher.delay_task("add", 20, 22).task_id
+    publisher.wait_outcome(task_id, timeout=30)
+    publisher.close()
+    reader = Client(
+        broker_url=broker,
+        result_backend=backend,
+        queue=queue,
+        notify=notify,
+    )
+    value = AsyncResult(task_id, reader).get(timeout=30)
+    if request.get("close_client"):
+        reader.close()
+    return {"value": value}
+
+
+OUTAGE_MODES = {
+    "publish_tries": _publish_tries,
+    "die_in_flight": _die_in_flight,
+    "store_hangs": _store_hangs,
+    "taskset_broker_gone": _taskset_broker_gone,
+    "read_one": _read_one,
+}
 
 
 if __name__ == "__main__":

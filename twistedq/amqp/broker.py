@@ -17,14 +17,21 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twistedq.amqp.protocol import (
+    CLOSED_ERRORS,
     BrokerChannel,
     BrokerDelegate,
     BrokerProtocol,
+    PublishNacked,
+    Unroutable,
     load_spec,
 )
 from twistedq.message import CONTENT_TYPE, TOO_LARGE, MessageError, TaskMessage
@@ -32,6 +39,8 @@ from twistedq.signing import SigningKeys
 
 __all__ = [
     "DELAY_EXPONENT_MAX",
+    "QUICK_RETRY",
+    "WARN_EVERY",
     "BrokerAddress",
     "BrokerConnection",
     "BrokerURLError",
@@ -41,6 +50,7 @@ __all__ = [
     "Publisher",
     "Topology",
     "delay_step",
+    "describe",
 ]
 
 log = Logger()
@@ -70,16 +80,27 @@ class BrokerURLError(ValueError):
 
 class PublishUncertain(Exception):
     """
-    The broker did not confirm a publish in time (it may be under a memory
-    or disk alarm, or unreachable).  The message may or may not have been
+    The broker did not confirm a publish: no confirm came in time (it may
+    be under a memory or disk alarm, or unreachable), or the connection was
+    lost after the message was sent.  The message may or may not have been
     taken: publish it again with the same task id to be sure.
 
     :ivar task_id: the id of the task whose publish is uncertain.
+    :ivar confirmed_ids: the ids of the other messages of the same call
+        that the broker did confirm.
     """
 
-    def __init__(self, task_id: str, seconds: float) -> None:
-        super().__init__(f"no confirm for task {task_id} within {seconds} s")
+    def __init__(self, task_id: str, seconds: float | None = None, reason: str | None = None):
+        if reason is None:
+            text = f"no confirm for task {task_id} within {seconds} s"
+        else:
+            text = (
+                f"no confirm for task {task_id}, which may or may not be queued: "
+                f"the connection to the broker closed after it was sent ({reason})"
+            )
+        super().__init__(text)
         self.task_id = task_id
+        self.confirmed_ids: list[str] = []
 
 
 #: The earlier name of :py:class:`PublishUncertain`.
@@ -88,8 +109,18 @@ PublishTimeout = PublishUncertain
 
 class BrokerUnavailable(Exception):
     """
-    The broker could not be reached in time; nothing was published.
+    The broker could not be reached, or the connection closed before the
+    message was sent: nothing was published.  The text says why (the
+    connection refused, an unknown host, a login refused, no answer in
+    time).
+
+    :ivar confirmed_ids: the ids of the other messages of the same call
+        that the broker did confirm before this failure.
     """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.confirmed_ids: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -147,17 +178,61 @@ class BrokerAddress:
 
 ConnectHook = Callable[[BrokerProtocol], Awaitable[Any]]
 
+#: What a call on a closed channel or connection raises.
+_CLOSED: tuple[type[Exception], ...] = (*CLOSED_ERRORS, ConnectionLost, ConnectionDone)
+
+#: The first pause between two quick attempts to connect of a publish
+#: (:py:attr:`Publisher.connect_attempts`), in seconds.
+QUICK_RETRY = 0.1
+
+#: After the first failed attempt to connect, how long failures are logged
+#: at INFO before the next WARNING, in seconds.
+WARN_EVERY = 60.0
+
+
+def describe(failure: Failure | BaseException) -> str:
+    """
+    The reason of a failure to connect or publish, for a person: the
+    exception's class and message (``ConnectionRefusedError: Connection
+    was refused by other side: 111: Connection refused.``).
+    """
+    error = failure.value if isinstance(failure, Failure) else failure
+    text = str(error).strip() or "(no message)"
+    return f"{type(error).__name__}: {text}"
+
+
+class _Connection(BrokerProtocol):
+    """
+    The protocol :py:class:`BrokerConnection` uses: it tells its factory
+    once the TCP connection is made, so logging in starts at once, and
+    keeps why it was lost.
+    """
+
+    factory: _ProtocolFactory
+    lost_reason: Failure | None = None
+
+    def connectionMade(self) -> None:
+        BrokerProtocol.connectionMade(self)
+        self.factory.made(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost_reason = reason
+        BrokerProtocol.connectionLost(self, reason)
+
 
 class _ProtocolFactory(Factory):
     noisy = False
 
-    def __init__(self, address: BrokerAddress, clock: Any) -> None:
+    def __init__(
+        self, address: BrokerAddress, clock: Any, made: Callable[[BrokerProtocol], None]
+    ) -> None:
         self.address = address
         self.clock = clock
+        self.made = made
         self.spec = load_spec()
 
     def buildProtocol(self, addr: Any) -> BrokerProtocol:
-        protocol = BrokerProtocol(
+        protocol = _Connection(
             BrokerDelegate(),
             self.address.vhost,
             self.spec,
@@ -168,29 +243,105 @@ class _ProtocolFactory(Factory):
         return protocol
 
 
+@implementer(IStreamClientEndpoint)
+class _ObservedEndpoint:
+    """
+    An endpoint that reports each failed TCP connection attempt (refused,
+    unknown host, timed out) before :py:class:`ClientService` retries.
+    """
+
+    def __init__(self, endpoint: Any, failed: Callable[[Failure], None]) -> None:
+        self._endpoint = endpoint
+        self._failed = failed
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        def failed(failure: Failure) -> Failure:
+            if not failure.check(defer.CancelledError):
+                self._failed(failure)
+            return failure
+
+        connecting: defer.Deferred[Any] = self._endpoint.connect(factory)
+        return connecting.addErrback(failed)
+
+
+class _RetryClock:
+    """
+    The clock :py:class:`ClientService` schedules its next attempt on; it
+    keeps that call so an attempt can be made at once instead.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.retry: IDelayedCall | None = None
+
+    def seconds(self) -> float:
+        return float(self.reactor.seconds())
+
+    def callLater(self, delay: float, function: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
+        self.retry = self.reactor.callLater(delay, function, *args, **kwargs)
+        return self.retry
+
+    def getDelayedCalls(self) -> Any:
+        return self.reactor.getDelayedCalls()
+
+
 class BrokerConnection(Service):
     """
     A connection to the broker that reconnects with backoff.  Each time it
     connects it logs in and runs the connect hooks in order (declare the
     topology, open channels, start consuming); only then is it handed out by
     :py:obj:`when_connected`.
+
+    An attempt fails when the TCP connection fails (refused, unknown host,
+    timed out after the address's ``connect_timeout``), or when logging in
+    or a hook fails or does not finish within ``connect_timeout``.  The
+    first failure after a success, and one every :py:data:`WARN_EVERY`
+    seconds after it, are WARNINGs with the reason; the others INFO.
+
+    :param endpoint: where to connect, instead of the address's host and
+        port (for tests).
     """
 
-    def __init__(self, address: BrokerAddress, reactor: Any) -> None:
+    def __init__(
+        self, address: BrokerAddress, reactor: Any, endpoint: IStreamClientEndpoint | None = None
+    ) -> None:
         self.address = address
         self.reactor = reactor
         self._hooks: list[ConnectHook] = []
         self._protocol: BrokerProtocol | None = None
-        endpoint = HostnameEndpoint(
-            reactor, address.host, address.port, timeout=address.connect_timeout
-        )
+        self._waiting: list[tuple[defer.Deferred[BrokerProtocol], int | None]] = []
+        self._failures = 0
+        self._last_failure: str | None = None
+        self._warned_at: float | None = None
+        self._stopping = False
+        self._clock = _RetryClock(reactor)
+        policy = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(
+                reactor, address.host, address.port, timeout=address.connect_timeout
+            )
         self._client_service = ClientService(
-            endpoint,
-            _ProtocolFactory(address, reactor),
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
-            clock=reactor,
-            prepareConnection=self._prepare,
+            _ObservedEndpoint(endpoint, self._failed),
+            _ProtocolFactory(address, reactor, self._made),
+            # The attempts that count are those since the last success,
+            # logging in included (ClientService counts TCP connections).
+            retryPolicy=lambda attempt: policy(max(attempt, self._failures)),
+            clock=cast(IReactorTime, self._clock),
         )
+
+    @property
+    def failures(self) -> int:
+        """
+        How many attempts failed since the connection was last ready.
+        """
+        return self._failures
+
+    @property
+    def last_failure(self) -> str | None:
+        """
+        Why the last attempt failed, while no attempt has succeeded since.
+        """
+        return self._last_failure if self._failures else None
 
     def add_connect_hook(self, hook: ConnectHook) -> None:
         """
@@ -198,52 +349,143 @@ class BrokerConnection(Service):
         """
         self._hooks.append(hook)
 
-    def _prepare(self, connected: IProtocol) -> defer.Deferred[None]:
-        # ClientService knows protocols as IProtocol; _ProtocolFactory builds ours.
-        protocol = cast(BrokerProtocol, connected)
+    def _made(self, protocol: BrokerProtocol) -> None:
+        """
+        A TCP connection is made: log in and run the hooks, within the
+        address's ``connect_timeout``.
+        """
 
         async def prepare() -> None:
             await protocol.authenticate(self.address.username, self.address.password)
             for hook in self._hooks:
                 await hook(protocol)
-            self._protocol = protocol
-            protocol.disconnected.wait().addBoth(self._lost, protocol)
-            log.info("Connected to {broker}", broker=str(self.address))
 
         d = defer.Deferred.fromCoroutine(prepare())
-        d.addErrback(self._prepare_failed)
-        return d
+        d.addTimeout(self.address.connect_timeout, self.reactor)
+        d.addCallbacks(
+            self._prepared,
+            self._prepare_failed,
+            callbackArgs=(protocol,),
+            errbackArgs=(protocol,),
+        )
+
+    def _prepared(self, result: Any, protocol: BrokerProtocol) -> None:
+        if protocol.closed or self._stopping:
+            return
+        self._protocol = protocol
+        protocol.disconnected.wait().addBoth(self._lost, protocol)
+        if self._failures:
+            log.info(
+                "Connected to {broker} after {failures} failed attempts",
+                broker=str(self.address),
+                failures=self._failures,
+            )
+        else:
+            log.info("Connected to {broker}", broker=str(self.address))
+        self._failures = 0
+        self._warned_at = None
+        waiting, self._waiting = self._waiting, []
+        for d, _ in waiting:
+            d.callback(protocol)
+
+    def _prepare_failed(self, failure: Failure, protocol: BrokerProtocol) -> None:
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()
+        if self._stopping:
+            return
+        if failure.check(defer.TimeoutError):
+            failure = Failure(
+                defer.TimeoutError(
+                    f"logging in did not finish within {self.address.connect_timeout} s"
+                )
+            )
+        elif not failure.check(*_CLOSED):
+            log.failure("Setting up the broker connection failed", failure)
+        self._failed(failure)
+
+    def _failed(self, failure: Failure) -> None:
+        """
+        One attempt failed: log it, and fail the waiters that gave up.
+        """
+        if self._stopping:
+            return
+        self._failures += 1
+        self._last_failure = describe(failure)
+        now = self.reactor.seconds()
+        warn = self._warned_at is None or now - self._warned_at >= WARN_EVERY
+        (log.warn if warn else log.info)(
+            "Cannot connect to the broker at {broker} ({failures} failed attempts): {reason}",
+            broker=str(self.address),
+            failures=self._failures,
+            reason=describe(failure),
+        )
+        if warn:
+            self._warned_at = now
+        still: list[tuple[defer.Deferred[BrokerProtocol], int | None]] = []
+        given_up = []
+        for d, left in self._waiting:
+            if left is not None and left <= 1:
+                given_up.append(d)
+            else:
+                still.append((d, None if left is None else left - 1))
+        self._waiting = still
+        for d in given_up:
+            d.errback(failure)
 
     def _lost(self, result: Any, protocol: BrokerProtocol) -> Any:
         if self._protocol is protocol:
             self._protocol = None
+            if not self._stopping:
+                reason = getattr(protocol, "lost_reason", None)
+                log.warn(
+                    "Lost the connection to the broker at {broker}: {reason}",
+                    broker=str(self.address),
+                    reason="closed" if reason is None else describe(reason),
+                )
         return result
 
-    def _prepare_failed(self, failure: Any) -> Any:
-        log.failure("Setting up the broker connection failed", failure)
-        return failure
+    def retry_now(self) -> None:
+        """
+        Make the next attempt to connect now, if one is waiting for its
+        turn of the backoff.
+        """
+        retry = self._clock.retry
+        if retry is not None and retry.active():
+            retry.reset(0)
 
     def when_connected(self, fail_after: int | None = None) -> defer.Deferred[BrokerProtocol]:
         """
         A Deferred that fires with the connected, prepared protocol.
 
-        :param fail_after: fail after this many failed connection attempts
-            instead of waiting for ever.
+        :param fail_after: fail, with the reason of the last attempt,
+            after this many failed attempts from now, instead of waiting
+            for ever.
         """
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return defer.succeed(protocol)
-        connecting = self._client_service.whenConnected(failAfterFailures=fail_after)
-        # As in _prepare: the protocol _ProtocolFactory built.
-        return cast("defer.Deferred[BrokerProtocol]", connecting)
+        if not self.running:
+            return defer.fail(ConnectionDone("the broker connection is stopped"))
+
+        def cancel(d: defer.Deferred[BrokerProtocol]) -> None:
+            self._waiting = [(w, left) for w, left in self._waiting if w is not d]
+
+        d: defer.Deferred[BrokerProtocol] = defer.Deferred(cancel)
+        self._waiting.append((d, fail_after))
+        return d
 
     def startService(self) -> None:
         Service.startService(self)
+        self._stopping = False
         self._client_service.startService()
 
     def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
+        self._stopping = True
         self._protocol = None
+        waiting, self._waiting = self._waiting, []
+        for d, _ in waiting:
+            d.errback(ConnectionDone("the broker connection was stopped"))
         return self._client_service.stopService()
 
 
@@ -327,6 +569,16 @@ class Publisher:
     :ivar signing: the keys that sign each message, or :py:obj:`None`.
     :ivar max_message_size: the largest body published, in bytes, or
         :py:obj:`None` for no limit.
+    :ivar connect_attempts: while the broker cannot be reached, fail a
+        publish with :py:class:`BrokerUnavailable` after this many failed
+        attempts to connect (the first made at once, the others after
+        pauses of :py:data:`QUICK_RETRY` seconds, doubling), instead of
+        waiting up to ``confirm_timeout``; :py:obj:`None` waits.  Every
+        publish failure is :py:class:`BrokerUnavailable` (nothing sent),
+        :py:class:`PublishUncertain` (sent, not confirmed),
+        :py:class:`~twistedq.amqp.protocol.Unroutable`,
+        :py:class:`~twistedq.amqp.protocol.PublishNacked` or
+        :py:class:`~twistedq.message.MessageError`.
     """
 
     def __init__(
@@ -336,10 +588,12 @@ class Publisher:
         confirm_timeout: float = 30.0,
         signing: SigningKeys | None = None,
         max_message_size: int | None = None,
+        connect_attempts: int | None = None,
     ) -> None:
         self.connection = connection
         self.topology = topology
         self.confirm_timeout = confirm_timeout
+        self.connect_attempts = connect_attempts
         self.signing = signing
         self.max_message_size = max_message_size
         self._channel: BrokerChannel | None = None
@@ -357,33 +611,88 @@ class Publisher:
         """
         The publishing channel, once ``queue`` is declared on this
         connection (queues other than the default one on first use).
+
+        :raises ConnectionDone: the channel or its connection is closed.
         """
         channel = self._channel
-        assert channel is not None
+        if channel is None or channel.closed or channel.client.closed:
+            raise ConnectionDone("the publishing channel is closed")
         if queue not in self._declared:
             await Topology(exchange=self.topology.exchange, queue=queue).declare(channel)
             self._declared.add(queue)
         return channel
 
     async def _connected_in_time(self) -> None:
-        connected = self.connection.when_connected()
-        connected.addTimeout(self.confirm_timeout, self.connection.reactor)
+        """
+        Wait for the connection, at most ``confirm_timeout`` seconds; with
+        ``connect_attempts``, fail as soon as that many attempts failed,
+        the first one made at once.
+
+        :raises BrokerUnavailable: not connected; the text says why.
+        """
+        connection = self.connection
+        attempts = self.connect_attempts
+        reactor = connection.reactor
+        deadline = reactor.seconds() + self.confirm_timeout
+        tried = 0
+        while True:
+            if attempts is not None:
+                connection.retry_now()
+            connected = connection.when_connected(fail_after=1 if attempts is not None else None)
+            connected.addTimeout(max(0.0, deadline - reactor.seconds()), reactor)
+            try:
+                await connected
+                return
+            except defer.TimeoutError:
+                last = ""
+                if connection.last_failure is not None:
+                    last = (
+                        f" ({connection.failures} attempts failed, the last with "
+                        f"{connection.last_failure})"
+                    )
+                raise BrokerUnavailable(
+                    f"could not reach the broker at {connection.address} "
+                    f"within {self.confirm_timeout} s{last}"
+                ) from None
+            except Exception as e:
+                tried += 1
+                if attempts is None or tried >= attempts:
+                    raise BrokerUnavailable(
+                        f"could not reach the broker at {connection.address}: {describe(e)}"
+                    ) from e
+            pause = min(QUICK_RETRY * 2 ** (tried - 1), deadline - reactor.seconds())
+            if pause > 0:
+                await deferLater(reactor, pause, lambda: None)
+
+    async def _ready_channel(self, queue: str) -> BrokerChannel:
+        """
+        The publishing channel, connected, with ``queue`` declared.
+
+        :raises BrokerUnavailable: no usable connection; nothing was sent.
+        """
+        await self._connected_in_time()
         try:
-            await connected
-        except defer.TimeoutError:
+            channel = await self._channel_for(queue)
+        except _CLOSED as e:
             raise BrokerUnavailable(
-                f"could not reach the broker at {self.connection.address} "
-                f"within {self.confirm_timeout} s"
-            ) from None
+                f"the connection to the broker at {self.connection.address} closed before "
+                f"the message was sent: {describe(e)}"
+            ) from e
+        return channel
 
     async def purge(self, queue: str | None = None) -> int:
         """
         Delete every message waiting in ``queue`` (by default the
         topology's); return how many there were.
         """
-        await self._connected_in_time()
-        channel = await self._channel_for(queue or self.topology.queue)
-        purged = await channel.queue_purge(queue=queue or self.topology.queue)
+        channel = await self._ready_channel(queue or self.topology.queue)
+        try:
+            purged = await channel.queue_purge(queue=queue or self.topology.queue)
+        except _CLOSED as e:
+            raise BrokerUnavailable(
+                f"the connection to the broker at {self.connection.address} closed during "
+                f"the purge: {describe(e)}"
+            ) from e
         return int(purged.message_count)
 
     async def publish_later(self, message: TaskMessage, delay: float) -> None:
@@ -401,12 +710,16 @@ class Publisher:
             await self.publish(message)
             return
         body, properties = self._encode(message)
-        await self._connected_in_time()
-        channel = self._channel
-        assert channel is not None
+        channel = await self._ready_channel(self.topology.queue)
         name = self.topology.delay_queue(step)
         if name not in self._declared:
-            await self.topology.declare_delay_queue(channel, step)
+            try:
+                await self.topology.declare_delay_queue(channel, step)
+            except _CLOSED as e:
+                raise BrokerUnavailable(
+                    f"could not declare {name} on the broker at {self.connection.address}: "
+                    f"{describe(e)}"
+                ) from e
             self._declared.add(name)
         # The default exchange routes to the queue of that name.
         await self._confirmed(channel, "", name, message.id, body, properties)
@@ -424,18 +737,20 @@ class Publisher:
         and wait for the broker's confirm.
 
         :raises BrokerUnavailable: no connection within ``confirm_timeout``
-            seconds; nothing was sent.
-        :raises PublishUncertain: no confirm within ``confirm_timeout`` seconds.
+            seconds (or, with ``connect_attempts``, after that many failed
+            attempts), or it closed before the message was sent; nothing
+            was sent.
+        :raises PublishUncertain: no confirm within ``confirm_timeout``
+            seconds, or the connection closed after the message was sent.
         :raises twistedq.amqp.protocol.Unroutable: no queue takes the message.
         :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
-        :raises twistedq.message.MessageError: an argument is not a JSON
-            value, or the message is over ``max_message_size``; nothing
-            was sent.
+        :raises twistedq.message.MessageError: the message breaks a rule of
+            :py:meth:`~twistedq.message.TaskMessage.check`, or is over
+            ``max_message_size``; nothing was sent.
         """
         body, properties = self._encode(message)
-        await self._connected_in_time()
         queue = queue or self.topology.queue
-        channel = await self._channel_for(queue)
+        channel = await self._ready_channel(queue)
         await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
 
     def _encode(self, message: TaskMessage) -> tuple[bytes, dict[str, Any]]:
@@ -473,11 +788,23 @@ class Publisher:
         Publish and wait for the broker's confirm, at most ``confirm_timeout``.
         """
         confirmed = channel.publish(exchange, routing_key, body, properties, mandatory=True)
+        if confirmed.called and isinstance(confirmed.result, Failure):
+            # Refused before anything was written: the channel is closed.
+            refused = confirmed.result
+            confirmed.addErrback(lambda failure: None)
+            raise BrokerUnavailable(
+                f"the connection to the broker at {self.connection.address} closed before "
+                f"task {task_id} was sent: {describe(refused)}"
+            ) from refused.value
         timeout = self.connection.reactor.callLater(self.confirm_timeout, confirmed.cancel)
         try:
             await confirmed
         except defer.CancelledError:
             raise PublishUncertain(task_id, self.confirm_timeout) from None
+        except (PublishNacked, Unroutable):
+            raise
+        except Exception as e:
+            raise PublishUncertain(task_id, reason=describe(e)) from e
         finally:
             if timeout.active():
                 timeout.cancel()

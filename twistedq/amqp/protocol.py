@@ -59,6 +59,7 @@ from twistedq.amqp.codec import (
 
 __all__ = [
     "CLIENT_CAPABILITIES",
+    "CLOSED_ERRORS",
     "BrokerChannel",
     "BrokerDelegate",
     "BrokerProtocol",
@@ -78,6 +79,11 @@ CLIENT_CAPABILITIES = {
     "exchange_exchange_bindings": True,
     "authentication_failure_close": True,
 }
+
+#: What txAMQP raises when the channel or the connection closes under a
+#: call (``Closed``, its ``ConnectionClosed`` and ``ChannelClosed``, and
+#: the ``Closed`` of its queues).
+CLOSED_ERRORS: tuple[type[Exception], ...] = (Closed, QueueClosed)
 
 #: The largest frame we ask for (RabbitMQ's default).
 FRAME_MAX = 131072
