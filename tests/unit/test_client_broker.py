@@ -9,7 +9,7 @@ reason, as WARNINGs at first and every minute; a publisher with
 import itertools
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -153,3 +153,20 @@ class FailFastPublishTests(SynchronousTestCase):
         error = self.failureResultOf(publishing, BrokerUnavailable).value
         self.assertIn("within 30 s", str(error))
         self.assertIn("the last with ConnectionRefusedError", str(error))
+
+
+class LifecycleTests(SynchronousTestCase):
+    def test_waits_before_start_fails_after_stop(self):
+        """
+        ``when_connected()`` asked before the service starts waits for the
+        first attempts; asked after it stopped, it fails at once.
+        """
+        clock = Clock()
+        endpoint = RefusingEndpoint()
+        connection = BrokerConnection(BrokerAddress(port=5999), clock, endpoint=endpoint)
+        early = connection.when_connected(fail_after=1)
+        self.assertNoResult(early)
+        connection.startService()
+        self.failureResultOf(early, ConnectionRefusedError)
+        connection.stopService()
+        self.failureResultOf(connection.when_connected(), ConnectionDone)

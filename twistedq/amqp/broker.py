@@ -460,11 +460,13 @@ class BrokerConnection(Service):
         :param fail_after: fail, with the reason of the last attempt,
             after this many failed attempts from now, instead of waiting
             for ever.
+        :raises twisted.internet.error.ConnectionDone: the connection is
+            stopped, or stops while waited for.
         """
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return defer.succeed(protocol)
-        if not self.running:
+        if self._stopping:
             return defer.fail(ConnectionDone("the broker connection is stopped"))
 
         def cancel(d: defer.Deferred[BrokerProtocol]) -> None:
