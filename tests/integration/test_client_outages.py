@@ -220,10 +220,3 @@ class QuietExitTests(SynchronousTestCase):
             )
             self.assertEqual(report["value"], 42)
             self.assertEqual(stderr, "")
-
-    # The Redis store's notification subscriber leaves the reply to its
-    # SUBSCRIBE unhandled when its connection closes, and it is printed when
-    # collected; twistedq/backends/redis.py must consume that error.
-    test_exit_without_close.todo = test_close_then_exit.todo = (
-        "txredisapi.ConnectionError: Lost connection, from the Redis subscriber"
-    )

@@ -603,6 +603,9 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
     def connectionMade(self) -> Any:
         d = txredisapi.SubscriberProtocol.connectionMade(self)
         d.addCallback(lambda _: self.subscribe(self.factory.channel))
+        # The reply to SUBSCRIBE is waited for until the connection
+        # closes: a close is no error (it was printed at interpreter exit).
+        d.addErrback(lambda failure: failure.trap(txredisapi.ConnectionError) and None)
         return d
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
