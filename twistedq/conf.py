@@ -6,15 +6,19 @@ environment, overridden by explicit arguments.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from twistedq.message import MAX_BODY_SIZE
+from twistedq.setting_names import (
+    DJANGO_SETTINGS,
+    ENVIRONMENT_SETTINGS,
+    UnknownSettingWarning,
+    warn_unknown_settings,
+)
 from twistedq.signing import SigningKeyError, SigningKeys
 
 __all__ = [
@@ -52,79 +56,7 @@ _ENVIRONMENT = {
 #: How long a publish may wait for the broker by default, in seconds.
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 
-#: The ``TWISTEDQ_*`` environment variables twistedq reads.
-ENVIRONMENT_SETTINGS = frozenset(
-    (
-        *_ENVIRONMENT.values(),
-        "TWISTEDQ_SEED_STATES",
-        "TWISTEDQ_MAX_MESSAGE_SIZE",
-        "TWISTEDQ_PUBLISH_TIMEOUT",
-    )
-)
-
-#: The ``TWISTEDQ_*`` Django settings twistedq reads.
-DJANGO_SETTINGS = ENVIRONMENT_SETTINGS | {"TWISTEDQ_STATUS_TRACEBACKS"}
-
-#: ``TWISTEDQ_*`` variables that are not settings but belong to this
-#: project's test suite and scripts (``scripts/services``, ``scripts/test``).
-_TOOL_VARIABLES = frozenset(
-    (
-        "TWISTEDQ_RABBITMQ_PORT",
-        "TWISTEDQ_REDIS_PORT",
-        "TWISTEDQ_MEMCACHED_PORT",
-        "TWISTEDQ_POSTGRES_PORT",
-        "TWISTEDQ_MARIADB_PORT",
-        "TWISTEDQ_RABBITMQ_NODENAME",
-        "TWISTEDQ_REQUIRE_SERVERS",
-        "TWISTEDQ_CLAIM_EXAMPLES",
-        "TWISTEDQ_REGTEST_BAD_TASKS",
-    )
-)
-_TOOL_PREFIXES = ("TWISTEDQ_TEST_", "TWISTEDQ_SERVICES_")
-
 _UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
-
-
-class UnknownSettingWarning(UserWarning):
-    """
-    A ``TWISTEDQ_*`` environment variable or Django setting that twistedq
-    does not know (a misspelling, most likely); it is ignored.
-    """
-
-
-def warn_unknown_settings(names: Iterable[str], where: str) -> None:
-    """
-    Warn (:py:class:`UnknownSettingWarning`) about each ``TWISTEDQ_*`` name
-    of ``names`` that is no setting read from ``where``, naming the closest
-    known ones.
-
-    :param where: ``"environment"`` or ``"Django"``.
-    """
-    known = ENVIRONMENT_SETTINGS if where == "environment" else DJANGO_SETTINGS
-    for name in sorted(names):
-        if (
-            not name.startswith("TWISTEDQ_")
-            or name in known
-            or name in _TOOL_VARIABLES
-            or name.startswith(_TOOL_PREFIXES)
-        ):
-            continue
-        if name in DJANGO_SETTINGS:
-            hint = "it is a Django setting, not read from the environment"
-        else:
-            # Compared without the prefix all of them share.
-            tails = {known_name[9:]: known_name for known_name in known}
-            close = difflib.get_close_matches(name[9:], sorted(tails), n=3, cutoff=0.6)
-            if close:
-                hint = f"did you mean {' or '.join(tails[tail] for tail in close)}?"
-            else:
-                hint = f"twistedq's settings are {', '.join(sorted(known))}"
-        source = "environment variable" if where == "environment" else "Django setting"
-        warnings.warn(
-            f"{source} {name} is not a twistedq setting and is ignored; {hint}",
-            UnknownSettingWarning,
-            stacklevel=3,
-        )
 
 
 def parse_timeout(text: str) -> float:

@@ -19,7 +19,7 @@ import warnings
 from typing import Any
 from urllib.parse import quote
 
-from twistedq.conf import warn_unknown_settings
+from twistedq.setting_names import warn_unknown_settings
 
 __all__ = ["SEED_ALIASES", "settings_from_django"]
 
