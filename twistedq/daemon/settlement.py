@@ -212,34 +212,9 @@ class Settlement:
             failure.trap(StoreRefused)
             error = failure.value
             assert isinstance(error, StoreRefused)
-            index = next(
-                (i for i, r in enumerate(records) if r.task_id == error.task_id),
-                0 if len(records) == 1 else None,
-            )
-            if index is None:  # the store did not say which: one at a time
+            if not self._replace_refused(error, jobs, records, replaced, unstored):
+                # The store did not say which: one at a time.
                 return self._write_each(batch, records, unstored)
-            record = records[index]
-            job = jobs[record.task_id]
-            self.events.report(EventKind.STORE_REFUSED, job.task_id, job.message.task)
-            if record.task_id in replaced:
-                log.error(
-                    "The result store refused even the short FAILURE of task {task}[{id}] "
-                    "({why}): nothing of it is stored",
-                    task=job.message.task,
-                    id=job.task_id,
-                    why=str(error),
-                )
-                unstored.add(job.task_id)
-            else:
-                log.error(
-                    "The result store refused the outcome of task {task}[{id}] for good "
-                    "({why}): a FAILURE saying so is stored in its place",
-                    task=job.message.task,
-                    id=job.task_id,
-                    why=str(error),
-                )
-                records[index] = refusal_record(job, error)
-                replaced.add(job.task_id)
             return attempt()
 
         def again(failure: Failure, pause: float) -> bool:
@@ -265,6 +240,49 @@ class Settlement:
             return unstored
 
         return persist(self.clock, attempt, again).addCallback(written)
+
+    def _replace_refused(
+        self,
+        error: StoreRefused,
+        jobs: dict[str, Job],
+        records: list[OutcomeRecord],
+        replaced: set[str],
+        unstored: set[str],
+    ) -> bool:
+        """
+        Replace, in ``records``, the outcome the store refused by a short
+        FAILURE; a FAILURE refused in its turn goes to ``unstored``.
+        False when the store did not say which record it refused.
+        """
+        index = next(
+            (i for i, r in enumerate(records) if r.task_id == error.task_id),
+            0 if len(records) == 1 else None,
+        )
+        if index is None:
+            return False
+        record = records[index]
+        job = jobs[record.task_id]
+        self.events.report(EventKind.STORE_REFUSED, job.task_id, job.message.task)
+        if record.task_id in replaced:
+            log.error(
+                "The result store refused even the short FAILURE of task {task}[{id}] "
+                "({why}): nothing of it is stored",
+                task=job.message.task,
+                id=job.task_id,
+                why=str(error),
+            )
+            unstored.add(job.task_id)
+        else:
+            log.error(
+                "The result store refused the outcome of task {task}[{id}] for good "
+                "({why}): a FAILURE saying so is stored in its place",
+                task=job.message.task,
+                id=job.task_id,
+                why=str(error),
+            )
+            records[index] = refusal_record(job, error)
+            replaced.add(job.task_id)
+        return True
 
     def _write_each(
         self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str]
