@@ -61,6 +61,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def services(*args: str) -> None:
+    """
+    Run ``scripts/services`` with ``args`` (``stop redis``, ``restart
+    rabbitmq``...) on the servers the tests use.
+    """
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services"), *args],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+
+
 class Daemon:
     """
     A ``twistd -n twistedq`` process started for a test.

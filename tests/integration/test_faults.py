@@ -46,6 +46,7 @@ from tests.integration.servers import (
     amqp_url,
     redis_url,
     server_url,
+    services,
     unique_queue,
 )
 from tests.integration.test_consumer_channel import lower_consumer_timeout
@@ -54,16 +55,6 @@ TASKS = 1000
 CONCURRENCY = 2
 BATCH = 8
 PREFETCH = CONCURRENCY * BATCH * 2
-
-
-def services(*args: str) -> None:
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services"), *args],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def stop_server(name: str, seconds: float) -> Callable[[subprocess.Popen[str]], int]:

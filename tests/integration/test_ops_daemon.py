@@ -206,11 +206,9 @@ class ProjectFolderTests(ProjectTestCase):
 
 
 class LogLevelTests(ProjectTestCase):
-    async def test_warning_level(self) -> None:
+    def start_at(self, level: str) -> ProjectDaemon:
         """
-        With ``--loglevel WARNING`` the daemon's log keeps a task's
-        failure and leaves out the INFO lines: the daemon's own and a
-        task's ``logger.info``.
+        A daemon of the project's tasks, one child, logging from ``level``.
         """
         daemon = ProjectDaemon(
             self.project,
@@ -228,9 +226,18 @@ class LogLevelTests(ProjectTestCase):
             "--tasks",
             f"{self.prefix}_tasks",
             "--loglevel",
-            "WARNING",
+            level,
         )
         self.addCleanup(daemon.stop)
+        return daemon
+
+    async def test_warning_level(self) -> None:
+        """
+        With ``--loglevel WARNING`` the daemon's log keeps a task's
+        failure and leaves out the INFO lines: the daemon's own and a
+        task's ``logger.info``.
+        """
+        daemon = self.start_at("WARNING")
         self.assertEqual((await self.run_task("chatty")).status, "SUCCESS")
         self.assertEqual((await self.run_task("fails")).status, "FAILURE")
         daemon.stop()
@@ -245,25 +252,7 @@ class LogLevelTests(ProjectTestCase):
         ``setup_logger`` and through ``logging`` alike: the children log
         at the daemon's level.
         """
-        daemon = ProjectDaemon(
-            self.project,
-            self.project / "twistd.log",
-            "--broker",
-            amqp_url(),
-            "--result-backend",
-            redis_url(),
-            "--queue",
-            self.queue,
-            "--concurrency",
-            "1",
-            "--status",
-            "none",
-            "--tasks",
-            f"{self.prefix}_tasks",
-            "--loglevel",
-            "DEBUG",
-        )
-        self.addCleanup(daemon.stop)
+        daemon = self.start_at("DEBUG")
         self.assertEqual((await self.run_task("whisper")).status, "SUCCESS")
         daemon.stop()
         log = daemon.log()

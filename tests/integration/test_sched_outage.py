@@ -11,7 +11,6 @@ fault-injection suite does.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -19,21 +18,11 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from tests.integration.servers import ROOT, Daemon, redis_url, server_url, unique_queue
+from tests.integration.servers import Daemon, redis_url, server_url, services, unique_queue
 from twistedq.scheduler import slot_task_id
 
 #: Seconds the broker stays down.
 DOWN_FOR = 12.0
-
-
-def services(*args: str) -> None:
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services"), *args],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 class BrokerOutageTests(TestCase):
