@@ -15,6 +15,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "Twisted>=24.7,<27",
+        "prometheus_client>=0.17,<1",
         "txAMQP>=0.8.2,<0.9",
         "txredisapi>=1.4.10,<2",
         "zope.interface>=5",

@@ -40,6 +40,7 @@ from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
 from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
+from twistedq.metrics import DaemonMetrics, MetricsResource
 from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import crontab
@@ -188,6 +189,11 @@ class Options(usage.Options):
             None,
             "Show a failed task's traceback at its status URL (by default only the "
             "exception's type and message: the URL is public to anyone holding the id)",
+        ],
+        [
+            "no-metrics",
+            None,
+            "Serve no /metrics (Prometheus) on the status site, and keep no figures for it",
         ],
     ]
 
@@ -521,8 +527,12 @@ def makeService(options: Options) -> IService:
                 "scheduler": scheduler.stats() if scheduler is not None else None,
             }
 
+        metrics = None
+        if not options["no-metrics"]:
+            metrics = DaemonMetrics(dispatcher.events, reactor, stats)
+            metrics.watch_broker(connection)
         site = _status_site(
-            settings, reactor, backend, stats, dispatcher, options["status-tracebacks"]
+            settings, reactor, backend, stats, dispatcher, options["status-tracebacks"], metrics
         )
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
@@ -535,6 +545,7 @@ def _status_site(
     stats: Callable[[], dict[str, Any]],
     dispatcher: Dispatcher,
     tracebacks: bool,
+    metrics: DaemonMetrics | None = None,
 ) -> Site:
     root = make_site_root(
         backend,
@@ -544,6 +555,7 @@ def _status_site(
         available=lambda: dispatcher.store_available,
         down_since=lambda: dispatcher.health.down_since,
         tracebacks=tracebacks,
+        metrics=MetricsResource(metrics) if metrics is not None else None,
     )
     site = Site(root)
     site.noisy = False

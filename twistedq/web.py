@@ -9,7 +9,9 @@ The status resource, read from the result backend:
 * ``GET /`` is the health check: 200, or 503 while the daemon finds the
   store unavailable;
 * ``GET /stats`` answers the daemon's figures, 200 even while the store is
-  unavailable (``store_available`` says so).
+  unavailable (``store_available`` says so);
+* ``GET /metrics`` answers them in the Prometheus text format
+  (:py:mod:`twistedq.metrics`), 200 during an outage too.
 
 A failure's traceback is left out of the status unless the site is made
 with ``tracebacks``: the URLs are public to anyone holding an id.  An id
@@ -277,6 +279,7 @@ def make_site_root(
     available: Callable[[], bool] | None = None,
     down_since: Callable[[], float | None] | None = None,
     tracebacks: bool = False,
+    metrics: IResource | None = None,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
@@ -286,9 +289,13 @@ def make_site_root(
     answers what it returns.  While ``available()`` is false (the daemon
     found the store unavailable), ``/`` and the status URLs answer 503;
     ``/stats`` answers 200 with ``store_available`` false and, from
-    ``down_since()`` (seconds since the epoch), since when.
+    ``down_since()`` (seconds since the epoch), since when.  With
+    ``metrics`` (a :py:class:`~twistedq.metrics.MetricsResource`),
+    ``/metrics`` serves it.
     """
     root = StatusRoot(backend, clock, timeout, seed_states, available, tracebacks)
     if stats is not None:
         root.putChild(b"stats", StatsResource(stats, available, down_since))
+    if metrics is not None:
+        root.putChild(b"metrics", metrics)
     return root
