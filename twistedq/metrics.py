@@ -472,7 +472,7 @@ def _pool_families(pool: dict[str, Any] | None) -> Iterator[Metric]:
     yield restarts
     memory = GaugeMetricFamily(
         "twistedq_child_resident_memory_bytes",
-        "Resident memory of each child, as last measured (with --max-memory-per-child).",
+        "Resident memory of each child, as it reported after its last batch.",
         labels=["child"],
     )
     for child, kib in sorted(pool.get("rss_kib", {}).items()):
@@ -497,8 +497,8 @@ def _dispatcher_families(dispatcher: dict[str, Any] | None, consuming: Any) -> I
         dispatcher["held_for_eta"],
     )
     yield _gauge(
-        "twistedq_tasks_in_flight",
-        "Store writes, publishes and runs under way (what a drain waits for).",
+        "twistedq_in_flight",
+        "Runs, store writes and reads, and publishes under way (what a drain waits for).",
         dispatcher["in_flight"],
     )
     yield _gauge("twistedq_claims_held", "Claims this daemon holds.", dispatcher["claimed"])

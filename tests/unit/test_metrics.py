@@ -418,7 +418,7 @@ class DaemonFiguresTests(SynchronousTestCase):
         )
         self.assertEqual(value(found, "twistedq_tasks_pending"), 5)
         self.assertEqual(value(found, "twistedq_tasks_held_for_eta"), 2)
-        self.assertEqual(value(found, "twistedq_tasks_in_flight"), 7)
+        self.assertEqual(value(found, "twistedq_in_flight"), 7)
         self.assertEqual(value(found, "twistedq_claims_held"), 6)
         self.assertEqual(value(found, "twistedq_store_available"), 1)
         self.assertEqual(value(found, "twistedq_consuming"), 1)
