@@ -1,5 +1,5 @@
 """
-The contract on Redis, memcached and SQLite, in this process.
+The contract on Redis, memcached, Tokyo Tyrant and SQLite, in this process.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from twistedq.backends.base import IResultBackend
 from twistedq.backends.memcached import MemcachedBackend
 from twistedq.backends.redis import RedisBackend
 from twistedq.backends.sqlite import SQLiteBackend
+from twistedq.backends.tyrant import TyrantBackend
 
 
 class RedisContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
@@ -33,6 +34,13 @@ class MemcachedContractTests(BackendContract, ScheduleStoreContract, ClaimStoreC
     def make_backend(self, ttl: int) -> IResultBackend:
         parts = urlsplit(server_url("TWISTEDQ_TEST_MEMCACHED_URL"))
         return MemcachedBackend(reactor, parts.hostname, parts.port, ttl=ttl)
+
+
+class TyrantContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):
+    expiry_slack = 0.2
+
+    def make_backend(self, ttl: int) -> IResultBackend:
+        return TyrantBackend.from_url(server_url("TWISTEDQ_TEST_TYRANT_URL"), reactor, ttl=ttl)
 
 
 class SQLiteContractTests(BackendContract, ScheduleStoreContract, ClaimStoreContract, TestCase):

@@ -21,7 +21,8 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
     Build the backend a URL names: ``redis://host:port/db``,
     ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
     ``twistedq-results.sqlite3`` in the working directory),
-    ``memcached://host:port``, ``django://[alias]`` or ``memory://`` (a
+    ``memcached://host:port``, ``tyrant://host:port`` (Tokyo Tyrant),
+    ``django://[alias]`` or ``memory://`` (a
     new store in this process's memory, for tests and demos).
 
     :raises BackendURLError: the URL names no known backend.
@@ -35,6 +36,10 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
         from twistedq.backends.memcached import MemcachedBackend
 
         return MemcachedBackend.from_url(url, reactor, ttl=ttl)
+    if scheme == "tyrant":
+        from twistedq.backends.tyrant import TyrantBackend
+
+        return TyrantBackend.from_url(url, reactor, ttl=ttl)
     if scheme == "django":
         from twistedq.contrib.django.store import DjangoBackend
 
@@ -49,5 +54,5 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
         return SQLiteBackend.from_url(url, reactor, ttl=ttl)
     raise BackendURLError(
         f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path, "
-        "memcached://host:port, django:// (the Django project's database) or memory://"
+        "memcached://host:port, tyrant://host:port, django:// (the Django project's database) or memory://"
     )
