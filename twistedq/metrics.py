@@ -18,7 +18,7 @@ The names and what each counts are listed in :doc:`/operations`.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -49,31 +49,35 @@ if TYPE_CHECKING:
     from twistedq.amqp.protocol import BrokerProtocol
 
 __all__ = [
+    "BUCKETS",
     "OTHER_TASKS",
-    "RUNTIME_BUCKETS",
-    "WAIT_BUCKETS",
     "DaemonMetrics",
     "MetricsResource",
 ]
 
 log = Logger()
 
-#: The upper bounds, in seconds, of the runtime histogram's buckets.
-RUNTIME_BUCKETS: tuple[float, ...] = (
+#: The upper bounds, in seconds, of the buckets of the runtime and
+#: queue-wait histograms.
+BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
-#: The upper bounds, in seconds, of the queue-wait histogram's buckets.
-WAIT_BUCKETS: tuple[float, ...] = RUNTIME_BUCKETS
 #: The task label of the names past ``max_task_names``.
 OTHER_TASKS = "_other"
 
-_OUTCOMES = {
-    EventKind.SUCCEEDED: "succeeded",
-    EventKind.FAILED: "failed",
-    EventKind.RETRIED: "retried",
-    EventKind.REVOKED: "revoked",
-}
+_RECEIVED = EventKind.RECEIVED
+_STARTED = EventKind.STARTED
+_SUCCEEDED = EventKind.SUCCEEDED
+_CLAIMED = EventKind.CLAIMED
+_FAILED = EventKind.FAILED
+_RETRIED = EventKind.RETRIED
+_REVOKED = EventKind.REVOKED
+_REJECTED = EventKind.REJECTED
+_DEAD_LETTERED = EventKind.DEAD_LETTERED
+_DELAYED = EventKind.DELAYED
+_DUPLICATE = EventKind.DUPLICATE
+_GIVEN_BACK = EventKind.GIVEN_BACK
 _CLAIMS = {
     EventKind.CLAIMED: "claimed",
     EventKind.DUPLICATE: "duplicate",
@@ -120,39 +124,45 @@ _COUNTED = [
 ]
 
 
-class _Histogram:
+class _TaskFigures:
     """
-    Observations by task name in fixed buckets: one increment and one
-    addition per observation; the cumulative counts are made at scrape.
+    The counters and histograms of one task name.  A histogram is a list:
+    the count in each bucket of :py:data:`BUCKETS`, the count above the
+    last, then the sum; made cumulative at scrape.
     """
 
-    __slots__ = ("bounds", "series")
+    __slots__ = ("outcomes", "received", "runtime", "started", "wait")
 
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        # name -> [count in each bucket..., count above the last, sum]
-        self.series: dict[str, list[float]] = {}
+    def __init__(self) -> None:
+        self.received = 0
+        self.started = 0
+        self.outcomes: dict[str, int] = {}
+        self.runtime = [0.0] * (len(BUCKETS) + 2)
+        self.wait = [0.0] * (len(BUCKETS) + 2)
 
-    def observe(self, name: str, seconds: float) -> None:
-        if seconds < 0:
-            seconds = 0.0  # the clock stepped back
-        counts = self.series.get(name)
-        if counts is None:
-            counts = self.series[name] = [0.0] * (len(self.bounds) + 2)
-        counts[bisect_left(self.bounds, seconds)] += 1
-        counts[-1] += seconds
 
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, documentation, labels=["task"])
-        edges = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
-        for task, counts in self.series.items():
-            total = 0.0
-            buckets = []
-            for edge, count in zip(edges, counts, strict=False):
-                total += count
-                buckets.append((edge, total))
-            family.add_metric([task], buckets, counts[-1])
-        return family
+def _observe(histogram: list[float], seconds: float) -> None:
+    if seconds < 0:
+        seconds = 0.0  # the clock stepped back
+    histogram[bisect_left(BUCKETS, seconds)] += 1
+    histogram[-1] += seconds
+
+
+def _histogram_family(
+    name: str, documentation: str, histograms: Iterator[tuple[str, list[float]]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=["task"])
+    edges = [floatToGoString(bound) for bound in BUCKETS] + ["+Inf"]
+    for task, counts in histograms:
+        if not counts[-2] and not any(counts[:-2]):
+            continue  # never observed
+        total = 0.0
+        buckets = []
+        for edge, count in zip(edges, counts, strict=False):
+            total += count
+            buckets.append((edge, total))
+        family.add_metric([task], buckets, counts[-1])
+    return family
 
 
 class DaemonMetrics:
@@ -166,8 +176,9 @@ class DaemonMetrics:
         "scheduler": ...}``, any part missing or ``None``.
     :param max_task_names: the most distinct task names used as labels;
         further names are counted as :py:data:`OTHER_TASKS`.
-    :param max_timed: the most task ids whose receipt and start times are
-        kept; past it the oldest are dropped (and counted).
+    :param max_timed: the most task ids whose receipt times are kept, and
+        the most whose start times are; past it the oldest are dropped
+        (and counted).
 
     :ivar registry: the :py:class:`~prometheus_client.CollectorRegistry`
         of these metrics (and of the process's own: memory, CPU, files).
@@ -187,33 +198,20 @@ class DaemonMetrics:
         self.stats = stats
         self.max_task_names = max_task_names
         self.max_timed = max_timed
-        self._names: set[str] = set()
-        # (kind, task name) -> count, for the kinds counted by name
-        self._by_task: dict[tuple[EventKind, str], int] = {}
+        self._now = clock.seconds
+        self._tasks: dict[str, _TaskFigures] = {}
         self._rejected: dict[str, int] = {}
         self._dead_letters: dict[str, int] = {}
         # task id -> [received at, started at]: only the tasks in flight
-        self._timed: dict[str, list[float | None]] = {}
+        # task id -> when received, until started: only the tasks waiting
+        self._waiting: dict[str, float] = {}
+        # task id -> when (last) started, until its outcome: the tasks running
+        self._running: dict[str, float] = {}
         self._dropped = 0
-        self._runtime = _Histogram(RUNTIME_BUCKETS)
-        self._wait = _Histogram(WAIT_BUCKETS)
         self._broker: BrokerConnection | None = None
         self._broker_protocol: BrokerProtocol | None = None
         self._broker_connections = 0
         self._broker_disconnections = 0
-        self._on: dict[EventKind, Callable[[Event], None]] = {
-            EventKind.RECEIVED: self._received,
-            EventKind.STARTED: self._started,
-            EventKind.SUCCEEDED: self._ended,
-            EventKind.FAILED: self._ended,
-            EventKind.RETRIED: self._ended,
-            EventKind.REVOKED: self._revoked,
-            EventKind.REJECTED: self._rejected_message,
-            EventKind.DEAD_LETTERED: self._dead_lettered,
-            EventKind.DELAYED: self._left,
-            EventKind.DUPLICATE: self._left,
-            EventKind.GIVEN_BACK: self._left,
-        }
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
@@ -225,78 +223,98 @@ class DaemonMetrics:
         """
         How many task ids are kept for timing now.
         """
-        return len(self._timed)
+        return len(self._waiting) + len(self._running)
 
     # events
 
     def observe(self, event: Event) -> None:
         """
         Take one event (the observer subscribed to the daemon's events).
+        The two most frequent are taken here, the others by a method each.
         """
-        on = self._on.get(event.kind)
-        if on is not None:
-            on(event)
+        # Compared by identity: hashing an enum member costs more than the
+        # few comparisons made for the frequent kinds.
+        kind = event.kind
+        if kind is _RECEIVED:
+            figures = self._tasks.get(event.task_name)  # type: ignore[arg-type]
+            if figures is None:
+                figures = self._task(event.task_name)
+            figures.received += 1
+            task_id = event.task_id
+            if task_id is not None:
+                waiting = self._waiting
+                waiting[task_id] = self._now()
+                if len(waiting) > self.max_timed:
+                    self._bound(waiting)
+        elif kind is _STARTED:
+            figures = self._tasks.get(event.task_name)  # type: ignore[arg-type]
+            if figures is None:
+                figures = self._task(event.task_name)
+            figures.started += 1
+            if event.task_id is not None:
+                self._started(figures, event.task_id)
+        elif kind is _SUCCEEDED:
+            self._ended(event, "succeeded")
+        elif kind is _CLAIMED:
+            return  # counted by the events themselves
+        elif kind is _FAILED:
+            self._ended(event, "failed")
+        elif kind is _RETRIED:
+            self._ended(event, "retried")
+        elif kind is _REVOKED:
+            self._revoked(event)
+        elif kind is _REJECTED:
+            self._rejected_message(event)
+        elif kind is _DEAD_LETTERED:
+            self._dead_lettered(event)
+        elif kind is _DELAYED or kind is _DUPLICATE or kind is _GIVEN_BACK:
+            self._left(event)
 
-    def _label(self, name: str | None) -> str:
-        if name is None:
-            return "_unknown"
-        if name in self._names:
-            return name
-        if len(self._names) < self.max_task_names:
-            self._names.add(name)
-            return name
-        return OTHER_TASKS
+    def _task(self, name: str | None) -> _TaskFigures:
+        """
+        The figures of the task called ``name``: its own while there are
+        fewer than ``max_task_names``, else those of :py:data:`OTHER_TASKS`.
+        """
+        figures = self._tasks.get(name) if name is not None else None
+        if figures is None:
+            label = "_unknown" if name is None else name
+            if label not in self._tasks and len(self._tasks) >= self.max_task_names:
+                label = OTHER_TASKS
+            figures = self._tasks.get(label)
+            if figures is None:
+                figures = self._tasks[label] = _TaskFigures()
+        return figures
 
-    def _count(self, event: Event) -> str:
-        key = (event.kind, self._label(event.task_name))
-        self._by_task[key] = self._by_task.get(key, 0) + 1
-        return key[1]
+    def _started(self, figures: _TaskFigures, task_id: str) -> None:
+        now = self._now()
+        received = self._waiting.pop(task_id, None)
+        if received is not None:  # else run again after a child died, or received unseen
+            _observe(figures.wait, now - received)
+        running = self._running
+        running[task_id] = now  # timed from its last start
+        if len(running) > self.max_timed:
+            self._bound(running)
 
-    def _received(self, event: Event) -> None:
-        self._count(event)
-        task_id = event.task_id
-        if task_id is None:
-            return
-        timed = self._timed
-        timed.pop(task_id, None)  # a new delivery of it: timed afresh, last in line
-        timed[task_id] = [self.clock.seconds(), None]
-        self._bound()
-
-    def _started(self, event: Event) -> None:
-        name = self._count(event)
-        task_id = event.task_id
-        if task_id is None:
-            return
-        now = self.clock.seconds()
-        entry = self._timed.get(task_id)
-        if entry is None:  # its receipt was dropped, or came before the metrics
-            self._timed[task_id] = [None, now]
-            self._bound()
-            return
-        received, started = entry
-        if started is None and received is not None:
-            self._wait.observe(name, now - received)
-        entry[1] = now  # run again after a child died: timed from its last start
-
-    def _ended(self, event: Event) -> None:
-        name = self._count(event)
-        task_id = event.task_id
-        if task_id is None:
-            return
-        entry = self._timed.get(task_id)
-        if entry is None or entry[1] is None:
-            # Not started: what is kept is a later delivery of the same id
-            # (the next attempt of a retry, received first); it stays.
-            return
-        del self._timed[task_id]
-        self._runtime.observe(name, self.clock.seconds() - entry[1])
+    def _ended(self, event: Event, outcome: str) -> None:
+        figures = self._tasks.get(event.task_name)  # type: ignore[arg-type]
+        if figures is None:
+            figures = self._task(event.task_name)
+        figures.outcomes[outcome] = figures.outcomes.get(outcome, 0) + 1
+        if event.task_id is not None:
+            # A later delivery of the same id (the next attempt of a retry,
+            # received first) is kept apart, in the waiting ones.
+            started = self._running.pop(event.task_id, None)
+            if started is not None:
+                _observe(figures.runtime, self._now() - started)
 
     def _left(self, event: Event) -> None:
         if event.task_id is not None:
-            self._timed.pop(event.task_id, None)
+            self._waiting.pop(event.task_id, None)
+            self._running.pop(event.task_id, None)
 
     def _revoked(self, event: Event) -> None:
-        self._count(event)
+        outcomes = self._task(event.task_name).outcomes
+        outcomes["revoked"] = outcomes.get("revoked", 0) + 1
         self._left(event)
 
     def _rejected_message(self, event: Event) -> None:
@@ -309,8 +327,7 @@ class DaemonMetrics:
         self._dead_letters[reason] = self._dead_letters.get(reason, 0) + 1
         self._left(event)
 
-    def _bound(self) -> None:
-        timed = self._timed
+    def _bound(self, timed: dict[str, float]) -> None:
         while len(timed) > self.max_timed:
             del timed[next(iter(timed))]
             self._dropped += 1
@@ -366,23 +383,26 @@ class DaemonMetrics:
             "Attempts ended, by task and outcome: succeeded, failed, retried, revoked.",
             labels=["task", "outcome"],
         )
-        for (kind, name), count in self._by_task.items():
-            if kind is EventKind.RECEIVED:
-                received.add_metric([name], count)
-            elif kind is EventKind.STARTED:
-                started.add_metric([name], count)
-            else:
-                ended.add_metric([name, _OUTCOMES[kind]], count)
+        for name, figures in self._tasks.items():
+            if figures.received:
+                received.add_metric([name], figures.received)
+            if figures.started:
+                started.add_metric([name], figures.started)
+            for outcome, count in figures.outcomes.items():
+                ended.add_metric([name, outcome], count)
         yield received
         yield started
         yield ended
-        yield self._runtime.family(
+        tasks = self._tasks.items()
+        yield _histogram_family(
             "twistedq_task_runtime_seconds",
             "Seconds from a task's start to its outcome stored (succeeded, failed or retried).",
+            ((name, figures.runtime) for name, figures in tasks),
         )
-        yield self._wait.family(
+        yield _histogram_family(
             "twistedq_task_queue_wait_seconds",
             "Seconds from a task's receipt to its start (an ETA held in memory included).",
+            ((name, figures.wait) for name, figures in tasks),
         )
         rejected = CounterMetricFamily(
             "twistedq_messages_rejected",

@@ -257,8 +257,8 @@ class TimingTests(SynchronousTestCase):
 
     def test_bounded(self):
         """
-        At most ``max_timed`` ids are kept: the oldest are dropped first,
-        and how many were dropped is exposed.
+        At most ``max_timed`` receipts and ``max_timed`` starts are kept:
+        the oldest are dropped first, and how many were dropped is exposed.
         """
         metrics = DaemonMetrics(self.events, self.clock, max_timed=3)
         for number in range(10):
@@ -266,13 +266,17 @@ class TimingTests(SynchronousTestCase):
         self.assertEqual(metrics.timed(), 3)
         self.clock.advance(1)
         self.report(EventKind.STARTED, 9)
-        # Its receipt was dropped: no wait, but its start is kept for its
-        # runtime, which drops the oldest kept (7) in its turn.
+        # Its receipt was dropped: no wait, but its start is kept.
         self.report(EventKind.STARTED, 0)
-        self.assertEqual(metrics.timed(), 3)
+        self.assertEqual(metrics.timed(), 4)
         found = scrape(metrics)
         self.assertEqual(value(found, "twistedq_task_queue_wait_seconds_count", task="add"), 1)
-        self.assertEqual(value(found, "twistedq_metrics_timings_dropped_total"), 8)
+        self.assertEqual(value(found, "twistedq_metrics_timings_dropped_total"), 7)
+        for number in range(20, 25):
+            self.report(EventKind.STARTED, number)
+        self.assertEqual(metrics.timed(), 2 + 3)
+        found = scrape(metrics)
+        self.assertEqual(value(found, "twistedq_metrics_timings_dropped_total"), 7 + 4)
 
     def test_run_again_after_a_child_died(self):
         """
@@ -294,7 +298,8 @@ class TimingTests(SynchronousTestCase):
     def test_next_attempt_received_before_the_retry_settles(self):
         """
         The next attempt of a retry, received before the retry's own
-        report, keeps its receipt: its wait is observed when it starts.
+        report, keeps its receipt: its wait is observed when it starts;
+        the attempt that retried is timed all the same.
         """
         self.report(EventKind.RECEIVED)
         self.report(EventKind.STARTED)
@@ -306,6 +311,8 @@ class TimingTests(SynchronousTestCase):
         found = scrape(self.metrics)
         self.assertEqual(value(found, "twistedq_task_queue_wait_seconds_count", task="add"), 2)
         self.assertEqual(value(found, "twistedq_task_queue_wait_seconds_sum", task="add"), 3.0)
+        self.assertEqual(value(found, "twistedq_task_runtime_seconds_count", task="add"), 1)
+        self.assertEqual(value(found, "twistedq_task_runtime_seconds_sum", task="add"), 1.0)
 
     def test_clock_stepped_back(self):
         """
