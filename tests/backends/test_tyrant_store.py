@@ -37,19 +37,25 @@ class TyrantStoreTests(TestCase):
 
     def lose_replies_of(self, store: TyrantBackend, command: str) -> None:
         """
-        Drop the connection right after ``command`` is sent: the server
-        runs it, and its reply is lost.
+        Make ``command`` run on the server while its reply is lost: the
+        connection drops as the reply comes, and the caller sees only
+        the loss.
         """
         protocol = store._protocol._protocol  # type: ignore[union-attr]  # under ClientService's proxy
         assert isinstance(protocol, TyrantProtocol)
         sent = getattr(protocol, command)
 
-        def send_then_drop(*args: Any) -> defer.Deferred[Any]:
-            reply = sent(*args)
-            protocol._transport().loseConnection()
-            return reply
+        def run_then_drop(*args: Any) -> defer.Deferred[Any]:
+            lost: defer.Deferred[Any] = defer.Deferred()
 
-        setattr(protocol, command, send_then_drop)
+            def drop(_: object) -> None:
+                protocol._transport().loseConnection()
+                lost.errback(ConnectionDone("the reply was lost"))
+
+            sent(*args).addBoth(drop)
+            return lost
+
+        setattr(protocol, command, run_then_drop)
 
     async def test_lost_claim_reply_lapses(self) -> None:
         """
@@ -60,10 +66,11 @@ class TyrantStoreTests(TestCase):
         store = await self.store()
         task = new_task_id()
         self.lose_replies_of(store, "putkeep")
-        await self.assertFailure(store.claim_tasks([task], 1), ConnectionDone)
+        # Two seconds: the store reconnects after up to 1.3 s.
+        await self.assertFailure(store.claim_tasks([task], 2), ConnectionDone)
         (held,) = await store.claim_tasks([task], 30)
         self.assertEqual(held.state, ClaimState.HELD)
-        await deferLater(reactor, 1.2, lambda: None)
+        await deferLater(reactor, 2.2, lambda: None)
         (claim,) = await store.claim_tasks([task], 30)
         self.assertEqual(claim.state, ClaimState.CLAIMED)
         self.assertEqual(claim.token, 2)
@@ -74,9 +81,9 @@ class TyrantStoreTests(TestCase):
         """
         store = await self.store()
         self.lose_replies_of(store, "putkeep")
-        await self.assertFailure(store.claim_slot("slot", "lost", 1), ConnectionDone)
+        await self.assertFailure(store.claim_slot("slot", "lost", 2), ConnectionDone)
         self.assertEqual(await store.claim_slot("slot", "other", 30), SlotClaim.HELD)
-        await deferLater(reactor, 1.2, lambda: None)
+        await deferLater(reactor, 2.2, lambda: None)
         self.assertEqual(await store.claim_slot("slot", "other", 30), SlotClaim.WON)
 
     async def test_cleanup_leaves_nothing_expired(self) -> None:

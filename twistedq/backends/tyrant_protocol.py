@@ -159,10 +159,10 @@ class TyrantProtocol(Protocol, TimeoutMixin):
     last byte received fails every request in flight with
     :py:class:`TyrantTimeout` and drops the connection.
 
-    :ivar lost: the connection is lost.
+    :ivar closed: the connection is lost.
     """
 
-    lost = False
+    closed = False
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
@@ -198,8 +198,15 @@ class TyrantProtocol(Protocol, TimeoutMixin):
         self._fail_all(TyrantTimeout(f"Tyrant did not answer within {self.timeout} s"))
         self._transport().abortConnection()
 
+    @property
+    def lost(self) -> bool:
+        """
+        The connection is lost, or closing: it takes no more requests.
+        """
+        return self.closed or bool(getattr(self.transport, "disconnecting", False))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
+        self.closed = True
         self.setTimeout(None)
         self._fail_all(reason.value if reason.value is not None else ConnectionDone())
 
