@@ -492,11 +492,11 @@ def _pool_families(pool: dict[str, Any] | None) -> Iterator[Metric]:
     yield restarts
     memory = GaugeMetricFamily(
         "twistedq_child_resident_memory_bytes",
-        "Resident memory of each child, as it reported after its last batch.",
+        "Resident memory of each child, as it reported after its last batch (none before).",
         labels=["child"],
     )
     for child, kib in sorted(pool.get("rss_kib", {}).items()):
-        if kib is not None:
+        if kib:  # 0 until its first batch: not measured yet
             memory.add_metric([child], kib * 1024)
     yield memory
 

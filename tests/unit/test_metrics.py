@@ -4,13 +4,15 @@ the Prometheus text format, read back with ``prometheus_client``'s own
 parser.
 """
 
+from pathlib import Path
+
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -446,11 +448,32 @@ class DaemonFiguresTests(SynchronousTestCase):
         self.assertEqual(value(found, "twistedq_consuming"), 0)
         self.assertIsNone(value(found, "twistedq_scheduler_published_total"))
 
+    def test_every_name_documented(self):
+        """
+        Every ``twistedq_`` metric a daemon exposes, with every part of its
+        figures present, is named in the operations page.
+        """
+        self.metrics.watch_broker(FakeConnection())
+        for kind in EventKind:
+            self.events.report(kind, task_id(1), "add", reason="expired")
+        families = {
+            family.name
+            for family in text_string_to_metric_families(render(MetricsResource(self.metrics)).body)
+            if family.name.startswith("twistedq_")
+        }
+        page = (Path(__file__).parents[2] / "doc" / "operations.rst").read_text()
+        self.assertGreater(len(families), 30)
+        for name in sorted(families):
+            suffix = "_total" if f"{name}_total" in page else ""
+            self.assertIn(f"``{name}{suffix}", page)
+
     def test_process_metrics(self):
         """
         The daemon process's own figures (memory, CPU, open files) are
-        exposed under the usual ``process_`` names.
+        exposed under the usual ``process_`` names (read from ``/proc``).
         """
+        if not Path("/proc/self/stat").exists():
+            raise SkipTest("no /proc: prometheus_client exposes no process figures here")
         found = scrape(self.metrics)
         self.assertGreater(value(found, "process_resident_memory_bytes"), 0)
 
