@@ -202,7 +202,6 @@ class DaemonMetrics:
         self._tasks: dict[str, _TaskFigures] = {}
         self._rejected: dict[str, int] = {}
         self._dead_letters: dict[str, int] = {}
-        # task id -> [received at, started at]: only the tasks in flight
         # task id -> when received, until started: only the tasks waiting
         self._waiting: dict[str, float] = {}
         # task id -> when (last) started, until its outcome: the tasks running
@@ -229,8 +228,10 @@ class DaemonMetrics:
 
     def observe(self, event: Event) -> None:
         """
-        Take one event (the observer subscribed to the daemon's events).
-        The two most frequent are taken here, the others by a method each.
+        Take one event (the observer subscribed to the daemon's events):
+        count it by task name, outcome or reason, and time the task.  The
+        kinds counted by the events themselves alone (claims, the store,
+        parking) cost a few comparisons.
         """
         # Compared by identity: hashing an enum member costs more than the
         # few comparisons made for the frequent kinds.
