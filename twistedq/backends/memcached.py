@@ -13,11 +13,17 @@ they are.  A taskset id that cannot be part of a key (a space, a control
 or non-ASCII character, over 100 characters) is replaced in keys by a
 digest of it.
 
-Only ``set``, ``get`` (and multi-get), ``add``, ``delete`` and ``incr`` are
-used, plus ``version`` and ``stats settings`` when connecting: all within
-Tokyo Tyrant's memcached interface but the last, without which the default
-item size is assumed (untested here; Tyrant ignores expiry times, so
-nothing expires there).
+The commands sent are ``set``, ``get`` (and multi-get), ``add``,
+``delete`` and ``incr``, ``gets`` and ``cas`` (periodic state, the parked
+messages' index, lease renewal), plus ``version`` and ``stats settings``
+when connecting.  A server that answers ``stats settings`` without
+``item_size_max`` is not memcached (Tokyo Tyrant's memcached interface
+lacks ``gets`` and ``cas``, and ignores expiry times): the store refuses
+it when connecting, and every request after, with
+:py:class:`NotMemcached`; the Tyrant store
+(:py:mod:`twistedq.backends.tyrant`) serves Tyrant.  A ``gets`` answered
+without a cas id fails alone with the same error, the connection serving
+on.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.protocols.memcache import MemCacheProtocol, ServerError
+from twisted.protocols.memcache import ClientError, MemCacheProtocol, NoSuchCommand, ServerError
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,7 +63,7 @@ from twistedq.backends.base import (
 from twistedq.backends.claims import FencedClaims, holds_any, parked_from_value, parked_value
 from twistedq.backends.limits import MiB, check_sizes, fitted_id
 
-__all__ = ["DEFAULT_MAX_ITEM", "MemcachedBackend"]
+__all__ = ["DEFAULT_MAX_ITEM", "MemcachedBackend", "NotMemcached"]
 
 #: Room in an item for its key, flags and expiry.
 _ITEM_ROOM = 512
@@ -70,15 +76,42 @@ DEFAULT_MAX_ITEM = MiB - _ITEM_ROOM
 _KEY_TEXT = re.compile(r"[!-~]+")
 
 
+class NotMemcached(Exception):
+    """
+    The server does not answer as memcached does (Tokyo Tyrant's memcached
+    interface, for one), so the memcached store cannot use it.
+    """
+
+
 class _MemcacheClient(MemCacheProtocol):
     """
     Twisted's memcache protocol, with its reply timeout cancelled once the
-    connection is lost (it otherwise lingers, and fires, after the loss).
+    connection is lost (it otherwise lingers, and fires, after the loss),
+    and a ``gets`` answered without a cas id failed alone (Twisted's own
+    raises inside ``dataReceived``, which drops the connection and every
+    request in flight on it).
 
     :ivar lost: the connection is lost.
     """
 
     lost = False
+
+    def cmd_VALUE(self, line: bytes) -> None:
+        command = self._current[0]
+        if command.command == b"gets" and len(line.split()) == 3:
+            command.mismatch = NotMemcached(
+                f"the server answered gets with {b'VALUE ' + line!r}, without a cas id:"
+                " it is not memcached (Tokyo Tyrant answers so; use tyrant://host:port)"
+            )
+            line += b" 0"
+        MemCacheProtocol.cmd_VALUE(self, line)
+
+    def cmd_END(self) -> None:
+        mismatch = getattr(self._current[0], "mismatch", None)
+        if mismatch is None:
+            MemCacheProtocol.cmd_END(self)
+            return
+        self._current.popleft().fail(mismatch)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
@@ -158,6 +191,7 @@ class MemcachedBackend(FencedClaims):
         self.max_document_size = max_document_size or DEFAULT_MAX_ITEM
         self.timeout = timeout
         self._protocol: _MemcacheClient | None = None
+        self._refusal: NotMemcached | None = None
         self._service = ClientService(
             HostnameEndpoint(reactor, host, port, timeout=timeout),
             Factory.forProtocol(functools.partial(_MemcacheClient, timeOut=timeout)),
@@ -185,6 +219,8 @@ class MemcachedBackend(FencedClaims):
         return (self.prefix + ":".join(parts)).encode("ascii")
 
     async def _client(self) -> MemCacheProtocol:
+        if self._refusal is not None:
+            raise self._refusal
         protocol = self._protocol
         if protocol is not None and not protocol.lost:
             return protocol
@@ -205,14 +241,21 @@ class MemcachedBackend(FencedClaims):
         return self._do(self._read_limit)
 
     async def _read_limit(self, client: MemCacheProtocol) -> None:
-        await client.version()
-        if self._max_given is not None:
-            return
+        version = await client.version()
         try:
             settings = await client.stats(b"settings")
+        except (ServerError, ClientError, NoSuchCommand):
+            settings = {}
+        if b"item_size_max" not in settings:
+            self._refusal = NotMemcached(
+                f"{self.url} is not memcached: it answers `stats settings` without"
+                f" item_size_max (its version: {version.decode('ascii', 'replace')}), and the"
+                " memcached store needs memcached's gets, cas and expiry times.  For Tokyo"
+                " Tyrant use tyrant://host:port"
+            )
+            raise self._refusal
+        if self._max_given is None:
             self.max_document_size = int(settings[b"item_size_max"]) - _ITEM_ROOM
-        except Exception:  # no such stats (Tokyo Tyrant): the default is assumed
-            pass
 
     def _taskset(self, taskset_id: str) -> str:
         return fitted_id(taskset_id, 100, _KEY_TEXT)
