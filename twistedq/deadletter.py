@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.internet.task import react
 
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection, Topology
-from twistedq.amqp.deadletters import DeadLetter, DeadLetterQueue
+from twistedq.amqp.deadletters import DeadLetter, DeadLetterQueue, json_document
 from twistedq.conf import Settings
 
 __all__ = ["main", "parser", "run"]
@@ -139,17 +139,23 @@ def show_text(letter: DeadLetter) -> str:
         "properties: " + json.dumps(_jsonable(properties), indent=2, sort_keys=True),
         "headers: " + json.dumps(_jsonable(letter.headers), indent=2, sort_keys=True),
     ]
-    try:
-        document = json.loads(letter.body)
-    except ValueError:
+    document = json_document(letter.body)
+    pretty = None
+    if document is not None:
+        try:
+            pretty = json.dumps(document, indent=2, ensure_ascii=False)
+        except RecursionError:  # decoded, but too deep to print indented
+            pretty = None
+    if pretty is None:
         shown = letter.body[:SHOW_BYTES]
         more = len(letter.body) - len(shown)
         text = repr(shown) + (f" ... and {more} bytes more" if more else "")
-        lines.append(f"body ({len(letter.body)} bytes, not JSON):")
+        kind = "JSON nested too deeply to print" if document is not None else "not UTF-8 JSON"
+        lines.append(f"body ({len(letter.body)} bytes, {kind}):")
         lines.append(text)
     else:
         lines.append(f"body ({len(letter.body)} bytes, JSON):")
-        lines.append(json.dumps(document, indent=2, ensure_ascii=False))
+        lines.append(pretty)
     return "\n".join(lines)
 
 

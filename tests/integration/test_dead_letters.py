@@ -351,3 +351,34 @@ class CommandTests(DeadLetterTestCase):
         _, purged = deadletter(self.queue, "purge")
         self.assertIn("1 dead letters purged", purged)
         self.assertEqual(await self.depth(f"{self.queue}.dead"), 0)
+
+    async def test_deep_letter_and_republish_all_while_consumed(self) -> None:
+        """
+        A letter nested too deeply for the JSON decoder is listed and shown
+        (its raw body) like any other; ``republish --all`` with a daemon
+        consuming sends each letter there at the start once, even those
+        that fail again at once and come back behind them.
+        """
+        self.start_daemon()
+        deep = b'{"v":1,"id":"%s","task":"add","args":%s%s}' % (
+            new_task_id().encode(),
+            b"[" * 1500,
+            b"]" * 1500,
+        )
+        await self.publish_raw(deep)
+        for _ in range(3):
+            await self.publish_raw(body_of(v=1, id=new_task_id(), task="add", args="abc"))
+        await self.wait_depth(f"{self.queue}.dead", 4)
+
+        listed, summary = deadletter(self.queue, "list")
+        self.assertIn("4 dead letters", summary)
+        self.assertEqual(len(listed.splitlines()), 4)
+        shown, _ = deadletter(self.queue, "show", "1")
+        self.assertIn("nested too deeply", shown)
+        self.assertIn("body (", shown)
+
+        out, summary = deadletter(self.queue, "republish", "--all")
+        self.assertIn("4 dead letters republished", summary)
+        self.assertEqual(len(out.splitlines()), 4)
+        await self.wait_depth(f"{self.queue}.dead", 4)  # each failed again, once
+

@@ -40,6 +40,7 @@ __all__ = [
     "DeadLetterPublisher",
     "DeadLetterQueue",
     "dead_letter_properties",
+    "json_document",
     "republish_properties",
 ]
 
@@ -182,6 +183,17 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def json_document(body: bytes) -> Any:
+    """
+    The JSON document of a body in UTF-8, or None when it is none (not
+    UTF-8, not JSON, or nested deeper than the decoder follows).
+    """
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
 @dataclass
 class DeadLetter:
     """
@@ -207,10 +219,7 @@ class DeadLetter:
         peeked = peek_task(self.body)
         if peeked is not None:
             return peeked
-        try:
-            document = json.loads(self.body)
-        except ValueError:
-            document = None
+        document = json_document(self.body)
         task_id = task = None
         if isinstance(document, dict):
             if isinstance(document.get("id"), str) and is_task_id(document["id"]):
@@ -373,7 +382,12 @@ class DeadLetterQueue:
         position = 0
         try:
             await self.topology.declare(channel)
-            while True:
+            # Only the letters there now: one republished that fails again
+            # comes back behind them, and is not taken a second time.
+            declared = await channel.queue_declare(
+                queue=self.topology.dead_letter_queue, passive=True
+            )
+            while position < declared.message_count:
                 got = await channel.basic_get(queue=self.topology.dead_letter_queue, no_ack=False)
                 if got.method.name != "get-ok":
                     break
