@@ -522,6 +522,23 @@ class DrainTests(DispatcherTestCase):
             "be stored: their messages went back to the queue",
         )
 
+    def test_drain_summary_children_killed(self):
+        """
+        Children killed at the end of the grace period: the summary says
+        their tasks were running and went back, not that their outcomes
+        could not be stored.
+        """
+        deliveries = self.deliver(2)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        drained = self.dispatcher.drain()
+        self.pool.batches[0][1].errback(ChildLost("Process-1 died running a batch", "killed"))
+        self.successResultOf(drained)
+        self.assertEqual([d.settled for d in deliveries], [[("reject", True)]] * 2)
+        summary = self.dispatcher.drain_summary()
+        self.assertIn("2 were running when their children were killed", summary)
+        self.assertNotIn("could not be stored", summary)
+
     def test_drain_settles_failures(self):
         """
         ``drain()`` also waits for batches that fail, and fires once they are

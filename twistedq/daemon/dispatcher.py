@@ -139,6 +139,7 @@ class Dispatcher:
             config.max_batch, config.time_limit, config.max_attempts,
         )  # fmt: skip
         self._settled_before_drain = 0
+        self._unstored_before_drain = 0
         self.returned_on_drain = 0
         self.intake = Intake(
             backend, self.events, flight, self.gate.take, config.max_body_size, signing
@@ -235,7 +236,13 @@ class Dispatcher:
         finished = self._settled_count() - self._settled_before_drain
         parts = [f"{finished} tasks settled while draining (stored, then acknowledged)"]
         parts.append(f"{self.returned_on_drain} not started went back to the queue")
-        unstored = self.settlement.returned_unstored
+        killed = self.feeder.returned_running
+        if killed:
+            parts.append(
+                f"{killed} were running when their children were killed: their messages "
+                "went back to the queue"
+            )
+        unstored = self.settlement.returned_unstored - self._unstored_before_drain
         if unstored:
             parts.append(
                 f"{unstored} ran but their outcomes could not be stored: their messages "
@@ -251,6 +258,7 @@ class Dispatcher:
         """
         self.in_flight.stopping = True
         self._settled_before_drain = self._settled_count()
+        self._unstored_before_drain = self.settlement.returned_unstored
         self.health.stop_probing()
         self.health.stop_watching()
         self.overdue.stop()

@@ -94,6 +94,8 @@ class Feeder:
         self.time_limit = time_limit
         self.max_attempts = max_attempts
         self.pending: deque[Job] = deque()
+        #: Tasks given back while stopping because their child was killed.
+        self.returned_running = 0
 
     def queue(self, job: Job) -> None:
         """
@@ -214,7 +216,12 @@ class Feeder:
         lost: Any = failure.value
         reason = getattr(lost, "reason", str(lost))
         if self.in_flight.stopping:
-            log.error("{count} tasks go back to the queue: {why}", count=len(batch), why=str(lost))
+            log.warn(
+                "{count} tasks that were running go back to the queue: {why}",
+                count=len(batch),
+                why=str(lost),
+            )
+            self.returned_running += len(batch)
             self.settlement.give_back(batch)
             return None
         if reason == "time-limit" and len(batch) == 1:

@@ -86,8 +86,7 @@ class Settlement:
         self.handles = handles
         self.publish_later = publish_later
         self.hold_eta = hold_eta
-        #: Messages given back while stopping because their outcomes could
-        #: not be stored.
+        #: Messages given back because their outcomes could not be stored.
         self.returned_unstored = 0
 
     def ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
@@ -130,7 +129,7 @@ class Settlement:
         """
         return self._write(batch, records).addCallbacks(
             lambda unstored: self._settle(batch, records, unstored),
-            lambda _: self.give_back(batch),
+            lambda _: self.give_back(batch, unstored=True),
         )
 
     def fail(self, job: Job, error: Exception, dead_letter: bool) -> defer.Deferred[None]:
@@ -157,7 +156,9 @@ class Settlement:
             job.ack()
             return None
 
-        return self.leases.commit([record]).addCallbacks(settle, lambda f: self.give_back([job]))
+        return self.leases.commit([record]).addCallbacks(
+            settle, lambda f: self.give_back([job], unstored=True)
+        )
 
     def revoke(self, job: Job, reason: str) -> None:
         """
@@ -173,16 +174,19 @@ class Settlement:
             message.id, revoked_document(message.id, message.task, reason), message.taskset
         )
         d = self.leases.commit([record])
-        d.addCallbacks(lambda _: job.ack(), lambda _: self.give_back([job]))
+        d.addCallbacks(lambda _: job.ack(), lambda _: self.give_back([job], unstored=True))
         self.in_flight.track(d)
 
-    def give_back(self, batch: list[Job]) -> None:
+    def give_back(self, batch: list[Job], unstored: bool = False) -> None:
         """
         Send jobs back to the queue, giving up their claims so that their
         next delivery, here or elsewhere, can claim them.
+
+        :param unstored: they ran, but their outcomes could not be stored
+            (counted for the drain's summary).
         """
         self.leases.release(batch)
-        if self.in_flight.stopping:
+        if unstored:
             self.returned_unstored += len(batch)
         for job in batch:
             job.give_back()
@@ -369,7 +373,9 @@ class Settlement:
                 return gather(published).addCallback(lambda _: None)
 
             writes.append(
-                self._write(batch, records).addCallbacks(publish, lambda _: self.give_back(batch))
+                self._write(batch, records).addCallbacks(
+                    publish, lambda _: self.give_back(batch, unstored=True)
+                )
             )
         return writes
 
