@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from twistedq.backends.base import ClaimState, IResultBackend, TaskClaim
@@ -24,7 +24,7 @@ from twistedq.daemon.backoff import FIRST_PAUSE
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
-from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.job import Job, JobState, few
 from twistedq.daemon.leases import LeaseKeeper
 from twistedq.outcome import dead_letter_reason, top_status
 from twistedq.states import READY_STATES
@@ -156,8 +156,7 @@ class Gate:
                     self._pass(job)
 
         def unread(failure: Failure) -> None:
-            log.failure("Could not check for committed outcomes", failure)
-            self.health.failed()
+            self._store_failed("check for committed outcomes of", len(jobs), failure)
             for job in jobs:
                 self._pass(job)
 
@@ -197,12 +196,21 @@ class Gate:
 
         def claimed(claims: list[TaskClaim]) -> None:
             self.health.answered()
+            elsewhere = []
             for job, claim in zip(unclaimed, claims, strict=True):
-                self._claimed(job, claim, asked_at)
+                if self._claimed(job, claim, asked_at):
+                    elsewhere.append(job)
+            if elsewhere:
+                log.info(
+                    "{count} tasks are claimed by another attempt, looking again in {lease} s: "
+                    "{tasks}",
+                    count=len(elsewhere),
+                    lease=self.leases.lease,
+                    tasks=few(elsewhere),
+                )
 
         def not_claimed(failure: Failure) -> None:
-            log.failure("Could not claim {count} tasks", failure, count=len(unclaimed))
-            self.health.failed()
+            self._store_failed("claim", len(unclaimed), failure)
             for job in unclaimed:
                 if self.in_flight.stopping:
                     job.give_back()
@@ -213,7 +221,32 @@ class Gate:
         d.addCallbacks(claimed, not_claimed)
         self.in_flight.track(d)
 
-    def _claimed(self, job: Job, claim: TaskClaim, asked_at: float) -> None:
+    def _store_failed(self, what: str, count: int, failure: Failure) -> None:
+        """
+        A store call of the gate failed: said once as a warning while the
+        store was thought up, then quietly (debug) while it stays down.
+        """
+        if self.health.available:
+            log.warn(
+                "Could not {what} {count} tasks: {why}",
+                what=what,
+                count=count,
+                why=failure.getErrorMessage() or repr(failure.value),
+            )
+        else:
+            log.failure(
+                "Could not {what} {count} tasks",
+                failure,
+                what=what,
+                count=count,
+                level=LogLevel.debug,
+            )
+        self.health.failed()
+
+    def _claimed(self, job: Job, claim: TaskClaim, asked_at: float) -> bool:
+        """
+        Act on one claim's answer; True when another attempt holds it.
+        """
         if self.in_flight.stopping:
             if claim.state is ClaimState.CLAIMED:
                 self.leases.release_token(job.task_id, claim.token)
@@ -222,13 +255,8 @@ class Gate:
             self._done_already(job, "done")
         elif claim.state is ClaimState.HELD:
             self.events.report(EventKind.HELD_ELSEWHERE, job.task_id, job.message.task)
-            log.info(
-                "Task {task}[{id}] is claimed by another attempt: looking again in {lease} s",
-                task=job.message.task,
-                id=job.task_id,
-                lease=self.leases.lease,
-            )
             self.hold(job, self.leases.lease)
+            return True
         elif job.early(self.clock.seconds()):
             # Due later after all (the clock stepped back): it waits
             # unclaimed and is claimed when due.
@@ -237,3 +265,4 @@ class Gate:
         else:
             self.leases.took(job, claim.token, asked_at)
             self.admit(job)
+        return False

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from twistedq.message import TaskMessage
 
-__all__ = ["BrokerDelivery", "Job", "JobState", "timestamp"]
+__all__ = ["BrokerDelivery", "Job", "JobState", "few", "timestamp"]
 
 
 class BrokerDelivery(Protocol):
@@ -196,3 +196,14 @@ def timestamp(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
+
+
+def few(jobs: list[Job], shown: int = 5) -> str:
+    """
+    The first ``shown`` jobs as ``task[id]``, and how many more, for a log
+    line about many.
+    """
+    text = ", ".join(f"{job.message.task}[{job.task_id}]" for job in jobs[:shown])
+    if len(jobs) > shown:
+        text += f" and {len(jobs) - shown} more"
+    return text

@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twistedq.daemon.events import EventKind, Events
-from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.job import Job, JobState, few
 
 __all__ = ["DEFAULT_GIVE_BACK_AFTER", "OverdueDeliveries"]
 
@@ -90,7 +90,8 @@ class OverdueDeliveries:
 
     def sweep(self) -> None:
         """
-        Give back every delivery here for ``limit`` seconds or more.
+        Give back every delivery here for ``limit`` seconds or more, and
+        say so in one line for each kind.
         """
         assert self.limit is not None
         cutoff = self.clock.seconds() - self.limit
@@ -100,29 +101,34 @@ class OverdueDeliveries:
                 withdraw(job)
                 job.give_back()
                 returned.append(job)
-                self._report(job, "it is given back to the queue")
         self.release([job for job in returned if job.token is not None])
+        going_on: list[Job] = []
         for job in list(self.jobs()):
             if not overdue(job, cutoff):
                 continue
             if job.token is None and job.state in (JobState.RUNNING, JobState.STORING):
                 continue  # unclaimed: a copy delivered again would run twice
             job.release_delivery()
-            self._report(
-                job,
-                "its message goes back to the queue while it goes on; its claim keeps "
-                "the copy from running twice",
+            going_on.append(job)
+        for job in returned + going_on:
+            self.events.report(EventKind.GIVEN_BACK, job.task_id, job.message.task)
+        if returned:
+            self._log(returned, "they are given back to the queue")
+        if going_on:
+            self._log(
+                going_on,
+                "their messages go back to the queue while they go on; their claims keep "
+                "the copies from running twice",
             )
 
-    def _report(self, job: Job, what: str) -> None:
-        self.events.report(EventKind.GIVEN_BACK, job.task_id, job.message.task)
+    def _log(self, jobs: list[Job], what: str) -> None:
         log.warn(
-            "Task {task}[{id}] has been unacknowledged for {seconds:.0f} s and could not be "
-            "parked: {what}, under the broker's consumer timeout",
-            task=job.message.task,
-            id=job.task_id,
-            seconds=self.clock.seconds() - job.delivered_at,
+            "{count} tasks unacknowledged for {limit:g} s could not be parked: {what}, "
+            "under the broker's consumer timeout ({tasks})",
+            count=len(jobs),
+            limit=self.limit,
             what=what,
+            tasks=few(jobs),
         )
 
 
