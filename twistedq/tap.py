@@ -336,7 +336,7 @@ class Options(usage.Options):
             DEFAULT_MAX_RESULT_SIZE,
             "Largest outcome a task may leave, in bytes (or 8MiB, 512KiB), measured in the "
             "child as stored; a larger one becomes a FAILURE ResultTooLarge and never leaves "
-            "the child [default: 8MiB]",
+            "the child",
             parse_size,
         ],
         [
@@ -433,6 +433,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         _check_twistd_options(getattr(self, "parent", None))
+        if self["give-back-after"] <= self["park-after"]:
+            raise usage.UsageError(
+                f"--give-back-after ({self['give-back-after']:g} s) must be longer than "
+                f"--park-after ({self['park-after']:g} s): a claimed task held long would be "
+                "given back to the queue before it could be parked"
+            )
         working_directory_first(sys.path)
         if self["django-settings"]:
             # Read by the daemon's own Django setup and inherited by children.

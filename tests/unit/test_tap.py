@@ -368,7 +368,14 @@ class DelayWiringTests(TapTestCase):
         it), ``--max-result-size`` the pool (8 MiB without it).
         """
         daemon = self.make(
-            "--status", "none", "--give-back-after", "90", "--max-result-size", "1MiB"
+            "--status",
+            "none",
+            "--park-after",
+            "60",
+            "--give-back-after",
+            "90",
+            "--max-result-size",
+            "1MiB",
         )
         consumer_service = list(daemon)[6]
         self.assertEqual(consumer_service.dispatcher.overdue.limit, 90.0)
@@ -377,6 +384,10 @@ class DelayWiringTests(TapTestCase):
         self.assertEqual(default.dispatcher.overdue.limit, 25 * 60.0)
         self.assertEqual(default.pool.max_result_size, 8 * 1024 * 1024)
         self.assertRaises(usage.UsageError, self.parse, "--give-back-after", "0")
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--give-back-after", "3", "--park-after", "1200"
+        )
+        self.assertIn("must be longer than --park-after", str(error))
 
 
 class WorkingDirectoryTests(TapTestCase):

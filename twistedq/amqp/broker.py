@@ -254,6 +254,9 @@ class _ObservedEndpoint:
         self._endpoint = endpoint
         self._failed = failed
 
+    def __repr__(self) -> str:
+        return repr(self._endpoint)
+
     def connect(self, factory: Any) -> defer.Deferred[Any]:
         def failed(failure: Failure) -> Failure:
             if not failure.check(defer.CancelledError):
