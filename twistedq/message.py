@@ -44,6 +44,9 @@ VERSION = 1
 MAX_BODY_SIZE = 16 * 1024 * 1024
 #: The longest task name, in characters.
 MAX_TASK_NAME = 256
+# The Unicode categories a task name may not hold: control, format
+# (bidirectional overrides, zero-width characters) and lone surrogates.
+_NOT_IN_NAMES = frozenset(("Cc", "Cf", "Cs"))
 
 #: Reason of a body that is not UTF-8 JSON text.
 NOT_JSON = "not-json"
@@ -106,13 +109,14 @@ def _finite_float(text: str) -> float:
 def is_task_name(name: object) -> TypeGuard[str]:
     """
     Whether ``name`` can name a task: a string of 1 to
-    :py:data:`MAX_TASK_NAME` characters without control characters or
-    lone surrogates (it goes into logs, keys and headers as it is).
+    :py:data:`MAX_TASK_NAME` characters without control or format
+    characters (bidirectional overrides, zero-width ones) or lone
+    surrogates: it goes into logs, keys and headers as it is.
     """
     return (
         isinstance(name, str)
         and 0 < len(name) <= MAX_TASK_NAME
-        and not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+        and not any(unicodedata.category(c) in _NOT_IN_NAMES for c in name)
     )
 
 
@@ -315,7 +319,7 @@ class TaskMessage:
         if not is_task_name(name):
             raise MessageError(
                 f"task name {_short(name)} is not a string of 1 to {MAX_TASK_NAME} characters "
-                "without control characters"
+                "without control or format characters"
             )
         args = document.get("args", [])
         if not isinstance(args, list):

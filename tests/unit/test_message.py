@@ -250,6 +250,8 @@ class DecodeRejectionTests(SynchronousTestCase):
         self.assertRefused(body(task="add\u0000"), "task name")
         self.assertRefused(body(task="add\n"), "task name")
         self.assertRefused(body(task="\ud800"), "task name")
+        self.assertRefused(body(task="add\u202e"), "format characters")  # right-to-left override
+        self.assertRefused(body(task="a\u200bdd"), "task name")  # zero-width space
         self.assertEqual(TaskMessage.decode(body(task="a" * 256)).task, "a" * 256)
         self.assertEqual(TaskMessage.decode(body(task="tâche.ÿ")).task, "tâche.ÿ")
 
