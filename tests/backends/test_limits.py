@@ -142,6 +142,30 @@ class RedisLimitTests(PrivateServer, TestCase):
                 await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(await backend.get_results([small, big]), [small_doc, None])
 
+    async def test_limit_lowered_while_connected(self) -> None:
+        """
+        The server's limit lowered after the store connected: the first
+        value over it is refused by Redis, and the store reads the limit
+        again, so the next one is refused before it is sent.
+        """
+        port = await self.start()
+        first = await self.backend(port)
+        await first._redis.execute_command("CONFIG", "SET", "proto-max-bulk-len", str(4 * MiB))
+        backend = await self.backend(port)
+        self.assertEqual(backend.max_document_size, 4 * MiB)
+        await first._redis.execute_command("CONFIG", "SET", "proto-max-bulk-len", str(MiB))
+        big, big_doc = document_of(2 * MiB)
+        refused = backend.store_results([OutcomeRecord(big, big_doc)])
+        self.assertIn("invalid bulk length", str(await self.assertFailure(refused, StoreRefused)))
+        deadline = time.monotonic() + 10
+        while backend.max_document_size != MiB:
+            self.assertLess(time.monotonic(), deadline, "the limit was not read again")
+            await deferLater(reactor, 0.1, lambda: None)
+        again = backend.store_results([OutcomeRecord(big, big_doc)])
+        self.assertIn(
+            "more than the 1048576 bytes", str(await self.assertFailure(again, StoreRefused))
+        )
+
 
 class MemcachedLimitTests(PrivateServer, TestCase):
     def command(self, port: int) -> list[str]:

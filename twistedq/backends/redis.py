@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import txredisapi
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -266,13 +267,29 @@ class RedisBackend(FencedClaims):
 
     async def _connected(self) -> None:
         await self._redis._connected
+        await self._read_limit()
+
+    async def _read_limit(self, attempts: int = 1) -> None:
+        """
+        Learn the server's ``proto-max-bulk-len`` (unless a maximum was
+        given): when connecting, and again after the server refused a
+        value for its size (the limit was lowered since; the server closed
+        that connection, so the read waits for the next, half a second
+        apart, ``attempts`` times at most).
+        """
         if self._max_given is not None:
             return
-        try:
-            _, value = await self._redis.execute_command("CONFIG", "GET", "proto-max-bulk-len")
-            self.max_document_size = int(value)
-        except (txredisapi.ResponseError, ValueError, TypeError):
-            pass  # CONFIG renamed or not allowed: Redis's default is assumed
+        for attempt in range(attempts):
+            if attempt:
+                await deferLater(self.clock, 0.5, lambda: None)
+            try:
+                reply = await self._redis.execute_command("CONFIG", "GET", "proto-max-bulk-len")
+                self.max_document_size = int(reply[1])
+                return
+            except txredisapi.ConnectionError:
+                continue
+            except (txredisapi.ResponseError, ValueError, TypeError, IndexError):
+                return  # CONFIG renamed or not allowed: the last limit known stays
 
     def _taskset_keys(self, taskset_id: str) -> tuple[bytes, bytes, bytes]:
         # Keys are bytes: any text maps to its own key, lone surrogates too.
@@ -293,6 +310,10 @@ class RedisBackend(FencedClaims):
             failure.trap(txredisapi.ResponseError)
             text = str(failure.value).encode("utf-8", "replace")
             if any(words in text for words in _SIZE_REFUSALS):
+                # Checked before sending from now on: the refusal closed the
+                # connection under the other requests on it.
+                reading = defer.Deferred.fromCoroutine(self._read_limit(attempts=20))
+                reading.addErrback(lambda f: None)
                 task_id = task_ids[0] if len(task_ids) == 1 else None
                 raise StoreRefused(f"{self.url} refused a value: {failure.value}", task_id)
             return failure
