@@ -381,4 +381,3 @@ class CommandTests(DeadLetterTestCase):
         self.assertIn("4 dead letters republished", summary)
         self.assertEqual(len(out.splitlines()), 4)
         await self.wait_depth(f"{self.queue}.dead", 4)  # each failed again, once
-

@@ -145,7 +145,7 @@ class OptionsTests(TapTestCase):
         """
         An unknown result backend URL is a :py:obj:`usage.UsageError`.
         """
-        error = self.assertRaises(usage.UsageError, self.parse, "-r", "tyrant://h/")
+        error = self.assertRaises(usage.UsageError, self.parse, "-r", "couchdb://h/")
         self.assertIn("unknown result backend", str(error))
         self.assertNotIn("\n", str(error))
 
