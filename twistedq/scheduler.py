@@ -97,8 +97,13 @@ class _Entry:
     #: Slots found held by another daemon: slot to the monotonic time at
     #: which to look again.
     recheck: dict[float, float] = field(default_factory=dict)
-    #: Slots found held by another daemon and not yet seen done.
-    held: set[float] = field(default_factory=set)
+    #: Slots found held by another daemon and not yet seen done, each to
+    #: whether it was missed (its next slot due) when first found held.
+    held: dict[float, bool] = field(default_factory=dict)
+    #: Slots whose claim got no answer (an error, a timeout): the store may
+    #: have taken the claim all the same, for this daemon, which could not
+    #: know it.  Such a claim is released before the slot is claimed again.
+    unsure: set[float] = field(default_factory=set)
     #: Slots this daemon could not claim or publish: slot to the monotonic
     #: time at which to try again.
     retry: dict[float, float] = field(default_factory=dict)
@@ -312,6 +317,7 @@ class Scheduler(Service):
             self._cancel_superseded(entry, now)
             due += self._rechecks_due(entry, now, mono)
             due += self._retries_due(entry, now, mono)
+            self._forget_unsure(entry, now)
             if not entry.enabled:
                 entry.recheck.clear()
                 entry.retry.clear()
@@ -355,6 +361,28 @@ class Scheduler(Service):
             if slot < latest:
                 publishing.cancel()
 
+    @property
+    def _retry_interval(self) -> float:
+        """
+        Seconds between tries of a slot that failed or was found held.
+        """
+        return min(self.lease, 1.0)
+
+    def _current(self) -> float:
+        """
+        The scheduler's time now, between ticks: its time at the last tick
+        moved on by the monotonic clock.
+        """
+        if self._now is None:
+            return self.wall()
+        return self._now + (self.monotonic() - self._now_monotonic)
+
+    def _is_missed(self, entry: _Entry, slot: float, now: float) -> bool:
+        """
+        Whether the slot's next slot came due by ``now``.
+        """
+        return entry.schedule.last_slot(now) > slot
+
     def _rechecks_due(self, entry: _Entry, now: float, mono: float) -> list[float]:
         """
         The slots held elsewhere to look at again now.
@@ -382,6 +410,20 @@ class Scheduler(Service):
         for slot in due:
             del entry.retry[slot]
         return due
+
+    def _forget_unsure(self, entry: _Entry, now: float) -> None:
+        """
+        Forget the unsure claims of missed slots this daemon will not claim
+        again: they lapse by themselves, and a daemon that finds one held
+        once missed does not run it.
+        """
+        if entry.unsure:
+            latest = entry.schedule.last_slot(now)
+            entry.unsure = {
+                slot
+                for slot in entry.unsure
+                if slot >= latest or slot in entry.busy or slot in entry.held or slot in entry.retry
+            }
 
     def _enter_gap(self, entry: _Entry, slot: float) -> None:
         if not entry.in_gap:
@@ -510,35 +552,69 @@ class Scheduler(Service):
         if entry.catch_up == "once" and entry.retry:
             slot = max(slot, *entry.retry)
             entry.retry.clear()
-        entry.retry[slot] = self.monotonic() + min(self.lease, 1.0)
+        entry.retry[slot] = self.monotonic() + self._retry_interval
 
     async def _claim_and_run(self, entry: _Entry, slot: float) -> None:
         key = slot_task_id(entry.name, slot)
+        if slot in entry.unsure:
+            # A claim of this daemon's may hold the slot unknown to it (its
+            # answer was lost): let it go first, so the slot is not taken
+            # for a daemon that is not going to run it.  The release is
+            # owner-checked: another daemon's claim stays.
+            try:
+                await self.store.release_slot(key, self.owner)
+            except Exception as error:
+                self._try_again(entry, slot, "not claimed", error)
+                return
+        asked = self.monotonic()
+        # A slot asked for once missed was chosen as such (the catch-up of a
+        # start, a late tick): only its answer's lateness can make it missed.
+        missed_when_asked = self._is_missed(entry, slot, self._current())
         try:
             claim = await self.store.claim_slot(key, self.owner, self.lease)
         except Exception as error:
+            entry.unsure.add(slot)
             self._try_again(entry, slot, "not claimed", error)
             return
+        maybe_mine = slot in entry.unsure
         if claim is SlotClaim.DONE:
-            entry.held.discard(slot)
+            entry.unsure.discard(slot)
+            entry.held.pop(slot, None)
             self._ran(entry)
             return
+        now = self._current()
         if claim is SlotClaim.HELD:
-            entry.held.add(slot)
-            entry.recheck[slot] = self.monotonic() + min(self.lease, 1.0)
+            # Perhaps by this daemon's own claim whose answer was lost: then
+            # it stays unsure, and is released before the next look.
+            entry.held.setdefault(slot, self._is_missed(entry, slot, now))
+            entry.recheck[slot] = self.monotonic() + self._retry_interval
             return
-        if slot in entry.held:
-            entry.held.discard(slot)
-            now = self._now if self._now is not None else self.wall()
+        entry.unsure.discard(slot)
+        missed_when_held = entry.held.pop(slot, None)
+        if missed_when_held is not None and not maybe_mine:
             if now - slot < 0.8 * self.lease:
                 # Given up before its lease could lapse: the daemon that
                 # held it could not publish it, and keeps it under the
                 # catch-up policy.  (A lapsed lease means it died: run it.)
-                try:
-                    await self.store.release_slot(key, self.owner)
-                except Exception:
-                    pass  # the lease lapses by itself
+                await self._release(key)
                 return
+            if missed_when_held:
+                # Found held only once missed: part of a gap, whoever held
+                # it (a claim answered too late, or taken by a call whose
+                # answer was lost, then let go or lapsed).
+                await self._missed_won(entry, slot, key)
+                return
+        elif (not missed_when_asked and self._is_missed(entry, slot, now)) or (
+            entry.in_gap
+            and entry.catch_up != "once"
+            and self.monotonic() - asked > self._retry_interval
+        ):
+            # Won, but answered only after the next slot came due (the
+            # store held the claim through an outage), or, under "skip",
+            # during a gap and later than a failed claim would have been
+            # tried again: missed, like a slot whose claim failed.
+            await self._missed_won(entry, slot, key)
+            return
         if entry.job is not None:
             try:
                 await entry.job.run()
@@ -557,17 +633,11 @@ class Scheduler(Service):
                     entry.publishing.pop(slot, None)
             except defer.CancelledError:
                 self._try_again(entry, slot, "not published before its next slot", Missed())
-                try:
-                    await self.store.release_slot(key, self.owner)
-                except Exception:
-                    pass  # the lease lapses by itself
+                await self._release(key)
                 return
             except Exception as error:
                 self._try_again(entry, slot, "not published", error)
-                try:
-                    await self.store.release_slot(key, self.owner)
-                except Exception:
-                    pass  # the lease lapses by itself
+                await self._release(key)
                 return
         self.published += 1
         self._ran(entry)
@@ -585,6 +655,32 @@ class Scheduler(Service):
                 )
                 if attempt < 2:
                     await _sleep(self.clock, 2**attempt)
+
+    async def _release(self, key: str) -> None:
+        """
+        Let a slot's claim go, so that the slot can be claimed again.
+        """
+        try:
+            await self.store.release_slot(key, self.owner)
+        except Exception:
+            pass  # the lease lapses by itself
+
+    async def _missed_won(self, entry: _Entry, slot: float, key: str) -> None:
+        """
+        A slot was claimed after it was missed: it does not run, and its
+        claim is let go.  (Under ``"once"`` the latest slot due stands for
+        the gap: every daemon claims it when due, or tries it again while
+        its claim fails, so it runs once.)
+        """
+        self._enter_gap(entry, slot)
+        log.info(
+            "{name} at {slot} claimed only once missed (the store answered late); not "
+            "run (catch-up policy {policy})",
+            name=entry.name,
+            slot=_iso(slot),
+            policy=entry.catch_up,
+        )
+        await self._release(key)
 
 
 class Missed(Exception):
