@@ -1,8 +1,10 @@
 """
-A one-second periodic task for the scheduler's integration test.  Each run
+A periodic task for the scheduler's integration tests.  Each run
 appends ``<task id> <daemon pid>`` to the file named by
 ``TWISTEDQ_TEST_BEAT_FILE``; the task's name comes from
 ``TWISTEDQ_TEST_BEAT_NAME`` so that each test run has fresh periodic state.
+It runs every second, or every ``TWISTEDQ_TEST_BEAT_EVERY`` seconds, with
+the catch-up policy ``TWISTEDQ_TEST_BEAT_CATCH_UP`` (``"once"`` if unset).
 """
 
 import os
@@ -12,7 +14,8 @@ from twistedq.task import PeriodicTask, tasks
 
 class Beat(PeriodicTask):
     name = os.environ.get("TWISTEDQ_TEST_BEAT_NAME", "tests.integration.beat")
-    run_every = 1.0
+    run_every = float(os.environ.get("TWISTEDQ_TEST_BEAT_EVERY", "1"))
+    catch_up = os.environ.get("TWISTEDQ_TEST_BEAT_CATCH_UP", "once")
 
     def run(self, task_id: str, **kwargs: object) -> None:
         line = f"{task_id} {os.getppid()}\n".encode()
