@@ -23,7 +23,10 @@ caused it: when a daemon starts and the slots since the task's
 forward, when the daemon was held up longer than ``grace`` (its tick came
 late), and when the broker or the store could not be reached.  A slot
 that could not be claimed or published is tried again every second until
-the next slot of its task comes due; from then on it is missed.
+the next slot of its task comes due; from then on it is missed.  A claim
+answered only once its slot was missed (the store held it through an
+outage) is let go, and the slot is missed too; a claim whose answer was
+lost is released (owner-checked) before its slot is claimed again.
 ``"once"`` runs one slot for the whole gap: the latest one due when the
 gap ends (the next slot itself, if it comes first); ``"skip"`` runs none
 of the missed slots, and the task waits for its next slot.
