@@ -94,7 +94,11 @@ class StoreOutageTests(TestCase):
         for line in beats.read_text().splitlines():
             runs[slots[line.split()[0]]] += 1
         down = [slot for slot in range(int(down_from) + 1, int(restart) + 1) if slot % EVERY == 0]
-        gap = [slot for slot in range(int(down_from) + 1, int(back) + 1) if slot % EVERY == 0]
+        # The daemons see Redis back when they reconnect, up to a period
+        # after it is: then the slot due at that moment stands for the gap.
+        gap = [
+            slot for slot in range(int(down_from) + 1, int(back) + EVERY + 1) if slot % EVERY == 0
+        ]
         later = [slot for slot in range(int(back) + 10, int(end) - 2) if slot % EVERY == 0]
         return runs, down, gap, later, logs
 
@@ -102,7 +106,8 @@ class StoreOutageTests(TestCase):
         """
         ``catch_up="once"``: of the slots that came due while Redis was
         down, at most one runs between the two daemons, and one of those
-        due until it is back does (the latest due when it is back); no
+        due until the daemons see it back does (the latest due then: the
+        first after the outage when they reconnect after it came due); no
         slot runs twice; every slot from 10 s after Redis is back runs.
         """
         runs, down, gap, later, logs = self.outage("once")
