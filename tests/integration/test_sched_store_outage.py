@@ -94,11 +94,10 @@ class StoreOutageTests(TestCase):
         for line in beats.read_text().splitlines():
             runs[slots[line.split()[0]]] += 1
         down = [slot for slot in range(int(down_from) + 1, int(restart) + 1) if slot % EVERY == 0]
-        # The daemons see Redis back when they reconnect, up to a period
-        # after it is: then the slot due at that moment stands for the gap.
-        gap = [
-            slot for slot in range(int(down_from) + 1, int(back) + EVERY + 1) if slot % EVERY == 0
-        ]
+        # The daemons see Redis back when they reconnect, up to 10 s after
+        # it is (their reconnection backs off): the slot due then stands for
+        # the gap.
+        gap = [slot for slot in range(int(down_from) + 1, int(back) + 11) if slot % EVERY == 0]
         later = [slot for slot in range(int(back) + 10, int(end) - 2) if slot % EVERY == 0]
         return runs, down, gap, later, logs
 
