@@ -229,7 +229,19 @@ class AsyncClient:
             pause = result.POLL_START  # read now: a benchmark may change it
             while True:
                 waiter = waiter_for(task_id) if waiter_for is not None else None
-                (outcome,) = await self.get_outcomes([task_id])
+                reading = self.get_outcomes([task_id])
+                if deadline is not None:
+                    # A store that does not answer does not hold the caller
+                    # past its timeout.
+                    reading.addTimeout(max(deadline - clock.seconds(), 0.0), clock)
+                try:
+                    (outcome,) = await reading
+                except defer.TimeoutError:
+                    _drop(waiter)
+                    raise TimeoutError(
+                        f"task {task_id} not ready within {timeout} s: the result store "
+                        "did not answer in time"
+                    ) from None
                 if outcome.ready:
                     _drop(waiter)
                     return outcome

@@ -287,7 +287,11 @@ def _store_hangs(broker: str, backend: str, queue: str, request: Any) -> dict[st
     silent = socket.create_server(("127.0.0.1", 0))
     store = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
     client = Client(broker_url=broker, result_backend=store, queue=queue, timeout=2)
-    report = {"publish": _attempt(lambda: client.delay_task("add", 1, 2).task_id)}
+    handle: list[Any] = []
+    report = {"publish": _attempt(lambda: handle.append(client.delay_task("add", 1, 2)))}
+    if handle:
+        report["publish"]["value"] = handle[0].task_id
+        report["get"] = _attempt(lambda: handle[0].get(timeout=1))
     report["purged"] = _attempt(lambda: client.purge())
     return report
 

@@ -163,6 +163,18 @@ class StoreOutageTests(SynchronousTestCase):
         self.assertLess(report["publish"]["seconds"], 3.0)
         self.assertEqual(report["purged"]["value"], 1)
 
+    def test_get_timeout_bounds_a_store_that_never_answers(self):
+        """
+        ``get(timeout=1)`` with a store that never answers raises Python's
+        ``TimeoutError`` after about a second, not after the store's own
+        call timeout (10 s).
+        """
+        report, _ = run_script(unique_queue(), mode="store_hangs")
+        self.assertEqual(report["get"]["raised"], "TimeoutError", report)
+        self.assertEqual(report["get"]["module"], "builtins")
+        self.assertLess(report["get"]["seconds"], 2.0)
+        self.assertIn("did not answer", report["get"]["text"])
+
     def test_taskset_publish_fails(self):
         """
         A TaskSet whose publish fails raises BrokerUnavailable, and its
