@@ -579,19 +579,35 @@ class Scheduler(Service):
             entry.unsure.add(slot)
             self._try_again(entry, slot, "not claimed", error)
             return
+        if await self._runs(entry, slot, key, claim, missed_when_asked, asked):
+            await self._run_won(entry, slot, key)
+
+    async def _runs(
+        self,
+        entry: _Entry,
+        slot: float,
+        key: str,
+        claim: SlotClaim,
+        missed_when_asked: bool,
+        asked: float,
+    ) -> bool:
+        """
+        Act on a slot's claim; whether this daemon runs the slot now (it won
+        the claim, and the slot was not missed meanwhile).
+        """
         maybe_mine = slot in entry.unsure
         if claim is SlotClaim.DONE:
             entry.unsure.discard(slot)
             entry.held.pop(slot, None)
             self._ran(entry)
-            return
+            return False
         now = self._current()
         if claim is SlotClaim.HELD:
             # Perhaps by this daemon's own claim whose answer was lost: then
             # it stays unsure, and is released before the next look.
             entry.held.setdefault(slot, self._is_missed(entry, slot, now))
             entry.recheck[slot] = self.monotonic() + self._retry_interval
-            return
+            return False
         entry.unsure.discard(slot)
         missed_when_held = entry.held.pop(slot, None)
         if missed_when_held is not None and not maybe_mine:
@@ -600,13 +616,13 @@ class Scheduler(Service):
                 # held it could not publish it, and keeps it under the
                 # catch-up policy.  (A lapsed lease means it died: run it.)
                 await self._release(key)
-                return
+                return False
             if missed_when_held:
                 # Found held only once missed: part of a gap, whoever held
                 # it (a claim answered too late, or taken by a call whose
                 # answer was lost, then let go or lapsed).
                 await self._missed_won(entry, slot, key)
-                return
+                return False
         elif (not missed_when_asked and self._is_missed(entry, slot, now)) or (
             entry.in_gap
             and entry.catch_up != "once"
@@ -617,7 +633,13 @@ class Scheduler(Service):
             # during a gap and later than a failed claim would have been
             # tried again: missed, like a slot whose claim failed.
             await self._missed_won(entry, slot, key)
-            return
+            return False
+        return True
+
+    async def _run_won(self, entry: _Entry, slot: float, key: str) -> None:
+        """
+        Run (or publish) a slot whose claim this daemon won, then record it.
+        """
         if entry.job is not None:
             try:
                 await entry.job.run()

@@ -480,6 +480,16 @@ class Options(usage.Options):
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
 
 
+def _log_service(options: Options) -> IService:
+    """
+    The service that shapes the daemon's log: the seed's lines or twistd's
+    own, from ``--loglevel`` up.
+    """
+    if options["log-format"] == "seed":
+        return SeedLogFormatService(options["loglevel"])
+    return LogLevelService(options["loglevel"])
+
+
 def makeService(options: Options) -> IService:
     """
     Build the daemon: result store, pool, broker connection, scheduler,
@@ -508,10 +518,7 @@ def makeService(options: Options) -> IService:
             scheduler.add_tasks(pool.periodic_tasks)
 
     daemon = DrainingMultiService()
-    if options["log-format"] == "seed":
-        SeedLogFormatService(options["loglevel"]).setServiceParent(daemon)
-    else:
-        LogLevelService(options["loglevel"]).setServiceParent(daemon)
+    _log_service(options).setServiceParent(daemon)
     ClockStepGuard(reactor).setServiceParent(daemon)
     if options["reactor-tasks"]:
         ReactorTasksService(options["tasks"], reactor).setServiceParent(daemon)
