@@ -10,7 +10,11 @@ setup(
     # Every twistedq package (a new one is never left out of the wheel), and
     # twisted.plugins by name: it has no __init__.py, on purpose.
     packages=[*find_packages(include=["twistedq", "twistedq.*"]), "twisted.plugins"],
-    package_data={"twistedq.amqp": ["amqp0-9-1.xml"], "twistedq": ["py.typed"]},
+    package_data={
+        "twistedq.amqp": ["amqp0-9-1.xml"],
+        "twistedq": ["py.typed"],
+        "twistedq.dashboard": ["static/*"],
+    },
     entry_points={"console_scripts": ["twistedq-deadletter = twistedq.deadletter:main"]},
     python_requires=">=3.10",
     install_requires=[
