@@ -26,12 +26,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PUBLISH_TIMEOUT",
     "DEFAULT_RESULT_BACKEND",
+    "DEFAULT_STATUS_ENDPOINT",
     "DJANGO_SETTINGS",
     "ENVIRONMENT_SETTINGS",
     "Settings",
     "SettingsError",
     "UnknownSettingWarning",
     "parse_size",
+    "parse_status_endpoint",
     "parse_timeout",
     "warn_unknown_settings",
     "with_help",
@@ -72,6 +74,28 @@ def parse_timeout(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{text!r} is not a positive number of seconds")
     return seconds
+
+
+def parse_status_endpoint(text: str) -> str:
+    """
+    A strports server endpoint (``tcp:8021:interface=127.0.0.1``,
+    ``unix:/run/twistedq.sock``) for the daemon's status site, or
+    ``none``.  Only parsed: nothing listens.
+
+    :raises ValueError: Twisted cannot parse it as a server endpoint.
+    """
+    if text.strip().lower() == "none":
+        return "none"
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Parsing builds the endpoint, which keeps the reactor unused.
+        serverFromString(None, text)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{text!r} is not a server endpoint such as tcp:8021:interface=127.0.0.1, or none ({e})"
+        ) from None
+    return text
 
 
 class SettingsError(ValueError):
@@ -160,6 +184,13 @@ class Settings:
         daemon dead-letters messages that are unsigned or do not verify.
     :ivar publish_timeout: how long the client waits for the broker (a
         connection, then a confirm) and the store, in seconds.
+    :ivar status_endpoint: the strports endpoint of the daemon's status
+        site, or ``"none"``; :py:obj:`None` where no setting names one
+        (``twistd twistedq`` then serves it on
+        :py:data:`DEFAULT_STATUS_ENDPOINT`, ``manage.py twistedq`` serves
+        none).  Django setting ``TWISTEDQ_STATUS_ENDPOINT`` only.
+    :ivar status_tracebacks: show a failed task's traceback at its status
+        URL.  Django setting ``TWISTEDQ_STATUS_TRACEBACKS`` only.
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -170,6 +201,8 @@ class Settings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     signing_keys: str = field(default="", repr=False)
     publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
+    status_endpoint: str | None = None
+    status_tracebacks: bool = False
 
     def environment(self) -> dict[str, str]:
         """

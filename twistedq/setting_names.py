@@ -32,7 +32,7 @@ ENVIRONMENT_SETTINGS = frozenset(
 )
 
 #: The ``TWISTEDQ_*`` Django settings twistedq reads.
-DJANGO_SETTINGS = ENVIRONMENT_SETTINGS | {"TWISTEDQ_STATUS_TRACEBACKS"}
+DJANGO_SETTINGS = ENVIRONMENT_SETTINGS | {"TWISTEDQ_STATUS_TRACEBACKS", "TWISTEDQ_STATUS_ENDPOINT"}
 
 #: ``TWISTEDQ_*`` variables that are not settings but belong to this
 #: project's test suite and scripts (``scripts/services``, ``scripts/test``).

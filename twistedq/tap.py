@@ -218,8 +218,9 @@ class Options(usage.Options):
         [
             "status",
             "s",
-            DEFAULT_STATUS_ENDPOINT,
-            "strports endpoint of the JSON status resource, or 'none'",
+            None,
+            "strports endpoint of the JSON status resource, or 'none' [default: the Django "
+            f"setting TWISTEDQ_STATUS_ENDPOINT, else {DEFAULT_STATUS_ENDPOINT}]",
         ],
         [
             "time-limit",
@@ -472,6 +473,8 @@ class Options(usage.Options):
         except BackendURLError as e:
             raise usage.UsageError(str(e)) from None
         self["settings"] = settings
+        if self["status"] is None:
+            self["status"] = settings.status_endpoint or DEFAULT_STATUS_ENDPOINT
         if self["log-format"] not in ("seed", "twisted"):
             raise usage.UsageError("--log-format must be 'seed' or 'twisted'")
         if self["concurrency"] is None:
@@ -545,7 +548,13 @@ def makeService(options: Options) -> IService:
             metrics = DaemonMetrics(dispatcher.events, reactor, stats)
             metrics.watch_broker(connection)
         site = _status_site(
-            settings, reactor, backend, stats, dispatcher, options["status-tracebacks"], metrics
+            settings,
+            reactor,
+            backend,
+            stats,
+            dispatcher,
+            options["status-tracebacks"] or settings.status_tracebacks,
+            metrics,
         )
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon

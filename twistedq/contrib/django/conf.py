@@ -4,8 +4,11 @@ twistedq's settings from ``django.conf.settings``, read when first needed.
 ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``, ``TWISTEDQ_QUEUE``,
 ``TWISTEDQ_EXCHANGE``, ``TWISTEDQ_SEED_STATES`` and
 ``TWISTEDQ_PUBLISH_TIMEOUT`` (seconds, a positive number) are read as they
-are.  Any other ``TWISTEDQ_*`` setting that twistedq does not know is
-warned about (:py:class:`twistedq.conf.UnknownSettingWarning`).
+are, and so are the daemon's status site settings
+``TWISTEDQ_STATUS_ENDPOINT`` (a strports endpoint, or ``"none"``) and
+``TWISTEDQ_STATUS_TRACEBACKS`` (``True`` or ``False``).  Any other
+``TWISTEDQ_*`` setting that twistedq does not know is warned about
+(:py:class:`twistedq.conf.UnknownSettingWarning`).
 The celery 0.2.0 names still work, with a DeprecationWarning:
 ``AMQP_SERVER``, ``AMQP_PORT``, ``AMQP_USER``, ``AMQP_PASSWORD`` and
 ``AMQP_VHOST`` make the broker URL, and ``CELERY_BACKEND = "database"``
@@ -19,6 +22,7 @@ import warnings
 from typing import Any
 from urllib.parse import quote
 
+from twistedq.conf import parse_status_endpoint
 from twistedq.setting_names import warn_unknown_settings
 
 __all__ = ["SEED_ALIASES", "settings_from_django"]
@@ -30,6 +34,12 @@ _NAMES = {
     "TWISTEDQ_RESULT_BACKEND": "result_backend",
     "TWISTEDQ_QUEUE": "queue",
     "TWISTEDQ_EXCHANGE": "exchange",
+}
+
+
+_FLAGS = {
+    "TWISTEDQ_SEED_STATES": "seed_states",
+    "TWISTEDQ_STATUS_TRACEBACKS": "status_tracebacks",
 }
 
 
@@ -59,11 +69,15 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise _improper(f"{setting} must be a non-empty string, not {value!r}")
         values[name] = value
-    flag = getattr(settings, "TWISTEDQ_SEED_STATES", None)
-    if flag is not None:
-        if not isinstance(flag, bool):
-            raise _improper(f"TWISTEDQ_SEED_STATES must be True or False, not {flag!r}")
-        values["seed_states"] = flag
+    for setting, name in _FLAGS.items():
+        flag = getattr(settings, setting, None)
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise _improper(f"{setting} must be True or False, not {flag!r}")
+            values[name] = flag
+    endpoint = getattr(settings, "TWISTEDQ_STATUS_ENDPOINT", None)
+    if endpoint is not None:
+        values["status_endpoint"] = _status_endpoint(endpoint)
     timeout = getattr(settings, "TWISTEDQ_PUBLISH_TIMEOUT", None)
     if timeout is not None:
         if (
@@ -81,6 +95,18 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
     if "result_backend" not in values and hasattr(settings, "CELERY_BACKEND"):
         values["result_backend"] = _backend_from_seed(settings.CELERY_BACKEND)
     return values
+
+
+def _status_endpoint(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _improper(
+            f"TWISTEDQ_STATUS_ENDPOINT must be a strports endpoint string such as "
+            f"'tcp:8021:interface=127.0.0.1', or 'none', not {value!r}"
+        )
+    try:
+        return parse_status_endpoint(value)
+    except ValueError as e:
+        raise _improper(f"TWISTEDQ_STATUS_ENDPOINT: {e}") from None
 
 
 def _deprecated(old: str, new: str) -> None:
