@@ -22,6 +22,7 @@ from twistedq.amqp.broker import (
     Topology,
 )
 from twistedq.amqp.consumer import Consumer
+from twistedq.amqp.events import EventPublisher
 from twistedq.backends.base import BackendURLError, IResultBackend, IScheduleStore
 from twistedq.backends.service import StoreService
 from twistedq.backends.url import backend_from_url
@@ -34,6 +35,8 @@ from twistedq.conf import (
     with_help,
 )
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.daemon.events import daemon_load
+from twistedq.daemon.identity import DaemonIdentity
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER
 from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER
 from twistedq.daemon.periodic import cleanup_job, recovery_job
@@ -194,6 +197,11 @@ class Options(usage.Options):
             "no-metrics",
             None,
             "Serve no /metrics (Prometheus) on the status site, and keep no figures for it",
+        ],
+        [
+            "no-events",
+            None,
+            "Publish no events (task transitions, heartbeats) on the <exchange>.events exchange",
         ],
     ]
 
@@ -379,6 +387,20 @@ class Options(usage.Options):
         ],
         ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
         [
+            "heartbeat-interval",
+            None,
+            2.0,
+            "Seconds between two daemon.heartbeat events (sent only while someone listens)",
+            _positive_float,
+        ],
+        [
+            "name",
+            None,
+            None,
+            "This daemon's name in events and remote control, unique in the cluster "
+            "[default: host:pid]",
+        ],
+        [
             "prefetch",
             None,
             None,
@@ -510,6 +532,9 @@ def makeService(options: Options) -> IService:
     dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topology)
     pool.on_idle = dispatcher.pump
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
+    identity = DaemonIdentity(name=options["name"]) if options["name"] else DaemonIdentity()
+    # After the consumer's: its connect hook runs once consuming started.
+    events = _event_publisher(options, settings, reactor, connection, dispatcher, pool, identity)
     scheduler = None
     if not options["no-scheduler"]:
         scheduler = _scheduler(options, settings, reactor, backend, connection, topology)
@@ -528,6 +553,8 @@ def makeService(options: Options) -> IService:
     StoreService(backend).setServiceParent(daemon)
     PoolService(pool, reactor, children_ready).setServiceParent(daemon)
     connection.setServiceParent(daemon)
+    if events is not None:  # stops (daemon.offline) after the drain, before the connection
+        events.setServiceParent(daemon)
     if scheduler is not None:
         scheduler.setServiceParent(daemon)
     ConsumerService(
@@ -582,6 +609,29 @@ def _status_site(
     site = Site(root)
     site.noisy = False
     return site
+
+
+def _event_publisher(
+    options: Options,
+    settings: Settings,
+    reactor: Any,
+    connection: BrokerConnection,
+    dispatcher: Dispatcher,
+    pool: ProcessPool,
+    identity: DaemonIdentity,
+) -> EventPublisher | None:
+    if options["no-events"]:
+        return None
+    return EventPublisher(
+        connection,
+        settings.exchange,
+        dispatcher.events,
+        identity,
+        reactor,
+        settings.queue,
+        load=daemon_load(pool, dispatcher),
+        heartbeat_interval=options["heartbeat-interval"],
+    )
 
 
 def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq import tap
 from twistedq.amqp.broker import BrokerAddress, BrokerConnection
+from twistedq.amqp.events import EventPublisher
 from twistedq.backends.redis import RedisBackend
 from twistedq.backends.service import StoreService
 from twistedq.backends.sqlite import SQLiteBackend
@@ -32,6 +33,14 @@ VARIABLES = (
     "TWISTEDQ_QUEUE",
     "TWISTEDQ_EXCHANGE",
 )
+
+
+def service_of(daemon, kind):
+    """
+    The one child of ``daemon`` of type ``kind``.
+    """
+    (service,) = [child for child in daemon if isinstance(child, kind)]
+    return service
 
 
 class TapTestCase(SynchronousTestCase):
@@ -206,12 +215,14 @@ class MakeServiceTests(TapTestCase):
                 StoreService,
                 PoolService,
                 BrokerConnection,
+                EventPublisher,
                 Scheduler,
                 ConsumerService,
                 StreamServerEndpointService,
             ],
         )
-        backend, pool_service, connection, scheduler, consumer_service, _site = children
+        backend, pool_service, connection, events, scheduler, consumer_service, _site = children
+        self.assertIs(events.events, consumer_service.dispatcher.events)
         self.assertIs(scheduler.store, backend.backend)
         # No clean-up job (Redis expires results itself); Redis has claims, so
         # parked messages of dead daemons are recovered.
@@ -233,7 +244,7 @@ class MakeServiceTests(TapTestCase):
         """
         daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
         children = list(daemon)[2:]
-        self.assertEqual(len(children), 5)
+        self.assertEqual(len(children), 6)
         self.assertIsInstance(children[0].backend, SQLiteBackend)
         self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
 
@@ -242,7 +253,7 @@ class MakeServiceTests(TapTestCase):
         The consumer consumes the queue and exchange of the settings.
         """
         daemon = self.make("--queue", "jobs", "--exchange", "jx", "--status", "none")
-        consumer = list(daemon)[6].consumer
+        consumer = service_of(daemon, ConsumerService).consumer
         self.assertEqual((consumer.topology.queue, consumer.topology.exchange), ("jobs", "jx"))
 
     def test_stop_waits_for_drain(self):
@@ -273,7 +284,9 @@ class MakeServiceTests(TapTestCase):
         drains[ConsumerService].callback(None)
         self.assertEqual(stopped[2:], [Scheduler])
         drains[Scheduler].callback(None)
-        self.assertEqual(stopped[3:], [BrokerConnection])
+        self.assertEqual(stopped[3:], [EventPublisher])
+        drains[EventPublisher].callback(None)
+        self.assertEqual(stopped[4:], [BrokerConnection])
         drains[BrokerConnection].callback(None)
         drains[PoolService].callback(None)
         self.assertNoResult(stopping)
@@ -305,6 +318,7 @@ class MakeServiceTests(TapTestCase):
                 StreamServerEndpointService,
                 ConsumerService,
                 Scheduler,
+                EventPublisher,
                 BrokerConnection,
                 PoolService,
                 StoreService,
@@ -353,12 +367,12 @@ class DelayWiringTests(TapTestCase):
         consumed queue.
         """
         daemon = self.make("--queue", "jobs", "--status", "none", "--hold-eta", "2.5")
-        dispatcher = list(daemon)[6].dispatcher
+        dispatcher = service_of(daemon, ConsumerService).dispatcher
         self.assertEqual(dispatcher.timing.hold_eta, 2.5)
         self.assertEqual(dispatcher.settlement.hold_eta, 2.5)
         publisher = dispatcher.timing.publish_later.__self__
         self.assertEqual(publisher.topology.queue, "jobs")
-        default = list(self.make("--status", "none"))[6].dispatcher
+        default = service_of(self.make("--status", "none"), ConsumerService).dispatcher
         self.assertEqual(default.timing.hold_eta, 60.0)
         self.assertRaises(usage.UsageError, self.parse, "--hold-eta", "0")
 
@@ -377,10 +391,10 @@ class DelayWiringTests(TapTestCase):
             "--max-result-size",
             "1MiB",
         )
-        consumer_service = list(daemon)[6]
+        consumer_service = service_of(daemon, ConsumerService)
         self.assertEqual(consumer_service.dispatcher.overdue.limit, 90.0)
         self.assertEqual(consumer_service.pool.max_result_size, 1024 * 1024)
-        default = list(self.make("--status", "none"))[6]
+        default = service_of(self.make("--status", "none"), ConsumerService)
         self.assertEqual(default.dispatcher.overdue.limit, 25 * 60.0)
         self.assertEqual(default.pool.max_result_size, 8 * 1024 * 1024)
         self.assertRaises(usage.UsageError, self.parse, "--give-back-after", "0")
@@ -566,3 +580,42 @@ class CeleryHabitTests(TapTestCase):
         text = tap.Options().getUsage()
         for expected in ("--loglevel=", "-p, --pidfile=", "-d, --detach", "-f, --logfile="):
             self.assertIn(expected, text)
+
+
+class EventOptionsTests(SynchronousTestCase):
+    def make(self, *args):
+        options = tap.Options()
+        options.parseOptions(["--status", "none", *args])
+        return list(tap.makeService(options))
+
+    def test_events_by_default(self):
+        """
+        The daemon publishes events on the events exchange of its exchange,
+        naming itself host:pid, with a heartbeat every 2 s.
+        """
+        events = service_of(self.make("--exchange", "jx", "--queue", "jobs"), EventPublisher)
+        self.assertEqual(events.exchange, "jx.events")
+        self.assertEqual(events.heartbeat_interval, 2.0)
+        self.assertEqual(events.base["daemon"], f"{events.identity.host}:{os.getpid()}")
+        self.assertEqual(events.base["queue"], "jobs")
+
+    def test_name_and_heartbeat_interval(self):
+        """
+        ``--name`` and ``--heartbeat-interval`` reach the publisher.
+        """
+        events = service_of(
+            self.make("--name", "w1", "--heartbeat-interval", "0.5"), EventPublisher
+        )
+        self.assertEqual(events.base["daemon"], "w1")
+        self.assertEqual(events.heartbeat_interval, 0.5)
+        self.assertRaises(usage.UsageError, self.make, "--heartbeat-interval", "0")
+
+    def test_no_events(self):
+        """
+        ``--no-events`` leaves the publisher out: nothing observes the
+        daemon's events for it.
+        """
+        children = self.make("--no-events", "--no-metrics")
+        self.assertNotIn(EventPublisher, [type(child) for child in children])
+        dispatcher = service_of(children, ConsumerService).dispatcher
+        self.assertEqual(dispatcher.events._observers, [])

@@ -7,13 +7,15 @@ counters of ``/stats``) and passes it to the observers that subscribed.
 from __future__ import annotations
 
 import enum
+import os
+import resource
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["Event", "EventKind", "Events"]
+__all__ = ["SETTLED_KINDS", "Event", "EventKind", "Events", "daemon_load", "own_rss_kib"]
 
 log = Logger()
 
@@ -127,3 +129,55 @@ class Events:
             except Exception:
                 log.failure("An event observer failed; it is unsubscribed")
                 self._observers.remove(observer)
+
+
+#: The kinds after which the daemon is done with a delivery.
+SETTLED_KINDS = (
+    EventKind.SUCCEEDED,
+    EventKind.FAILED,
+    EventKind.REVOKED,
+    EventKind.RETRIED,
+    EventKind.DEAD_LETTERED,
+    EventKind.DUPLICATE,
+)
+
+
+def own_rss_kib() -> int:
+    """
+    This process's resident memory now, in KiB (its peak where
+    ``/proc`` is not there).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def daemon_load(pool: Any, dispatcher: Any) -> Callable[[], dict[str, Any]]:
+    """
+    The load fields of a daemon's heartbeat, read from its pool
+    (:py:class:`~twistedq.worker.pool.ProcessPool`) and dispatcher
+    (:py:class:`~twistedq.daemon.dispatcher.Dispatcher`): ``concurrency``,
+    ``children``, ``busy``, ``held`` (deliveries held unacknowledged),
+    ``processed`` (tasks settled since start), ``rss_kib`` (the daemon's)
+    and ``children_rss_kib`` (their sum).
+    """
+    events: Events = dispatcher.events
+
+    def load() -> dict[str, Any]:
+        pool_stats = pool.stats()
+        counts = events.counts
+        held = sum(1 for job in list(dispatcher.gate.taken) if job.state.value != "settled")
+        return {
+            "concurrency": getattr(pool, "size", pool_stats.get("children")),
+            "children": pool_stats.get("children"),
+            "busy": pool_stats.get("busy"),
+            "held": held,
+            "processed": sum(counts[kind] for kind in SETTLED_KINDS),
+            "rss_kib": own_rss_kib(),
+            "children_rss_kib": sum(pool_stats.get("rss_kib", {}).values()),
+        }
+
+    return load

@@ -1,0 +1,737 @@
+"""
+Events on the broker: what happens to each task and to each daemon,
+published as small JSON documents on the topic exchange
+``<exchange>.events`` (:py:func:`events_exchange`), and the receiving
+side (:py:class:`EventReceiver`).
+
+One AMQP message is a JSON list of documents that share one routing key:
+``task.<kind>`` (the values of :py:class:`~twistedq.daemon.events.EventKind`),
+``daemon.online``, ``daemon.heartbeat`` or ``daemon.offline``.  Messages
+are non-persistent and go only to the queues bound at that moment.
+
+Nothing is built or sent when nobody listens.  Each receiver announces
+itself on the same exchange (``listener.hello``, with its binding
+patterns, every :py:data:`HELLO_EVERY` seconds, and ``listener.bye`` when
+it stops); each daemon's :py:class:`EventPublisher` reads those on a tiny
+queue of its own bound to ``listener.#`` and publishes only the routing
+keys some live listener's patterns match.  A daemon that connects asks
+(``listener.query``) and the receivers answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txamqp.message import Message
+
+from twistedq import __version__
+from twistedq.amqp.broker import BrokerConnection
+from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
+from twistedq.daemon.events import Event, EventKind, Events
+from twistedq.daemon.identity import DaemonIdentity
+
+__all__ = [
+    "CONTENT_TYPE",
+    "HELLO_EVERY",
+    "LISTENER_BYE",
+    "LISTENER_HELLO",
+    "LISTENER_QUERY",
+    "LISTENER_TTL",
+    "MAX_QUEUED_EVENTS",
+    "EventPublisher",
+    "EventReceiver",
+    "args_preview",
+    "daemon_document",
+    "declare_events_exchange",
+    "events_exchange",
+    "task_document",
+    "task_key",
+    "topic_matches",
+]
+
+log = Logger()
+
+#: The content type of every event message.
+CONTENT_TYPE = "application/json"
+#: Non-persistent: nothing of an event is written to the broker's disk.
+TRANSIENT = 1
+#: What a receiver publishes when it starts listening, and every
+#: :py:data:`HELLO_EVERY` seconds: ``{"type", "listener", "patterns", "ttl"}``.
+LISTENER_HELLO = "listener.hello"
+#: What a receiver publishes when it stops: ``{"type", "listener"}``.
+LISTENER_BYE = "listener.bye"
+#: What a daemon publishes when it connects: every receiver answers with
+#: a hello.
+LISTENER_QUERY = "listener.query"
+#: Seconds between two hellos of a receiver.
+HELLO_EVERY = 5.0
+#: Seconds after its last hello that a listener is forgotten.
+LISTENER_TTL = 15.0
+#: The most event messages a receiver's queue holds (the oldest are dropped).
+MAX_QUEUED_EVENTS = 10_000
+#: The longest ``args`` preview, in characters.
+PREVIEW_LENGTH = 120
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+_RUNTIME_KINDS = (EventKind.SUCCEEDED, EventKind.FAILED)
+_EXCEPTION_KINDS = (EventKind.FAILED, EventKind.RETRIED, EventKind.DEAD_LETTERED)
+_ARGS_KINDS = (EventKind.RECEIVED, EventKind.STARTED)
+_CHILD_KINDS = (EventKind.STARTED, EventKind.SUCCEEDED, EventKind.FAILED)
+
+
+def events_exchange(exchange: str) -> str:
+    """
+    The name of the events exchange of the task exchange ``exchange``
+    (``Settings.exchange``): ``twistedq`` gives ``twistedq.events``.
+    """
+    return f"{exchange}.events"
+
+
+def _events_exchange_of(exchange: str) -> str:
+    """
+    ``exchange`` if it already names an events exchange, else the events
+    exchange of that task exchange.
+    """
+    return exchange if exchange.endswith(".events") else events_exchange(exchange)
+
+
+def declare_events_exchange(channel: BrokerChannel, name: str) -> defer.Deferred[Any]:
+    """
+    Declare the events exchange ``name``, with the arguments every
+    declarer uses: topic, durable, not auto-deleted.
+    """
+    return channel.exchange_declare(exchange=name, type="topic", durable=True, auto_delete=False)
+
+
+def task_key(kind: EventKind) -> str:
+    """
+    The routing key of a task event: ``task.<kind>``.
+    """
+    return f"task.{kind.value}"
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """
+    Whether the binding ``pattern`` of a topic exchange matches the
+    routing ``key`` (``*`` one word, ``#`` zero or more).
+    """
+    return _words_match(pattern.split("."), key.split("."))
+
+
+def _words_match(pattern: list[str], key: list[str]) -> bool:
+    if not pattern:
+        return not key
+    head = pattern[0]
+    if head == "#":
+        return any(_words_match(pattern[1:], key[i:]) for i in range(len(key) + 1))
+    if not key or (head != "*" and head != key[0]):
+        return False
+    return _words_match(pattern[1:], key[1:])
+
+
+_preview_repr = reprlib.Repr()
+_preview_repr.maxstring = PREVIEW_LENGTH
+_preview_repr.maxother = PREVIEW_LENGTH
+_preview_repr.maxlevel = 3
+
+
+def args_preview(
+    args: Sequence[Any], kwargs: Mapping[str, Any], limit: int = PREVIEW_LENGTH
+) -> str:
+    """
+    A call-like preview of a task's arguments, ``1, 'a', key=[1, 2]``, at
+    most ``limit`` characters (cut with ``...``); its cost is bounded
+    whatever the size of the arguments.
+    """
+    parts = [_preview_repr.repr(value) for value in args[:20]]
+    parts.extend(f"{name}={_preview_repr.repr(value)}" for name, value in list(kwargs.items())[:20])
+    text = ", ".join(parts)
+    if len(args) > 20 or len(kwargs) > 20:
+        text += ", ..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _exception_name(fields: Mapping[str, Any]) -> str | None:
+    """
+    The exception type name of a task event: given as ``exception``, or
+    that of ``error`` (an exception), or read from ``outcome`` (a stored
+    document).
+    """
+    name = fields.get("exception")
+    if name is not None:
+        return str(name)
+    error = fields.get("error")
+    if isinstance(error, BaseException):
+        return type(error).__name__
+    outcome = fields.get("outcome")
+    if isinstance(outcome, bytes) and b'"exc"' in outcome:
+        try:
+            exc = json.loads(outcome).get("exc")
+        except ValueError:
+            return None
+        if isinstance(exc, dict) and exc.get("type") is not None:
+            return str(exc["type"])
+    return None
+
+
+def task_document(
+    key: str,
+    when: float,
+    event: Event,
+    base: Mapping[str, Any],
+    runtime: float | None = None,
+    child: str | None = None,
+) -> dict[str, Any]:
+    """
+    The document of one task event: ``base`` (daemon, host, pid, queue),
+    its type, time, task id and name, and the fields known for its kind.
+
+    :param key: its routing key, ``task.<kind>``.
+    :param when: when it was reported (Unix seconds).
+    :param event: the report; its fields may hold ``job`` or ``message``
+        (whose arguments are previewed), ``reason``, ``child``, and
+        ``exception``, ``error`` or ``outcome`` (for the exception type).
+    :param runtime: seconds since the task started, on succeeded/failed.
+    :param child: the child that ran it, if not in the event's fields.
+    """
+    document = dict(base)
+    document["type"] = key
+    document["time"] = when
+    document["id"] = event.task_id
+    document["name"] = event.task_name
+    fields = event.fields
+    kind = event.kind
+    if runtime is not None:
+        document["runtime"] = runtime
+    reason = fields.get("reason")
+    if reason is not None:
+        document["reason"] = reason
+    if kind in _EXCEPTION_KINDS:
+        exception = _exception_name(fields)
+        if exception is not None:
+            document["exception"] = exception
+    child = fields.get("child") or child
+    if child is not None and kind in _CHILD_KINDS:
+        document["child"] = child
+    message = fields.get("message")
+    if message is None:
+        job = fields.get("job")
+        message = getattr(job, "message", None)
+    if message is not None:
+        if event.task_name is None:
+            document["name"] = message.task
+        if kind in _ARGS_KINDS:
+            document["args"] = args_preview(message.args, message.kwargs)
+        if message.taskset is not None:
+            document["taskset"] = message.taskset
+        if message.eta is not None and kind in (EventKind.RECEIVED, EventKind.RETRIED):
+            document["eta"] = message.eta
+    return document
+
+
+def daemon_document(
+    key: str,
+    when: float,
+    base: Mapping[str, Any],
+    load: Mapping[str, Any],
+    uptime: float,
+    interval: float,
+) -> dict[str, Any]:
+    """
+    The document of a daemon event: ``base`` (daemon, host, pid, queue),
+    its type and time, the daemon's ``load`` (concurrency, children, busy,
+    held, processed, rss_kib, children_rss_kib), its uptime, heartbeat
+    interval and version.
+    """
+    document = dict(base)
+    document["type"] = key
+    document["time"] = when
+    document.update(load)
+    document["uptime"] = uptime
+    document["interval"] = interval
+    document["version"] = __version__
+    return document
+
+
+def _consumer_tag(kind: str) -> str:
+    return f"twistedq-{kind}-{uuid.uuid4().hex}"
+
+
+class _Consumer:
+    """
+    What the delegate hands the deliveries of one consumer tag to.
+    """
+
+    def __init__(self, deliver: Callable[[str, bytes], None]) -> None:
+        self._deliver = deliver
+
+    def deliver(self, channel: BrokerChannel, message: Message) -> None:
+        try:
+            self._deliver(message.routing_key, message.content.body)
+        except Exception:
+            log.failure("Could not take an event message")
+
+    def cancelled(self, channel: BrokerChannel, message: Message) -> None:
+        pass
+
+    def connection_lost(self, reason: Any) -> None:
+        pass
+
+
+class EventReceiver:
+    """
+    Receives the events of every daemon of a cluster: binds a queue of its
+    own (server-named, exclusive, auto-deleted, at most
+    :py:data:`MAX_QUEUED_EVENTS` messages, the oldest dropped) to the
+    events exchange with ``patterns``, consumes it without acks, and calls
+    ``on_events`` with each message's list of documents.  It binds again
+    after the broker connection is made again, and announces itself
+    (``listener.hello``) so that the daemons publish what it listens to.
+
+    :param connection: the broker connection (started by the caller).
+    :param exchange: the task exchange (``Settings.exchange``), or the
+        events exchange's own name (ending in ``.events``).
+    :param on_events: called with each list of event documents.
+    :param patterns: the topic patterns bound: ``#`` (everything),
+        ``task.*``, ``task.failed``, ``daemon.#``...
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        exchange: str,
+        on_events: Callable[[list[dict[str, Any]]], None],
+        patterns: Sequence[str] = ("#",),
+    ) -> None:
+        self.connection = connection
+        self.exchange = _events_exchange_of(exchange)
+        self.on_events = on_events
+        self.patterns = list(patterns)
+        self.clock: IReactorTime = connection.reactor
+        self.queue: str | None = None
+        self._channel: BrokerChannel | None = None
+        self._protocol: BrokerProtocol | None = None
+        self._tag: str | None = None
+        self._hooked = False
+        self._stopped = False
+        self._hello = LoopingCall(self._announce)
+        self._hello.clock = self.clock
+
+    def start(self) -> defer.Deferred[None]:
+        """
+        Bind and consume; fires once the queue is bound and consumed (on
+        the connection there is, or the next one made).
+        """
+        self._stopped = False
+        if not self._hooked:
+            self._hooked = True
+            self.connection.add_connect_hook(self._connected)
+
+        async def started() -> None:
+            protocol = await self.connection.when_connected()
+            if self._protocol is not protocol:
+                await self._bind(protocol)
+
+        return defer.Deferred.fromCoroutine(started())
+
+    async def _connected(self, protocol: BrokerProtocol) -> None:
+        if self._stopped:
+            return
+        try:
+            await self._bind(protocol)
+        except Exception:  # the connection is shared: never fail it
+            log.failure("Could not bind the event receiver's queue")
+
+    async def _bind(self, protocol: BrokerProtocol) -> None:
+        self._protocol = protocol
+        channel = await protocol.open_channel()
+        await declare_events_exchange(channel, self.exchange)
+        declared = await channel.queue_declare(
+            queue="",
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-max-length": MAX_QUEUED_EVENTS, "x-overflow": "drop-head"},
+        )
+        queue = declared.queue
+        for pattern in [*self.patterns, LISTENER_QUERY]:
+            await channel.queue_bind(queue=queue, exchange=self.exchange, routing_key=pattern)
+        tag = _consumer_tag("events")
+        protocol.consumers[tag] = _Consumer(self._received)
+        await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
+        self._channel, self.queue, self._tag = channel, queue, tag
+        self._announce()
+        if not self._hello.running:
+            self._hello.start(HELLO_EVERY, now=False)
+
+    def _received(self, key: str, body: bytes) -> None:
+        if key.startswith("listener."):
+            if key == LISTENER_QUERY:
+                self._announce()
+            return
+        documents = json.loads(body)
+        if isinstance(documents, dict):
+            documents = [documents]
+        try:
+            self.on_events(documents)
+        except Exception:
+            log.failure("An events callback failed")
+
+    def _send(self, key: str, document: dict[str, Any]) -> None:
+        channel = self._channel
+        if channel is None or channel.closed or channel.client.closed:
+            return
+        sent = channel.publish(
+            self.exchange,
+            key,
+            _DUMPS(document).encode(),
+            {"content-type": CONTENT_TYPE, "delivery-mode": TRANSIENT},
+        )
+        sent.addErrback(lambda _: None)
+
+    def _announce(self) -> None:
+        """
+        Tell the daemons this receiver listens (and to what).
+        """
+        if self.queue is None or self._stopped:
+            return
+        self._send(
+            LISTENER_HELLO,
+            {
+                "type": LISTENER_HELLO,
+                "listener": self.queue,
+                "patterns": self.patterns,
+                "ttl": LISTENER_TTL,
+            },
+        )
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Say goodbye to the daemons, stop consuming and close the channel
+        (the broker deletes the queue).
+        """
+        self._stopped = True
+        if self._hello.running:
+            self._hello.stop()
+        channel, tag, queue = self._channel, self._tag, self.queue
+        self._channel = self._tag = self.queue = None
+        if channel is None or channel.closed or channel.client.closed:
+            return defer.succeed(None)
+        if queue is not None:
+            self._channel = channel
+            self._send(LISTENER_BYE, {"type": LISTENER_BYE, "listener": queue})
+            self._channel = None
+        if tag is not None:
+            channel.client.consumers.pop(tag, None)
+
+        async def close() -> None:
+            try:
+                await channel.channel_close(reply_code=200, reply_text="done")
+            except Exception:  # closed meanwhile: so much the better
+                pass
+
+        return defer.Deferred.fromCoroutine(close())
+
+
+class _Listeners:
+    """
+    The receivers that announced themselves, each with its patterns and
+    until when it counts (its last hello plus its ttl).
+    """
+
+    def __init__(self) -> None:
+        self._patterns: dict[str, list[str]] = {}
+        self._until: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def hello(self, name: str, patterns: list[str], until: float) -> bool:
+        """
+        Note a hello; true when it changes what is listened to.
+        """
+        changed = self._patterns.get(name) != patterns
+        self._patterns[name] = patterns
+        self._until[name] = until
+        return changed
+
+    def bye(self, name: str) -> bool:
+        self._patterns.pop(name, None)
+        return self._until.pop(name, None) is not None
+
+    def expire(self, now: float) -> bool:
+        """
+        Forget the listeners not heard of in time; true if any was.
+        """
+        gone = [name for name, until in self._until.items() if until <= now]
+        for name in gone:
+            self.bye(name)
+        return bool(gone)
+
+    def listened(self, keys: Iterable[str]) -> set[str]:
+        """
+        Which of ``keys`` some listener's patterns match.
+        """
+        patterns = {pattern for each in self._patterns.values() for pattern in each}
+        return {key for key in keys if any(topic_matches(p, key) for p in patterns)}
+
+
+class EventPublisher(Service):
+    """
+    Publishes the daemon's events on the events exchange, on a channel of
+    its own of the daemon's connection (opened again after a reconnect).
+
+    Reports of the keys some listener listens to are kept, per routing
+    key, and sent as one message per key every ``flush_interval`` seconds
+    or once ``max_batch`` are kept.  While nobody listens it does not even
+    observe the daemon's events.  While the broker is unreachable (or
+    blocks publishing) events are dropped and counted: nothing piles up
+    and nothing waits.
+
+    ``daemon.online`` is published once consuming started and
+    ``daemon.offline`` on a clean stop, whoever listens; ``daemon.heartbeat``
+    every ``heartbeat_interval`` seconds, and at once to a new listener.
+
+    :param load: the daemon's load fields for its daemon documents.
+    :ivar published: events published.
+    :ivar dropped: events dropped (no channel, or the broker blocked).
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection | None,
+        exchange: str,
+        events: Events,
+        identity: DaemonIdentity,
+        clock: IReactorTime,
+        queue: str,
+        load: Callable[[], Mapping[str, Any]] = dict,
+        heartbeat_interval: float = 2.0,
+        flush_interval: float = 0.1,
+        max_batch: int = 500,
+    ) -> None:
+        self.exchange = _events_exchange_of(exchange)
+        self.events = events
+        self.identity = identity
+        self.clock = clock
+        self.load = load
+        self.heartbeat_interval = heartbeat_interval
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.base = {**identity.fields(), "queue": queue}
+        self.published = 0
+        self.dropped = 0
+        self.online = False
+        self._listeners = _Listeners()
+        self._keys: dict[int, str] = {}
+        self._daemon_keys: set[str] = set()
+        self._observing = False
+        self._channel: BrokerChannel | None = None
+        self._batches: dict[str, list[Any]] = {}
+        self._flush_call: IDelayedCall | None = None
+        self._heartbeat = LoopingCall(self.beat)
+        self._heartbeat.clock = clock
+        self._started_at = clock.seconds()
+        if connection is not None:
+            connection.add_connect_hook(self._connected)
+
+    # the broker
+
+    async def _connected(self, protocol: BrokerProtocol) -> None:
+        try:
+            await self._open(protocol)
+        except Exception:  # the daemon's connection must not fail for events
+            log.failure("Could not open the events channel; no events until reconnected")
+
+    async def _open(self, protocol: BrokerProtocol) -> None:
+        channel = await protocol.open_channel()
+        await declare_events_exchange(channel, self.exchange)
+        declared = await channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+        await channel.queue_bind(
+            queue=declared.queue, exchange=self.exchange, routing_key="listener.#"
+        )
+        tag = _consumer_tag("listeners")
+        protocol.consumers[tag] = _Consumer(self.listener_message)
+        await channel.basic_consume(queue=declared.queue, consumer_tag=tag, no_ack=True)
+        self.attach(channel)
+        self._send(LISTENER_QUERY, _DUMPS({"type": LISTENER_QUERY, **self.base}).encode())
+
+    def attach(self, channel: BrokerChannel) -> None:
+        """
+        Publish on ``channel`` from now on; the first time, the daemon is
+        online.
+        """
+        self._channel = channel
+        if not self.online and self.running:
+            self.online = True
+            self._add("daemon.online", self._daemon_document("daemon.online"))
+            self.flush()
+
+    def listener_message(self, key: str, body: bytes) -> None:
+        """
+        Take a hello or goodbye of a receiver (or another daemon's query,
+        ignored).
+        """
+        if key not in (LISTENER_HELLO, LISTENER_BYE):
+            return
+        document = json.loads(body)
+        name = str(document.get("listener"))
+        if key == LISTENER_BYE:
+            if self._listeners.bye(name):
+                self._listened_changed()
+            return
+        patterns = [str(p) for p in document.get("patterns", ["#"])]
+        ttl = float(document.get("ttl", LISTENER_TTL))
+        new = self._listeners.hello(name, patterns, self.clock.seconds() + ttl)
+        if new:
+            self._listened_changed()
+            self.beat()  # a new listener sees this daemon at once
+
+    def _listened_changed(self) -> None:
+        listened = self._listeners.listened(
+            [task_key(kind) for kind in EventKind] + ["daemon.heartbeat"]
+        )
+        self._keys = {id(kind): task_key(kind) for kind in EventKind if task_key(kind) in listened}
+        self._daemon_keys = {key for key in listened if key.startswith("daemon.")}
+        observe = bool(self._keys) and bool(self.running)
+        if observe and not self._observing:
+            self.events.subscribe(self.observe)
+        elif self._observing and not observe:
+            self.events.unsubscribe(self.observe)
+        self._observing = observe
+
+    def listening(self) -> int:
+        """
+        How many listeners this daemon publishes for now.
+        """
+        return len(self._listeners)
+
+    # reports
+
+    def observe(self, event: Event) -> None:
+        """
+        Keep one report of the daemon's events, if its key is listened to.
+        """
+        key = self._keys.get(id(event.kind))
+        if key is None:
+            return
+        runtime: float | None = None
+        child: str | None = None
+        if event.kind in _RUNTIME_KINDS:
+            job = event.fields.get("job")
+            started = getattr(job, "started_at", None)
+            if started:
+                runtime = self.clock.seconds() - started
+            child = getattr(job, "child", None)
+        self._add(key, (self.clock.seconds(), event, runtime, child))
+
+    def _add(self, key: str, entry: Any) -> None:
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = []
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(self.flush_interval, self.flush)
+        batch.append(entry)
+        if len(batch) >= self.max_batch:
+            del self._batches[key]
+            self._publish(key, batch)
+
+    def flush(self) -> None:
+        """
+        Publish what is kept, one message per routing key.
+        """
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        batches, self._batches = self._batches, {}
+        for key, batch in batches.items():
+            self._publish(key, batch)
+
+    def _publish(self, key: str, batch: list[Any]) -> None:
+        channel = self._channel
+        if channel is None or channel.closed or channel.client.closed or channel.client.blocked:
+            self.dropped += len(batch)
+            return
+        base = self.base
+        documents = [
+            entry
+            if type(entry) is dict
+            else task_document(key, entry[0], entry[1], base, *entry[2:])
+            for entry in batch
+        ]
+        if self._send(key, _DUMPS(documents).encode()):
+            self.published += len(batch)
+        else:
+            self.dropped += len(batch)
+
+    def _send(self, key: str, body: bytes) -> bool:
+        channel = self._channel
+        if channel is None or channel.closed or channel.client.closed:
+            return False
+        sent = channel.publish(
+            self.exchange, key, body, {"content-type": CONTENT_TYPE, "delivery-mode": TRANSIENT}
+        )
+        if sent.called and isinstance(sent.result, Failure):
+            sent.addErrback(lambda _: None)
+            return False
+        return True
+
+    # the daemon's own events
+
+    def _daemon_document(self, key: str) -> dict[str, Any]:
+        now = self.clock.seconds()
+        return daemon_document(
+            key, now, self.base, self.load(), now - self._started_at, self.heartbeat_interval
+        )
+
+    def beat(self) -> None:
+        """
+        Forget the listeners not heard of in time, and publish a heartbeat
+        if one listens to it.
+        """
+        if self._listeners.expire(self.clock.seconds()):
+            self._listened_changed()
+        if "daemon.heartbeat" in self._daemon_keys and self.running:
+            self._add("daemon.heartbeat", self._daemon_document("daemon.heartbeat"))
+
+    def stats(self) -> dict[str, int]:
+        """
+        Events published and dropped, and the listeners heard of.
+        """
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "listeners": self.listening(),
+        }
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._started_at = self.clock.seconds()
+        self._listened_changed()
+        self._heartbeat.start(self.heartbeat_interval, now=False)
+        if self._channel is not None and not self._channel.closed:
+            self.attach(self._channel)
+
+    def stopService(self) -> None:
+        """
+        Publish what is kept and ``daemon.offline`` (before the connection
+        closes: this service stops before it).
+        """
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._observing:
+            self.events.unsubscribe(self.observe)
+            self._observing = False
+        if self.online:
+            self._add("daemon.offline", self._daemon_document("daemon.offline"))
+        self.flush()
+        Service.stopService(self)
