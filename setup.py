@@ -15,7 +15,12 @@ setup(
         "twistedq": ["py.typed"],
         "twistedq.dashboard": ["static/*"],
     },
-    entry_points={"console_scripts": ["twistedq-deadletter = twistedq.deadletter:main"]},
+    entry_points={
+        "console_scripts": [
+            "twistedq = twistedq.cli:main",
+            "twistedq-deadletter = twistedq.deadletter:main",
+        ]
+    },
     python_requires=">=3.10",
     install_requires=[
         "Twisted>=24.7,<27",
