@@ -6,6 +6,10 @@ The status resource, read from the result backend:
 * ``GET /celery/taskset/<taskset_id>/status/`` answers
   ``{"taskset": {"id", "total", "completed", "failed", "ready"}}`` from one
   store read, for progress bars;
+* ``GET /celery/taskset/<taskset_id>/status/stream`` is its Server-Sent
+  Events twin: the same document at once and on each change (the store
+  read at most every ``progress_interval`` seconds), the stream ending once
+  the taskset is ready; 404 for an unknown taskset;
 * ``GET /`` is the health check: 200, or 503 while the daemon finds the
   store unavailable;
 * ``GET /stats`` answers the daemon's figures, 200 even while the store is
@@ -34,6 +38,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from twistedq.backends.base import IResultBackend
+from twistedq.dashboard.sse import EventStream
 from twistedq.message import is_task_id
 from twistedq.outcome import Outcome, status_document, taskset_status_document
 
@@ -41,6 +46,7 @@ __all__ = [
     "StatsResource",
     "StatusRoot",
     "StoreRead",
+    "TasksetStream",
     "make_site_root",
     "public_status_document",
 ]
@@ -113,6 +119,107 @@ class StoreRead(Resource):
         return NOT_DONE_YET
 
 
+class TasksetStream(Resource):
+    """
+    The progress of a taskset as Server-Sent Events: the status document
+    (``{"taskset": {...}}``) first, then again each time it changes, read
+    from the store at most every ``interval`` seconds; the stream ends once
+    the taskset is ready.  An unknown taskset answers 404 as the JSON URL
+    does, a store that fails at first 503; a failed read later is tried
+    again at the next interval.  A comment every ``keep_alive`` seconds
+    keeps the connection through proxies.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        read: Callable[[], defer.Deferred[dict[str, Any] | None]],
+        missing: dict[str, Any],
+        clock: IReactorTime,
+        timeout: float,
+        available: Callable[[], bool] | None = None,
+        interval: float = 0.5,
+        keep_alive: float = 15.0,
+    ) -> None:
+        Resource.__init__(self)
+        self.read = read
+        self.missing = missing
+        self.clock = clock
+        self.timeout = timeout
+        self.available = available
+        self.interval = interval
+        self.keep_alive = keep_alive
+
+    def _read(self) -> defer.Deferred[dict[str, Any] | None]:
+        d = self.read()
+        d.addTimeout(self.timeout, self.clock)
+        return d
+
+    def render_GET(self, request: Request) -> Any:
+        if request.postpath not in ([], [b""]):
+            return pages.notFound().render(request)
+        if self.available is not None and not self.available():
+            _write_json(request, {"error": "result store unavailable"}, code=503)
+            return NOT_DONE_YET
+        gone: list[Any] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def first(document: dict[str, Any] | None) -> None:
+            if gone:
+                return
+            if document is None:
+                _write_json(request, self.missing, code=404)
+                return
+            stream = EventStream(request)
+            stream.send(document)
+            if document["taskset"]["ready"]:
+                stream.close()
+            else:
+                self._follow(stream, document)
+
+        def failed(failure: Any) -> None:
+            log.failure("Reading the progress of a taskset failed", failure)
+            if not gone:
+                _write_json(request, {"error": "result store unavailable"}, code=503)
+
+        self._read().addCallbacks(first, failed)
+        return NOT_DONE_YET
+
+    def _follow(self, stream: EventStream, sent: dict[str, Any]) -> None:
+        """
+        Read again every interval while the client stays; send what
+        changed; end when ready.
+        """
+        last_document, last_at = sent, self.clock.seconds()
+
+        def again() -> None:
+            if stream.open:
+                self._read().addCallbacks(got, lambda failure: schedule())
+
+        def got(document: dict[str, Any] | None) -> None:
+            nonlocal last_document, last_at
+            if not stream.open:
+                return
+            now = self.clock.seconds()
+            if document is not None and document != last_document:
+                last_document, last_at = document, now
+                stream.send(document)
+                if document["taskset"]["ready"]:
+                    stream.close()
+                    return
+            elif now - last_at >= self.keep_alive:
+                last_at = now
+                stream.comment()
+            schedule()
+
+        def schedule() -> None:
+            if stream.open:
+                self.clock.callLater(self.interval, again)
+
+        schedule()
+
+
 class _CelerySegment(Resource):
     """
     ``/celery/<task_id>/status/`` and ``/celery/taskset/<id>/status/``.
@@ -126,6 +233,7 @@ class _CelerySegment(Resource):
         seed_states: bool,
         available: Callable[[], bool] | None = None,
         tracebacks: bool = False,
+        progress_interval: float = 0.5,
     ) -> None:
         Resource.__init__(self)
         self.backend = backend
@@ -134,6 +242,7 @@ class _CelerySegment(Resource):
         self.seed_states = seed_states
         self.available = available
         self.tracebacks = tracebacks
+        self.progress_interval = progress_interval
 
     def _take_id(self, path: bytes, request: Request) -> str | None:
         """
@@ -165,13 +274,25 @@ class _CelerySegment(Resource):
                     )
                 )
 
+            missing = {"error": "unknown taskset", "taskset": {"id": taskset_id}}
+            postpath = request.postpath or []
+            if postpath[:1] == [b"stream"]:
+                request.prepath.append(postpath.pop(0))  # type: ignore[union-attr]
+                return TasksetStream(
+                    read_taskset,
+                    missing,
+                    self.clock,
+                    self.timeout,
+                    self.available,
+                    interval=self.progress_interval,
+                )
             return StoreRead(
                 read_taskset,
                 f"taskset {taskset_id}",
                 self.clock,
                 self.timeout,
                 self.available,
-                missing={"error": "unknown taskset", "taskset": {"id": taskset_id}},
+                missing=missing,
             )
         task_id = self._take_id(path, request)
         if task_id is None:
@@ -201,12 +322,15 @@ class StatusRoot(Resource):
         seed_states: bool = False,
         available: Callable[[], bool] | None = None,
         tracebacks: bool = False,
+        progress_interval: float = 0.5,
     ) -> None:
         Resource.__init__(self)
         self.available = available
         self.putChild(
             b"celery",
-            _CelerySegment(backend, clock, timeout, seed_states, available, tracebacks),
+            _CelerySegment(
+                backend, clock, timeout, seed_states, available, tracebacks, progress_interval
+            ),
         )
         self.putChild(b"", self)
 
@@ -280,6 +404,8 @@ def make_site_root(
     down_since: Callable[[], float | None] | None = None,
     tracebacks: bool = False,
     metrics: IResource | None = None,
+    dashboard: IResource | None = None,
+    progress_interval: float = 0.5,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
@@ -291,11 +417,18 @@ def make_site_root(
     ``/stats`` answers 200 with ``store_available`` false and, from
     ``down_since()`` (seconds since the epoch), since when.  With
     ``metrics`` (a :py:class:`~twistedq.metrics.MetricsResource`),
-    ``/metrics`` serves it.
+    ``/metrics`` serves it.  With ``dashboard`` (a
+    :py:class:`~twistedq.dashboard.resources.DashboardResource`),
+    ``/dashboard/`` serves it.  The progress stream of a taskset reads the
+    store at most every ``progress_interval`` seconds.
     """
-    root = StatusRoot(backend, clock, timeout, seed_states, available, tracebacks)
+    root = StatusRoot(
+        backend, clock, timeout, seed_states, available, tracebacks, progress_interval
+    )
     if stats is not None:
         root.putChild(b"stats", StatsResource(stats, available, down_since))
     if metrics is not None:
         root.putChild(b"metrics", metrics)
+    if dashboard is not None:
+        root.putChild(b"dashboard", dashboard)
     return root
