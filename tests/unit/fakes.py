@@ -256,7 +256,10 @@ class FakePool:
     ``idle`` children; ``run_batch`` takes one (there must be one), records
     the bodies and the time limit, and returns a Deferred the test fires
     (:py:meth:`finish`).  ``task_limits`` are the tasks the children
-    registered, with their limits.
+    registered, with their limits.  Batch ``i`` runs on a child named
+    ``Process-<i + 1>`` (:py:attr:`last_child`); :py:meth:`terminate`
+    records the batch whose child it would kill (:py:attr:`killed`), and
+    the test ends it with :py:meth:`lose`.
     """
 
     def __init__(self, idle=1):
@@ -264,6 +267,8 @@ class FakePool:
         self.batches = []
         self.task_limits = {}
         self.time_limits = []
+        self.last_child = None
+        self.killed = []
 
     @property
     def idle_count(self):
@@ -276,7 +281,25 @@ class FakePool:
         self.idle -= 1
         d = defer.Deferred()
         self.batches.append((list(bodies), d))
+        self.last_child = f"Process-{len(self.batches)}"
         return d
+
+    def terminate(self, body):
+        for index, (bodies, d) in enumerate(self.batches):
+            if not d.called and index not in self.killed and any(b is body for b in bodies):
+                self.killed.append(index)
+                return f"Process-{index + 1}"
+        return None
+
+    def lose(self, index, reason="revoked"):
+        """
+        Batch ``index``'s child died (``reason`` as :py:class:`ChildLost`
+        gives it); it is replaced by an idle one.
+        """
+        from twistedq.worker.pool import ChildLost
+
+        self.idle += 1
+        self.batches[index][1].errback(ChildLost(f"batch {index} lost: {reason}", reason))
 
     def finish(self, index, outcomes=None):
         """

@@ -34,7 +34,7 @@ from twistedq.daemon.gate import Gate
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.intake import Intake
-from twistedq.daemon.job import BrokerDelivery
+from twistedq.daemon.job import BrokerDelivery, Job, JobState, args_preview
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER, LeaseKeeper
 from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER, OverdueDeliveries
 from twistedq.daemon.settlement import Settlement
@@ -110,6 +110,7 @@ class Dispatcher:
         events: Events | None = None,
     ) -> None:
         config = self.settings = settings if settings is not None else DispatchSettings()
+        self.clock = clock
         self.events = events if events is not None else Events()
         self.in_flight = flight = InFlight()
         claims: IClaimStore | None = None
@@ -213,6 +214,105 @@ class Dispatcher:
             "fenced_off": count[EventKind.FENCED_OFF],
             "given_back": count[EventKind.GIVEN_BACK],
         }
+
+    def jobs(self) -> list[Job]:
+        """
+        Every job taken and not yet settled.
+        """
+        return [job for job in self.gate.taken if job.state is not JobState.SETTLED]
+
+    def active(self) -> list[dict[str, Any]]:
+        """
+        The tasks running now (``inspect.active``): id, name, an argument
+        preview, seconds run so far, the child running it, and when it
+        started (seconds since the epoch).
+        """
+        now = self.clock.seconds()
+        return [
+            {
+                "id": job.task_id,
+                "name": job.message.task,
+                "args": args_preview(job.message),
+                "runtime": round(now - job.started_at, 3),
+                "child": job.child,
+                "started": job.started_at,
+            }
+            for job in sorted(self.jobs(), key=lambda job: (job.started_at, job.task_id))
+            if job.state is JobState.RUNNING
+        ]
+
+    def reserved(self) -> list[dict[str, Any]]:
+        """
+        The tasks taken but not running (``inspect.reserved``): being
+        checked, held for a claim, waiting (not for a later ETA: see
+        :py:meth:`scheduled`) or queued for a child.
+        """
+        now = self.clock.seconds()
+        taken = (JobState.RECEIVED, JobState.CHECKING, JobState.HELD, JobState.QUEUED)
+        return [
+            {"id": job.task_id, "name": job.message.task, "state": job.state.value}
+            for job in sorted(self.jobs(), key=lambda job: (job.delivered_at, job.task_id))
+            if job.state in taken or (job.state is JobState.WAITING and not job.early(now))
+        ]
+
+    def scheduled(self) -> list[dict[str, Any]]:
+        """
+        The tasks held here for a later ETA (``inspect.scheduled``), the
+        soonest first.
+        """
+        now = self.clock.seconds()
+        return [
+            {"id": job.task_id, "name": job.message.task, "eta": job.message.eta}
+            for job in sorted(self.jobs(), key=lambda job: (job.eta or 0.0, job.task_id))
+            if job.state is JobState.WAITING and job.early(now)
+        ]
+
+    def revoke(self, task_ids: list[str], terminate: bool = False) -> dict[str, list[str]]:
+        """
+        Revoke the tasks of these ids that are here: one not running yet
+        (checked, held, waiting, queued) is dropped with a REVOKED outcome
+        and acked, never run; a running one, with ``terminate``, has its
+        child killed and ends REVOKED (:py:meth:`Feeder.terminate`),
+        without it runs to its end.
+
+        :return: ``revoked``: the ids revoked here; ``terminated``: those
+            whose child was killed; ``running``: those left running.
+        """
+        here = {job.task_id: job for job in self.jobs()}
+        revoked: list[str] = []
+        terminated: list[str] = []
+        running: list[str] = []
+        holding = set(self.gate.holding())
+        for task_id in dict.fromkeys(task_ids):
+            job = here.get(task_id)
+            if job is None:
+                continue
+            if job.state is JobState.RUNNING:
+                if terminate and self.feeder.terminate(job):
+                    terminated.append(job.task_id)
+                    revoked.append(job.task_id)
+                else:
+                    running.append(job.task_id)
+            elif self._withdraw(job, holding):
+                self.settlement.revoke(job, "revoked by remote control")
+                revoked.append(job.task_id)
+        return {"revoked": revoked, "terminated": terminated, "running": running}
+
+    def _withdraw(self, job: Job, holding: set[Job]) -> bool:
+        """
+        Take a job that has not started out of the stage that keeps it;
+        False when no stage can let it go now (its store call is under
+        way, it is being stored or published).
+        """
+        if job in holding:
+            self.gate.withdraw(job)
+        elif job.state is JobState.WAITING and job in self.timing.waiting:
+            self.timing.withdraw(job)
+        elif job.state is JobState.QUEUED and job in self.feeder.pending:
+            self.feeder.withdraw(job)
+        else:
+            return False
+        return True
 
     def _settled_count(self) -> int:
         count = self.events.counts

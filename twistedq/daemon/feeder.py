@@ -7,7 +7,9 @@ Child-death triage: the tasks of a batch whose child died run again one by
 one, so the one that kills children is found; a task whose child dies on
 each of ``max_attempts`` runs fails with WorkerLostError and is
 dead-lettered, and one killed at its hard limit fails with
-TimeLimitExceeded.
+TimeLimitExceeded.  A child killed to terminate a revoked task
+(:py:meth:`Feeder.terminate`) is no such death: that task ends REVOKED,
+the others of its batch run again as they were.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ if TYPE_CHECKING:
     from twistedq.daemon.timing import Timing
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["Feeder", "Pool"]
+__all__ = ["REACTOR", "Feeder", "Pool"]
 
 log = Logger()
+
+#: The child name of a task that runs on the daemon's reactor.
+REACTOR = "reactor"
 
 
 class Pool(Protocol):
@@ -50,9 +55,20 @@ class Pool(Protocol):
     @property
     def task_limits(self) -> dict[str, tuple[float | None, float | None]]: ...
 
+    @property
+    def last_child(self) -> str | None:
+        """
+        The name of the child the latest :py:meth:`run_batch` went to.
+        """
+
     def run_batch(
         self, bodies: list[bytes], time_limit: float | None = None
     ) -> defer.Deferred[list[bytes]]: ...
+
+    def terminate(self, body: bytes) -> str | None:
+        """
+        Kill the child running the message ``body``; its name, or None.
+        """
 
 
 class Feeder:
@@ -96,6 +112,8 @@ class Feeder:
         self.pending: deque[Job] = deque()
         #: Tasks given back while stopping because their child was killed.
         self.returned_running = 0
+        #: Running jobs whose child was killed to terminate them.
+        self.terminating: set[Job] = set()
 
     def queue(self, job: Job) -> None:
         """
@@ -108,7 +126,7 @@ class Feeder:
                 # As for children: nothing starts while the store is down.
                 self.timing.wait(job, FIRST_PAUSE, then=self.queue)
             elif not self._set_aside(job):
-                self._started([job])
+                self._started([job], REACTOR)
                 d = runner.run_message(job.message)
                 d.addCallback(lambda outcome: self.settlement.ran([outcome], [job]))
                 self.in_flight.track(d)
@@ -174,6 +192,31 @@ class Feeder:
             self.runner is not None and self.runner.handles(task)
         )
 
+    def registered(self) -> list[str]:
+        """
+        The names of the tasks the children registered and of the reactor
+        tasks, sorted.
+        """
+        names = set(self.pool.task_limits)
+        runner = self.runner
+        if runner is not None:
+            names.update(name for name in runner.registry.get_all() if runner.handles(name))
+        return sorted(names)
+
+    def terminate(self, job: Job) -> bool:
+        """
+        Kill the child running ``job``: the job ends REVOKED, its claim
+        committed, its message acked; the other tasks of its batch run
+        again.  False when no child runs it now (it finished, or it runs on
+        the reactor, which cannot be interrupted).
+        """
+        if job.state is not JobState.RUNNING or job in self.terminating:
+            return False
+        if self.pool.terminate(job.delivery.body) is None:
+            return False
+        self.terminating.add(job)
+        return True
+
     def _set_aside(self, job: Job) -> bool:
         """
         Whether a queued job must not start now: it expired (it is
@@ -195,16 +238,49 @@ class Feeder:
         hard = self.pool.task_limits.get(job.message.task, (None, None))[1]
         return hard or self.time_limit
 
-    def _started(self, batch: list[Job]) -> None:
+    def _started(self, batch: list[Job], child: str | None) -> None:
+        now = self.clock.seconds()
+        report = self.events.report
         for job in batch:
             job.state = JobState.RUNNING
-            self.events.report(EventKind.STARTED, job.task_id, job.message.task)
+            job.child = child
+            job.started_at = now
+            report(EventKind.STARTED, job.task_id, job.message.task, child=child)
 
     def _run(self, batch: list[Job], limit: float | None) -> None:
-        self._started(batch)
-        d = self.pool.run_batch([job.delivery.body for job in batch], limit)
-        d.addCallbacks(self.settlement.ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+        pool = self.pool
+        d = pool.run_batch([job.delivery.body for job in batch], limit)
+        self._started(batch, pool.last_child)
+        d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
         self.in_flight.track(d)
+
+    def _ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
+        if self.terminating:  # the batch ended before its child was killed
+            self.terminating.difference_update(batch)
+        return self.settlement.ran(outcomes, batch)
+
+    def _terminated(self, batch: list[Job]) -> bool:
+        """
+        Settle a batch whose child was killed to terminate some of its
+        tasks: those end REVOKED (stored under their claims, then acked);
+        the others run again, as if their batch had not started (or go
+        back to the queue while stopping).  False if none was terminated.
+        """
+        revoked = [job for job in batch if job in self.terminating]
+        if not revoked:
+            return False
+        self.terminating.difference_update(revoked)
+        for job in revoked:
+            self.settlement.revoke(job, "terminated by remote control")
+        others = [job for job in batch if job not in revoked]
+        if others and self.in_flight.stopping:
+            self.settlement.give_back(others)
+        elif others:
+            for job in reversed(others):
+                job.state = JobState.QUEUED
+                self.pending.appendleft(job)
+            self.pump()
+        return True
 
     def _lost(self, failure: Failure, batch: list[Job]) -> defer.Deferred[None] | None:
         """
@@ -215,6 +291,8 @@ class Feeder:
         """
         lost: Any = failure.value
         reason = getattr(lost, "reason", str(lost))
+        if self.terminating and self._terminated(batch):
+            return None
         if self.in_flight.stopping:
             log.warn(
                 "{count} tasks that were running go back to the queue: {why}",

@@ -16,7 +16,10 @@ from twisted.internet.interfaces import IDelayedCall
 
 from twistedq.message import TaskMessage
 
-__all__ = ["BrokerDelivery", "Job", "JobState", "few", "timestamp"]
+__all__ = ["ARGS_PREVIEW", "BrokerDelivery", "Job", "JobState", "args_preview", "few", "timestamp"]
+
+#: The longest preview of a task's arguments (:py:func:`args_preview`).
+ARGS_PREVIEW = 120
 
 
 class BrokerDelivery(Protocol):
@@ -90,10 +93,15 @@ class Job:
     :ivar deaths: how many children died running it alone.
     :ivar suspect: it was in a batch whose child died: it runs alone.
     :ivar timer: the call that wakes it while it is held or waiting.
+    :ivar child: the name of the child it was handed to last
+        (``"Process-2"``; ``"reactor"`` for a reactor task), or None.
+    :ivar started_at: when (by this daemon's clock) it was last handed to
+        a child or to the reactor.
     """
 
     __slots__ = (
         "__weakref__",
+        "child",
         "claimed_at",
         "deaths",
         "delivered_at",
@@ -104,6 +112,7 @@ class Job:
         "message",
         "parked",
         "released",
+        "started_at",
         "state",
         "suspect",
         "timer",
@@ -125,6 +134,8 @@ class Job:
         self.deaths = 0
         self.suspect = False
         self.timer: IDelayedCall | None = None
+        self.child: str | None = None
+        self.started_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Job {self.message.task}[{self.message.id}] {self.state.value}>"
@@ -196,6 +207,18 @@ def timestamp(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
+
+
+def args_preview(message: TaskMessage, limit: int = ARGS_PREVIEW) -> str:
+    """
+    The repr of a task's positional and keyword arguments, cut to ``limit``
+    characters (the last one then ``…``): what events and ``inspect``
+    show of a task, never its whole arguments.
+    """
+    text = f"{message.args!r}, {message.kwargs!r}"
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text
 
 
 def few(jobs: list[Job], shown: int = 5) -> str:

@@ -79,6 +79,8 @@ class Child:
         self.alive = True
         self.retired = False
         self.killed_for: str | None = None
+        #: The bodies of the batch it runs now, or None while it is idle.
+        self.running: list[bytes] | None = None
 
 
 class IChildStarter(Interface):
@@ -296,7 +298,10 @@ class ProcessPool(Service):
     :ivar on_idle: called whenever a child becomes idle (the dispatcher
         uses it to hand out more work).
     :ivar restarts_by_reason: replacements started, by reason: ``crash``,
-        ``time-limit``, ``max-tasks``, ``max-memory``.
+        ``time-limit``, ``max-tasks``, ``max-memory``, ``revoked`` (killed
+        by :py:meth:`terminate`).
+    :ivar last_child: the name of the child the latest :py:meth:`run_batch`
+        handed its batch to.
     """
 
     def __init__(
@@ -327,6 +332,7 @@ class ProcessPool(Service):
         self._starting = 0
         self._start_failures = 0
         self.batches_run = 0
+        self.last_child: str | None = None
         #: Rests of batches whose child stopped over the memory cap, waiting
         #: for a child: bodies, time limit, and the Deferred of their outcomes.
         self._rests: deque[tuple[list[bytes], float | None, defer.Deferred[list[bytes]]]] = deque()
@@ -361,7 +367,9 @@ class ProcessPool(Service):
         def started(child: Child) -> None:
             self._starting -= 1
             self._start_failures = 0
-            if not self.running:
+            if not self.running or len(self.children) >= self.size:
+                # Stopping, or the pool shrank while it started.
+                child.retired = True
                 child.protocol.callRemote(Shutdown)
                 return
             self.children.append(child)
@@ -437,6 +445,62 @@ class ProcessPool(Service):
         self._count_restart(reason)
         self._restart_later()
 
+    def _dismiss(self, child: Child) -> None:
+        """
+        Ask a child to exit, without a replacement: the pool shrank.
+        """
+        log.info("Stopping {name}: the pool shrinks to {size}", name=child.name, size=self.size)
+        child.retired = True
+        if child in self.children:
+            self.children.remove(child)
+        if child in self._idle:
+            self._idle.remove(child)
+        child.protocol.callRemote(Shutdown)
+        timer = self.clock.callLater(self.shutdown_timeout, child.kill)
+        child.ended.addBoth(_cancel_timer, timer)
+
+    def grow(self, n: int) -> int:
+        """
+        Start ``n`` more children; return the new size.
+        """
+        if n < 1:
+            raise ValueError(f"the pool grows by at least one child, not {n}")
+        self.size += n
+        log.info("The pool grows by {n} to {size} children", n=n, size=self.size)
+        if self.running:
+            for _ in range(n):
+                self._start_child().addErrback(lambda f: self._restart_later())
+        return self.size
+
+    def shrink(self, n: int) -> int:
+        """
+        Stop ``n`` children, never the last one; return the new size.  Idle
+        children stop at once, busy ones after their batch.
+        """
+        if n < 1:
+            raise ValueError(f"the pool shrinks by at least one child, not {n}")
+        self.size = max(1, self.size - n)
+        log.info("The pool shrinks to {size} children", size=self.size)
+        while len(self.children) > self.size and self._idle:
+            self._dismiss(self._idle[0])
+        return self.size
+
+    def terminate(self, body: bytes) -> str | None:
+        """
+        Kill the child running the task message ``body`` (the very bytes
+        handed to :py:meth:`run_batch`): its batch fails with
+        :py:obj:`ChildLost` whose reason is ``"revoked"``.  Return the
+        child's name, or None when no child runs it now.
+        """
+        for child in self.children:
+            running = child.running
+            if running is not None and any(sent is body for sent in running):
+                log.warn("Killing {name} to terminate a revoked task", name=child.name)
+                child.killed_for = "revoked"
+                child.kill()
+                return child.name
+        return None
+
     def _restart_later(self) -> None:
         """
         Start a replacement child: at once normally, with a delay doubling
@@ -465,7 +529,9 @@ class ProcessPool(Service):
         """
         if not self._idle:
             raise RuntimeError("no idle child")
-        return self._send(self._idle.pop(), list(bodies), time_limit).addBoth(self._became_idle)
+        child = self._idle.pop()
+        self.last_child = child.name
+        return self._send(child, list(bodies), time_limit).addBoth(self._became_idle)
 
     def _send(
         self, child: Child, bodies: list[bytes], time_limit: float | None
@@ -479,6 +545,7 @@ class ProcessPool(Service):
             arguments["max_rss"] = self.max_memory_per_child
         if self.max_result_size is not None:
             arguments["max_result_size"] = self.max_result_size
+        child.running = bodies
         d = child.protocol.callRemote(RunTasks, **arguments)
         if time_limit is not None:
             timer = self.clock.callLater(time_limit, self._over_time, child, time_limit)
@@ -547,6 +614,7 @@ class ProcessPool(Service):
         stopped over the memory cap: the others run on the next child.
         """
         outcomes = unpack(response["outcomes"])
+        child.running = None
         count = len(outcomes)
         child.batches += 1
         child.tasks_run += count
@@ -557,7 +625,9 @@ class ProcessPool(Service):
             count < len(bodies) or child.rss_kib > (self.max_memory_per_child or 0)
         )
         if child.alive and child.killed_for is None:
-            if over_memory:
+            if len(self.children) > self.size:
+                self._dismiss(child)
+            elif over_memory:
                 self._retire(child, "max-memory")
             elif self.max_tasks_per_child and child.tasks_run >= self.max_tasks_per_child:
                 self._retire(child, "max-tasks")
@@ -584,6 +654,7 @@ class ProcessPool(Service):
         A batch whose child stopped answering: kill the child, and fail with
         :py:obj:`ChildLost` once it has ended.
         """
+        child.running = None
         child.kill()
         waiter: defer.Deferred[Any] = defer.Deferred()
 
@@ -641,6 +712,8 @@ def _child_lost(reason: Any, child: Child, time_limit: float | None) -> Failure:
     """
     The :py:obj:`ChildLost` of a batch whose child ended for ``reason``.
     """
+    if child.killed_for == "revoked":
+        return Failure(ChildLost(f"{child.name} was killed to terminate a revoked task", "revoked"))
     if child.killed_for == "time-limit":
         return Failure(
             ChildLost(

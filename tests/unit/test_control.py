@@ -1,0 +1,641 @@
+"""
+Tests for remote control: the pool's grow, shrink and terminate, the
+dispatcher's inspection and revocation, :py:class:`ControlService` and
+:py:class:`ControlClient` over fake channels, all on a :py:obj:`Clock`.
+"""
+
+import json
+from types import SimpleNamespace
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.fakes import FakePool, FakeStarter, delivery, iso, task_id
+from twistedq.backends.memory import MemoryBackend
+from twistedq.control import (
+    ControlClient,
+    ControlService,
+    DaemonControl,
+    control_exchange,
+)
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.daemon.events import EventKind
+from twistedq.daemon.identity import DaemonIdentity
+from twistedq.daemon.job import args_preview
+from twistedq.message import TaskMessage
+from twistedq.signing import SigningKeys
+from twistedq.worker.commands import RunTasks, Shutdown, pack
+from twistedq.worker.pool import ChildLost, ProcessPool
+
+NOW = 1_700_000_000.0
+
+
+class PoolControlTests(SynchronousTestCase):
+    """
+    :py:meth:`ProcessPool.grow`, :py:meth:`ProcessPool.shrink` and
+    :py:meth:`ProcessPool.terminate`.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.starter = FakeStarter()
+        self.pool = ProcessPool(self.starter, 2, self.clock, shutdown_timeout=10.0)
+        self.successResultOf(self.pool.startService())
+
+    def answer(self, child, count):
+        outcomes = [b"{}"] * count
+        child.protocol.answer(RunTasks, {"outcomes": pack(outcomes), "rss": 0})
+
+    def test_grow(self):
+        """
+        Growing starts that many children at once, idle.
+        """
+        self.assertEqual(self.pool.grow(2), 4)
+        self.assertEqual(len(self.pool.children), 4)
+        self.assertEqual(self.pool.idle_count, 4)
+
+    def test_shrink_idle_first(self):
+        """
+        Shrinking stops idle children first (asked to shut down, killed if
+        they do not within the shutdown timeout), never counted as
+        restarts, and replaces none.
+        """
+        self.pool.grow(1)
+        self.pool.run_batch([b"x"])
+        busy = self.pool.last_child
+        self.assertEqual(self.pool.shrink(2), 1)
+        self.assertEqual([c.name for c in self.pool.children], [busy])
+        stopped = [c for c in self.starter.children if c.name != busy]
+        for child in stopped:
+            self.assertIn(Shutdown, child.protocol.commands())
+        self.clock.advance(10)
+        self.assertEqual(sorted(self.starter.kills), sorted(c.name for c in stopped))
+        self.assertEqual(self.pool.restarts, 0)
+        self.assertEqual(len(self.starter.children), 3)
+
+    def test_shrink_busy_after_batch(self):
+        """
+        A busy child over the new size stops once its batch is answered,
+        and the batch's outcomes are delivered.
+        """
+        first = self.pool.run_batch([b"a"])
+        second = self.pool.run_batch([b"b"])
+        self.assertEqual(self.pool.shrink(1), 1)
+        self.assertEqual(len(self.pool.children), 2)
+        [one, two] = self.starter.children
+        self.answer(two, 1)
+        self.assertEqual(self.successResultOf(first), [b"{}"])
+        self.assertEqual(len(self.pool.children), 1)
+        self.assertIn(Shutdown, two.protocol.commands())
+        self.answer(one, 1)
+        self.assertEqual(self.successResultOf(second), [b"{}"])
+        self.assertEqual(self.pool.children, [one])
+        self.assertEqual(self.pool.idle_count, 1)
+
+    def test_never_below_one(self):
+        """
+        Shrinking by more than the pool holds leaves one child.
+        """
+        self.assertEqual(self.pool.shrink(10), 1)
+        self.assertEqual(len(self.pool.children), 1)
+
+    def test_shrink_while_starting(self):
+        """
+        A child that finishes starting after the pool shrank under it is
+        shut down at once.
+        """
+        self.starter.ready = []
+        self.pool.grow(1)
+        [(child, ready)] = self.starter.ready
+        self.pool.shrink(1)
+        ready.callback(child)
+        self.assertEqual(len(self.pool.children), 2)
+        self.assertIn(Shutdown, child.protocol.commands())
+
+    def test_bad_counts(self):
+        self.assertRaises(ValueError, self.pool.grow, 0)
+        self.assertRaises(ValueError, self.pool.shrink, -1)
+
+    def test_terminate(self):
+        """
+        Terminating kills the child running that very body: its batch
+        fails with ChildLost("revoked"), counted as a ``revoked`` restart,
+        and a replacement starts.
+        """
+        body = b"task"
+        d = self.pool.run_batch([b"other", body])
+        name = self.pool.last_child
+        self.assertIsNone(self.pool.terminate(bytes(bytearray(body))))  # equal, not the same
+        self.assertEqual(self.pool.terminate(body), name)
+        self.assertEqual(set(self.starter.kills), {name})
+        failure = self.failureResultOf(d, ChildLost)
+        self.assertEqual(failure.value.reason, "revoked")
+        self.clock.advance(0)
+        self.assertEqual(self.pool.restarts_by_reason, {"revoked": 1})
+        self.assertEqual(len(self.pool.children), 2)
+
+    def test_terminate_idle(self):
+        """
+        No child runs a body whose batch was answered: nothing is killed.
+        """
+        body = b"task"
+        d = self.pool.run_batch([body])
+        self.answer(self.starter.children[-1], 1)
+        self.successResultOf(d)
+        self.assertIsNone(self.pool.terminate(body))
+        self.assertEqual(self.starter.kills, [])
+
+
+class DispatcherControlTests(SynchronousTestCase):
+    """
+    What the dispatcher tells and does for remote control, on a fake pool
+    and the memory store with claims.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.pool = FakePool(idle=0)
+        self.pool.task_limits = {"add": (None, None), "mul": (None, None)}
+        self.store = MemoryBackend(self.clock)
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.store,
+            self.clock,
+            DispatchSettings(max_batch=4, check_duplicates=True),
+        )
+        self.events = []
+        self.dispatcher.events.subscribe(self.events.append)
+
+    def deliver(self, *deliveries):
+        for d in deliveries:
+            self.dispatcher.deliver(d)
+        self.clock.advance(0)  # the gate's claim turn
+        return deliveries
+
+    def status(self, number):
+        return json.loads(self.store.results[task_id(number)])["status"]
+
+    def test_started_names_child(self):
+        """
+        A batch handed to a child sets each job's child and start time and
+        reports STARTED with the child's name.
+        """
+        self.deliver(delivery(1), delivery(2))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        started = [e for e in self.events if e.kind is EventKind.STARTED]
+        self.assertEqual([e.task_id for e in started], [task_id(1), task_id(2)])
+        self.assertEqual({e.fields["child"] for e in started}, {"Process-1"})
+        [one, _two] = self.dispatcher.active()
+        self.assertEqual(
+            one,
+            {
+                "id": task_id(1),
+                "name": "add",
+                "args": "(1,), {}",
+                "runtime": 0.0,
+                "child": "Process-1",
+                "started": NOW,
+            },
+        )
+        self.clock.advance(2.5)
+        self.assertEqual(self.dispatcher.active()[1]["runtime"], 2.5)
+
+    def test_reserved_and_scheduled(self):
+        """
+        Queued tasks are reserved; a task held for a later ETA is
+        scheduled, not reserved; running ones are neither.
+        """
+        self.deliver(delivery(1), delivery(2), delivery(3, eta=iso(NOW + 30)))
+        self.pool.idle = 1
+        self.dispatcher.pump()  # 1 and 2 run
+        self.deliver(delivery(4))
+        self.assertEqual(
+            self.dispatcher.reserved(), [{"id": task_id(4), "name": "add", "state": "queued"}]
+        )
+        self.assertEqual(
+            self.dispatcher.scheduled(),
+            [{"id": task_id(3), "name": "add", "eta": iso(NOW + 30)}],
+        )
+        self.assertEqual([a["id"] for a in self.dispatcher.active()], [task_id(1), task_id(2)])
+
+    def test_revoke_queued_and_scheduled(self):
+        """
+        Revoking a queued and a scheduled task drops both: REVOKED stored,
+        acked, never run; an unknown id is not reported.
+        """
+        queued, scheduled = self.deliver(delivery(1), delivery(2, eta=iso(NOW + 30)))
+        answer = self.dispatcher.revoke([task_id(1), task_id(2), task_id(9)])
+        self.assertEqual(
+            answer, {"revoked": [task_id(1), task_id(2)], "terminated": [], "running": []}
+        )
+        self.assertEqual((self.status(1), self.status(2)), ("REVOKED", "REVOKED"))
+        self.assertEqual((queued.settled, scheduled.settled), (["ack"], ["ack"]))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.clock.advance(60)
+        self.assertEqual(self.pool.batches, [])
+        self.assertEqual(self.dispatcher.reserved() + self.dispatcher.scheduled(), [])
+
+    def test_revoke_running_without_terminate(self):
+        """
+        Without terminate a running task is left to run, and said so.
+        """
+        self.deliver(delivery(1))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        answer = self.dispatcher.revoke([task_id(1)])
+        self.assertEqual(answer, {"revoked": [], "terminated": [], "running": [task_id(1)]})
+        self.assertEqual(self.pool.killed, [])
+
+    def test_terminate_mid_batch(self):
+        """
+        Terminating a task of a running batch kills its child: that task
+        ends REVOKED, committed under its claim, and acked; the others of
+        the batch run again, not as suspects and with no death counted.
+        """
+        one, two, three = self.deliver(delivery(1), delivery(2), delivery(3))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.pool.ids(), [[task_id(1), task_id(2), task_id(3)]])
+        answer = self.dispatcher.revoke([task_id(2)], terminate=True)
+        self.assertEqual(
+            answer, {"revoked": [task_id(2)], "terminated": [task_id(2)], "running": []}
+        )
+        self.assertEqual(self.pool.killed, [0])
+        self.pool.lose(0, "revoked")
+        self.assertEqual(self.status(2), "REVOKED")
+        self.assertEqual(two.settled, ["ack"])
+        self.assertIn(task_id(2), [w.record.task_id for w in self.store.writes if w.token])
+        self.assertEqual(self.pool.ids()[1], [task_id(1), task_id(3)])
+        jobs = {job.task_id: job for job in self.dispatcher.jobs()}
+        self.assertEqual(
+            [(jobs[task_id(n)].deaths, jobs[task_id(n)].suspect) for n in (1, 3)],
+            [(0, False), (0, False)],
+        )
+        self.pool.finish(1)
+        self.assertEqual((self.status(1), self.status(3)), ("SUCCESS", "SUCCESS"))
+        self.assertEqual((one.settled, three.settled), (["ack"], ["ack"]))
+        revoked = [e for e in self.events if e.kind is EventKind.REVOKED]
+        self.assertEqual([e.task_id for e in revoked], [task_id(2)])
+
+    def test_terminate_after_batch_ended(self):
+        """
+        A batch answered before its child was killed settles as it ran.
+        """
+        (_one,) = self.deliver(delivery(1))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.dispatcher.revoke([task_id(1)], terminate=True)
+        self.pool.finish(0)
+        self.assertEqual(self.status(1), "SUCCESS")
+        self.assertEqual(self.dispatcher.feeder.terminating, set())
+
+    def test_registered(self):
+        """
+        The registered tasks are the children's, sorted.
+        """
+        self.assertEqual(self.dispatcher.feeder.registered(), ["add", "mul"])
+
+
+class ArgsPreviewTests(SynchronousTestCase):
+    def test_cut(self):
+        """
+        A preview longer than 120 characters is cut, ending in an ellipsis.
+        """
+        message = TaskMessage(id=task_id(1), task="add", args=("x" * 500,))
+        text = args_preview(message)
+        self.assertEqual(len(text), 120)
+        self.assertTrue(text.endswith("\u2026"))
+
+
+# The AMQP side, over fakes.
+
+
+class FakeControlChannel:
+    def __init__(self, client):
+        self.client = client
+        self.closed = False
+        self.published = []
+        self.declared = []
+        self.bound = []
+        self.consumed = []
+
+    def exchange_declare(self, **arguments):
+        self.declared.append(("exchange", arguments))
+        return defer.succeed(None)
+
+    def queue_declare(self, **arguments):
+        self.declared.append(("queue", arguments))
+        return defer.succeed(SimpleNamespace(queue=f"amq.gen-{len(self.declared)}"))
+
+    def queue_bind(self, **arguments):
+        self.bound.append(arguments)
+        return defer.succeed(None)
+
+    def basic_consume(self, **arguments):
+        self.consumed.append(arguments)
+        return defer.succeed(None)
+
+    def basic_cancel(self, **arguments):
+        return defer.succeed(None)
+
+    def publish(self, exchange, routing_key, body, properties, mandatory=False):
+        self.published.append((exchange, routing_key, body, dict(properties)))
+        return defer.succeed(None)
+
+
+class FakeProtocol:
+    def __init__(self):
+        self.consumers = {}
+        self.closed = False
+        self.channels = []
+
+    def open_channel(self):
+        channel = FakeControlChannel(self)
+        self.channels.append(channel)
+        return defer.succeed(channel)
+
+
+class FakeConnection:
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.hooks = []
+        self.protocol = FakeProtocol()
+
+    def add_connect_hook(self, hook):
+        self.hooks.append(hook)
+
+    def when_connected(self, fail_after=None):
+        return defer.succeed(self.protocol)
+
+    def connect(self):
+        for hook in self.hooks:
+            defer.ensureDeferred(hook(self.protocol))
+
+
+def message(body, **properties):
+    return SimpleNamespace(content=SimpleNamespace(body=body, properties=properties))
+
+
+def request(command, arguments=None, destination=None, sent=NOW, **properties):
+    body = json.dumps(
+        {"command": command, "arguments": arguments or {}, "destination": destination, "sent": sent}
+    ).encode()
+    properties.setdefault("reply-to", "amq.gen-reply")
+    properties.setdefault("correlation-id", "c1")
+    properties.setdefault("expiration", "1000")
+    return body, properties
+
+
+class ControlServiceTests(SynchronousTestCase):
+    """
+    :py:class:`ControlService` with :py:class:`DaemonControl`'s handlers
+    over a fake pool and dispatcher.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.identity = DaemonIdentity(name="h:1", host="h", pid=1, started=NOW - 5)
+        self.connection = FakeConnection(self.clock)
+        self.pool = FakePool(idle=0)
+        self.pool.task_limits = {"add": (None, None)}
+        self.pool.grow = lambda n: 2 + n
+        self.pool.shrink = lambda n: max(1, 2 - n)
+        self.store = MemoryBackend(self.clock)
+        self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
+        self.shutdowns = []
+        control = DaemonControl(
+            self.identity,
+            self.dispatcher,
+            self.pool,
+            lambda: {"pool": {"children": 2}},
+            lambda: self.shutdowns.append(True),
+            self.clock,
+        )
+        self.signing = None
+        self.service = self.make_service(control)
+
+    def make_service(self, control, signing=None):
+        service = ControlService(
+            self.connection, "tq", self.identity, control.handlers(), self.clock, signing
+        )
+        service.startService()
+        self.connection.connect()
+        return service
+
+    @property
+    def channel(self):
+        return self.connection.protocol.channels[-1]
+
+    def ask(self, command, arguments=None, destination=None, **properties):
+        body, properties = request(command, arguments, destination, **properties)
+        [consumer] = [c for c in self.connection.protocol.consumers.values() if c is self.service]
+        before = len(self.channel.published)
+        consumer.deliver(self.channel, message(body, **properties))
+        answers = self.channel.published[before:]
+        return [json.loads(body) for _, _, body, _ in answers]
+
+    def test_listens(self):
+        """
+        On connecting it declares the fanout control exchange, its own
+        exclusive auto-delete queue bound to it, and consumes it without
+        acks.
+        """
+        self.assertEqual(
+            self.channel.declared,
+            [
+                (
+                    "exchange",
+                    {
+                        "exchange": "tq.control",
+                        "type": "fanout",
+                        "durable": True,
+                        "auto_delete": False,
+                    },
+                ),
+                ("queue", {"queue": "", "exclusive": True, "auto_delete": True}),
+            ],
+        )
+        self.assertEqual(
+            self.channel.bound,
+            [{"queue": "amq.gen-2", "exchange": "tq.control", "routing_key": ""}],
+        )
+        self.assertEqual(self.channel.consumed[0]["no_ack"], True)
+        self.assertEqual(self.service.queue, "amq.gen-2")
+
+    def test_ping(self):
+        """
+        A ping is answered on the default exchange to its reply queue, with
+        its correlation id, the daemon's name, host and pid, and uptime.
+        """
+        [answer] = self.ask("ping")
+        self.assertEqual(
+            answer,
+            {
+                "daemon": "h:1",
+                "host": "h",
+                "pid": 1,
+                "ok": True,
+                "reply": {"pong": True, "uptime": answer["reply"]["uptime"]},
+            },
+        )
+        exchange, key, _, properties = self.channel.published[0]
+        self.assertEqual((exchange, key), ("", "amq.gen-reply"))
+        self.assertEqual(properties["correlation-id"], "c1")
+        self.assertEqual(properties["content-type"], "application/json")
+
+    def test_destination(self):
+        """
+        A request naming other daemons is not answered; one naming this
+        daemon is.
+        """
+        self.assertEqual(self.ask("ping", destination=["other:2"]), [])
+        self.assertEqual(len(self.ask("ping", destination=["other:2", "h:1"])), 1)
+
+    def test_stale(self):
+        """
+        A request sent longer ago than its expiration is ignored.
+        """
+        self.assertEqual(self.ask("ping", sent=NOW - 2, expiration="1000"), [])
+        self.assertEqual(len(self.ask("ping", sent=NOW - 2, expiration="5000")), 1)
+
+    def test_inspect(self):
+        """
+        inspect.* answer from the dispatcher, the pool and the stats.
+        """
+        self.dispatcher.deliver(delivery(1))
+        self.dispatcher.deliver(delivery(2, eta=iso(NOW + 30)))
+        self.assertEqual(self.ask("inspect.active")[0]["reply"], [])
+        self.assertEqual(
+            self.ask("inspect.reserved")[0]["reply"],
+            [{"id": task_id(1), "name": "add", "state": "queued"}],
+        )
+        self.assertEqual(self.ask("inspect.scheduled")[0]["reply"][0]["id"], task_id(2))
+        self.assertEqual(self.ask("inspect.registered")[0]["reply"], ["add"])
+        self.assertEqual(self.ask("inspect.stats")[0]["reply"], {"pool": {"children": 2}})
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        [active] = self.ask("inspect.active")[0]["reply"]
+        self.assertEqual((active["id"], active["child"]), (task_id(1), "Process-1"))
+
+    def test_revoke(self):
+        self.dispatcher.deliver(delivery(1))
+        [answer] = self.ask("revoke", {"ids": [task_id(1)], "terminate": True})
+        self.assertEqual(
+            answer["reply"], {"revoked": [task_id(1)], "terminated": [], "running": []}
+        )
+        [answer] = self.ask("revoke", {"ids": "nope"})
+        self.assertEqual((answer["ok"], answer["error"]), (False, "ids must be a list of task ids"))
+
+    def test_pool(self):
+        self.assertEqual(self.ask("pool.grow", {"n": 2})[0]["reply"], {"concurrency": 4})
+        self.assertEqual(self.ask("pool.shrink", {"n": 5})[0]["reply"], {"concurrency": 1})
+        [answer] = self.ask("pool.grow", {"n": 0})
+        self.assertFalse(answer["ok"])
+
+    def test_shutdown(self):
+        """
+        shutdown answers first, then stops the daemon on the next turn.
+        """
+        [answer] = self.ask("shutdown")
+        self.assertEqual(answer["reply"], {"shutting_down": True})
+        self.assertEqual(self.shutdowns, [])
+        self.clock.advance(0)
+        self.assertEqual(self.shutdowns, [True])
+
+    def test_unknown(self):
+        [answer] = self.ask("reboot")
+        self.assertEqual((answer["ok"], answer["error"]), (False, "unknown command 'reboot'"))
+
+    def test_not_json(self):
+        consumer = self.service
+        consumer.deliver(self.channel, message(b"{oops", **{"reply-to": "q"}))
+        self.assertEqual(self.channel.published, [])
+
+    def test_signing(self):
+        """
+        With signing on, a request signed with a known key is answered; an
+        unsigned one, or one signed with another key, is ignored.
+        """
+        keys = SigningKeys.parse("k1:secret-one")
+        control = DaemonControl(
+            self.identity, self.dispatcher, self.pool, dict, lambda: None, self.clock
+        )
+        self.service.stopService()
+        self.service = self.make_service(control, keys)
+        body, _properties = request("ping")
+        self.assertEqual(self.ask("ping"), [])
+        self.assertEqual(self.ask("ping", headers=SigningKeys.parse("k1:other").sign(body)), [])
+        self.assertEqual(len(self.ask("ping", headers=keys.sign(body))), 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class ControlClientTests(SynchronousTestCase):
+    """
+    :py:class:`ControlClient` over a fake connection.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.connection = FakeConnection(self.clock)
+        self.client = ControlClient(
+            self.connection, "tq", self.clock, SigningKeys.parse("k1:secret")
+        )
+
+    def sent(self):
+        channel = self.connection.protocol.channels[-1]
+        [(exchange, key, body, properties)] = channel.published
+        return channel, exchange, key, json.loads(body), properties, body
+
+    def answer(self, channel, correlation_id, document):
+        self.client.deliver(
+            channel,
+            message(json.dumps(document).encode(), **{"correlation-id": correlation_id}),
+        )
+
+    def test_broadcast(self):
+        """
+        A request goes to the control exchange with its reply queue,
+        correlation id, expiration and signature; the answers that carry
+        its correlation id are gathered until the timeout.
+        """
+        d = self.client.broadcast("ping", destination=["a"], timeout=2.0)
+        channel, exchange, key, document, properties, body = self.sent()
+        self.assertEqual((exchange, key), (control_exchange("tq"), ""))
+        self.assertEqual(
+            (document["command"], document["arguments"], document["destination"]),
+            ("ping", {}, ["a"]),
+        )
+        self.assertEqual(properties["reply-to"], "amq.gen-2")
+        self.assertEqual(properties["expiration"], "2000")
+        SigningKeys.parse("k1:secret").verify(body, properties["headers"])
+        cid = properties["correlation-id"]
+        self.answer(channel, cid, {"daemon": "a", "ok": True, "reply": {"pong": True}})
+        self.answer(channel, "other", {"daemon": "b", "ok": True})
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.assertEqual([a["daemon"] for a in self.successResultOf(d)], ["a"])
+        self.answer(channel, cid, {"daemon": "late"})
+
+    def test_limit(self):
+        """
+        With a limit, the Deferred fires as soon as that many answered.
+        """
+        d = self.client.broadcast("ping", timeout=5.0, limit=1)
+        channel, *_, properties, _ = self.sent()
+        self.answer(channel, properties["correlation-id"], {"daemon": "a"})
+        self.assertEqual(self.successResultOf(d), [{"daemon": "a"}])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reuses_channel(self):
+        """
+        The reply queue is made once per connection.
+        """
+        self.client.broadcast("ping", timeout=1.0)
+        self.clock.advance(1)
+        self.client.broadcast("ping", timeout=1.0)
+        self.assertEqual(len(self.connection.protocol.channels), 1)

@@ -1,0 +1,582 @@
+"""
+Remote control over AMQP: a client broadcasts a request on the control
+exchange (``<exchange>.control``, fanout), every daemon that the request
+names (or every daemon) answers on the client's reply queue, and the client
+gathers the answers for a timeout.
+
+The daemon's side is :py:class:`ControlService` (the AMQP part) around
+:py:class:`DaemonControl` (the answers); the client's side is
+:py:class:`ControlClient`, usable on the reactor or, through
+:py:obj:`twistedq.reactor_thread.reactor_thread`, from a blocking program.
+
+A request is a JSON document::
+
+    {"command": "inspect.active", "arguments": {}, "destination": null,
+     "sent": 1764900000.0}
+
+published with ``reply_to`` (the client's server-named, exclusive,
+auto-delete queue), ``correlation_id`` and ``expiration`` (the client's
+timeout in milliseconds), signed (:py:mod:`twistedq.signing`) when the
+cluster has keys.  An answer, on the default exchange to ``reply_to``::
+
+    {"daemon": "host:1234", "host": "host", "pid": 1234, "ok": true,
+     "reply": [...]}
+
+or ``"ok": false`` with an ``"error"``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txamqp.message import Message
+
+from twistedq.amqp.broker import BrokerConnection
+from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
+from twistedq.daemon.identity import DaemonIdentity
+from twistedq.signing import SignatureError, SigningKeys
+
+if TYPE_CHECKING:
+    from twistedq.client import AsyncClient
+    from twistedq.daemon.dispatcher import Dispatcher
+    from twistedq.worker.pool import ProcessPool
+
+__all__ = [
+    "COMMANDS",
+    "ControlClient",
+    "ControlError",
+    "ControlService",
+    "DaemonControl",
+    "Request",
+    "control_exchange",
+    "revoke_tasks",
+]
+
+log = Logger()
+
+CONTENT_TYPE = "application/json"
+
+#: Every command a daemon answers.
+COMMANDS = (
+    "ping",
+    "inspect.active",
+    "inspect.reserved",
+    "inspect.scheduled",
+    "inspect.registered",
+    "inspect.stats",
+    "revoke",
+    "pool.grow",
+    "pool.shrink",
+    "shutdown",
+)
+
+#: What answers a command: its arguments in, a JSON value (or a Deferred
+#: of one) out; it raises :py:class:`ControlError` for bad arguments.
+Handler = Callable[[Mapping[str, Any]], Any]
+
+
+def control_exchange(exchange: str) -> str:
+    """
+    The name of the control exchange of the cluster whose tasks go through
+    ``exchange``.
+    """
+    return f"{exchange}.control"
+
+
+async def declare_control_exchange(channel: BrokerChannel, exchange: str) -> str:
+    """
+    Declare the control exchange (fanout, durable, never auto-deleted:
+    every declarer uses these arguments); return its name.
+    """
+    name = control_exchange(exchange)
+    await channel.exchange_declare(exchange=name, type="fanout", durable=True, auto_delete=False)
+    return name
+
+
+class ControlError(Exception):
+    """
+    A request that cannot be answered: its reason goes back as the
+    answer's ``error``.
+    """
+
+
+@dataclass(frozen=True)
+class Request:
+    """
+    One control request as a daemon received it.
+
+    :ivar timeout: the client's timeout in seconds (its ``expiration``), or
+        None when it set none.
+    """
+
+    command: str
+    arguments: Mapping[str, Any]
+    destination: list[str] | None
+    sent: float
+    reply_to: str | None
+    correlation_id: str | None
+    timeout: float | None
+
+    @classmethod
+    def decode(cls, body: bytes, properties: Mapping[str, Any]) -> Request:
+        """
+        :raises ValueError: the body is not a control request.
+        """
+        document = json.loads(body)
+        if not isinstance(document, dict) or not isinstance(document.get("command"), str):
+            raise ValueError("no command")
+        arguments = document.get("arguments") or {}
+        destination = document.get("destination")
+        if not isinstance(arguments, dict):
+            raise ValueError("its arguments are not an object")
+        if destination is not None and not (
+            isinstance(destination, list) and all(isinstance(d, str) for d in destination)
+        ):
+            raise ValueError("its destination is not a list of names")
+        expiration = properties.get("expiration")
+        return cls(
+            command=document["command"],
+            arguments=arguments,
+            destination=destination,
+            sent=float(document.get("sent") or 0.0),
+            reply_to=_text(properties.get("reply-to")),
+            correlation_id=_text(properties.get("correlation-id")),
+            timeout=float(expiration) / 1000 if expiration else None,
+        )
+
+    def stale(self, now: float) -> bool:
+        """
+        Whether the client stopped waiting for answers by ``now`` (by this
+        host's clock: keep the clocks of the cluster in step).
+        """
+        return self.timeout is not None and bool(self.sent) and now > self.sent + self.timeout
+
+    def names(self, daemon: str) -> bool:
+        return self.destination is None or daemon in self.destination
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _count(arguments: Mapping[str, Any]) -> int:
+    n = arguments.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ControlError(f"n must be a positive whole number, not {n!r}")
+    return n
+
+
+class DaemonControl:
+    """
+    One daemon's answers to the control commands (:py:data:`COMMANDS`).
+
+    :param stats: builds the daemon's ``/stats`` document.
+    :param shutdown: stops the daemon warmly, as SIGTERM does (twistd's
+        ``reactor.stop``); called just after the answer went out.
+    """
+
+    def __init__(
+        self,
+        identity: DaemonIdentity,
+        dispatcher: Dispatcher,
+        pool: ProcessPool,
+        stats: Callable[[], Any],
+        shutdown: Callable[[], None],
+        clock: IReactorTime,
+    ) -> None:
+        self.identity = identity
+        self.dispatcher = dispatcher
+        self.pool = pool
+        self.stats = stats
+        self.shutdown_daemon = shutdown
+        self.clock = clock
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "ping": self.ping,
+            "inspect.active": lambda _: self.dispatcher.active(),
+            "inspect.reserved": lambda _: self.dispatcher.reserved(),
+            "inspect.scheduled": lambda _: self.dispatcher.scheduled(),
+            "inspect.registered": lambda _: self.dispatcher.feeder.registered(),
+            "inspect.stats": lambda _: self.stats(),
+            "revoke": self.revoke,
+            "pool.grow": lambda arguments: {"concurrency": self.pool.grow(_count(arguments))},
+            "pool.shrink": lambda arguments: {"concurrency": self.pool.shrink(_count(arguments))},
+            "shutdown": self.shutdown,
+        }
+
+    def ping(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "uptime": round(time.time() - self.identity.started, 3)}
+
+    def revoke(self, arguments: Mapping[str, Any]) -> dict[str, list[str]]:
+        ids = arguments.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ControlError("ids must be a list of task ids")
+        return self.dispatcher.revoke(ids, terminate=bool(arguments.get("terminate")))
+
+    def shutdown(self, arguments: Mapping[str, Any]) -> dict[str, bool]:
+        log.warn("Shutting down: asked by remote control")
+        self.clock.callLater(0, self.shutdown_daemon)
+        return {"shutting_down": True}
+
+
+class ControlService(Service):
+    """
+    The daemon's side: its own queue (server-named, exclusive,
+    auto-delete) bound to the control exchange, consumed without acks;
+    each request that names this daemon and is still awaited is answered
+    by its handler.  With ``signing``, an unsigned or badly signed request
+    is logged and ignored.  It binds again on every new connection.  Its
+    set-up never holds the connection up: a failure is logged and tried
+    again on the next connection.
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        exchange: str,
+        identity: DaemonIdentity,
+        handlers: Mapping[str, Handler],
+        clock: IReactorTime,
+        signing: SigningKeys | None = None,
+    ) -> None:
+        self.connection = connection
+        self.exchange = exchange
+        self.identity = identity
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.signing = signing
+        self.queue: str | None = None
+        self._channel: BrokerChannel | None = None
+        self._tag: str | None = None
+        #: Fires once the latest set-up is done (for tests).
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        connection.add_connect_hook(self._connected)
+
+    async def _connected(self, protocol: BrokerProtocol) -> None:
+        if not self.running:
+            return
+        d = defer.Deferred.fromCoroutine(self._listen(protocol))
+        d.addErrback(self._listen_failed)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        log.failure("The remote control could not listen; it tries again on reconnecting", failure)
+
+    async def _listen(self, protocol: BrokerProtocol) -> None:
+        channel = await protocol.open_channel()
+        name = await declare_control_exchange(channel, self.exchange)
+        declared = await channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+        queue = declared.queue
+        await channel.queue_bind(queue=queue, exchange=name, routing_key="")
+        tag = f"twistedq-control-{uuid.uuid4().hex}"
+        protocol.consumers[tag] = self
+        await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
+        self._channel, self._tag, self.queue = channel, tag, queue
+        log.info("Listening for remote control on {exchange}", exchange=name)
+        ready, self.ready = self.ready, defer.Deferred()
+        ready.callback(None)
+
+    def startService(self) -> None:
+        Service.startService(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        Service.stopService(self)
+        channel, tag = self._channel, self._tag
+        self._channel = self._tag = None
+        if channel is None or tag is None or channel.closed:
+            return defer.succeed(None)
+        channel.client.consumers.pop(tag, None)
+        d = channel.basic_cancel(consumer_tag=tag)
+        return d.addErrback(lambda _: None).addCallback(lambda _: None)
+
+    # called by the broker's delegate
+
+    def deliver(self, channel: BrokerChannel, message: Message) -> None:
+        content = message.content
+        properties = content.properties or {}
+        if self.signing is not None:
+            try:
+                self.signing.verify(content.body, properties.get("headers"))
+            except SignatureError as e:
+                log.warn("Ignored a remote control request: {why}", why=str(e))
+                return
+        try:
+            request = Request.decode(content.body, properties)
+        except (ValueError, TypeError) as e:
+            log.warn("Ignored a message that is no remote control request: {why}", why=str(e))
+            return
+        if not request.names(self.identity.name):
+            return
+        if request.stale(self.clock.seconds()):
+            log.info("Ignored remote control {command}: sent too long ago", command=request.command)
+            return
+        log.info("Remote control: {command}", command=request.command)
+        d = defer.maybeDeferred(self._answer, request)
+        d.addCallbacks(
+            lambda reply: {"ok": True, "reply": reply}, self._error, errbackArgs=(request,)
+        )
+        d.addCallback(lambda answer: self.reply(channel, request, answer))
+        d.addErrback(
+            lambda f: log.failure("Could not answer {command}", f, command=request.command)
+        )
+
+    def _answer(self, request: Request) -> Any:
+        handler = self.handlers.get(request.command)
+        if handler is None:
+            raise ControlError(f"unknown command {request.command!r}")
+        return handler(request.arguments)
+
+    def _error(self, failure: Failure, request: Request) -> dict[str, Any]:
+        if failure.check(ControlError):
+            text = str(failure.value)
+        else:
+            log.failure("Remote control {command} failed", failure, command=request.command)
+            text = f"{type(failure.value).__name__}: {failure.value}"
+        return {"ok": False, "error": text}
+
+    def reply(self, channel: BrokerChannel, request: Request, answer: dict[str, Any]) -> None:
+        """
+        Send ``answer``, with this daemon's name, to the request's reply
+        queue (nothing when it named none, or the channel closed).
+        """
+        if request.reply_to is None or channel.closed:
+            return
+        document = {**self.identity.fields(), **answer}
+        properties: dict[str, Any] = {"content-type": CONTENT_TYPE}
+        if request.correlation_id is not None:
+            properties["correlation-id"] = request.correlation_id
+        body = json.dumps(document, default=str).encode()
+        channel.publish("", request.reply_to, body, properties).addErrback(lambda _: None)
+
+    def cancelled(self, channel: BrokerChannel, message: Message) -> None:
+        """
+        The broker cancelled the consumer (the queue was deleted): listen
+        again on a new queue.
+        """
+        if self.running and not channel.client.closed:
+            d = defer.Deferred.fromCoroutine(self._listen(channel.client))
+            d.addErrback(self._listen_failed)
+
+    def connection_lost(self, reason: Any) -> None:
+        self._channel = self._tag = None
+
+
+class ControlClient:
+    """
+    The client's side: broadcasts requests on the control exchange and
+    gathers the answers that reach its reply queue (server-named,
+    exclusive, auto-delete; made on first use on each connection).
+
+    ``connection`` must be started (``startService``); the client waits
+    for it.  On a blocking program, call :py:meth:`broadcast` through
+    :py:obj:`twistedq.reactor_thread.reactor_thread`'s ``call``.
+
+    :param signing: signs every request (the daemons with keys ignore
+        requests not signed by one of theirs).
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        exchange: str,
+        clock: IReactorTime,
+        signing: SigningKeys | None = None,
+    ) -> None:
+        self.connection = connection
+        self.exchange = exchange
+        self.clock = clock
+        self.signing = signing
+        self._channel: BrokerChannel | None = None
+        self._queue: str | None = None
+        self._tag: str | None = None
+        self._lock = defer.DeferredLock()
+        self._gathering: dict[str, _Gathering] = {}
+
+    def broadcast(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        timeout: float = 1.0,
+        limit: int | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """
+        Send ``command`` to the daemons named in ``destination`` (all of
+        them if None) and fire, after ``timeout`` seconds or once ``limit``
+        answers came, with the answers in their order of arrival: each
+        ``{"daemon", "host", "pid", "ok", "reply"}`` (or ``"error"``).
+
+        The broker is waited for within ``timeout`` too: fails with
+        :py:class:`twisted.internet.defer.TimeoutError` when it cannot be
+        reached in time.
+        """
+        deadline = self.clock.seconds() + timeout
+        ready = defer.Deferred.fromCoroutine(self._ready())
+        ready.addTimeout(timeout, self.clock)
+        return ready.addCallback(
+            lambda channel: self._send(
+                channel, command, arguments, destination, deadline - self.clock.seconds(), limit
+            )
+        )
+
+    def _send(
+        self,
+        channel: BrokerChannel,
+        command: str,
+        arguments: Mapping[str, Any] | None,
+        destination: Sequence[str] | None,
+        timeout: float,
+        limit: int | None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        timeout = max(timeout, 0.001)
+        correlation_id = uuid.uuid4().hex
+        document = {
+            "command": command,
+            "arguments": dict(arguments or {}),
+            "destination": list(destination) if destination is not None else None,
+            "sent": time.time(),
+        }
+        body = json.dumps(document).encode()
+        assert self._queue is not None
+        properties: dict[str, Any] = {
+            "content-type": CONTENT_TYPE,
+            "reply-to": self._queue,
+            "correlation-id": correlation_id,
+            "expiration": str(max(1, int(timeout * 1000))),
+        }
+        if self.signing is not None:
+            properties["headers"] = self.signing.sign(body)
+        gathering = _Gathering(limit)
+        self._gathering[correlation_id] = gathering
+        timer = self.clock.callLater(timeout, gathering.finish)
+
+        def done(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            self._gathering.pop(correlation_id, None)
+            if timer.active():
+                timer.cancel()
+            return replies
+
+        result = gathering.done.addCallback(done)
+        channel.publish(control_exchange(self.exchange), "", body, properties).addErrback(
+            lambda failure: gathering.finish()
+        )
+        return result
+
+    async def _ready(self) -> BrokerChannel:
+        """
+        The channel whose reply queue is consumed, on the current
+        connection (set up on first use there).
+        """
+        protocol = await self.connection.when_connected()
+        await self._lock.acquire()
+        try:
+            channel = self._channel
+            if channel is not None and not channel.closed and channel.client is protocol:
+                return channel
+            channel = await protocol.open_channel()
+            await declare_control_exchange(channel, self.exchange)
+            declared = await channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+            tag = f"twistedq-control-client-{uuid.uuid4().hex}"
+            protocol.consumers[tag] = self
+            await channel.basic_consume(queue=declared.queue, consumer_tag=tag, no_ack=True)
+            self._channel, self._queue, self._tag = channel, declared.queue, tag
+            return channel
+        finally:
+            self._lock.release()
+
+    def close(self) -> defer.Deferred[None]:
+        """
+        Stop consuming the reply queue (the broker deletes it).
+        """
+        channel, tag = self._channel, self._tag
+        self._channel = self._tag = None
+        for gathering in list(self._gathering.values()):
+            gathering.finish()
+        if channel is None or tag is None or channel.closed:
+            return defer.succeed(None)
+        channel.client.consumers.pop(tag, None)
+        d = channel.basic_cancel(consumer_tag=tag)
+        return d.addErrback(lambda _: None).addCallback(lambda _: None)
+
+    # called by the broker's delegate
+
+    def deliver(self, channel: BrokerChannel, message: Message) -> None:
+        content = message.content
+        correlation_id = _text((content.properties or {}).get("correlation-id"))
+        gathering = self._gathering.get(correlation_id or "")
+        if gathering is None:
+            return  # an answer that came too late
+        try:
+            answer = json.loads(content.body)
+        except ValueError:
+            log.warn("A remote control answer that is not JSON was ignored")
+            return
+        if isinstance(answer, dict):
+            gathering.add(answer)
+
+    def cancelled(self, channel: BrokerChannel, message: Message) -> None:
+        self._channel = None
+
+    def connection_lost(self, reason: Any) -> None:
+        self._channel = None
+
+
+class _Gathering:
+    """
+    The answers to one request, until its timeout or its ``limit``.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.replies: list[dict[str, Any]] = []
+        self.done: defer.Deferred[list[dict[str, Any]]] = defer.Deferred()
+
+    def add(self, answer: dict[str, Any]) -> None:
+        if self.done.called:
+            return
+        self.replies.append(answer)
+        if self.limit is not None and len(self.replies) >= self.limit:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.done.called:
+            self.done.callback(self.replies)
+
+
+async def revoke_tasks(
+    client: AsyncClient,
+    control: ControlClient,
+    task_ids: Sequence[str],
+    terminate: bool = False,
+    timeout: float = 1.0,
+    destination: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """
+    Revoke tasks everywhere: first durably in the result store
+    (:py:meth:`twistedq.client.AsyncClient.revoke`: a task not yet taken by
+    a daemon never runs), then by a ``revoke`` broadcast, so that the
+    daemons drop the copies they hold and, with ``terminate``, kill the
+    children running them (those end REVOKED, their claims committed).
+
+    :return: ``stored``: the ids revoked in the store; ``replies``: the
+        daemons' answers (each ``reply`` with ``revoked``, ``terminated``
+        and ``running`` ids).
+    """
+    ids = list(task_ids)
+    stored = await client.revoke(ids)
+    replies = await control.broadcast(
+        "revoke", {"ids": ids, "terminate": terminate}, destination, timeout
+    )
+    return {"stored": stored, "replies": replies}
