@@ -1,0 +1,177 @@
+"""
+The dashboard as ``twistd twistedq`` serves it: one function that wires the
+watch, the reads and the actions to the daemon's own broker connection,
+result store and scheduler, so that :py:mod:`twistedq.tap` adds only a
+few lines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from twistedq.amqp.broker import BrokerConnection, Topology
+from twistedq.backends.base import IResultBackend, IScheduleStore
+from twistedq.conf import Settings
+from twistedq.dashboard.actions import (
+    OperatorActions,
+    dead_letter_reader,
+    dead_letter_republisher,
+)
+from twistedq.dashboard.resources import DashboardResource
+from twistedq.dashboard.watch import ClusterWatch, periodic_reader, queue_depth_reader
+
+__all__ = ["daemon_dashboard", "running_from_replies"]
+
+log = Logger()
+
+#: What the dashboard subscribes to (no listener.* chatter).
+PATTERNS = ("task.#", "daemon.#")
+
+
+def running_from_replies(replies: list[dict[str, Any]], wall: float) -> list[dict[str, Any]]:
+    """
+    ``task.started`` documents made from the replies to
+    ``inspect.active``, so that tasks started before the page opened show.
+    """
+    documents = []
+    for reply in replies:
+        if not reply.get("ok") or not isinstance(reply.get("reply"), list):
+            continue
+        for task in reply["reply"]:
+            if not isinstance(task, dict):
+                continue
+            started = task.get("started")
+            if not isinstance(started, (int, float)):
+                runtime = task.get("runtime")
+                started = wall - runtime if isinstance(runtime, (int, float)) else wall
+            documents.append(
+                {
+                    "type": "task.started",
+                    "time": started,
+                    "id": task.get("id"),
+                    "name": task.get("name"),
+                    "args": task.get("args"),
+                    "child": task.get("child"),
+                    "daemon": reply.get("daemon"),
+                    "host": reply.get("host"),
+                    "pid": reply.get("pid"),
+                }
+            )
+    return documents
+
+
+def _control_client(settings: Settings, reactor: Any, connection: BrokerConnection) -> Any | None:
+    try:
+        from twistedq.control import ControlClient
+    except ImportError:  # remote control not there: no terminate
+        return None
+    return ControlClient(connection, settings.exchange, reactor, signing=settings.signing())
+
+
+def _actions(
+    token: str,
+    settings: Settings,
+    reactor: Any,
+    connection: BrokerConnection,
+    topology: Topology,
+    control: Any | None,
+    set_enabled: Callable[[str, bool], defer.Deferred[None]] | None,
+) -> OperatorActions:
+    clients: list[Any] = []
+
+    def client() -> Any:
+        # Made on first use: a revocation goes through the client's own code.
+        if not clients:
+            from twistedq.client import AsyncClient
+
+            clients.append(AsyncClient(settings, reactor))
+        return clients[0]
+
+    def revoke(ids: list[str]) -> defer.Deferred[Any]:
+        return client().revoke(ids, reason="revoked from the dashboard")
+
+    async def terminate_ids(ids: list[str]) -> dict[str, Any]:
+        revoked = await client().revoke(ids, reason="terminated from the dashboard")
+        assert control is not None
+        replies = await control.broadcast("revoke", {"ids": ids, "terminate": True}, timeout=2.0)
+        terminated = sorted(
+            {
+                task_id
+                for reply in replies
+                if reply.get("ok")
+                for task_id in (reply.get("reply") or {}).get("terminated", [])
+            }
+        )
+        return {"revoked": revoked, "terminated": terminated}
+
+    def terminate(ids: list[str]) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(terminate_ids(ids))
+
+    return OperatorActions(
+        token,
+        revoke=revoke,
+        terminate=terminate if control is not None else None,
+        set_enabled=set_enabled,
+        republish=dead_letter_republisher(connection, topology),
+        dead_letters=dead_letter_reader(connection, topology),
+    )
+
+
+def daemon_dashboard(
+    settings: Settings,
+    reactor: Any,
+    connection: BrokerConnection,
+    topology: Topology,
+    backend: IResultBackend,
+    periodic_names: Callable[[], list[str]] | None = None,
+    set_enabled: Callable[[str, bool], defer.Deferred[None]] | None = None,
+    operator_token: str | None = None,
+    tracebacks: bool = False,
+) -> DashboardResource:
+    """
+    The ``/dashboard/`` of a daemon.
+
+    :param periodic_names: the names of the periodic tasks its scheduler
+        runs (none without a scheduler).
+    :param set_enabled: pauses or resumes a periodic task (the scheduler's).
+    :param operator_token: allows the actions; ``None`` or empty keeps the
+        dashboard read-only.
+    :param tracebacks: show failures' tracebacks without the token.
+    """
+    from twistedq.amqp.events import EventReceiver
+
+    control = _control_client(settings, reactor, connection)
+
+    def receiver(on_events: Callable[[list[dict[str, Any]]], None]) -> EventReceiver:
+        return EventReceiver(connection, settings.exchange, on_events, PATTERNS)
+
+    seed_running = None
+    if control is not None:
+
+        def seed_running() -> defer.Deferred[list[dict[str, Any]]]:
+            d = control.broadcast("inspect.active", timeout=1.0)
+            return d.addCallback(running_from_replies, time.time())
+
+    periodic = None
+    if periodic_names is not None and IScheduleStore.providedBy(backend):
+        periodic = periodic_reader(IScheduleStore(backend), periodic_names)
+    watch = ClusterWatch(
+        reactor,
+        time.time,
+        receiver,
+        backend=backend,
+        queue_depths=queue_depth_reader(connection, topology),
+        periodic=periodic,
+        seed_running=seed_running,
+    )
+    actions = None
+    if operator_token:
+        actions = _actions(
+            operator_token, settings, reactor, connection, topology, control, set_enabled
+        )
+    return DashboardResource(watch, backend, reactor, actions, tracebacks)
