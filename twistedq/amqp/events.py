@@ -149,15 +149,12 @@ def args_preview(
     args: Sequence[Any], kwargs: Mapping[str, Any], limit: int = PREVIEW_LENGTH
 ) -> str:
     """
-    A call-like preview of a task's arguments, ``1, 'a', key=[1, 2]``, at
-    most ``limit`` characters (cut with ``...``); its cost is bounded
-    whatever the size of the arguments.
+    A preview of a task's arguments, the repr of its positional and
+    keyword arguments (``(1, 'a'), {'key': [1, 2]}``), at most ``limit``
+    characters (cut with ``...``); its cost is bounded whatever the size
+    of the arguments (long strings and collections are shortened first).
     """
-    parts = [_preview_repr.repr(value) for value in args[:20]]
-    parts.extend(f"{name}={_preview_repr.repr(value)}" for name, value in list(kwargs.items())[:20])
-    text = ", ".join(parts)
-    if len(args) > 20 or len(kwargs) > 20:
-        text += ", ..."
+    text = f"{_preview_repr.repr(args)}, {_preview_repr.repr(kwargs)}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -170,7 +170,7 @@ class Gate:
             self.admit(job)
 
     def _done_already(self, job: Job, status: str) -> None:
-        self.events.report(EventKind.DUPLICATE, job.task_id, job.message.task)
+        self.events.report(EventKind.DUPLICATE, job.task_id, job.message.task, job=job)
         log.info(
             "Task {task}[{id}] is already {status}: acked without running",
             task=job.message.task,
@@ -254,7 +254,7 @@ class Gate:
         elif claim.state is ClaimState.DONE:
             self._done_already(job, "done")
         elif claim.state is ClaimState.HELD:
-            self.events.report(EventKind.HELD_ELSEWHERE, job.task_id, job.message.task)
+            self.events.report(EventKind.HELD_ELSEWHERE, job.task_id, job.message.task, job=job)
             self.hold(job, self.leases.lease)
             return True
         elif job.early(self.clock.seconds()):

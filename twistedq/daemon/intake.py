@@ -76,7 +76,7 @@ class Intake:
             log.failure("Could not decode a message")
             self.refuse(delivery, MALFORMED, f"the body could not be decoded: {_short(e)}")
             return
-        self.events.report(EventKind.RECEIVED, message.id, message.task)
+        self.events.report(EventKind.RECEIVED, message.id, message.task, message=message)
         try:
             self.admit(job)
         except Exception as e:  # a fault of the daemon's: the message is not stranded
@@ -93,7 +93,8 @@ class Intake:
         it all the same when that cannot be stored).
         """
         task_id = error.task_id if error is not None else None
-        self.events.report(EventKind.REJECTED, task_id, reason=reason)
+        name = error.task if error is not None else None
+        self.events.report(EventKind.REJECTED, task_id, name, reason=reason, error=error)
         log.error("Dead-lettered a message ({reason}): {why}", reason=reason, why=detail)
         if error is None or error.task_id is None:
             self.in_flight.track(self._dead_letter(delivery, task_id, reason, detail))

@@ -110,7 +110,7 @@ class LeaseKeeper:
         job.lease_until = asked_at + self.lease
         job.claimed_at = asked_at
         self._held[job.task_id] = job
-        self.events.report(EventKind.CLAIMED, job.task_id, job.message.task)
+        self.events.report(EventKind.CLAIMED, job.task_id, job.message.task, job=job)
         if not self.renewal.running:
             self.renewal.start(self.lease / 3, now=False)
 
@@ -182,7 +182,9 @@ class LeaseKeeper:
                 if job is not None:
                     self.forget(job)
                 if not ok:
-                    self.events.report(EventKind.FENCED_OFF, record.task_id)
+                    self.events.report(
+                        EventKind.FENCED_OFF, record.task_id, job.message.task if job else None
+                    )
                     log.warn(
                         "The outcome of task {id} was not committed: a newer claim owns it",
                         id=record.task_id,
@@ -252,7 +254,7 @@ class LeaseKeeper:
                 if ok and self._held.get(job.task_id) is job:
                     job.parked = True
                     job.delivery.ack()
-                    self.events.report(EventKind.PARKED, job.task_id, job.message.task)
+                    self.events.report(EventKind.PARKED, job.task_id, job.message.task, job=job)
                     log.info(
                         "Task {id} held for over {seconds} s: its message is parked in the "
                         "result store and acknowledged",
@@ -291,7 +293,7 @@ class LeaseKeeper:
                     why=str(e),
                 )
                 return
-            self.events.report(EventKind.RECOVERED, message.id, message.task)
+            self.events.report(EventKind.RECOVERED, message.id, message.task, message=message)
             log.warn(
                 "Task {task}[{id}] was parked by a daemon that stopped: published again",
                 task=message.task,

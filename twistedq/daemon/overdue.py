@@ -111,7 +111,7 @@ class OverdueDeliveries:
             job.release_delivery()
             going_on.append(job)
         for job in returned + going_on:
-            self.events.report(EventKind.GIVEN_BACK, job.task_id, job.message.task)
+            self.events.report(EventKind.GIVEN_BACK, job.task_id, job.message.task, job=job)
         if returned:
             self._log(returned, "they are given back to the queue")
         if going_on:

@@ -145,14 +145,14 @@ class Settlement:
             dead_letter=ATTEMPTS_EXHAUSTED if dead_letter else None,
         )
         record = OutcomeRecord(job.task_id, document, job.message.taskset, True)
-        self.events.report(EventKind.FAILED, job.task_id, job.message.task)
+        self.events.report(EventKind.FAILED, job.task_id, job.message.task, job=job, error=error)
         self._log_failure(job.message, document)
         job.state = JobState.STORING
 
         def settle(_: None) -> defer.Deferred[None] | None:
             if dead_letter:
                 detail = f"task {job.message.task}[{job.task_id}]: {error}"
-                return self._dead_letter(job, ATTEMPTS_EXHAUSTED, detail)
+                return self._dead_letter(job, ATTEMPTS_EXHAUSTED, detail, error=error)
             job.ack()
             return None
 
@@ -168,7 +168,7 @@ class Settlement:
         log.info(
             "Task {task}[{id}] revoked: {reason}", task=message.task, id=message.id, reason=reason
         )
-        self.events.report(EventKind.REVOKED, message.id, message.task, reason=reason)
+        self.events.report(EventKind.REVOKED, message.id, message.task, reason=reason, job=job)
         job.state = JobState.STORING
         record = OutcomeRecord(
             message.id, revoked_document(message.id, message.task, reason), message.taskset
@@ -266,7 +266,9 @@ class Settlement:
             return False
         record = records[index]
         job = jobs[record.task_id]
-        self.events.report(EventKind.STORE_REFUSED, job.task_id, job.message.task)
+        self.events.report(
+            EventKind.STORE_REFUSED, job.task_id, job.message.task, job=job, error=error
+        )
         if record.task_id in replaced:
             log.error(
                 "The result store refused even the short FAILURE of task {task}[{id}] "
@@ -318,13 +320,15 @@ class Settlement:
                 dead.append(self._dead_letter(job, STORE_REFUSED, detail))
                 continue
             if not record.failed:
-                self.events.report(EventKind.SUCCEEDED, job.task_id, job.message.task)
+                self.events.report(EventKind.SUCCEEDED, job.task_id, job.message.task, job=job)
                 job.ack()
                 continue
-            self.events.report(EventKind.FAILED, job.task_id, job.message.task)
+            self.events.report(
+                EventKind.FAILED, job.task_id, job.message.task, job=job, outcome=record.document
+            )
             if dead_letter_reason(record.document) == UNKNOWN_TASK:
                 detail = f"task {job.message.task}[{job.task_id}]: no child registered it"
-                dead.append(self._dead_letter(job, UNKNOWN_TASK, detail))
+                dead.append(self._dead_letter(job, UNKNOWN_TASK, detail, outcome=record.document))
             else:
                 job.ack()
                 self._log_failure(job.message, record.document)
@@ -366,7 +370,7 @@ class Settlement:
                     if j.task_id in unstored or r.failed:  # refused: it fails instead
                         refused.append((j, r))
                     else:
-                        published.append(self._publish_retry(j, a))
+                        published.append(self._publish_retry(j, a, r.document))
                 if refused:
                     jobs, failures = [j for j, _ in refused], [r for _, r in refused]
                     published.append(defer.maybeDeferred(self._settle, jobs, failures, unstored))
@@ -379,7 +383,9 @@ class Settlement:
             )
         return writes
 
-    def _publish_retry(self, job: Job, attempt: TaskMessage) -> defer.Deferred[None]:
+    def _publish_retry(
+        self, job: Job, attempt: TaskMessage, outcome: bytes
+    ) -> defer.Deferred[None]:
         """
         Publish the next attempt of a task whose RETRY is stored, then ack
         the delivery of this attempt once the broker confirmed.  While the
@@ -412,7 +418,9 @@ class Settlement:
             return True
 
         def published(_: None) -> None:
-            self.events.report(EventKind.RETRIED, attempt.id, attempt.task)
+            self.events.report(
+                EventKind.RETRIED, attempt.id, attempt.task, message=attempt, outcome=outcome
+            )
             log.info(
                 "Task {task}[{id}] retries ({n}) at {eta}",
                 task=attempt.task,
@@ -447,9 +455,17 @@ class Settlement:
         exc = Outcome.from_bytes(message.id, outcome).exc or {}
         return exc.get("module") == "twistedq.registry" and exc.get("type") == "NotRegistered"
 
-    def _dead_letter(self, job: Job, reason: str, detail: str) -> defer.Deferred[None]:
+    def _dead_letter(
+        self, job: Job, reason: str, detail: str, **cause: Any
+    ) -> defer.Deferred[None]:
+        """
+        Dead-letter a job's message; ``cause`` (``error``, an exception, or
+        ``outcome``, its stored FAILURE) says which exception, for its event.
+        """
         log.error("Dead-lettered a message ({reason}): {why}", reason=reason, why=detail)
-        self.events.report(EventKind.DEAD_LETTERED, job.task_id, job.message.task, reason=reason)
+        self.events.report(
+            EventKind.DEAD_LETTERED, job.task_id, job.message.task, reason=reason, job=job, **cause
+        )
         return job.dead_letter(reason, detail)
 
     def _log_failure(self, message: TaskMessage, outcome: bytes) -> None:

@@ -137,7 +137,7 @@ class Timing:
         """
         assert self.publish_later is not None
         job.state = JobState.DELAYING
-        self.events.report(EventKind.DELAYED, job.task_id, job.message.task)
+        self.events.report(EventKind.DELAYED, job.task_id, job.message.task, job=job)
         d: defer.Deferred[None] = defer.ensureDeferred(self.publish_later(job.message, left))
 
         def not_sent(failure: Failure) -> None:

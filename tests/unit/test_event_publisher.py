@@ -1,0 +1,349 @@
+"""
+Tests for :py:class:`twistedq.amqp.events.EventPublisher` with a fake
+channel and clock: nothing is observed or sent while nobody listens;
+what a listener's patterns match is batched per routing key into one
+message, flushed on a timer or when full; documents carry the contract's
+fields; an outage drops and counts.
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.fakes import NOW, TASKSET, iso, task_id
+from twistedq.amqp.events import (
+    LISTENER_BYE,
+    LISTENER_HELLO,
+    EventPublisher,
+    args_preview,
+    events_exchange,
+    topic_matches,
+)
+from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.identity import DaemonIdentity
+from twistedq.daemon.job import Job
+from twistedq.message import TaskMessage
+from twistedq.outcome import failure_document
+
+IDENTITY = DaemonIdentity(name="w1", host="box", pid=42, started=NOW)
+
+
+class FakeClient:
+    closed = False
+    blocked = None
+
+
+class FakeEventChannel:
+    """
+    A channel that keeps what is published on it.
+    """
+
+    def __init__(self):
+        self.client = FakeClient()
+        self.closed = False
+        self.sent = []
+
+    def publish(self, exchange, routing_key, body, properties, mandatory=False):
+        self.sent.append((exchange, routing_key, json.loads(body), properties))
+        return defer.succeed(None)
+
+    def keys(self):
+        return [key for _, key, _, _ in self.sent]
+
+    def documents(self, key):
+        return [doc for _, k, docs, _ in self.sent if k == key for doc in docs]
+
+
+class FakeDelivery:
+    body = b""
+    redelivered = False
+    headers = None
+
+
+def job(number=1, **fields):
+    message = TaskMessage(id=task_id(number), task="add", **fields)
+    return Job(FakeDelivery(), message)
+
+
+class PublisherTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.events = Events()
+        self.load = {"concurrency": 2, "children": 2, "busy": 1}
+        self.publisher = EventPublisher(
+            None,
+            "twistedq",
+            self.events,
+            IDENTITY,
+            self.clock,
+            "jobs",
+            load=lambda: dict(self.load),
+        )
+        self.channel = FakeEventChannel()
+        self.publisher.startService()
+        self.publisher.attach(self.channel)
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        if self.publisher.running:
+            self.publisher.stopService()
+
+    def hello(self, *patterns, name="amq.gen-1", ttl=15.0):
+        body = {"type": LISTENER_HELLO, "listener": name, "patterns": list(patterns), "ttl": ttl}
+        self.publisher.listener_message(LISTENER_HELLO, json.dumps(body).encode())
+
+    def bye(self, name="amq.gen-1"):
+        body = {"type": LISTENER_BYE, "listener": name}
+        self.publisher.listener_message(LISTENER_BYE, json.dumps(body).encode())
+
+    def task_keys(self):
+        return [key for key in self.channel.keys() if key.startswith("task.")]
+
+
+class NoListenerTests(PublisherTestCase):
+    def test_online_whoever_listens(self):
+        """
+        ``daemon.online`` goes out once attached, whoever listens, with the
+        daemon's identity, queue and load.
+        """
+        self.assertEqual(self.channel.keys(), ["daemon.online"])
+        exchange, _, [online], properties = self.channel.sent[0]
+        self.assertEqual(exchange, "twistedq.events")
+        self.assertEqual(properties, {"content-type": "application/json", "delivery-mode": 1})
+        self.assertEqual(
+            {k: online[k] for k in ("type", "daemon", "host", "pid", "queue", "time")},
+            {
+                "type": "daemon.online",
+                "daemon": "w1",
+                "host": "box",
+                "pid": 42,
+                "queue": "jobs",
+                "time": NOW,
+            },
+        )
+        self.assertEqual((online["concurrency"], online["busy"], online["interval"]), (2, 1, 2.0))
+
+    def test_nothing_observed(self):
+        """
+        While nobody listens the publisher does not observe the daemon's
+        events: reports are counted and nothing is kept or sent, and no
+        heartbeat goes out.
+        """
+        self.assertEqual(self.events._observers, [])
+        self.events.report(EventKind.RECEIVED, task_id(1), "add", message=job().message)
+        self.clock.advance(10)
+        self.assertEqual(self.channel.keys(), ["daemon.online"])
+        self.assertEqual(self.publisher.stats(), {"published": 1, "dropped": 0, "listeners": 0})
+
+    def test_daemon_listener_only(self):
+        """
+        A listener of ``daemon.*`` alone gets heartbeats (one at once) but
+        the task events are still not observed.
+        """
+        self.hello("daemon.*")
+        self.assertEqual(self.events._observers, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.channel.keys(), ["daemon.online", "daemon.heartbeat"])
+        self.clock.advance(2)
+        self.assertEqual(self.channel.keys()[-1], "daemon.heartbeat")
+
+
+class ListenerTests(PublisherTestCase):
+    def test_whole_path_batched_per_key(self):
+        """
+        With a listener of everything, each routing key's reports of one
+        flush interval go out as one message, in the order first reported.
+        """
+        self.hello("#")
+        self.clock.advance(0.1)  # the new listener's heartbeat
+        before = len(self.channel.sent)
+        for number in (1, 2):
+            j = job(number, args=(number, 2), kwargs={"z": "x" * 300}, taskset=TASKSET)
+            self.events.report(EventKind.RECEIVED, j.task_id, "add", message=j.message)
+            self.events.report(EventKind.CLAIMED, j.task_id, "add", job=j)
+        self.assertEqual(len(self.channel.sent), before)
+        self.clock.advance(0.1)
+        self.assertEqual(self.task_keys(), ["task.received", "task.claimed"])
+        received = self.channel.documents("task.received")
+        self.assertEqual([d["id"] for d in received], [task_id(1), task_id(2)])
+        first = received[0]
+        self.assertEqual(
+            (first["type"], first["name"], first["queue"]), ("task.received", "add", "jobs")
+        )
+        self.assertEqual(first["taskset"], TASKSET)
+        self.assertTrue(first["args"].startswith("(1, 2), {'z': 'xxx"), first["args"])
+        self.assertLessEqual(len(first["args"]), 120)
+        self.assertNotIn("args", self.channel.documents("task.claimed")[0])
+        self.assertEqual(self.publisher.published, 2 + 4)
+
+    def test_full_batch_sent_at_once(self):
+        """
+        A key's batch goes out as soon as it holds ``max_batch`` reports.
+        """
+        self.hello("task.claimed")
+        j = job()
+        for _ in range(1200):
+            self.events.report(EventKind.CLAIMED, j.task_id, "add", job=j)
+        self.assertEqual(self.task_keys(), ["task.claimed", "task.claimed"])
+        self.clock.advance(0.1)
+        sizes = [len(docs) for _, key, docs, _ in self.channel.sent if key == "task.claimed"]
+        self.assertEqual(sizes, [500, 500, 200])
+
+    def test_patterns_choose_keys(self):
+        """
+        Only the keys a listener's patterns match are observed and sent.
+        """
+        self.hello("task.failed", "task.*.nothing")
+        self.events.report(EventKind.RECEIVED, task_id(1), "add", message=job().message)
+        self.events.report(EventKind.FAILED, task_id(1), "add", error=ValueError("x"))
+        self.clock.advance(0.1)
+        self.assertEqual(self.task_keys(), ["task.failed"])
+
+    def test_failed_and_succeeded_fields(self):
+        """
+        Succeeded and failed carry the runtime since the job started and
+        its child; failed the exception's type name, from the exception or
+        the stored failure.
+        """
+        self.hello("task.#")
+        j = job()
+        j.child, j.started_at = "Process-2", self.clock.seconds()
+        self.clock.advance(1.5)
+        self.events.report(EventKind.SUCCEEDED, j.task_id, "add", job=j)
+        stored = failure_document(j.task_id, "add", KeyError("k"), traceback="")
+        self.events.report(EventKind.FAILED, j.task_id, "add", job=j, outcome=stored)
+        self.events.report(EventKind.FAILED, j.task_id, "add", job=j, error=ZeroDivisionError())
+        self.events.report(EventKind.DEAD_LETTERED, j.task_id, "add", reason="unknown-task", job=j)
+        self.clock.advance(0.1)
+        [succeeded] = self.channel.documents("task.succeeded")
+        self.assertEqual((succeeded["runtime"], succeeded["child"]), (1.5, "Process-2"))
+        self.assertNotIn("exception", succeeded)
+        failed = self.channel.documents("task.failed")
+        self.assertEqual([d["exception"] for d in failed], ["KeyError", "ZeroDivisionError"])
+        self.assertEqual(failed[0]["runtime"], 1.5)
+        [dead] = self.channel.documents("task.dead-lettered")
+        self.assertEqual(dead["reason"], "unknown-task")
+        self.assertNotIn("runtime", dead)
+
+    def test_eta_on_received(self):
+        """
+        A task with an ETA has it on its received event.
+        """
+        self.hello("task.received")
+        j = job(eta=iso(NOW + 30))
+        self.events.report(EventKind.RECEIVED, j.task_id, "add", message=j.message)
+        self.clock.advance(0.1)
+        self.assertEqual(self.channel.documents("task.received")[0]["eta"], iso(NOW + 30))
+
+    def test_listener_expires(self):
+        """
+        A listener not heard of within its ttl is forgotten at the next
+        heartbeat: the events are no longer observed.
+        """
+        self.hello("#", ttl=3.0)
+        self.assertEqual(self.events._observers, [self.publisher.observe])
+        self.clock.advance(2)
+        self.assertEqual(self.publisher.listening(), 1)
+        self.clock.advance(2)
+        self.assertEqual(self.publisher.listening(), 0)
+        self.assertEqual(self.events._observers, [])
+
+    def test_hello_again_keeps_it(self):
+        """
+        A listener that says hello again in time stays.
+        """
+        self.hello("#", ttl=3.0)
+        for _ in range(5):
+            self.clock.advance(2)
+            self.hello("#", ttl=3.0)
+        self.assertEqual(self.publisher.listening(), 1)
+
+    def test_bye(self):
+        """
+        A listener's goodbye stops the events it listened to at once.
+        """
+        self.hello("#")
+        self.hello("task.failed", name="amq.gen-2")
+        self.bye()
+        self.events.report(EventKind.RECEIVED, task_id(1), "add")
+        self.clock.advance(0.1)
+        self.assertEqual(self.task_keys(), [])
+        self.bye("amq.gen-2")
+        self.assertEqual(self.events._observers, [])
+
+
+class OutageTests(PublisherTestCase):
+    def test_closed_channel_drops(self):
+        """
+        Reports made while the channel is closed are dropped and counted
+        when their batch is due: nothing piles up.
+        """
+        self.hello("task.received")
+        self.channel.closed = True
+        for number in range(3):
+            self.events.report(EventKind.RECEIVED, task_id(number), "add")
+        self.clock.advance(0.1)
+        self.assertEqual(self.publisher.dropped, 3)
+        self.assertEqual(self.publisher._batches, {})
+        self.channel.closed = False
+        self.events.report(EventKind.RECEIVED, task_id(9), "add")
+        self.clock.advance(0.1)
+        self.assertEqual([d["id"] for d in self.channel.documents("task.received")], [task_id(9)])
+
+    def test_blocked_broker_drops(self):
+        """
+        While the broker blocks publishing, events are dropped, not sent
+        into a connection that does not move.
+        """
+        self.hello("#")
+        self.clock.advance(0.1)
+        self.channel.client.blocked = "low on memory"
+        self.events.report(EventKind.RECEIVED, task_id(1), "add")
+        self.clock.advance(0.1)
+        self.assertEqual(self.task_keys(), [])
+        self.assertEqual(self.publisher.dropped, 1)
+
+    def test_offline_on_stop(self):
+        """
+        Stopping sends what is kept and ``daemon.offline``, at once.
+        """
+        self.hello("task.received")
+        self.events.report(EventKind.RECEIVED, task_id(1), "add")
+        self.publisher.stopService()
+        self.assertEqual(self.channel.keys()[-2:], ["task.received", "daemon.offline"])
+        self.assertEqual(self.events._observers, [])
+
+
+class DocumentTests(SynchronousTestCase):
+    def test_events_exchange(self):
+        self.assertEqual(events_exchange("twistedq"), "twistedq.events")
+
+    def test_topic_matches(self):
+        """
+        ``*`` matches one word, ``#`` zero or more.
+        """
+        cases = [
+            ("#", "task.received", True),
+            ("task.*", "task.received", True),
+            ("task.*", "task", False),
+            ("task.#", "task", True),
+            ("*.heartbeat", "daemon.heartbeat", True),
+            ("daemon.*", "task.failed", False),
+            ("task.failed", "task.failed", True),
+            ("#.failed", "task.failed", True),
+            ("task.*.x", "task.failed", False),
+        ]
+        for pattern, key, expected in cases:
+            self.assertEqual(topic_matches(pattern, key), expected, (pattern, key))
+
+    def test_preview_bounded(self):
+        """
+        The preview of huge arguments is at most 120 characters.
+        """
+        preview = args_preview(["x" * 10_000_000, list(range(100_000))], {"k": {"a": 1}})
+        self.assertLessEqual(len(preview), 120)
+        self.assertTrue(preview.startswith("['xxxxx"), preview)
+        self.assertEqual(args_preview((1, "a"), {"b": 2}), "(1, 'a'), {'b': 2}")
