@@ -118,6 +118,80 @@ class _Entry:
     publishing: dict[float, defer.Deferred[Any]] = field(default_factory=dict)
 
 
+class _SchedulerTime:
+    """
+    The scheduler's time: the wall clock's, except that it never runs
+    backward (after a step back it moves on at the pace of the monotonic
+    clock until the wall clock catches up), and that a forward step, or a
+    tick later than ``grace`` after the one before, is told apart.
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], float],
+        monotonic: Callable[[], float],
+        step_tolerance: float,
+        grace: float,
+    ) -> None:
+        self.wall = wall
+        self.monotonic = monotonic
+        self.step_tolerance = step_tolerance
+        self.grace = grace
+        #: The scheduler's time at the last tick (None before the first).
+        self.now: float | None = None
+        #: The monotonic clock at the last tick.
+        self.now_monotonic = 0.0
+        self._behind_wall_clock = False
+
+    def advance(self) -> tuple[float, float | None]:
+        """
+        The scheduler's time now, and where a forward step of the wall
+        clock began (None if there was none).
+        """
+        wall, mono = self.wall(), self.monotonic()
+        previous = self.now
+        if previous is None:
+            now, stepped_from = wall, None
+        else:
+            expected = previous + (mono - self.now_monotonic)
+            if wall < expected - self.step_tolerance:
+                if not self._behind_wall_clock:
+                    log.warn(
+                        "The wall clock stepped back {by:.1f} s; the scheduler keeps its own "
+                        "time until the wall clock catches up",
+                        by=expected - wall,
+                    )
+                    self._behind_wall_clock = True
+                now, stepped_from = expected, None
+            elif wall > expected + self.step_tolerance:
+                log.warn(
+                    "The wall clock stepped forward {by:.1f} s; missed slots follow each "
+                    "task's catch-up policy",
+                    by=wall - expected,
+                )
+                now, stepped_from = wall, expected
+            else:
+                self._behind_wall_clock = False
+                now, stepped_from = max(wall, previous), None
+                if now - previous > self.grace:
+                    log.warn(
+                        "The scheduler was held up {by:.1f} s; missed slots follow each "
+                        "task's catch-up policy",
+                        by=now - previous,
+                    )
+        self.now, self.now_monotonic = now, mono
+        return now, stepped_from
+
+    def current(self) -> float:
+        """
+        The scheduler's time now, between ticks: its time at the last tick
+        moved on by the monotonic clock.
+        """
+        if self.now is None:
+            return self.wall()
+        return self.now + (self.monotonic() - self.now_monotonic)
+
+
 class Scheduler(Service):
     """
     Publishes the due slots of periodic tasks, once across daemons.
@@ -162,30 +236,36 @@ class Scheduler(Service):
         grace: float = 5.0,
     ) -> None:
         self.store = store
-        self.publish = publish
         self.clock = clock
-        self.wall = wall
-        self.monotonic = monotonic
         self.tick = tick
         self.lease = lease
-        self.keep = keep
         self.default_tz = default_tz
         self.state_refresh = state_refresh
-        self.step_tolerance = step_tolerance
         self.grace = grace
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.entries: dict[str, _Entry] = {}
-        self.published = 0
-        self.failures = 0
+        self.time = _SchedulerTime(wall, monotonic, step_tolerance, grace)
+        self.slots = _SlotRuns(store, publish, clock, self.time, self.owner, lease, keep)
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
-        self._now: float | None = None
-        self._now_monotonic = 0.0
-        self._behind_wall_clock = False
         self._states_read_at: float | None = None
         self._starting = False
         self._refreshing = False
         self._pending: set[defer.Deferred[None]] = set()
+
+    @property
+    def published(self) -> int:
+        """
+        Slots run or published by this daemon.
+        """
+        return self.slots.published
+
+    @property
+    def failures(self) -> int:
+        """
+        Claims, publishes and jobs of this daemon that failed.
+        """
+        return self.slots.failures
 
     # configuration
 
@@ -240,10 +320,10 @@ class Scheduler(Service):
         """
         Counters and each task's next slot, for the status resource.
         """
-        now = self._now if self._now is not None else self.wall()
+        now = self.time.current()
         return {
-            "published": self.published,
-            "failures": self.failures,
+            "published": self.slots.published,
+            "failures": self.slots.failures,
             "tasks": {
                 name: {
                     "enabled": entry.enabled,
@@ -254,45 +334,6 @@ class Scheduler(Service):
         }
 
     # time
-
-    def _advance(self) -> tuple[float, float | None]:
-        """
-        The scheduler's time now, and where a forward step of the wall
-        clock began (None if there was none).
-        """
-        wall, mono = self.wall(), self.monotonic()
-        previous = self._now
-        if previous is None:
-            now, stepped_from = wall, None
-        else:
-            expected = previous + (mono - self._now_monotonic)
-            if wall < expected - self.step_tolerance:
-                if not self._behind_wall_clock:
-                    log.warn(
-                        "The wall clock stepped back {by:.1f} s; the scheduler keeps its own "
-                        "time until the wall clock catches up",
-                        by=expected - wall,
-                    )
-                    self._behind_wall_clock = True
-                now, stepped_from = expected, None
-            elif wall > expected + self.step_tolerance:
-                log.warn(
-                    "The wall clock stepped forward {by:.1f} s; missed slots follow each "
-                    "task's catch-up policy",
-                    by=wall - expected,
-                )
-                now, stepped_from = wall, expected
-            else:
-                self._behind_wall_clock = False
-                now, stepped_from = max(wall, previous), None
-                if now - previous > self.grace:
-                    log.warn(
-                        "The scheduler was held up {by:.1f} s; missed slots follow each "
-                        "task's catch-up policy",
-                        by=now - previous,
-                    )
-        self._now, self._now_monotonic = now, mono
-        return now, stepped_from
 
     # the tick
 
@@ -308,8 +349,8 @@ class Scheduler(Service):
             self._track(self._start_entries(new))
         if self._states_read_at is None:
             return  # until the states are read
-        now, stepped_from = self._advance()
-        mono = self._now_monotonic
+        now, stepped_from = self.time.advance()
+        mono = self.time.now_monotonic
         if mono - self._states_read_at >= self.state_refresh and not self._refreshing:
             self._track(self._refresh_states())
         for entry in self.entries.values():
@@ -327,7 +368,7 @@ class Scheduler(Service):
                 continue
             for slot in sorted(set(due)):
                 if slot not in entry.busy:
-                    self._track(self._run_slot(entry, slot))
+                    self._track(self.slots.run(entry, slot))
 
     def _due(self, entry: _Entry, now: float, stepped_from: float | None) -> list[float]:
         """
@@ -347,7 +388,7 @@ class Scheduler(Service):
             return list(slots_between(entry.schedule, cursor, now))
         missed = entry.schedule.last_slot(now)
         if missed > gap_from:
-            self._enter_gap(entry, missed)
+            _enter_gap(entry, missed)
             if entry.catch_up == "once":
                 due.append(missed)
         return due
@@ -363,28 +404,6 @@ class Scheduler(Service):
         for slot, publishing in list(entry.publishing.items()):
             if slot < latest:
                 publishing.cancel()
-
-    @property
-    def _retry_interval(self) -> float:
-        """
-        Seconds between tries of a slot that failed or was found held.
-        """
-        return min(self.lease, 1.0)
-
-    def _current(self) -> float:
-        """
-        The scheduler's time now, between ticks: its time at the last tick
-        moved on by the monotonic clock.
-        """
-        if self._now is None:
-            return self.wall()
-        return self._now + (self.monotonic() - self._now_monotonic)
-
-    def _is_missed(self, entry: _Entry, slot: float, now: float) -> bool:
-        """
-        Whether the slot's next slot came due by ``now``.
-        """
-        return entry.schedule.last_slot(now) > slot
 
     def _rechecks_due(self, entry: _Entry, now: float, mono: float) -> list[float]:
         """
@@ -406,7 +425,7 @@ class Scheduler(Service):
         for slot, at in list(entry.retry.items()):
             if slot < latest:
                 del entry.retry[slot]
-                self._enter_gap(entry, slot)
+                _enter_gap(entry, slot)
                 if entry.catch_up == "once":
                     entry.retry[latest] = min(at, entry.retry.get(latest, at))
         due = [slot for slot, at in entry.retry.items() if at <= mono]
@@ -427,25 +446,6 @@ class Scheduler(Service):
                 for slot in entry.unsure
                 if slot >= latest or slot in entry.busy or slot in entry.held or slot in entry.retry
             }
-
-    def _enter_gap(self, entry: _Entry, slot: float) -> None:
-        if not entry.in_gap:
-            entry.in_gap = True
-            log.warn(
-                "{name}: its slot of {slot} was missed; missed slots follow its catch-up "
-                "policy ({policy})",
-                name=entry.name,
-                slot=_iso(slot),
-                policy=entry.catch_up,
-            )
-
-    def _ran(self, entry: _Entry) -> None:
-        """
-        One of the entry's slots ran (here or elsewhere): a gap is over.
-        """
-        if entry.in_gap:
-            entry.in_gap = False
-            log.info("{name} runs on its schedule again", name=entry.name)
 
     def _track(self, coroutine: Any) -> defer.Deferred[Any]:
         d = defer.ensureDeferred(coroutine)
@@ -471,8 +471,8 @@ class Scheduler(Service):
             return
         finally:
             self._starting = False
-        now, _ = self._advance()
-        self._states_read_at = self._now_monotonic
+        now, _ = self.time.advance()
+        self._states_read_at = self.time.now_monotonic
         window = 2 * self.tick
         for entry in entries:
             name = entry.name
@@ -487,7 +487,7 @@ class Scheduler(Service):
                         name=name,
                         slot=_iso(missed),
                     )
-                    self._track(self._run_slot(entry, missed))
+                    self._track(self.slots.run(entry, missed))
         notes = [
             self.store.note_schedule(entry.name, entry.schedule.next_slot(now)) for entry in entries
         ]
@@ -505,7 +505,7 @@ class Scheduler(Service):
             return
         finally:
             self._refreshing = False
-            self._states_read_at = self.monotonic()
+            self._states_read_at = self.time.monotonic()
         for name, entry in self.entries.items():
             state = states.get(name)
             enabled = state.enabled if state is not None else True
@@ -517,7 +517,45 @@ class Scheduler(Service):
                 )
                 entry.enabled = enabled
 
-    async def _run_slot(self, entry: _Entry, slot: float) -> None:
+
+class _SlotRuns:
+    """
+    The course of one slot: its claim in the store, the decision on the
+    store's answer (weighed against the time it took), and the run or
+    publish of a slot won, then its record.
+
+    :ivar published: slots run or published by this daemon.
+    :ivar failures: claims, publishes and jobs that failed.
+    """
+
+    def __init__(
+        self,
+        store: IScheduleStore,
+        publish: Callable[[TaskMessage, str | None], Awaitable[None]],
+        clock: Any,
+        time: _SchedulerTime,
+        owner: str,
+        lease: float,
+        keep: float,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.clock = clock
+        self.time = time
+        self.owner = owner
+        self.lease = lease
+        self.keep = keep
+        self.published = 0
+        self.failures = 0
+
+    @property
+    def retry_interval(self) -> float:
+        """
+        Seconds between tries of a slot that failed or was found held.
+        """
+        return min(self.lease, 1.0)
+
+    async def run(self, entry: _Entry, slot: float) -> None:
         """
         Claim one slot; if won, publish (or run) it and commit it.
         """
@@ -555,7 +593,7 @@ class Scheduler(Service):
         if entry.catch_up == "once" and entry.retry:
             slot = max(slot, *entry.retry)
             entry.retry.clear()
-        entry.retry[slot] = self.monotonic() + self._retry_interval
+        entry.retry[slot] = self.time.monotonic() + self.retry_interval
 
     async def _claim_and_run(self, entry: _Entry, slot: float) -> None:
         key = slot_task_id(entry.name, slot)
@@ -569,10 +607,10 @@ class Scheduler(Service):
             except Exception as error:
                 self._try_again(entry, slot, "not claimed", error)
                 return
-        asked = self.monotonic()
+        asked = self.time.monotonic()
         # A slot asked for once missed was chosen as such (the catch-up of a
         # start, a late tick): only its answer's lateness can make it missed.
-        missed_when_asked = self._is_missed(entry, slot, self._current())
+        missed_when_asked = _is_missed(entry, slot, self.time.current())
         try:
             claim = await self.store.claim_slot(key, self.owner, self.lease)
         except Exception as error:
@@ -599,14 +637,14 @@ class Scheduler(Service):
         if claim is SlotClaim.DONE:
             entry.unsure.discard(slot)
             entry.held.pop(slot, None)
-            self._ran(entry)
+            _ran(entry)
             return False
-        now = self._current()
+        now = self.time.current()
         if claim is SlotClaim.HELD:
             # Perhaps by this daemon's own claim whose answer was lost: then
             # it stays unsure, and is released before the next look.
-            entry.held.setdefault(slot, self._is_missed(entry, slot, now))
-            entry.recheck[slot] = self.monotonic() + self._retry_interval
+            entry.held.setdefault(slot, _is_missed(entry, slot, now))
+            entry.recheck[slot] = self.time.monotonic() + self.retry_interval
             return False
         entry.unsure.discard(slot)
         missed_when_held = entry.held.pop(slot, None)
@@ -623,10 +661,10 @@ class Scheduler(Service):
                 # answer was lost, then let go or lapsed).
                 await self._missed_won(entry, slot, key)
                 return False
-        elif (not missed_when_asked and self._is_missed(entry, slot, now)) or (
+        elif (not missed_when_asked and _is_missed(entry, slot, now)) or (
             entry.in_gap
             and entry.catch_up != "once"
-            and self.monotonic() - asked > self._retry_interval
+            and self.time.monotonic() - asked > self.retry_interval
         ):
             # Won, but answered only after the next slot came due (the
             # store held the claim through an outage), or, under "skip",
@@ -665,7 +703,7 @@ class Scheduler(Service):
                 await self._release(key)
                 return
         self.published += 1
-        self._ran(entry)
+        _ran(entry)
         next_run_at = entry.schedule.next_slot(slot)
         for attempt in range(3):
             try:
@@ -697,7 +735,7 @@ class Scheduler(Service):
         the gap: every daemon claims it when due, or tries it again while
         its claim fails, so it runs once.)
         """
-        self._enter_gap(entry, slot)
+        _enter_gap(entry, slot)
         log.info(
             "{name} at {slot} claimed only once missed (the store answered late); not "
             "run (catch-up policy {policy})",
@@ -706,6 +744,34 @@ class Scheduler(Service):
             policy=entry.catch_up,
         )
         await self._release(key)
+
+
+def _is_missed(entry: _Entry, slot: float, now: float) -> bool:
+    """
+    Whether the slot's next slot came due by ``now``.
+    """
+    return entry.schedule.last_slot(now) > slot
+
+
+def _enter_gap(entry: _Entry, slot: float) -> None:
+    if not entry.in_gap:
+        entry.in_gap = True
+        log.warn(
+            "{name}: its slot of {slot} was missed; missed slots follow its catch-up "
+            "policy ({policy})",
+            name=entry.name,
+            slot=_iso(slot),
+            policy=entry.catch_up,
+        )
+
+
+def _ran(entry: _Entry) -> None:
+    """
+    One of the entry's slots ran (here or elsewhere): a gap is over.
+    """
+    if entry.in_gap:
+        entry.in_gap = False
+        log.info("{name} runs on its schedule again", name=entry.name)
 
 
 class Missed(Exception):
