@@ -1,0 +1,338 @@
+"""
+What the subcommands of ``twistedq`` talk to: the broker (queues, remote
+control, events) and the result store, each reached within the command's
+timeout, or an :py:class:`~twistedq.cli.errors.Unreachable` naming its URL.
+
+Unit tests replace a :py:class:`Session` with a fake that has the same
+methods; nothing else in the command touches the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet import defer
+
+from twistedq.amqp.broker import (
+    BrokerAddress,
+    BrokerConnection,
+    BrokerURLError,
+    Topology,
+    describe,
+)
+from twistedq.cli.errors import CommandFailed, Unreachable, UsageError
+from twistedq.conf import Settings
+from twistedq.signing import SigningKeyError, SigningKeys
+
+if TYPE_CHECKING:
+    from twistedq.amqp.deadletters import DeadLetterQueue
+    from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
+    from twistedq.client import AsyncClient
+    from twistedq.control import ControlClient
+    from twistedq.outcome import Outcome
+
+__all__ = ["QueueCounts", "Session", "redact"]
+
+T = TypeVar("T")
+
+#: A queue's ready messages and consumers, from a passive declare.
+QueueCounts = tuple[int, int]
+
+#: How many failed attempts to connect make the broker unreachable before
+#: the timeout (a refused connection fails at once; the second attempt
+#: comes 0.2 s later).
+CONNECT_ATTEMPTS = 2
+
+#: The AMQP reply code of a passive declare (or purge) of a queue that
+#: does not exist.
+NOT_FOUND = 404
+
+
+def redact(url: str) -> str:
+    """
+    ``url`` without its password, to be printed.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(an unreadable URL)"
+
+
+def _reply_code(error: BaseException) -> int | None:
+    """
+    The AMQP reply code carried by the error of a closed channel, if any.
+    """
+    for argument in getattr(error, "args", ()):
+        fields = getattr(argument, "fields", None)
+        if fields:
+            try:
+                return int(fields[0])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class Session:
+    """
+    The broker connection, the remote-control client, the event receiver
+    and the result store of one run of the command, made on first use and
+    closed by :py:meth:`close`.
+
+    :ivar settings: where the broker, the queue and the store are.
+    :ivar reactor: the running reactor.
+    :ivar timeout: how long to wait for the broker or the store, in seconds.
+    :ivar interrupted: fires when the user interrupts the command (Ctrl-C);
+        a command that runs until then (``events``) waits on it.
+    """
+
+    def __init__(self, settings: Settings, reactor: Any, timeout: float) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.timeout = timeout
+        self.interrupted: defer.Deferred[None] = defer.Deferred()
+        self._connection: BrokerConnection | None = None
+        self._client: AsyncClient | None = None
+        self._control: ControlClient | None = None
+        self._closing: list[Callable[[], Any]] = []
+
+    @property
+    def topology(self) -> Topology:
+        """
+        The task queue and exchange of the settings.
+        """
+        return Topology(exchange=self.settings.exchange, queue=self.settings.queue)
+
+    def signing(self) -> SigningKeys | None:
+        """
+        The keys control requests are signed with, if signing is on.
+
+        :raises UsageError: ``TWISTEDQ_SIGNING_KEYS`` cannot be understood.
+        """
+        try:
+            return self.settings.signing()
+        except SigningKeyError as e:
+            raise UsageError(f"TWISTEDQ_SIGNING_KEYS: {e}") from None
+
+    def interrupt(self) -> None:
+        """
+        The user interrupted the command: fire :py:attr:`interrupted`.
+        """
+        if not self.interrupted.called:
+            self.interrupted.callback(None)
+
+    async def _in_time(self, waited: defer.Deferred[T], what: str) -> T:
+        waited.addTimeout(self.timeout, self.reactor)
+        try:
+            return await waited
+        except defer.TimeoutError:
+            raise Unreachable(f"{what} did not answer within {self.timeout:g} s") from None
+
+    async def connection(self) -> BrokerConnection:
+        """
+        The broker connection, connected.
+
+        :raises Unreachable: not connected within the timeout, or two
+            attempts failed (a refused connection, a refused login).
+        :raises UsageError: the broker URL is not one.
+        """
+        if self._connection is None:
+            try:
+                address = BrokerAddress.from_url(self.settings.broker_url)
+            except BrokerURLError as e:
+                raise UsageError(str(e)) from None
+            connection = BrokerConnection(address, self.reactor)
+            connection.startService()
+            self._connection = connection
+            self._closing.append(connection.stopService)
+        connection = self._connection
+        where = f"the broker at {connection.address}"
+        try:
+            await self._in_time(connection.when_connected(fail_after=CONNECT_ATTEMPTS), where)
+        except Unreachable:
+            raise
+        except Exception as e:
+            raise Unreachable(f"cannot reach {where}: {describe(e)}") from None
+        return connection
+
+    async def protocol(self) -> BrokerProtocol:
+        """
+        The connected broker protocol.
+        """
+        connection = await self.connection()
+        return await connection.when_connected()
+
+    async def _channel(self) -> BrokerChannel:
+        protocol = await self.protocol()
+        return await self._in_time(
+            protocol.open_channel(), f"the broker at {self._connection_address()}"
+        )
+
+    def _connection_address(self) -> str:
+        return str(self._connection.address) if self._connection is not None else "?"
+
+    async def _on_queue(self, queue: str, call: Callable[[BrokerChannel], Any]) -> Any:
+        """
+        Run ``call(channel)`` on a channel of its own (a missing queue
+        closes it); a 404 becomes :py:class:`CommandFailed`.
+        """
+        channel = await self._channel()
+        try:
+            return await self._in_time(
+                defer.maybeDeferred(call, channel), f"the broker at {self._connection_address()}"
+            )
+        except Exception as e:
+            if _reply_code(e) == NOT_FOUND:
+                raise CommandFailed(f"there is no queue {queue!r} on the broker") from None
+            raise
+        finally:
+            if not channel.closed:
+                await channel.channel_close()
+
+    async def queue_counts(self, queue: str) -> QueueCounts:
+        """
+        How many messages are ready in ``queue`` and how many consumers it
+        has, without declaring it.
+
+        :raises CommandFailed: there is no such queue.
+        """
+        declared = await self._on_queue(
+            queue, lambda channel: channel.queue_declare(queue=queue, passive=True)
+        )
+        return int(declared.message_count), int(declared.consumer_count)
+
+    async def purge_queue(self, queue: str) -> int:
+        """
+        Delete the messages ready in ``queue``; return how many.
+
+        :raises CommandFailed: there is no such queue.
+        """
+        purged = await self._on_queue(queue, lambda channel: channel.queue_purge(queue=queue))
+        return int(purged.message_count)
+
+    async def broadcast(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        reply_timeout: float = 1.0,
+    ) -> list[dict[str, Any]]:
+        """
+        Send a remote-control request to the daemons (those named in
+        ``destination``, or all) and gather their replies for
+        ``reply_timeout`` seconds (less once every named daemon answered).
+        """
+        from twistedq.control import ControlClient
+
+        connection = await self.connection()
+        if self._control is None:
+            self._control = ControlClient(
+                connection, self.settings.exchange, self.reactor, self.signing()
+            )
+            self._closing.insert(0, self._control.close)
+        replies = await self._control.broadcast(
+            command,
+            arguments,
+            list(destination) if destination else None,
+            timeout=reply_timeout,
+            limit=len(destination) if destination else None,
+        )
+        return list(replies)
+
+    async def receive_events(
+        self, patterns: Sequence[str], on_events: Callable[[list[dict[str, Any]]], None]
+    ) -> Callable[[], defer.Deferred[None]]:
+        """
+        Consume the events whose routing keys match ``patterns`` (AMQP
+        topic patterns), passing each batch to ``on_events``, from when
+        this returns; return the function that stops.
+        """
+        from twistedq.amqp.events import EventReceiver
+
+        connection = await self.connection()
+        receiver = EventReceiver(connection, self.settings.exchange, on_events, patterns)
+        await self._in_time(receiver.start(), f"the broker at {connection.address}")
+        self._closing.insert(0, receiver.stop)
+        return receiver.stop
+
+    def client(self) -> AsyncClient:
+        """
+        The client that reads and revokes outcomes in the result store.
+        """
+        if self._client is None:
+            from twistedq.client import AsyncClient
+
+            try:
+                client = AsyncClient(self.settings, self.reactor, confirm_timeout=self.timeout)
+            except (ValueError, KeyError) as e:
+                raise UsageError(
+                    f"result backend {redact(self.settings.result_backend)}: {e}"
+                ) from None
+            self._client = client
+            self._closing.append(client.close)
+        return self._client
+
+    def _store(self) -> str:
+        return f"the result store at {redact(self.settings.result_backend)}"
+
+    async def outcome(self, task_id: str, wait: float | None = None) -> Outcome:
+        """
+        The stored outcome of a task; with ``wait``, once it is ready or
+        when ``wait`` seconds have passed.
+
+        :raises Unreachable: the store did not answer within the timeout.
+        """
+        client = self.client()
+        if wait:
+            try:
+                return await client.wait_outcome(task_id, timeout=wait)
+            except TimeoutError as e:
+                if "did not answer" in str(e):
+                    raise Unreachable(f"{self._store()} did not answer within {wait:g} s") from None
+        (outcome,) = await self._in_time(client.get_outcomes([task_id]), self._store())
+        return outcome
+
+    async def outcomes(self, task_ids: Sequence[str]) -> list[Outcome]:
+        """
+        The stored outcomes of several tasks.
+        """
+        return await self._in_time(self.client().get_outcomes(task_ids), self._store())
+
+    async def revoke(self, task_ids: Sequence[str]) -> list[str]:
+        """
+        Revoke tasks durably in the store (those not taken by a daemon);
+        return the ids revoked.
+        """
+        return await self._in_time(self.client().revoke(task_ids), self._store())
+
+    async def dead_letters(self, confirm_timeout: float) -> DeadLetterQueue:
+        """
+        The reader of the task queue's dead letters.
+        """
+        from twistedq.amqp.deadletters import DeadLetterQueue
+
+        protocol = await self.protocol()
+        return DeadLetterQueue(protocol, self.topology, confirm_timeout=confirm_timeout)
+
+    async def close(self) -> None:
+        """
+        Stop consuming and close the connections, at most ``timeout``
+        seconds each.
+        """
+        closing, self._closing = self._closing, []
+        for close in closing:
+            d = defer.maybeDeferred(close)
+            d.addTimeout(self.timeout, self.reactor)
+            # Closing is best-effort: the process ends next.
+            d.addErrback(lambda failure: None)
+            await d
