@@ -234,7 +234,8 @@ class DaemonControl:
 
 class ControlService(Service):
     """
-    The daemon's side: its own queue (server-named, exclusive,
+    The daemon's side: on every connection of ``connection`` (until
+    :py:meth:`stopService`), its own queue (server-named, exclusive,
     auto-delete) bound to the control exchange, consumed without acks;
     each request that names this daemon and is still awaited is answered
     by its handler.  With ``signing``, an unsigned or badly signed request
@@ -261,12 +262,11 @@ class ControlService(Service):
         self.queue: str | None = None
         self._channel: BrokerChannel | None = None
         self._tag: str | None = None
-        #: Fires once the latest set-up is done (for tests).
-        self.ready: defer.Deferred[None] = defer.Deferred()
+        self._stopped = False
         connection.add_connect_hook(self._connected)
 
     async def _connected(self, protocol: BrokerProtocol) -> None:
-        if not self.running:
+        if self._stopped:
             return
         d = defer.Deferred.fromCoroutine(self._listen(protocol))
         d.addErrback(self._listen_failed)
@@ -285,14 +285,17 @@ class ControlService(Service):
         await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
         self._channel, self._tag, self.queue = channel, tag, queue
         log.info("Listening for remote control on {exchange}", exchange=name)
-        ready, self.ready = self.ready, defer.Deferred()
-        ready.callback(None)
 
     def startService(self) -> None:
         Service.startService(self)
+        self._stopped = False
 
     def stopService(self) -> defer.Deferred[None]:
+        """
+        Stop answering (the queue goes when its connection closes).
+        """
         Service.stopService(self)
+        self._stopped = True
         channel, tag = self._channel, self._tag
         self._channel = self._tag = None
         if channel is None or tag is None or channel.closed:
@@ -365,7 +368,7 @@ class ControlService(Service):
         The broker cancelled the consumer (the queue was deleted): listen
         again on a new queue.
         """
-        if self.running and not channel.client.closed:
+        if not self._stopped and not channel.client.closed:
             d = defer.Deferred.fromCoroutine(self._listen(channel.client))
             d.addErrback(self._listen_failed)
 

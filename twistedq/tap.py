@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService
+from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -34,6 +35,7 @@ from twistedq.conf import (
     parse_size,
     with_help,
 )
+from twistedq.control import ControlService, DaemonControl
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import daemon_load
 from twistedq.daemon.identity import DaemonIdentity
@@ -202,6 +204,12 @@ class Options(usage.Options):
             "no-events",
             None,
             "Publish no events (task transitions, heartbeats) on the <exchange>.events exchange",
+        ],
+        [
+            "no-remote-control",
+            None,
+            "Answer no remote control requests (ping, inspect, revoke, pool, shutdown) "
+            "on the <exchange>.control exchange",
         ],
     ]
 
@@ -560,16 +568,18 @@ def makeService(options: Options) -> IService:
     ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
+
+    def stats() -> dict[str, Any]:
+        return {
+            "pool": pool.stats(),
+            "dispatcher": dispatcher.stats(),
+            "consuming": consumer.consuming,
+            "scheduler": scheduler.stats() if scheduler is not None else None,
+        }
+
+    if not options["no-remote-control"]:
+        _remote_control(settings, reactor, connection, dispatcher, pool, identity, stats)
     if options["status"] != "none":
-
-        def stats() -> dict[str, Any]:
-            return {
-                "pool": pool.stats(),
-                "dispatcher": dispatcher.stats(),
-                "consuming": consumer.consuming,
-                "scheduler": scheduler.stats() if scheduler is not None else None,
-            }
-
         metrics = None
         if not options["no-metrics"]:
             metrics = DaemonMetrics(dispatcher.events, reactor, stats)
@@ -609,6 +619,36 @@ def _status_site(
     site = Site(root)
     site.noisy = False
     return site
+
+
+def _remote_control(
+    settings: Settings,
+    reactor: Any,
+    connection: BrokerConnection,
+    dispatcher: Dispatcher,
+    pool: ProcessPool,
+    identity: DaemonIdentity,
+    stats: Callable[[], dict[str, Any]],
+) -> ControlService:
+    """
+    The remote control's listener.  It is no child of the daemon's
+    services: it starts with the reactor and answers until the broker
+    connection closes, the drain of a shutdown included (its queue goes
+    with the connection).
+    """
+
+    def shutdown() -> None:
+        try:
+            reactor.stop()  # as SIGTERM does: the services stop, the consumer drains
+        except ReactorNotRunning:
+            pass  # stopping already
+
+    control = DaemonControl(identity, dispatcher, pool, stats, shutdown, reactor)
+    service = ControlService(
+        connection, settings.exchange, identity, control.handlers(), reactor, settings.signing()
+    )
+    reactor.callWhenRunning(service.startService)
+    return service
 
 
 def _event_publisher(
