@@ -1,0 +1,3 @@
+"""
+The twistedq Django app's management commands.
+"""
