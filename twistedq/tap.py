@@ -13,6 +13,7 @@ from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
+from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from twistedq.amqp.broker import (
@@ -44,6 +45,7 @@ from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER
 from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
+from twistedq.dashboard.daemon import daemon_dashboard
 from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
 from twistedq.metrics import DaemonMetrics, MetricsResource
 from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
@@ -210,6 +212,11 @@ class Options(usage.Options):
             None,
             "Answer no remote control requests (ping, inspect, revoke, pool, shutdown) "
             "on the <exchange>.control exchange",
+        ],
+        [
+            "no-dashboard",
+            None,
+            "Serve no live dashboard (/dashboard/) on the status site",
         ],
     ]
 
@@ -415,6 +422,15 @@ class Options(usage.Options):
             "Most unacknowledged messages held [default: concurrency * batch * 2]",
             _positive,
         ],
+        [
+            "operator-token",
+            None,
+            None,
+            "Token that allows the dashboard's actions (revoke, terminate, pause, republish), "
+            "sent by the page in the X-Twistedq-Token header; without one the dashboard is "
+            "read-only. Visible in the process list: prefer $TWISTEDQ_OPERATOR_TOKEN "
+            "[default: $TWISTEDQ_OPERATOR_TOKEN or none]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -584,14 +600,22 @@ def makeService(options: Options) -> IService:
         if not options["no-metrics"]:
             metrics = DaemonMetrics(dispatcher.events, reactor, stats)
             metrics.watch_broker(connection)
+        tracebacks = options["status-tracebacks"] or settings.status_tracebacks
+        dashboard = None
+        if not options["no-dashboard"]:
+            dashboard = daemon_dashboard(
+                settings,
+                reactor,
+                connection,
+                topology,
+                backend,
+                scheduler=scheduler,
+                operator_token=options["operator-token"]
+                or os.environ.get("TWISTEDQ_OPERATOR_TOKEN"),
+                tracebacks=tracebacks,
+            )
         site = _status_site(
-            settings,
-            reactor,
-            backend,
-            stats,
-            dispatcher,
-            options["status-tracebacks"] or settings.status_tracebacks,
-            metrics,
+            settings, reactor, backend, stats, dispatcher, tracebacks, metrics, dashboard
         )
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
@@ -605,6 +629,7 @@ def _status_site(
     dispatcher: Dispatcher,
     tracebacks: bool,
     metrics: DaemonMetrics | None = None,
+    dashboard: IResource | None = None,
 ) -> Site:
     root = make_site_root(
         backend,
@@ -615,6 +640,7 @@ def _status_site(
         down_since=lambda: dispatcher.health.down_since,
         tracebacks=tracebacks,
         metrics=MetricsResource(metrics) if metrics is not None else None,
+        dashboard=dashboard,
     )
     site = Site(root)
     site.noisy = False

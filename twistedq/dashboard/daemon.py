@@ -24,6 +24,7 @@ from twistedq.dashboard.actions import (
 )
 from twistedq.dashboard.resources import DashboardResource
 from twistedq.dashboard.watch import ClusterWatch, periodic_reader, queue_depth_reader
+from twistedq.scheduler import Scheduler
 
 __all__ = ["daemon_dashboard", "running_from_replies"]
 
@@ -122,23 +123,29 @@ def _actions(
     )
 
 
+def _periodic_names(scheduler: Scheduler) -> Callable[[], list[str]]:
+    """
+    The periodic tasks the scheduler publishes (not the jobs it runs
+    itself, as the clean-up of expired results).
+    """
+    return lambda: [name for name, entry in scheduler.entries.items() if entry.job is None]
+
+
 def daemon_dashboard(
     settings: Settings,
     reactor: Any,
     connection: BrokerConnection,
     topology: Topology,
     backend: IResultBackend,
-    periodic_names: Callable[[], list[str]] | None = None,
-    set_enabled: Callable[[str, bool], defer.Deferred[None]] | None = None,
+    scheduler: Scheduler | None = None,
     operator_token: str | None = None,
     tracebacks: bool = False,
 ) -> DashboardResource:
     """
     The ``/dashboard/`` of a daemon.
 
-    :param periodic_names: the names of the periodic tasks its scheduler
-        runs (none without a scheduler).
-    :param set_enabled: pauses or resumes a periodic task (the scheduler's).
+    :param scheduler: the daemon's scheduler, whose periodic tasks are
+        shown and paused or resumed (none with ``--no-scheduler``).
     :param operator_token: allows the actions; ``None`` or empty keeps the
         dashboard read-only.
     :param tracebacks: show failures' tracebacks without the token.
@@ -158,8 +165,11 @@ def daemon_dashboard(
             return d.addCallback(running_from_replies, time.time())
 
     periodic = None
-    if periodic_names is not None and IScheduleStore.providedBy(backend):
-        periodic = periodic_reader(IScheduleStore(backend), periodic_names)
+    set_enabled = None
+    if scheduler is not None:
+        set_enabled = scheduler.set_enabled
+        if IScheduleStore.providedBy(backend):
+            periodic = periodic_reader(IScheduleStore(backend), _periodic_names(scheduler))
     watch = ClusterWatch(
         reactor,
         time.time,
