@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from twistedq.cli.deadletters import add_commands, deadletter
 from twistedq.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CommandError,
@@ -215,6 +217,8 @@ async def execute(arguments: argparse.Namespace, session: Session, out: TextIO, 
     except CommandError as e:
         print(f"{prog}: {e}", file=err)
         return e.status
+    except BrokenPipeError:  # the reader of the output went away (| head)
+        return EXIT_OK
     except (ConnectionDone, ConnectionLost) as e:
         print(f"{prog}: lost the connection to the broker: {describe(e)}", file=err)
         return EXIT_UNREACHABLE
@@ -281,8 +285,10 @@ def run(
 def main(argv: Sequence[str] | None = None) -> None:
     """
     The console entry point ``twistedq``: run the command line and exit
-    with its status.
+    with its status.  SIGTERM interrupts the command as Ctrl-C does.
     """
+    # SIGTERM ends the command as Ctrl-C does (events: cleanly, status 0).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     status = run(argv, sys.stdout, sys.stderr)
     try:
         sys.stdout.flush()
