@@ -25,6 +25,7 @@ setup(
     install_requires=[
         "Twisted>=24.7,<27",
         "prometheus_client>=0.17,<1",
+        "pymemcache>=4,<5",
         "txAMQP>=0.8.2,<0.9",
         "txredisapi>=1.4.10,<2",
         "zope.interface>=5",
