@@ -1,6 +1,8 @@
 """
 Results in memcached, through Twisted's own memcache protocol:
-``memcached://host:port``.
+``memcached://host:port``.  The blocking client (a Django process) reads
+them through pymemcache instead, with the same keys and values
+(:py:mod:`twistedq.backends.memcached_blocking`).
 
 Limits, stated: memcached evicts under memory pressure, so an outcome can
 vanish before it expires, and taskset progress (a counter per taskset,
@@ -63,17 +65,46 @@ from twistedq.backends.base import (
 from twistedq.backends.claims import FencedClaims, holds_any, parked_from_value, parked_value
 from twistedq.backends.limits import MiB, check_sizes, fitted_id
 
-__all__ = ["DEFAULT_MAX_ITEM", "MemcachedBackend", "NotMemcached"]
+__all__ = [
+    "DEFAULT_MAX_ITEM",
+    "ITEM_ROOM",
+    "KEY_PREFIX",
+    "MemcachedBackend",
+    "NotMemcached",
+    "memcached_key",
+    "taskset_key_part",
+]
 
 #: Room in an item for its key, flags and expiry.
-_ITEM_ROOM = 512
+ITEM_ROOM = 512
 
 #: memcached's default largest item (``-I``, ``item_size_max``), less room
 #: for the key.
-DEFAULT_MAX_ITEM = MiB - _ITEM_ROOM
+DEFAULT_MAX_ITEM = MiB - ITEM_ROOM
+
+#: The start of every key the memcached store writes.
+KEY_PREFIX = "twistedq:"
 
 #: A taskset id that can be part of a key as it is.
 _KEY_TEXT = re.compile(r"[!-~]+")
+
+
+def memcached_key(prefix: str, *parts: str) -> bytes:
+    """
+    The key of an item: ``prefix`` then ``parts`` joined by colons
+    (``twistedq:result:<task id>``), the same for the Twisted store and
+    the blocking one (:py:mod:`twistedq.backends.memcached_blocking`).
+    """
+    return (prefix + ":".join(parts)).encode("ascii")
+
+
+def taskset_key_part(taskset_id: str) -> str:
+    """
+    A taskset id as it goes in keys: as it is, or a digest of it when it
+    holds a space, a control or non-ASCII character, or passes 100
+    characters.
+    """
+    return fitted_id(taskset_id, 100, _KEY_TEXT)
 
 
 class NotMemcached(Exception):
@@ -179,7 +210,7 @@ class MemcachedBackend(FencedClaims):
         host: str = "127.0.0.1",
         port: int = 11211,
         ttl: int = DEFAULT_RESULT_TTL,
-        prefix: str = "twistedq:",
+        prefix: str = KEY_PREFIX,
         max_document_size: int | None = None,
         timeout: float = 10.0,
     ) -> None:
@@ -216,7 +247,7 @@ class MemcachedBackend(FencedClaims):
         return cls(reactor, parts.hostname or "127.0.0.1", port, ttl)
 
     def _key(self, *parts: str) -> bytes:
-        return (self.prefix + ":".join(parts)).encode("ascii")
+        return memcached_key(self.prefix, *parts)
 
     async def _client(self) -> MemCacheProtocol:
         if self._refusal is not None:
@@ -255,10 +286,10 @@ class MemcachedBackend(FencedClaims):
             )
             raise self._refusal
         if self._max_given is None:
-            self.max_document_size = int(settings[b"item_size_max"]) - _ITEM_ROOM
+            self.max_document_size = int(settings[b"item_size_max"]) - ITEM_ROOM
 
     def _taskset(self, taskset_id: str) -> str:
-        return fitted_id(taskset_id, 100, _KEY_TEXT)
+        return taskset_key_part(taskset_id)
 
     def close(self) -> defer.Deferred[None]:
         self._protocol = None
