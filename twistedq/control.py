@@ -565,6 +565,7 @@ async def revoke_tasks(
     terminate: bool = False,
     timeout: float = 1.0,
     destination: Sequence[str] | None = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """
     Revoke tasks everywhere: first durably in the result store
@@ -572,6 +573,7 @@ async def revoke_tasks(
     a daemon never runs), then by a ``revoke`` broadcast, so that the
     daemons drop the copies they hold and, with ``terminate``, kill the
     children running them (those end REVOKED, their claims committed).
+    The answers are gathered as :py:meth:`ControlClient.broadcast` does.
 
     :return: ``stored``: the ids revoked in the store; ``replies``: the
         daemons' answers (each ``reply`` with ``revoked``, ``terminated``
@@ -580,6 +582,6 @@ async def revoke_tasks(
     ids = list(task_ids)
     stored = await client.revoke(ids)
     replies = await control.broadcast(
-        "revoke", {"ids": ids, "terminate": terminate}, destination, timeout
+        "revoke", {"ids": ids, "terminate": terminate}, destination, timeout, limit
     )
     return {"stored": stored, "replies": replies}
