@@ -4,13 +4,16 @@ Publishing tasks and reading their outcomes.
 :py:obj:`AsyncClient` is the Twisted API; :py:obj:`Client` is the blocking facade for
 Django and scripts, which runs an :py:obj:`AsyncClient` on a reactor in a
 background thread (:py:obj:`twistedq.reactor_thread`).  Both use the same AMQP
-adapter and result backends as the daemon.  A :py:obj:`Client` may be shared by
-any number of threads.
+adapter and result backends as the daemon, except that a :py:obj:`Client` reads
+a store that has a blocking reader (memcached, through pymemcache: see
+:py:mod:`twistedq.backends.blocking`) in the calling thread, without the
+reactor thread.  A :py:obj:`Client` may be shared by any number of threads.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
@@ -36,6 +39,7 @@ from twistedq.backends.base import (
     OutcomeRecord,
     TasksetState,
 )
+from twistedq.backends.blocking import BlockingReader, blocking_reader_from_url
 from twistedq.backends.url import backend_from_url
 from twistedq.conf import Settings
 from twistedq.context import default_client, set_default_client
@@ -391,6 +395,19 @@ class Client:
         self._thread = thread
         self._lock = threading.Lock()
         self._async: AsyncClient | None = None
+        self._reader: BlockingReader | None = None
+        self._reader_chosen = False
+
+    def _blocking_reader(self) -> BlockingReader | None:
+        """
+        The store's blocking reader, or :py:obj:`None` when the store is
+        read on the reactor thread; chosen at the first read.
+        """
+        with self._lock:
+            if not self._reader_chosen:
+                self._reader = blocking_reader_from_url(self.settings.result_backend, self.timeout)
+                self._reader_chosen = True
+            return self._reader
 
     def _client(self) -> AsyncClient:
         with self._lock:
@@ -499,6 +516,9 @@ class Client:
         """
         A taskset's progress (total, completed, failed), in one store read.
         """
+        reader = self._blocking_reader()
+        if reader is not None:
+            return reader.get_taskset(taskset_id)
         return self._thread.call(self._client().get_taskset, taskset_id, timeout=self.timeout)
 
     def wait_outcome(self, task_id: str, timeout: float | None = None) -> Outcome:
@@ -508,10 +528,40 @@ class Client:
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
         """
+        reader = self._blocking_reader()
+        if reader is not None:
+            return self._wait_reading(reader, task_id, timeout)
         call_timeout = None if timeout is None else timeout + self.timeout
         return self._thread.call(
             self._client().wait_outcome, task_id, timeout, timeout=call_timeout
         )
+
+    def _wait_reading(self, reader: BlockingReader, task_id: str, timeout: float | None) -> Outcome:
+        """
+        Read the outcome in this thread with a pause doubling from
+        :py:data:`twistedq.result.POLL_START` to ``POLL_MAX`` until it is
+        ready, as :py:meth:`AsyncClient.wait_outcome` reads a store without
+        notifications.  Each read waits at most :py:attr:`timeout` for the
+        store.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = result.POLL_START
+        while True:
+            (outcome,) = self._read_outcomes(reader, [task_id])
+            if outcome.ready:
+                return outcome
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"task {task_id} not ready within {timeout} s")
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, result.POLL_MAX)
+
+    @staticmethod
+    def _read_outcomes(reader: BlockingReader, task_ids: list[str]) -> list[Outcome]:
+        found = reader.get_results(task_ids)
+        return [Outcome.from_bytes(i, data) for i, data in zip(task_ids, found, strict=True)]
 
     def get_outcome(self, task_id: str) -> Outcome:
         """
@@ -523,6 +573,9 @@ class Client:
         """
         The stored outcomes of several tasks, in order.
         """
+        reader = self._blocking_reader()
+        if reader is not None:
+            return self._read_outcomes(reader, list(task_ids))
         client = self._client()
         return self._thread.call(client.get_outcomes, list(task_ids), timeout=self.timeout)
 
@@ -532,6 +585,9 @@ class Client:
         """
         with self._lock:
             client, self._async = self._async, None
+            reader = self._reader
+        if reader is not None:
+            reader.close()
         if client is not None:
             self._thread.call(self._close, client, timeout=self.timeout)
 
