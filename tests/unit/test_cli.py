@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,9 +17,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.cli.errors import CommandFailed, Unreachable
-from twistedq.cli.main import execute, parser
+from twistedq.cli.main import execute, parser, run
 from twistedq.cli.output import duration, event_line, flatten, table
-from twistedq.cli.session import Session, redact
+from twistedq.cli.session import Session, reason, redact
 from twistedq.cli.tail import EventFilter, topic_patterns
 from twistedq.conf import Settings
 from twistedq.outcome import Outcome
@@ -305,6 +307,33 @@ class UnreachableTests(SynchronousTestCase):
             self.assertEqual(run.err.getvalue(), f"twistedq: {down}\n")
             self.assertEqual(run.out.getvalue(), "")
             self.assertTrue(session.closed)
+
+    def test_reason_is_one_line(self) -> None:
+        """
+        A broker's refusal gives its code and text; a failure wrapped in
+        an exception its own description; never more than one line.
+        """
+        refusal = type("Method", (), {"fields": (403, "ACCESS_REFUSED - Login\nrefused")})()
+        self.assertEqual(reason(Exception(refusal)), "403 ACCESS_REFUSED - Login refused")
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        wrapped = Exception(Failure(ConnectionDone("closed\ncleanly")))
+        self.assertEqual(
+            reason(wrapped), "ConnectionDone: Connection was closed cleanly: closed cleanly."
+        )
+
+    def test_settings_and_usage_errors_before_connecting(self) -> None:
+        """
+        A bad setting in the environment or a bad command line is status
+        2 with the reason, before anything is reached.
+        """
+        err = io.StringIO()
+        self.patch(os, "environ", {"TWISTEDQ_MAX_MESSAGE_SIZE": "huge"})
+        self.assertEqual(run(["ping"], io.StringIO(), err), 2)
+        self.assertIn("TWISTEDQ_MAX_MESSAGE_SIZE", err.getvalue())
+        self.patch(sys, "stderr", io.StringIO())
+        self.assertEqual(run(["frobnicate"], io.StringIO(), io.StringIO()), 2)
 
     def test_redact(self) -> None:
         """

@@ -17,7 +17,6 @@ from typing import Any, TextIO
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
-from twistedq.amqp.broker import describe
 from twistedq.cli.daemons import inspect, ping, revoke, status
 from twistedq.cli.deadletters import add_commands, deadletter
 from twistedq.cli.errors import (
@@ -28,7 +27,7 @@ from twistedq.cli.errors import (
     EXIT_USAGE,
     CommandError,
 )
-from twistedq.cli.session import Session
+from twistedq.cli.session import Session, reason
 from twistedq.cli.tail import events
 from twistedq.cli.tasks import purge, result
 from twistedq.conf import Settings, SettingsError, parse_timeout
@@ -220,10 +219,10 @@ async def execute(arguments: argparse.Namespace, session: Session, out: TextIO, 
     except BrokenPipeError:  # the reader of the output went away (| head)
         return EXIT_OK
     except (ConnectionDone, ConnectionLost) as e:
-        print(f"{prog}: lost the connection to the broker: {describe(e)}", file=err)
+        print(f"{prog}: lost the connection to the broker: {reason(e)}", file=err)
         return EXIT_UNREACHABLE
     except Exception as e:
-        print(f"{prog}: {describe(e)}", file=err)
+        print(f"{prog}: {reason(e)}", file=err)
         return EXIT_FAILED
     finally:
         await session.close()
@@ -278,6 +277,7 @@ def run(
     except KeyboardInterrupt:
         reactor.callFromThread(lambda: sessions[0].interrupt() if sessions else None)
         if not done.wait(STOP_GRACE):
+            print(f"{command_line.prog}: interrupted", file=err)
             return EXIT_INTERRUPTED
     return finished[0] if finished else EXIT_FAILED
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from twistedq.amqp.broker import (
     BrokerAddress,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from twistedq.control import ControlClient
     from twistedq.outcome import Outcome
 
-__all__ = ["QueueCounts", "Session", "redact"]
+__all__ = ["QueueCounts", "Session", "reason", "redact"]
 
 T = TypeVar("T")
 
@@ -67,6 +68,24 @@ def redact(url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return "(an unreadable URL)"
+
+
+def reason(error: BaseException) -> str:
+    """
+    Why a call to the broker or the store failed, on one line: the
+    broker's reply code and text when it closed the channel or the
+    connection, else the exception's class and message.
+    """
+    text = describe(error)
+    for argument in getattr(error, "args", ()):
+        if isinstance(argument, Failure):
+            text = describe(argument)
+            break
+        fields = getattr(argument, "fields", None)
+        if fields and len(fields) > 1:
+            text = f"{fields[0]} {fields[1]}"
+            break
+    return " ".join(text.split())
 
 
 def _reply_code(error: BaseException) -> int | None:
@@ -162,7 +181,7 @@ class Session:
         except Unreachable:
             raise
         except Exception as e:
-            raise Unreachable(f"cannot reach {where}: {describe(e)}") from None
+            raise Unreachable(f"cannot reach {where}: {reason(e)}") from None
         return connection
 
     async def protocol(self) -> BrokerProtocol:
