@@ -123,6 +123,20 @@ class ClusterStateTests(SynchronousTestCase):
             [(task_id(3), "KeyError"), (task_id(2), "ValueError")],
         )
 
+    def test_args_from_received(self) -> None:
+        """
+        A started event without the argument preview takes the one its
+        received event carried.
+        """
+        self.state.on_events(
+            [
+                task_event("received", 1, self.now, args="(3, 4), {}"),
+                task_event("started", 1, self.now),
+            ]
+        )
+        self.assertEqual(self.state.sections()["running"][0]["args"], "(3, 4), {}")
+        self.assertEqual(len(self.state.received_args), 0)
+
     def test_chart_keeps_ten_minutes(self) -> None:
         """
         The chart has 60 bars of 10 s; a count older than 10 minutes
@@ -151,7 +165,10 @@ class ClusterStateTests(SynchronousTestCase):
                     task_event("failed", number - 100, self.now),
                 ]
             )
+        for number in range(2000):
+            state.on_events([task_event("received", -number, self.now, args="()")])
         self.assertEqual(len(state.running), 50)
+        self.assertEqual(len(state.received_args), 100)
         self.assertEqual(len(state.failures), 20)
         self.assertEqual(len(state.tasksets), 20)
         self.assertGreater(state.running_dropped, 0)

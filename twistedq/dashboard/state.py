@@ -104,6 +104,7 @@ class ClusterState:
         self.buckets: OrderedDict[int, list[int]] = OrderedDict()
         self.queues: dict[str, Any] = {}
         self.periodic: list[dict[str, Any]] = []
+        self.received_args: OrderedDict[str, str] = OrderedDict()
         self.events_seen = 0
         self.running_dropped = 0
 
@@ -153,7 +154,12 @@ class ClusterState:
         taskset = document.get("taskset")
         if isinstance(taskset, str):
             self._touch_taskset(taskset, when)
-        if kind == "started":
+        if kind == "received":
+            args = document.get("args")
+            if isinstance(args, str):
+                # Kept for its started event, should that one not carry it.
+                _bounded_put(self.received_args, task_id, args, 2 * self.max_running)
+        elif kind == "started":
             self._started(task_id, when, document)
         elif kind in FINAL_TASK_EVENTS:
             self.running.pop(task_id, None)
@@ -174,10 +180,11 @@ class ClusterState:
                 )
 
     def _started(self, task_id: str, when: float, document: dict[str, Any]) -> None:
+        args = self.received_args.pop(task_id, None)
         task = {
             "id": task_id,
             "name": document.get("name"),
-            "args": document.get("args"),
+            "args": document.get("args") or args,
             "started": when,
             "daemon": document.get("daemon"),
             "child": document.get("child"),
