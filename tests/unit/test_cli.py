@@ -436,7 +436,7 @@ class RevokeTests(SynchronousTestCase):
         self.assertEqual(
             run.lines,
             [
-                f"{TASK_ID}\tnot revoked: a daemon has taken it; (--terminate kills it)",
+                f"{TASK_ID}\tnot revoked: a daemon has taken it (--terminate kills it)",
                 f"{done}\talready SUCCESS",
             ],
         )

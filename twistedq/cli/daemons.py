@@ -282,9 +282,8 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
             if outcome.status in READY_STATES:
                 what = [f"already {outcome.status}"]
             else:
-                what = ["not revoked: a daemon has taken it"]
-                if not arguments.terminate:
-                    what.append("(--terminate kills it)")
+                hint = "" if arguments.terminate else " (--terminate kills it)"
+                what = [f"not revoked: a daemon has taken it{hint}"]
         results.append({"id": task_id, "revoked": done, "status": outcome.status, "what": what})
     if arguments.json:
         print(dumps({"tasks": results, "replies": replies}), file=out)
