@@ -16,10 +16,18 @@ For each system it measures, with results stored:
   machine: compare versions by it).
 
     python -m bench.throughput [--tasks 20000] [--latency 500] [--no-celery]
-                               [--source OTHER_CHECKOUT]
+                               [--source OTHER_CHECKOUT] [--events [--repeat 2]]
 
 ``--source`` runs twistedq's daemon from another checkout (an older commit,
 say) against the same servers, to compare two versions.
+
+``--events`` measures twistedq alone, in three variants run in turn
+``--repeat`` times each (alternated, as the machine's noise drifts):
+``--no-events``; events on with nobody listening; events on with a
+listener of every event (an :py:class:`~twistedq.amqp.events.EventReceiver`
+bound to ``#`` in a process of its own, counting what it receives).  The
+rows are printed side by side with each variant's mean relative to
+``--no-events``.
 
 It starts its own workers on queues of its own; RabbitMQ and Redis must be
 running (``scripts/services start rabbitmq redis``).
@@ -122,6 +130,7 @@ def start_twistedq(
     queue: str,
     concurrency: int,
     source: Path = ROOT,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """
     Start ``twistd -n twistedq`` on ``bench.tasks`` from the checkout
@@ -150,6 +159,7 @@ def start_twistedq(
             "bench.tasks",
             "--status",
             "none",
+            *extra,
         ],
         cwd=workdir,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), str(ROOT)])),
@@ -161,9 +171,13 @@ def start_twistedq(
 class TwistedqSystem:
     name = "twistedq"
 
-    def __init__(self, options: argparse.Namespace) -> None:
+    def __init__(
+        self, options: argparse.Namespace, name: str = "twistedq", extra: tuple[str, ...] = ()
+    ) -> None:
         from twistedq.client import Client
 
+        self.name = name
+        self.extra = extra
         self.options = options
         self.queue = f"bench-{uuid.uuid4().hex[:8]}"
         self.client = Client(
@@ -180,6 +194,7 @@ class TwistedqSystem:
             self.queue,
             self.options.concurrency,
             self.options.source,
+            self.extra,
         )
 
     def stop_worker(self) -> None:
@@ -333,6 +348,112 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+class Listener:
+    """
+    An events listener of every event in a process of its own
+    (``python -m bench.throughput --listen``), for the variant of
+    ``--events`` where someone listens.
+    """
+
+    def __init__(self, broker: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.throughput", "--listen", "--broker", broker],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "listening":
+            sys.exit("the events listener did not start")
+
+    def stop(self) -> int:
+        """
+        Stop it; how many events it received.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        return int(out.split()[-1]) if out.split() else 0
+
+
+def listen(broker: str) -> None:
+    """
+    Listen to every event until SIGTERM, then print how many came.
+    """
+    from twisted.internet import defer, reactor, task
+
+    from twistedq.amqp.broker import BrokerAddress, BrokerConnection
+    from twistedq.amqp.events import EventReceiver
+
+    received = [0]
+
+    def count(documents: list[dict[str, Any]]) -> None:
+        received[0] += len(documents)
+
+    async def run(_: Any) -> None:
+        connection = BrokerConnection(BrokerAddress.from_url(broker), reactor)
+        connection.startService()
+        await EventReceiver(connection, "twistedq", count).start()
+        print("listening", flush=True)
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: print(received[0]))
+        await defer.Deferred()
+
+    task.react(lambda r: defer.Deferred.fromCoroutine(run(r)))
+
+
+def compare_events(options: argparse.Namespace) -> None:
+    """
+    Run the three variants of ``--events`` in turn, ``--repeat`` times,
+    and print them side by side.
+    """
+    variants = [
+        ("events off", ("--no-events",), False),
+        ("events on", (), False),
+        ("listener", (), True),
+    ]
+    rows: list[tuple[str, dict[str, Any], int | None]] = []
+    for round_number in range(options.repeat):
+        for name, extra, listened in variants:
+            print(f"running {name} ({round_number + 1}/{options.repeat}) ...", flush=True)
+            listener = Listener(options.broker) if listened else None
+            try:
+                figures = measure(TwistedqSystem(options, name, extra), options)
+            finally:
+                received = listener.stop() if listener is not None else None
+            rows.append((name, figures, received))
+    print(
+        f"\n{options.tasks} no-op tasks, concurrency {options.concurrency}, "
+        f"results in {options.result_backend}, broker {options.broker.split('@')[-1]}"
+    )
+    header = (
+        f"{'variant':<11} {'stream/s':>9} {'drain/s':>9} {'p50 ms':>8} "
+        f"{'CPU us/task':>12} {'events':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, f, received in rows:
+        print(
+            f"{name:<11} {f['stream']:>9.0f} {f['drain']:>9.0f} {f['latency']['p50']:>8.2f} "
+            f"{f['cpu'][0]:>12.0f} {received if received is not None else '-':>8}"
+        )
+    print("\nmean of each variant, and relative to events off:")
+    means = {}
+    for name, _, _ in variants:
+        mine = [f for n, f, _ in rows if n == name]
+        means[name] = {
+            key: statistics.mean(f[key] if key != "cpu" else f["cpu"][0] for f in mine)
+            for key in ("stream", "drain", "cpu")
+        }
+    base = means["events off"]
+    for name, mean in means.items():
+        change = {key: mean[key] / base[key] - 1 for key in mean}
+        print(
+            f"{name:<11} stream {mean['stream']:>6.0f}/s ({change['stream']:+.1%})"
+            f"  drain {mean['drain']:>6.0f}/s ({change['drain']:+.1%})"
+            f"  CPU {mean['cpu']:>4.0f} us/task ({change['cpu']:+.1%})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -353,7 +474,20 @@ def main() -> None:
         default=ROOT,
         help="run twistedq's daemon from this checkout (to compare versions)",
     )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="compare twistedq with events off, on with no listener, and on with a listener",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each --events variant")
+    parser.add_argument("--listen", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.listen:
+        listen(options.broker)
+        return
+    if options.events:
+        compare_events(options)
+        return
 
     systems: list[Any] = [TwistedqSystem(options)]
     if not options.no_celery:
