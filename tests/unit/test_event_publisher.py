@@ -3,7 +3,9 @@ Tests for :py:class:`twistedq.amqp.events.EventPublisher` with a fake
 channel and clock: nothing is observed or sent while nobody listens;
 what a listener's patterns match is batched per routing key into one
 message, flushed on a timer or when full; documents carry the contract's
-fields; an outage drops and counts.
+fields; an outage drops and counts.  And of
+:py:class:`twistedq.amqp.events.EventReceiver` on a fake connection: its
+bounded queue, its hellos, its binding again after a reconnect.
 """
 
 import json
@@ -14,9 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import NOW, TASKSET, iso, task_id
 from twistedq.amqp.events import (
+    HELLO_EVERY,
     LISTENER_BYE,
     LISTENER_HELLO,
     EventPublisher,
+    EventReceiver,
     args_preview,
     events_exchange,
     topic_matches,
@@ -347,3 +351,160 @@ class DocumentTests(SynchronousTestCase):
         self.assertLessEqual(len(preview), 120)
         self.assertTrue(preview.startswith("['xxxxx"), preview)
         self.assertEqual(args_preview((1, "a"), {"b": 2}), "(1, 'a'), {'b': 2}")
+
+
+class FakeProtocol:
+    """
+    A broker connection's protocol whose channels record what is asked.
+    """
+
+    def __init__(self):
+        self.closed = False
+        self.consumers = {}
+        self.channels = []
+
+    def open_channel(self):
+        channel = FakeReceiverChannel(self)
+        self.channels.append(channel)
+        return defer.succeed(channel)
+
+
+class FakeReceiverChannel(FakeEventChannel):
+    def __init__(self, client):
+        super().__init__()
+        self.client = client
+        self.calls = []
+
+    def _call(self, name, answer=None, **arguments):
+        self.calls.append((name, arguments))
+        return defer.succeed(answer)
+
+    def exchange_declare(self, **arguments):
+        return self._call("exchange_declare", **arguments)
+
+    def queue_declare(self, **arguments):
+        return self._call("queue_declare", QueueDeclared(), **arguments)
+
+    def queue_bind(self, **arguments):
+        return self._call("queue_bind", **arguments)
+
+    def basic_consume(self, **arguments):
+        return self._call("basic_consume", **arguments)
+
+    def channel_close(self, **arguments):
+        self.closed = True
+        return self._call("channel_close", **arguments)
+
+
+class QueueDeclared:
+    queue = "amq.gen-Q"
+
+
+class FakeConnection:
+    def __init__(self):
+        self.reactor = Clock()
+        self.hooks = []
+        self.protocol = FakeProtocol()
+
+    def add_connect_hook(self, hook):
+        self.hooks.append(hook)
+
+    def when_connected(self):
+        return defer.succeed(self.protocol)
+
+    def reconnect(self):
+        self.protocol = FakeProtocol()
+        for hook in self.hooks:
+            defer.ensureDeferred(hook(self.protocol))
+
+
+class FakeMessage:
+    def __init__(self, routing_key, body):
+        self.routing_key = routing_key
+        self.content = type("Content", (), {"body": body})()
+
+
+class ReceiverTests(SynchronousTestCase):
+    def setUp(self):
+        self.connection = FakeConnection()
+        self.received = []
+        self.receiver = EventReceiver(
+            self.connection, "twistedq", self.received.append, ("task.*", "daemon.#")
+        )
+        self.successResultOf(self.receiver.start())
+
+    def deliver(self, key, body):
+        protocol = self.connection.protocol
+        (consumer,) = protocol.consumers.values()
+        consumer.deliver(protocol.channels[-1], FakeMessage(key, json.dumps(body).encode()))
+
+    def test_binds_bounded_queue(self):
+        """
+        The queue is server-named, exclusive, auto-deleted and bounded,
+        bound to the patterns (and to the daemons' query) on the events
+        exchange, consumed without acks; a hello names it.
+        """
+        (channel,) = self.connection.protocol.channels
+        declared = dict(channel.calls)
+        self.assertEqual(
+            declared["exchange_declare"],
+            {"exchange": "twistedq.events", "type": "topic", "durable": True, "auto_delete": False},
+        )
+        self.assertEqual(
+            declared["queue_declare"],
+            {
+                "queue": "",
+                "exclusive": True,
+                "auto_delete": True,
+                "arguments": {"x-max-length": 10000, "x-overflow": "drop-head"},
+            },
+        )
+        binds = [args["routing_key"] for name, args in channel.calls if name == "queue_bind"]
+        self.assertEqual(binds, ["task.*", "daemon.#", "listener.query"])
+        self.assertTrue(declared["basic_consume"]["no_ack"])
+        self.assertEqual(channel.keys(), ["listener.hello"])
+        hello = channel.sent[0][2]
+        self.assertEqual(
+            (hello["listener"], hello["patterns"]), ("amq.gen-Q", ["task.*", "daemon.#"])
+        )
+
+    def test_events_and_listener_messages(self):
+        """
+        Event messages reach the callback as lists; a daemon's query is
+        answered with a hello and is no event.
+        """
+        self.deliver("task.received", [{"type": "task.received", "id": "1"}])
+        self.deliver("listener.query", {"type": "listener.query"})
+        self.assertEqual(self.received, [[{"type": "task.received", "id": "1"}]])
+        self.assertEqual(self.connection.protocol.channels[0].keys(), ["listener.hello"] * 2)
+
+    def test_hello_repeated(self):
+        """
+        A hello goes out every few seconds, so daemons keep publishing.
+        """
+        self.connection.reactor.advance(HELLO_EVERY)
+        self.assertEqual(self.connection.protocol.channels[0].keys(), ["listener.hello"] * 2)
+
+    def test_binds_again_after_reconnect(self):
+        """
+        On a new connection it binds a new queue and consumes it.
+        """
+        self.connection.reconnect()
+        (channel,) = self.connection.protocol.channels
+        self.assertEqual(
+            [name for name, _ in channel.calls],
+            ["exchange_declare", "queue_declare", *["queue_bind"] * 3, "basic_consume"],
+        )
+        self.deliver("daemon.heartbeat", [{"type": "daemon.heartbeat"}])
+        self.assertEqual(self.received, [[{"type": "daemon.heartbeat"}]])
+
+    def test_stop(self):
+        """
+        Stopping says goodbye and closes the channel; hellos stop.
+        """
+        channel = self.connection.protocol.channels[0]
+        self.successResultOf(self.receiver.stop())
+        self.assertEqual(channel.keys(), ["listener.hello", "listener.bye"])
+        self.assertTrue(channel.closed)
+        self.connection.reactor.advance(HELLO_EVERY * 3)
+        self.assertEqual(channel.keys(), ["listener.hello", "listener.bye"])
