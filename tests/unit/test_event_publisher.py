@@ -19,6 +19,7 @@ from twistedq.amqp.events import (
     HELLO_EVERY,
     LISTENER_BYE,
     LISTENER_HELLO,
+    REOPEN_PAUSE,
     EventPublisher,
     EventReceiver,
     args_preview,
@@ -360,6 +361,7 @@ class FakeProtocol:
 
     def __init__(self):
         self.closed = False
+        self.blocked = None
         self.consumers = {}
         self.channels = []
 
@@ -374,6 +376,7 @@ class FakeReceiverChannel(FakeEventChannel):
         super().__init__()
         self.client = client
         self.calls = []
+        self.watchers = []
 
     def _call(self, name, answer=None, **arguments):
         self.calls.append((name, arguments))
@@ -390,6 +393,15 @@ class FakeReceiverChannel(FakeEventChannel):
 
     def basic_consume(self, **arguments):
         return self._call("basic_consume", **arguments)
+
+    def on_close(self, watcher):
+        self.watchers.append(watcher)
+
+    def close_by_broker(self, code):
+        self.closed = True
+        reason = type("Close", (), {"reply_code": code, "reply_text": "gone"})()
+        for watcher in self.watchers:
+            watcher(reason)
 
     def channel_close(self, **arguments):
         self.closed = True
@@ -498,6 +510,18 @@ class ReceiverTests(SynchronousTestCase):
         self.deliver("daemon.heartbeat", [{"type": "daemon.heartbeat"}])
         self.assertEqual(self.received, [[{"type": "daemon.heartbeat"}]])
 
+    def test_channel_closed_by_broker(self):
+        """
+        When the broker closes its channel alone (the exchange was
+        deleted), it binds again on a new channel after a pause.
+        """
+        protocol = self.connection.protocol
+        protocol.channels[0].close_by_broker(404)
+        self.connection.reactor.advance(REOPEN_PAUSE)
+        self.assertEqual(len(protocol.channels), 2)
+        self.assertEqual(protocol.channels[1].keys(), ["listener.hello"])
+        self.flushLoggedErrors()
+
     def test_stop(self):
         """
         Stopping says goodbye and closes the channel; hellos stop.
@@ -508,3 +532,38 @@ class ReceiverTests(SynchronousTestCase):
         self.assertTrue(channel.closed)
         self.connection.reactor.advance(HELLO_EVERY * 3)
         self.assertEqual(channel.keys(), ["listener.hello", "listener.bye"])
+
+
+class PublisherChannelTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.publisher = EventPublisher(None, "twistedq", Events(), IDENTITY, self.clock, "jobs")
+        self.publisher.startService()
+        self.addCleanup(self.publisher.stopService)
+        self.protocol = FakeProtocol()
+        self.successResultOf(defer.ensureDeferred(self.publisher._connected(self.protocol)))
+
+    def test_opens_its_channel(self):
+        """
+        On a connection it opens a channel, declares the events exchange,
+        binds a queue of its own to the listeners' messages, asks who
+        listens and says it is online.
+        """
+        (channel,) = self.protocol.channels
+        binds = [args for name, args in channel.calls if name == "queue_bind"]
+        self.assertEqual(
+            binds,
+            [{"queue": "amq.gen-Q", "exchange": "twistedq.events", "routing_key": "listener.#"}],
+        )
+        self.assertEqual(channel.keys(), ["daemon.online", "listener.query"])
+
+    def test_reopens_a_channel_the_broker_closed(self):
+        """
+        A channel the broker closed alone is opened again after a pause;
+        the daemon is not said online twice.
+        """
+        self.protocol.channels[0].close_by_broker(404)
+        self.clock.advance(REOPEN_PAUSE)
+        self.assertEqual(len(self.protocol.channels), 2)
+        self.assertEqual(self.protocol.channels[1].keys(), ["listener.query"])
+        self.flushLoggedErrors()

@@ -81,6 +81,11 @@ LISTENER_TTL = 15.0
 MAX_QUEUED_EVENTS = 10_000
 #: The longest ``args`` preview, in characters.
 PREVIEW_LENGTH = 120
+#: Seconds before a channel the broker closed alone (its connection
+#: staying up) is opened again.
+REOPEN_PAUSE = 5.0
+#: The longest ttl a listener's hello may ask for, in seconds.
+LONGEST_TTL = 300.0
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 _RUNTIME_KINDS = (EventKind.SUCCEEDED, EventKind.FAILED)
@@ -264,6 +269,31 @@ def _consumer_tag(kind: str) -> str:
     return f"twistedq-{kind}-{uuid.uuid4().hex}"
 
 
+def _reopen_when_closed(
+    channel: BrokerChannel, clock: IReactorTime, reopen: Callable[[], object]
+) -> None:
+    """
+    When the broker closes ``channel`` alone (the events exchange was
+    deleted, say), call ``reopen`` after :py:data:`REOPEN_PAUSE` seconds;
+    a channel lost with its connection is opened again by the connect
+    hook instead.
+    """
+
+    def closed(reason: Any) -> None:
+        code = getattr(reason, "reply_code", None)
+        if code is None or code == 200:
+            return
+        log.warn(
+            "The broker closed an events channel: {code} {text}; opening it again in {pause} s",
+            code=code,
+            text=getattr(reason, "reply_text", ""),
+            pause=REOPEN_PAUSE,
+        )
+        clock.callLater(REOPEN_PAUSE, reopen)
+
+    channel.on_close(closed)
+
+
 class _Consumer:
     """
     What the delegate hands the deliveries of one consumer tag to.
@@ -346,8 +376,12 @@ class EventReceiver:
             return
         try:
             await self._bind(protocol)
-        except Exception:  # the connection is shared: never fail it
-            log.failure("Could not bind the event receiver's queue")
+        except Exception as e:  # the connection is shared: never fail it
+            log.warn("Could not bind the event receiver's queue: {why}", why=repr(e))
+
+    def _reopen(self, protocol: BrokerProtocol) -> None:
+        if not self._stopped and protocol is self._protocol and not protocol.closed:
+            defer.Deferred.fromCoroutine(self._connected(protocol))
 
     async def _bind(self, protocol: BrokerProtocol) -> None:
         self._protocol = protocol
@@ -366,6 +400,7 @@ class EventReceiver:
         protocol.consumers[tag] = _Consumer(self._received)
         await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
         self._channel, self.queue, self._tag = channel, queue, tag
+        _reopen_when_closed(channel, self.clock, lambda: self._reopen(protocol))
         self._announce()
         if not self._hello.running:
             self._hello.start(HELLO_EVERY, now=False)
@@ -533,6 +568,7 @@ class EventPublisher(Service):
         self._daemon_keys: set[str] = set()
         self._observing = False
         self._channel: BrokerChannel | None = None
+        self._protocol: BrokerProtocol | None = None
         self._batches: dict[str, list[Any]] = {}
         self._flush_call: IDelayedCall | None = None
         self._heartbeat = LoopingCall(self.beat)
@@ -544,10 +580,15 @@ class EventPublisher(Service):
     # the broker
 
     async def _connected(self, protocol: BrokerProtocol) -> None:
+        self._protocol = protocol
         try:
             await self._open(protocol)
-        except Exception:  # the daemon's connection must not fail for events
-            log.failure("Could not open the events channel; no events until reconnected")
+        except Exception as e:  # the daemon's connection must not fail for events
+            log.warn("Could not open the events channel: {why}; no events now", why=repr(e))
+
+    def _reopen(self, protocol: BrokerProtocol) -> None:
+        if self.running and protocol is self._protocol and not protocol.closed:
+            defer.Deferred.fromCoroutine(self._connected(protocol))
 
     async def _open(self, protocol: BrokerProtocol) -> None:
         channel = await protocol.open_channel()
@@ -559,6 +600,7 @@ class EventPublisher(Service):
         tag = _consumer_tag("listeners")
         protocol.consumers[tag] = _Consumer(self.listener_message)
         await channel.basic_consume(queue=declared.queue, consumer_tag=tag, no_ack=True)
+        _reopen_when_closed(channel, self.clock, lambda: self._reopen(protocol))
         self.attach(channel)
         self._send(LISTENER_QUERY, _DUMPS({"type": LISTENER_QUERY, **self.base}).encode())
 
@@ -587,7 +629,7 @@ class EventPublisher(Service):
                 self._listened_changed()
             return
         patterns = [str(p) for p in document.get("patterns", ["#"])]
-        ttl = float(document.get("ttl", LISTENER_TTL))
+        ttl = min(max(float(document.get("ttl", LISTENER_TTL)), 1.0), LONGEST_TTL)
         new = self._listeners.hello(name, patterns, self.clock.seconds() + ttl)
         if new:
             self._listened_changed()
