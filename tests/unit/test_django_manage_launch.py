@@ -59,12 +59,17 @@ class SplitTests(SynchronousTestCase):
 
     def test_celeryd_letters(self) -> None:
         """
-        celeryd's ``-p``, ``-f`` and ``-d`` are refused, naming the option
-        to use.
+        celeryd's ``-p``, ``-f`` (with their file) and ``-d`` are refused,
+        naming the option to use.
         """
-        for letter, hint in (("p", "--pidfile"), ("f", "--logfile"), ("d", "-n")):
+        for given, hint in (
+            (["-p", "x.pid"], "--pidfile"),
+            (["-px.pid"], "--pidfile"),
+            (["-f", "x.log"], "--logfile"),
+            (["-d", "-n"], "-n"),
+        ):
             with self.assertRaises(LaunchError) as caught:
-                split_command_line(["-c", "2", f"-{letter}", "x"])
+                split_command_line(["-c", "2", *given])
             self.assertIn(hint, str(caught.exception))
 
     def test_missing_value(self) -> None:
@@ -83,6 +88,7 @@ class SplitTests(SynchronousTestCase):
             ["deadletter", "list"],
             ["inspect", "active", "--json"],
             ["--broker", "amqp://h/", "--timeout", "2", "ping"],
+            ["-d", "host:1", "ping"],
         ):
             line = split_command_line(argv)
             self.assertEqual(line.subcommand, argv)

@@ -16,7 +16,7 @@ options mixed, in any order; each goes where it belongs:
   daemon's (``-l`` is ``--loglevel``, ``-b`` ``--broker``, ``-s``
   ``--status``, ``-r`` ``--result-backend``);
 * celeryd's ``-p``/``-f``/``-d`` (pid file, log file, detach) are refused
-  with the option to use instead.
+  with the option to use instead, unless the line is a subcommand's.
 
 The first word that is not an option, nor an option's value, makes the
 whole command line the operations command's (``manage.py twistedq
@@ -132,6 +132,7 @@ def split_command_line(arguments: Sequence[str]) -> CommandLine:
     twistd, daemon = _tables()
     line = CommandLine()
     rest = list(arguments)
+    refused: LaunchError | None = None  # unless the line is a subcommand's
     while rest:
         argument = rest.pop(0)
         if not argument.startswith("-") or argument == "-":
@@ -147,7 +148,12 @@ def split_command_line(arguments: Sequence[str]) -> CommandLine:
             if takes and not has_value:
                 target.append(_value_of(argument, rest))
             continue
-        _split_letters(argument[1:], rest, line, twistd, daemon)
+        try:
+            _split_letters(argument[1:], rest, line, twistd, daemon)
+        except LaunchError as e:
+            refused = refused or e
+    if refused is not None:
+        raise refused
     return line
 
 
@@ -164,6 +170,8 @@ def _split_letters(
     """
     for index, letter in enumerate(letters):
         if letter in _CELERYD_LETTERS:
+            if letter in "pf" and not letters[index + 1 :] and rest:
+                rest.pop(0)  # celeryd's pid or log file, not a subcommand
             raise LaunchError(f"-{letter}: {_CELERYD_LETTERS[letter]}")
         if letter in daemon.short:
             target, takes = line.daemon, daemon.short[letter]
