@@ -26,7 +26,13 @@ from twistedq.dashboard.resources import DashboardResource
 from twistedq.dashboard.watch import ClusterWatch, periodic_reader, queue_depth_reader
 from twistedq.scheduler import Scheduler
 
-__all__ = ["daemon_dashboard", "running_from_replies"]
+__all__ = [
+    "control_client",
+    "daemon_dashboard",
+    "lazy_async_client",
+    "operator_actions",
+    "running_from_replies",
+]
 
 log = Logger()
 
@@ -66,7 +72,7 @@ def running_from_replies(replies: list[dict[str, Any]], wall: float) -> list[dic
     return documents
 
 
-def _control_client(settings: Settings, reactor: Any, connection: BrokerConnection) -> Any | None:
+def control_client(settings: Settings, reactor: Any, connection: BrokerConnection) -> Any | None:
     try:
         from twistedq.control import ControlClient
     except ImportError:  # remote control not there: no terminate
@@ -74,24 +80,36 @@ def _control_client(settings: Settings, reactor: Any, connection: BrokerConnecti
     return ControlClient(connection, settings.exchange, reactor, signing=settings.signing())
 
 
-def _actions(
-    token: str,
-    settings: Settings,
-    reactor: Any,
-    connection: BrokerConnection,
-    topology: Topology,
-    control: Any | None,
-    set_enabled: Callable[[str, bool], defer.Deferred[None]] | None,
-) -> OperatorActions:
+def lazy_async_client(settings: Settings, reactor: Any) -> Callable[[], Any]:
+    """
+    An :py:class:`~twistedq.client.AsyncClient` made on first use (its own
+    broker connection): a revocation goes through the client's own code.
+    """
     clients: list[Any] = []
 
     def client() -> Any:
-        # Made on first use: a revocation goes through the client's own code.
         if not clients:
             from twistedq.client import AsyncClient
 
             clients.append(AsyncClient(settings, reactor))
         return clients[0]
+
+    return client
+
+
+def operator_actions(
+    token: str,
+    client: Callable[[], Any],
+    connection: BrokerConnection,
+    topology: Topology,
+    control: Any | None,
+    set_enabled: Callable[[str, bool], defer.Deferred[None]] | None,
+) -> OperatorActions:
+    """
+    The actions over ``client()`` (an AsyncClient, for revocations), the
+    broker connection (dead letters) and ``control`` (a ControlClient, for
+    terminate; ``None`` offers no terminate).
+    """
 
     def revoke(ids: list[str]) -> defer.Deferred[Any]:
         return client().revoke(ids, reason="revoked from the dashboard")
@@ -152,7 +170,7 @@ def daemon_dashboard(
     """
     from twistedq.amqp.events import EventReceiver
 
-    control = _control_client(settings, reactor, connection)
+    control = control_client(settings, reactor, connection)
 
     def receiver(on_events: Callable[[list[dict[str, Any]]], None]) -> EventReceiver:
         return EventReceiver(connection, settings.exchange, on_events, PATTERNS)
@@ -181,7 +199,8 @@ def daemon_dashboard(
     )
     actions = None
     if operator_token:
-        actions = _actions(
-            operator_token, settings, reactor, connection, topology, control, set_enabled
+        client = lazy_async_client(settings, reactor)
+        actions = operator_actions(
+            operator_token, client, connection, topology, control, set_enabled
         )
     return DashboardResource(watch, backend, reactor, actions, tracebacks)

@@ -242,7 +242,10 @@ class ClusterWatch:
         Forget what the events told: while nobody watched, nothing was
         heard.
         """
+        heard = self.state
         self.state = ClusterState(self.wall)
+        # Read from the broker and the store, not heard: still true.
+        self.state.queues, self.state.periodic = heard.queues, heard.periodic
         self._sent_version = -1
         self._sent_texts = {}
 
@@ -301,9 +304,9 @@ class ClusterWatch:
         self._polling = True
         reads = []
         if self.queue_depths is not None:
-            reads.append(self.queue_depths().addCallback(self.state.set_queues))
+            reads.append(self.queue_depths().addCallback(lambda q: self.state.set_queues(q)))
         if self.periodic is not None:
-            reads.append(self.periodic().addCallback(self.state.set_periodic))
+            reads.append(self.periodic().addCallback(lambda p: self.state.set_periodic(p)))
         d = defer.DeferredList(reads, consumeErrors=True)
 
         def done(results: list[tuple[bool, Any]]) -> None:
