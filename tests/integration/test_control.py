@@ -36,18 +36,28 @@ def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-class RemoteControlTests(SynchronousTestCase):
+class ControlTestCase(SynchronousTestCase):
+    """
+    Starts ``count`` daemons on one queue and asks them through the
+    control script.
+    """
+
+    #: The environment of the daemons (and of the control script).
+    env: dict[str, str] = {}
+    #: How many daemons each test starts.
+    count = 2
+
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="twistedq-control-"))
         self.queue = unique_queue()
         self.backend = redis_url()
         amqp_url()
-        self.daemons = [self.start_daemon(f"d{n}") for n in (1, 2)]
+        self.daemons = [self.start_daemon(f"d{n}") for n in range(1, self.count + 1)]
 
     def start_daemon(self, where: str) -> Daemon:
         directory = self.directory / where
         directory.mkdir(exist_ok=True)
-        daemon = Daemon(directory, queue=self.queue, result_backend=self.backend)
+        daemon = Daemon(directory, queue=self.queue, result_backend=self.backend, env=self.env)
         self.addCleanup(daemon.stop)
         daemon.wait_ready()
         poll(lambda: "Listening for remote control" in daemon.log(), 30, "control listening")
@@ -56,7 +66,7 @@ class RemoteControlTests(SynchronousTestCase):
     def name(self, daemon: Daemon) -> str:
         return f"{socket.gethostname()}:{daemon.process.pid}"
 
-    def script(self, **request: Any) -> Any:
+    def script(self, env: dict[str, str] | None = None, **request: Any) -> Any:
         completed = subprocess.run(
             [sys.executable, "-m", "tests.integration.control_script", amqp_url(), self.backend,
              self.queue],
@@ -64,24 +74,28 @@ class RemoteControlTests(SynchronousTestCase):
             capture_output=True,
             text=True,
             timeout=120,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            env=dict(os.environ, **(self.env if env is None else env), PYTHONPATH=str(ROOT)),
             cwd=ROOT,
         )  # fmt: skip
         if completed.returncode != 0:
             raise AssertionError(f"control script failed:\n{completed.stdout}\n{completed.stderr}")
         return json.loads(completed.stdout.strip().splitlines()[-1])
 
-    def ask(self, command: str, **request: Any) -> dict[str, Any]:
+    def ask(
+        self, command: str, env: dict[str, str] | None = None, **request: Any
+    ) -> dict[str, Any]:
         """
         The answers to ``command``, by daemon name (of this test's daemons).
         """
-        report = self.script(mode="broadcast", command=command, **request)
+        report = self.script(env, mode="broadcast", command=command, **request)
         mine = {self.name(d) for d in self.daemons}
         return {r["daemon"]: r for r in report["replies"] if r["daemon"] in mine}
 
     def status(self, task_id: str) -> str:
         return str(self.script(mode="statuses", ids=[task_id])["statuses"][0])
 
+
+class RemoteControlTests(ControlTestCase):
     def test_ping_both(self) -> None:
         """
         A ping is answered by both daemons, each with its name, host and
@@ -166,3 +180,26 @@ class RemoteControlTests(SynchronousTestCase):
         self.assertEqual(first.process.returncode, 0)
         self.assertIn("Drained", first.log())
         self.assertEqual(set(self.ask("ping")), {self.name(second)})
+
+
+class SignedControlTests(ControlTestCase):
+    """
+    A daemon with signing keys obeys only requests signed with one of them.
+    """
+
+    env = {"TWISTEDQ_SIGNING_KEYS": "k1:control-secret"}
+    count = 1
+
+    def test_signed_only(self) -> None:
+        """
+        A request signed with the cluster's key is answered; an unsigned
+        one, and one signed with another secret, are ignored and logged.
+        """
+        [daemon] = self.daemons
+        name = self.name(daemon)
+        self.assertEqual(set(self.ask("ping")), {name})
+        self.assertEqual(self.ask("ping", env={"TWISTEDQ_SIGNING_KEYS": ""}), {})
+        self.assertEqual(self.ask("ping", env={"TWISTEDQ_SIGNING_KEYS": "k1:wrong"}), {})
+        log = daemon.log()
+        self.assertIn("Ignored a remote control request: the message has no", log)
+        self.assertIn("Ignored a remote control request: the signature by key 'k1'", log)

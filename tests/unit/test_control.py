@@ -293,11 +293,34 @@ class DispatcherControlTests(SynchronousTestCase):
         self.assertEqual(self.status(1), "SUCCESS")
         self.assertEqual(self.dispatcher.feeder.terminating, set())
 
+    def test_terminate_while_stopping(self):
+        """
+        A task terminated while the daemon drains ends REVOKED all the
+        same; the others of its batch go back to the queue.
+        """
+        one, two = self.deliver(delivery(1), delivery(2))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.dispatcher.revoke([task_id(1)], terminate=True)
+        drained = self.dispatcher.drain()
+        self.pool.lose(0, "revoked")
+        self.successResultOf(drained)
+        self.assertEqual(self.status(1), "REVOKED")
+        self.assertEqual((one.settled, two.settled), (["ack"], [("reject", True)]))
+        self.assertEqual(len(self.pool.batches), 1)
+
     def test_registered(self):
         """
-        The registered tasks are the children's, sorted.
+        The registered tasks are the children's and the reactor tasks,
+        sorted.
         """
         self.assertEqual(self.dispatcher.feeder.registered(), ["add", "mul"])
+        reactor_tasks = {"fetch": SimpleNamespace(on_reactor=True), "add": object()}
+        self.dispatcher.feeder.runner = SimpleNamespace(
+            registry=SimpleNamespace(get_all=lambda: reactor_tasks),
+            handles=lambda name: getattr(reactor_tasks.get(name), "on_reactor", False),
+        )
+        self.assertEqual(self.dispatcher.feeder.registered(), ["add", "fetch", "mul"])
 
 
 class ArgsPreviewTests(SynchronousTestCase):
