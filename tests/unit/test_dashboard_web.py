@@ -284,3 +284,61 @@ class TasksetStreamTests(SiteTestCase):
         reads = len(self.store.calls)
         self.clock.advance(5)
         self.assertEqual(len(self.store.calls), reads)
+
+
+class PrefixTests(SiteTestCase):
+    """
+    Mounted under a path prefix (as a reverse proxy would mount the
+    site), the dashboard answers the same.
+    """
+
+    def test_under_a_prefix(self) -> None:
+        """
+        Under ``/ops/twistedq/``, the page, its script and its stream are
+        where the page's relative URLs lead.
+        """
+        from twisted.web.resource import Resource
+
+        site_root = self.root
+        ops, twistedq = Resource(), Resource()
+        ops.putChild(b"twistedq", twistedq)
+        for name in (b"dashboard", b"celery"):
+            twistedq.putChild(name, site_root.children[name])
+        self.root = Resource()
+        self.root.putChild(b"ops", ops)
+        page = self.request("/ops/twistedq/dashboard/")
+        self.assertIn(b'href="static/dashboard.css"', b"".join(page.written))
+        script = self.request("/ops/twistedq/dashboard/static/dashboard.js")
+        self.assertIn(b'new EventSource("stream")', b"".join(script.written))
+        stream = self.request("/ops/twistedq/dashboard/stream")
+        self.assertEqual(events_of(stream)[0][0], "snapshot")
+        stream.processingFailed(Failure(ConnectionLost()))
+
+
+class RunningFromRepliesTests(SynchronousTestCase):
+    """
+    :py:func:`twistedq.dashboard.daemon.running_from_replies`.
+    """
+
+    def test_replies_become_started_events(self) -> None:
+        """
+        Each task of each ``inspect.active`` reply becomes a
+        ``task.started`` document of its daemon; failed replies are left out.
+        """
+        from twistedq.dashboard.daemon import running_from_replies
+
+        replies = [
+            {
+                "daemon": "d1",
+                "host": "h",
+                "pid": 1,
+                "ok": True,
+                "reply": [{"id": task_id(1), "name": "sleep", "args": "(60,), {}", "runtime": 5.0}],
+            },
+            {"daemon": "d2", "ok": False, "error": "boom"},
+        ]
+        (document,) = running_from_replies(replies, 100.0)
+        self.assertEqual(
+            (document["type"], document["id"], document["daemon"], document["time"]),
+            ("task.started", task_id(1), "d1", 95.0),
+        )
