@@ -131,14 +131,16 @@ class Events:
                 self._observers.remove(observer)
 
 
-#: The kinds after which the daemon is done with a delivery.
+#: The kinds that end a delivery, each counted once: a task dead-lettered
+#: after it failed is reported failed, and a message dead-lettered as it
+#: came in is reported rejected.
 SETTLED_KINDS = (
     EventKind.SUCCEEDED,
     EventKind.FAILED,
     EventKind.REVOKED,
     EventKind.RETRIED,
-    EventKind.DEAD_LETTERED,
     EventKind.DUPLICATE,
+    EventKind.REJECTED,
 )
 
 
