@@ -26,9 +26,9 @@ from twistedq.amqp.events import (
     events_exchange,
     topic_matches,
 )
-from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.events import EventKind, Events, daemon_load
 from twistedq.daemon.identity import DaemonIdentity
-from twistedq.daemon.job import Job
+from twistedq.daemon.job import Job, JobState
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document
 
@@ -567,3 +567,43 @@ class PublisherChannelTests(SynchronousTestCase):
         self.assertEqual(len(self.protocol.channels), 2)
         self.assertEqual(self.protocol.channels[1].keys(), ["listener.query"])
         self.flushLoggedErrors()
+
+
+class DaemonLoadTests(SynchronousTestCase):
+    def test_load_fields(self):
+        """
+        The load of a heartbeat comes from the pool's and dispatcher's
+        figures; a task dead-lettered after it failed is processed once.
+        """
+        events = Events()
+        for kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD_LETTERED):
+            events.report(kind, task_id(1), "add")
+        events.report(EventKind.REJECTED, None, reason="not-json")
+        held, settled = job(1), job(2)
+        settled.state = JobState.SETTLED
+
+        class Pool:
+            size = 3
+
+            def stats(self):
+                return {"children": 2, "busy": 1, "rss_kib": {"Process-1": 100, "Process-2": 50}}
+
+        class Dispatcher:
+            pass
+
+        dispatcher = Dispatcher()
+        dispatcher.events = events
+        dispatcher.gate = type("Gate", (), {"taken": [held, settled]})()
+        load = daemon_load(Pool(), dispatcher)()
+        self.assertGreater(load.pop("rss_kib"), 1000)
+        self.assertEqual(
+            load,
+            {
+                "concurrency": 3,
+                "children": 2,
+                "busy": 1,
+                "held": 1,
+                "processed": 3,
+                "children_rss_kib": 150,
+            },
+        )
