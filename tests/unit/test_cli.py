@@ -16,7 +16,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedq.cli.errors import CommandFailed, Unreachable
+from twistedq.cli.daemons import inspect_lines
+from twistedq.cli.errors import CommandFailed, Unreachable, UsageError
 from twistedq.cli.main import execute, parser, run
 from twistedq.cli.output import duration, event_line, flatten, table
 from twistedq.cli.session import Session, reason, redact
@@ -244,6 +245,27 @@ class PingInspectTests(SynchronousTestCase):
             [line.split() for line in run.lines[1:]],
             [["pool.children", "2"], ["pool.busy", "1"], ["consuming", "True"]],
         )
+
+
+class InspectLinesTests(SynchronousTestCase):
+    def test_reserved_and_scheduled(self) -> None:
+        """
+        ``reserved`` shows each task's state, ``scheduled`` its ETA.
+        """
+        held = reply("a:1", [{"id": TASK_ID, "name": "add", "state": "waiting"}])
+        self.assertEqual(inspect_lines("reserved", held)[2].split(), [TASK_ID, "add", "waiting"])
+        eta = "2026-12-05T10:00:00+00:00"
+        later = reply("a:1", [{"id": TASK_ID, "name": "add", "eta": eta}])
+        self.assertEqual(inspect_lines("scheduled", later)[2].split(), [TASK_ID, "add", eta])
+
+    def test_bad_signing_keys_are_a_usage_error(self) -> None:
+        """
+        Signing keys that cannot be read stop the command with status 2
+        before anything is sent.
+        """
+        session = Session(Settings(signing_keys="no-colon"), Clock(), 1.0)
+        self.assertRaises(UsageError, session.signing)
+        self.assertIsNone(Session(Settings(), Clock(), 1.0).signing())
 
 
 class StatusTests(SynchronousTestCase):
