@@ -510,6 +510,18 @@ class ReceiverTests(SynchronousTestCase):
         self.deliver("daemon.heartbeat", [{"type": "daemon.heartbeat"}])
         self.assertEqual(self.received, [[{"type": "daemon.heartbeat"}]])
 
+    def test_start_again(self):
+        """
+        A receiver stopped and started again binds a new queue.
+        """
+        self.successResultOf(self.receiver.stop())
+        self.successResultOf(self.receiver.start())
+        channels = self.connection.protocol.channels
+        self.assertEqual(len(channels), 2)
+        self.assertEqual(channels[1].keys(), ["listener.hello"])
+        self.deliver("task.failed", [{"type": "task.failed"}])
+        self.assertEqual(self.received, [[{"type": "task.failed"}]])
+
     def test_channel_closed_by_broker(self):
         """
         When the broker closes its channel alone (the exchange was

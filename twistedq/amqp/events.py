@@ -456,6 +456,7 @@ class EventReceiver:
             self._hello.stop()
         channel, tag, queue = self._channel, self._tag, self.queue
         self._channel = self._tag = self.queue = None
+        self._protocol = None  # a start() binds anew
         if channel is None or channel.closed or channel.client.closed:
             return defer.succeed(None)
         if queue is not None:
