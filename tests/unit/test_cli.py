@@ -477,6 +477,18 @@ class RevokeTests(SynchronousTestCase):
             session.broadcasts[0][:2], ("revoke", {"ids": [TASK_ID], "terminate": True})
         )
 
+    def test_terminate_with_the_broker_down(self) -> None:
+        """
+        When the broker cannot be reached for ``--terminate``, what the
+        store did is printed all the same, then the error: status 3.
+        """
+        down = Unreachable("cannot reach the broker at amqp://h//: refused")
+        session = FakeSession(revoke=[TASK_ID], broadcast=down)
+        run = Run(self, session, "revoke", TASK_ID, "--terminate")
+        self.assertEqual(run.status, 3)
+        self.assertEqual(run.lines, [f"{TASK_ID}\trevoked in the store"])
+        self.assertEqual(run.err.getvalue(), f"twistedq: {down}\n")
+
 
 class EventsTests(SynchronousTestCase):
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:

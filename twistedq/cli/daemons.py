@@ -11,9 +11,10 @@ from typing import Any, TextIO, TypeVar
 
 from twisted.internet import defer
 
-from twistedq.cli.errors import EXIT_FAILED, EXIT_OK, CommandError
+from twistedq.cli.errors import EXIT_FAILED, EXIT_OK, CommandError, Unreachable
 from twistedq.cli.output import clock_time, dumps, duration, flatten, table, text
 from twistedq.cli.session import Session
+from twistedq.outcome import Outcome
 from twistedq.states import READY_STATES, REVOKED
 
 __all__ = ["INSPECT_TABLES", "inspect", "inspect_lines", "ping", "revoke", "status"]
@@ -250,29 +251,23 @@ def _print_status(
             print(line, file=out)
 
 
-async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
+def _revoke_results(
+    ids: list[str],
+    revoked: set[str],
+    replies: list[dict[str, Any]],
+    outcomes: dict[str, Outcome],
+    terminate: bool,
+) -> list[dict[str, Any]]:
     """
-    ``twistedq revoke ID... [--terminate]``: revoke the tasks in the
-    store (those no daemon has taken) and, with ``--terminate``, ask the
-    daemons to revoke them too, killing the child that runs one.
+    For each task: whether it is revoked, its status, and what was done
+    (in the store, by which daemon), or why not.
     """
-    ids = list(dict.fromkeys(arguments.ids))
-    revoked = set(await session.revoke(ids))
-    replies: list[dict[str, Any]] = []
-    if arguments.terminate:
-        replies = await session.broadcast(
-            "revoke",
-            {"ids": ids, "terminate": True},
-            arguments.destination,
-            reply_timeout=arguments.reply_timeout,
-        )
     by_daemon: dict[str, list[str]] = {}
     for reply in _sorted(replies):
         answer = reply.get("reply") or {} if reply.get("ok") else {}
         for key in ("revoked", "terminated"):
             for task_id in answer.get(key) or ():
                 by_daemon.setdefault(task_id, []).append(f"{key} by {reply.get('daemon')}")
-    outcomes = {outcome.task_id: outcome for outcome in await session.outcomes(ids)}
     results = []
     for task_id in ids:
         outcome = outcomes[task_id]
@@ -282,9 +277,36 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
             if outcome.status in READY_STATES:
                 what = [f"already {outcome.status}"]
             else:
-                hint = "" if arguments.terminate else " (--terminate kills it)"
+                hint = "" if terminate else " (--terminate kills it)"
                 what = [f"not revoked: a daemon has taken it{hint}"]
         results.append({"id": task_id, "revoked": done, "status": outcome.status, "what": what})
+    return results
+
+
+async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
+    """
+    ``twistedq revoke ID... [--terminate]``: revoke the tasks in the
+    store (those no daemon has taken) and, with ``--terminate``, ask the
+    daemons to revoke them too, killing the child that runs one.  When
+    the broker cannot be reached for that, what the store did is still
+    printed, and the status is 3.
+    """
+    ids = list(dict.fromkeys(arguments.ids))
+    revoked = set(await session.revoke(ids))
+    replies: list[dict[str, Any]] = []
+    unreachable: Unreachable | None = None
+    if arguments.terminate:
+        try:
+            replies = await session.broadcast(
+                "revoke",
+                {"ids": ids, "terminate": True},
+                arguments.destination,
+                reply_timeout=arguments.reply_timeout,
+            )
+        except Unreachable as e:
+            unreachable = e
+    outcomes = {outcome.task_id: outcome for outcome in await session.outcomes(ids)}
+    results = _revoke_results(ids, revoked, replies, outcomes, arguments.terminate)
     if arguments.json:
         print(dumps({"tasks": results, "replies": replies}), file=out)
     else:
@@ -293,6 +315,8 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
     for reply in replies:
         if not reply.get("ok"):
             print(f"{reply.get('daemon')}: error: {reply.get('error')}", file=err)
+    if unreachable is not None:
+        raise unreachable
     if arguments.terminate and not replies:
         print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
     return EXIT_OK if all(result["revoked"] for result in results) else EXIT_FAILED
