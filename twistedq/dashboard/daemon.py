@@ -23,6 +23,7 @@ from twistedq.dashboard.actions import (
     dead_letter_republisher,
 )
 from twistedq.dashboard.resources import DashboardResource
+from twistedq.dashboard.state import FINAL_TASK_EVENTS
 from twistedq.dashboard.watch import ClusterWatch, periodic_reader, queue_depth_reader
 from twistedq.scheduler import Scheduler
 
@@ -36,8 +37,16 @@ __all__ = [
 
 log = Logger()
 
-#: What the dashboard subscribes to (no listener.* chatter).
-PATTERNS = ("task.#", "daemon.#")
+#: What the dashboard subscribes to: the task events that start or end a
+#: run (``received`` for the argument preview), and the daemons'.  The
+#: daemons publish only what some listener binds, so the others (claimed,
+#: parked, delayed...) cost nothing while only dashboards listen.
+PATTERNS = (
+    "task.received",
+    "task.started",
+    *(f"task.{kind}" for kind in sorted(FINAL_TASK_EVENTS)),
+    "daemon.#",
+)
 
 
 def running_from_replies(replies: list[dict[str, Any]], wall: float) -> list[dict[str, Any]]:
