@@ -239,10 +239,15 @@ class ControlService(Service):
     auto-delete) bound to the control exchange, consumed without acks;
     each request that names this daemon and is still awaited is answered
     by its handler.  With ``signing``, an unsigned or badly signed request
-    is logged and ignored.  It binds again on every new connection.  Its
-    set-up never holds the connection up: a failure is logged and tried
-    again on the next connection.
+    is logged and ignored.  It binds again on every new connection, and
+    :py:data:`RELISTEN_PAUSE` seconds after the broker closed its channel
+    alone.  Its set-up never holds the connection up: a failure is logged
+    and tried again on the next connection.
     """
+
+    #: The pause before listening again on a channel of its own after the
+    #: broker closed the one it had, the connection staying up.
+    RELISTEN_PAUSE = 1.0
 
     def __init__(
         self,
@@ -284,7 +289,29 @@ class ControlService(Service):
         protocol.consumers[tag] = self
         await channel.basic_consume(queue=queue, consumer_tag=tag, no_ack=True)
         self._channel, self._tag, self.queue = channel, tag, queue
+        channel.on_close(lambda reason: self._channel_closed(channel, reason))
         log.info("Listening for remote control on {exchange}", exchange=name)
+
+    def _channel_closed(self, channel: BrokerChannel, reason: Any) -> None:
+        if channel is not self._channel:
+            return
+        protocol = channel.client
+        if self._tag is not None:
+            protocol.consumers.pop(self._tag, None)
+        self._channel = self._tag = None
+        if self._stopped or protocol.closed:
+            return  # with the connection: the next one listens again
+        log.warn(
+            "The broker closed the remote control's channel ({why}); listening again",
+            why=getattr(reason, "reply_text", reason),
+        )
+
+        def again() -> None:
+            if not self._stopped and not protocol.closed and self._channel is None:
+                d = defer.Deferred.fromCoroutine(self._listen(protocol))
+                d.addErrback(self._listen_failed)
+
+        self.clock.callLater(self.RELISTEN_PAUSE, again)
 
     def startService(self) -> None:
         Service.startService(self)

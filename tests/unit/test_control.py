@@ -345,6 +345,15 @@ class FakeControlChannel:
         self.declared = []
         self.bound = []
         self.consumed = []
+        self.close_watchers = []
+
+    def on_close(self, watcher):
+        self.close_watchers.append(watcher)
+
+    def close(self, reason):
+        self.closed = True
+        for watcher in self.close_watchers:
+            watcher(reason)
 
     def exchange_declare(self, **arguments):
         self.declared.append(("exchange", arguments))
@@ -489,6 +498,31 @@ class ControlServiceTests(SynchronousTestCase):
         )
         self.assertEqual(self.channel.consumed[0]["no_ack"], True)
         self.assertEqual(self.service.queue, "amq.gen-2")
+
+    def test_channel_closed(self):
+        """
+        When the broker closes its channel, the connection staying up, it
+        listens again on a new channel after a pause.
+        """
+        first = self.channel
+        first.close(SimpleNamespace(reply_code=404, reply_text="NOT_FOUND"))
+        self.assertIs(self.channel, first)
+        self.clock.advance(ControlService.RELISTEN_PAUSE)
+        self.assertIsNot(self.channel, first)
+        self.assertEqual(len(self.channel.consumed), 1)
+        self.assertEqual(len(self.ask("ping")), 1)
+
+    def test_cancelled(self):
+        """
+        When the broker cancels its consumer (its queue was deleted), it
+        listens again at once on a new queue.
+        """
+        first = self.channel
+        [tag] = list(self.connection.protocol.consumers)
+        del self.connection.protocol.consumers[tag]  # as the delegate does
+        self.service.cancelled(first, SimpleNamespace(consumer_tag=tag))
+        self.assertIsNot(self.channel, first)
+        self.assertEqual(len(self.ask("ping")), 1)
 
     def test_ping(self):
         """
