@@ -21,7 +21,15 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.servers import ROOT, Daemon, amqp_url, free_port, redis_url, unique_queue
+from tests.integration.servers import (
+    ROOT,
+    Daemon,
+    amqp_url,
+    free_port,
+    redis_url,
+    services,
+    unique_queue,
+)
 from tests.integration.test_end_to_end import run_client
 
 SCRIPT = Path(sys.executable).with_name("twistedq")
@@ -257,6 +265,37 @@ class EventsTests(CommandTestCase):
         self.assertEqual(
             [line.split()[2] for line in counted.stdout.splitlines()], ["daemon.heartbeat"] * 2
         )
+
+    def test_broker_restart(self) -> None:
+        """
+        While ``events`` runs, RabbitMQ restarts: the command says it lost
+        the connection, then that it is connected again, and the daemon's
+        events come again.
+        """
+        name = f"cli-{self.queue}"
+        self.start_daemon(name, "--heartbeat-interval", "0.5")
+        tail = subprocess.Popen(
+            self.arguments("events", "--json", "--type", "daemon.heartbeat"),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(stop, tail)
+        lines, notes = Lines(tail.stdout), Lines(tail.stderr)
+        lines.until(lambda line: json.loads(line)["daemon"] == name, 30)
+        services("restart", "rabbitmq")
+        restarted = time.time()
+        notes.until(lambda line: line.startswith("lost the connection to the broker"), 90)
+        notes.until(lambda line: line.startswith("connected to the broker at"), 90)
+        lines.until(
+            lambda line: (
+                json.loads(line)["daemon"] == name and json.loads(line)["time"] > restarted
+            ),
+            90,
+        )
+        tail.send_signal(signal.SIGINT)
+        self.assertEqual(tail.wait(30), 0)
 
 
 class NoDaemonTests(CommandTestCase):

@@ -87,7 +87,10 @@ class FakeSession(Session):
         return self._answer("revoke") or []
 
     async def receive_events(
-        self, patterns: Sequence[str], on_events: Callable[[list[dict[str, Any]]], None]
+        self,
+        patterns: Sequence[str],
+        on_events: Callable[[list[dict[str, Any]]], None],
+        note: Callable[[str], None] | None = None,
     ) -> Callable[[], defer.Deferred[None]]:
         self._answer("receive_events")
         self.patterns = list(patterns)

@@ -269,12 +269,19 @@ class Session:
         return list(replies)
 
     async def receive_events(
-        self, patterns: Sequence[str], on_events: Callable[[list[dict[str, Any]]], None]
+        self,
+        patterns: Sequence[str],
+        on_events: Callable[[list[dict[str, Any]]], None],
+        note: Callable[[str], None] | None = None,
     ) -> Callable[[], defer.Deferred[None]]:
         """
         Consume the events whose routing keys match ``patterns`` (AMQP
         topic patterns), passing each batch to ``on_events``, from when
-        this returns; return the function that stops.
+        this returns, across reconnections; return the function that
+        stops.
+
+        :param note: told, in a sentence, when the connection is lost and
+            when the events come again.
         """
         from twistedq.amqp.events import EventReceiver
 
@@ -282,7 +289,30 @@ class Session:
         receiver = EventReceiver(connection, self.settings.exchange, on_events, patterns)
         await self._in_time(receiver.start(), f"the broker at {connection.address}")
         self._closing.insert(0, receiver.stop)
+        if note is not None:
+            self._watch_connection(connection, await connection.when_connected(), note)
         return receiver.stop
+
+    def _watch_connection(
+        self, connection: BrokerConnection, protocol: BrokerProtocol, note: Callable[[str], None]
+    ) -> None:
+        """
+        Tell ``note`` when ``protocol`` is lost, and when a new connection
+        is ready (its connect hooks, the receiver's binding among them,
+        have run).
+        """
+        where = f"the broker at {connection.address}"
+
+        def lost(_: object) -> None:
+            if connection.running:
+                note(f"lost the connection to {where}; connecting again")
+
+        async def again(protocol: BrokerProtocol) -> None:
+            note(f"connected to {where} again")
+            protocol.disconnected.wait().addBoth(lost)
+
+        protocol.disconnected.wait().addBoth(lost)
+        connection.add_connect_hook(again)
 
     def client(self) -> AsyncClient:
         """

@@ -115,7 +115,9 @@ async def events(arguments: argparse.Namespace, session: Session, out: TextIO, e
         EventFilter(types, arguments.task, arguments.id), arguments.count, arguments.json, out
     )
     session.interrupted.addCallback(printer.finish)
-    await session.receive_events(topic_patterns(types), printer)
+    await session.receive_events(
+        topic_patterns(types), printer, lambda text: print(text, file=err, flush=True)
+    )
     exchange = f"{session.settings.exchange}.events"
     print(f"listening for events on {exchange} (Ctrl-C to stop)", file=err, flush=True)
     await printer.done
