@@ -320,18 +320,21 @@ class NoDaemonTests(CommandTestCase):
 
     def test_store_down(self) -> None:
         """
-        A result store that does not answer: one line naming it, status 3.
+        A result store that does not answer: one line naming it, status 3,
+        after ``--timeout`` even with a longer ``--wait``.
         """
         port = free_port()
-        done = self.twistedq(
-            "--result-backend", f"redis://:pw@127.0.0.1:{port}/0", "--timeout", "2", "result", "x"
-        )
-        self.assertEqual(done.returncode, 3, done.stderr)
-        self.assertEqual(
-            done.stderr,
-            f"twistedq: the result store at redis://:***@127.0.0.1:{port}/0 "
-            "did not answer within 2 s\n",
-        )
+        store = f"redis://:pw@127.0.0.1:{port}/0"
+        for wait in ((), ("--wait", "120")):
+            started = time.monotonic()
+            done = self.twistedq("--result-backend", store, "--timeout", "2", "result", "x", *wait)
+            self.assertEqual(done.returncode, 3, done.stderr)
+            self.assertEqual(
+                done.stderr,
+                f"twistedq: the result store at redis://:***@127.0.0.1:{port}/0 "
+                "did not answer within 2 s\n",
+            )
+            self.assertLess(time.monotonic() - started, 60, "bounded by --timeout, not --wait")
 
     def test_purge_and_result(self) -> None:
         """

@@ -342,14 +342,15 @@ class Session:
         :raises Unreachable: the store did not answer within the timeout.
         """
         client = self.client()
-        if wait:
-            try:
-                return await client.wait_outcome(task_id, timeout=wait)
-            except TimeoutError as e:
-                if "did not answer" in str(e):
-                    raise Unreachable(f"{self._store()} did not answer within {wait:g} s") from None
         (outcome,) = await self._in_time(client.get_outcomes([task_id]), self._store())
-        return outcome
+        if outcome.ready or not wait:
+            return outcome
+        try:
+            return await client.wait_outcome(task_id, timeout=wait)
+        except TimeoutError:
+            # Not ready in time (or the store stopped answering meanwhile):
+            # what it said last.
+            return outcome
 
     async def outcomes(self, task_ids: Sequence[str]) -> list[Outcome]:
         """
