@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistedq import __version__
 from twistedq.cli.daemons import inspect_lines
 from twistedq.cli.errors import CommandFailed, Unreachable, UsageError
 from twistedq.cli.main import execute, parser, run
@@ -158,6 +159,18 @@ class ParsingTests(SynchronousTestCase):
             with self.assertRaises(SystemExit) as raised:
                 parser().parse_args(argv)
             self.assertEqual(raised.exception.code, 2, argv)
+
+    def test_version(self) -> None:
+        """
+        ``--version`` prints the version and exits with 0.
+        """
+        printed = io.StringIO()
+        self.patch(sys, "stdout", printed)
+        with self.assertRaises(SystemExit) as raised:
+            parser().parse_args(["--version"])
+        self.assertEqual(
+            (raised.exception.code, printed.getvalue()), (0, f"twistedq {__version__}\n")
+        )
 
     def test_control_options(self) -> None:
         """

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 
+from twistedq import __version__
 from twistedq.cli.daemons import inspect, ping, revoke, status
 from twistedq.cli.deadletters import add_commands, deadletter
 from twistedq.cli.errors import (
@@ -156,6 +157,7 @@ def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 1 what was asked about failed or was not found or no "
         "daemon answered, 2 usage error, 3 broker or result store unreachable.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top.set_defaults(prog=prog)
     leaf = common_options(defaults=False)
     control = _control_options()
