@@ -591,6 +591,7 @@ def makeService(options: Options) -> IService:
             "dispatcher": dispatcher.stats(),
             "consuming": consumer.consuming,
             "scheduler": scheduler.stats() if scheduler is not None else None,
+            "events": events.stats() if events is not None else None,
         }
 
     if not options["no-remote-control"]:
