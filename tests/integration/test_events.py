@@ -177,6 +177,10 @@ class EventsTests(SynchronousTestCase):
             lambda docs: any(d["processed"] >= 6 for d in of(docs, self.name, "daemon.heartbeat"))
         )
 
+        counted = daemon.stats()["events"]
+        self.assertGreaterEqual(counted["listeners"], 1)
+        self.assertEqual(counted["dropped"], 0)
+        self.assertGreater(counted["published"], 24)
         daemon.stop()
         documents = listener.wait_for(lambda docs: of(docs, self.name, "daemon.offline"))
         [offline] = of(documents, self.name, "daemon.offline")
@@ -203,6 +207,7 @@ class EventsTests(SynchronousTestCase):
         report = run_client(self.queue, self.backend, mode="add", count=5)
         self.assertEqual(report["statuses"], ["SUCCESS"])
         time.sleep(2.0)  # four heartbeat intervals: what would have come has
+        self.assertIsNone(daemon.stats()["events"])
         daemon.stop()
         self.assertEqual(of(listener.documents(), self.name), [])
         self.assertIn("Consuming", daemon.log())
