@@ -30,7 +30,7 @@ from twistedq.daemon.events import EventKind, Events, daemon_load
 from twistedq.daemon.identity import DaemonIdentity
 from twistedq.daemon.job import Job, JobState
 from twistedq.message import TaskMessage
-from twistedq.outcome import failure_document
+from twistedq.outcome import failure_document, retry_document
 
 IDENTITY = DaemonIdentity(name="w1", host="box", pid=42, started=NOW)
 
@@ -232,6 +232,19 @@ class ListenerTests(PublisherTestCase):
         [dead] = self.channel.documents("task.dead-lettered")
         self.assertEqual(dead["reason"], "unknown-task")
         self.assertNotIn("runtime", dead)
+
+    def test_retried(self):
+        """
+        A retry names the exception that made it retry and when the next
+        attempt is due.
+        """
+        self.hello("task.retried")
+        attempt = TaskMessage(id=task_id(1), task="add", eta=iso(NOW + 5), retries=1)
+        stored = retry_document(task_id(1), "add", ConnectionError("down"), 1, eta=iso(NOW + 5))
+        self.events.report(EventKind.RETRIED, task_id(1), "add", message=attempt, outcome=stored)
+        self.clock.advance(0.1)
+        [retried] = self.channel.documents("task.retried")
+        self.assertEqual((retried["exception"], retried["eta"]), ("ConnectionError", iso(NOW + 5)))
 
     def test_eta_on_received(self):
         """
