@@ -574,6 +574,8 @@ class EventPublisher(Service):
         self._flush_call: IDelayedCall | None = None
         self._heartbeat = LoopingCall(self.beat)
         self._heartbeat.clock = clock
+        self._expiry = LoopingCall(self.expire)
+        self._expiry.clock = clock
         self._started_at = clock.seconds()
         if connection is not None:
             connection.add_connect_hook(self._connected)
@@ -733,13 +735,18 @@ class EventPublisher(Service):
             key, now, self.base, self.load(), now - self._started_at, self.heartbeat_interval
         )
 
-    def beat(self) -> None:
+    def expire(self) -> None:
         """
-        Forget the listeners not heard of in time, and publish a heartbeat
-        if one listens to it.
+        Forget the listeners not heard of in time (every
+        :py:data:`HELLO_EVERY` seconds).
         """
         if self._listeners.expire(self.clock.seconds()):
             self._listened_changed()
+
+    def beat(self) -> None:
+        """
+        Publish a heartbeat if one listens to it.
+        """
         if "daemon.heartbeat" in self._daemon_keys and self.running:
             self._add("daemon.heartbeat", self._daemon_document("daemon.heartbeat"))
 
@@ -758,6 +765,7 @@ class EventPublisher(Service):
         self._started_at = self.clock.seconds()
         self._listened_changed()
         self._heartbeat.start(self.heartbeat_interval, now=False)
+        self._expiry.start(HELLO_EVERY, now=False)
         if self._channel is not None and not self._channel.closed:
             self.attach(self._channel)
 
@@ -766,8 +774,9 @@ class EventPublisher(Service):
         Publish what is kept and ``daemon.offline`` (before the connection
         closes: this service stops before it).
         """
-        if self._heartbeat.running:
-            self._heartbeat.stop()
+        for loop in (self._heartbeat, self._expiry):
+            if loop.running:
+                loop.stop()
         if self._observing:
             self.events.unsubscribe(self.observe)
             self._observing = False
