@@ -157,7 +157,7 @@ class ClusterStateTests(SynchronousTestCase):
         """
         However many tasks start and fail, the state keeps at most its caps.
         """
-        state = ClusterState(lambda: self.now, max_running=50)
+        state = ClusterState(lambda: self.now, max_running=50, max_running_shown=10)
         for number in range(2000):
             state.on_events(
                 [
@@ -168,6 +168,8 @@ class ClusterStateTests(SynchronousTestCase):
         for number in range(2000):
             state.on_events([task_event("received", -number, self.now, args="()")])
         self.assertEqual(len(state.running), 50)
+        self.assertEqual(state.sections()["running_count"], 50)
+        self.assertEqual(len(state.sections()["running"]), 10)
         self.assertEqual(len(state.received_args), 100)
         self.assertEqual(len(state.failures), 20)
         self.assertEqual(len(state.tasksets), 20)
@@ -307,7 +309,7 @@ class ClusterWatchTests(SynchronousTestCase):
         self.assertEqual(len(watcher.messages), 1)
         patch = watcher.messages[0]
         self.assertEqual(patch["kind"], "patch")
-        self.assertEqual(set(patch["sections"]), {"running"})
+        self.assertEqual(set(patch["sections"]), {"running", "running_count"})
         self.assertEqual(len(patch["sections"]["running"]), 10)
         self.clock.advance(0.25)
         self.assertEqual(len(watcher.messages), 1)

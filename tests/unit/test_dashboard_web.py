@@ -136,6 +136,7 @@ class DashboardResourceTests(SiteTestCase):
             {
                 "daemons",
                 "running",
+                "running_count",
                 "running_dropped",
                 "rates",
                 "failures",

@@ -12,6 +12,7 @@ is set by :py:class:`twistedq.dashboard.watch.ClusterWatch`.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections import OrderedDict, deque
@@ -77,6 +78,8 @@ class ClusterState:
     :param wall: the wall clock (seconds since the epoch), which decides
         when a daemon is gone and which bar of the chart is current.
     :param max_running: most running tasks kept (the oldest dropped first).
+    :param max_running_shown: most running tasks in a snapshot (those
+        running longest).
     :param max_failures: latest failures kept.
     :param max_tasksets: tasksets kept.
     :ivar version: grows with every change, so a reader knows when to look
@@ -90,9 +93,11 @@ class ClusterState:
         max_failures: int = 20,
         max_tasksets: int = 20,
         max_daemons: int = 200,
+        max_running_shown: int = 100,
     ) -> None:
         self.wall = wall
         self.max_running = max_running
+        self.max_running_shown = max_running_shown
         self.max_tasksets = max_tasksets
         self.max_daemons = max_daemons
         self.version = 0
@@ -326,7 +331,11 @@ class ClusterState:
         queues["unacked"] = held
         return {
             "daemons": sorted(self.daemons.values(), key=lambda d: d["name"]),
-            "running": sorted(self.running.values(), key=lambda t: t["started"]),
+            # The longest-running first; the count says how many in all.
+            "running": heapq.nsmallest(
+                self.max_running_shown, self.running.values(), key=lambda t: t["started"]
+            ),
+            "running_count": len(self.running),
             "running_dropped": self.running_dropped,
             "rates": self.rates(),
             "failures": list(self.failures),

@@ -139,7 +139,8 @@
 
   function renderRunning() {
     var running = sections.running || [];
-    $("running-count").textContent = running.length + (sections.running_dropped ? " (more not shown)" : "");
+    var total = sections.running_count == null ? running.length : sections.running_count;
+    $("running-count").textContent = total + (total > running.length ? " (the " + running.length + " running longest shown)" : "");
     fill($("running").tBodies[0], running.map(function (t) {
       var cells = [td(short(t.id), "id", t.id), td(t.name), td(t.args, "args"),
                    td(seconds(now() - t.started), "num runtime"), td(t.daemon), td(t.child)];
