@@ -137,6 +137,19 @@ class ClusterStateTests(SynchronousTestCase):
         self.assertEqual(self.state.sections()["running"][0]["args"], "(3, 4), {}")
         self.assertEqual(len(self.state.received_args), 0)
 
+    def test_end_before_start(self) -> None:
+        """
+        A task's end that arrives before its start (they travel in
+        different messages) leaves no ghost running; a later attempt of
+        the same task (a retry) runs again.
+        """
+        self.state.on_events([task_event("succeeded", 1, self.now)])
+        self.state.on_events([task_event("started", 1, self.now - 0.01)])
+        self.assertEqual(self.state.sections()["running"], [])
+        self.state.on_events([task_event("retried", 2, self.now)])
+        self.state.on_events([task_event("started", 2, self.now + 5)])
+        self.assertEqual([t["id"] for t in self.state.sections()["running"]], [task_id(2)])
+
     def test_chart_keeps_ten_minutes(self) -> None:
         """
         The chart has 60 bars of 10 s; a count older than 10 minutes
@@ -171,6 +184,7 @@ class ClusterStateTests(SynchronousTestCase):
         self.assertEqual(state.sections()["running_count"], 50)
         self.assertEqual(len(state.sections()["running"]), 10)
         self.assertEqual(len(state.received_args), 100)
+        self.assertEqual(len(state.ended), 500)
         self.assertEqual(len(state.failures), 20)
         self.assertEqual(len(state.tasksets), 20)
         self.assertGreater(state.running_dropped, 0)

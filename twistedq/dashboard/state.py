@@ -110,6 +110,7 @@ class ClusterState:
         self.queues: dict[str, Any] = {}
         self.periodic: list[dict[str, Any]] = []
         self.received_args: OrderedDict[str, str] = OrderedDict()
+        self.ended: OrderedDict[str, float] = OrderedDict()
         self.events_seen = 0
         self.running_dropped = 0
 
@@ -168,6 +169,9 @@ class ClusterState:
             self._started(task_id, when, document)
         elif kind in FINAL_TASK_EVENTS:
             self.running.pop(task_id, None)
+            # Events of other kinds travel in other messages, so a task's
+            # start may come after its end: remembered, it is not shown.
+            _bounded_put(self.ended, task_id, when, 10 * self.max_running)
             if kind == "succeeded":
                 self._count(when, 0)
             elif kind == "failed":
@@ -185,6 +189,9 @@ class ClusterState:
                 )
 
     def _started(self, task_id: str, when: float, document: dict[str, Any]) -> None:
+        ended = self.ended.get(task_id)
+        if ended is not None and when <= ended:
+            return
         args = self.received_args.pop(task_id, None)
         task = {
             "id": task_id,
