@@ -8,8 +8,8 @@ JSON line.
 
 The request is one of ``{"mode": "broadcast", "command": ..., "arguments":
 {...}, "destination": [...], "timeout": s, "limit": n}``, ``{"mode":
-"revoke", "ids": [...], "terminate": bool, "limit": n, "wait_revoked":
-bool}``, ``{"mode": "delay", "task":
+"revoke", "ids": [...], "terminate": bool, "destination": [...],
+"limit": n, "wait_revoked": bool}``, ``{"mode": "delay", "task":
 name, "args": [...]}`` (publish, do not wait) and ``{"mode": "statuses",
 "ids": [...]}``.
 """
@@ -65,6 +65,7 @@ def main() -> None:
                         request["ids"],
                         terminate=request.get("terminate", False),
                         timeout=timeout,
+                        destination=request.get("destination"),
                         limit=request.get("limit"),
                     ),
                     timeout=timeout + 30,

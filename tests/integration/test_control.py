@@ -131,7 +131,13 @@ class RemoteControlTests(ControlTestCase):
         self.assertIn(str(runs), task["args"])
         [holder] = [d for d in self.daemons if self.name(d) == name]
         report = self.script(
-            mode="revoke", ids=[task_id], terminate=True, timeout=10, limit=2, wait_revoked=True
+            mode="revoke",
+            ids=[task_id],
+            terminate=True,
+            destination=[name],
+            limit=1,
+            timeout=10,
+            wait_revoked=True,
         )
         replies = {r["daemon"]: r["reply"] for r in report["replies"]}
         self.assertEqual(replies[name]["terminated"], [task_id])
