@@ -330,7 +330,7 @@ class ClusterState:
         reader's now minus its ``started``.
         """
         held = sum(
-            _number(daemon.get("held")) or 0
+            int(_number(daemon.get("held")) or 0)
             for daemon in self.daemons.values()
             if not daemon.get("gone")
         )
