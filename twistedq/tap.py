@@ -565,6 +565,15 @@ def makeService(options: Options) -> IService:
         if dispatcher.claims is not None:
             scheduler.add_job(recovery_job(dispatcher.recover_parked))
 
+    def stats() -> dict[str, Any]:
+        return {
+            "pool": pool.stats(),
+            "dispatcher": dispatcher.stats(),
+            "consuming": consumer.consuming,
+            "scheduler": scheduler.stats() if scheduler is not None else None,
+            "events": events.stats() if events is not None else None,
+        }
+
     def children_ready() -> None:
         if scheduler is not None:
             scheduler.add_tasks(pool.periodic_tasks)
@@ -577,6 +586,10 @@ def makeService(options: Options) -> IService:
     StoreService(backend).setServiceParent(daemon)
     PoolService(pool, reactor, children_ready).setServiceParent(daemon)
     connection.setServiceParent(daemon)
+    if not options["no-remote-control"]:
+        _remote_control(
+            settings, reactor, connection, dispatcher, pool, identity, stats
+        ).setServiceParent(daemon)
     if events is not None:  # stops (daemon.offline) after the drain, before the connection
         events.setServiceParent(daemon)
     if scheduler is not None:
@@ -585,17 +598,6 @@ def makeService(options: Options) -> IService:
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
 
-    def stats() -> dict[str, Any]:
-        return {
-            "pool": pool.stats(),
-            "dispatcher": dispatcher.stats(),
-            "consuming": consumer.consuming,
-            "scheduler": scheduler.stats() if scheduler is not None else None,
-            "events": events.stats() if events is not None else None,
-        }
-
-    if not options["no-remote-control"]:
-        _remote_control(settings, reactor, connection, dispatcher, pool, identity, stats)
     if options["status"] != "none":
         metrics = None
         if not options["no-metrics"]:
@@ -658,10 +660,9 @@ def _remote_control(
     stats: Callable[[], dict[str, Any]],
 ) -> ControlService:
     """
-    The remote control's listener.  It is no child of the daemon's
-    services: it starts with the reactor and answers until the broker
-    connection closes, the drain of a shutdown included (its queue goes
-    with the connection).
+    The remote control's listener.  A child of the daemon's services just
+    after the broker connection: it stops after the consumer's drain and
+    before the connection closes, so it answers during a shutdown's drain.
     """
 
     def shutdown() -> None:
@@ -674,7 +675,6 @@ def _remote_control(
     service = ControlService(
         connection, settings.exchange, identity, control.handlers(), reactor, settings.signing()
     )
-    reactor.callWhenRunning(service.startService)
     return service
 
 

@@ -326,12 +326,12 @@ class DispatcherControlTests(SynchronousTestCase):
 class ArgsPreviewTests(SynchronousTestCase):
     def test_cut(self):
         """
-        A preview longer than 120 characters is cut, ending in an ellipsis.
+        A preview longer than 120 characters is cut, ending in ``...``.
         """
         message = TaskMessage(id=task_id(1), task="add", args=("x" * 500,))
         text = args_preview(message)
         self.assertEqual(len(text), 120)
-        self.assertTrue(text.endswith("\u2026"))
+        self.assertTrue(text.endswith("..."))
 
 
 # The AMQP side, over fakes.

@@ -22,13 +22,13 @@ from twistedq.amqp.events import (
     REOPEN_PAUSE,
     EventPublisher,
     EventReceiver,
-    args_preview,
     events_exchange,
     topic_matches,
 )
 from twistedq.daemon.events import EventKind, Events, daemon_load
 from twistedq.daemon.identity import DaemonIdentity
 from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.job import arguments_preview as args_preview
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, retry_document
 

@@ -20,6 +20,7 @@ from twistedq.backends.service import StoreService
 from twistedq.backends.sqlite import SQLiteBackend
 from twistedq.clockstep import ClockStepGuard
 from twistedq.conf import DEFAULT_BROKER_URL, Settings
+from twistedq.control import ControlService
 from twistedq.daemon.periodic import RECOVERY_JOB
 from twistedq.daemon.service import ConsumerService
 from twistedq.log import LogLevelService, SeedLogFormatService
@@ -215,13 +216,17 @@ class MakeServiceTests(TapTestCase):
                 StoreService,
                 PoolService,
                 BrokerConnection,
+                ControlService,
                 EventPublisher,
                 Scheduler,
                 ConsumerService,
                 StreamServerEndpointService,
             ],
         )
-        backend, pool_service, connection, events, scheduler, consumer_service, _site = children
+        backend, pool_service, connection, control, events, scheduler, consumer_service, _site = (
+            children
+        )
+        self.assertIs(control.connection, connection)
         self.assertIs(events.events, consumer_service.dispatcher.events)
         self.assertIs(scheduler.store, backend.backend)
         # No clean-up job (Redis expires results itself); Redis has claims, so
@@ -244,9 +249,17 @@ class MakeServiceTests(TapTestCase):
         """
         daemon = self.make("--status", "none", "-r", "sqlite:///results.sqlite3")
         children = list(daemon)[2:]
-        self.assertEqual(len(children), 6)
+        self.assertEqual(len(children), 7)
         self.assertIsInstance(children[0].backend, SQLiteBackend)
         self.assertNotIn(StreamServerEndpointService, [type(c) for c in children])
+
+    def test_no_remote_control(self):
+        """
+        ``--no-remote-control`` leaves the remote control's listener out.
+        """
+        types = [type(child) for child in self.make("--no-remote-control")]
+        self.assertNotIn(ControlService, types)
+        self.assertIn(ControlService, [type(child) for child in self.make()])
 
     def test_topology_from_settings(self):
         """
@@ -286,7 +299,9 @@ class MakeServiceTests(TapTestCase):
         drains[Scheduler].callback(None)
         self.assertEqual(stopped[3:], [EventPublisher])
         drains[EventPublisher].callback(None)
-        self.assertEqual(stopped[4:], [BrokerConnection])
+        self.assertEqual(stopped[4:], [ControlService])
+        drains[ControlService].callback(None)
+        self.assertEqual(stopped[5:], [BrokerConnection])
         drains[BrokerConnection].callback(None)
         drains[PoolService].callback(None)
         self.assertNoResult(stopping)
@@ -319,6 +334,7 @@ class MakeServiceTests(TapTestCase):
                 ConsumerService,
                 Scheduler,
                 EventPublisher,
+                ControlService,
                 BrokerConnection,
                 PoolService,
                 StoreService,

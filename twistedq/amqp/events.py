@@ -21,7 +21,6 @@ keys some live listener's patterns match.  A daemon that connects asks
 from __future__ import annotations
 
 import json
-import reprlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ from twistedq.amqp.broker import BrokerConnection
 from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
 from twistedq.daemon.events import Event, EventKind, Events
 from twistedq.daemon.identity import DaemonIdentity
+from twistedq.daemon.job import arguments_preview
 
 __all__ = [
     "CONTENT_TYPE",
@@ -50,7 +50,6 @@ __all__ = [
     "MAX_QUEUED_EVENTS",
     "EventPublisher",
     "EventReceiver",
-    "args_preview",
     "daemon_document",
     "declare_events_exchange",
     "events_exchange",
@@ -79,8 +78,6 @@ HELLO_EVERY = 5.0
 LISTENER_TTL = 15.0
 #: The most event messages a receiver's queue holds (the oldest are dropped).
 MAX_QUEUED_EVENTS = 10_000
-#: The longest ``args`` preview, in characters.
-PREVIEW_LENGTH = 120
 #: Seconds before a channel the broker closed alone (its connection
 #: staying up) is opened again.
 REOPEN_PAUSE = 5.0
@@ -142,25 +139,6 @@ def _words_match(pattern: list[str], key: list[str]) -> bool:
     if not key or (head != "*" and head != key[0]):
         return False
     return _words_match(pattern[1:], key[1:])
-
-
-_preview_repr = reprlib.Repr()
-_preview_repr.maxstring = PREVIEW_LENGTH
-_preview_repr.maxother = PREVIEW_LENGTH
-_preview_repr.maxlevel = 3
-
-
-def args_preview(
-    args: Sequence[Any], kwargs: Mapping[str, Any], limit: int = PREVIEW_LENGTH
-) -> str:
-    """
-    A preview of a task's arguments, the repr of its positional and
-    keyword arguments (``(1, 'a'), {'key': [1, 2]}``), at most ``limit``
-    characters (cut with ``...``); its cost is bounded whatever the size
-    of the arguments (long strings and collections are shortened first).
-    """
-    text = f"{_preview_repr.repr(args)}, {_preview_repr.repr(kwargs)}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _exception_name(fields: Mapping[str, Any]) -> str | None:
@@ -233,7 +211,7 @@ def task_document(
         if event.task_name is None:
             document["name"] = message.task
         if kind in _ARGS_KINDS:
-            document["args"] = args_preview(message.args, message.kwargs)
+            document["args"] = arguments_preview(message.args, message.kwargs)
         if message.taskset is not None:
             document["taskset"] = message.taskset
         if message.eta is not None and kind in (EventKind.RECEIVED, EventKind.RETRIED):

@@ -245,7 +245,7 @@ class Feeder:
             job.state = JobState.RUNNING
             job.child = child
             job.started_at = now
-            report(EventKind.STARTED, job.task_id, job.message.task, child=child)
+            report(EventKind.STARTED, job.task_id, job.message.task, child=child, job=job)
 
     def _run(self, batch: list[Job], limit: float | None) -> None:
         pool = self.pool

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -16,7 +17,16 @@ from twisted.internet.interfaces import IDelayedCall
 
 from twistedq.message import TaskMessage
 
-__all__ = ["ARGS_PREVIEW", "BrokerDelivery", "Job", "JobState", "args_preview", "few", "timestamp"]
+__all__ = [
+    "ARGS_PREVIEW",
+    "BrokerDelivery",
+    "Job",
+    "JobState",
+    "args_preview",
+    "arguments_preview",
+    "few",
+    "timestamp",
+]
 
 #: The longest preview of a task's arguments (:py:func:`args_preview`).
 ARGS_PREVIEW = 120
@@ -209,16 +219,32 @@ def timestamp(text: str) -> float:
     return moment.timestamp()
 
 
+_preview_repr = reprlib.Repr()
+_preview_repr.maxstring = ARGS_PREVIEW
+_preview_repr.maxother = ARGS_PREVIEW
+_preview_repr.maxlevel = 3
+
+
+def arguments_preview(
+    args: Sequence[Any], kwargs: Mapping[str, Any], limit: int = ARGS_PREVIEW
+) -> str:
+    """
+    A preview of a task's arguments, the repr of its positional and
+    keyword arguments (``(1, 'a'), {'key': [1, 2]}``), at most ``limit``
+    characters (cut with ``...``): what events, ``inspect`` and the
+    dashboard show of a task, never its whole arguments.  Its cost is
+    bounded whatever their size (long strings and collections are
+    shortened first).
+    """
+    text = f"{_preview_repr.repr(args)}, {_preview_repr.repr(kwargs)}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def args_preview(message: TaskMessage, limit: int = ARGS_PREVIEW) -> str:
     """
-    The repr of a task's positional and keyword arguments, cut to ``limit``
-    characters (the last one then ``…``): what events and ``inspect``
-    show of a task, never its whole arguments.
+    The :py:func:`arguments_preview` of a task message.
     """
-    text = f"{message.args!r}, {message.kwargs!r}"
-    if len(text) > limit:
-        text = text[: limit - 1] + "\u2026"
-    return text
+    return arguments_preview(message.args, message.kwargs, limit)
 
 
 def few(jobs: list[Job], shown: int = 5) -> str:
