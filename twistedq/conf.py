@@ -33,7 +33,6 @@ __all__ = [
     "SettingsError",
     "UnknownSettingWarning",
     "parse_size",
-    "parse_status_endpoint",
     "parse_timeout",
     "warn_unknown_settings",
     "with_help",
@@ -74,28 +73,6 @@ def parse_timeout(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{text!r} is not a positive number of seconds")
     return seconds
-
-
-def parse_status_endpoint(text: str) -> str:
-    """
-    A strports server endpoint (``tcp:8021:interface=127.0.0.1``,
-    ``unix:/run/twistedq.sock``) for the daemon's status site, or
-    ``none``.  Only parsed: nothing listens.
-
-    :raises ValueError: Twisted cannot parse it as a server endpoint.
-    """
-    if text.strip().lower() == "none":
-        return "none"
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        # Parsing builds the endpoint, which keeps the reactor unused.
-        serverFromString(None, text)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{text!r} is not a server endpoint such as tcp:8021:interface=127.0.0.1, or none ({e})"
-        ) from None
-    return text
 
 
 class SettingsError(ValueError):

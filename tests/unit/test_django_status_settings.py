@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from django.core.exceptions import ImproperlyConfigured
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistedq.conf import Settings, parse_status_endpoint
-from twistedq.contrib.django.conf import settings_from_django
+from twistedq.conf import Settings
+from twistedq.contrib.django.conf import parse_status_endpoint, settings_from_django
 
 
 class StatusEndpointTests(SynchronousTestCase):

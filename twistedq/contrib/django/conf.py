@@ -22,10 +22,9 @@ import warnings
 from typing import Any
 from urllib.parse import quote
 
-from twistedq.conf import parse_status_endpoint
 from twistedq.setting_names import warn_unknown_settings
 
-__all__ = ["SEED_ALIASES", "settings_from_django"]
+__all__ = ["SEED_ALIASES", "parse_status_endpoint", "settings_from_django"]
 
 SEED_ALIASES = ("AMQP_SERVER", "AMQP_PORT", "AMQP_USER", "AMQP_PASSWORD", "AMQP_VHOST")
 
@@ -107,6 +106,28 @@ def _status_endpoint(value: Any) -> str:
         return parse_status_endpoint(value)
     except ValueError as e:
         raise _improper(f"TWISTEDQ_STATUS_ENDPOINT: {e}") from None
+
+
+def parse_status_endpoint(text: str) -> str:
+    """
+    A strports server endpoint (``tcp:8021:interface=127.0.0.1``,
+    ``unix:/run/twistedq.sock``) for the daemon's status site, or
+    ``none``.  Only parsed: nothing listens.
+
+    :raises ValueError: Twisted cannot parse it as a server endpoint.
+    """
+    if text.strip().lower() == "none":
+        return "none"
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Parsing builds the endpoint, which keeps the reactor unused.
+        serverFromString(None, text)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{text!r} is not a server endpoint such as tcp:8021:interface=127.0.0.1, or none ({e})"
+        ) from None
+    return text
 
 
 def _deprecated(old: str, new: str) -> None:
