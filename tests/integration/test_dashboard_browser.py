@@ -49,17 +49,17 @@ client.close()
 """
 
 
-def publish(queue: str, backend: str, plan: dict[str, Any]) -> dict[str, Any]:
+def publish(queue: str, backend: str, plan: dict[str, Any], exchange: str) -> dict[str, Any]:
     """
     Publish tasks (``{"tasks": [[name, args]], "tasksets": [[name, [args]]]}``)
-    from a process of their own, without waiting for them.
+    to ``exchange`` from a process of their own, without waiting for them.
     """
     completed = subprocess.run(
         [sys.executable, "-c", PUBLISH, amqp_url(), backend, queue, json.dumps(plan)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TWISTEDQ_EXCHANGE=exchange),
         cwd=ROOT,
     )
     if completed.returncode != 0:
@@ -195,6 +195,9 @@ class DashboardInBrowserTests(SynchronousTestCase):
         self.queue = unique_queue()
         self.daemons = []
         self.beat = f"tests.dashboard.beat.{uuid.uuid4().hex[:8]}"
+        # An exchange of its own: the events of other tests' daemons on the
+        # same broker stay off this page.
+        self.exchange = f"dashboard-{uuid.uuid4().hex[:8]}"
         for number in range(2):
             directory = Path(tempfile.mkdtemp(prefix="twistedq-dashboard-"))
             daemon = Daemon(
@@ -202,7 +205,14 @@ class DashboardInBrowserTests(SynchronousTestCase):
                 queue=self.queue,
                 result_backend=self.backend,
                 tasks="tests.integration.tasks,tests.integration.periodic_tasks",
-                extra=("--name", f"daemon-{number + 1}", "--operator-token", TOKEN),
+                extra=(
+                    "--name",
+                    f"daemon-{number + 1}",
+                    "--operator-token",
+                    TOKEN,
+                    "--exchange",
+                    self.exchange,
+                ),
                 env={
                     "TWISTEDQ_TEST_BEAT_FILE": str(directory / "beats"),
                     "TWISTEDQ_TEST_BEAT_NAME": self.beat,
@@ -240,7 +250,9 @@ class DashboardInBrowserTests(SynchronousTestCase):
         self.assertEqual(
             self.browser.evaluate("document.getElementById('live').textContent"), "live"
         )
-        slow = publish(self.queue, self.backend, {"tasks": [["sleep", [4]]]})["ids"][0]
+        slow = publish(
+            self.queue, self.backend, exchange=self.exchange, plan={"tasks": [["sleep", [4]]]}
+        )["ids"][0]
         running = self.wait_for(RUNNING, lambda found: bool(found) and found[0][0] == slow)
         self.assertIn(running[0][1], ("daemon-1", "daemon-2"))
         self.wait_for(RUNNING, lambda found: found == [])
@@ -259,7 +271,8 @@ class DashboardInBrowserTests(SynchronousTestCase):
         publish(
             self.queue,
             self.backend,
-            {
+            exchange=self.exchange,
+            plan={
                 "tasks": [["add", [i, i]] for i in range(40)]
                 + [["fail", [f"bad input {i}"]] for i in range(3)]
                 + [["sleep", [12]] for _ in range(3)],
@@ -315,7 +328,9 @@ class DashboardInBrowserTests(SynchronousTestCase):
         self.wait_for(f"{pause} && {pause}.textContent", lambda text: text == "pause")
         self.browser.evaluate(f"{pause}.click()")
         self.wait_for(f"{pause} && {pause}.textContent", lambda text: text == "resume")
-        slow = publish(self.queue, self.backend, {"tasks": [["sleep", [60]]]})["ids"][0]
+        slow = publish(
+            self.queue, self.backend, exchange=self.exchange, plan={"tasks": [["sleep", [60]]]}
+        )["ids"][0]
         row = f"document.querySelector('#running tr[data-id=\"{slow}\"]')"
         self.wait_for(f"!!{row}", bool)
         self.browser.evaluate(f"{row}.querySelector('button.danger').click()")

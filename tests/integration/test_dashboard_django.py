@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ settings.configure(
     TWISTEDQ_BROKER_URL=os.environ["DASHBOARD_BROKER"],
     TWISTEDQ_RESULT_BACKEND=os.environ["DASHBOARD_BACKEND"],
     TWISTEDQ_QUEUE=os.environ["DASHBOARD_QUEUE"],
+    TWISTEDQ_EXCHANGE=os.environ["DASHBOARD_EXCHANGE"],
 )
 import django
 django.setup()
@@ -145,12 +147,14 @@ class DjangoDashboardTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.backend = redis_url()
         self.queue = unique_queue()
+        # An exchange of its own: other tests' daemons stay off the page.
+        self.exchange = f"dashboard-{uuid.uuid4().hex[:8]}"
         self.directory = Path(tempfile.mkdtemp(prefix="twistedq-dashboard-django-"))
         self.daemon = Daemon(
             self.directory,
             queue=self.queue,
             result_backend=self.backend,
-            extra=("--name", "django-seen"),
+            extra=("--name", "django-seen", "--exchange", self.exchange),
         )
         self.addCleanup(self.daemon.stop)
         self.daemon.wait_ready()
@@ -162,6 +166,7 @@ class DjangoDashboardTests(SynchronousTestCase):
             DASHBOARD_BROKER=amqp_url(),
             DASHBOARD_BACKEND=self.backend,
             DASHBOARD_QUEUE=self.queue,
+            DASHBOARD_EXCHANGE=self.exchange,
             DASHBOARD_DAEMON="django-seen",
             PYTHONPATH=str(ROOT),
         )
@@ -199,7 +204,7 @@ class DjangoDashboardTests(SynchronousTestCase):
         self.assertEqual(len(report["revoke"][1]["revoked"]), 1)
         self.assertTrue(report["stream_type"].startswith("text/event-stream"))
         self.assertEqual(report["first"], "snapshot")
-        self.assertIn("django-seen", report["daemons"])
+        self.assertEqual(report["daemons"], ["django-seen"])
         self.assertEqual(report["state_queue"], 1)
 
     def test_progress_stream(self) -> None:
