@@ -409,6 +409,15 @@ class Client:
                 self._reader_chosen = True
             return self._reader
 
+    @property
+    def async_client(self) -> AsyncClient:
+        """
+        The Twisted half of this client (made on the reactor thread on
+        first use), for code that runs on the reactor thread and shares
+        its connection and store: call its methods there only.
+        """
+        return self._client()
+
     def _client(self) -> AsyncClient:
         with self._lock:
             if self._async is None:

@@ -28,11 +28,18 @@ ENVIRONMENT_SETTINGS = frozenset(
         "TWISTEDQ_SEED_STATES",
         "TWISTEDQ_MAX_MESSAGE_SIZE",
         "TWISTEDQ_PUBLISH_TIMEOUT",
+        "TWISTEDQ_OPERATOR_TOKEN",
     )
 )
 
 #: The ``TWISTEDQ_*`` Django settings twistedq reads.
-DJANGO_SETTINGS = ENVIRONMENT_SETTINGS | {"TWISTEDQ_STATUS_TRACEBACKS", "TWISTEDQ_STATUS_ENDPOINT"}
+#: (The operator token of the daemon's dashboard is read from the
+#: environment alone: in Django, the dashboard's actions go by the staff
+#: user's permissions.)
+DJANGO_SETTINGS = (ENVIRONMENT_SETTINGS - {"TWISTEDQ_OPERATOR_TOKEN"}) | {
+    "TWISTEDQ_STATUS_TRACEBACKS",
+    "TWISTEDQ_STATUS_ENDPOINT",
+}
 
 #: ``TWISTEDQ_*`` variables that are not settings but belong to this
 #: project's test suite and scripts (``scripts/services``, ``scripts/test``).

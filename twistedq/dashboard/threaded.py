@@ -94,8 +94,7 @@ class ThreadedDashboard:
     def _started(self) -> tuple[ClusterWatch, AsyncClient]:
         with self._lock:
             if self._watch is None or self._async is None:
-                # The blocking client's asynchronous half (made on first use).
-                async_client = self.client._client()
+                async_client = self.client.async_client
                 self._watch = self.thread.call(self._build, async_client, timeout=30)
                 self._async = async_client
             return self._watch, self._async
