@@ -13,7 +13,6 @@ from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
-from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from twistedq.amqp.broker import (
@@ -541,10 +540,12 @@ def _log_service(options: Options) -> IService:
 
 def makeService(options: Options) -> IService:
     """
-    Build the daemon: result store, pool, broker connection, scheduler,
-    consumer and status site under one :py:obj:`DrainingMultiService`.
-    They stop one after the other in reverse order: the status site, the
-    consumer (draining), the scheduler, the connection, the pool, the store.
+    Build the daemon: result store, pool, broker connection, remote
+    control, event publisher, scheduler, consumer and status site under
+    one :py:obj:`DrainingMultiService`.  They stop one after the other in
+    reverse order: the status site, the consumer (draining), the
+    scheduler, the event publisher, the remote control, the connection,
+    the pool, the store.
     """
     from twisted.internet import reactor
 
@@ -565,14 +566,7 @@ def makeService(options: Options) -> IService:
         if dispatcher.claims is not None:
             scheduler.add_job(recovery_job(dispatcher.recover_parked))
 
-    def stats() -> dict[str, Any]:
-        return {
-            "pool": pool.stats(),
-            "dispatcher": dispatcher.stats(),
-            "consuming": consumer.consuming,
-            "scheduler": scheduler.stats() if scheduler is not None else None,
-            "events": events.stats() if events is not None else None,
-        }
+    stats = _stats(pool, dispatcher, consumer, scheduler, events)
 
     def children_ready() -> None:
         if scheduler is not None:
@@ -599,41 +593,69 @@ def makeService(options: Options) -> IService:
     ).setServiceParent(daemon)
 
     if options["status"] != "none":
-        metrics = None
-        if not options["no-metrics"]:
-            metrics = DaemonMetrics(dispatcher.events, reactor, stats)
-            metrics.watch_broker(connection)
-        tracebacks = options["status-tracebacks"] or settings.status_tracebacks
-        dashboard = None
-        if not options["no-dashboard"]:
-            dashboard = daemon_dashboard(
-                settings,
-                reactor,
-                connection,
-                topology,
-                backend,
-                scheduler=scheduler,
-                operator_token=options["operator-token"]
-                or os.environ.get("TWISTEDQ_OPERATOR_TOKEN"),
-                tracebacks=tracebacks,
-            )
         site = _status_site(
-            settings, reactor, backend, stats, dispatcher, tracebacks, metrics, dashboard
+            options, settings, reactor, backend, connection, topology, dispatcher, scheduler, stats
         )
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
 
 
+def _stats(
+    pool: ProcessPool,
+    dispatcher: Dispatcher,
+    consumer: Consumer,
+    scheduler: Scheduler | None,
+    events: EventPublisher | None,
+) -> Callable[[], dict[str, Any]]:
+    """
+    What makes the daemon's ``/stats`` document (and ``inspect stats``).
+    """
+
+    def stats() -> dict[str, Any]:
+        return {
+            "pool": pool.stats(),
+            "dispatcher": dispatcher.stats(),
+            "consuming": consumer.consuming,
+            "scheduler": scheduler.stats() if scheduler is not None else None,
+            "events": events.stats() if events is not None else None,
+        }
+
+    return stats
+
+
 def _status_site(
+    options: Options,
     settings: Settings,
     reactor: Any,
     backend: IResultBackend,
-    stats: Callable[[], dict[str, Any]],
+    connection: BrokerConnection,
+    topology: Topology,
     dispatcher: Dispatcher,
-    tracebacks: bool,
-    metrics: DaemonMetrics | None = None,
-    dashboard: IResource | None = None,
+    scheduler: Scheduler | None,
+    stats: Callable[[], dict[str, Any]],
 ) -> Site:
+    """
+    The status site: the seed's status URLs, ``/stats``, ``/metrics``
+    (unless ``--no-metrics``) and the live dashboard (unless
+    ``--no-dashboard``).
+    """
+    metrics = None
+    if not options["no-metrics"]:
+        metrics = DaemonMetrics(dispatcher.events, reactor, stats)
+        metrics.watch_broker(connection)
+    tracebacks = options["status-tracebacks"] or settings.status_tracebacks
+    dashboard = None
+    if not options["no-dashboard"]:
+        dashboard = daemon_dashboard(
+            settings,
+            reactor,
+            connection,
+            topology,
+            backend,
+            scheduler=scheduler,
+            operator_token=options["operator-token"] or os.environ.get("TWISTEDQ_OPERATOR_TOKEN"),
+            tracebacks=tracebacks,
+        )
     root = make_site_root(
         backend,
         reactor,
@@ -672,10 +694,9 @@ def _remote_control(
             pass  # stopping already
 
     control = DaemonControl(identity, dispatcher, pool, stats, shutdown, reactor)
-    service = ControlService(
+    return ControlService(
         connection, settings.exchange, identity, control.handlers(), reactor, settings.signing()
     )
-    return service
 
 
 def _event_publisher(
