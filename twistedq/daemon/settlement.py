@@ -417,19 +417,6 @@ class Settlement:
             )
             return True
 
-        def published(_: None) -> None:
-            self.events.report(
-                EventKind.RETRIED, attempt.id, attempt.task, message=attempt, outcome=outcome
-            )
-            log.info(
-                "Task {task}[{id}] retries ({n}) at {eta}",
-                task=attempt.task,
-                id=attempt.id,
-                n=attempt.retries,
-                eta=attempt.eta,
-            )
-            job.ack()
-
         def not_published(failure: Failure) -> defer.Deferred[None]:
             log.failure(
                 "Could not publish the retry of task {task}[{id}]; it goes back to the queue",
@@ -443,7 +430,26 @@ class Settlement:
             d = self.backend.store_results([OutcomeRecord(attempt.id, current, attempt.taskset)])
             return d.addBoth(lambda _: job.give_back())
 
-        return persist(self.clock, publish, again).addCallbacks(published, not_published)
+        return persist(self.clock, publish, again).addCallbacks(
+            lambda _: self._retry_published(job, attempt, outcome), not_published
+        )
+
+    def _retry_published(self, job: Job, attempt: TaskMessage, outcome: bytes) -> None:
+        """
+        The next attempt of a task is confirmed by the broker: this one is
+        acked.
+        """
+        self.events.report(
+            EventKind.RETRIED, attempt.id, attempt.task, message=attempt, outcome=outcome
+        )
+        log.info(
+            "Task {task}[{id}] retries ({n}) at {eta}",
+            task=attempt.task,
+            id=attempt.id,
+            n=attempt.retries,
+            eta=attempt.eta,
+        )
+        job.ack()
 
     def _unknown_task(self, message: TaskMessage, outcome: bytes) -> bool:
         """
