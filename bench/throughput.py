@@ -21,11 +21,13 @@ For each system it measures, with results stored:
 ``--source`` runs twistedq's daemon from another checkout (an older commit,
 say) against the same servers, to compare two versions.
 
-``--events`` measures twistedq alone, in three variants run in turn
+``--events`` measures twistedq alone, in four variants run in turn
 ``--repeat`` times each (alternated, as the machine's noise drifts):
 ``--no-events``; events on with nobody listening; events on with a
 listener of every event (an :py:class:`~twistedq.amqp.events.EventReceiver`
-bound to ``#`` in a process of its own, counting what it receives).  The
+bound to ``#`` in a process of its own, counting what it receives); and
+the daemon's live dashboard open (its Server-Sent Events stream read in a
+process of its own, as a browser tab would, counting the updates).  The
 rows are printed side by side with each variant's mean relative to
 ``--no-events``.
 
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -401,25 +404,88 @@ def listen(broker: str) -> None:
     task.react(lambda r: defer.Deferred.fromCoroutine(run(r)))
 
 
+class DashboardViewer:
+    """
+    The live dashboard of a daemon held open, as a browser tab would: its
+    Server-Sent Events stream read in a process of its own
+    (``python -m bench.throughput --watch-dashboard PORT``), connected
+    again whenever the daemon restarts, for the variant of ``--events``
+    where someone watches.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.throughput", "--watch-dashboard", str(port)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> int:
+        """
+        Stop it; how many updates it received.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        return int(out.split()[-1]) if out.split() else 0
+
+
+def watch_dashboard(port: int) -> None:
+    """
+    Read the dashboard's stream on ``port`` until SIGTERM (connecting again
+    while the daemon is down), then print how many updates came.
+    """
+    import urllib.request
+
+    updates = [0]
+
+    def stopped(*_: Any) -> None:
+        print(updates[0], flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stopped)
+    url = f"http://127.0.0.1:{port}/dashboard/stream"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as stream:
+                for line in stream:
+                    if line.startswith(b"data:"):
+                        updates[0] += 1
+        except OSError:
+            time.sleep(0.1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def compare_events(options: argparse.Namespace) -> None:
     """
     Run the three variants of ``--events`` in turn, ``--repeat`` times,
     and print them side by side.
     """
-    variants = [
-        ("events off", ("--no-events",), False),
-        ("events on", (), False),
-        ("listener", (), True),
+    port = free_port()
+    status = ("--status", f"tcp:{port}:interface=127.0.0.1")
+    variants: list[tuple[str, tuple[str, ...], Callable[[], Any] | None]] = [
+        ("events off", ("--no-events",), None),
+        ("events on", (), None),
+        ("listener", (), lambda: Listener(options.broker)),
+        ("dashboard", status, lambda: DashboardViewer(port)),
     ]
     rows: list[tuple[str, dict[str, Any], int | None]] = []
     for round_number in range(options.repeat):
-        for name, extra, listened in variants:
+        for name, extra, watcher in variants:
             print(f"running {name} ({round_number + 1}/{options.repeat}) ...", flush=True)
-            listener = Listener(options.broker) if listened else None
+            watching = watcher() if watcher is not None else None
             try:
                 figures = measure(TwistedqSystem(options, name, extra), options)
             finally:
-                received = listener.stop() if listener is not None else None
+                received = watching.stop() if watching is not None else None
             rows.append((name, figures, received))
     print(
         f"\n{options.tasks} no-op tasks, concurrency {options.concurrency}, "
@@ -427,11 +493,11 @@ def compare_events(options: argparse.Namespace) -> None:
     )
     header = (
         f"{'variant':<11} {'stream/s':>9} {'drain/s':>9} {'p50 ms':>8} "
-        f"{'CPU us/task':>12} {'events':>8}"
+        f"{'CPU us/task':>12} {'received':>8}"
     )
     print(header)
     print("-" * len(header))
-    for name, f, received in rows:
+    for name, f, received in rows:  # received: events (listener) or updates (dashboard)
         print(
             f"{name:<11} {f['stream']:>9.0f} {f['drain']:>9.0f} {f['latency']['p50']:>8.2f} "
             f"{f['cpu'][0]:>12.0f} {received if received is not None else '-':>8}"
@@ -477,13 +543,18 @@ def main() -> None:
     parser.add_argument(
         "--events",
         action="store_true",
-        help="compare twistedq with events off, on with no listener, and on with a listener",
+        help="compare twistedq with events off, on with no listener, on with a listener, "
+        "and with its live dashboard open",
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each --events variant")
     parser.add_argument("--listen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--watch-dashboard", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.listen:
         listen(options.broker)
+        return
+    if options.watch_dashboard:
+        watch_dashboard(options.watch_dashboard)
         return
     if options.events:
         compare_events(options)

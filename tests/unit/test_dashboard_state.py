@@ -123,19 +123,15 @@ class ClusterStateTests(SynchronousTestCase):
             [(task_id(3), "KeyError"), (task_id(2), "ValueError")],
         )
 
-    def test_args_from_received(self) -> None:
+    def test_args_from_started(self) -> None:
         """
-        A started event without the argument preview takes the one its
-        received event carried.
+        A running task shows the argument preview of its started event; a
+        received event alone shows nothing running.
         """
-        self.state.on_events(
-            [
-                task_event("received", 1, self.now, args="(3, 4), {}"),
-                task_event("started", 1, self.now),
-            ]
-        )
+        self.state.on_events([task_event("received", 2, self.now, args="(1,), {}")])
+        self.assertEqual(self.state.sections()["running"], [])
+        self.state.on_events([task_event("started", 1, self.now, args="(3, 4), {}")])
         self.assertEqual(self.state.sections()["running"][0]["args"], "(3, 4), {}")
-        self.assertEqual(len(self.state.received_args), 0)
 
     def test_end_before_start(self) -> None:
         """
@@ -178,12 +174,9 @@ class ClusterStateTests(SynchronousTestCase):
                     task_event("failed", number - 100, self.now),
                 ]
             )
-        for number in range(2000):
-            state.on_events([task_event("received", -number, self.now, args="()")])
         self.assertEqual(len(state.running), 50)
         self.assertEqual(state.sections()["running_count"], 50)
         self.assertEqual(len(state.sections()["running"]), 10)
-        self.assertEqual(len(state.received_args), 100)
         self.assertEqual(len(state.ended), 500)
         self.assertEqual(len(state.failures), 20)
         self.assertEqual(len(state.tasksets), 20)

@@ -37,12 +37,11 @@ __all__ = [
 
 log = Logger()
 
-#: What the dashboard subscribes to: the task events that start or end a
-#: run (``received`` for the argument preview), and the daemons'.  The
-#: daemons publish only what some listener binds, so the others (claimed,
+#: What the dashboard subscribes to: the task events that start (with the
+#: argument preview) or end a run, and the daemons'.  The daemons publish
+#: only what some listener binds, so the others (received, claimed,
 #: parked, delayed...) cost nothing while only dashboards listen.
 PATTERNS = (
-    "task.received",
     "task.started",
     *(f"task.{kind}" for kind in sorted(FINAL_TASK_EVENTS)),
     "daemon.#",

@@ -109,7 +109,6 @@ class ClusterState:
         self.buckets: OrderedDict[int, list[int]] = OrderedDict()
         self.queues: dict[str, Any] = {}
         self.periodic: list[dict[str, Any]] = []
-        self.received_args: OrderedDict[str, str] = OrderedDict()
         self.ended: OrderedDict[str, float] = OrderedDict()
         self.events_seen = 0
         self.running_dropped = 0
@@ -160,12 +159,7 @@ class ClusterState:
         taskset = document.get("taskset")
         if isinstance(taskset, str):
             self._touch_taskset(taskset, when)
-        if kind == "received":
-            args = document.get("args")
-            if isinstance(args, str):
-                # Kept for its started event, should that one not carry it.
-                _bounded_put(self.received_args, task_id, args, 2 * self.max_running)
-        elif kind == "started":
+        if kind == "started":
             self._started(task_id, when, document)
         elif kind in FINAL_TASK_EVENTS:
             self.running.pop(task_id, None)
@@ -192,11 +186,10 @@ class ClusterState:
         ended = self.ended.get(task_id)
         if ended is not None and when <= ended:
             return
-        args = self.received_args.pop(task_id, None)
         task = {
             "id": task_id,
             "name": document.get("name"),
-            "args": document.get("args") or args,
+            "args": document.get("args"),
             "started": when,
             "daemon": document.get("daemon"),
             "child": document.get("child"),
