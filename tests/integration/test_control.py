@@ -142,8 +142,9 @@ class RemoteControlTests(ControlTestCase):
         replies = {r["daemon"]: r["reply"] for r in report["replies"]}
         self.assertEqual(replies[name]["terminated"], [task_id])
         self.assertEqual(report["stored"], [])  # its claim was held: only terminate could
-        # Far less than its 60 seconds (about 0.1 s here; no speed is asserted).
-        self.assertLess(report["revoked_after"], 30)
+        # The bound: a terminated task ends within 2 s of the
+        # request (about 0.1 s here, on a loaded 2-core machine).
+        self.assertLess(report["revoked_after"], 2)
         print(f"REVOKED {report['revoked_after']:.2f} s after the request")
         self.assertEqual(runs.read_text().splitlines(), ["ran"])
         poll(lambda: "to terminate a revoked task" in holder.log(), 10, "log line")
