@@ -557,7 +557,7 @@ def makeService(options: Options) -> IService:
     dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topology)
     pool.on_idle = dispatcher.pump
     consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
-    identity = DaemonIdentity(name=options["name"]) if options["name"] else DaemonIdentity()
+    identity = DaemonIdentity(name=options["name"] or None)
     # After the consumer's: its connect hook runs once consuming started.
     events = _event_publisher(options, settings, reactor, connection, dispatcher, pool, identity)
     scheduler = None

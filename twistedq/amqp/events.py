@@ -538,6 +538,7 @@ class EventPublisher(Service):
         self.heartbeat_interval = heartbeat_interval
         self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.queue = queue
         self.base = {**identity.fields(), "queue": queue}
         self.published = 0
         self.dropped = 0
@@ -740,6 +741,9 @@ class EventPublisher(Service):
 
     def startService(self) -> None:
         Service.startService(self)
+        # Read again: twistd forks into the background after the daemon
+        # was built, and the pid (and the default name) are the child's.
+        self.base = {**self.identity.fields(), "queue": self.queue}
         self._started_at = self.clock.seconds()
         self._listened_changed()
         self._heartbeat.start(self.heartbeat_interval, now=False)
