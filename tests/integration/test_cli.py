@@ -359,3 +359,65 @@ class NoDaemonTests(CommandTestCase):
         letters = self.twistedq("deadletter", "list")
         self.assertEqual((letters.returncode, letters.stdout), (0, ""))
         self.assertIn(f"0 dead letters in {self.queue}.dead", letters.stderr)
+
+
+class BackgroundDaemonTests(CommandTestCase):
+    def test_ping_names_the_running_process(self) -> None:
+        """
+        A daemon that twistd runs in the background (no ``-n``) answers
+        ``ping`` with the pid of its own process, the one in its pid
+        file, and is named ``host:pid`` by it: twistd forks after it built
+        the daemon, and the parent that built it has exited.
+        """
+        pidfile = self.directory / "twistd.pid"
+        log = self.directory / "twistd.log"
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        started = subprocess.run(
+            [
+                twistd,
+                "--pidfile",
+                str(pidfile),
+                "--logfile",
+                str(log),
+                "twistedq",
+                "--broker",
+                self.broker,
+                "--queue",
+                self.queue,
+                "--result-backend",
+                self.backend,
+                "--concurrency",
+                "1",
+                "--tasks",
+                "tests.integration.tasks",
+                "--status",
+                "none",
+            ],
+            cwd=self.directory,
+            env=self.env,
+            timeout=60,
+        )
+        self.assertEqual(started.returncode, 0)
+        pid = int(poll(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "pid file"))
+        self.addCleanup(self._stop, pid)
+        poll(lambda: "Listening for remote control" in log.read_text(), 30, "remote control")
+        done = self.twistedq("ping", "--json")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        (reply,) = json.loads(done.stdout)
+        self.assertEqual(reply["pid"], pid)
+        self.assertEqual(reply["daemon"], f"{reply['host']}:{pid}")
+
+    def _stop(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        poll(gone, 60, "the daemon stopped")
