@@ -12,12 +12,18 @@ The daemon's side is :py:class:`ControlService` (the AMQP part) around
 A request is a JSON document::
 
     {"command": "inspect.active", "arguments": {}, "destination": null,
-     "sent": 1764900000.0}
+     "id": "5f0c...", "sent": 1764900000.0, "expires": 1764900001.0}
 
 published with ``reply_to`` (the client's server-named, exclusive,
 auto-delete queue), ``correlation_id`` and ``expiration`` (the client's
 timeout in milliseconds), signed (:py:mod:`twistedq.signing`) when the
-cluster has keys.  An answer, on the default exchange to ``reply_to``::
+cluster has keys.  The body, which is what is signed, carries its own
+unique ``id`` and its ``expires`` (unix time): a daemon ignores a request
+past its ``expires``, sent more than :py:data:`MAX_CLOCK_AHEAD` seconds
+ahead of its clock, expiring more than :py:data:`MAX_REQUEST_LIFETIME`
+seconds after it was sent, or whose id it has already seen
+(:py:class:`RequestGuard`), so that a signed request cannot be replayed.
+An answer, on the default exchange to ``reply_to``::
 
     {"daemon": "host:1234", "host": "host", "pid": 1234, "ok": true,
      "reply": [...]}
@@ -27,6 +33,7 @@ or ``"ok": false`` with an ``"error"``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -57,7 +64,9 @@ __all__ = [
     "ControlError",
     "ControlService",
     "DaemonControl",
+    "RateLimitedLog",
     "Request",
+    "RequestGuard",
     "control_exchange",
     "revoke_tasks",
 ]
@@ -79,6 +88,15 @@ COMMANDS = (
     "pool.shrink",
     "shutdown",
 )
+
+#: How far ahead of a daemon's clock a request's ``sent`` may be, in seconds.
+MAX_CLOCK_AHEAD = 30.0
+
+#: How long after its ``sent`` a request may expire, in seconds.
+MAX_REQUEST_LIFETIME = 300.0
+
+#: How many request ids a daemon remembers (each until its request expires).
+MAX_SEEN_REQUESTS = 10_000
 
 #: What answers a command: its arguments in, a JSON value (or a Deferred
 #: of one) out; it raises :py:class:`ControlError` for bad arguments.
@@ -117,6 +135,12 @@ class Request:
 
     :ivar timeout: the client's timeout in seconds (its ``expiration``), or
         None when it set none.
+    :ivar id: its unique id; for a request from an older client that sent
+        none, a digest of its body.
+    :ivar expires: when it stops being valid (unix time): its ``expires``;
+        for an older client's, ``sent`` plus its timeout (or
+        :py:data:`MAX_REQUEST_LIFETIME`); None when it has no ``sent``
+        either.
     """
 
     command: str
@@ -126,6 +150,8 @@ class Request:
     reply_to: str | None
     correlation_id: str | None
     timeout: float | None
+    id: str = ""
+    expires: float | None = None
 
     @classmethod
     def decode(cls, body: bytes, properties: Mapping[str, Any]) -> Request:
@@ -144,25 +170,104 @@ class Request:
         ):
             raise ValueError("its destination is not a list of names")
         expiration = properties.get("expiration")
+        timeout = float(expiration) / 1000 if expiration else None
+        sent = float(document.get("sent") or 0.0)
+        expires = document.get("expires")
+        if expires is not None:
+            expires = float(expires)
+        elif sent:
+            expires = sent + (timeout if timeout is not None else MAX_REQUEST_LIFETIME)
+        request_id = document.get("id")
+        if not isinstance(request_id, str) or not request_id:
+            request_id = "sha256:" + hashlib.sha256(body).hexdigest()
         return cls(
             command=document["command"],
             arguments=arguments,
             destination=destination,
-            sent=float(document.get("sent") or 0.0),
+            sent=sent,
             reply_to=_text(properties.get("reply-to")),
             correlation_id=_text(properties.get("correlation-id")),
-            timeout=float(expiration) / 1000 if expiration else None,
+            timeout=timeout,
+            id=request_id,
+            expires=expires,
         )
 
     def stale(self, now: float) -> bool:
         """
-        Whether the client stopped waiting for answers by ``now`` (by this
-        host's clock: keep the clocks of the cluster in step).
+        Whether it expired by ``now`` (by this host's clock: keep the clocks
+        of the cluster in step).
         """
-        return self.timeout is not None and bool(self.sent) and now > self.sent + self.timeout
+        return self.expires is not None and now > self.expires
 
     def names(self, daemon: str) -> bool:
         return self.destination is None or daemon in self.destination
+
+
+class RequestGuard:
+    """
+    Refuses control requests that could be replays: one past its
+    ``expires``, one sent more than :py:data:`MAX_CLOCK_AHEAD` seconds
+    ahead of this clock, one expiring more than
+    :py:data:`MAX_REQUEST_LIFETIME` seconds after it was sent, one with no
+    ``sent`` time, and one whose id it has already seen.  Ids are kept
+    until their request expires, at most ``max_seen`` of them: when that
+    many unexpired requests were accepted, further ones are refused until
+    some expire.
+    """
+
+    def __init__(self, max_seen: int = MAX_SEEN_REQUESTS) -> None:
+        self.max_seen = max_seen
+        self._seen: dict[str, float] = {}
+
+    def refuse(self, request: Request, now: float) -> str | None:
+        """
+        Why ``request`` must be ignored at ``now``, or None (then its id is
+        remembered: the same request is refused from now on).
+        """
+        if not request.sent or request.expires is None:
+            return "it has no sent time"
+        if now > request.expires:
+            return "it expired"
+        if request.sent > now + MAX_CLOCK_AHEAD:
+            return "it was sent ahead of this daemon's clock"
+        if request.expires > request.sent + MAX_REQUEST_LIFETIME:
+            return "it expires too long after it was sent"
+        if request.id in self._seen:
+            return "it was already received (a replay)"
+        if len(self._seen) >= self.max_seen:
+            self._seen = {i: t for i, t in self._seen.items() if t >= now}
+            if len(self._seen) >= self.max_seen:
+                return "too many requests are still valid"
+        self._seen[request.id] = request.expires
+        return None
+
+
+class RateLimitedLog:
+    """
+    Warns at most once every ``interval`` seconds per reason, saying how
+    many were left out since.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def warn(self, reason: str, text: str, **fields: Any) -> None:
+        """
+        Log ``text`` (a :py:class:`Logger` format) with ``fields``, unless
+        ``reason`` was logged less than ``interval`` seconds ago.
+        """
+        now = self.clock.seconds()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._left_out[reason] = self._left_out.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        left_out = self._left_out.pop(reason, 0)
+        suffix = " ({left_out} more like it left out of the log)" if left_out else ""
+        log.warn(text + suffix, left_out=left_out, **fields)
 
 
 def _text(value: Any) -> str | None:
@@ -265,6 +370,8 @@ class ControlService(Service):
         self.clock = clock
         self.signing = signing
         self.queue: str | None = None
+        self.guard = RequestGuard()
+        self.ignored = RateLimitedLog(clock)
         self._channel: BrokerChannel | None = None
         self._tag: str | None = None
         self._stopped = False
@@ -334,23 +441,8 @@ class ControlService(Service):
     # called by the broker's delegate
 
     def deliver(self, channel: BrokerChannel, message: Message) -> None:
-        content = message.content
-        properties = content.properties or {}
-        if self.signing is not None:
-            try:
-                self.signing.verify(content.body, properties.get("headers"))
-            except SignatureError as e:
-                log.warn("Ignored a remote control request: {why}", why=str(e))
-                return
-        try:
-            request = Request.decode(content.body, properties)
-        except (ValueError, TypeError) as e:
-            log.warn("Ignored a message that is no remote control request: {why}", why=str(e))
-            return
-        if not request.names(self.identity.name):
-            return
-        if request.stale(self.clock.seconds()):
-            log.info("Ignored remote control {command}: sent too long ago", command=request.command)
+        request = self._accept(message)
+        if request is None:
             return
         log.info("Remote control: {command}", command=request.command)
         d = defer.maybeDeferred(self._answer, request)
@@ -361,6 +453,40 @@ class ControlService(Service):
         d.addErrback(
             lambda f: log.failure("Could not answer {command}", f, command=request.command)
         )
+
+    def _accept(self, message: Message) -> Request | None:
+        """
+        The request in ``message`` if this daemon must answer it; None (the
+        reason logged, rate-limited) if not.
+        """
+        content = message.content
+        properties = content.properties or {}
+        if self.signing is not None:
+            try:
+                self.signing.verify(content.body, properties.get("headers"))
+            except SignatureError as e:
+                self.ignored.warn(
+                    "signature", "Ignored a remote control request: {why}", why=str(e)
+                )
+                return None
+        try:
+            request = Request.decode(content.body, properties)
+        except (ValueError, TypeError) as e:
+            self.ignored.warn(
+                "undecodable",
+                "Ignored a message that is no remote control request: {why}",
+                why=str(e),
+            )
+            return None
+        if not request.names(self.identity.name):
+            return None
+        why = self.guard.refuse(request, self.clock.seconds())
+        if why is not None:
+            self.ignored.warn(
+                why, "Ignored remote control {command}: {why}", command=request.command, why=why
+            )
+            return None
+        return request
 
     def _answer(self, request: Request) -> Any:
         handler = self.handlers.get(request.command)
@@ -472,11 +598,14 @@ class ControlClient:
     ) -> defer.Deferred[list[dict[str, Any]]]:
         timeout = max(timeout, 0.001)
         correlation_id = uuid.uuid4().hex
+        sent = time.time()
         document = {
             "command": command,
             "arguments": dict(arguments or {}),
             "destination": list(destination) if destination is not None else None,
-            "sent": time.time(),
+            "id": uuid.uuid4().hex,
+            "sent": sent,
+            "expires": sent + min(timeout, MAX_REQUEST_LIFETIME),
         }
         body = json.dumps(document).encode()
         assert self._queue is not None

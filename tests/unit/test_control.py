@@ -4,11 +4,13 @@ dispatcher's inspection and revocation, :py:class:`ControlService` and
 :py:class:`ControlClient` over fake channels, all on a :py:obj:`Clock`.
 """
 
+import itertools
 import json
 from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakePool, FakeStarter, delivery, iso, task_id
@@ -17,6 +19,8 @@ from twistedq.control import (
     ControlClient,
     ControlService,
     DaemonControl,
+    Request,
+    RequestGuard,
     control_exchange,
 )
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
@@ -412,10 +416,25 @@ def message(body, **properties):
     return SimpleNamespace(content=SimpleNamespace(body=body, properties=properties))
 
 
-def request(command, arguments=None, destination=None, sent=NOW, **properties):
-    body = json.dumps(
-        {"command": command, "arguments": arguments or {}, "destination": destination, "sent": sent}
-    ).encode()
+_ids = itertools.count(1)
+
+
+def request(command, arguments=None, destination=None, sent=NOW, document=None, **properties):
+    """
+    A request's body and properties, as the client makes them: with a new
+    id and ``expires`` one second after ``sent`` unless ``document``
+    says otherwise (a key set to None is left out).
+    """
+    fields = {
+        "command": command,
+        "arguments": arguments or {},
+        "destination": destination,
+        "id": f"request-{next(_ids)}",
+        "sent": sent,
+        "expires": sent + 1,
+        **(document or {}),
+    }
+    body = json.dumps({k: v for k, v in fields.items() if v is not None}).encode()
     properties.setdefault("reply-to", "amq.gen-reply")
     properties.setdefault("correlation-id", "c1")
     properties.setdefault("expiration", "1000")
@@ -464,12 +483,28 @@ class ControlServiceTests(SynchronousTestCase):
         return self.connection.protocol.channels[-1]
 
     def ask(self, command, arguments=None, destination=None, **properties):
-        body, properties = request(command, arguments, destination, **properties)
+        return self.send(*request(command, arguments, destination, **properties))
+
+    def send(self, body, properties):
         [consumer] = [c for c in self.connection.protocol.consumers.values() if c is self.service]
         before = len(self.channel.published)
         consumer.deliver(self.channel, message(body, **properties))
         answers = self.channel.published[before:]
         return [json.loads(body) for _, _, body, _ in answers]
+
+    def warnings(self):
+        """
+        The text of the warnings logged from now on.
+        """
+        texts = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.warn:
+                texts.append(event["log_format"].format(**event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return texts
 
     def test_listens(self):
         """
@@ -555,10 +590,75 @@ class ControlServiceTests(SynchronousTestCase):
 
     def test_stale(self):
         """
-        A request sent longer ago than its expiration is ignored.
+        A request past its expires is ignored; the AMQP expiration does not
+        count when the body has its own expires.
         """
-        self.assertEqual(self.ask("ping", sent=NOW - 2, expiration="1000"), [])
-        self.assertEqual(len(self.ask("ping", sent=NOW - 2, expiration="5000")), 1)
+        self.assertEqual(self.ask("ping", sent=NOW - 2, expiration="5000"), [])
+        ok = self.ask("ping", sent=NOW - 2, document={"expires": NOW + 1}, expiration="1000")
+        self.assertEqual(len(ok), 1)
+
+    def test_replay(self):
+        """
+        A request received a second time (the same id) is ignored, until
+        and after it expires; another id is answered.
+        """
+        body, properties = request("ping")
+        self.assertEqual(len(self.send(body, properties)), 1)
+        self.assertEqual(self.send(body, properties), [])
+        self.clock.advance(0.9)
+        self.assertEqual(self.send(body, properties), [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.send(body, properties), [])
+        self.assertEqual(len(self.ask("ping", sent=NOW + 1)), 1)
+
+    def test_sent_ahead(self):
+        """
+        A request sent more than 30 seconds ahead of the daemon's clock is
+        ignored (a year ahead was accepted before).
+        """
+        year = 365 * 86400
+        self.assertEqual(self.ask("ping", sent=NOW + year), [])
+        self.assertEqual(self.ask("ping", sent=NOW + 31), [])
+        self.assertEqual(len(self.ask("ping", sent=NOW + 29)), 1)
+
+    def test_lifetime(self):
+        """
+        A request that expires more than 5 minutes after it was sent is
+        ignored.
+        """
+        self.assertEqual(self.ask("ping", document={"expires": NOW + 301}), [])
+        self.assertEqual(len(self.ask("ping", document={"expires": NOW + 299})), 1)
+
+    def test_old_client(self):
+        """
+        A request without id and expires (an older client's) is answered
+        while its AMQP expiration lasts, once: the same body again is a
+        replay.  One without sent is ignored.
+        """
+        body, properties = request("ping", document={"id": None, "expires": None})
+        self.assertEqual(len(self.send(body, properties)), 1)
+        self.assertEqual(self.send(body, properties), [])
+        stale = request("ping", sent=NOW - 2, document={"id": None, "expires": None})
+        self.assertEqual(self.send(*stale), [])
+        undated = request("ping", document={"sent": None, "expires": NOW + 1})
+        self.assertEqual(self.send(*undated), [])
+
+    def test_ignored_logged_rate_limited(self):
+        """
+        An ignored request is logged at most once every 10 seconds per
+        reason, with how many were left out.
+        """
+        warnings = self.warnings()
+        for _ in range(3):
+            self.ask("ping", sent=NOW - 5)
+        self.ask("ping", sent=NOW + 60)
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("expired", warnings[0])
+        self.assertIn("ahead", warnings[1])
+        self.clock.advance(10)
+        self.ask("ping", sent=NOW - 5)
+        self.assertEqual(len(warnings), 3)
+        self.assertIn("2 more like it", warnings[2])
 
     def test_inspect(self):
         """
@@ -624,11 +724,31 @@ class ControlServiceTests(SynchronousTestCase):
         )
         self.service.stopService()
         self.service = self.make_service(control, keys)
-        body, _properties = request("ping")
-        self.assertEqual(self.ask("ping"), [])
-        self.assertEqual(self.ask("ping", headers=SigningKeys.parse("k1:other").sign(body)), [])
-        self.assertEqual(len(self.ask("ping", headers=keys.sign(body))), 1)
+        body, properties = request("ping")
+        self.assertEqual(self.send(body, properties), [])
+        other = SigningKeys.parse("k1:other").sign(body)
+        self.assertEqual(self.send(body, {**properties, "headers": other}), [])
+        self.assertEqual(len(self.send(body, {**properties, "headers": keys.sign(body)})), 1)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class RequestGuardTests(SynchronousTestCase):
+    def test_bounded(self):
+        """
+        It remembers at most ``max_seen`` ids: past that, new requests are
+        refused until some of those remembered expire.
+        """
+        guard = RequestGuard(max_seen=2)
+
+        def ask(expires, now=NOW):
+            body, properties = request("ping", document={"expires": expires})
+            return guard.refuse(Request.decode(body, properties), now)
+
+        self.assertIsNone(ask(NOW + 1))
+        self.assertIsNone(ask(NOW + 10))
+        self.assertEqual(ask(NOW + 10), "too many requests are still valid")
+        self.assertIsNone(ask(NOW + 10, now=NOW + 2))
+        self.assertEqual(len(guard._seen), 2)
 
 
 class ControlClientTests(SynchronousTestCase):
@@ -669,6 +789,8 @@ class ControlClientTests(SynchronousTestCase):
         )
         self.assertEqual(properties["reply-to"], "amq.gen-2")
         self.assertEqual(properties["expiration"], "2000")
+        self.assertEqual(document["expires"], document["sent"] + 2.0)
+        self.assertEqual(len(document["id"]), 32)
         SigningKeys.parse("k1:secret").verify(body, properties["headers"])
         cid = properties["correlation-id"]
         self.answer(channel, cid, {"daemon": "a", "ok": True, "reply": {"pong": True}})
@@ -696,3 +818,15 @@ class ControlClientTests(SynchronousTestCase):
         self.clock.advance(1)
         self.client.broadcast("ping", timeout=1.0)
         self.assertEqual(len(self.connection.protocol.channels), 1)
+
+    def test_distinct_ids(self):
+        """
+        Every request has its own id; a long timeout is capped to 5 minutes
+        in its expires.
+        """
+        self.client.broadcast("ping", timeout=1.0)
+        self.client.broadcast("ping", timeout=900.0)
+        channel = self.connection.protocol.channels[-1]
+        first, second = (json.loads(body) for _, _, body, _ in channel.published)
+        self.assertNotEqual(first["id"], second["id"])
+        self.assertEqual(second["expires"], second["sent"] + 300.0)
