@@ -220,6 +220,52 @@ class TwoDaemonsTests(CommandTestCase):
         self.assertEqual(self.active(task_id), [])
 
 
+class OneChildRevokeTests(CommandTestCase):
+    def reserved(self, name: str, task_id: str) -> bool:
+        """
+        Whether ``inspect reserved`` says daemon ``name`` holds ``task_id``.
+        """
+        done = self.twistedq("inspect", "reserved", "--json", "-d", name)
+        replies = json.loads(done.stdout or "[]")
+        return any(t["id"] == task_id for r in replies for t in r.get("reply") or [])
+
+    def test_plain_revoke_drops_a_queued_task(self) -> None:
+        """
+        A task queued behind a long one on a one-child daemon is revoked
+        by a plain ``revoke`` (no --terminate): the daemon drops it, it is
+        REVOKED and never runs, even once the child is free.
+        """
+        name = f"cli-{self.queue}-one"
+        self.start_daemon(name)
+        long_id = run_client(self.queue, self.backend, mode="send", task="sleep", args=[60])["id"]
+        queued_id = run_client(
+            self.queue, self.backend, mode="send", task="echo", args=["must not run"]
+        )["id"]
+        poll(lambda: self.reserved(name, queued_id), 30, "the echo task held by the daemon")
+
+        revoked = self.twistedq("revoke", queued_id)
+        self.assertEqual(revoked.returncode, 0, revoked.stderr)
+        self.assertEqual(
+            revoked.stdout, f"{queued_id}\tdropped by daemon {name} before it started\n"
+        )
+        running = self.twistedq("revoke", long_id)
+        self.assertEqual(running.returncode, 1, running.stderr)
+        self.assertIn(f"running on daemon {name}: --terminate kills it", running.stdout)
+        terminated = self.twistedq("revoke", long_id, "--terminate")
+        self.assertEqual(terminated.returncode, 0, terminated.stderr)
+
+        def status(task_id: str) -> str:
+            return str(run_client(self.queue, self.backend, mode="status", id=task_id)["status"])
+
+        poll(lambda: status(long_id) == "REVOKED", 30, "the long task REVOKED")
+        # The child is free now, and a task sent after the revoked one
+        # runs: the revoked one would have run before it.
+        after = run_client(self.queue, self.backend, mode="send", task="echo", args=["after"])
+        poll(lambda: status(after["id"]) == "SUCCESS", 30, "a task sent after it done")
+        self.assertEqual(status(queued_id), "REVOKED")
+        self.assertFalse(self.reserved(name, queued_id))
+
+
 class EventsTests(CommandTestCase):
     def test_a_task_whole_path_then_interrupt(self) -> None:
         """

@@ -452,29 +452,48 @@ class ResultPurgeTests(SynchronousTestCase):
 class RevokeTests(SynchronousTestCase):
     def test_revoked_in_the_store(self) -> None:
         """
-        A task revoked in the store: status 0, and no broadcast without
-        ``--terminate``.
+        A task revoked in the store: status 0; the daemons are asked to
+        drop their copies all the same, without terminating.
         """
-        session = FakeSession(revoke=[TASK_ID])
+        session = FakeSession(revoke=[TASK_ID], broadcast={"revoke": []})
         run = Run(self, session, "revoke", TASK_ID)
         self.assertEqual(run.status, 0)
         self.assertEqual(run.lines, [f"{TASK_ID}\trevoked in the store"])
-        self.assertEqual(session.broadcasts, [])
+        self.assertEqual(
+            [b[:2] for b in session.broadcasts],
+            [("revoke", {"ids": [TASK_ID], "terminate": False})],
+        )
+
+    def test_plain_revoke_drops_a_task_a_daemon_holds(self) -> None:
+        """
+        Without ``--terminate``, a task a daemon has received but not
+        started is dropped by it: status 0, and the line names the daemon.
+        """
+        answer = {"revoked": [TASK_ID], "terminated": [], "running": []}
+        session = FakeSession(revoke=[], broadcast={"revoke": [reply("a:1", answer)]})
+        run = Run(self, session, "revoke", TASK_ID)
+        self.assertEqual(run.status, 0)
+        self.assertEqual(run.lines, [f"{TASK_ID}\tdropped by daemon a:1 before it started"])
 
     def test_running_task_needs_terminate(self) -> None:
         """
-        A task a daemon has taken is not revoked in the store: status 1,
-        and the line says --terminate kills it; one already finished says
-        so.
+        A task running on a daemon is not revoked without --terminate:
+        status 1, and the line names the daemon and says --terminate kills
+        it; one already finished says so.
         """
         done = "0b7e1c1e-0000-4000-8000-000000000001"
-        session = FakeSession(revoke=[], outcomes={done: Outcome(done, "SUCCESS")})
+        answer = {"revoked": [], "terminated": [], "running": [TASK_ID]}
+        session = FakeSession(
+            revoke=[],
+            outcomes={done: Outcome(done, "SUCCESS")},
+            broadcast={"revoke": [reply("a:1", answer)]},
+        )
         run = Run(self, session, "revoke", TASK_ID, done)
         self.assertEqual(run.status, 1)
         self.assertEqual(
             run.lines,
             [
-                f"{TASK_ID}\tnot revoked: a daemon has taken it (--terminate kills it)",
+                f"{TASK_ID}\trunning on daemon a:1: --terminate kills it",
                 f"{done}\talready SUCCESS",
             ],
         )
@@ -488,22 +507,23 @@ class RevokeTests(SynchronousTestCase):
         session = FakeSession(revoke=[], broadcast={"revoke": [reply("a:1", answer)]})
         run = Run(self, session, "revoke", TASK_ID, "--terminate")
         self.assertEqual(run.status, 0)
-        self.assertEqual(run.lines, [f"{TASK_ID}\trevoked by a:1; terminated by a:1"])
+        self.assertEqual(run.lines, [f"{TASK_ID}\tterminated by a:1 (its child killed)"])
         self.assertEqual(
             session.broadcasts[0][:2], ("revoke", {"ids": [TASK_ID], "terminate": True})
         )
 
-    def test_terminate_with_the_broker_down(self) -> None:
+    def test_broker_down(self) -> None:
         """
-        When the broker cannot be reached for ``--terminate``, what the
+        When the broker cannot be reached to ask the daemons, what the
         store did is printed all the same, then the error: status 3.
         """
         down = Unreachable("cannot reach the broker at amqp://h//: refused")
-        session = FakeSession(revoke=[TASK_ID], broadcast=down)
-        run = Run(self, session, "revoke", TASK_ID, "--terminate")
-        self.assertEqual(run.status, 3)
-        self.assertEqual(run.lines, [f"{TASK_ID}\trevoked in the store"])
-        self.assertEqual(run.err.getvalue(), f"twistedq: {down}\n")
+        for extra in ([], ["--terminate"]):
+            session = FakeSession(revoke=[TASK_ID], broadcast=down)
+            run = Run(self, session, "revoke", TASK_ID, *extra)
+            self.assertEqual(run.status, 3)
+            self.assertEqual(run.lines, [f"{TASK_ID}\trevoked in the store"])
+            self.assertEqual(run.err.getvalue(), f"twistedq: {down}\n")
 
 
 class EventsTests(SynchronousTestCase):

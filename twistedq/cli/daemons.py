@@ -251,6 +251,28 @@ def _print_status(
             print(line, file=out)
 
 
+def _what_daemons_did(replies: list[dict[str, Any]], terminate: bool) -> dict[str, list[str]]:
+    """
+    For each task id a daemon named in its answer to ``revoke``: what it
+    did (dropped it before it started, terminated it) or why not (it runs
+    there).
+    """
+    said: dict[str, list[str]] = {}
+    for reply in _sorted(replies):
+        answer = (reply.get("reply") or {}) if reply.get("ok") else {}
+        daemon = reply.get("daemon")
+        terminated = set(answer.get("terminated") or ())
+        for task_id in answer.get("revoked") or ():
+            if task_id in terminated:
+                said.setdefault(task_id, []).append(f"terminated by {daemon} (its child killed)")
+            else:
+                said.setdefault(task_id, []).append(f"dropped by daemon {daemon} before it started")
+        for task_id in answer.get("running") or ():
+            hint = "" if terminate else ": --terminate kills it"
+            said.setdefault(task_id, []).append(f"running on daemon {daemon}{hint}")
+    return said
+
+
 def _revoke_results(
     ids: list[str],
     revoked: set[str],
@@ -262,23 +284,23 @@ def _revoke_results(
     For each task: whether it is revoked, its status, and what was done
     (in the store, by which daemon), or why not.
     """
-    by_daemon: dict[str, list[str]] = {}
-    for reply in _sorted(replies):
-        answer = reply.get("reply") or {} if reply.get("ok") else {}
-        for key in ("revoked", "terminated"):
-            for task_id in answer.get(key) or ():
-                by_daemon.setdefault(task_id, []).append(f"{key} by {reply.get('daemon')}")
+    by_daemon = _what_daemons_did(replies, terminate)
+    dropped = {
+        task_id
+        for reply in replies
+        if reply.get("ok")
+        for task_id in (reply.get("reply") or {}).get("revoked") or ()
+    }
     results = []
     for task_id in ids:
         outcome = outcomes[task_id]
-        done = task_id in revoked or bool(by_daemon.get(task_id)) or outcome.status == REVOKED
+        done = task_id in revoked or task_id in dropped or outcome.status == REVOKED
         what = (["revoked in the store"] if task_id in revoked else []) + by_daemon.get(task_id, [])
         if not what:
             if outcome.status in READY_STATES:
                 what = [f"already {outcome.status}"]
             else:
-                hint = "" if terminate else " (--terminate kills it)"
-                what = [f"not revoked: a daemon has taken it{hint}"]
+                what = ["not revoked: a daemon has taken it, and none that answered holds it"]
         results.append({"id": task_id, "revoked": done, "status": outcome.status, "what": what})
     return results
 
@@ -286,25 +308,25 @@ def _revoke_results(
 async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     """
     ``twistedq revoke ID... [--terminate]``: revoke the tasks in the
-    store (those no daemon has taken) and, with ``--terminate``, ask the
-    daemons to revoke them too, killing the child that runs one.  When
-    the broker cannot be reached for that, what the store did is still
-    printed, and the status is 3.
+    store (those no daemon has taken), then ask the daemons to revoke
+    them too: a daemon drops one it holds but has not started and, with
+    ``--terminate`` only, kills the child that runs one.  When the broker
+    cannot be reached for that, what the store did is still printed, and
+    the status is 3.
     """
     ids = list(dict.fromkeys(arguments.ids))
     revoked = set(await session.revoke(ids))
     replies: list[dict[str, Any]] = []
     unreachable: Unreachable | None = None
-    if arguments.terminate:
-        try:
-            replies = await session.broadcast(
-                "revoke",
-                {"ids": ids, "terminate": True},
-                arguments.destination,
-                reply_timeout=arguments.reply_timeout,
-            )
-        except Unreachable as e:
-            unreachable = e
+    try:
+        replies = await session.broadcast(
+            "revoke",
+            {"ids": ids, "terminate": bool(arguments.terminate)},
+            arguments.destination,
+            reply_timeout=arguments.reply_timeout,
+        )
+    except Unreachable as e:
+        unreachable = e
     outcomes = {outcome.task_id: outcome for outcome in await session.outcomes(ids)}
     results = _revoke_results(ids, revoked, replies, outcomes, arguments.terminate)
     if arguments.json:
@@ -317,6 +339,6 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
             print(f"{reply.get('daemon')}: error: {reply.get('error')}", file=err)
     if unreachable is not None:
         raise unreachable
-    if arguments.terminate and not replies:
+    if not replies and (arguments.terminate or not all(r["revoked"] for r in results)):
         print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
     return EXIT_OK if all(result["revoked"] for result in results) else EXIT_FAILED

@@ -190,7 +190,8 @@ def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
     revoke_parser.add_argument(
         "--terminate",
         action="store_true",
-        help="also ask the daemons to revoke them, killing the child running one",
+        help="also kill the child running one (without it, the daemons drop only the "
+        "tasks they hold but have not started)",
     )
     result_parser = command("result", "a task's status and result, or exception")
     result_parser.add_argument("id", metavar="ID", help="the task id")
