@@ -12,6 +12,7 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import NOW, TASKSET, iso, task_id
@@ -19,6 +20,9 @@ from twistedq.amqp.events import (
     HELLO_EVERY,
     LISTENER_BYE,
     LISTENER_HELLO,
+    MAX_LISTENED_PATTERNS,
+    MAX_LISTENERS,
+    RECOMPUTE_EVERY,
     REOPEN_PAUSE,
     EventPublisher,
     EventReceiver,
@@ -282,16 +286,126 @@ class ListenerTests(PublisherTestCase):
 
     def test_bye(self):
         """
-        A listener's goodbye stops the events it listened to at once.
+        A listener's goodbye stops the events it listened to within
+        ``RECOMPUTE_EVERY`` seconds.
         """
         self.hello("#")
         self.hello("task.failed", name="amq.gen-2")
         self.bye()
+        self.clock.advance(RECOMPUTE_EVERY)
         self.events.report(EventKind.RECEIVED, task_id(1), "add")
         self.clock.advance(0.1)
         self.assertEqual(self.task_keys(), [])
         self.bye("amq.gen-2")
+        self.clock.advance(RECOMPUTE_EVERY)
         self.assertEqual(self.events._observers, [])
+
+
+class BoundedHelloTests(PublisherTestCase):
+    """
+    Listener messages cost little whatever a sender makes of them: the
+    keys listened to are computed at most once per ``RECOMPUTE_EVERY``
+    seconds, a message out of bounds is ignored with a warning and no
+    traceback.
+    """
+
+    def send(self, body, key=LISTENER_HELLO):
+        self.publisher.listener_message(
+            key, body if type(body) is bytes else json.dumps(body).encode()
+        )
+
+    def test_many_hellos_few_recomputations(self):
+        """
+        10,000 hellos of distinct listeners in one instant: the first
+        ``MAX_LISTENERS`` count, the keys are computed twice (at once, then
+        once the interval passed), a heartbeat goes out each time.
+        """
+        before = self.publisher.recomputed
+        for number in range(10_000):
+            self.hello(f"task.x{number}", "daemon.*", name=f"amq.gen-{number}")
+        self.assertEqual(self.publisher.recomputed - before, 1)
+        self.assertEqual(self.publisher.listening(), MAX_LISTENERS)
+        self.assertEqual(self.publisher.ignored, 10_000 - MAX_LISTENERS)
+        self.clock.advance(RECOMPUTE_EVERY)
+        self.assertEqual(self.publisher.recomputed - before, 2)
+        self.clock.advance(0.1)
+        self.assertEqual(self.channel.keys().count("daemon.heartbeat"), 2)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_huge_hello_ignored_unread(self):
+        """
+        A hello of 200,000 patterns is ignored before it is parsed: no
+        listener, no computation.
+        """
+        before = self.publisher.recomputed
+        patterns = [f"task.p{number}" for number in range(200_000)]
+        self.send({"type": LISTENER_HELLO, "listener": "amq.gen-1", "patterns": patterns})
+        self.assertEqual((self.publisher.listening(), self.publisher.recomputed), (0, before))
+        self.assertEqual(self.publisher.ignored, 1)
+
+    def test_distinct_patterns_bounded(self):
+        """
+        Hellos that would bring more than ``MAX_LISTENED_PATTERNS`` distinct
+        patterns are ignored; the patterns shared with others still count.
+        """
+        for number in range(MAX_LISTENED_PATTERNS // 16 + 1):
+            patterns = [f"task.n{number}w{word}" for word in range(16)]
+            self.hello(*patterns, name=f"amq.gen-{number}")
+        self.assertEqual(self.publisher.listening(), MAX_LISTENED_PATTERNS // 16)
+        self.hello("task.n0w0", name="amq.gen-shared")
+        self.assertEqual(self.publisher.listening(), MAX_LISTENED_PATTERNS // 16 + 1)
+        self.bye("amq.gen-0")
+        self.hello("#", name="amq.gen-new")
+        self.assertEqual(self.publisher.listening(), MAX_LISTENED_PATTERNS // 16 + 1)
+
+    def test_malformed_hellos_warn_once(self):
+        """
+        Malformed hellos are ignored without a traceback, with one warning
+        per ten seconds at most.
+        """
+        warnings = []
+
+        def observer(event):
+            if event.get("log_namespace") == "twistedq.amqp.events":
+                warnings.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        bad = [
+            {"listener": "amq.gen-1", "patterns": ["#"], "ttl": "x"},
+            {"listener": "amq.gen-1", "patterns": ["#"], "ttl": True},
+            {"listener": "amq.gen-1", "patterns": "#"},
+            {"listener": "amq.gen-1", "patterns": [["#"]]},
+            {"listener": "amq.gen-1", "patterns": ["task.x*"]},
+            {"listener": "amq.gen-1", "patterns": ["task." + "a" * 300]},
+            {"listener": "amq.gen-1", "patterns": [f"task.{n}" for n in range(17)]},
+            {"listener": 7, "patterns": ["#"]},
+            [1, 2],
+            b"[" * 4000 + b"]" * 4000,
+            b"[" * 2000,
+            b"not json",
+        ]
+        for body in bad:
+            self.send(body)
+        self.assertEqual((self.publisher.listening(), self.publisher.ignored), (0, len(bad)))
+        self.assertEqual(len(warnings), 1)
+        self.clock.advance(10)
+        self.send(bad[0])
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("ttl is not a number", warnings[-1]["why"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_numeric_ttl_clamped(self):
+        """
+        An integer ttl is taken, clamped to at least a second.
+        """
+        self.hello("#", ttl=0)
+        self.clock.advance(0.9)
+        self.publisher.expire()
+        self.assertEqual(self.publisher.listening(), 1)
+        self.clock.advance(0.2)
+        self.publisher.expire()
+        self.assertEqual(self.publisher.listening(), 0)
 
 
 class OutageTests(PublisherTestCase):

@@ -47,6 +47,8 @@ __all__ = [
     "LISTENER_HELLO",
     "LISTENER_QUERY",
     "LISTENER_TTL",
+    "MAX_LISTENED_PATTERNS",
+    "MAX_LISTENERS",
     "MAX_QUEUED_EVENTS",
     "EventPublisher",
     "EventReceiver",
@@ -56,6 +58,7 @@ __all__ = [
     "task_document",
     "task_key",
     "topic_matches",
+    "valid_pattern",
 ]
 
 log = Logger()
@@ -83,6 +86,23 @@ MAX_QUEUED_EVENTS = 10_000
 REOPEN_PAUSE = 5.0
 #: The longest ttl a listener's hello may ask for, in seconds.
 LONGEST_TTL = 300.0
+#: The largest listener message (hello or goodbye) read, in bytes; a
+#: larger one is ignored unread.
+LARGEST_HELLO = 4096
+#: The most patterns one hello may announce.
+MAX_HELLO_PATTERNS = 16
+#: The longest pattern (and listener name) a hello may announce.
+LONGEST_PATTERN = 255
+#: The most listeners a daemon publishes for (newer ones are ignored).
+MAX_LISTENERS = 256
+#: The most distinct patterns across all the listeners (a hello that
+#: would bring more is ignored).
+MAX_LISTENED_PATTERNS = 512
+#: The shortest time between two computations of the keys listened to,
+#: in seconds: changes in between are computed together after it.
+RECOMPUTE_EVERY = 0.5
+#: The shortest time between two warnings about listener messages ignored.
+WARN_EVERY = 10.0
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 _RUNTIME_KINDS = (EventKind.SUCCEEDED, EventKind.FAILED)
@@ -125,20 +145,35 @@ def task_key(kind: EventKind) -> str:
 def topic_matches(pattern: str, key: str) -> bool:
     """
     Whether the binding ``pattern`` of a topic exchange matches the
-    routing ``key`` (``*`` one word, ``#`` zero or more).
+    routing ``key`` (``*`` one word, ``#`` zero or more); in time
+    proportional to the product of their numbers of words, whatever the
+    pattern.
     """
-    return _words_match(pattern.split("."), key.split("."))
+    words = key.split(".")
+    count = len(words)
+    reached = {0}  # how many words of the key the pattern read so far can match
+    for head in pattern.split("."):
+        if head == "#":
+            reached = set(range(min(reached), count + 1)) if reached else reached
+        else:
+            reached = {i + 1 for i in reached if i < count and (head == "*" or head == words[i])}
+        if not reached:
+            return False
+    return count in reached
 
 
-def _words_match(pattern: list[str], key: list[str]) -> bool:
-    if not pattern:
-        return not key
-    head = pattern[0]
-    if head == "#":
-        return any(_words_match(pattern[1:], key[i:]) for i in range(len(key) + 1))
-    if not key or (head != "*" and head != key[0]):
+def valid_pattern(pattern: object) -> bool:
+    """
+    Whether ``pattern`` is a topic pattern a listener may announce: a
+    string of at most :py:data:`LONGEST_PATTERN` characters, of non-empty
+    dot-separated words, each ``*``, ``#`` or a word without either.
+    """
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= LONGEST_PATTERN:
         return False
-    return _words_match(pattern[1:], key[1:])
+    return all(
+        word in ("*", "#") or (word and "*" not in word and "#" not in word)
+        for word in pattern.split(".")
+    )
 
 
 def _exception_name(fields: Mapping[str, Any]) -> str | None:
@@ -453,30 +488,102 @@ class EventReceiver:
         return defer.Deferred.fromCoroutine(close())
 
 
+class IgnoredHello(ValueError):
+    """
+    A listener message that is ignored: too large, not JSON, or not a
+    hello or goodbye within the bounds.
+    """
+
+
+def parse_listener_message(key: str, body: bytes) -> tuple[str, list[str], float]:
+    """
+    The listener name, patterns and ttl (clamped to 1 s ..
+    :py:data:`LONGEST_TTL`) of a hello, or the name of a goodbye (with no
+    patterns), read within bounds: at most :py:data:`LARGEST_HELLO` bytes,
+    at most :py:data:`MAX_HELLO_PATTERNS` valid patterns
+    (:py:func:`valid_pattern`), a numeric ttl.
+
+    :raises IgnoredHello: saying why, when the message is out of bounds.
+    """
+    if len(body) > LARGEST_HELLO:
+        raise IgnoredHello(f"{len(body)} bytes, more than {LARGEST_HELLO}")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise IgnoredHello(f"not JSON ({type(e).__name__})") from None
+    if not isinstance(document, dict):
+        raise IgnoredHello("not a JSON object")
+    name = document.get("listener")
+    if not isinstance(name, str) or not 0 < len(name) <= LONGEST_PATTERN:
+        raise IgnoredHello("no valid listener name")
+    if key == LISTENER_BYE:
+        return name, [], 0.0
+    patterns = document.get("patterns", ["#"])
+    if not isinstance(patterns, list) or not 0 < len(patterns) <= MAX_HELLO_PATTERNS:
+        raise IgnoredHello(f"patterns not a list of 1 to {MAX_HELLO_PATTERNS}")
+    if not all(valid_pattern(pattern) for pattern in patterns):
+        raise IgnoredHello("a pattern is not a valid topic pattern")
+    ttl = document.get("ttl", LISTENER_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl != ttl:
+        raise IgnoredHello("ttl is not a number")
+    return name, list(dict.fromkeys(patterns)), min(max(float(ttl), 1.0), LONGEST_TTL)
+
+
 class _Listeners:
     """
     The receivers that announced themselves, each with its patterns and
-    until when it counts (its last hello plus its ttl).
+    until when it counts (its last hello plus its ttl): at most
+    :py:data:`MAX_LISTENERS`, with at most :py:data:`MAX_LISTENED_PATTERNS`
+    distinct patterns between them.
     """
 
     def __init__(self) -> None:
         self._patterns: dict[str, list[str]] = {}
         self._until: dict[str, float] = {}
+        self._users: dict[str, int] = {}  # pattern: how many listeners announce it
 
     def __len__(self) -> int:
         return len(self._until)
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._until
+
     def hello(self, name: str, patterns: list[str], until: float) -> bool:
         """
-        Note a hello; true when it changes what is listened to.
+        Note a hello (of distinct ``patterns``); true when it changes what
+        is listened to.
+
+        :raises IgnoredHello: when it would bring more listeners or
+            distinct patterns than the bounds.
         """
-        changed = self._patterns.get(name) != patterns
+        old = self._patterns.get(name)
+        if old == patterns:
+            self._until[name] = until
+            return False
+        if old is None and len(self._until) >= MAX_LISTENERS:
+            raise IgnoredHello(f"already {MAX_LISTENERS} listeners")
+        users = self._users
+        leaving = {p for p in old or () if users[p] == 1 and p not in patterns}
+        coming = [p for p in patterns if p not in users]
+        if len(users) - len(leaving) + len(coming) > MAX_LISTENED_PATTERNS:
+            raise IgnoredHello(f"more than {MAX_LISTENED_PATTERNS} distinct patterns")
+        self._forget_patterns(name)
+        for pattern in patterns:
+            users[pattern] = users.get(pattern, 0) + 1
         self._patterns[name] = patterns
         self._until[name] = until
-        return changed
+        return True
+
+    def _forget_patterns(self, name: str) -> None:
+        for pattern in self._patterns.pop(name, ()):
+            left = self._users[pattern] - 1
+            if left:
+                self._users[pattern] = left
+            else:
+                del self._users[pattern]
 
     def bye(self, name: str) -> bool:
-        self._patterns.pop(name, None)
+        self._forget_patterns(name)
         return self._until.pop(name, None) is not None
 
     def expire(self, now: float) -> bool:
@@ -490,9 +597,9 @@ class _Listeners:
 
     def listened(self, keys: Iterable[str]) -> set[str]:
         """
-        Which of ``keys`` some listener's patterns match.
+        Which of ``keys`` some listener's distinct patterns match.
         """
-        patterns = {pattern for each in self._patterns.values() for pattern in each}
+        patterns = list(self._users)
         return {key for key in keys if any(topic_matches(p, key) for p in patterns)}
 
 
@@ -512,9 +619,17 @@ class EventPublisher(Service):
     ``daemon.offline`` on a clean stop, whoever listens; ``daemon.heartbeat``
     every ``heartbeat_interval`` seconds, and at once to a new listener.
 
+    Listener messages are read within bounds (:py:func:`parse_listener_message`,
+    :py:data:`MAX_LISTENERS`, :py:data:`MAX_LISTENED_PATTERNS`); those out of
+    them are ignored with a warning (one per :py:data:`WARN_EVERY` seconds at
+    most).  The keys listened to are computed again from the distinct
+    patterns at most once per :py:data:`RECOMPUTE_EVERY` seconds.
+
     :param load: the daemon's load fields for its daemon documents.
     :ivar published: events published.
     :ivar dropped: events dropped (no channel, or the broker blocked).
+    :ivar recomputed: how many times the keys listened to were computed.
+    :ivar ignored: listener messages ignored (out of bounds).
     """
 
     def __init__(
@@ -543,7 +658,14 @@ class EventPublisher(Service):
         self.published = 0
         self.dropped = 0
         self.online = False
+        self.recomputed = 0
+        self.ignored = 0
         self._listeners = _Listeners()
+        self._recomputed_at = float("-inf")
+        self._recompute_call: IDelayedCall | None = None
+        self._greet = False
+        self._warned_at = float("-inf")
+        self._unwarned = 0
         self._keys: dict[int, str] = {}
         self._daemon_keys: set[str] = set()
         self._observing = False
@@ -600,24 +722,60 @@ class EventPublisher(Service):
     def listener_message(self, key: str, body: bytes) -> None:
         """
         Take a hello or goodbye of a receiver (or another daemon's query,
-        ignored).
+        ignored); one out of bounds is ignored with a warning.
         """
         if key not in (LISTENER_HELLO, LISTENER_BYE):
             return
-        document = json.loads(body)
-        name = str(document.get("listener"))
-        if key == LISTENER_BYE:
-            if self._listeners.bye(name):
+        try:
+            name, patterns, ttl = parse_listener_message(key, body)
+            if key == LISTENER_BYE:
+                if self._listeners.bye(name):
+                    self._listened_changed()
+                return
+            new = name not in self._listeners
+            if self._listeners.hello(name, patterns, self.clock.seconds() + ttl):
+                self._greet = self._greet or new  # a new listener sees this daemon at once
                 self._listened_changed()
+        except IgnoredHello as e:
+            self._ignore(key, str(e))
+
+    def _ignore(self, key: str, why: str) -> None:
+        """
+        Count a listener message ignored; warn at most once per
+        :py:data:`WARN_EVERY` seconds.
+        """
+        self.ignored += 1
+        self._unwarned += 1
+        now = self.clock.seconds()
+        if now - self._warned_at < WARN_EVERY:
             return
-        patterns = [str(p) for p in document.get("patterns", ["#"])]
-        ttl = min(max(float(document.get("ttl", LISTENER_TTL)), 1.0), LONGEST_TTL)
-        new = self._listeners.hello(name, patterns, self.clock.seconds() + ttl)
-        if new:
-            self._listened_changed()
-            self.beat()  # a new listener sees this daemon at once
+        log.warn(
+            "Ignored {count} {key} message(s) out of bounds (the last: {why})",
+            count=self._unwarned,
+            key=key,
+            why=why,
+        )
+        self._warned_at, self._unwarned = now, 0
 
     def _listened_changed(self) -> None:
+        """
+        Compute the keys listened to again: now if the last time was
+        :py:data:`RECOMPUTE_EVERY` seconds ago, else once that time has come.
+        """
+        if self._recompute_call is not None:
+            return
+        wait = self._recomputed_at + RECOMPUTE_EVERY - self.clock.seconds()
+        if wait <= 0:
+            self._recompute()
+        else:
+            self._recompute_call = self.clock.callLater(wait, self._recompute)
+
+    def _recompute(self) -> None:
+        if self._recompute_call is not None and self._recompute_call.active():
+            self._recompute_call.cancel()
+        self._recompute_call = None
+        self._recomputed_at = self.clock.seconds()
+        self.recomputed += 1
         listened = self._listeners.listened(
             [task_key(kind) for kind in EventKind] + ["daemon.heartbeat"]
         )
@@ -629,6 +787,9 @@ class EventPublisher(Service):
         elif self._observing and not observe:
             self.events.unsubscribe(self.observe)
         self._observing = observe
+        if self._greet:
+            self._greet = False
+            self.beat()
 
     def listening(self) -> int:
         """
@@ -745,7 +906,8 @@ class EventPublisher(Service):
         # was built, and the pid (and the default name) are the child's.
         self.base = {**self.identity.fields(), "queue": self.queue}
         self._started_at = self.clock.seconds()
-        self._listened_changed()
+        self._recompute()
+        self._recomputed_at = float("-inf")  # not to delay the first listener
         self._heartbeat.start(self.heartbeat_interval, now=False)
         self._expiry.start(HELLO_EVERY, now=False)
         if self._channel is not None and not self._channel.closed:
@@ -759,6 +921,9 @@ class EventPublisher(Service):
         for loop in (self._heartbeat, self._expiry):
             if loop.running:
                 loop.stop()
+        if self._recompute_call is not None and self._recompute_call.active():
+            self._recompute_call.cancel()
+        self._recompute_call = None
         if self._observing:
             self.events.unsubscribe(self.observe)
             self._observing = False
