@@ -466,7 +466,7 @@ class ControlService(Service):
                 self.signing.verify(content.body, properties.get("headers"))
             except SignatureError as e:
                 self.ignored.warn(
-                    "signature", "Ignored a remote control request: {why}", why=str(e)
+                    f"signature: {e.reason}", "Ignored a remote control request: {why}", why=str(e)
                 )
                 return None
         try:

@@ -724,11 +724,13 @@ class ControlServiceTests(SynchronousTestCase):
         )
         self.service.stopService()
         self.service = self.make_service(control, keys)
+        warnings = self.warnings()
         body, properties = request("ping")
         self.assertEqual(self.send(body, properties), [])
         other = SigningKeys.parse("k1:other").sign(body)
         self.assertEqual(self.send(body, {**properties, "headers": other}), [])
         self.assertEqual(len(self.send(body, {**properties, "headers": keys.sign(body)})), 1)
+        self.assertEqual(len(warnings), 2)  # unsigned, badly signed: two reasons
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
