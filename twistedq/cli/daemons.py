@@ -12,7 +12,7 @@ from typing import Any, TextIO, TypeVar
 from twisted.internet import defer
 
 from twistedq.cli.errors import EXIT_FAILED, EXIT_OK, CommandError, Unreachable
-from twistedq.cli.output import clock_time, dumps, duration, flatten, table, text
+from twistedq.cli.output import clock_time, dumps, duration, flatten, printable, table, text
 from twistedq.cli.session import Session
 from twistedq.outcome import Outcome
 from twistedq.states import READY_STATES, REVOKED
@@ -52,7 +52,7 @@ def _no_reply(arguments: argparse.Namespace, err: TextIO, replies: list[dict[str
     """
     missing = _missing(replies, arguments.destination)
     for name in missing:
-        print(f"no reply from {name} within {arguments.reply_timeout:g} s", file=err)
+        print(f"no reply from {printable(name)} within {arguments.reply_timeout:g} s", file=err)
     if not replies:
         if not missing:
             print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
@@ -76,7 +76,7 @@ async def ping(arguments: argparse.Namespace, session: Session, out: TextIO, err
                 reply.get("host"),
                 reply.get("pid"),
                 duration((reply.get("reply") or {}).get("uptime")) if reply.get("ok") else "-",
-                "pong" if reply.get("ok") else f"error: {reply.get('error')}",
+                "pong" if reply.get("ok") else f"error: {text(reply.get('error'))}",
             )
             for reply in _sorted(replies)
         ]
@@ -103,9 +103,10 @@ def inspect_lines(what: str, reply: dict[str, Any]) -> list[str]:
     The lines that show one daemon's reply to ``inspect WHAT``: a heading
     naming the daemon, then its table (or list, or statistics), indented.
     """
-    name = f"{reply.get('daemon')} (host {reply.get('host')}, pid {reply.get('pid')})"
+    daemon, host, pid = (text(reply.get(key)) for key in ("daemon", "host", "pid"))
+    name = f"{daemon} (host {host}, pid {pid})"
     if not reply.get("ok"):
-        return [f"{name}: error: {reply.get('error')}"]
+        return [f"{name}: error: {text(reply.get('error'))}"]
     answer = reply.get("reply")
     if what in INSPECT_TABLES:
         entries = answer or []
@@ -117,7 +118,7 @@ def inspect_lines(what: str, reply: dict[str, Any]) -> list[str]:
         return lines
     if what == "registered":
         names = answer or []
-        return [f"{name}: {len(names)} registered", *(f"  {task}" for task in names)]
+        return [f"{name}: {len(names)} registered", *(f"  {text(task)}" for task in names)]
     pairs = flatten(answer or {})
     width = max((len(key) for key, _ in pairs), default=0)
     return [f"{name}:", *(f"  {key.ljust(width)}  {text(value)}" for key, value in pairs)]
@@ -223,11 +224,12 @@ async def status(arguments: argparse.Namespace, session: Session, out: TextIO, e
 
 
 def _queue_text(counts: dict[str, Any], dead: bool = False) -> str:
+    name = printable(counts["name"])
     if not counts["declared"]:
-        return f"{counts['name']}: not declared"
+        return f"{name}: not declared"
     if dead:
-        return f"{counts['name']}: {counts['ready']} dead letters"
-    return f"{counts['name']}: {counts['ready']} ready, {counts['consumers']} consumers"
+        return f"{name}: {counts['ready']} dead letters"
+    return f"{name}: {counts['ready']} ready, {counts['consumers']} consumers"
 
 
 def _print_status(
@@ -237,7 +239,7 @@ def _print_status(
     daemons: list[dict[str, Any]],
     out: TextIO,
 ) -> None:
-    print(f"broker        {broker}", file=out)
+    print(f"broker        {printable(broker)}", file=out)
     print(f"queue         {_queue_text(queue)}", file=out)
     print(f"dead letters  {_queue_text(dead, dead=True)}", file=out)
     print(f"daemons       {len(daemons)}", file=out)
@@ -260,7 +262,7 @@ def _what_daemons_did(replies: list[dict[str, Any]], terminate: bool) -> dict[st
     said: dict[str, list[str]] = {}
     for reply in _sorted(replies):
         answer = (reply.get("reply") or {}) if reply.get("ok") else {}
-        daemon = reply.get("daemon")
+        daemon = text(reply.get("daemon"))
         terminated = set(answer.get("terminated") or ())
         for task_id in answer.get("revoked") or ():
             if task_id in terminated:
@@ -333,10 +335,10 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
         print(dumps({"tasks": results, "replies": replies}), file=out)
     else:
         for result in results:
-            print(f"{result['id']}\t{'; '.join(result['what'])}", file=out)
+            print(f"{printable(result['id'])}\t{'; '.join(result['what'])}", file=out)
     for reply in replies:
         if not reply.get("ok"):
-            print(f"{reply.get('daemon')}: error: {reply.get('error')}", file=err)
+            print(f"{text(reply.get('daemon'))}: error: {text(reply.get('error'))}", file=err)
     if unreachable is not None:
         raise unreachable
     if not replies and (arguments.terminate or not all(r["revoked"] for r in results)):

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from twistedq.amqp.deadletters import DeadLetter, json_document
 from twistedq.cli.errors import EXIT_OK, CommandFailed
-from twistedq.cli.output import dumps
+from twistedq.cli.output import dumps, printable
 from twistedq.cli.session import Session
 
 __all__ = ["SHOW_BYTES", "add_commands", "deadletter", "letter_document", "list_line", "show_text"]
@@ -59,7 +59,7 @@ def add_commands(
 def _field(value: str | None) -> str:
     if not value:
         return "-"
-    return " ".join(value.split())
+    return printable(value, fold=True)
 
 
 def list_line(letter: DeadLetter) -> str:
@@ -130,11 +130,11 @@ def show_text(letter: DeadLetter) -> str:
     properties = {k: v for k, v in letter.properties.items() if k != "headers"}
     lines = [
         f"position: {letter.position}",
-        f"task id: {letter.task_id or '-'}",
-        f"task: {letter.task or '-'}",
-        f"reason: {letter.reason}",
-        f"detail: {letter.detail or '-'}",
-        f"time: {letter.time or '-'}",
+        f"task id: {printable(letter.task_id or '-')}",
+        f"task: {printable(letter.task or '-')}",
+        f"reason: {printable(letter.reason)}",
+        f"detail: {printable(letter.detail or '-')}",
+        f"time: {printable(letter.time or '-')}",
         "properties: " + json.dumps(_jsonable(properties), indent=2, sort_keys=True),
         "headers: " + json.dumps(_jsonable(letter.headers), indent=2, sort_keys=True),
     ]
@@ -154,7 +154,7 @@ def show_text(letter: DeadLetter) -> str:
         lines.append(text)
     else:
         lines.append(f"body ({len(letter.body)} bytes, JSON):")
-        lines.append(pretty)
+        lines.extend(printable(line) for line in pretty.split("\n"))
     return "\n".join(lines)
 
 

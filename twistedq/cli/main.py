@@ -28,6 +28,7 @@ from twistedq.cli.errors import (
     EXIT_USAGE,
     CommandError,
 )
+from twistedq.cli.output import printable
 from twistedq.cli.session import Session, reason
 from twistedq.cli.tail import events
 from twistedq.cli.tasks import purge, result
@@ -217,15 +218,15 @@ async def execute(arguments: argparse.Namespace, session: Session, out: TextIO, 
     try:
         return await COMMANDS[arguments.command](arguments, session, out, err)
     except CommandError as e:
-        print(f"{prog}: {e}", file=err)
+        print(f"{prog}: {printable(e)}", file=err)
         return e.status
     except BrokenPipeError:  # the reader of the output went away (| head)
         return EXIT_OK
     except (ConnectionDone, ConnectionLost) as e:
-        print(f"{prog}: lost the connection to the broker: {reason(e)}", file=err)
+        print(f"{prog}: lost the connection to the broker: {printable(reason(e))}", file=err)
         return EXIT_UNREACHABLE
     except Exception as e:
-        print(f"{prog}: {reason(e)}", file=err)
+        print(f"{prog}: {printable(reason(e))}", file=err)
         return EXIT_FAILED
     finally:
         await session.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,18 +17,57 @@ __all__ = [
     "duration",
     "event_line",
     "flatten",
+    "printable",
     "table",
     "text",
 ]
 
 
+#: How the usual control characters are escaped; any other is ``\\xNN``,
+#: ``\\uNNNN`` or ``\\UNNNNNNNN``.
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(character: str) -> str:
+    if character in _ESCAPES:
+        return _ESCAPES[character]
+    if character == " " or not unicodedata.category(character).startswith(("C", "Zl", "Zp")):
+        return character
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(value: Any, fold: bool = False) -> str:
+    """
+    ``str(value)`` safe to print on a terminal: its control and format
+    characters (escape sequences, newlines, bidirectional overrides, line
+    separators) written as Python escapes, ``\\x1b``, ``\\n``,
+    ``\\u202e``.  Every text the command prints that comes from the broker,
+    the store or a daemon goes through it.
+
+    :param fold: first fold each run of whitespace into one space (for
+        text shown on one line).
+    """
+    string = str(value)
+    if fold:
+        string = " ".join(string.split())
+    if string.isprintable():
+        return string
+    return "".join(_escaped(character) for character in string)
+
+
 def text(value: Any) -> str:
     """
-    A value as one table cell: ``-`` for nothing, whitespace folded.
+    A value as one table cell: ``-`` for nothing, whitespace folded,
+    control characters escaped (:py:func:`printable`).
     """
     if value is None or value == "":
         return "-"
-    return " ".join(str(value).split())
+    return printable(value, fold=True)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "") -> list[str]:
@@ -84,20 +124,20 @@ def event_line(event: Mapping[str, Any]) -> str:
     """
     parts = [clock_time(event.get("time")), text(event.get("daemon")), text(event.get("type"))]
     if "id" in event:
-        parts.append(f"{event.get('name') or '?'}[{event.get('id')}]")
+        parts.append(f"{text(event.get('name') or '?')}[{text(event.get('id'))}]")
         if event.get("runtime") is not None:
             parts.append(duration(event["runtime"]))
         for key in ("exception", "reason"):
             if event.get(key):
                 parts.append(f"{key}={text(event[key])}")
         if event.get("child"):
-            parts.append(f"on {event['child']}")
+            parts.append(f"on {text(event['child'])}")
         if event.get("args"):
             parts.append(text(event["args"]))
     else:
         for key in ("children", "busy", "held", "processed"):
             if key in event:
-                parts.append(f"{key}={event[key]}")
+                parts.append(f"{key}={text(event[key])}")
         if event.get("uptime") is not None:
             parts.append(f"up {duration(event['uptime'])}")
     return " ".join(parts)

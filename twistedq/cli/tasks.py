@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, TextIO
 
 from twistedq.cli.errors import EXIT_FAILED, EXIT_OK, CommandFailed, UsageError
-from twistedq.cli.output import dumps, text
+from twistedq.cli.output import dumps, printable, text
 from twistedq.cli.session import Session
 from twistedq.outcome import Outcome
 from twistedq.states import FAILURE, REVOKED, SUCCESS
@@ -19,7 +19,7 @@ __all__ = ["outcome_lines", "purge", "result"]
 
 
 def _value(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value, pretty=False)
+    return printable(value if isinstance(value, str) else dumps(value, pretty=False))
 
 
 def outcome_lines(outcome: Outcome) -> list[str]:
@@ -29,26 +29,29 @@ def outcome_lines(outcome: Outcome) -> list[str]:
     revocation or the next attempt of a retry.
     """
     lines = [
-        f"id:        {outcome.task_id}",
+        f"id:        {printable(outcome.task_id)}",
         f"task:      {text(outcome.task)}",
-        f"status:    {outcome.status}",
+        f"status:    {printable(outcome.status)}",
     ]
     if outcome.status == SUCCESS:
         lines.append(f"result:    {_value(outcome.result)}")
     exc = outcome.exc or {}
     if exc:
-        lines.append(f"exception: {exc.get('type', 'Exception')}: {exc.get('message', '')}")
+        kind, message = exc.get("type", "Exception"), exc.get("message", "")
+        lines.append(f"exception: {printable(kind)}: {printable(message)}")
     if outcome.reason:
-        lines.append(f"reason:    {outcome.reason}")
+        lines.append(f"reason:    {printable(outcome.reason)}")
     if outcome.eta:
-        lines.append(f"next run:  {outcome.eta} (retry {outcome.retries or 0})")
+        lines.append(
+            f"next run:  {printable(outcome.eta)} (retry {printable(outcome.retries or 0)})"
+        )
     if outcome.sent_at:
-        lines.append(f"sent:      {outcome.sent_at}")
+        lines.append(f"sent:      {printable(outcome.sent_at)}")
     if outcome.date_done:
-        lines.append(f"done:      {outcome.date_done}")
+        lines.append(f"done:      {printable(outcome.date_done)}")
     if outcome.traceback:
         lines.append("traceback:")
-        lines.extend("  " + line for line in outcome.traceback.rstrip().splitlines())
+        lines.extend("  " + printable(line) for line in str(outcome.traceback).rstrip().split("\n"))
     return lines
 
 
