@@ -276,10 +276,14 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: The most children one ``pool.grow`` or ``pool.shrink`` may ask for.
+MAX_POOL_STEP = 1000
+
+
 def _count(arguments: Mapping[str, Any]) -> int:
     n = arguments.get("n", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ControlError(f"n must be a positive whole number, not {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_POOL_STEP:
+        raise ControlError(f"n must be a whole number from 1 to {MAX_POOL_STEP}, not {n!r}")
     return n
 
 
@@ -317,13 +321,25 @@ class DaemonControl:
             "inspect.registered": lambda _: self.dispatcher.feeder.registered(),
             "inspect.stats": lambda _: self.stats(),
             "revoke": self.revoke,
-            "pool.grow": lambda arguments: {"concurrency": self.pool.grow(_count(arguments))},
+            "pool.grow": self.grow,
             "pool.shrink": lambda arguments: {"concurrency": self.pool.shrink(_count(arguments))},
             "shutdown": self.shutdown,
         }
 
     def ping(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         return {"pong": True, "uptime": round(time.time() - self.identity.started, 3)}
+
+    def grow(self, arguments: Mapping[str, Any]) -> dict[str, int]:
+        """
+        Grow the pool by ``n``; past its maximum, to it, the answer saying
+        so in ``limited_to``.
+        """
+        n = _count(arguments)
+        wanted = self.pool.size + n
+        size = self.pool.grow(n)
+        if size < wanted:
+            return {"concurrency": size, "limited_to": self.pool.max_size}
+        return {"concurrency": size}
 
     def revoke(self, arguments: Mapping[str, Any]) -> dict[str, list[str]]:
         ids = arguments.get("ids")

@@ -230,6 +230,14 @@ class Options(usage.Options):
         ["exchange", None, None, "Exchange tasks are published to [default: twistedq]"],
         ["concurrency", "c", None, "Number of child processes [default: CPU count]", _positive],
         [
+            "max-concurrency",
+            None,
+            None,
+            "Most child processes remote control's pool.grow may reach "
+            "[default: 4 x --concurrency]",
+            _positive,
+        ],
+        [
             "result-backend",
             "r",
             None,
@@ -524,6 +532,10 @@ class Options(usage.Options):
             raise usage.UsageError("--log-format must be 'seed' or 'twisted'")
         if self["concurrency"] is None:
             self["concurrency"] = os.cpu_count() or 1
+        if self["max-concurrency"] is None:
+            self["max-concurrency"] = 4 * self["concurrency"]
+        elif self["max-concurrency"] < self["concurrency"]:
+            raise usage.UsageError("--max-concurrency cannot be less than --concurrency")
         if self["prefetch"] is None:
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
 
@@ -738,6 +750,7 @@ def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
         max_tasks_per_child=options["max-tasks-per-child"],
         max_memory_per_child=memory * 1024 if memory else None,
         max_result_size=options["max-result-size"],
+        max_size=options["max-concurrency"],
     )
 
 

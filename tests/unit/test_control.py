@@ -11,9 +11,12 @@ from types import SimpleNamespace
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakePool, FakeStarter, delivery, iso, task_id
+from tests.unit.test_tap import TapTestCase
+from twistedq import tap
 from twistedq.backends.memory import MemoryBackend
 from twistedq.control import (
     ControlClient,
@@ -121,6 +124,25 @@ class PoolControlTests(SynchronousTestCase):
         self.assertRaises(ValueError, self.pool.grow, 0)
         self.assertRaises(ValueError, self.pool.shrink, -1)
 
+    def test_grow_to_max(self):
+        """
+        The pool never grows past its maximum (4 x its size by default):
+        growing beyond it grows to it, and no further.
+        """
+        self.assertEqual(self.pool.max_size, 8)
+        self.assertEqual(self.pool.grow(10**9), 8)
+        self.assertEqual(len(self.starter.children), 8)
+        self.assertEqual(self.pool.grow(1), 8)
+        self.assertEqual(len(self.starter.children), 8)
+
+    def test_max_size(self):
+        """
+        ``max_size`` sets the maximum; it cannot be under the size.
+        """
+        pool = ProcessPool(FakeStarter(), 2, self.clock, max_size=3)
+        self.assertEqual(pool.grow(5), 3)
+        self.assertRaises(ValueError, ProcessPool, FakeStarter(), 2, self.clock, max_size=1)
+
     def test_terminate(self):
         """
         Terminating kills the child running that very body: its batch
@@ -149,6 +171,30 @@ class PoolControlTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertIsNone(self.pool.terminate(body))
         self.assertEqual(self.starter.kills, [])
+
+
+class MaxConcurrencyOptionTests(TapTestCase):
+    """
+    ``twistd twistedq --max-concurrency``.
+    """
+
+    def test_default(self):
+        self.assertEqual(self.parse("--concurrency", "2")["max-concurrency"], 8)
+        self.assertEqual(self.parse()["max-concurrency"], 12)  # cpu_count 3
+
+    def test_given(self):
+        self.assertEqual(self.parse("-c", "2", "--max-concurrency", "5")["max-concurrency"], 5)
+
+    def test_under_concurrency(self):
+        self.assertRaises(usage.UsageError, self.parse, "-c", "4", "--max-concurrency", "3")
+
+    def test_pool(self):
+        """
+        The daemon's pool has that maximum.
+        """
+        options = self.parse("-c", "2", "--max-concurrency", "5")
+        pool = tap._pool(options, options["settings"], Clock())
+        self.assertEqual(pool.max_size, 5)
 
 
 class DispatcherControlTests(SynchronousTestCase):
@@ -454,7 +500,9 @@ class ControlServiceTests(SynchronousTestCase):
         self.connection = FakeConnection(self.clock)
         self.pool = FakePool(idle=0)
         self.pool.task_limits = {"add": (None, None)}
-        self.pool.grow = lambda n: 2 + n
+        self.pool.size = 2
+        self.pool.max_size = 8
+        self.pool.grow = lambda n: min(8, 2 + n)
         self.pool.shrink = lambda n: max(1, 2 - n)
         self.store = MemoryBackend(self.clock)
         self.dispatcher = Dispatcher(self.pool, self.store, self.clock)
@@ -693,6 +741,25 @@ class ControlServiceTests(SynchronousTestCase):
         self.assertEqual(self.ask("pool.shrink", {"n": 5})[0]["reply"], {"concurrency": 1})
         [answer] = self.ask("pool.grow", {"n": 0})
         self.assertFalse(answer["ok"])
+
+    def test_pool_limited(self):
+        """
+        Growing past the pool's maximum grows to it and says so.
+        """
+        [answer] = self.ask("pool.grow", {"n": 1000})
+        self.assertEqual(answer["reply"], {"concurrency": 8, "limited_to": 8})
+
+    def test_pool_bad_counts(self):
+        """
+        n must be a whole number from 1 to 1000, for grow and shrink: else
+        an error answer, and the pool is not touched.
+        """
+        self.pool.grow = self.pool.shrink = lambda n: self.fail(f"resized by {n!r}")
+        for command in ("pool.grow", "pool.shrink"):
+            for n in (10**9, 1001, 0, -1, 2.5, "3", True, None):
+                [answer] = self.ask(command, {"n": n})
+                self.assertFalse(answer["ok"], (command, n))
+                self.assertIn("1 to 1000", answer["error"])
 
     def test_shutdown(self):
         """

@@ -295,6 +295,9 @@ class ProcessPool(Service):
     by default, ``None`` for no limit) is replaced in the child by a
     ``ResultTooLarge`` failure: the value never crosses the pipe.
 
+    :py:meth:`grow` never takes it past ``max_size`` children (by default
+    four times ``size``).
+
     :ivar on_idle: called whenever a child becomes idle (the dispatcher
         uses it to hand out more work).
     :ivar restarts_by_reason: replacements started, by reason: ``crash``,
@@ -313,11 +316,15 @@ class ProcessPool(Service):
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         max_result_size: int | None = DEFAULT_MAX_RESULT_SIZE,
+        max_size: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one child")
+        if max_size is not None and max_size < size:
+            raise ValueError(f"a pool of {size} children cannot have a maximum of {max_size}")
         self.starter = starter
         self.size = size
+        self.max_size = max_size if max_size is not None else 4 * size
         self.clock = clock
         self.shutdown_timeout = shutdown_timeout
         self.max_tasks_per_child = max_tasks_per_child
@@ -461,10 +468,18 @@ class ProcessPool(Service):
 
     def grow(self, n: int) -> int:
         """
-        Start ``n`` more children; return the new size.
+        Start ``n`` more children, or as many as :py:attr:`max_size` allows;
+        return the new size.
         """
         if n < 1:
             raise ValueError(f"the pool grows by at least one child, not {n}")
+        if self.size + n > self.max_size:
+            log.warn(
+                "The pool grows by {n} only to its maximum of {max_size} children",
+                n=n,
+                max_size=self.max_size,
+            )
+            n = max(0, self.max_size - self.size)
         self.size += n
         log.info("The pool grows by {n} to {size} children", n=n, size=self.size)
         if self.running:
