@@ -17,7 +17,7 @@ import json
 from typing import Any, TextIO
 
 from twistedq.amqp.deadletters import DeadLetter, json_document
-from twistedq.cli.errors import EXIT_OK, CommandFailed
+from twistedq.cli.errors import EXIT_OK, CommandFailed, UsageError
 from twistedq.cli.output import dumps, printable
 from twistedq.cli.session import Session
 
@@ -28,11 +28,17 @@ SHOW_BYTES = 64 * 1024
 
 
 def add_commands(
-    parent: argparse.ArgumentParser, dest: str, leaf: argparse.ArgumentParser | None = None
+    parent: argparse.ArgumentParser,
+    dest: str,
+    leaf: argparse.ArgumentParser | None = None,
+    confirm_purge: bool = False,
 ) -> None:
     """
     Add ``list``, ``show``, ``republish`` and ``purge`` to ``parent``,
     their name in ``dest``; each also takes the options of ``leaf``.
+
+    :param confirm_purge: ``purge`` refuses to run without ``--yes`` (the
+        old ``twistedq-deadletter purge`` does not ask for it).
     """
     parents = [leaf] if leaf is not None else []
     commands = parent.add_subparsers(dest=dest, required=True, metavar="COMMAND")
@@ -53,7 +59,9 @@ def add_commands(
     which = republish.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every dead letter")
     which.add_argument("letters", nargs="*", default=[], metavar="TASK_ID", help="task ids")
-    commands.add_parser("purge", parents=parents, help="delete every dead letter")
+    purge = commands.add_parser("purge", parents=parents, help="delete every dead letter")
+    if confirm_purge:
+        purge.add_argument("--yes", action="store_true", help="really delete them")
 
 
 def _field(value: str | None) -> str:
@@ -165,10 +173,12 @@ async def deadletter(
     ``twistedq deadletter COMMAND``: list, show, republish or purge the
     dead letters; a summary goes to ``err``.
     """
-    queue = await session.dead_letters(confirm_timeout=arguments.timeout)
     topology = session.topology
     name = topology.dead_letter_queue
     command = arguments.letter_command
+    if command == "purge" and getattr(arguments, "yes", None) is False:
+        raise UsageError(f"purge deletes every dead letter in {name!r}: add --yes to do it")
+    queue = await session.dead_letters(confirm_timeout=arguments.timeout)
     emit_json = arguments.json
     if command == "list":
         listed: list[dict[str, Any]] = []

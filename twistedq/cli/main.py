@@ -33,6 +33,7 @@ from twistedq.cli.session import Session, reason
 from twistedq.cli.tail import events
 from twistedq.cli.tasks import purge, result
 from twistedq.conf import Settings, SettingsError, parse_timeout
+from twistedq.message import is_task_id
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 
 __all__ = ["COMMANDS", "DEFAULT_TIMEOUT", "common_options", "execute", "main", "parser", "run"]
@@ -68,6 +69,21 @@ def _seconds(value: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty name is not a queue or exchange name")
+    return value
+
+
+def _task_id(value: str) -> str:
+    if not is_task_id(value):
+        raise argparse.ArgumentTypeError(
+            f"{printable(value)!r} is not a task id (a lower-case UUID, such as "
+            "5f0c6a52-2a8e-4d0e-9a51-0d4c1e7f3b10)"
+        )
+    return value
+
+
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
@@ -93,12 +109,14 @@ def common_options(defaults: bool = True) -> argparse.ArgumentParser:
     )
     options.add_argument(
         "--queue",
+        type=_name,
         default=default(None),
         metavar="NAME",
         help="the task queue [default: $TWISTEDQ_QUEUE or twistedq]",
     )
     options.add_argument(
         "--exchange",
+        type=_name,
         default=default(None),
         metavar="NAME",
         help="the exchange tasks go through; events and control use EXCHANGE.events "
@@ -187,7 +205,7 @@ def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
     tail.add_argument("--id", metavar="ID", help="only this task")
     tail.add_argument("--count", type=_positive, metavar="N", help="stop after N events")
     revoke_parser = command("revoke", "revoke tasks, and with --terminate kill them", control)
-    revoke_parser.add_argument("ids", nargs="+", metavar="ID", help="task ids")
+    revoke_parser.add_argument("ids", nargs="+", type=_task_id, metavar="ID", help="task ids")
     revoke_parser.add_argument(
         "--terminate",
         action="store_true",
@@ -201,11 +219,11 @@ def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
     )
     purge_parser = command("purge", "delete the tasks waiting in a queue")
     purge_parser.add_argument(
-        "queue_name", nargs="?", metavar="QUEUE", help="the queue [default: --queue]"
+        "queue_name", nargs="?", type=_name, metavar="QUEUE", help="the queue [default: --queue]"
     )
     purge_parser.add_argument("--yes", action="store_true", help="really delete them")
     letters = command("deadletter", "list, show, republish or purge the dead letters")
-    add_commands(letters, "letter_command", leaf)
+    add_commands(letters, "letter_command", leaf, confirm_purge=True)
     return top
 
 
