@@ -156,18 +156,19 @@ class LeaseKeeper:
         if self.claims is not None and claims:
             self.claims.release_claims(claims).addErrback(lambda f: None)
 
-    def commit(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[None]:
+    def commit(self, records: Sequence[OutcomeRecord]) -> defer.Deferred[set[str]]:
         """
         Store outcomes: those of claimed tasks committed with their fencing
-        tokens (an outcome fenced off by a newer claim is dropped and
-        logged), the others as they are.  The plain ones are written first:
-        if their write fails, the tokens are still there when the whole
-        batch is written again.
+        tokens (an outcome fenced off by a newer claim is dropped, logged
+        and reported ``fenced-off``), the others as they are.  The plain
+        ones are written first: if their write fails, the tokens are still
+        there when the whole batch is written again.  Fires with the ids of
+        the tasks whose outcomes were fenced off.
         """
         held = self._held
         fenced = [record for record in records if record.task_id in held]
         if not fenced:
-            return self.backend.store_results(records)
+            return self.backend.store_results(records).addCallback(lambda _: set())
         assert self.claims is not None
         claims = self.claims
         plain = [record for record in records if record.task_id not in held]
@@ -176,12 +177,14 @@ class LeaseKeeper:
             tokens = [held[record.task_id].claim_token for record in fenced]
             return claims.commit_outcomes(fenced, tokens)
 
-        def committed(answers: list[bool]) -> None:
+        def committed(answers: list[bool]) -> set[str]:
+            fenced_off = set()
             for record, ok in zip(fenced, answers, strict=True):
                 job = held.get(record.task_id)
                 if job is not None:
                     self.forget(job)
                 if not ok:
+                    fenced_off.add(record.task_id)
                     self.events.report(
                         EventKind.FENCED_OFF, record.task_id, job.message.task if job else None
                     )
@@ -189,6 +192,7 @@ class LeaseKeeper:
                         "The outcome of task {id} was not committed: a newer claim owns it",
                         id=record.task_id,
                     )
+            return fenced_off
 
         first = self.backend.store_results(plain) if plain else defer.succeed(None)
         return first.addCallback(commit).addCallback(committed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -54,6 +54,21 @@ ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 STORE_REFUSED = "store-refused"
 
 log = Logger()
+
+
+class Written(NamedTuple):
+    """
+    What became of a batch's outcomes once written.
+
+    :ivar unstored: the ids of the tasks the store refused even the
+        FAILURE in place of their outcome: nothing of theirs is stored.
+    :ivar fenced: the ids of the tasks whose outcomes were fenced off (a
+        newer claim owns them): nothing of theirs is stored either, and
+        they report ``fenced-off`` only.
+    """
+
+    unstored: set[str]
+    fenced: set[str]
 
 
 class Settlement:
@@ -128,7 +143,7 @@ class Settlement:
         go back to the queue.
         """
         return self._write(batch, records).addCallbacks(
-            lambda unstored: self._settle(batch, records, unstored),
+            lambda written: self._settle(batch, records, written),
             lambda _: self.give_back(batch, unstored=True),
         )
 
@@ -145,11 +160,16 @@ class Settlement:
             dead_letter=ATTEMPTS_EXHAUSTED if dead_letter else None,
         )
         record = OutcomeRecord(job.task_id, document, job.message.taskset, True)
-        self.events.report(EventKind.FAILED, job.task_id, job.message.task, job=job, error=error)
-        self._log_failure(job.message, document)
         job.state = JobState.STORING
 
-        def settle(_: None) -> defer.Deferred[None] | None:
+        def settle(fenced: set[str]) -> defer.Deferred[None] | None:
+            if fenced:  # a newer claim owns the task: it reports fenced-off only
+                job.ack()
+                return None
+            self.events.report(
+                EventKind.FAILED, job.task_id, job.message.task, job=job, error=error
+            )
+            self._log_failure(job.message, document)
             if dead_letter:
                 detail = f"task {job.message.task}[{job.task_id}]: {error}"
                 return self._dead_letter(job, ATTEMPTS_EXHAUSTED, detail, error=error)
@@ -191,7 +211,7 @@ class Settlement:
         for job in batch:
             job.give_back()
 
-    def _write(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[set[str]]:
+    def _write(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[Written]:
         """
         Write outcomes until the store takes them, or the daemon stops.
 
@@ -199,18 +219,20 @@ class Settlement:
         too large, text it cannot hold) is no outage: it is replaced, in
         ``records``, by a short FAILURE that says so, and the batch is
         written again at once.  Fires with the ids of the tasks whose
-        replacement was refused too: nothing of theirs is stored.
+        replacement was refused too, and of those fenced off
+        (:py:class:`Written`).
         """
         for job in batch:
             job.state = JobState.STORING
         jobs = {job.task_id: job for job in batch}
         replaced: set[str] = set()
         unstored: set[str] = set()
+        fenced: set[str] = set()
 
         def attempt() -> defer.Deferred[None]:
             writing = [record for record in records if record.task_id not in unstored]
-            d = self.leases.commit(writing) if writing else defer.succeed(None)
-            return d.addErrback(refused)
+            d = self.leases.commit(writing) if writing else defer.succeed(set())
+            return d.addCallback(fenced.update).addErrback(refused)
 
         def refused(failure: Failure) -> Any:
             failure.trap(StoreRefused)
@@ -218,7 +240,7 @@ class Settlement:
             assert isinstance(error, StoreRefused)
             if not self._replace_refused(error, jobs, records, replaced, unstored):
                 # The store did not say which: one at a time.
-                return self._write_each(batch, records, unstored)
+                return self._write_each(batch, records, unstored, fenced)
             return attempt()
 
         def again(failure: Failure, pause: float) -> bool:
@@ -239,9 +261,9 @@ class Settlement:
             self.health.failed()
             return True
 
-        def written(_: None) -> set[str]:
+        def written(_: None) -> Written:
             self.health.answered()
-            return unstored
+            return Written(unstored, fenced)
 
         return persist(self.clock, attempt, again).addCallback(written)
 
@@ -291,7 +313,11 @@ class Settlement:
         return True
 
     def _write_each(
-        self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str]
+        self,
+        batch: list[Job],
+        records: list[OutcomeRecord],
+        unstored: set[str],
+        fenced: set[str],
     ) -> defer.Deferred[None]:
         """
         Write the outcomes of a batch one at a time (a store refused one of
@@ -304,14 +330,25 @@ class Settlement:
                 if record.task_id in unstored:
                     continue
                 one = [record]
-                unstored.update(await self._write([jobs[record.task_id]], one))
+                written = await self._write([jobs[record.task_id]], one)
+                unstored.update(written.unstored)
+                fenced.update(written.fenced)
                 records[index] = one[0]
 
         return defer.Deferred.fromCoroutine(each())
 
-    def _settle(self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str]) -> Any:
+    def _settle(self, batch: list[Job], records: list[OutcomeRecord], written: Written) -> Any:
+        """
+        Report and settle each job of a batch written: ack it, or
+        dead-letter it (nothing stored, or an unknown task).  A job fenced
+        off is acked and reports nothing more (it reported ``fenced-off``).
+        """
+        unstored, fenced = written
         dead = []
         for job, record in zip(batch, records, strict=True):
+            if job.task_id in fenced:
+                job.ack()
+                continue
             if job.task_id in unstored:
                 detail = (
                     f"task {job.message.task}[{job.task_id}]: the result store refused its "
@@ -363,17 +400,19 @@ class Settlement:
             attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
         if batch:
 
-            def publish(unstored: set[str]) -> defer.Deferred[None]:
+            def publish(written: Written) -> defer.Deferred[None]:
                 published: list[defer.Deferred[Any]] = []
                 refused: list[tuple[Job, OutcomeRecord]] = []
                 for j, a, r in zip(batch, attempts, records, strict=True):
-                    if j.task_id in unstored or r.failed:  # refused: it fails instead
+                    if j.task_id in written.fenced:  # a newer claim owns it: no next attempt
+                        j.ack()
+                    elif j.task_id in written.unstored or r.failed:  # refused: it fails instead
                         refused.append((j, r))
                     else:
                         published.append(self._publish_retry(j, a, r.document))
                 if refused:
                     jobs, failures = [j for j, _ in refused], [r for _, r in refused]
-                    published.append(defer.maybeDeferred(self._settle, jobs, failures, unstored))
+                    published.append(defer.maybeDeferred(self._settle, jobs, failures, written))
                 return gather(published).addCallback(lambda _: None)
 
             writes.append(
