@@ -45,7 +45,30 @@ def _missing(replies: list[dict[str, Any]], destination: Sequence[str] | None) -
     return [name for name in destination or () if name not in answered]
 
 
-def _no_reply(arguments: argparse.Namespace, err: TextIO, replies: list[dict[str, Any]]) -> int:
+#: Said when no daemon answered and the command signs nothing.
+UNSIGNED_HINT = (
+    "TWISTEDQ_SIGNING_KEYS is not set: daemons that have signing keys ignore "
+    "unsigned requests (give the command the cluster's keys)"
+)
+
+
+def _nobody_answered(arguments: argparse.Namespace, session: Session, err: TextIO) -> None:
+    """
+    Say that no daemon answered and, when the command has no signing
+    key, that daemons with keys ignore its unsigned requests.
+    """
+    print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
+    if not session.settings.signing_keys.strip():
+        print(UNSIGNED_HINT, file=err)
+
+
+def _answered(count: int) -> str:
+    return f"{count} daemon answered" if count == 1 else f"{count} daemons answered"
+
+
+def _no_reply(
+    arguments: argparse.Namespace, session: Session, err: TextIO, replies: list[dict[str, Any]]
+) -> int:
     """
     Say which daemons did not answer; the exit status: 1 when none did,
     or one named did not.
@@ -55,7 +78,7 @@ def _no_reply(arguments: argparse.Namespace, err: TextIO, replies: list[dict[str
         print(f"no reply from {printable(name)} within {arguments.reply_timeout:g} s", file=err)
     if not replies:
         if not missing:
-            print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
+            _nobody_answered(arguments, session, err)
         return EXIT_FAILED
     return EXIT_FAILED if missing else EXIT_OK
 
@@ -82,9 +105,9 @@ async def ping(arguments: argparse.Namespace, session: Session, out: TextIO, err
         ]
         for line in table(["DAEMON", "HOST", "PID", "UPTIME", "ANSWER"], rows):
             print(line, file=out)
-    status = _no_reply(arguments, err, replies)
+    status = _no_reply(arguments, session, err, replies)
     if replies and not arguments.json:
-        print(f"{len(replies)} daemons answered", file=err)
+        print(_answered(len(replies)), file=err)
     if any(not reply.get("ok") for reply in replies):
         status = EXIT_FAILED
     return status
@@ -140,7 +163,7 @@ async def inspect(arguments: argparse.Namespace, session: Session, out: TextIO, 
         for reply in _sorted(replies):
             for line in inspect_lines(arguments.what, reply):
                 print(line, file=out)
-    status = _no_reply(arguments, err, replies)
+    status = _no_reply(arguments, session, err, replies)
     if any(not reply.get("ok") for reply in replies):
         status = EXIT_FAILED
     return status
@@ -218,7 +241,7 @@ async def status(arguments: argparse.Namespace, session: Session, out: TextIO, e
     else:
         _print_status(str((await session.connection()).address), queue, dead, daemons, out)
     if not daemons:
-        print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
+        _nobody_answered(arguments, session, err)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -342,5 +365,5 @@ async def revoke(arguments: argparse.Namespace, session: Session, out: TextIO, e
     if unreachable is not None:
         raise unreachable
     if not replies and (arguments.terminate or not all(r["revoked"] for r in results)):
-        print(f"no daemon answered within {arguments.reply_timeout:g} s", file=err)
+        _nobody_answered(arguments, session, err)
     return EXIT_OK if all(result["revoked"] for result in results) else EXIT_FAILED

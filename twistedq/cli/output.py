@@ -123,8 +123,11 @@ def event_line(event: Mapping[str, Any]) -> str:
     child and arguments; for a daemon its load.
     """
     parts = [clock_time(event.get("time")), text(event.get("daemon")), text(event.get("type"))]
-    if "id" in event:
-        parts.append(f"{text(event.get('name') or '?')}[{text(event.get('id'))}]")
+    if event.get("id") is not None or str(event.get("type")).startswith("task."):
+        if event.get("id") is not None:
+            parts.append(f"{text(event.get('name') or '?')}[{text(event.get('id'))}]")
+        elif event.get("name"):
+            parts.append(text(event["name"]))
         if event.get("runtime") is not None:
             parts.append(duration(event["runtime"]))
         for key in ("exception", "reason"):
