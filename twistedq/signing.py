@@ -101,13 +101,17 @@ class SigningKeys:
         :raises SigningKeyError: the text is not such a list.
         """
         keys = []
-        for item in text.split(","):
+        for place, item in enumerate(text.split(","), 1):
             item = item.strip()
             if not item:
                 continue
             key_id, colon, secret = item.partition(":")
+            # The errors name the key's place, never its text: without a
+            # colon, all of it may be the secret.
             if not colon:
-                raise SigningKeyError(f"signing key {key_id[:8]!r}... is not written id:secret")
+                raise SigningKeyError(f"signing key number {place} is not written id:secret")
+            if not key_id.strip() or not secret:
+                raise SigningKeyError(f"signing key number {place} needs a non-empty id and secret")
             keys.append((key_id.strip(), secret.encode("utf-8")))
         return cls(keys)
 

@@ -45,6 +45,25 @@ class ParseTests(SynchronousTestCase):
         for text in ["", " , ", "nocolon", ":secret", "id:", "a:1,a:2"]:
             self.assertRaises(SigningKeyError, SigningKeys.parse, text)
 
+    def test_errors_never_show_a_secret(self):
+        """
+        The error of a key written without ``id:`` (its text all secret)
+        or without an id names its place in the list, never any part of
+        the text.
+        """
+        secret = "Zq8xK2vR9mW4pL7tN3jY"
+        for text, place in [
+            (secret, "1"),
+            (f"k1:fine, {secret}", "2"),
+            (f":{secret}", "1"),
+        ]:
+            with self.assertRaises(SigningKeyError) as raised:
+                SigningKeys.parse(text)
+            message = str(raised.exception)
+            for start in range(len(secret) - 2):
+                self.assertNotIn(secret[start : start + 3], message, text)
+            self.assertIn(place, message)
+
     def test_repr_hides_secrets(self):
         """
         The keys' repr names the ids, never the secrets.
