@@ -15,6 +15,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakePool, FakeStarter, delivery, iso, task_id
+from tests.unit.test_dispatcher import known_quick
 from tests.unit.test_tap import TapTestCase
 from twistedq import tap
 from twistedq.backends.memory import MemoryBackend
@@ -215,6 +216,7 @@ class DispatcherControlTests(SynchronousTestCase):
             self.clock,
             DispatchSettings(max_batch=4, check_duplicates=True),
         )
+        known_quick(self.dispatcher, "add", "mul")
         self.events = []
         self.dispatcher.events.subscribe(self.events.append)
 
@@ -330,6 +332,27 @@ class DispatcherControlTests(SynchronousTestCase):
         self.assertEqual((one.settled, three.settled), (["ack"], ["ack"]))
         revoked = [e for e in self.events if e.kind is EventKind.REVOKED]
         self.assertEqual([e.task_id for e in revoked], [task_id(2)])
+
+    def test_slow_task_alone(self):
+        """
+        A task not known to be quick runs alone in its child: only it is
+        reported STARTED and active while the quick tasks after it wait or
+        run elsewhere, and terminating it kills only it.
+        """
+        self.pool.task_limits["slow"] = (None, None)
+        self.deliver(delivery(1, task="slow"), delivery(2), delivery(3))
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.pool.ids(), [[task_id(1)]])
+        started = [e.task_id for e in self.events if e.kind is EventKind.STARTED]
+        self.assertEqual(started, [task_id(1)])
+        self.assertEqual([a["id"] for a in self.dispatcher.active()], [task_id(1)])
+        self.dispatcher.revoke([task_id(1)], terminate=True)
+        self.pool.lose(0, "revoked")
+        self.assertEqual(self.status(1), "REVOKED")
+        self.dispatcher.pump()
+        self.assertEqual(self.pool.ids()[1], [task_id(2), task_id(3)])
+        self.assertEqual(self.dispatcher.feeder.run_times.get("slow"), None)
 
     def test_terminate_after_batch_ended(self):
         """

@@ -29,6 +29,15 @@ from twistedq.signing import SigningKeys
 from twistedq.worker.pool import ChildLost
 
 
+def known_quick(dispatcher, *names):
+    """
+    Make the tasks ``names`` (``add`` by default) known to ``dispatcher``
+    as quick, as if it had run them: they may share a batch.
+    """
+    for name in names or ("add",):
+        dispatcher.feeder.run_times[name] = 0.001
+
+
 class DispatcherTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -38,6 +47,7 @@ class DispatcherTestCase(SynchronousTestCase):
         self.dispatcher = Dispatcher(
             self.pool, self.store, self.clock, DispatchSettings(max_batch=4)
         )
+        known_quick(self.dispatcher)
 
     def deliver(self, count, start=1):
         deliveries = [delivery(n) for n in range(start, start + count)]
@@ -175,6 +185,7 @@ class MalformedTests(DispatcherTestCase):
         instead of acked; the other tasks of its batch are acked.
         """
         self.pool.task_limits = {"add": (None, None)}
+        known_quick(self.dispatcher, "add", "nope")
         known, unknown = delivery(1), delivery(2, task="nope")
         self.dispatcher.deliver(known)
         self.dispatcher.deliver(unknown)
@@ -326,6 +337,92 @@ class BatchingTests(DispatcherTestCase):
         self.dispatcher.pump()
         self.assertEqual([len(b) for b, _ in self.pool.batches], [1, 1])
         self.assertEqual(self.pool.idle, 1)
+
+
+class QuickBatchingTests(DispatcherTestCase):
+    """
+    Only tasks known to be quick share a batch: a task never run here, or
+    whose average run time is over 20 ms, runs alone.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.feeder = self.dispatcher.feeder
+        self.feeder.run_times.clear()
+
+    def test_unseen_alone_then_batched(self):
+        """
+        A task never run here goes alone, even with a backlog; once a run
+        measured it quick, the backlog is batched.
+        """
+        self.deliver(6)
+        self.pool.idle = 2
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(1)], [task_id(2)]])
+        self.clock.advance(0.004)
+        self.pool.finish(0)
+        self.assertAlmostEqual(self.feeder.run_times["add"], 0.004)
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids()[2], [task_id(n) for n in (3, 4, 5, 6)])
+
+    def test_slow_alone(self):
+        """
+        A task whose average is over 20 ms runs alone, one per idle child.
+        """
+        self.feeder.run_times["add"] = 0.021
+        self.deliver(5)
+        self.pool.idle = 2
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(1)], [task_id(2)]])
+        self.assertEqual(self.dispatcher.stats()["pending"], 3)
+
+    def test_alone_between_quick(self):
+        """
+        A slow task in the queue ends the batch before it and runs alone;
+        quick ones after it are batched again.
+        """
+        self.feeder.run_times.update(add=0.001, slow=1.0)
+        self.pool.task_limits = {"add": (None, None), "slow": (None, None)}
+        for d in (delivery(1), delivery(2), delivery(3, task="slow"), delivery(4), delivery(5)):
+            self.dispatcher.deliver(d)
+        self.pool.idle = 3
+        self.dispatcher.pump()
+        self.assertEqual(
+            self.batch_ids(), [[task_id(1), task_id(2)], [task_id(3)], [task_id(4), task_id(5)]]
+        )
+
+    def test_moving_average(self):
+        """
+        A batch's run time, divided over its tasks, moves the average of
+        their task a quarter of the way: a quick task that turns slow runs
+        alone once its average passes 20 ms, and is batched again once it
+        falls back under.
+        """
+        self.feeder.run_times["add"] = 0.001
+        self.deliver(8)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.clock.advance(0.4)  # 4 tasks: 0.1 s each
+        self.pool.finish(0)
+        self.assertAlmostEqual(self.feeder.run_times["add"], 0.001 + 0.25 * (0.1 - 0.001))
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids()[1], [task_id(5)])
+        self.pool.finish(1)  # at once: the average falls under 20 ms
+        self.assertLess(self.feeder.run_times["add"], 0.02)
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids()[2], [task_id(n) for n in (6, 7, 8)])
+
+    def test_lost_batch_not_measured(self):
+        """
+        A batch whose child died is not counted in the average.
+        """
+        self.deliver(1)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.clock.advance(5)
+        self.pool.lose(0, "killed by signal 9")
+        self.flushLoggedErrors()
+        self.assertEqual(self.feeder.run_times, {})
 
 
 class SettlingTests(DispatcherTestCase):

@@ -3,6 +3,13 @@ The feeder: due jobs wait in one queue and go to idle children in batches
 (several tasks per AMP call when there is a backlog), or to the reactor
 for reactor tasks.  None starts while the result store is unavailable.
 
+Only tasks known to be quick share a batch: the feeder keeps, per task
+name, a moving average of its run time (a batch's time from its start to
+its outcomes, divided over its tasks); a task never seen, or whose average
+is over :py:data:`QUICK_TASK` seconds, runs alone, as does a task with a
+time limit.  So a slow task never waits in a child's batch behind another
+(STARTED means running) and terminating it kills no other task.
+
 Child-death triage: the tasks of a batch whose child died run again one by
 one, so the one that kills children is found; a task whose child dies on
 each of ``max_attempts`` runs fails with WorkerLostError and is
@@ -36,12 +43,19 @@ if TYPE_CHECKING:
     from twistedq.daemon.timing import Timing
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["REACTOR", "Feeder", "Pool"]
+__all__ = ["QUICK_TASK", "REACTOR", "Feeder", "Pool"]
 
 log = Logger()
 
 #: The child name of a task that runs on the daemon's reactor.
 REACTOR = "reactor"
+
+#: The longest average run time, in seconds, of a task that may share a
+#: batch with others.
+QUICK_TASK = 0.020
+
+#: The weight of a batch's run time in the moving average of its tasks'.
+RUN_TIME_WEIGHT = 0.25
 
 
 class Pool(Protocol):
@@ -78,6 +92,9 @@ class Feeder:
     :ivar max_batch: the most tasks sent to one child in one call.
     :ivar time_limit: the hard time limit of tasks that set none.
     :ivar max_attempts: how many child deaths a task may cause.
+    :ivar run_times: per task name, the moving average of its run time in
+        seconds, measured on the batches that ran it (tasks with no entry
+        were never run here, and run alone).
     """
 
     def __init__(
@@ -114,6 +131,7 @@ class Feeder:
         self.returned_running = 0
         #: Running jobs whose child was killed to terminate them.
         self.terminating: set[Job] = set()
+        self.run_times: dict[str, float] = {}
 
     def queue(self, job: Job) -> None:
         """
@@ -150,9 +168,9 @@ class Feeder:
                 pending.popleft()
                 continue
             limit = self._time_limit(pending[0])
-            if limit is not None or pending[0].suspect:
-                # Alone: its time limit is its batch's, or it may be the
-                # one that killed a child.
+            if limit is not None or self._alone(pending[0]):
+                # Alone: its time limit is its batch's, it may be the one
+                # that killed a child, or it is not known to be quick.
                 self._run([pending.popleft()], limit)
                 continue
             size = min(self.max_batch, -(-len(pending) // idle))
@@ -161,7 +179,7 @@ class Feeder:
                 if self._set_aside(pending[0]):
                     pending.popleft()
                     continue
-                if self._time_limit(pending[0]) is not None or pending[0].suspect:
+                if self._time_limit(pending[0]) is not None or self._alone(pending[0]):
                     break
                 batch.append(pending.popleft())
             if batch:
@@ -234,11 +252,41 @@ class Feeder:
         self.gate.check(job)
         return True
 
+    def _alone(self, job: Job) -> bool:
+        """
+        Whether ``job`` must run alone in its child's batch: it may have
+        killed a child, or it is not known to be quick.
+        """
+        return job.suspect or self.run_times.get(job.message.task, QUICK_TASK + 1) > QUICK_TASK
+
+    def _measure(self, batch: list[Job], started: float) -> None:
+        """
+        Count a batch that started at ``started`` and just returned in the
+        moving averages of its tasks' run times.
+        """
+        run_time = (self.clock.seconds() - started) / len(batch)
+        run_times = self.run_times
+        last = None
+        for job in batch:
+            name = job.message.task
+            if name == last:
+                continue
+            last = name
+            average = run_times.get(name)
+            if average is None:
+                run_times[name] = run_time
+            else:
+                run_times[name] = average + RUN_TIME_WEIGHT * (run_time - average)
+
     def _time_limit(self, job: Job) -> float | None:
         hard = self.pool.task_limits.get(job.message.task, (None, None))[1]
         return hard or self.time_limit
 
-    def _started(self, batch: list[Job], child: str | None) -> None:
+    def _started(self, batch: list[Job], child: str | None) -> float:
+        """
+        Mark ``batch`` as running in ``child``, reported STARTED; return
+        the time.
+        """
         now = self.clock.seconds()
         report = self.events.report
         for job in batch:
@@ -246,15 +294,17 @@ class Feeder:
             job.child = child
             job.started_at = now
             report(EventKind.STARTED, job.task_id, job.message.task, child=child, job=job)
+        return now
 
     def _run(self, batch: list[Job], limit: float | None) -> None:
         pool = self.pool
         d = pool.run_batch([job.delivery.body for job in batch], limit)
-        self._started(batch, pool.last_child)
-        d.addCallbacks(self._ran, self._lost, callbackArgs=(batch,), errbackArgs=(batch,))
+        started = self._started(batch, pool.last_child)
+        d.addCallbacks(self._ran, self._lost, callbackArgs=(batch, started), errbackArgs=(batch,))
         self.in_flight.track(d)
 
-    def _ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
+    def _ran(self, outcomes: list[bytes], batch: list[Job], started: float) -> defer.Deferred[None]:
+        self._measure(batch, started)
         if self.terminating:  # the batch ended before its child was killed
             self.terminating.difference_update(batch)
         return self.settlement.ran(outcomes, batch)
