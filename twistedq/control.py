@@ -98,6 +98,10 @@ MAX_REQUEST_LIFETIME = 300.0
 #: How many request ids a daemon remembers (each until its request expires).
 MAX_SEEN_REQUESTS = 10_000
 
+#: The largest request body a daemon reads, in bytes: larger ones are
+#: ignored before they are parsed.
+MAX_REQUEST_SIZE = 64 * 1024
+
 #: What answers a command: its arguments in, a JSON value (or a Deferred
 #: of one) out; it raises :py:class:`ControlError` for bad arguments.
 Handler = Callable[[Mapping[str, Any]], Any]
@@ -359,7 +363,8 @@ class ControlService(Service):
     :py:meth:`stopService`), its own queue (server-named, exclusive,
     auto-delete) bound to the control exchange, consumed without acks;
     each request that names this daemon and is still awaited is answered
-    by its handler.  With ``signing``, an unsigned or badly signed request
+    by its handler.  A body over :py:data:`MAX_REQUEST_SIZE` bytes is
+    ignored unread.  With ``signing``, an unsigned or badly signed request
     is logged and ignored.  It binds again on every new connection, and
     :py:data:`RELISTEN_PAUSE` seconds after the broker closed its channel
     alone.  Its set-up never holds the connection up: a failure is logged
@@ -477,6 +482,14 @@ class ControlService(Service):
         """
         content = message.content
         properties = content.properties or {}
+        if len(content.body) > MAX_REQUEST_SIZE:
+            self.ignored.warn(
+                "too large",
+                "Ignored a remote control request of {size} bytes: over {most}",
+                size=len(content.body),
+                most=MAX_REQUEST_SIZE,
+            )
+            return None
         if self.signing is not None:
             try:
                 self.signing.verify(content.body, properties.get("headers"))

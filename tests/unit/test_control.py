@@ -714,6 +714,28 @@ class ControlServiceTests(SynchronousTestCase):
         undated = request("ping", document={"sent": None, "expires": NOW + 1})
         self.assertEqual(self.send(*undated), [])
 
+    def test_too_large(self):
+        """
+        A request body over 64 KiB is ignored before it is parsed, and
+        logged (rate-limited); one of exactly 64 KiB is answered.
+        """
+        warnings = self.warnings()
+
+        def padded(size):
+            body, properties = request("ping", {"pad": ""})
+            body = body.replace(b'"pad": ""', b'"pad": "' + b"x" * (size - len(body)) + b'"')
+            self.assertEqual(len(body), size)
+            return body, properties
+
+        loads = json.loads
+        self.patch(json, "loads", lambda *a, **k: self.fail("parsed"))
+        self.assertEqual(self.send(*padded(64 * 1024 + 1)), [])
+        self.assertEqual(self.send(*padded(50 * 1024 * 1024)), [])
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("65537 bytes", warnings[0])
+        self.patch(json, "loads", loads)
+        self.assertEqual(len(self.send(*padded(64 * 1024))), 1)
+
     def test_ignored_logged_rate_limited(self):
         """
         An ignored request is logged at most once every 10 seconds per
