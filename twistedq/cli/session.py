@@ -9,11 +9,13 @@ methods; nothing else in the command touches the network.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from twistedq.amqp.broker import (
@@ -49,6 +51,10 @@ CONNECT_ATTEMPTS = 2
 #: The AMQP reply code of a passive declare (or purge) of a queue that
 #: does not exist.
 NOT_FOUND = 404
+
+#: How the Redis client logs a connection it gave up (a refused login, a
+#: database it may not select); it keeps no error a caller could wait on.
+REDIS_REFUSAL = "Redis error: "
 
 
 def redact(url: str) -> str:
@@ -100,6 +106,31 @@ def _reply_code(error: BaseException) -> int | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _first(*waited: defer.Deferred[T]) -> defer.Deferred[T]:
+    """
+    What the first of ``waited`` to fire gives, its value or its error;
+    cancelling it cancels them all.
+    """
+
+    def cancel(_: object) -> None:
+        for one in waited:
+            one.cancel()
+
+    first: defer.Deferred[T] = defer.Deferred(cancel)
+
+    def settle(result: T | Failure) -> None:
+        if first.called:
+            return
+        if isinstance(result, Failure):
+            first.errback(result)
+        else:
+            first.callback(result)
+
+    for one in waited:
+        one.addBoth(settle)
+    return first
 
 
 class Session:
@@ -334,6 +365,40 @@ class Session:
     def _store(self) -> str:
         return f"the result store at {redact(self.settings.result_backend)}"
 
+    def _refusal(self, text: str) -> str:
+        """
+        What a store said, without the password of its URL.
+        """
+        password = urlsplit(self.settings.result_backend).password
+        if password:
+            text = text.replace(password, "***")
+        return " ".join(text[len(REDIS_REFUSAL) :].split())
+
+    async def _from_store(self, call: Callable[[], defer.Deferred[T]]) -> T:
+        """
+        The answer of ``call()`` to the store, within the timeout.
+
+        :raises Unreachable: the store did not answer in time, refused the
+            login (as soon as it did), or cannot be used (an SQLite file
+            that cannot be opened).
+        """
+        where = self._store()
+        refused: defer.Deferred[T] = defer.Deferred()
+
+        def observe(event: dict[str, Any]) -> None:
+            text = formatEvent(event) or ""
+            if text.startswith(REDIS_REFUSAL) and not refused.called:
+                refused.errback(Unreachable(f"{where} refused: {self._refusal(text)}"))
+
+        observer = cast(ILogObserver, observe)
+        globalLogPublisher.addObserver(observer)
+        try:
+            return await self._in_time(_first(defer.maybeDeferred(call), refused), where)
+        except sqlite3.Error as e:
+            raise Unreachable(f"cannot use {where}: {reason(e)}") from None
+        finally:
+            globalLogPublisher.removeObserver(observer)
+
     async def outcome(self, task_id: str, wait: float | None = None) -> Outcome:
         """
         The stored outcome of a task; with ``wait``, once it is ready or
@@ -342,7 +407,7 @@ class Session:
         :raises Unreachable: the store did not answer within the timeout.
         """
         client = self.client()
-        (outcome,) = await self._in_time(client.get_outcomes([task_id]), self._store())
+        (outcome,) = await self._from_store(lambda: client.get_outcomes([task_id]))
         if outcome.ready or not wait:
             return outcome
         try:
@@ -356,14 +421,16 @@ class Session:
         """
         The stored outcomes of several tasks.
         """
-        return await self._in_time(self.client().get_outcomes(task_ids), self._store())
+        client = self.client()
+        return await self._from_store(lambda: client.get_outcomes(task_ids))
 
     async def revoke(self, task_ids: Sequence[str]) -> list[str]:
         """
         Revoke tasks durably in the store (those not taken by a daemon);
         return the ids revoked.
         """
-        return await self._in_time(self.client().revoke(task_ids), self._store())
+        client = self.client()
+        return await self._from_store(lambda: client.revoke(task_ids))
 
     async def dead_letters(self, confirm_timeout: float) -> DeadLetterQueue:
         """
