@@ -175,6 +175,23 @@ class RemoteControlTests(ControlTestCase):
         self.assertEqual(second.stats()["pool"]["children"], 2)
         self.assertEqual(first.stats()["pool"]["restarts"], {})
 
+    def test_grow_limited(self) -> None:
+        """
+        pool.grow past the daemon's maximum (4 x --concurrency) grows to it
+        and says so; an n over 1000 is refused and changes nothing.
+        """
+        first = self.daemons[0]
+        name = self.name(first)
+        size = first.stats()["pool"]["children"]
+        answers = self.ask("pool.grow", arguments={"n": 10**9}, destination=[name])
+        self.assertEqual(answers[name]["ok"], False)
+        self.assertIn("1 to 1000", answers[name]["error"])
+        answers = self.ask("pool.grow", arguments={"n": 1000}, destination=[name])
+        most = 4 * size
+        self.assertEqual(answers[name]["reply"], {"concurrency": most, "limited_to": most})
+        poll(lambda: first.stats()["pool"]["children"] == most, 60, f"{most} children")
+        self.assertIn(f"only to its maximum of {most} children", first.log())
+
     def test_shutdown(self) -> None:
         """
         shutdown answers, then the daemon stops as on SIGTERM and exits 0;
