@@ -18,7 +18,7 @@ from twistedq.cli.daemons import inspect_lines
 from twistedq.cli.deadletters import list_line, show_text
 from twistedq.cli.errors import CommandFailed
 from twistedq.cli.main import execute, parser
-from twistedq.cli.output import event_line, printable, text
+from twistedq.cli.output import dumps, event_line, printable, text
 from twistedq.cli.tasks import outcome_lines
 from twistedq.outcome import Outcome
 
@@ -175,3 +175,18 @@ class EscapedOutputTests(SynchronousTestCase):
         run = Run(self, FakeSession(outcome=outcome), "--json", "result", TASK_ID)
         self.assertNotIn("\x1b", run.out.getvalue())
         self.assertEqual(json.loads(run.out.getvalue())["task"], BAD)
+
+    def test_json_escapes_every_control_character(self) -> None:
+        """
+        In ``--json`` output (pretty or one line per event) the C1
+        controls, DEL and format characters are ``\\u`` escapes too;
+        accents stay, and the JSON reads back the same.
+        """
+        document = {"task": BAD + "\x7f café \U000e0001"}
+        for pretty in (True, False):
+            written = dumps(document, pretty=pretty)
+            for bad in ("\x1b", "\x9b", "\x7f", "\u202e", "\U000e0001"):
+                self.assertNotIn(bad, written)
+            self.assertIn("café", written)
+            self.assertIn("\\u009b", written)
+            self.assertEqual(json.loads(written), document)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,10 @@ __all__ = [
 #: How the usual control characters are escaped; any other is ``\\xNN``,
 #: ``\\uNNNN`` or ``\\UNNNNNNNN``.
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+#: What JSON text may hold of control and format characters once
+#: ``json.dumps`` escaped the first 32: DEL and beyond ASCII.
+_NOT_ASCII = re.compile("[^\x00-\x7e]")
 
 
 def _escaped(character: str) -> str:
@@ -168,10 +173,26 @@ def flatten(document: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, document)]
 
 
+def _json_escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character.isprintable():
+        return character
+    code = ord(character)
+    if code > 0xFFFF:  # a surrogate pair, as JSON writes it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
 def dumps(document: Any, pretty: bool = True) -> str:
     """
-    JSON text, indented unless ``pretty`` is false (one line).
+    JSON text, indented unless ``pretty`` is false (one line).  Text
+    stays as it is but for its control and format characters, escaped
+    (``\\u001b``, ``\\u009b``, ``\\u202e``): JSON escapes the first 32,
+    this the others.
     """
     if pretty:
-        return json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    return json.dumps(document, sort_keys=True, default=str, ensure_ascii=False)
+        text = json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    else:
+        text = json.dumps(document, sort_keys=True, default=str, ensure_ascii=False)
+    return _NOT_ASCII.sub(_json_escape, text)
