@@ -137,6 +137,8 @@ class EscapedOutputTests(SynchronousTestCase):
         self.assertEqual(registered[1], "  evil\\x1b[31m name\\u202e\\x9b")
         failed = inspect_lines("active", reply("d\x1b", "bad\x1b", ok=False))
         self.assertEqual(failed, ["d\\x1b (host web1, pid 42): error: bad\\x1b"])
+        stats = inspect_lines("stats", reply("d", {"k\x1b": {"x\n": "v\x1b"}}))
+        self.assertEqual(stats[1], "  k\\x1b.x  v\\x1b")
         ping = Run(
             self, FakeSession(broadcast={"ping": [reply("d\x1b", "no\x1b", ok=False)]}), "ping"
         )

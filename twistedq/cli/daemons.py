@@ -142,7 +142,7 @@ def inspect_lines(what: str, reply: dict[str, Any]) -> list[str]:
     if what == "registered":
         names = answer or []
         return [f"{name}: {len(names)} registered", *(f"  {text(task)}" for task in names)]
-    pairs = flatten(answer or {})
+    pairs = [(text(key), value) for key, value in flatten(answer or {})]
     width = max((len(key) for key, _ in pairs), default=0)
     return [f"{name}:", *(f"  {key.ljust(width)}  {text(value)}" for key, value in pairs)]
 
