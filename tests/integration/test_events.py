@@ -186,6 +186,22 @@ class EventsTests(SynchronousTestCase):
         [offline] = of(documents, self.name, "daemon.offline")
         self.assertGreaterEqual(offline["processed"], 6)
 
+    def test_first_tasks_of_a_daemon_starting(self) -> None:
+        """
+        With tasks waiting in the queue and a listener running, a daemon
+        that starts has the events of its very first tasks seen: it keeps
+        them until the listener answered its query.
+        """
+        listener = self.listen("task.received", "task.claimed")
+        ids = run_client(self.queue, self.backend, mode="publish", count=20)["ids"]
+        self.start_daemon()
+        documents = listener.wait_for(
+            lambda docs: all(
+                {"task.received", "task.claimed"} <= set(path_of(docs, i)) for i in ids
+            )
+        )
+        self.assertEqual(path_of(documents, ids[0]), ["task.received", "task.claimed"])
+
     def test_only_what_is_listened_to(self) -> None:
         """
         A listener of ``task.failed`` alone receives failures only.

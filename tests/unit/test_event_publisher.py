@@ -17,6 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import NOW, TASKSET, iso, task_id
 from twistedq.amqp.events import (
+    EARLY_KEPT,
+    EARLY_WINDOW,
     HELLO_EVERY,
     LISTENER_BYE,
     LISTENER_HELLO,
@@ -95,6 +97,11 @@ class PublisherTestCase(SynchronousTestCase):
         self.publisher.startService()
         self.publisher.attach(self.channel)
         self.addCleanup(self.stop)
+        if self.past_early_window:
+            self.clock.advance(EARLY_WINDOW)
+
+    #: Whether the test starts after the early window, in the steady state.
+    past_early_window = True
 
     def stop(self):
         if self.publisher.running:
@@ -406,6 +413,66 @@ class BoundedHelloTests(PublisherTestCase):
         self.clock.advance(0.2)
         self.publisher.expire()
         self.assertEqual(self.publisher.listening(), 0)
+
+
+class EarlyWindowTests(PublisherTestCase):
+    """
+    The task events of a daemon's first seconds online are kept, whoever
+    listens, and those of the keys listened to by the end of the window are
+    published then: a listener that answers the daemon's query sees the
+    first tasks.
+    """
+
+    past_early_window = False
+
+    def test_kept_for_the_listeners_that_answer(self):
+        first = job(1)
+        self.events.report(EventKind.RECEIVED, first.task_id, "add", message=first.message)
+        self.events.report(EventKind.CLAIMED, first.task_id, "add", job=first)
+        self.clock.advance(0.3)
+        self.hello("task.received")  # the answer to the query
+        second = job(2)
+        self.events.report(EventKind.RECEIVED, second.task_id, "add", message=second.message)
+        self.clock.advance(0.5)
+        self.assertEqual(self.task_keys(), [])
+        self.clock.advance(EARLY_WINDOW)
+        self.clock.advance(0.1)  # the flush
+        received = self.channel.documents("task.received")
+        self.assertEqual([d["id"] for d in received], [task_id(1), task_id(2)])
+        self.assertEqual(received[0]["time"], NOW)
+        self.assertEqual(self.task_keys(), ["task.received"])
+        self.events.report(EventKind.CLAIMED, second.task_id, "add", job=second)
+        self.events.report(EventKind.RECEIVED, task_id(3), "add", message=job(3).message)
+        self.clock.advance(0.1)
+        self.assertEqual(self.task_keys(), ["task.received", "task.received"])
+
+    def test_nobody_answers(self):
+        """
+        Without a listener by the end of the window nothing is sent and the
+        events are no longer observed.
+        """
+        self.events.report(EventKind.RECEIVED, task_id(1), "add", message=job().message)
+        self.clock.advance(EARLY_WINDOW + 1)
+        self.assertEqual(self.channel.keys(), ["daemon.online"])
+        self.assertEqual(self.events._observers, [])
+
+    def test_bounded(self):
+        self.hello("#")
+        for number in range(EARLY_KEPT + 10):
+            self.events.report(EventKind.CLAIMED, task_id(number), "add")
+        self.clock.advance(EARLY_WINDOW)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.channel.documents("task.claimed")), EARLY_KEPT)
+
+    def test_published_on_stop(self):
+        """
+        A daemon stopped within the window publishes what was kept and
+        listened to before its ``daemon.offline``.
+        """
+        self.hello("task.received", "daemon.offline")
+        self.events.report(EventKind.RECEIVED, task_id(1), "add", message=job().message)
+        self.publisher.stopService()
+        self.assertEqual(self.channel.keys()[-2:], ["task.received", "daemon.offline"])
 
 
 class OutageTests(PublisherTestCase):

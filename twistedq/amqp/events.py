@@ -103,12 +103,18 @@ MAX_LISTENED_PATTERNS = 512
 RECOMPUTE_EVERY = 0.5
 #: The shortest time between two warnings about listener messages ignored.
 WARN_EVERY = 10.0
+#: Seconds after a daemon is first online during which its task events are
+#: kept, whoever listens, for the listeners that answer its query.
+EARLY_WINDOW = 2.0
+#: The most task events kept in that window (the later ones are not).
+EARLY_KEPT = 1000
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 _RUNTIME_KINDS = (EventKind.SUCCEEDED, EventKind.FAILED)
 _EXCEPTION_KINDS = (EventKind.FAILED, EventKind.RETRIED, EventKind.DEAD_LETTERED)
 _ARGS_KINDS = (EventKind.RECEIVED, EventKind.STARTED)
 _CHILD_KINDS = (EventKind.STARTED, EventKind.SUCCEEDED, EventKind.FAILED)
+_TASK_KEYS = {id(kind): f"task.{kind.value}" for kind in EventKind}
 
 
 def events_exchange(exchange: str) -> str:
@@ -615,6 +621,12 @@ class EventPublisher(Service):
     blocks publishing) events are dropped and counted: nothing piles up
     and nothing waits.
 
+    From its start until :py:data:`EARLY_WINDOW` seconds after it is first
+    online (its query sent), it keeps its task events (at most
+    :py:data:`EARLY_KEPT`), whoever listens, then publishes those of the
+    keys listened to by then: the first tasks of a daemon that starts with
+    work waiting reach the listeners that answer its query.
+
     ``daemon.online`` is published once consuming started and
     ``daemon.offline`` on a clean stop, whoever listens; ``daemon.heartbeat``
     every ``heartbeat_interval`` seconds, and at once to a new listener.
@@ -666,6 +678,8 @@ class EventPublisher(Service):
         self._greet = False
         self._warned_at = float("-inf")
         self._unwarned = 0
+        self._early: list[tuple[str, Any]] | None = None
+        self._early_end: IDelayedCall | None = None
         self._keys: dict[int, str] = {}
         self._daemon_keys: set[str] = set()
         self._observing = False
@@ -718,6 +732,23 @@ class EventPublisher(Service):
             self.online = True
             self._add("daemon.online", self._daemon_document("daemon.online"))
             self.flush()
+            if self._early is not None and self._early_end is None:
+                self._early_end = self.clock.callLater(EARLY_WINDOW, self._end_early)
+
+    def _end_early(self) -> None:
+        """
+        End the early window: publish the task events kept in it whose keys
+        are listened to now, and observe only those from now on.
+        """
+        if self._early_end is not None and self._early_end.active():
+            self._early_end.cancel()
+        self._early_end = None
+        early, self._early = self._early, None
+        self._apply_listened()
+        listened = set(self._keys.values())
+        for key, entry in early or ():
+            if key in listened:
+                self._add(key, entry)
 
     def listener_message(self, key: str, body: bytes) -> None:
         """
@@ -771,17 +802,28 @@ class EventPublisher(Service):
             self._recompute_call = self.clock.callLater(wait, self._recompute)
 
     def _recompute(self) -> None:
+        """
+        Compute the keys listened to, as the listeners changed.
+        """
         if self._recompute_call is not None and self._recompute_call.active():
             self._recompute_call.cancel()
         self._recompute_call = None
         self._recomputed_at = self.clock.seconds()
+        self._apply_listened()
+
+    def _apply_listened(self) -> None:
+        """
+        Work out the keys the listeners' distinct patterns match, and
+        observe the daemon's events while some task key is wanted (or in
+        the early window).
+        """
         self.recomputed += 1
         listened = self._listeners.listened(
             [task_key(kind) for kind in EventKind] + ["daemon.heartbeat"]
         )
         self._keys = {id(kind): task_key(kind) for kind in EventKind if task_key(kind) in listened}
         self._daemon_keys = {key for key in listened if key.startswith("daemon.")}
-        observe = bool(self._keys) and bool(self.running)
+        observe = (bool(self._keys) or self._early is not None) and bool(self.running)
         if observe and not self._observing:
             self.events.subscribe(self.observe)
         elif self._observing and not observe:
@@ -801,11 +843,24 @@ class EventPublisher(Service):
 
     def observe(self, event: Event) -> None:
         """
-        Keep one report of the daemon's events, if its key is listened to.
+        Keep one report of the daemon's events, if its key is listened to
+        (or, in the early window, whatever its key).
         """
+        early = self._early
+        if early is not None:
+            if len(early) < EARLY_KEPT:
+                early.append((_TASK_KEYS[id(event.kind)], self._entry(event)))
+            return
         key = self._keys.get(id(event.kind))
         if key is None:
             return
+        self._add(key, self._entry(event))
+
+    def _entry(self, event: Event) -> tuple[float, Event, float | None, str | None]:
+        """
+        What is kept of a report: when, the event, and the runtime and
+        child of a succeeded or failed task.
+        """
         runtime: float | None = None
         child: str | None = None
         if event.kind in _RUNTIME_KINDS:
@@ -814,7 +869,7 @@ class EventPublisher(Service):
             if started:
                 runtime = self.clock.seconds() - started
             child = getattr(job, "child", None)
-        self._add(key, (self.clock.seconds(), event, runtime, child))
+        return (self.clock.seconds(), event, runtime, child)
 
     def _add(self, key: str, entry: Any) -> None:
         batch = self._batches.get(key)
@@ -906,8 +961,9 @@ class EventPublisher(Service):
         # was built, and the pid (and the default name) are the child's.
         self.base = {**self.identity.fields(), "queue": self.queue}
         self._started_at = self.clock.seconds()
-        self._recompute()
-        self._recomputed_at = float("-inf")  # not to delay the first listener
+        if not self.online:
+            self._early = []
+        self._apply_listened()
         self._heartbeat.start(self.heartbeat_interval, now=False)
         self._expiry.start(HELLO_EVERY, now=False)
         if self._channel is not None and not self._channel.closed:
@@ -924,6 +980,8 @@ class EventPublisher(Service):
         if self._recompute_call is not None and self._recompute_call.active():
             self._recompute_call.cancel()
         self._recompute_call = None
+        if self._early is not None:
+            self._end_early()
         if self._observing:
             self.events.unsubscribe(self.observe)
             self._observing = False
