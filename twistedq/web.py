@@ -49,12 +49,16 @@ __all__ = [
     "TasksetStream",
     "make_site_root",
     "public_status_document",
+    "write_json",
 ]
 
 log = Logger()
 
 
-def _write_json(request: Request, document: Any, code: int = 200) -> None:
+def write_json(request: Request, document: Any, code: int = 200) -> None:
+    """
+    Answer ``document`` as JSON, never cached.
+    """
     body = json.dumps(document).encode("utf-8")
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -95,7 +99,7 @@ class StoreRead(Resource):
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
         if self.available is not None and not self.available():
-            _write_json(request, {"error": "result store unavailable"}, code=503)
+            write_json(request, {"error": "result store unavailable"}, code=503)
             return NOT_DONE_YET
         gone: list[Any] = []
         request.notifyFinish().addErrback(gone.append)
@@ -106,14 +110,14 @@ class StoreRead(Resource):
             if gone:
                 return
             if document is None:
-                _write_json(request, self.missing, code=404)
+                write_json(request, self.missing, code=404)
             else:
-                _write_json(request, document)
+                write_json(request, document)
 
         def failed(failure: Any) -> None:
             log.failure("Reading the status of {what} failed", failure, what=self.what)
             if not gone:
-                _write_json(request, {"error": "result store unavailable"}, code=503)
+                write_json(request, {"error": "result store unavailable"}, code=503)
 
         d.addCallbacks(found, failed)
         return NOT_DONE_YET
@@ -160,7 +164,7 @@ class TasksetStream(Resource):
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
         if self.available is not None and not self.available():
-            _write_json(request, {"error": "result store unavailable"}, code=503)
+            write_json(request, {"error": "result store unavailable"}, code=503)
             return NOT_DONE_YET
         gone: list[Any] = []
         request.notifyFinish().addErrback(gone.append)
@@ -169,7 +173,7 @@ class TasksetStream(Resource):
             if gone:
                 return
             if document is None:
-                _write_json(request, self.missing, code=404)
+                write_json(request, self.missing, code=404)
                 return
             stream = EventStream(request)
             stream.send(document)
@@ -181,7 +185,7 @@ class TasksetStream(Resource):
         def failed(failure: Any) -> None:
             log.failure("Reading the progress of a taskset failed", failure)
             if not gone:
-                _write_json(request, {"error": "result store unavailable"}, code=503)
+                write_json(request, {"error": "result store unavailable"}, code=503)
 
         self._read().addCallbacks(first, failed)
         return NOT_DONE_YET
@@ -336,11 +340,11 @@ class StatusRoot(Resource):
 
     def render_GET(self, request: Request) -> Any:
         if self.available is not None and not self.available():
-            _write_json(
+            write_json(
                 request, {"service": "twistedq", "error": "result store unavailable"}, code=503
             )
         else:
-            _write_json(request, {"service": "twistedq"})
+            write_json(request, {"service": "twistedq"})
         return NOT_DONE_YET
 
 
@@ -376,7 +380,7 @@ class StatsResource(Resource):
                 since = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
         document["store_available"] = available
         document["store_unavailable_since"] = since
-        _write_json(request, document)
+        write_json(request, document)
         return NOT_DONE_YET
 
 

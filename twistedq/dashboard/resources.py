@@ -39,8 +39,9 @@ from twistedq.dashboard.sse import EventStream
 from twistedq.dashboard.watch import ClusterWatch
 from twistedq.message import is_task_id
 from twistedq.outcome import Outcome
+from twistedq.web import write_json
 
-__all__ = ["STATIC", "DashboardResource", "write_json"]
+__all__ = ["STATIC", "DashboardResource"]
 
 log = Logger()
 
@@ -48,19 +49,6 @@ log = Logger()
 STATIC = Path(__file__).parent / "static"
 #: Largest body of an action request.
 MAX_ACTION_BODY = 64 * 1024
-
-
-def write_json(request: Request, document: Any, code: int = 200) -> None:
-    """
-    Answer ``document`` as JSON, never cached.
-    """
-    body = json.dumps(document).encode("utf-8")
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
 
 
 def _answer(request: Request, d: defer.Deferred[Any], what: str) -> Any:

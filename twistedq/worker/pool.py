@@ -441,14 +441,7 @@ class ProcessPool(Service):
         Ask a child to exit after its batch and start its replacement now.
         """
         log.info("Retiring {name}: {reason}", name=child.name, reason=reason)
-        child.retired = True
-        if child in self.children:
-            self.children.remove(child)
-        if child in self._idle:
-            self._idle.remove(child)
-        child.protocol.callRemote(Shutdown)
-        timer = self.clock.callLater(self.shutdown_timeout, child.kill)
-        child.ended.addBoth(_cancel_timer, timer)
+        self._let_go(child)
         self._count_restart(reason)
         self._restart_later()
 
@@ -457,6 +450,13 @@ class ProcessPool(Service):
         Ask a child to exit, without a replacement: the pool shrank.
         """
         log.info("Stopping {name}: the pool shrinks to {size}", name=child.name, size=self.size)
+        self._let_go(child)
+
+    def _let_go(self, child: Child) -> None:
+        """
+        Take a child out of the pool and ask it to exit after its batch;
+        kill it if it has not ended ``shutdown_timeout`` seconds later.
+        """
         child.retired = True
         if child in self.children:
             self.children.remove(child)
