@@ -27,7 +27,9 @@ say) against the same servers, to compare two versions.
 listener of every event (an :py:class:`~twistedq.amqp.events.EventReceiver`
 bound to ``#`` in a process of its own, counting what it receives); and
 the daemon's live dashboard open (its Server-Sent Events stream read in a
-process of its own, as a browser tab would, counting the updates).  The
+process of its own, as a browser tab would, counting the updates).  Each
+variant serves its status site (``/metrics`` and the dashboard), as a
+daemon does by default.  The
 rows are printed side by side with each variant's mean relative to
 ``--no-events``.
 
@@ -470,11 +472,14 @@ def compare_events(options: argparse.Namespace) -> None:
     and print them side by side.
     """
     port = free_port()
+    # Every variant serves its status site (with /metrics and the
+    # dashboard), as a daemon does by default: they differ only in events
+    # and in who watches.
     status = ("--status", f"tcp:{port}:interface=127.0.0.1")
     variants: list[tuple[str, tuple[str, ...], Callable[[], Any] | None]] = [
-        ("events off", ("--no-events",), None),
-        ("events on", (), None),
-        ("listener", (), lambda: Listener(options.broker)),
+        ("events off", (*status, "--no-events"), None),
+        ("events on", status, None),
+        ("listener", status, lambda: Listener(options.broker)),
         ("dashboard", status, lambda: DashboardViewer(port)),
     ]
     rows: list[tuple[str, dict[str, Any], int | None]] = []
