@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -125,6 +126,20 @@ async def declare_control_exchange(channel: BrokerChannel, exchange: str) -> str
     return name
 
 
+#: The names RabbitMQ gives queues declared without one: a request's reply
+#: queue must be such a queue (the client declares its own so).
+REPLY_QUEUE_PREFIX = "amq.gen-"
+
+
+def _finite(number: float) -> float:
+    """
+    ``number``, or :py:exc:`ValueError` if it is infinite or not a number.
+    """
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not a finite number")
+    return number
+
+
 class ControlError(Exception):
     """
     A request that cannot be answered: its reason goes back as the
@@ -174,22 +189,27 @@ class Request:
         ):
             raise ValueError("its destination is not a list of names")
         expiration = properties.get("expiration")
-        timeout = float(expiration) / 1000 if expiration else None
-        sent = float(document.get("sent") or 0.0)
+        timeout = _finite(float(expiration) / 1000) if expiration else None
+        sent = _finite(float(document.get("sent") or 0.0))
         expires = document.get("expires")
         if expires is not None:
-            expires = float(expires)
+            expires = _finite(float(expires))
         elif sent:
             expires = sent + (timeout if timeout is not None else MAX_REQUEST_LIFETIME)
         request_id = document.get("id")
         if not isinstance(request_id, str) or not request_id:
             request_id = "sha256:" + hashlib.sha256(body).hexdigest()
+        reply_to = _text(properties.get("reply-to"))
+        if reply_to is not None and not reply_to.startswith(REPLY_QUEUE_PREFIX):
+            # Answers go to a client's server-named queue, never into a
+            # queue of tasks or of anything else named by the request.
+            raise ValueError(f"its reply queue {reply_to[:60]!r} is not a server-named queue")
         return cls(
             command=document["command"],
             arguments=arguments,
             destination=destination,
             sent=sent,
-            reply_to=_text(properties.get("reply-to")),
+            reply_to=reply_to,
             correlation_id=_text(properties.get("correlation-id")),
             timeout=timeout,
             id=request_id,

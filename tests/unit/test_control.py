@@ -692,6 +692,25 @@ class ControlServiceTests(SynchronousTestCase):
         self.assertEqual(self.ask("ping", sent=NOW + 31), [])
         self.assertEqual(len(self.ask("ping", sent=NOW + 29)), 1)
 
+    def test_not_finite(self):
+        """
+        A request whose times are not finite numbers (JSON's NaN and
+        Infinity) is ignored.
+        """
+        for bad in (float("nan"), float("inf")):
+            self.assertEqual(self.ask("ping", sent=bad), [])
+            self.assertEqual(self.ask("ping", document={"expires": bad}), [])
+        self.assertEqual(len(self.ask("ping")), 1)
+
+    def test_reply_queue_server_named(self):
+        """
+        A request whose reply queue is not a server-named one (a queue of
+        tasks, say) is ignored: answers never go into a queue it names.
+        """
+        for queue in ("twistedq", "twistedq.dead", ""):
+            self.assertEqual(self.ask("ping", **{"reply-to": queue}), [])
+        self.assertEqual(len(self.ask("ping", **{"reply-to": "amq.gen-abc"})), 1)
+
     def test_lifetime(self):
         """
         A request that expires more than 5 minutes after it was sent is
