@@ -20,6 +20,7 @@ from twistedq.amqp.events import (
     EARLY_KEPT,
     EARLY_WINDOW,
     HELLO_EVERY,
+    LARGEST_EVENT_MESSAGE,
     LISTENER_BYE,
     LISTENER_HELLO,
     MAX_LISTENED_PATTERNS,
@@ -684,6 +685,27 @@ class ReceiverTests(SynchronousTestCase):
         self.deliver("listener.query", {"type": "listener.query"})
         self.assertEqual(self.received, [[{"type": "task.received", "id": "1"}]])
         self.assertEqual(self.connection.protocol.channels[0].keys(), ["listener.hello"] * 2)
+
+    def test_bad_messages_ignored(self):
+        """
+        A message over the size limit, one that is not JSON, one nested too
+        deep to decode and one that is no document or list of documents
+        are ignored and counted, with no traceback logged; documents that
+        are not objects are left out of a list.
+        """
+        protocol = self.connection.protocol
+        (consumer,) = protocol.consumers.values()
+        for body in (
+            b"[" + b" " * LARGEST_EVENT_MESSAGE + b"]",
+            b"{oops",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'"text"',
+        ):
+            consumer.deliver(protocol.channels[-1], FakeMessage("task.started", body))
+        self.deliver("task.started", [1, {"id": "2"}, "x"])
+        self.assertEqual(self.receiver.ignored, 4)
+        self.assertEqual(self.received, [[{"id": "2"}]])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_hello_repeated(self):
         """

@@ -89,6 +89,11 @@ LONGEST_TTL = 300.0
 #: The largest listener message (hello or goodbye) read, in bytes; a
 #: larger one is ignored unread.
 LARGEST_HELLO = 4096
+#: The largest event message a receiver reads, in bytes (a daemon's
+#: batches of 500 documents stay far below); larger ones, and bodies that
+#: are not JSON documents or lists of them, are ignored and counted in
+#: :py:attr:`EventReceiver.ignored`.
+LARGEST_EVENT_MESSAGE = 1024 * 1024
 #: The most patterns one hello may announce.
 MAX_HELLO_PATTERNS = 16
 #: The longest pattern (and listener name) a hello may announce.
@@ -350,6 +355,10 @@ class EventReceiver:
     :param on_events: called with each list of event documents.
     :param patterns: the topic patterns bound: ``#`` (everything),
         ``task.*``, ``task.failed``, ``daemon.#``...
+    :ivar ignored: messages ignored: over
+        :py:data:`LARGEST_EVENT_MESSAGE` bytes, or not JSON documents (or
+        lists of them): anyone who may publish on the exchange can send
+        them.
     """
 
     def __init__(
@@ -364,6 +373,7 @@ class EventReceiver:
         self.on_events = on_events
         self.patterns = list(patterns)
         self.clock: IReactorTime = connection.reactor
+        self.ignored = 0
         self.queue: str | None = None
         self._channel: BrokerChannel | None = None
         self._protocol: BrokerProtocol | None = None
@@ -429,9 +439,20 @@ class EventReceiver:
             if key == LISTENER_QUERY:
                 self._announce()
             return
-        documents = json.loads(body)
+        if len(body) > LARGEST_EVENT_MESSAGE:
+            self.ignored += 1
+            return
+        try:
+            documents = json.loads(body)
+        except (ValueError, RecursionError):
+            self.ignored += 1
+            return
         if isinstance(documents, dict):
             documents = [documents]
+        if not isinstance(documents, list):
+            self.ignored += 1
+            return
+        documents = [document for document in documents if isinstance(document, dict)]
         try:
             self.on_events(documents)
         except Exception:
