@@ -75,7 +75,7 @@ class SiteTestCase(SynchronousTestCase):
 
         def revoke(ids: list[str]) -> defer.Deferred[Any]:
             self.revoked.append(ids)
-            return defer.succeed(ids)
+            return defer.succeed({"revoked": ids})
 
         self.watch = ClusterWatch(self.clock, self.clock.seconds, receiver, backend=self.store)
         self.actions = OperatorActions(TOKEN, revoke=revoke)

@@ -61,8 +61,10 @@ class OperatorActions:
     left ``None`` is not offered.
 
     :param revoke: ``revoke(ids)`` stores REVOKED for tasks not yet run
-        (:py:meth:`twistedq.client.AsyncClient.revoke`); fires with the ids
-        revoked.
+        (:py:meth:`twistedq.client.AsyncClient.revoke`) and has the daemons
+        drop those they hold; fires with the answer (``revoked``: the ids
+        revoked in the store or by a daemon; ``running``: those running,
+        which only terminate stops).
     :param terminate: ``terminate(ids)`` revokes and kills the children
         running them (through remote control).
     :param set_enabled: ``set_enabled(name, enabled)`` pauses or resumes a
@@ -114,7 +116,7 @@ class OperatorActions:
         if name not in self.offered():
             raise ActionRefused(f"no action {name!r}")
         if name == "revoke" and self.revoke is not None:
-            return self.revoke(task_ids(arguments)).addCallback(lambda ids: {"revoked": ids})
+            return self.revoke(task_ids(arguments))
         if name == "terminate" and self.terminate is not None:
             return self.terminate(task_ids(arguments))
         if name in ("pause", "resume") and self.set_enabled is not None:

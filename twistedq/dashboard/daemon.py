@@ -119,25 +119,36 @@ def operator_actions(
     terminate; ``None`` offers no terminate).
     """
 
-    def revoke(ids: list[str]) -> defer.Deferred[Any]:
-        return client().revoke(ids, reason="revoked from the dashboard")
-
-    async def terminate_ids(ids: list[str]) -> dict[str, Any]:
-        revoked = await client().revoke(ids, reason="terminated from the dashboard")
-        assert control is not None
-        replies = await control.broadcast("revoke", {"ids": ids, "terminate": True}, timeout=2.0)
-        terminated = sorted(
-            {
-                task_id
-                for reply in replies
-                if reply.get("ok")
-                for task_id in (reply.get("reply") or {}).get("terminated", [])
-            }
+    async def revoke_ids(ids: list[str], terminate: bool) -> dict[str, Any]:
+        """
+        Revoke in the store (a task still in the broker never runs), then
+        ask the daemons to drop the copies they hold and, with
+        ``terminate``, to kill the children running them.
+        """
+        what = "terminated" if terminate else "revoked"
+        revoked = await client().revoke(ids, reason=f"{what} from the dashboard")
+        if control is None:
+            return {"revoked": revoked}
+        replies = await control.broadcast(
+            "revoke", {"ids": ids, "terminate": terminate}, timeout=2.0
         )
-        return {"revoked": revoked, "terminated": terminated}
+        answers: dict[str, set[str]] = {
+            "revoked": set(revoked),
+            "terminated": set(),
+            "running": set(),
+        }
+        for reply in replies:
+            if reply.get("ok") and isinstance(reply.get("reply"), dict):
+                for key, found in answers.items():
+                    found.update(reply["reply"].get(key, []))
+        answers["running"] -= answers["terminated"]
+        return {key: sorted(found) for key, found in answers.items()}
+
+    def revoke(ids: list[str]) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(revoke_ids(ids, terminate=False))
 
     def terminate(ids: list[str]) -> defer.Deferred[Any]:
-        return defer.Deferred.fromCoroutine(terminate_ids(ids))
+        return defer.Deferred.fromCoroutine(revoke_ids(ids, terminate=True))
 
     return OperatorActions(
         token,

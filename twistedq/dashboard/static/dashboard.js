@@ -125,7 +125,7 @@
     $("daemon-count").textContent = live + " up" + (daemons.length > live ? ", " + (daemons.length - live) + " gone" : "");
     fill($("daemons").tBodies[0], daemons.map(function (d) {
       var row = el("tr", {"data-name": d.name}, [
-        td(d.name), td(d.host), td(d.pid, "num"),
+        td(d.name, "name"), td(d.host, "name"), td(d.pid, "num"),
         td((d.children == null ? "–" : d.children) + (d.concurrency != null ? " / " + d.concurrency : ""), "num"),
         td(d.busy, "num"), td(d.held, "num"), td(d.processed, "num"),
         td(mib(d.rss_kib) + (d.children_rss_kib != null ? " + " + mib(d.children_rss_kib) : ""), "num"),
@@ -142,11 +142,10 @@
     var total = sections.running_count == null ? running.length : sections.running_count;
     $("running-count").textContent = total + (total > running.length ? " (the " + running.length + " running longest shown)" : "");
     fill($("running").tBodies[0], running.map(function (t) {
-      var cells = [td(short(t.id), "id", t.id), td(t.name), td(t.args, "args"),
-                   td(seconds(now() - t.started), "num runtime"), td(t.daemon), td(t.child)];
+      var cells = [td(short(t.id), "id", t.id), td(t.name, "name"), td(t.args, "args"),
+                   td(seconds(now() - t.started), "num runtime"), td(t.daemon, "name"), td(t.child)];
       if (operator()) {
         var buttons = [];
-        if (offers("revoke")) { buttons.push(button("revoke", function () { act("revoke", {ids: [t.id]}); })); }
         if (offers("terminate")) { buttons.push(button("terminate", function () { act("terminate", {ids: [t.id]}); }, true)); }
         cells.push(el("td", {}, buttons));
       }
@@ -171,7 +170,7 @@
     fill($("failures").tBodies[0], failures.map(function (f) {
       var row = el("tr", {"data-id": f.id, "class": "clickable", title: "show the traceback of " + f.id,
                           onclick: function () { showFailure(f.id); }},
-                   [td(at(f.time)), td(f.name), td(f.exception || f.reason), td(f.daemon)]);
+                   [td(at(f.time)), td(f.name, "name"), td(f.exception || f.reason, "name"), td(f.daemon, "name")]);
       return row;
     }), 4, "no failure since the page opened");
   }
@@ -199,7 +198,7 @@
   function renderPeriodic() {
     var periodic = sections.periodic || [];
     fill($("periodic").tBodies[0], periodic.map(function (p) {
-      var cells = [td(p.name), td(p.enabled ? "active" : "paused", p.enabled ? "" : "paused"),
+      var cells = [td(p.name, "name"), td(p.enabled ? "active" : "paused", p.enabled ? "" : "paused"),
                    td(p.last_run_at ? ago(p.last_run_at) : "never"),
                    td(p.next_run_at ? at(p.next_run_at) : "–"), td(p.total_run_count, "num")];
       if (operator() && offers("pause")) {
@@ -218,7 +217,7 @@
       .then(function (rows) {
         if (!Array.isArray(rows)) { say("dead letters: " + (rows.error || "refused")); return; }
         fill($("dead").tBodies[0], rows.map(function (d) {
-          var cells = [td(d.position, "num"), td(short(d.id), "id", d.id), td(d.name), td(d.reason),
+          var cells = [td(d.position, "num"), td(short(d.id), "id", d.id), td(d.name, "name"), td(d.reason, "name"),
                        td(d.detail, "detail"), td(d.time)];
           cells.push(el("td", {}, d.id && offers("republish")
             ? [button("republish", function () { act("republish", {ids: [d.id]}).then(showDeadLetters); })] : []));
@@ -274,6 +273,13 @@
       });
     }
     $("show-dead").addEventListener("click", showDeadLetters);
+    // Revoke stops a task not yet started (in the broker or held by a
+    // daemon); a running one only terminate stops, from its row.
+    $("revoke-id").hidden = !offers("revoke");
+    $("revoke-id").addEventListener("click", function () {
+      var id = window.prompt("Id of the task to revoke (not yet started)");
+      if (id) { act("revoke", {ids: [id.trim()]}); }
+    });
   }
 
   fetch("config", {credentials: "same-origin"})
