@@ -50,7 +50,7 @@ from twistedq.metrics import DaemonMetrics, MetricsResource
 from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import crontab
-from twistedq.web import make_site_root
+from twistedq.web import make_site_root, make_status_site
 from twistedq.worker.pool import ProcessPool, ProcessStarter
 from twistedq.worker.reactor_tasks import ReactorTaskRunner
 from twistedq.worker.service import PoolService, ReactorTasksService
@@ -679,9 +679,7 @@ def _status_site(
         metrics=MetricsResource(metrics) if metrics is not None else None,
         dashboard=dashboard,
     )
-    site = Site(root)
-    site.noisy = False
-    return site
+    return make_status_site(root)
 
 
 def _remote_control(

@@ -35,7 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from twistedq.backends.base import IResultBackend
 from twistedq.dashboard.sse import EventStream
@@ -43,14 +43,22 @@ from twistedq.message import is_task_id
 from twistedq.outcome import Outcome, status_document, taskset_status_document
 
 __all__ = [
+    "MAX_REQUEST_BODY",
+    "BoundedRequest",
     "StatsResource",
     "StatusRoot",
     "StoreRead",
     "TasksetStream",
     "make_site_root",
+    "make_status_site",
     "public_status_document",
     "write_json",
 ]
+
+#: The longest request body the status site reads, in bytes (the
+#: dashboard's actions take at most 64 KiB); a longer one is answered 413
+#: and its connection closed, its body never kept.
+MAX_REQUEST_BODY = 1024 * 1024
 
 log = Logger()
 
@@ -436,3 +444,56 @@ def make_site_root(
     if dashboard is not None:
         root.putChild(b"dashboard", dashboard)
     return root
+
+
+class BoundedRequest(Request):
+    """
+    A request whose body may not pass :py:data:`MAX_REQUEST_BODY` bytes:
+    the status site has no login, and Twisted keeps (and, for a form,
+    parses) any body it is sent.  A longer one, by its ``Content-Length``
+    or as it arrives, is answered ``413`` at once, its connection closed,
+    and nothing of it is kept or rendered.
+    """
+
+    refused = False
+    _body_size = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > MAX_REQUEST_BODY:
+            self._refuse()
+            length = 0
+        Request.gotLength(self, length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self._body_size += len(data)
+        if self._body_size > MAX_REQUEST_BODY:
+            self._refuse()
+            return
+        Request.handleContentChunk(self, data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            return
+        Request.requestReceived(self, command, path, version)
+
+    def _refuse(self) -> None:
+        self.refused = True
+        transport = self.channel.transport
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        transport.loseConnection()
+
+
+def make_status_site(root: IResource) -> Site:
+    """
+    The daemon's status site over ``root``: bodies bounded
+    (:py:class:`BoundedRequest`), requests not logged one by one.
+    """
+    site = Site(root, requestFactory=BoundedRequest)
+    site.noisy = False
+    return site

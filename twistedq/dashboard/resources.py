@@ -86,6 +86,17 @@ class _StreamWatcher:
         self.stream.comment()
 
 
+#: What the page may load and do: its own script and style sheet, requests
+#: to its own site, and nothing framed, nothing inline.
+PAGE_HEADERS = {
+    b"content-security-policy": b"default-src 'self'; img-src 'self' data:; "
+    b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+}
+
+
 class _Page(Resource):
     isLeaf = True
 
@@ -94,7 +105,30 @@ class _Page(Resource):
             return pages.notFound().render(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
+        for name, value in PAGE_HEADERS.items():
+            request.setHeader(name, value)
         return (STATIC / "dashboard.html").read_bytes()
+
+
+class _StaticFiles(static.File):
+    """
+    The page's script and style sheet: files only (no listing of the
+    folder), and a name Twisted cannot open (a null byte) is not found,
+    not an error.
+    """
+
+    def directoryListing(self) -> IResource:
+        return pages.notFound()
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if b"\x00" in path or b"/" in path:
+            return pages.notFound()
+        child: IResource = static.File.getChild(self, path, request)
+        return child
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return static.File.render_GET(self, request)
 
 
 class _Config(Resource):
@@ -261,7 +295,7 @@ class DashboardResource(Resource):
         self.putChild(b"config", _Config(actions))
         self.putChild(b"state", _State(watch, clock, timeout))
         self.putChild(b"stream", _Stream(watch))
-        self.putChild(b"static", static.File(str(STATIC)))
+        self.putChild(b"static", _StaticFiles(str(STATIC)))
         self.putChild(b"failure", _Failure(backend, actions, tracebacks, clock, timeout))
         self.putChild(b"actions", _Actions(actions))
         if actions is not None:

@@ -14,6 +14,9 @@
     Object.keys(attributes || {}).forEach(function (key) {
       if (key === "text") { node.textContent = attributes[key]; }
       else if (key === "onclick") { node.addEventListener("click", attributes[key]); }
+      // Through the CSS object model: the page's Content-Security-Policy
+      // refuses style attributes.
+      else if (key === "width") { node.style.width = attributes[key]; }
       else { node.setAttribute(key, attributes[key]); }
     });
     (children || []).forEach(function (child) { node.appendChild(child); });
@@ -184,8 +187,8 @@
       var total = t.total || 0, done = t.completed || 0, failed = t.failed || 0;
       var percent = total ? Math.round(100 * done / total) : 0;
       var bar = el("div", {"class": "bar"}, [
-        el("span", {"class": "done", style: "width:" + (total ? 100 * (done - failed) / total : 0) + "%"}),
-        el("span", {"class": "failed", style: "width:" + (total ? 100 * failed / total : 0) + "%"})
+        el("span", {"class": "done", width: (total ? 100 * (done - failed) / total : 0) + "%"}),
+        el("span", {"class": "failed", width: (total ? 100 * failed / total : 0) + "%"})
       ]);
       list.appendChild(el("li", {"data-id": t.id}, [
         el("div", {text: short(t.id) + "  " + (total ? done + " / " + total + " (" + percent + " %)" : "…") +
