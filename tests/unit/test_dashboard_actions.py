@@ -11,7 +11,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.amqp.broker import Topology
-from twistedq.dashboard.daemon import operator_actions
+from twistedq.dashboard.actions import ActionRefused
+from twistedq.dashboard.daemon import _known_periodic, operator_actions
 
 ONE = "3cfbaabc-eb48-42dc-9baa-d70eecb39fbc"
 TWO = "5d1d6a6e-0a4c-4bd4-9a44-9c2f3e0f4b21"
@@ -69,3 +70,41 @@ class RevokeActionTests(SynchronousTestCase):
         answer = self.successResultOf(actions.run("terminate", {"ids": [TWO]}))
         self.assertEqual(control.sent, [("revoke", {"ids": [TWO], "terminate": True})])
         self.assertEqual(answer, {"revoked": [], "terminated": [TWO], "running": []})
+
+
+class FakeEntry:
+    def __init__(self, job: object | None = None) -> None:
+        self.job = job
+
+
+class FakeScheduler:
+    def __init__(self) -> None:
+        self.entries = {"report": FakeEntry(), "twistedq.recover_parked_tasks": FakeEntry(object())}
+        self.set: list[tuple[str, bool]] = []
+
+    def set_enabled(self, name: str, enabled: bool) -> defer.Deferred[None]:
+        self.set.append((name, enabled))
+        return defer.succeed(None)
+
+
+class PauseActionTests(SynchronousTestCase):
+    def test_known_periodic_tasks_only(self) -> None:
+        """
+        Pause and resume take the periodic tasks the scheduler publishes;
+        an unknown name and the daemon's own jobs are refused (400), and
+        nothing is written to the store for them.
+        """
+        scheduler = FakeScheduler()
+        actions = operator_actions(
+            "t" * 20,
+            FakeClient,
+            None,
+            Topology("twistedq", "twistedq"),
+            None,
+            _known_periodic(scheduler),
+        )
+        answer = self.successResultOf(actions.run("pause", {"name": "report"}))
+        self.assertEqual(answer, {"name": "report", "enabled": False})
+        for name in ("nope", "twistedq.recover_parked_tasks", "x" * 5000):
+            self.assertRaises(ActionRefused, actions.run, "pause", {"name": name})
+        self.assertEqual(scheduler.set, [("report", False)])

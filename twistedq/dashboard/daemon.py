@@ -18,6 +18,7 @@ from twistedq.amqp.broker import BrokerConnection, Topology
 from twistedq.backends.base import IResultBackend, IScheduleStore
 from twistedq.conf import Settings
 from twistedq.dashboard.actions import (
+    ActionRefused,
     OperatorActions,
     dead_letter_reader,
     dead_letter_republisher,
@@ -160,6 +161,22 @@ def operator_actions(
     )
 
 
+def _known_periodic(scheduler: Scheduler) -> Callable[[str, bool], defer.Deferred[None]]:
+    """
+    The scheduler's pause and resume, for the periodic tasks it publishes
+    only: an unknown name (a typing error, or one made up to fill the
+    store) and the daemon's own jobs (the recovery of parked messages, the
+    clean-up) are refused.
+    """
+
+    def set_enabled(name: str, enabled: bool) -> defer.Deferred[None]:
+        if name not in _periodic_names(scheduler)():
+            raise ActionRefused(f"name: no periodic task {name[:100]!r} is scheduled here")
+        return scheduler.set_enabled(name, enabled)
+
+    return set_enabled
+
+
 def _periodic_names(scheduler: Scheduler) -> Callable[[], list[str]]:
     """
     The periodic tasks the scheduler publishes (not the jobs it runs
@@ -204,7 +221,7 @@ def daemon_dashboard(
     periodic = None
     set_enabled = None
     if scheduler is not None:
-        set_enabled = scheduler.set_enabled
+        set_enabled = _known_periodic(scheduler)
         if IScheduleStore.providedBy(backend):
             periodic = periodic_reader(IScheduleStore(backend), _periodic_names(scheduler))
     watch = ClusterWatch(
