@@ -164,6 +164,22 @@ def _control_options() -> argparse.ArgumentParser:
     return options
 
 
+def _event_filters(tail: argparse.ArgumentParser) -> None:
+    """
+    The options of ``twistedq events``: which events it prints.
+    """
+    tail.add_argument(
+        "--type",
+        action="append",
+        metavar="GLOB",
+        help="only events whose type matches (task.failed, 'task.*', 'daemon.*'); may be "
+        "repeated [default: every type but daemon.heartbeat]",
+    )
+    tail.add_argument("--task", metavar="NAME", help="only the tasks of this name (a glob)")
+    tail.add_argument("--id", metavar="ID", help="only this task")
+    tail.add_argument("--count", type=_positive, metavar="N", help="stop after N events")
+
+
 def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
     """
     The command line of ``twistedq``.
@@ -193,17 +209,7 @@ def parser(prog: str = "twistedq") -> argparse.ArgumentParser:
         "inspect", "what each daemon runs, holds, schedules, knows, or its figures", control
     )
     inspect_parser.add_argument("what", choices=INSPECT_WHAT)
-    tail = command("events", "print the daemons' events as they happen, until Ctrl-C")
-    tail.add_argument(
-        "--type",
-        action="append",
-        metavar="GLOB",
-        help="only events whose type matches (task.failed, 'task.*', 'daemon.*'); may be "
-        "repeated [default: every type but daemon.heartbeat]",
-    )
-    tail.add_argument("--task", metavar="NAME", help="only the tasks of this name (a glob)")
-    tail.add_argument("--id", metavar="ID", help="only this task")
-    tail.add_argument("--count", type=_positive, metavar="N", help="stop after N events")
+    _event_filters(command("events", "print the daemons' events as they happen, until Ctrl-C"))
     revoke_parser = command("revoke", "revoke tasks, and with --terminate kill them", control)
     revoke_parser.add_argument("ids", nargs="+", type=_task_id, metavar="ID", help="task ids")
     revoke_parser.add_argument(
