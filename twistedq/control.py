@@ -140,6 +140,18 @@ def _finite(number: float) -> float:
     return number
 
 
+def _cancel_consumer(channel: BrokerChannel | None, tag: str | None) -> defer.Deferred[None]:
+    """
+    Stop consuming with ``tag`` on ``channel`` (nothing if either is gone);
+    fires once the broker answered, or at once if it cannot.
+    """
+    if channel is None or tag is None or channel.closed:
+        return defer.succeed(None)
+    channel.client.consumers.pop(tag, None)
+    d = channel.basic_cancel(consumer_tag=tag)
+    return d.addErrback(lambda _: None).addCallback(lambda _: None)
+
+
 class ControlError(Exception):
     """
     A request that cannot be answered: its reason goes back as the
@@ -473,11 +485,7 @@ class ControlService(Service):
         self._stopped = True
         channel, tag = self._channel, self._tag
         self._channel = self._tag = None
-        if channel is None or tag is None or channel.closed:
-            return defer.succeed(None)
-        channel.client.consumers.pop(tag, None)
-        d = channel.basic_cancel(consumer_tag=tag)
-        return d.addErrback(lambda _: None).addCallback(lambda _: None)
+        return _cancel_consumer(channel, tag)
 
     # called by the broker's delegate
 
@@ -712,11 +720,7 @@ class ControlClient:
         self._channel = self._tag = None
         for gathering in list(self._gathering.values()):
             gathering.finish()
-        if channel is None or tag is None or channel.closed:
-            return defer.succeed(None)
-        channel.client.consumers.pop(tag, None)
-        d = channel.basic_cancel(consumer_tag=tag)
-        return d.addErrback(lambda _: None).addCallback(lambda _: None)
+        return _cancel_consumer(channel, tag)
 
     # called by the broker's delegate
 

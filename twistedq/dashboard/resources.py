@@ -41,7 +41,7 @@ from twistedq.message import is_task_id
 from twistedq.outcome import Outcome
 from twistedq.web import write_json
 
-__all__ = ["STATIC", "DashboardResource"]
+__all__ = ["STATIC", "DashboardResource", "failure_document"]
 
 log = Logger()
 
@@ -49,6 +49,24 @@ log = Logger()
 STATIC = Path(__file__).parent / "static"
 #: Largest body of an action request.
 MAX_ACTION_BODY = 64 * 1024
+
+
+def failure_document(outcome: Outcome, traceback: bool) -> dict[str, Any]:
+    """
+    A task's status as the dashboard's failure panel shows it: its
+    exception's type and message, and its traceback only if ``traceback``
+    (an operator asked, or the site shows tracebacks to all).
+    """
+    exc = outcome.exc or {}
+    return {
+        "id": outcome.task_id,
+        "status": outcome.status,
+        "task": outcome.task,
+        "exception": exc.get("type"),
+        "message": exc.get("message"),
+        "traceback": outcome.traceback if traceback else None,
+        "traceback_hidden": not traceback,
+    }
 
 
 def _answer(request: Request, d: defer.Deferred[Any], what: str) -> Any:
@@ -211,17 +229,7 @@ class _Failure(Resource):
         d.addTimeout(self.timeout, self.clock)
 
         def document(data: bytes | None) -> dict[str, Any]:
-            outcome = Outcome.from_bytes(task_id, data)
-            exc = outcome.exc or {}
-            return {
-                "id": task_id,
-                "status": outcome.status,
-                "task": outcome.task,
-                "exception": exc.get("type"),
-                "message": exc.get("message"),
-                "traceback": outcome.traceback if show else None,
-                "traceback_hidden": not show,
-            }
+            return failure_document(Outcome.from_bytes(task_id, data), show)
 
         return _answer(request, d.addCallback(document), "read of a failure")
 

@@ -24,8 +24,8 @@ from twistedq.amqp.broker import Topology
 from twistedq.backends.base import IScheduleStore
 from twistedq.dashboard.actions import OperatorActions
 from twistedq.dashboard.daemon import PATTERNS, control_client, operator_actions
+from twistedq.dashboard.resources import failure_document
 from twistedq.dashboard.watch import ClusterWatch, periodic_reader, queue_depth_reader
-from twistedq.outcome import Outcome
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 
 if TYPE_CHECKING:
@@ -168,17 +168,7 @@ class ThreadedDashboard:
         """
         A task's status as the dashboard's failure panel shows it.
         """
-        outcome: Outcome = self.client.get_outcome(task_id)
-        exc = outcome.exc or {}
-        return {
-            "id": task_id,
-            "status": outcome.status,
-            "task": outcome.task,
-            "exception": exc.get("type"),
-            "message": exc.get("message"),
-            "traceback": outcome.traceback if tracebacks else None,
-            "traceback_hidden": not tracebacks,
-        }
+        return failure_document(self.client.get_outcome(task_id), tracebacks)
 
     def stream(self) -> Iterator[bytes]:
         """
