@@ -106,6 +106,11 @@ class StoreRead(Resource):
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
+        if request.getHeader(b"last-event-id") == READY_EVENT_ID:
+            # The browser reconnects after the stream ended: it has the
+            # final document already; 204 stops an EventSource for good.
+            request.setResponseCode(204)
+            return b""
         if self.available is not None and not self.available():
             write_json(request, {"error": "result store unavailable"}, code=503)
             return NOT_DONE_YET
@@ -131,13 +136,20 @@ class StoreRead(Resource):
         return NOT_DONE_YET
 
 
+#: The id of a taskset stream's last event, the document of the taskset
+#: ready: a browser that reconnects with it as ``Last-Event-ID`` is
+#: answered 204, which stops an ``EventSource`` for good.
+READY_EVENT_ID = b"ready"
+
+
 class TasksetStream(Resource):
     """
     The progress of a taskset as Server-Sent Events: the status document
     (``{"taskset": {...}}``) first, then again each time it changes, read
     from the store at most every ``interval`` seconds; the stream ends once
-    the taskset is ready.  An unknown taskset answers 404 as the JSON URL
-    does, a store that fails at first 503; a failed read later is tried
+    the taskset is ready, its last event with the id ``ready`` (a
+    reconnection that sends it back is answered 204).  An unknown taskset
+    answers 404 as the JSON URL does, a store that fails at first 503; a failed read later is tried
     again at the next interval.  A comment every ``keep_alive`` seconds
     keeps the connection through proxies.
     """
@@ -171,6 +183,11 @@ class TasksetStream(Resource):
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
+        if request.getHeader(b"last-event-id") == READY_EVENT_ID:
+            # The browser reconnects after the stream ended: it has the
+            # final document already; 204 stops an EventSource for good.
+            request.setResponseCode(204)
+            return b""
         if self.available is not None and not self.available():
             write_json(request, {"error": "result store unavailable"}, code=503)
             return NOT_DONE_YET
@@ -184,10 +201,11 @@ class TasksetStream(Resource):
                 write_json(request, self.missing, code=404)
                 return
             stream = EventStream(request)
-            stream.send(document)
             if document["taskset"]["ready"]:
+                stream.send(document, event_id=READY_EVENT_ID.decode())
                 stream.close()
             else:
+                stream.send(document)
                 self._follow(stream, document)
 
         def failed(failure: Any) -> None:
@@ -216,10 +234,11 @@ class TasksetStream(Resource):
             now = self.clock.seconds()
             if document is not None and document != last_document:
                 last_document, last_at = document, now
-                stream.send(document)
                 if document["taskset"]["ready"]:
+                    stream.send(document, event_id=READY_EVENT_ID.decode())
                     stream.close()
                     return
+                stream.send(document)
             elif now - last_at >= self.keep_alive:
                 last_at = now
                 stream.comment()

@@ -129,7 +129,9 @@ def progress():
     unknown = web.get(f"/celery/taskset/{uuid.uuid4()}/status/stream")
     stream = web.get(f"/celery/taskset/{result.taskset_id}/status/stream")
     documents = events(stream, lambda d: False, limit=60)
-    return {"unknown": unknown.status_code, "id": result.taskset_id,
+    again = web.get(f"/celery/taskset/{result.taskset_id}/status/stream",
+                    HTTP_LAST_EVENT_ID="ready")
+    return {"unknown": unknown.status_code, "id": result.taskset_id, "again": again.status_code,
             "progress": [d["taskset"]["completed"] for d in documents],
             "last": documents[-1]["taskset"] if documents else None}
 
@@ -214,6 +216,8 @@ class DjangoDashboardTests(SynchronousTestCase):
         """
         report = self.script("progress")
         self.assertEqual(report["unknown"], 404)
+        # A browser reconnecting after the last event is told to stop.
+        self.assertEqual(report["again"], 204)
         progress = report["progress"]
         self.assertEqual(progress, sorted(progress))
         self.assertGreater(len(progress), 1)

@@ -274,6 +274,28 @@ class TasksetStreamTests(SiteTestCase):
         self.assertTrue(request.finished)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_reconnect_after_ready(self) -> None:
+        """
+        The document of a ready taskset is the stream's last event, with
+        the id ``ready``; a browser reconnecting with it as Last-Event-ID
+        is answered 204 (an EventSource then stops for good), without a
+        read of the store.
+        """
+        taskset = task_id(10)
+        self.store.create_taskset(taskset, 1)
+        put(self.store, task_id(1), success_document(task_id(1), "add", 1), taskset)
+        path = f"/celery/taskset/{taskset}/status/stream"
+        first = self.request(path)
+        self.assertIn(b"id: ready\ndata: ", b"".join(first.written))
+        self.assertTrue(first.finished)
+        reads = len(self.store.calls)
+        request = DummyRequest(path.lstrip("/").encode().split(b"/"))
+        request.requestHeaders.setRawHeaders(b"last-event-id", [b"ready"])
+        resource = getChildForRequest(self.root, request)
+        self.assertEqual(resource.render(request), b"")
+        self.assertEqual(request.responseCode, 204)
+        self.assertEqual(len(self.store.calls), reads)
+
     def test_client_leaving_stops_reads(self) -> None:
         """
         Once the client leaves, the store is not read again.

@@ -35,14 +35,18 @@ class EventStream:
     def _gone(self, _: Any) -> None:
         self.open = False
 
-    def send(self, document: Any, event: str | None = None) -> None:
+    def send(self, document: Any, event: str | None = None, event_id: str | None = None) -> None:
         """
         Send ``document`` as JSON, as an event named ``event`` (the
-        default ``message`` if none).
+        default ``message`` if none), with the id ``event_id`` if given
+        (the browser sends the last one back, as ``Last-Event-ID``, when
+        it reconnects).
         """
         if not self.open:
             return
         head = b"event: %s\n" % event.encode("ascii") if event else b""
+        if event_id is not None:
+            head += b"id: %s\n" % event_id.encode("ascii")
         body = json.dumps(document, separators=(",", ":")).encode("utf-8")
         self.request.write(head + b"data: " + body + b"\n\n")
 

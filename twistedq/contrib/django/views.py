@@ -107,9 +107,19 @@ PROGRESS_INTERVAL = 0.5
 KEEP_ALIVE = 15.0
 
 
-def _event(document: Any, event: str | None = None) -> bytes:
+def _event(document: Any, event: str | None = None, event_id: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
+    if event_id is not None:
+        head += f"id: {event_id}\n"
     return (head + "data: " + json.dumps(document, separators=(",", ":")) + "\n\n").encode()
+
+
+def _progress_event(document: dict[str, Any]) -> bytes:
+    """
+    A taskset's document as an event; the ready one (the last) carries the
+    id ``ready``, so that a browser reconnecting with it is answered 204.
+    """
+    return _event(document, event_id="ready" if document["taskset"]["ready"] else None)
 
 
 def _event_stream(chunks: Iterator[bytes]) -> StreamingHttpResponse:
@@ -124,9 +134,13 @@ def taskset_status_stream(request: HttpRequest, taskset_id: str) -> HttpResponse
     ``celery/taskset/<taskset_id>/status/stream``: the Server-Sent Events
     twin of :py:func:`taskset_status`: its document at once and again on
     each change (the store read every :py:data:`PROGRESS_INTERVAL`
-    seconds), the stream ending once the taskset is ready; 404 for an
-    unknown taskset.  The response holds its worker thread until then.
+    seconds), the stream ending once the taskset is ready (its last event
+    with the id ``ready``: a browser reconnecting with it is answered
+    204); 404 for an unknown taskset.  The response holds its worker thread until then.
     """
+    if request.headers.get("Last-Event-ID") == "ready":
+        # It has the final document already: 204 stops an EventSource.
+        return HttpResponse(status=204)
     client = _client()
     state = client.get_taskset(_checked(taskset_id))
     if state is None:
@@ -135,7 +149,7 @@ def taskset_status_stream(request: HttpRequest, taskset_id: str) -> HttpResponse
     def events() -> Iterator[bytes]:
         yield b"retry: 2000\n\n"
         document = taskset_status_document(taskset_id, state)
-        yield _event(document)
+        yield _progress_event(document)
         quiet_since = time.monotonic()
         while not document["taskset"]["ready"]:
             time.sleep(PROGRESS_INTERVAL)
@@ -146,7 +160,7 @@ def taskset_status_stream(request: HttpRequest, taskset_id: str) -> HttpResponse
             if found is not None and taskset_status_document(taskset_id, found) != document:
                 document = taskset_status_document(taskset_id, found)
                 quiet_since = time.monotonic()
-                yield _event(document)
+                yield _progress_event(document)
             elif time.monotonic() - quiet_since >= KEEP_ALIVE:
                 quiet_since = time.monotonic()
                 yield b": keep-alive\n\n"
