@@ -58,6 +58,10 @@ from twistedq.worker.service import PoolService, ReactorTasksService
 __all__ = ["Options", "makeService"]
 
 
+#: The shortest operator token the daemon takes: a short one is guessed.
+MIN_OPERATOR_TOKEN = 16
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -538,6 +542,13 @@ class Options(usage.Options):
             raise usage.UsageError("--max-concurrency cannot be less than --concurrency")
         if self["prefetch"] is None:
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
+        self["operator-token"] = self["operator-token"] or os.environ.get("TWISTEDQ_OPERATOR_TOKEN")
+        token = self["operator-token"]
+        if token and len(token) < MIN_OPERATOR_TOKEN:
+            raise usage.UsageError(
+                f"the operator token is {len(token)} characters: give one of at least "
+                f"{MIN_OPERATOR_TOKEN} (openssl rand -hex 24), or none for a read-only dashboard"
+            )
 
 
 def _log_service(options: Options) -> IService:
@@ -665,7 +676,7 @@ def _status_site(
             topology,
             backend,
             scheduler=scheduler,
-            operator_token=options["operator-token"] or os.environ.get("TWISTEDQ_OPERATOR_TOKEN"),
+            operator_token=options["operator-token"],
             tracebacks=tracebacks,
         )
     root = make_site_root(

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq import tap
@@ -48,13 +49,24 @@ class DashboardOptionsTests(SynchronousTestCase):
         ``--operator-token`` or ``$TWISTEDQ_OPERATOR_TOKEN`` allows the
         actions to that token only.
         """
-        actions = self.config(self.site_root("--operator-token", "t0k"))
-        self.assertTrue(actions.allows(b"t0k"))
-        self.assertFalse(actions.allows(b"t0"))
+        actions = self.config(self.site_root("--operator-token", "t0k-of-16-chars!"))
+        self.assertTrue(actions.allows(b"t0k-of-16-chars!"))
+        self.assertFalse(actions.allows(b"t0k-of-16-chars"))
         self.assertIn("revoke", actions.offered())
-        os.environ["TWISTEDQ_OPERATOR_TOKEN"] = "from-env"
+        os.environ["TWISTEDQ_OPERATOR_TOKEN"] = "from-the-environment"
         self.addCleanup(os.environ.pop, "TWISTEDQ_OPERATOR_TOKEN", None)
-        self.assertTrue(self.config(self.site_root()).allows(b"from-env"))
+        self.assertTrue(self.config(self.site_root()).allows(b"from-the-environment"))
+
+    def test_short_token_refused(self) -> None:
+        """
+        A token shorter than 16 characters, from the option or the
+        environment, is a usage error naming the length wanted.
+        """
+        error = self.assertRaises(UsageError, self.site_root, "--operator-token", "a")
+        self.assertIn("at least 16", str(error))
+        os.environ["TWISTEDQ_OPERATOR_TOKEN"] = "short"
+        self.addCleanup(os.environ.pop, "TWISTEDQ_OPERATOR_TOKEN", None)
+        self.assertRaises(UsageError, self.site_root)
 
     def test_no_dashboard(self) -> None:
         """
