@@ -106,11 +106,6 @@ class StoreRead(Resource):
     def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
-        if request.getHeader(b"last-event-id") == READY_EVENT_ID:
-            # The browser reconnects after the stream ended: it has the
-            # final document already; 204 stops an EventSource for good.
-            request.setResponseCode(204)
-            return b""
         if self.available is not None and not self.available():
             write_json(request, {"error": "result store unavailable"}, code=503)
             return NOT_DONE_YET

@@ -295,6 +295,12 @@ class TasksetStreamTests(SiteTestCase):
         self.assertEqual(resource.render(request), b"")
         self.assertEqual(request.responseCode, 204)
         self.assertEqual(len(self.store.calls), reads)
+        # The JSON status URL pays no heed to the header.
+        plain = DummyRequest(f"celery/taskset/{taskset}/status/".encode().split(b"/"))
+        plain.requestHeaders.setRawHeaders(b"last-event-id", [b"ready"])
+        resource = getChildForRequest(self.root, plain)
+        self.assertEqual(resource.render(plain), NOT_DONE_YET)
+        self.assertEqual(json.loads(b"".join(plain.written))["taskset"]["ready"], True)
 
     def test_client_leaving_stops_reads(self) -> None:
         """
