@@ -7,6 +7,13 @@ Version 1 is a JSON object::
     {"v": 1, "id": "<uuid4>", "task": "<name>", "args": [], "kwargs": {},
      "taskset": null, "eta": null, "expires": null, "retries": 0}
 
+Optional fields, absent from a message that does not use them (a daemon
+that does not know a field dead-letters the message as ``malformed``:
+upgrade the daemons before the clients that send it):
+
+- ``"ignore_result": true``: the daemon stores nothing for the task (no
+  claim, no outcome); it runs at least once rather than exactly once.
+
 Anything else is refused with a :py:obj:`MessageError` that says why, and
 whose :py:attr:`~MessageError.reason` is a short code for the dead-letter
 queue.  The client and the daemon import this same module.
@@ -58,7 +65,9 @@ TOO_LARGE = "too-large"
 # The head of a body as TaskMessage.encode writes it.
 _HEAD = re.compile(rb'\{"v":1,"id":"([0-9a-f-]{36})","task":"((?:[^"\\]|\\.){1,200})",')
 
-_FIELDS = frozenset(("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries"))
+_FIELDS = frozenset(
+    ("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries", "ignore_result")
+)
 
 
 class MessageError(ValueError):
@@ -172,6 +181,8 @@ class TaskMessage:
     :ivar eta: ISO 8601 time before which the task must not run, if any.
     :ivar expires: ISO 8601 time after which the task must not run, if any.
     :ivar retries: how many times the task was retried before.
+    :ivar ignore_result: store nothing for this task (encoded only when
+        true).
     """
 
     id: str
@@ -182,6 +193,7 @@ class TaskMessage:
     eta: str | None = None
     expires: str | None = None
     retries: int = 0
+    ignore_result: bool = False
 
     def check(self) -> None:
         """
@@ -223,7 +235,7 @@ class TaskMessage:
         self.from_document(self._document())
 
     def _document(self) -> dict[str, Any]:
-        return {
+        document = {
             "v": VERSION,
             "id": self.id,
             "task": self.task,
@@ -234,6 +246,9 @@ class TaskMessage:
             "expires": self.expires,
             "retries": self.retries,
         }
+        if self.ignore_result:
+            document["ignore_result"] = True
+        return document
 
     def encode(self) -> bytes:
         """
@@ -341,6 +356,9 @@ class TaskMessage:
         retries = document.get("retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise MessageError("retries is not a non-negative integer")
+        ignore_result = document.get("ignore_result", False)
+        if not isinstance(ignore_result, bool):
+            raise MessageError("ignore_result is not true or false")
         return cls(
             id=task_id,
             task=name,
@@ -350,4 +368,5 @@ class TaskMessage:
             eta=document.get("eta"),
             expires=document.get("expires"),
             retries=retries,
+            ignore_result=ignore_result,
         )
