@@ -43,7 +43,7 @@ setup(
             "mysqlclient>=2.2,<3",
             "gunicorn>=21,<24",
         ],
-        "bench": ["celery[redis]>=5.4,<6"],
+        "bench": ["celery[redis]>=5.4,<6", "dramatiq[rabbitmq,redis]>=1.17,<3"],
         "django": ["django>=4.2,<7"],
     },
     classifiers=[

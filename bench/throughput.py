@@ -1,6 +1,8 @@
 """
 End-to-end throughput, latency and memory of twistedq, side by side with
-Celery on the same broker and result store when Celery is installed.
+Celery and Dramatiq on the same broker and result store (each on queues of
+its own, in the same run), when they are installed (``pip install -e
+'.[bench]'``).
 
 For each system it measures, with results stored:
 
@@ -9,14 +11,30 @@ For each system it measures, with results stored:
   last stored result;
 * drain: N tasks published while no worker runs, then the worker started;
   tasks/s between the first and the last result stored;
+* publish: the rate of that batch publish with no worker running (the
+  client's fastest way: twistedq's ``publish_many``, one call after
+  another for the peers, which have no batch publish);
+* calls: K publishes one after another from one thread (``delay_task``,
+  ``apply_async``, ``send``), tasks/s;
 * latency: M round trips one at a time (publish, then ``get()``), in ms;
-* RSS of the worker process and its children after the runs;
-* CPU per task while streaming, in microseconds, in the worker's main
-  process and in its children apart (less noisy than the rates on a busy
-  machine: compare versions by it).
+* RSS of the workers and their children after the runs;
+* CPU per task while streaming, in microseconds, in the workers' main
+  processes and in their children apart (less noisy than the rates on a
+  busy machine: compare versions by it).
 
-    python -m bench.throughput [--tasks 20000] [--latency 500] [--no-celery]
+Then twistedq's ratio to each peer.
+
+    python -m bench.throughput [--tasks 20000] [--latency 500] [--calls 2000]
+                               [--daemons N] [--no-celery] [--no-dramatiq]
                                [--source OTHER_CHECKOUT] [--events [--repeat 2]]
+
+``--daemons N`` runs N twistedq daemons (of ``--concurrency`` children
+each) on one queue.  Dramatiq runs ``--dramatiq-processes`` (2) processes
+of ``--dramatiq-threads`` (8) threads, Celery ``--concurrency`` prefork
+processes.  Both peers run with their defaults, so their clients publish
+without publisher confirms (a message lost by the broker goes unseen),
+where twistedq's always waits for them; ``--dramatiq-confirms`` turns them
+on for Dramatiq.
 
 ``--source`` runs twistedq's daemon from another checkout (an older commit,
 say) against the same servers, to compare two versions.
@@ -53,79 +71,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.peers import CelerySystem, DramatiqSystem
+from bench.processes import cpu_seconds, percentiles, rss_mib, stop, wait_for_log
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rss_mib(pid: int) -> float:
-    """
-    Resident memory of a process and all its descendants, in MiB.
-    """
-    total = 0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        pids.extend(int(child) for child in children)
-    return total / 1024
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """
-    CPU time (user and system) used so far by a process and, apart, by its
-    living descendants, in seconds.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def own(process: int) -> float:
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
-
-    children = 0.0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            if current != pid:
-                children += own(current)
-            found = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        pids.extend(int(child) for child in found)
-    return own(pid), children
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    quantiles = statistics.quantiles(ordered, n=100)
-    return {"p50": quantiles[49], "p90": quantiles[89], "p99": quantiles[98]}
-
-
-def wait_for_log(path: Path, process: subprocess.Popen[bytes], needles: list[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        if all(needle in text for needle in needles):
-            return
-        if process.poll() is not None:
-            sys.exit(f"worker exited with {process.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    sys.exit(f"worker not ready:\n{path.read_text(errors='replace')[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def start_twistedq(
@@ -174,6 +123,12 @@ def start_twistedq(
 
 
 class TwistedqSystem:
+    """
+    ``--daemons`` twistedq daemons of ``--concurrency`` children each on
+    one queue; its client publishes batches with ``publish_many`` and one
+    task with ``delay_task``.
+    """
+
     name = "twistedq"
 
     def __init__(
@@ -189,22 +144,28 @@ class TwistedqSystem:
             broker_url=options.broker, result_backend=options.result_backend, queue=self.queue
         )
         self.workdir = Path(tempfile.mkdtemp(prefix="twistedq-bench-"))
-        self.process: subprocess.Popen[bytes] | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
 
     def start_worker(self) -> None:
-        self.process = start_twistedq(
-            self.workdir,
-            self.options.broker,
-            self.options.result_backend,
-            self.queue,
-            self.options.concurrency,
-            self.options.source,
-            self.extra,
-        )
+        self.processes = []
+        for number in range(self.options.daemons):
+            workdir = self.workdir / str(number)
+            workdir.mkdir(exist_ok=True)
+            self.processes.append(
+                start_twistedq(
+                    workdir,
+                    self.options.broker,
+                    self.options.result_backend,
+                    self.queue,
+                    self.options.concurrency,
+                    self.options.source,
+                    self.extra,
+                )
+            )
 
     def stop_worker(self) -> None:
-        assert self.process is not None
-        stop(self.process)
+        for process in self.processes:
+            stop(process)
 
     def publish(self, count: int) -> list[str]:
         from twistedq.message import TaskMessage, new_task_id
@@ -220,6 +181,9 @@ class TwistedqSystem:
             ids.extend(m.id for m in batch)
         return ids
 
+    def publish_one(self) -> str:
+        return self.client.delay_task("noop").task_id
+
     def done_times(self, ids: list[str]) -> list[float] | None:
         outcomes = []
         for start in range(0, len(ids), 5000):
@@ -232,80 +196,6 @@ class TwistedqSystem:
         self.client.delay_task("noop").get(timeout=30)
 
 
-class CelerySystem:
-    name = "celery"
-
-    def __init__(self, options: argparse.Namespace) -> None:
-        self.options = options
-        self.queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
-        os.environ["BENCH_BROKER"] = options.broker
-        os.environ["BENCH_RESULT_BACKEND"] = options.result_backend
-        os.environ["BENCH_QUEUE"] = self.queue
-        from bench.celery_app import app, noop
-
-        self.app = app
-        self.noop = noop
-        self.workdir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start_worker(self) -> None:
-        log = self.workdir / "celery.log"
-        log.unlink(missing_ok=True)
-        celery = os.path.join(os.path.dirname(sys.executable), "celery")
-        self.process = subprocess.Popen(
-            [
-                celery,
-                "-A",
-                "bench.celery_app",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(self.options.concurrency),
-                "-Q",
-                self.queue,
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-f",
-                str(log),
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        wait_for_log(log, self.process, ["ready."])
-
-    def stop_worker(self) -> None:
-        assert self.process is not None
-        stop(self.process)
-
-    def publish(self, count: int) -> list[str]:
-        return [self.noop.apply_async().id for _ in range(count)]
-
-    def done_times(self, ids: list[str]) -> list[float] | None:
-        backend = self.app.backend
-        times = []
-        for start in range(0, len(ids), 5000):
-            chunk = ids[start : start + 5000]
-            keys = [backend.get_key_for_task(task_id) for task_id in chunk]
-            for raw in backend.client.mget(keys):
-                if raw is None:
-                    return None
-                meta = backend.decode_result(raw)
-                done = meta.get("date_done")
-                if isinstance(done, str):
-                    done = datetime.datetime.fromisoformat(done)
-                if done.tzinfo is None:
-                    done = done.replace(tzinfo=datetime.timezone.utc)
-                times.append(done.timestamp())
-        return times
-
-    def round_trip(self) -> None:
-        self.noop.apply_async().get(timeout=30)
-
-
 def wait_done(system: Any, ids: list[str], timeout: float = 600) -> list[float]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -316,18 +206,32 @@ def wait_done(system: Any, ids: list[str], timeout: float = 600) -> list[float]:
     raise SystemExit(f"{system.name}: not all tasks done within {timeout} s")
 
 
+def cpu_of(processes: list[subprocess.Popen[bytes]]) -> tuple[float, float]:
+    """
+    CPU seconds so far of the workers' main processes and, apart, of their
+    children, summed over the workers.
+    """
+    own, children = zip(*(cpu_seconds(process.pid) for process in processes), strict=True)
+    return sum(own), sum(children)
+
+
 def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
+    """
+    Stream, round trips, one-by-one publishes and RSS with the worker
+    running; then a batch published with no worker (the client's batch
+    rate) and drained.
+    """
     figures: dict[str, Any] = {}
     system.start_worker()
     try:
         for _ in range(200):  # warm up
             system.round_trip()
         started = time.time()
-        cpu_before = cpu_seconds(system.process.pid)
+        cpu_before = cpu_of(system.processes)
         ids = system.publish(options.tasks)
         times = wait_done(system, ids)
         figures["stream"] = options.tasks / (max(times) - started)
-        cpu_after = cpu_seconds(system.process.pid)
+        cpu_after = cpu_of(system.processes)
         figures["cpu"] = [
             (after - before) / options.tasks * 1e6
             for before, after in zip(cpu_before, cpu_after, strict=True)
@@ -339,11 +243,18 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
             system.round_trip()
             samples.append((time.perf_counter() - t0) * 1000)
         figures["latency"] = percentiles(samples)
-        figures["rss"] = rss_mib(system.process.pid)
+
+        t0 = time.perf_counter()
+        ids = [system.publish_one() for _ in range(options.calls)]
+        figures["calls"] = options.calls / (time.perf_counter() - t0)
+        wait_done(system, ids)
+        figures["rss"] = sum(rss_mib(process.pid) for process in system.processes)
     finally:
         system.stop_worker()
 
+    t0 = time.perf_counter()
     ids = system.publish(options.tasks)
+    figures["publish"] = options.tasks / (time.perf_counter() - t0)
     system.start_worker()
     try:
         times = wait_done(system, ids)
@@ -538,7 +449,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--latency", type=int, default=500)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--daemons", type=int, default=1, help="twistedq daemons on one queue")
     parser.add_argument("--no-celery", action="store_true")
+    parser.add_argument("--no-dramatiq", action="store_true")
+    parser.add_argument("--dramatiq-processes", type=int, default=2)
+    parser.add_argument("--dramatiq-threads", type=int, default=8)
+    parser.add_argument(
+        "--dramatiq-confirms",
+        action="store_true",
+        help="Dramatiq's client waits for publisher confirms (its default is not to)",
+    )
     parser.add_argument(
         "--source",
         type=Path,
@@ -566,33 +487,54 @@ def main() -> None:
         return
 
     systems: list[Any] = [TwistedqSystem(options)]
-    if not options.no_celery:
+    peers = [] if options.no_celery else [("celery", CelerySystem)]
+    peers += [] if options.no_dramatiq else [("dramatiq", DramatiqSystem)]
+    for name, peer in peers:
         try:
-            systems.append(CelerySystem(options))
+            systems.append(peer(options))
         except ImportError:
-            print("(celery is not installed: pip install 'celery[redis]' to compare)")
+            print(f"({name} is not installed: pip install -e '.[bench]' to compare)")
     results = {}
     for system in systems:
         print(f"running {system.name} ...", flush=True)
         results[system.name] = measure(system, options)
+    print_results(options, results)
 
+
+def print_results(options: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    """
+    One row per system, then twistedq's ratio to each peer.
+    """
     print(
-        f"\n{options.tasks} no-op tasks, concurrency {options.concurrency}, "
-        f"results in {options.result_backend}, broker {options.broker.split('@')[-1]}"
+        f"\n{options.tasks} no-op tasks, twistedq {options.daemons} daemon(s) x "
+        f"{options.concurrency} children, celery -c {options.concurrency}, dramatiq "
+        f"{options.dramatiq_processes} x {options.dramatiq_threads} threads"
+        f"{' with' if options.dramatiq_confirms else ' without'} confirms, results in "
+        f"{options.result_backend}, broker {options.broker.split('@')[-1]}"
     )
     header = (
-        f"{'system':<10} {'stream/s':>9} {'drain/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'RSS MiB':>8} {'CPU us/task':>12} {'children':>9}"
+        f"{'system':<9} {'stream/s':>9} {'drain/s':>8} {'publish/s':>9} {'calls/s':>8} "
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'RSS MiB':>8} {'CPU us/task':>11} "
+        f"{'children':>8}"
     )
     print(header)
     print("-" * len(header))
     for name, f in results.items():
         lat = f["latency"]
         print(
-            f"{name:<10} {f['stream']:>9.0f} {f['drain']:>9.0f} {lat['p50']:>8.2f} "
-            f"{lat['p90']:>8.2f} {lat['p99']:>8.2f} {f['rss']:>8.1f} "
-            f"{f['cpu'][0]:>12.0f} {f['cpu'][1]:>9.0f}"
+            f"{name:<9} {f['stream']:>9.0f} {f['drain']:>8.0f} {f['publish']:>9.0f} "
+            f"{f['calls']:>8.0f} {lat['p50']:>7.2f} {lat['p90']:>7.2f} {lat['p99']:>7.2f} "
+            f"{f['rss']:>8.1f} {f['cpu'][0]:>11.0f} {f['cpu'][1]:>8.0f}"
         )
+    ours = results["twistedq"]
+    for name, theirs in results.items():
+        if name == "twistedq":
+            continue
+        ratios = "  ".join(
+            f"{key} {ours[key] / theirs[key]:.2f}x"
+            for key in ("stream", "drain", "publish", "calls")
+        )
+        print(f"twistedq / {name}: {ratios}")
 
 
 if __name__ == "__main__":
