@@ -17,6 +17,27 @@ upgrade the daemons before the clients that send it):
 Anything else is refused with a :py:obj:`MessageError` that says why, and
 whose :py:attr:`~MessageError.reason` is a short code for the dead-letter
 queue.  The client and the daemon import this same module.
+
+Workflows (:py:mod:`twistedq.canvas`) add four optional fields, each
+absent when empty, so a message without them is exactly the one above:
+
+- ``"links"``: signatures published when the task succeeds, its result
+  prepended to their arguments (unless immutable);
+- ``"errlinks"``: signatures published when it fails, its task id
+  prepended (unless immutable);
+- ``"chain"``: the steps of a chain still to run, in order: the first is
+  published on success with the result prepended and carries the rest;
+- ``"chord"``: the callback of the chord whose header this task is one
+  member of (``"taskset"`` is then the chord's id, counting the members).
+
+A signature is ``{"task": name, "args": [...], "kwargs": {...},
+"options": {...}, "immutable": false}`` (only ``"task"`` is required);
+its options are ``"task_id"`` (a UUID), ``"queue"``, ``"countdown"``
+(seconds, from when it is published) and its own ``"links"`` and
+``"errlinks"``, nested at most :py:data:`MAX_SIGNATURE_DEPTH` deep.  A
+daemon that predates these fields dead-letters a message that holds them
+(``unknown fields``): upgrade the daemons before the clients that send
+workflows.
 """
 
 from __future__ import annotations
@@ -34,11 +55,15 @@ __all__ = [
     "CONTENT_TYPE",
     "MALFORMED",
     "MAX_BODY_SIZE",
+    "MAX_CHAIN",
+    "MAX_LINKS",
+    "MAX_SIGNATURE_DEPTH",
     "MAX_TASK_NAME",
     "NOT_JSON",
     "TOO_LARGE",
     "MessageError",
     "TaskMessage",
+    "check_signature",
     "is_task_id",
     "is_task_name",
     "new_task_id",
@@ -66,8 +91,23 @@ TOO_LARGE = "too-large"
 _HEAD = re.compile(rb'\{"v":1,"id":"([0-9a-f-]{36})","task":"((?:[^"\\]|\\.){1,200})",')
 
 _FIELDS = frozenset(
-    ("v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries", "ignore_result")
-)
+    (
+        "v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries",
+        "ignore_result", "links", "errlinks", "chain", "chord",
+    )
+)  # fmt: skip
+#: The optional fields of workflows; a message holds them only when not empty.
+_CANVAS_FIELDS = frozenset(("links", "errlinks", "chain", "chord"))
+_SIGNATURE_KEYS = frozenset(("task", "args", "kwargs", "options", "immutable"))
+_OPTION_KEYS = frozenset(("task_id", "queue", "countdown", "links", "errlinks"))
+#: The most signatures in one ``links`` or ``errlinks`` list.
+MAX_LINKS = 100
+#: The most steps in a ``chain``.
+MAX_CHAIN = 1000
+#: How deep signatures may nest through their own links.
+MAX_SIGNATURE_DEPTH = 8
+#: The longest queue name a signature may name (AMQP's limit).
+MAX_QUEUE_NAME = 255
 
 
 class MessageError(ValueError):
@@ -168,6 +208,88 @@ def is_task_id(text: str) -> bool:
         return False
 
 
+def _signature_error(where: str, text: str) -> MessageError:
+    return MessageError(f"{where}: {text}")
+
+
+def check_signature(document: Any, where: str = "signature", depth: int = 1) -> None:
+    """
+    Refuse a signature document (see the module's docstring) that breaks a
+    rule: unknown keys or options, a task name, arguments, task id, queue
+    or countdown that is not valid, too many links, or links nested more
+    than :py:data:`MAX_SIGNATURE_DEPTH` deep.
+
+    :param where: names the signature in the error's text.
+    :raises MessageError: it breaks a rule; the text says which.
+    """
+    if depth > MAX_SIGNATURE_DEPTH:
+        raise _signature_error(where, f"signatures nested over {MAX_SIGNATURE_DEPTH} deep")
+    if not isinstance(document, dict):
+        raise _signature_error(where, "is not a JSON object")
+    unknown = document.keys() - _SIGNATURE_KEYS
+    if unknown:
+        raise _signature_error(where, f"unknown keys {sorted(map(str, unknown))}")
+    if not is_task_name(document.get("task")):
+        raise _signature_error(where, f"task name {_short(document.get('task'))} is not valid")
+    if not isinstance(document.get("args", []), list):
+        raise _signature_error(where, "args is not a JSON array")
+    kwargs = document.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise _signature_error(where, "kwargs is not a JSON object")
+    if not isinstance(document.get("immutable", False), bool):
+        raise _signature_error(where, "immutable is not true or false")
+    options = document.get("options", {})
+    if not isinstance(options, dict):
+        raise _signature_error(where, "options is not a JSON object")
+    _check_options(options, where, depth)
+
+
+def _check_options(options: dict[str, Any], where: str, depth: int) -> None:
+    unknown = options.keys() - _OPTION_KEYS
+    if unknown:
+        raise _signature_error(where, f"unknown options {sorted(map(str, unknown))}")
+    task_id = options.get("task_id")
+    if task_id is not None and not (isinstance(task_id, str) and is_task_id(task_id)):
+        raise _signature_error(where, f"task_id {_short(task_id)} is not a UUID")
+    queue = options.get("queue")
+    if queue is not None and not (
+        isinstance(queue, str) and 0 < len(queue.encode("utf-8", "replace")) <= MAX_QUEUE_NAME
+    ):
+        raise _signature_error(where, f"queue {_short(queue)} is not a queue name")
+    countdown = options.get("countdown")
+    if countdown is not None and (
+        isinstance(countdown, bool)
+        or not isinstance(countdown, (int, float))
+        or not 0 <= countdown < 10**9
+    ):
+        raise _signature_error(where, f"countdown {_short(countdown)} is not a number of seconds")
+    for key in ("links", "errlinks"):
+        if key in options:
+            _check_signatures(options[key], f"{where}.{key}", MAX_LINKS, depth + 1)
+
+
+def _check_signatures(value: Any, where: str, most: int, depth: int = 1) -> None:
+    if not isinstance(value, list):
+        raise _signature_error(where, "is not a JSON array")
+    if len(value) > most:
+        raise _signature_error(where, f"has {len(value)} signatures, over the limit of {most}")
+    for index, document in enumerate(value):
+        check_signature(document, f"{where}[{index}]", depth)
+
+
+def _check_canvas(document: dict[str, Any]) -> None:
+    """
+    Refuse the workflow fields of a message document that break a rule.
+    """
+    for key, most in (("links", MAX_LINKS), ("errlinks", MAX_LINKS), ("chain", MAX_CHAIN)):
+        if key in document:
+            _check_signatures(document[key], key, most)
+    if "chord" in document:
+        check_signature(document["chord"], "chord")
+        if not isinstance(document.get("taskset"), str) or not is_task_id(document["taskset"]):
+            raise MessageError("chord: a chord member's taskset must be the chord's id")
+
+
 @dataclass(frozen=True)
 class TaskMessage:
     """
@@ -183,6 +305,10 @@ class TaskMessage:
     :ivar retries: how many times the task was retried before.
     :ivar ignore_result: store nothing for this task (encoded only when
         true).
+    :ivar links: signature documents published when the task succeeds.
+    :ivar errlinks: signature documents published when it fails.
+    :ivar chain: the steps of its chain still to run, in order.
+    :ivar chord: the callback of the chord it is a member of, or None.
     """
 
     id: str
@@ -194,6 +320,18 @@ class TaskMessage:
     expires: str | None = None
     retries: int = 0
     ignore_result: bool = False
+    links: tuple[dict[str, Any], ...] = ()
+    errlinks: tuple[dict[str, Any], ...] = ()
+    chain: tuple[dict[str, Any], ...] = ()
+    chord: dict[str, Any] | None = None
+
+    @property
+    def has_followups(self) -> bool:
+        """
+        Whether the message holds any workflow field: what the daemon does
+        after storing its outcome is then more than an ack.
+        """
+        return bool(self.links or self.errlinks or self.chain) or self.chord is not None
 
     def check(self) -> None:
         """
@@ -248,6 +386,12 @@ class TaskMessage:
         }
         if self.ignore_result:
             document["ignore_result"] = True
+        if self.links or self.errlinks or self.chain or self.chord is not None:
+            for key in ("links", "errlinks", "chain"):
+                if getattr(self, key):
+                    document[key] = list(getattr(self, key))
+            if self.chord is not None:
+                document["chord"] = self.chord
         return document
 
     def encode(self) -> bytes:
@@ -359,6 +503,13 @@ class TaskMessage:
         ignore_result = document.get("ignore_result", False)
         if not isinstance(ignore_result, bool):
             raise MessageError("ignore_result is not true or false")
+        canvas: dict[str, Any] = {}
+        if not _CANVAS_FIELDS.isdisjoint(document):
+            _check_canvas(document)
+            canvas = {key: document[key] for key in _CANVAS_FIELDS if key in document}
+            for key in ("links", "errlinks", "chain"):
+                if key in canvas:
+                    canvas[key] = tuple(canvas[key])
         return cls(
             id=task_id,
             task=name,
@@ -369,4 +520,5 @@ class TaskMessage:
             expires=document.get("expires"),
             retries=retries,
             ignore_result=ignore_result,
+            **canvas,
         )
