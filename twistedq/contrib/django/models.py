@@ -1,6 +1,7 @@
 """
 The database result backend's tables (``TWISTEDQ_RESULT_BACKEND =
-"django://"``): task results, tasksets and periodic task state.
+"django://"``): task results, tasksets and periodic task state (periodic tasks and their
+schedules are in :py:mod:`twistedq.contrib.django.schedule_models`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,14 @@ import json
 from typing import Any
 
 from django.db import models
+
+# Periodic tasks and their schedules (the state of the code-declared ones too).
+from twistedq.contrib.django.schedule_models import (  # noqa: F401
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTaskState,
+    ScheduleRevision,
+)
 
 
 class TaskResult(models.Model):
@@ -74,27 +83,6 @@ class TaskSetMember(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["taskset_id", "task_id"], name="twistedq_member_once")
         ]
-
-
-class PeriodicTaskState(models.Model):
-    """
-    The state of a periodic task: when it last ran, how often, and whether
-    it is paused.
-    """
-
-    name = models.CharField(max_length=255, unique=True)
-    last_run_at = models.DateTimeField(null=True, blank=True)
-    total_run_count = models.PositiveIntegerField(default=0)
-    next_run_at = models.DateTimeField(null=True, blank=True)
-    enabled = models.BooleanField(
-        default=True, help_text="Untick to pause the task; daemons see it within seconds."
-    )
-
-    class Meta:
-        verbose_name = "periodic task"
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class PeriodicSlot(models.Model):
