@@ -5,9 +5,22 @@ the task message, and a daemon that writes nothing to the store for them.
 
 import json
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fakes import NOW, FakeDelivery, FakePool, committed, delivery, iso, put, task_id
+from twistedq.backends.memory import MemoryBackend
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.job import Job
 from twistedq.message import MessageError, TaskMessage
+from twistedq.outcome import (
+    failure_document,
+    retry_document,
+    revoked_document,
+    success_document,
+)
+from twistedq.registry import NotRegistered
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 
@@ -53,3 +66,186 @@ class MessageFieldTests(SynchronousTestCase):
             error = self.assertRaises(MessageError, TaskMessage.decode, body)
             self.assertIn("ignore_result", str(error))
             self.assertEqual(error.task_id, TASK_ID)
+
+
+#: The store calls that only read.
+READS = frozenset(("get_result", "get_results", "get_taskset"))
+
+
+class DaemonTestCase(SynchronousTestCase):
+    """
+    A dispatcher that checks duplicates under claims (the memory store has
+    them), with a fake pool of two children.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.pool = FakePool(idle=2)
+        self.store = MemoryBackend(self.clock)
+        self.events = Events()
+        self.reported = []
+        self.events.subscribe(self.reported.append)
+        self.published = []
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.store,
+            self.clock,
+            DispatchSettings(check_duplicates=True, give_back_after=None),
+            events=self.events,
+            publish_later=self.publish_later,
+        )
+
+    async def publish_later(self, message, seconds):
+        self.published.append(message)
+
+    def writes(self):
+        """
+        The names of the store calls that write, in order.
+        """
+        return [call.name for call in self.store.calls if call.name not in READS]
+
+    def kinds(self):
+        return [event.kind for event in self.reported]
+
+    def run_one(self, outcome=None, **fields):
+        """
+        Deliver task 1 ignoring its result, let it run and answer
+        ``outcome`` (a success by default); returns its delivery.
+        """
+        ignored = delivery(1, ignore_result=True, **fields)
+        self.dispatcher.deliver(ignored)
+        self.clock.advance(0)
+        self.assertEqual(self.pool.ids(), [[task_id(1)]])
+        self.pool.finish(0, None if outcome is None else [outcome])
+        self.clock.advance(0)
+        return ignored
+
+
+class DaemonTests(DaemonTestCase):
+    """
+    A daemon writes nothing to the store for a task that ignores its
+    result: no claim, no outcome, no RETRY, no REVOKED.
+    """
+
+    def test_success(self):
+        """
+        A success is acked and reported, and nothing is written.
+        """
+        ignored = self.run_one()
+        self.assertEqual(ignored.settled, ["ack"])
+        self.assertIn(EventKind.SUCCEEDED, self.kinds())
+        self.assertNotIn(EventKind.CLAIMED, self.kinds())
+        self.assertEqual(self.writes(), [])
+        self.assertEqual(self.store.results, {})
+
+    def test_failure(self):
+        """
+        A failure is acked and reported, and nothing is written.
+        """
+        outcome = failure_document(task_id(1), "add", ValueError("no"), traceback="")
+        ignored = self.run_one(outcome)
+        self.assertEqual(ignored.settled, ["ack"])
+        self.assertIn(EventKind.FAILED, self.kinds())
+        self.assertEqual(self.writes(), [])
+
+    def test_unknown_task(self):
+        """
+        A task no child registered is dead-lettered, and nothing is written.
+        """
+        error = NotRegistered("add")
+        outcome = failure_document(task_id(1), "add", error, traceback="")
+        ignored = self.run_one(outcome)
+        self.assertEqual(ignored.settled, [("dead-letter", "unknown-task")])
+        self.assertEqual(self.writes(), [])
+
+    def test_retry(self):
+        """
+        A retry publishes the next attempt, still ignoring its result,
+        then acks, without storing the RETRY.
+        """
+        outcome = retry_document(task_id(1), "add", ValueError("again"), retries=0, countdown=5)
+        ignored = self.run_one(outcome)
+        self.assertEqual(ignored.settled, ["ack"])
+        [attempt] = self.published
+        self.assertEqual(
+            (attempt.id, attempt.retries, attempt.ignore_result), (task_id(1), 1, True)
+        )
+        self.assertEqual(self.writes(), [])
+
+    def test_expired(self):
+        """
+        An expired task is acked without running, and no REVOKED is stored.
+        """
+        expired = delivery(1, ignore_result=True, expires=iso(NOW - 1))
+        self.dispatcher.deliver(expired)
+        self.clock.advance(0)
+        self.assertEqual(expired.settled, ["ack"])
+        self.assertEqual(self.pool.ids(), [])
+        self.assertIn(EventKind.REVOKED, self.kinds())
+        self.assertEqual(self.writes(), [])
+
+    def test_revoked_in_store_not_run(self):
+        """
+        A task revoked in the store before it ran is acked without running:
+        the daemon reads the store for it (it does not claim it).
+        """
+        put(self.store, task_id(1), revoked_document(task_id(1), "add", "revoked"))
+        self.store.calls.clear()
+        revoked = delivery(1, ignore_result=True)
+        self.dispatcher.deliver(revoked)
+        self.clock.advance(0)
+        self.assertEqual(revoked.settled, ["ack"])
+        self.assertEqual(self.pool.ids(), [])
+        self.assertEqual(self.writes(), [])
+
+    def test_beside_stored_results(self):
+        """
+        Beside a task that stores its result, only that one is claimed and
+        stored.
+        """
+        stored, ignored = delivery(1), delivery(2, ignore_result=True)
+        self.dispatcher.deliver(stored)
+        self.dispatcher.deliver(ignored)
+        self.clock.advance(0)
+        self.assertEqual(
+            sorted(i for batch in self.pool.ids() for i in batch), [task_id(1), task_id(2)]
+        )
+        for index in range(len(self.pool.batches)):
+            self.pool.finish(index)
+        self.clock.advance(0)
+        self.assertEqual((stored.settled, ignored.settled), (["ack"], ["ack"]))
+        self.assertEqual(list(self.store.results), [task_id(1)])
+        self.assertEqual(committed(self.store), [(task_id(1), 1)])
+
+    def test_mixed_batch_stores_one(self):
+        """
+        In one batch with a task that stores its result, only that one's
+        outcome is written.
+        """
+        settlement = self.dispatcher.settlement
+        jobs = [self.job(1), self.job(2, ignore_result=True)]
+        outcomes = [success_document(task_id(n), "add", n) for n in (1, 2)]
+        settlement.ran(outcomes, jobs)
+        self.assertEqual([job.delivery.settled for job in jobs], [["ack"], ["ack"]])
+        self.assertEqual(list(self.store.results), [task_id(1)])
+
+    def job(self, number, **fields):
+        message = TaskMessage(id=task_id(number), task="add", args=(number,), **fields)
+        return Job(FakeDelivery(message.encode()), message)
+
+    def test_child_deaths(self):
+        """
+        A task whose child died on each attempt is dead-lettered, and no
+        FAILURE is stored.
+        """
+        self.pool.idle = 1
+        deaths = delivery(1, ignore_result=True)
+        self.dispatcher.deliver(deaths)
+        for attempt in range(self.dispatcher.settings.max_attempts):
+            self.clock.advance(0)
+            self.assertEqual(len(self.pool.batches), attempt + 1)
+            self.pool.lose(attempt, "died")
+            self.clock.advance(0)
+        self.assertEqual(deaths.settled, [("dead-letter", "attempts-exhausted")])
+        self.assertEqual(self.writes(), [])

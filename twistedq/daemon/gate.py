@@ -6,7 +6,9 @@ claim: one done already is acked without running, one held by a live claim
 elsewhere waits for that lease, a claimed one passes with its fencing
 token.  Without claims, one read tells which tasks have a committed
 outcome (a redelivery after a crash, a publish repeated after
-PublishUncertain) or were revoked: those are acked without running.
+PublishUncertain) or were revoked: those are acked without running.  A
+task that ignores its result (``ignore_result``) is read for, never
+claimed: it writes nothing to the store.
 """
 
 from __future__ import annotations
@@ -135,10 +137,17 @@ class Gate:
     def _check_turn(self) -> None:
         self._turn = None
         jobs, self._unchecked = self._unchecked, []
-        if self.leases.enabled:
-            self._claim(jobs)
-        else:
+        if not self.leases.enabled:
             self._read(jobs)
+            return
+        # A claim is a store write: a task that ignores its result is read
+        # for (revoked?) instead, and runs at least once, not exactly once.
+        unclaimed = [job for job in jobs if job.message.ignore_result]
+        if unclaimed:
+            self._read(unclaimed)
+            jobs = [job for job in jobs if not job.message.ignore_result]
+        if jobs:
+            self._claim(jobs)
 
     def _read(self, jobs: list[Job]) -> None:
         d = defer.maybeDeferred(self.backend.get_results, [job.task_id for job in jobs])

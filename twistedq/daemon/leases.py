@@ -116,12 +116,15 @@ class LeaseKeeper:
 
     def lease_holds(self, job: Job) -> bool:
         """
-        Whether the job may start: it runs unclaimed, or its claim surely
+        Whether the job may start: it runs unclaimed (no claims, or it
+        ignores its result), or its claim surely
         holds now (it may have lapsed while it waited, if the daemon was
         paused or a renewal failed).
         """
-        return self.claims is None or (
-            job.token is not None and self.clock.seconds() < job.lease_until
+        return (
+            self.claims is None
+            or (job.token is not None and self.clock.seconds() < job.lease_until)
+            or job.message.ignore_result
         )
 
     def forget(self, job: Job) -> None:

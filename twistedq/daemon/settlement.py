@@ -7,7 +7,9 @@ unacknowledged.  A task that asked to retry has its RETRY stored, then its
 next attempt published, then its delivery acked.  A task no child
 registered fails with NotRegistered and is dead-lettered
 (:py:data:`UNKNOWN_TASK`), as is one whose child died on each of its
-attempts (:py:data:`ATTEMPTS_EXHAUSTED`).
+attempts (:py:data:`ATTEMPTS_EXHAUSTED`).  A task that ignores its result
+(``ignore_result``) is settled the same way with nothing written: no
+outcome, no RETRY, no REVOKED.
 """
 
 from __future__ import annotations
@@ -140,12 +142,35 @@ class Settlement:
         """
         Store a batch's outcomes, then ack (or dead-letter an unknown
         task).  When the daemon stops while the store fails, the messages
-        go back to the queue.
+        go back to the queue.  The outcomes of tasks that ignore their
+        results are not written.
         """
+        if any(job.message.ignore_result for job in batch):
+            return self._store_some(batch, records)
         return self._write(batch, records).addCallbacks(
             lambda written: self._settle(batch, records, written),
             lambda _: self.give_back(batch, unstored=True),
         )
+
+    def _store_some(self, batch: list[Job], records: list[OutcomeRecord]) -> defer.Deferred[None]:
+        """
+        Settle the jobs of a batch that ignore their results at once, with
+        nothing written, and store the others' outcomes.
+        """
+        ignoring = [job.message.ignore_result for job in batch]
+        unwritten = [(j, r) for j, r, no in zip(batch, records, ignoring, strict=True) if no]
+        written = [(j, r) for j, r, no in zip(batch, records, ignoring, strict=True) if not no]
+        settled = [
+            defer.maybeDeferred(
+                self._settle,
+                [job for job, _ in unwritten],
+                [record for _, record in unwritten],
+                Written(set(), set()),
+            )
+        ]
+        if written:
+            settled.append(self.store([j for j, _ in written], [r for _, r in written]))
+        return gather(settled).addCallback(lambda _: None)
 
     def fail(self, job: Job, error: Exception, dead_letter: bool) -> defer.Deferred[None]:
         """
@@ -176,6 +201,8 @@ class Settlement:
             job.ack()
             return None
 
+        if job.message.ignore_result:
+            return settle(set()) or defer.succeed(None)
         return self.leases.commit([record]).addCallbacks(
             settle, lambda f: self.give_back([job], unstored=True)
         )
@@ -189,6 +216,9 @@ class Settlement:
             "Task {task}[{id}] revoked: {reason}", task=message.task, id=message.id, reason=reason
         )
         self.events.report(EventKind.REVOKED, message.id, message.task, reason=reason, job=job)
+        if message.ignore_result:
+            job.ack()
+            return
         job.state = JobState.STORING
         record = OutcomeRecord(
             message.id, revoked_document(message.id, message.task, reason), message.taskset
@@ -394,10 +424,14 @@ class Settlement:
                 )
                 continue
             document, eta = schedule_retry(outcome, now)
+            attempt = dataclasses.replace(message, retries=message.retries + 1, eta=eta)
+            if message.ignore_result:  # no RETRY stored: published at once
+                writes.append(self._publish_retry(job, attempt, document))
+                continue
             batch.append(job)
             # A retry is not counted in its taskset: the task is not done.
             records.append(OutcomeRecord(message.id, document, None, False))
-            attempts.append(dataclasses.replace(message, retries=message.retries + 1, eta=eta))
+            attempts.append(attempt)
         if batch:
 
             def publish(written: Written) -> defer.Deferred[None]:
@@ -463,6 +497,9 @@ class Settlement:
                 task=attempt.task,
                 id=attempt.id,
             )
+            if attempt.ignore_result:
+                job.give_back()
+                return defer.succeed(None)
             current = retry_document(
                 attempt.id, attempt.task, RuntimeError("retry not published"), attempt.retries - 1
             )
