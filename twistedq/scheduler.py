@@ -39,6 +39,13 @@ and none stalls; it rejoins the wall clock when the wall clock catches up.
 Pausing: a task whose stored state says ``enabled = False`` (the Django
 admin's tick box, or :py:meth:`Scheduler.set_enabled`) has its slots
 skipped until it is enabled again; the states are read every few seconds.
+
+Defined tasks: besides the tasks declared in code, the scheduler runs
+:py:class:`PeriodicDefinition` values given to
+:py:meth:`Scheduler.define_tasks` (the Django admin's periodic tasks): a
+task name with its arguments, and a window outside which no slot runs.  A
+changed definition keeps its place in time (no slot runs twice, none is
+caught up); a one-off definition is paused once its slot ran.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from twistedq.backends.base import IScheduleStore, PeriodicState, SlotClaim
 from twistedq.message import TaskMessage
 from twistedq.schedules import Crontab, Interval, schedule_from_spec, slots_between
 
-__all__ = ["LocalJob", "Scheduler", "slot_task_id"]
+__all__ = ["LocalJob", "PeriodicDefinition", "Scheduler", "slot_task_id"]
 
 log = Logger()
 
@@ -87,6 +94,42 @@ class LocalJob:
     catch_up: str = "skip"
 
 
+@dataclass(frozen=True)
+class PeriodicDefinition:
+    """
+    A periodic task defined as data rather than declared in code: publish
+    ``task`` with ``args`` and ``kwargs`` on each slot of ``schedule``.
+
+    :ivar name: the periodic task's own name, which names its slots (unique
+        among periodic tasks).
+    :ivar queue: the queue to publish to; None for the daemon's.
+    :ivar starts: no slot earlier than this runs (seconds since the epoch).
+    :ivar ends: no slot later than this runs.
+    :ivar one_off: pause the task once a slot of it ran.
+    :ivar enabled: whether it runs (the stored state says so too).
+    """
+
+    name: str
+    schedule: Interval | Crontab
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    starts: float | None = None
+    ends: float | None = None
+    one_off: bool = False
+    enabled: bool = True
+    catch_up: str = "once"
+
+    def allows(self, slot: float) -> bool:
+        """
+        Whether ``slot`` lies in the definition's window.
+        """
+        return (self.starts is None or slot >= self.starts) and (
+            self.ends is None or slot <= self.ends
+        )
+
+
 @dataclass
 class _Entry:
     name: str
@@ -95,6 +138,8 @@ class _Entry:
     queue: str | None = None
     job: LocalJob | None = None
     enabled: bool = True
+    #: What it was defined from, when not declared in code.
+    definition: PeriodicDefinition | None = None
     #: The scheduler time up to which slots were looked at.
     cursor: float | None = None
     #: Slots found held by another daemon: slot to the monotonic time at
@@ -286,6 +331,36 @@ class Scheduler(Service):
                 name, schedule, spec.get("catch_up", "once"), queue=spec.get("queue")
             )
 
+    def define_tasks(self, definitions: list[PeriodicDefinition]) -> None:
+        """
+        Make ``definitions`` the defined periodic tasks: add the new ones,
+        change the changed ones (they keep their place in time: no slot
+        runs twice, none is caught up), remove those no longer given.  A
+        definition named like a task declared in code or a job is logged
+        and left out.
+        """
+        given = {definition.name: definition for definition in definitions}
+        for name, entry in list(self.entries.items()):
+            if entry.definition is not None and name not in given:
+                del self.entries[name]
+                log.info("Periodic task {name} removed", name=name)
+        for name, definition in given.items():
+            current = self.entries.get(name)
+            if current is not None and current.definition is None:
+                log.error(
+                    "Periodic task {name} is declared in code: its definition is ignored",
+                    name=name,
+                )
+            elif current is None or current.definition != definition:
+                self.entries[name] = _defined_entry(definition, current)
+                log.info(
+                    "Periodic task {name} {what}: {task} on {schedule}",
+                    name=name,
+                    what="defined" if current is None else "changed",
+                    task=definition.task,
+                    schedule=definition.schedule,
+                )
+
     def add_job(self, job: LocalJob) -> None:
         """
         Schedule a job the daemon runs itself.
@@ -366,6 +441,8 @@ class Scheduler(Service):
                 entry.recheck.clear()
                 entry.retry.clear()
                 continue
+            if entry.definition is not None:
+                due = [slot for slot in due if entry.definition.allows(slot)]
             for slot in sorted(set(due)):
                 if slot not in entry.busy:
                     self._track(self.slots.run(entry, slot))
@@ -481,7 +558,7 @@ class Scheduler(Service):
             entry.cursor = now - window
             if state.enabled and state.last_run_at is not None and entry.catch_up == "once":
                 missed = entry.schedule.last_slot(entry.cursor)
-                if missed > state.last_run_at:
+                if missed > state.last_run_at and _allows(entry, missed):
                     log.info(
                         "Catching up {name}: running its slot of {slot} once",
                         name=name,
@@ -687,7 +764,7 @@ class _SlotRuns:
                 log.failure("{name} at {slot} failed", name=entry.name, slot=_iso(slot))
         else:
             try:
-                message = TaskMessage(id=key, task=entry.name, args=(), kwargs={})
+                message = _message(entry, key)
                 publishing = _as_deferred(self.publish(message, entry.queue))
                 entry.publishing[slot] = publishing
                 try:
@@ -704,6 +781,8 @@ class _SlotRuns:
                 return
         self.published += 1
         _ran(entry)
+        if entry.definition is not None and entry.definition.one_off:
+            await self._pause_one_off(entry)
         next_run_at = entry.schedule.next_slot(slot)
         for attempt in range(3):
             try:
@@ -718,6 +797,17 @@ class _SlotRuns:
                 )
                 if attempt < 2:
                     await _sleep(self.clock, 2**attempt)
+
+    async def _pause_one_off(self, entry: _Entry) -> None:
+        """
+        Pause a one-off task whose slot ran (its window holds that slot
+        only, so it runs once whether or not the pause is stored).
+        """
+        entry.enabled = False
+        try:
+            await self.store.set_periodic_enabled(entry.name, False)
+        except Exception as error:
+            log.warn("One-off {name} ran but is not paused: {error}", name=entry.name, error=error)
 
     async def _release(self, key: str) -> None:
         """
@@ -744,6 +834,40 @@ class _SlotRuns:
             policy=entry.catch_up,
         )
         await self._release(key)
+
+
+def _defined_entry(definition: PeriodicDefinition, previous: _Entry | None) -> _Entry:
+    """
+    The entry of a defined task; a changed one goes on from where its
+    previous entry was.
+    """
+    entry = _Entry(
+        definition.name,
+        definition.schedule,
+        definition.catch_up,
+        queue=definition.queue,
+        enabled=definition.enabled,
+        definition=definition,
+    )
+    if previous is not None:
+        entry.cursor = previous.cursor
+    return entry
+
+
+def _allows(entry: _Entry, slot: float) -> bool:
+    return entry.definition is None or entry.definition.allows(slot)
+
+
+def _message(entry: _Entry, key: str) -> TaskMessage:
+    """
+    The task message of one slot: its id is the slot's.
+    """
+    definition = entry.definition
+    if definition is None:
+        return TaskMessage(id=key, task=entry.name, args=(), kwargs={})
+    return TaskMessage(
+        id=key, task=definition.task, args=definition.args, kwargs=dict(definition.kwargs)
+    )
 
 
 def _is_missed(entry: _Entry, slot: float, now: float) -> bool:
