@@ -19,17 +19,19 @@ says which stage keeps which guarantee.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twistedq.backends.base import IClaimStore, IResultBackend
 from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
 from twistedq.daemon.events import EventKind, Events
-from twistedq.daemon.feeder import Feeder, Pool
+from twistedq.daemon.feeder import Feeder, Lanes, Pool
 from twistedq.daemon.gate import Gate
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
@@ -40,12 +42,15 @@ from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER, OverdueDeliveries
 from twistedq.daemon.settlement import Settlement
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA, PublishLater, Timing
 from twistedq.message import TaskMessage
+from twistedq.ratelimit import RateLimits
 from twistedq.signing import SigningKeys
 
 if TYPE_CHECKING:
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
 __all__ = ["DispatchSettings", "Dispatcher"]
+
+log = Logger()
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,13 @@ class Dispatcher:
     :param republish: publishes an orphaned parked message to its queue.
     :param reactor_runner: runs the reactor tasks, if any.
     :param events: the seam every stage reports to (a new one if None).
+    :param rate_limits: the tasks' rate limits (a new
+        :py:class:`~twistedq.ratelimit.RateLimits` without limits of its
+        own if None: it applies the limits messages carry).
+    :param publish_later_to: with several queues, queue name to the
+        ``publish_later`` of that queue: a task retries, waits for its ETA
+        or its rate limit in its own queue's delay queues, and the due
+        tasks of the queues take turns (:py:class:`~twistedq.daemon.feeder.Lanes`).
     """
 
     def __init__(
@@ -108,11 +120,18 @@ class Dispatcher:
         republish: Callable[[TaskMessage, str | None], Awaitable[None]] | None = None,
         reactor_runner: ReactorTaskRunner | None = None,
         events: Events | None = None,
+        rate_limits: RateLimits | None = None,
+        publish_later_to: Mapping[str, PublishLater] | None = None,
     ) -> None:
         config = self.settings = settings if settings is not None else DispatchSettings()
         self.clock = clock
         self.events = events if events is not None else Events()
         self.in_flight = flight = InFlight()
+        self.publish_later_to = dict(publish_later_to or {})
+        if len(self.publish_later_to) > 1:
+            publish_later = self._publish_later_to_own_queue
+        self.publishes_later = publish_later
+        self.rate_limits = limits = rate_limits if rate_limits is not None else RateLimits(clock)
         claims: IClaimStore | None = None
         if config.check_duplicates and IClaimStore.providedBy(backend):
             claims = IClaimStore(backend)
@@ -138,7 +157,10 @@ class Dispatcher:
             pool, clock, self.health, self.leases, self.gate, self.timing, self.settlement,
             self.events, flight, reactor_runner,
             config.max_batch, config.time_limit, config.max_attempts,
+            limits, Lanes(self.queue_of) if len(self.publish_later_to) > 1 else None,
         )  # fmt: skip
+        if publish_later is not None:
+            limits.send_later = self._send_later
         self._settled_before_drain = 0
         self._unstored_before_drain = 0
         self.returned_on_drain = 0
@@ -165,6 +187,68 @@ class Dispatcher:
     @property
     def store_available(self) -> bool:
         return self.health.available
+
+    @staticmethod
+    def queue_of(job: Job) -> str | None:
+        """
+        The queue ``job`` was delivered from, when its delivery says.
+        """
+        return getattr(job.delivery, "queue", None)
+
+    def _own_queue(self, task_id: str) -> str | None:
+        """
+        The queue the job of ``task_id`` held here came from.
+        """
+        for job in list(self.gate.taken):
+            if job.task_id == task_id and job.state is not JobState.SETTLED:
+                return self.queue_of(job)
+        return None
+
+    def _publish_later_to_own_queue(
+        self, message: TaskMessage, delay: float
+    ) -> defer.Deferred[None]:
+        """
+        With several queues: publish ``message`` to come back after
+        ``delay`` seconds to the queue its job came from (the first queue
+        when that is not known).
+        """
+        publishers = self.publish_later_to
+        queue = self._own_queue(message.id)
+        publish = publishers.get(queue or "") or next(iter(publishers.values()))
+        return defer.ensureDeferred(publish(message, delay))
+
+    def _send_later(self, job: Job, delay: float) -> defer.Deferred[bool]:
+        """
+        Send a job over its rate limit to a delay queue for about
+        ``delay`` seconds: its message is published again, then its claim
+        released and its delivery acknowledged.  Fires with False (the job
+        untouched) when the publish failed or the daemon is stopping.
+        """
+        publish = self.publishes_later
+        assert publish is not None
+        job.state = JobState.DELAYING
+        d: defer.Deferred[None] = defer.ensureDeferred(publish(job.message, delay))
+
+        def sent(_: object) -> bool:
+            self.leases.release([job])
+            job.ack()
+            return True
+
+        def not_sent(failure: Failure) -> bool:
+            if self.in_flight.stopping:
+                job.give_back()
+                return True
+            log.warn(
+                "Could not send task {task}[{id}] to a delay queue for its rate limit: {why}",
+                task=job.message.task,
+                id=job.task_id,
+                why=str(failure.value) or type(failure.value).__name__,
+            )
+            return False
+
+        settled = d.addCallbacks(sent, not_sent)
+        self.in_flight.track(settled)
+        return settled
 
     def deliver(self, delivery: BrokerDelivery) -> None:
         """
@@ -213,6 +297,7 @@ class Dispatcher:
             "held_elsewhere": count[EventKind.HELD_ELSEWHERE],
             "fenced_off": count[EventKind.FENCED_OFF],
             "given_back": count[EventKind.GIVEN_BACK],
+            "rate_limits": self.rate_limits.stats(),
         }
 
     def jobs(self) -> list[Job]:

@@ -17,11 +17,17 @@ dead-lettered, and one killed at its hard limit fails with
 TimeLimitExceeded.  A child killed to terminate a revoked task
 (:py:meth:`Feeder.terminate`) is no such death: that task ends REVOKED,
 the others of its batch run again as they were.
+
+With several queues (``--queues a,b``) the due jobs wait in one lane per
+queue and the children take from the lanes in turn (:py:class:`Lanes`), so
+a backlog of one queue never stops another.  A task over its rate limit
+waits for its slot before it is queued (:py:class:`~twistedq.ratelimit.RateLimits`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
@@ -41,9 +47,10 @@ if TYPE_CHECKING:
     from twistedq.daemon.gate import Gate
     from twistedq.daemon.settlement import Settlement
     from twistedq.daemon.timing import Timing
+    from twistedq.ratelimit import RateLimits
     from twistedq.worker.reactor_tasks import ReactorTaskRunner
 
-__all__ = ["QUICK_TASK", "REACTOR", "Feeder", "Pool"]
+__all__ = ["QUICK_TASK", "REACTOR", "Feeder", "Lanes", "Pool"]
 
 log = Logger()
 
@@ -85,6 +92,82 @@ class Pool(Protocol):
         """
 
 
+class Lanes:
+    """
+    The due jobs of several queues, one first-in first-out lane per queue,
+    taken from in turn: the deque operations the feeder uses, where the
+    head is the head of the lane whose turn it is.  A job put back at the
+    head (:py:meth:`appendleft`) makes its lane's turn come first.
+
+    :ivar queue_of: the queue a job came from.
+    """
+
+    def __init__(self, queue_of: Callable[[Job], str | None]) -> None:
+        self.queue_of = queue_of
+        self._lanes: dict[str | None, deque[Job]] = {}
+        self._turn: deque[deque[Job]] = deque()  # the non-empty lanes, next first
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[Job]:
+        for lane in list(self._turn):
+            yield from list(lane)
+
+    def __getitem__(self, index: int) -> Job:
+        if index != 0 or not self._turn:
+            raise IndexError(index)
+        return self._turn[0][0]
+
+    def _lane(self, job: Job) -> deque[Job]:
+        queue = self.queue_of(job)
+        lane = self._lanes.get(queue)
+        if lane is None:
+            lane = self._lanes[queue] = deque()
+        return lane
+
+    def append(self, job: Job) -> None:
+        lane = self._lane(job)
+        if not lane:
+            self._turn.append(lane)
+        lane.append(job)
+        self._count += 1
+
+    def appendleft(self, job: Job) -> None:
+        lane = self._lane(job)
+        if lane:
+            self._turn.remove(lane)
+        self._turn.appendleft(lane)
+        lane.appendleft(job)
+        self._count += 1
+
+    def popleft(self) -> Job:
+        turn = self._turn
+        lane = turn.popleft()
+        job = lane.popleft()
+        if lane:
+            turn.append(lane)  # the next lane's turn
+        self._count -= 1
+        return job
+
+    def remove(self, job: Job) -> None:
+        lane = self._lane(job)
+        lane.remove(job)
+        self._count -= 1
+        if not lane:
+            self._turn.remove(lane)
+
+    def clear(self) -> None:
+        for lane in self._lanes.values():
+            lane.clear()
+        self._turn.clear()
+        self._count = 0
+
+
 class Feeder:
     """
     Hands due jobs to the pool's idle children and triages their deaths.
@@ -95,6 +178,9 @@ class Feeder:
     :ivar run_times: per task name, the moving average of its run time in
         seconds, measured on the batches that ran it (tasks with no entry
         were never run here, and run alone).
+    :ivar rate_limits: the tasks' rate limits, or None: no task is limited.
+    :ivar pending: the due jobs waiting for a child: a deque, or
+        :py:class:`Lanes` with several queues.
     """
 
     def __init__(
@@ -112,6 +198,8 @@ class Feeder:
         max_batch: int = 8,
         time_limit: float | None = None,
         max_attempts: int = 3,
+        rate_limits: RateLimits | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -126,7 +214,10 @@ class Feeder:
         self.max_batch = max_batch
         self.time_limit = time_limit
         self.max_attempts = max_attempts
-        self.pending: deque[Job] = deque()
+        self.pending: deque[Job] | Lanes = lanes if lanes is not None else deque()
+        self.rate_limits = rate_limits
+        if rate_limits is not None:
+            rate_limits.wait = self._wait_for_slot
         #: Tasks given back while stopping because their child was killed.
         self.returned_running = 0
         #: Running jobs whose child was killed to terminate them.
@@ -138,11 +229,34 @@ class Feeder:
         Run a job that is due: on the reactor if it is a reactor task, else
         on the next idle child.
         """
+        limits = self.rate_limits
+        if limits is not None and limits.hold_back(job):
+            return
+        self._due(job)
+
+    def _wait_for_slot(self, job: Job, delay: float) -> None:
+        """
+        Hold a job over its rate limit until its slot (``delay`` seconds),
+        unacknowledged, then run it.
+        """
+        limits = self.rate_limits
+
+        def slot(job: Job) -> None:
+            if limits is not None:
+                limits.release(job)
+            if job.expired(self.clock.seconds()):
+                self.timing.revoke_expired(job)
+            else:
+                self._due(job)
+
+        self.timing.wait(job, delay, then=slot)
+
+    def _due(self, job: Job) -> None:
         runner = self.runner
         if runner is not None and runner.handles(job.message.task):
             if not self.health.available:
                 # As for children: nothing starts while the store is down.
-                self.timing.wait(job, FIRST_PAUSE, then=self.queue)
+                self.timing.wait(job, FIRST_PAUSE, then=self._due)
             elif not self._set_aside(job):
                 self._started([job], REACTOR)
                 d = runner.run_message(job.message)

@@ -1,0 +1,198 @@
+"""
+Tests for :py:mod:`twistedq.ratelimit` and the rate limits the daemon's
+feeder applies, with a fake pool, the memory store and a clock.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.fakes import FakePool, delivery, task_id
+from twistedq.backends.memory import MemoryBackend
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.message import TaskMessage
+from twistedq.ratelimit import RateLimits, TokenBucket, parse_rate, parse_rate_limits
+
+
+class ParseTests(SynchronousTestCase):
+    def test_units(self):
+        """
+        ``/s``, ``/m`` and ``/h`` are per second, minute and hour; a bare
+        number is per second, as in Celery.
+        """
+        self.assertEqual(parse_rate("100/s"), 100.0)
+        self.assertEqual(parse_rate("30/m"), 0.5)
+        self.assertEqual(parse_rate("36/h"), 0.01)
+        self.assertEqual(parse_rate("2.5"), 2.5)
+        self.assertEqual(parse_rate(4), 4.0)
+
+    def test_refused(self):
+        """
+        Anything else, and a rate of zero, is refused with the text quoted.
+        """
+        for text in ("", "10/d", "fast", "-1/s", "0/s", "1/s/s"):
+            with self.assertRaises(ValueError) as caught:
+                parse_rate(text)
+            self.assertIn(repr(text), str(caught.exception))
+
+    def test_limits(self):
+        """
+        ``--rate-limit`` takes ``name=rate`` pairs, comma-separated; a name
+        may hold dots.
+        """
+        self.assertEqual(
+            parse_rate_limits("app.add=10/s, mul=60/m,"), {"app.add": 10.0, "mul": 1.0}
+        )
+        with self.assertRaises(ValueError):
+            parse_rate_limits("add")
+        with self.assertRaises(ValueError):
+            parse_rate_limits("add=quick")
+
+
+class TokenBucketTests(SynchronousTestCase):
+    def test_slots_apart(self):
+        """
+        Slots are ``1 / rate`` apart: at 10/s five reservations at once
+        wait 0, 0.1, 0.2, 0.3 and 0.4 s; a reservation after a pause longer
+        than that waits for nothing, and no slot is saved up meanwhile.
+        """
+        bucket = TokenBucket(10.0)
+        waits = [round(bucket.reserve(100.0), 6) for _ in range(5)]
+        self.assertEqual(waits, [0.0, 0.1, 0.2, 0.3, 0.4])
+        self.assertEqual(bucket.reserve(110.0), 0.0)
+        self.assertAlmostEqual(bucket.reserve(110.0), 0.1)
+
+    def test_burst(self):
+        """
+        With a burst of 3, three slots fall at once, the fourth a period
+        later.
+        """
+        bucket = TokenBucket(2.0, burst=3)
+        waits = [bucket.reserve(0.0) for _ in range(4)]
+        self.assertEqual(waits, [0.0, 0.0, 0.0, 0.5])
+
+    def test_delay_takes_nothing(self):
+        """
+        :py:meth:`TokenBucket.delay` tells the wait without taking a slot.
+        """
+        bucket = TokenBucket(4.0)
+        bucket.reserve(0.0)
+        self.assertEqual(bucket.delay(0.0), 0.25)
+        self.assertEqual(bucket.delay(0.0), 0.25)
+
+
+class LimitedDispatcherTests(SynchronousTestCase):
+    """
+    A daemon with ``add`` limited to 10/s and ``mul`` unlimited.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pool = FakePool(idle=100)
+        self.store = MemoryBackend(self.clock)
+        self.sent = []
+        self.limits = RateLimits(self.clock, {"add": 10.0}, max_held=5)
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.store,
+            self.clock,
+            DispatchSettings(max_batch=1),
+            publish_later=self.publish_later,
+            rate_limits=self.limits,
+        )
+
+    def publish_later(self, message, delay):
+        d = defer.Deferred()
+        self.sent.append((message, delay, d))
+        return d
+
+    def started(self):
+        return [TaskMessage.decode(bodies[0]).args[0] for bodies, _ in self.pool.batches]
+
+    def test_limited_waits_others_do_not(self):
+        """
+        Three ``add`` delivered at once start 0.1 s apart; a ``mul``
+        delivered after them starts at once, ahead of the waiting ones.
+        """
+        for number in (1, 2, 3):
+            self.dispatcher.deliver(delivery(number, "add"))
+        self.dispatcher.deliver(delivery(4, "mul"))
+        self.assertEqual(self.started(), [1, 4])
+        self.assertEqual(self.dispatcher.stats()["rate_limits"]["held"], 2)
+        self.clock.advance(0.1)
+        self.assertEqual(self.started(), [1, 4, 2])
+        self.clock.advance(0.1)
+        self.assertEqual(self.started(), [1, 4, 2, 3])
+        self.assertEqual(
+            self.dispatcher.stats()["rate_limits"],
+            {"limits": {"add": 10.0}, "held": 0, "sent_later": 0},
+        )
+
+    def test_held_are_reserved(self):
+        """
+        A task waiting for its slot is reserved (``inspect reserved``), not
+        running, and its delivery is not settled.
+        """
+        first, second = delivery(1, "add"), delivery(2, "add")
+        self.dispatcher.deliver(first)
+        self.dispatcher.deliver(second)
+        self.assertEqual(
+            self.dispatcher.reserved(), [{"id": task_id(2), "name": "add", "state": "waiting"}]
+        )
+        self.assertEqual(second.settled, [])
+
+    def test_bound_sends_to_delay_queue(self):
+        """
+        Past ``max_held`` waiting, a task whose slot is a second or more
+        ahead is published again for about that long, then acked: limited
+        tasks never hold more than ``max_held`` of the prefetch window.
+        """
+        deliveries = [delivery(n, "add") for n in range(1, 21)]
+        for d in deliveries:
+            self.dispatcher.deliver(d)
+        # 1 runs; past the bound of 5, those due within a second wait
+        # here too (no delay queue is shorter); the others are sent.
+        held = self.dispatcher.stats()["rate_limits"]["held"]
+        self.assertEqual(held + 1 + len(self.sent), 20)
+        self.assertGreater(len(self.sent), 0)
+        self.assertTrue(all(delay >= 1.0 for _, delay, _ in self.sent))
+        message, _, d = self.sent[0]
+        d.callback(None)
+        self.assertEqual(deliveries[message.args[0] - 1].settled, ["ack"])
+        self.assertEqual(self.dispatcher.stats()["rate_limits"]["sent_later"], len(self.sent))
+
+    def test_not_sent_waits_here(self):
+        """
+        A task whose publish to a delay queue fails waits here for its slot
+        instead; its delivery stays unsettled until it ran.
+        """
+        deliveries = [delivery(n, "add") for n in range(1, 21)]
+        for d in deliveries:
+            self.dispatcher.deliver(d)
+        message, _, d = self.sent[-1]
+        d.errback(ConnectionError("broker down"))
+        self.clock.advance(5.0)
+        self.assertIn(message.args[0], self.started())
+        self.flushLoggedErrors(ConnectionError)
+
+    def test_message_carries_limit(self):
+        """
+        A task the daemon sets no limit for follows the limit its message
+        carries, if it carries one (``rate_limit``).
+        """
+        limits = RateLimits(self.clock)
+        self.assertIsNone(limits.bucket("mul"))
+        self.assertEqual(limits.bucket("mul", "2/s").rate, 2.0)
+        self.assertIsNone(limits.bucket("sub", "nonsense"))
+
+    def test_no_limits_no_state(self):
+        """
+        With no limit anywhere, tasks start at once and no bucket is kept.
+        """
+        dispatcher = Dispatcher(FakePool(idle=10), self.store, self.clock)
+        for number in range(1, 6):
+            dispatcher.deliver(delivery(number, "add"))
+        self.assertEqual(len(dispatcher.feeder.pool.batches), 5)
+        self.assertEqual(
+            dispatcher.stats()["rate_limits"], {"limits": {}, "held": 0, "sent_later": 0}
+        )

@@ -1,0 +1,246 @@
+"""
+Rate limits of tasks: ``rate_limit="100/s"`` (or ``"10/m"``, ``"5/h"``).
+
+A daemon keeps one :py:class:`TokenBucket` per limited task name and gives
+each of its tasks a start slot: slots are ``1 / rate`` seconds apart (a
+bucket of one token, as Celery's), so a task limited to 10/s starts at
+most ten times a second in that daemon, however many wait.  A task over
+its limit waits in the daemon, unacknowledged, without holding up any
+other task (:py:class:`RateLimits`); past a bound it goes to a delay queue
+of the broker instead, so one limited task never fills the prefetch
+window.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from twistedq.daemon.job import Job
+
+__all__ = [
+    "DEFAULT_HOLD",
+    "RateLimits",
+    "TokenBucket",
+    "parse_rate",
+    "parse_rate_limits",
+]
+
+log = Logger()
+
+#: A task whose start slot is further than this many seconds ahead goes to
+#: a delay queue of the broker rather than wait in the daemon.
+DEFAULT_HOLD = 10.0
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+
+
+def parse_rate(text: str | float) -> float:
+    """
+    Tasks per second of a rate written ``"100/s"``, ``"10/m"``, ``"5/h"``
+    or a bare number (per second, as Celery reads one).
+
+    :raises ValueError: it is not such a rate, or not above zero.
+    """
+    if isinstance(text, (int, float)):
+        rate = float(text)
+    else:
+        match = _RATE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a rate such as 100/s, 10/m or 5/h")
+        rate = float(match.group(1)) / _UNITS[match.group(2) or "s"]
+    if not rate > 0 or math.isinf(rate):
+        raise ValueError(f"the rate {text!r} must be above zero")
+    return rate
+
+
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """
+    The limits of ``name=rate,name=rate`` (``twistd twistedq
+    --rate-limit``): task name to tasks per second.
+
+    :raises ValueError: an entry is not ``name=rate`` or its rate is bad.
+    """
+    limits: dict[str, float] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        name, equals, rate = entry.rpartition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"{entry.strip()!r} is not name=rate (add=10/s)")
+        limits[name.strip()] = parse_rate(rate)
+    return limits
+
+
+class TokenBucket:
+    """
+    Start slots ``1 / rate`` seconds apart, ``burst`` of them at once
+    (the generic cell rate algorithm: one number, the theoretical time of
+    the next slot).
+
+    :ivar rate: slots per second.
+    :ivar burst: how many slots may fall at the same time.
+    """
+
+    __slots__ = ("_next", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._next = -math.inf
+
+    def delay(self, now: float) -> float:
+        """
+        Seconds from ``now`` to the next free slot, without taking it.
+        """
+        tolerance = (self.burst - 1) / self.rate
+        return max(0.0, self._next - tolerance - now)
+
+    def reserve(self, now: float) -> float:
+        """
+        Take the next free slot; return the seconds from ``now`` to it.
+        """
+        wait = self.delay(now)
+        self._next = max(self._next, now) + 1.0 / self.rate
+        return wait
+
+
+class RateLimits:
+    """
+    The rate limits of one daemon's tasks, applied as the feeder queues
+    them: :py:meth:`hold_back` holds a task over its limit until its slot.
+
+    A task waits in the daemon (its message unacknowledged, its claim
+    renewed) while its slot is at most ``hold`` seconds ahead and fewer
+    than ``max_held`` limited tasks wait there; otherwise its message is
+    published again into a delay queue of the broker (``send_later``, at
+    least a second ahead) and acknowledged, and it comes back later, to be
+    held or sent on again.  So limited tasks never occupy more than
+    ``max_held`` of the prefetch window: the others keep arriving.
+
+    :ivar limits: task name to tasks per second, the daemon's own
+        (``--rate-limit``): they win over the limit a message carries.
+    :ivar held: the jobs waiting here for their slot.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        limits: Mapping[str, float] | None = None,
+        *,
+        max_held: int = 16,
+        hold: float = DEFAULT_HOLD,
+    ) -> None:
+        self.clock = clock
+        self.limits = dict(limits or {})
+        self.max_held = max_held
+        self.hold = hold
+        self.held: set[Job] = set()
+        self._buckets: dict[str, TokenBucket] = {}
+        #: Waits the job (seconds), then passes it on; from the feeder.
+        self.wait: Callable[[Job, float], None] | None = None
+        #: Publishes the job to come back after about the seconds given
+        #: and acknowledges it; fires with False if it could not.
+        self.send_later: Callable[[Job, float], defer.Deferred[bool]] | None = None
+        #: How many tasks went to a delay queue for their rate limit.
+        self.sent_later = 0
+
+    def __bool__(self) -> bool:
+        return True
+
+    def bucket(self, name: str, carried: str | None = None) -> TokenBucket | None:
+        """
+        The bucket of task ``name``: from the daemon's limit, else from the
+        rate its message carries (``carried``); None when it has no limit.
+        """
+        bucket = self._buckets.get(name)
+        rate = self.limits.get(name)
+        if rate is None and carried is not None:
+            try:
+                rate = parse_rate(carried)
+            except ValueError:
+                return None
+        if rate is None:
+            return bucket
+        if bucket is None:
+            bucket = self._buckets[name] = TokenBucket(rate)
+        elif bucket.rate != rate:
+            bucket.rate = rate
+        return bucket
+
+    def hold_back(self, job: Job) -> bool:
+        """
+        Whether ``job`` must wait for its slot: it is then held here (and
+        passed to :py:attr:`wait`) or sent to a delay queue.  False when
+        it may start now (its slot is taken).
+        """
+        bucket = self.bucket(job.message.task, getattr(job.message, "rate_limit", None))
+        if bucket is None:
+            return False
+        now = self.clock.seconds()
+        delay = bucket.delay(now)
+        if delay <= 0.0:
+            bucket.reserve(now)
+            return False
+        if len(self.held) >= self.max_held:
+            self._prune()
+        held = self.held
+        if (
+            delay >= 1.0
+            and self.send_later is not None
+            and (delay > self.hold or len(held) >= self.max_held)
+        ):
+            self._send_later(job, delay)
+            return True
+        bucket.reserve(now)
+        held.add(job)
+        assert self.wait is not None
+        self.wait(job, delay)
+        return True
+
+    def release(self, job: Job) -> None:
+        """
+        ``job`` reached its slot (or left): it no longer counts as held.
+        """
+        self.held.discard(job)
+
+    def _prune(self) -> None:
+        from twistedq.daemon.job import JobState
+
+        self.held = {job for job in self.held if job.state is JobState.WAITING}
+
+    def _send_later(self, job: Job, delay: float) -> None:
+        assert self.send_later is not None
+        self.sent_later += 1
+        d = self.send_later(job, delay)
+
+        def sent(ok: bool) -> None:
+            if not ok:  # it waits here after all, past the bound
+                bucket = self.bucket(job.message.task, getattr(job.message, "rate_limit", None))
+                now = self.clock.seconds()
+                wait = bucket.reserve(now) if bucket is not None else 0.0
+                self.held.add(job)
+                assert self.wait is not None
+                self.wait(job, wait)
+
+        d.addCallback(sent)
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The figures of ``/stats``: the limits in force (tasks per second),
+        how many tasks wait here for their slot, how many went to a delay
+        queue for their limit.
+        """
+        return {
+            "limits": {name: bucket.rate for name, bucket in sorted(self._buckets.items())},
+            "held": sum(1 for job in self.held if job.state.value == "waiting"),
+            "sent_later": self.sent_later,
+        }
