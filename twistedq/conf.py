@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from twistedq.backends.base import DEFAULT_RESULT_TTL
 from twistedq.message import MAX_BODY_SIZE
 from twistedq.setting_names import (
     DJANGO_SETTINGS,
@@ -22,6 +23,7 @@ from twistedq.setting_names import (
 from twistedq.signing import SigningKeyError, SigningKeys
 
 __all__ = [
+    "DEFAULT_ARGUMENTS_SIZE",
     "DEFAULT_BROKER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PUBLISH_TIMEOUT",
@@ -32,6 +34,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "UnknownSettingWarning",
+    "parse_expiry",
+    "parse_flag",
     "parse_size",
     "parse_timeout",
     "warn_unknown_settings",
@@ -57,6 +61,13 @@ _ENVIRONMENT = {
 #: How long a publish may wait for the broker by default, in seconds.
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 
+#: The most characters of a task's arguments kept in its result when
+#: ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` is on without a size.
+DEFAULT_ARGUMENTS_SIZE = 1024
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
 _UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
 
 
@@ -73,6 +84,47 @@ def parse_timeout(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{text!r} is not a positive number of seconds")
     return seconds
+
+
+def parse_expiry(text: str) -> int:
+    """
+    A whole, positive number of seconds from ``86400``.
+
+    :raises ValueError: it is not such a number.
+    """
+    stripped = text.strip()
+    if not stripped.isdigit() or int(stripped) < 1:
+        raise ValueError(f"{text!r} is not a whole number of seconds of at least 1")
+    return int(stripped)
+
+
+def parse_flag(text: str) -> bool:
+    """
+    True from ``1``, ``true``, ``yes`` or ``on``; False from ``0``,
+    ``false``, ``no`` or ``off`` (any case).
+
+    :raises ValueError: it is neither.
+    """
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not one of {', '.join(_TRUE + _FALSE)}")
+
+
+def _parse_arguments_size(text: str) -> int:
+    """
+    The most characters of a task's arguments kept in its result: a flag
+    (on: :py:data:`DEFAULT_ARGUMENTS_SIZE`, off: 0) or a number.
+    """
+    stripped = text.strip()
+    if stripped.isdigit():
+        return int(stripped)
+    try:
+        return DEFAULT_ARGUMENTS_SIZE if parse_flag(stripped) else 0
+    except ValueError:
+        raise ValueError(f"{text!r} is not true, false or a number of characters") from None
 
 
 class SettingsError(ValueError):
@@ -168,6 +220,12 @@ class Settings:
         none).  Django setting ``TWISTEDQ_STATUS_ENDPOINT`` only.
     :ivar status_tracebacks: show a failed task's traceback at its status
         URL.  Django setting ``TWISTEDQ_STATUS_TRACEBACKS`` only.
+    :ivar result_expires: how long results, pending records, tasksets and
+        claims are kept in the store, in seconds (a day by default).
+    :ivar ignore_result: tasks that set no ``ignore_result`` of their own
+        store nothing (see :py:attr:`twistedq.task.Task.ignore_result`).
+    :ivar task_arguments_in_results: keep a task's arguments in its result,
+        up to this many characters of their JSON text (0: not kept).
     """
 
     broker_url: str = DEFAULT_BROKER_URL
@@ -180,6 +238,9 @@ class Settings:
     publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
     status_endpoint: str | None = None
     status_tracebacks: bool = False
+    result_expires: int = DEFAULT_RESULT_TTL
+    ignore_result: bool = False
+    task_arguments_in_results: int = 0
 
     def environment(self) -> dict[str, str]:
         """
@@ -190,6 +251,9 @@ class Settings:
         values["TWISTEDQ_SEED_STATES"] = "1" if self.seed_states else "0"
         values["TWISTEDQ_MAX_MESSAGE_SIZE"] = str(self.max_message_size)
         values["TWISTEDQ_PUBLISH_TIMEOUT"] = repr(self.publish_timeout)
+        values["TWISTEDQ_RESULT_EXPIRES"] = str(self.result_expires)
+        values["TWISTEDQ_IGNORE_RESULT"] = "1" if self.ignore_result else "0"
+        values["TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS"] = str(self.task_arguments_in_results)
         return values
 
     def signing(self) -> SigningKeys | None:
@@ -212,7 +276,10 @@ class Settings:
         then ``TWISTEDQ_BROKER_URL``, ``TWISTEDQ_RESULT_BACKEND``,
         ``TWISTEDQ_QUEUE``, ``TWISTEDQ_EXCHANGE``, ``TWISTEDQ_SEED_STATES``
         (``1`` to report SUCCESS as ``DONE``), ``TWISTEDQ_MAX_MESSAGE_SIZE``,
-        ``TWISTEDQ_SIGNING_KEYS`` and ``TWISTEDQ_PUBLISH_TIMEOUT``, then
+        ``TWISTEDQ_SIGNING_KEYS``, ``TWISTEDQ_PUBLISH_TIMEOUT``,
+        ``TWISTEDQ_RESULT_EXPIRES`` (seconds), ``TWISTEDQ_IGNORE_RESULT`` (a
+        flag) and ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` (a flag or a number
+        of characters), then
         ``overrides`` that are not :py:obj:`None`.  Other ``TWISTEDQ_*``
         names, in the environment or the Django settings, are warned about
         (:py:class:`UnknownSettingWarning`).
@@ -235,12 +302,13 @@ class Settings:
                 values["max_message_size"] = parse_size(size)
             except ValueError as e:
                 raise SettingsError(f"TWISTEDQ_MAX_MESSAGE_SIZE: {e}") from None
-        timeout = environ.get("TWISTEDQ_PUBLISH_TIMEOUT", "")
-        if timeout:
-            try:
-                values["publish_timeout"] = parse_timeout(timeout)
-            except ValueError as e:
-                raise SettingsError(f"TWISTEDQ_PUBLISH_TIMEOUT: {e}") from None
+        for variable, name, parse in _PARSED:
+            text = environ.get(variable, "")
+            if text:
+                try:
+                    values[name] = parse(text)
+                except ValueError as e:
+                    raise SettingsError(f"{variable}: {e}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **values)
         settings.validate()
@@ -259,6 +327,15 @@ class Settings:
                 f"the message size limit must be between 1 and {MAX_BODY_SIZE} bytes, "
                 f"not {self.max_message_size}"
             )
+        if self.result_expires < 1:
+            raise SettingsError(
+                f"results must be kept at least 1 second, not {self.result_expires!r}"
+            )
+        if self.task_arguments_in_results < 0:
+            raise SettingsError(
+                "the size of the arguments kept in results cannot be negative, "
+                f"not {self.task_arguments_in_results!r}"
+            )
         if not (math.isfinite(self.publish_timeout) and self.publish_timeout > 0):
             raise SettingsError(
                 f"the publish timeout must be a positive number of seconds, "
@@ -268,3 +345,12 @@ class Settings:
             self.signing()
         except SigningKeyError as e:
             raise SettingsError(f"signing keys: {e}") from None
+
+
+#: The environment variables parsed into a setting: variable, setting, parser.
+_PARSED: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("TWISTEDQ_PUBLISH_TIMEOUT", "publish_timeout", parse_timeout),
+    ("TWISTEDQ_RESULT_EXPIRES", "result_expires", parse_expiry),
+    ("TWISTEDQ_IGNORE_RESULT", "ignore_result", parse_flag),
+    ("TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS", "task_arguments_in_results", _parse_arguments_size),
+)

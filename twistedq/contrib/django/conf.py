@@ -6,7 +6,11 @@ twistedq's settings from ``django.conf.settings``, read when first needed.
 ``TWISTEDQ_PUBLISH_TIMEOUT`` (seconds, a positive number) are read as they
 are, and so are the daemon's status site settings
 ``TWISTEDQ_STATUS_ENDPOINT`` (a strports endpoint, or ``"none"``) and
-``TWISTEDQ_STATUS_TRACEBACKS`` (``True`` or ``False``).  Any other
+``TWISTEDQ_STATUS_TRACEBACKS`` (``True`` or ``False``), and the result
+settings ``TWISTEDQ_RESULT_EXPIRES`` (whole seconds, or a
+:py:class:`datetime.timedelta`), ``TWISTEDQ_IGNORE_RESULT`` (``True`` or
+``False``) and ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` (``True``, ``False``
+or the most characters kept).  Any other
 ``TWISTEDQ_*`` setting that twistedq does not know is warned about
 (:py:class:`twistedq.conf.UnknownSettingWarning`).
 The celery 0.2.0 names still work, with a DeprecationWarning:
@@ -17,6 +21,7 @@ means ``django://``.
 
 from __future__ import annotations
 
+import datetime
 import math
 import warnings
 from typing import Any
@@ -39,6 +44,7 @@ _NAMES = {
 _FLAGS = {
     "TWISTEDQ_SEED_STATES": "seed_states",
     "TWISTEDQ_STATUS_TRACEBACKS": "status_tracebacks",
+    "TWISTEDQ_IGNORE_RESULT": "ignore_result",
 }
 
 
@@ -88,11 +94,47 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
                 f"TWISTEDQ_PUBLISH_TIMEOUT must be a positive number of seconds, not {timeout!r}"
             )
         values["publish_timeout"] = float(timeout)
+    values.update(_result_settings(settings))
     warn_unknown_settings(dir(settings), "Django")
     if "broker_url" not in values and any(hasattr(settings, n) for n in SEED_ALIASES):
         values["broker_url"] = _broker_from_seed(settings)
     if "result_backend" not in values and hasattr(settings, "CELERY_BACKEND"):
         values["result_backend"] = _backend_from_seed(settings.CELERY_BACKEND)
+    return values
+
+
+def _result_settings(settings: Any) -> dict[str, Any]:
+    """
+    ``TWISTEDQ_RESULT_EXPIRES`` and ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS``,
+    where set.
+    """
+    from twistedq.conf import DEFAULT_ARGUMENTS_SIZE
+
+    values: dict[str, Any] = {}
+    expires = getattr(settings, "TWISTEDQ_RESULT_EXPIRES", None)
+    if expires is not None:
+        seconds = expires.total_seconds() if isinstance(expires, datetime.timedelta) else expires
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not (math.isfinite(seconds) and seconds >= 1 and seconds == int(seconds))
+        ):
+            raise _improper(
+                "TWISTEDQ_RESULT_EXPIRES must be a whole number of seconds of at least 1 "
+                f"(or a timedelta of them), not {expires!r}"
+            )
+        values["result_expires"] = int(seconds)
+    size = getattr(settings, "TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS", None)
+    if size is not None:
+        if isinstance(size, bool):
+            values["task_arguments_in_results"] = DEFAULT_ARGUMENTS_SIZE if size else 0
+        elif isinstance(size, int) and size >= 0:
+            values["task_arguments_in_results"] = size
+        else:
+            raise _improper(
+                "TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS must be True, False or the most characters "
+                f"of the arguments kept, not {size!r}"
+            )
     return values
 
 
