@@ -48,6 +48,7 @@ from twistedq.dashboard.daemon import daemon_dashboard
 from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
 from twistedq.metrics import DaemonMetrics, MetricsResource
 from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
+from twistedq.ratelimit import RateLimits, parse_rate_limits
 from twistedq.scheduler import Scheduler
 from twistedq.schedules import crontab
 from twistedq.web import make_site_root, make_status_site
@@ -230,7 +231,14 @@ class Options(usage.Options):
             None,
             "AMQP broker URL [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]",
         ],
-        ["queue", "q", None, "Queue to consume [default: $TWISTEDQ_QUEUE or twistedq]"],
+        [
+            "queue",
+            "q",
+            None,
+            "Queue to consume, or several: a,b (each on a channel of its own with its own "
+            "--prefetch; their tasks take turns for the children) "
+            "[default: $TWISTEDQ_QUEUE or twistedq]",
+        ],
         ["exchange", None, None, "Exchange tasks are published to [default: twistedq]"],
         ["concurrency", "c", None, "Number of child processes [default: CPU count]", _positive],
         [
@@ -447,6 +455,24 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["tasks"] = []
+        self["rate-limits"] = {}
+
+    def opt_queues(self, names: str) -> None:
+        """
+        The queues to consume, comma-separated (the same as --queue a,b).
+        """
+        self["queue"] = names
+
+    def opt_rate_limit(self, limits: str) -> None:
+        """
+        Rate limits of tasks in this daemon: name=rate, comma-separated and
+        repeatable (add=10/s,fetch=100/m); they win over the rate_limit a
+        task's message carries.
+        """
+        try:
+            self["rate-limits"].update(parse_rate_limits(limits))
+        except ValueError as e:
+            raise usage.UsageError(f"--rate-limit: {e}") from None
 
     def opt_tasks(self, modules: str) -> None:
         """
@@ -501,11 +527,12 @@ class Options(usage.Options):
         if self["django-settings"]:
             # Read by the daemon's own Django setup and inherited by children.
             os.environ["DJANGO_SETTINGS_MODULE"] = self["django-settings"]
+        queues = _queue_names(self["queue"])
         try:
             settings = Settings.from_environment(
                 broker_url=self["broker"],
                 result_backend=self["result-backend"],
-                queue=self["queue"],
+                queue=queues[0] if queues else None,
                 exchange=self["exchange"],
                 seed_states=True if self["seed-states"] else None,
                 max_message_size=self["max-message-size"],
@@ -530,6 +557,7 @@ class Options(usage.Options):
         except BackendURLError as e:
             raise usage.UsageError(str(e)) from None
         self["settings"] = settings
+        self["queues"] = queues or [settings.queue]
         if self["status"] is None:
             self["status"] = settings.status_endpoint or DEFAULT_STATUS_ENDPOINT
         if self["log-format"] not in ("seed", "twisted"):
@@ -549,6 +577,18 @@ class Options(usage.Options):
                 f"the operator token is {len(token)} characters: give one of at least "
                 f"{MIN_OPERATOR_TOKEN} (openssl rand -hex 24), or none for a read-only dashboard"
             )
+
+
+def _queue_names(text: str | None) -> list[str]:
+    """
+    The queues of ``--queue a,b``, in order, each once; none for None.
+    """
+    if text is None:
+        return []
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise usage.UsageError(f"--queue {text!r} names no queue")
+    return names
 
 
 def _log_service(options: Options) -> IService:
@@ -576,10 +616,11 @@ def makeService(options: Options) -> IService:
     backend = backend_from_url(settings.result_backend, reactor)
     pool = _pool(options, settings, reactor)
     connection = BrokerConnection(options["broker-address"], reactor)
-    topology = Topology(exchange=settings.exchange, queue=settings.queue)
-    dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topology)
+    topologies = [Topology(exchange=settings.exchange, queue=name) for name in options["queues"]]
+    topology = topologies[0]
+    dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topologies)
     pool.on_idle = dispatcher.pump
-    consumer = Consumer(connection, topology, options["prefetch"], dispatcher.deliver)
+    consumer = Consumer(connection, topologies, options["prefetch"], dispatcher.deliver)
     identity = DaemonIdentity(name=options["name"] or None)
     # After the consumer's: its connect hook runs once consuming started.
     events = _event_publisher(options, settings, reactor, connection, dispatcher, pool, identity)
@@ -770,15 +811,20 @@ def _dispatcher(
     pool: ProcessPool,
     backend: IResultBackend,
     connection: BrokerConnection,
-    topology: Topology,
+    topologies: list[Topology],
 ) -> Dispatcher:
-    # Retries and tasks due later than --hold-eta go through delay queues.
-    republisher = Publisher(
-        connection,
-        topology,
-        signing=settings.signing(),
-        max_message_size=settings.max_message_size,
-    )
+    # Retries, tasks due later than --hold-eta and tasks over their rate
+    # limit go through the delay queues of their own queue.
+    publishers = [
+        Publisher(
+            connection,
+            topology,
+            signing=settings.signing(),
+            max_message_size=settings.max_message_size,
+        )
+        for topology in topologies
+    ]
+    republisher = publishers[0]
     reactor_runner = None
     if options["reactor-tasks"]:
         from twistedq.task import tasks
@@ -810,6 +856,10 @@ def _dispatcher(
         publish_later=republisher.publish_later,
         republish=republisher.publish,
         reactor_runner=reactor_runner,
+        rate_limits=RateLimits(
+            reactor, options["rate-limits"], max_held=max(1, options["prefetch"] // 2)
+        ),
+        publish_later_to={p.topology.queue: p.publish_later for p in publishers},
     )
 
 

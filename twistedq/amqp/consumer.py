@@ -1,14 +1,15 @@
 """
-The consuming side of the broker: a consumer with manual acks and
-``basic.qos``, the deliveries it hands out, and the window that merges
-their acks.
+The consuming side of the broker: a consumer of one or several queues,
+each on a channel of its own with manual acks and its own ``basic.qos``
+(so a slow queue never takes another's prefetch window), the deliveries
+they hand out, and the window that merges their acks.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -19,7 +20,7 @@ from twistedq.amqp.broker import BrokerConnection, Topology
 from twistedq.amqp.deadletters import DeadLetterPublisher
 from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
 
-__all__ = ["AckWindow", "Consumer", "Delivery"]
+__all__ = ["AckWindow", "Consumer", "Delivery", "QueueConsumer"]
 
 log = Logger()
 
@@ -30,6 +31,7 @@ class Delivery:
 
     :ivar body: the message body, always ``bytes``.
     :ivar redelivered: the broker delivered it before.
+    :ivar queue: the queue it came from.
     """
 
     __slots__ = (
@@ -39,6 +41,7 @@ class Delivery:
         "channel",
         "delivery_tag",
         "properties",
+        "queue",
         "redelivered",
     )
 
@@ -51,8 +54,10 @@ class Delivery:
         redelivered: bool,
         window: AckWindow,
         dead_letters: DeadLetterPublisher | None = None,
+        queue: str | None = None,
     ) -> None:
         self.channel = channel
+        self.queue = queue
         self.delivery_tag = delivery_tag
         self.body = body
         self.properties = properties
@@ -152,9 +157,9 @@ class AckWindow:
                     self.channel.basic_ack(delivery_tag=tag, multiple=False)
 
 
-class Consumer:
+class QueueConsumer:
     """
-    Consumes the task queue with manual acks and ``basic.qos``; hands each
+    Consumes one task queue with manual acks and ``basic.qos``; hands each
     :py:obj:`Delivery` to ``on_delivery``.  A second channel, in confirm
     mode, publishes the dead letters (:py:meth:`Delivery.dead_letter`).
 
@@ -296,6 +301,7 @@ class Consumer:
                 message.redelivered,
                 window,
                 self._dead_letters,
+                self.topology.queue,
             )
         )
 
@@ -330,3 +336,45 @@ class Consumer:
                 await channel.basic_cancel(consumer_tag=tag)
             except Exception:
                 log.failure("basic.cancel failed")
+
+
+class Consumer:
+    """
+    Consumes one or several task queues (a :py:class:`QueueConsumer`
+    each, on a channel of its own with ``prefetch`` unacknowledged
+    deliveries at most) and hands every :py:obj:`Delivery` to
+    ``on_delivery``; its :py:attr:`Delivery.queue` names its queue.
+
+    :ivar queues: the consumer of each queue, in the order given.
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        topology: Topology | Sequence[Topology],
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+    ) -> None:
+        topologies = [topology] if isinstance(topology, Topology) else list(topology)
+        self.connection = connection
+        self.topology = topologies[0]
+        self.prefetch = prefetch
+        self.queues = [
+            QueueConsumer(connection, each, prefetch, on_delivery) for each in topologies
+        ]
+
+    @property
+    def consuming(self) -> bool:
+        """
+        Every queue is being consumed now.
+        """
+        return all(queue.consuming for queue in self.queues)
+
+    async def stop(self) -> None:
+        """
+        Stop receiving new deliveries from every queue; those already
+        received stay ours to finish and ack.
+        """
+        await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(queue.stop()) for queue in self.queues]
+        )
