@@ -174,7 +174,7 @@ def row(**fields: Any) -> SimpleNamespace:
 
 
 def at(*parts: int) -> datetime.datetime:
-    return datetime.datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+    return datetime.datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 class DefinitionTests(SynchronousTestCase):
