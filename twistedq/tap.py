@@ -35,6 +35,7 @@ from twistedq.conf import (
     parse_size,
     with_help,
 )
+from twistedq.contrib.django.schedule_reader import database_schedules
 from twistedq.control import ControlService, DaemonControl
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import daemon_load
@@ -652,6 +653,10 @@ def makeService(options: Options) -> IService:
         events.setServiceParent(daemon)
     if scheduler is not None:
         scheduler.setServiceParent(daemon)
+        # The periodic tasks defined in the Django database (None elsewhere).
+        defined = database_schedules(backend, scheduler, reactor)
+        if defined is not None:
+            defined.setServiceParent(daemon)
     ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
