@@ -1,11 +1,11 @@
 """
-The admin of task results, tasksets and periodic task state.
+The admin of task results and tasksets; periodic tasks and their schedules
+are in :py:mod:`twistedq.contrib.django.schedule_admin`.
 
 Results and tasksets are records the daemons write: the admin shows them
-(and deletes them), but neither adds nor changes them.  A periodic task's
-row is made by the scheduler from its code: the admin pauses and resumes
-it, and adds none.  A value longer than :py:data:`SHOWN_CHARACTERS` is cut
-in the page, which says how much more there is.
+(and deletes them), but neither adds nor changes them.  A value longer
+than :py:data:`SHOWN_CHARACTERS` is cut in the page, which says how much
+more there is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from django.contrib import admin
 from django.utils.html import format_html
 
-from twistedq.contrib.django.models import PeriodicTaskState, TaskResult, TaskSetResult
+from twistedq.contrib.django import schedule_admin  # noqa: F401 (periodic tasks, schedules)
+from twistedq.contrib.django.models import TaskResult, TaskSetResult
 
 #: The most characters of one value (a result, a traceback, a stored
 #: document) shown in an admin page.
@@ -79,16 +80,3 @@ class TaskSetResultAdmin(ReadOnlyAdmin):
     list_display = ("taskset_id", "total", "created")
     search_fields = ("taskset_id",)
     fields = readonly_fields = ("taskset_id", "total", "created", "expires_at")
-
-
-@admin.register(PeriodicTaskState)
-class PeriodicTaskStateAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "last_run_at", "next_run_at", "total_run_count")
-    readonly_fields = ("name", "last_run_at", "next_run_at", "total_run_count")
-    list_editable = ("enabled",)
-    list_filter = ("enabled",)
-    search_fields = ("name",)
-
-    def has_add_permission(self, request: Any) -> bool:
-        # The scheduler makes the row of each periodic task from its code.
-        return False
