@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application import strports
@@ -16,11 +17,11 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from twistedq.amqp.broker import (
-    BrokerAddress,
     BrokerConnection,
     BrokerURLError,
     Publisher,
     Topology,
+    broker_addresses,
 )
 from twistedq.amqp.consumer import Consumer
 from twistedq.amqp.events import EventPublisher
@@ -230,7 +231,24 @@ class Options(usage.Options):
             "broker",
             "b",
             None,
-            "AMQP broker URL [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]",
+            "AMQP broker URL, or the URLs of a cluster's nodes separated by commas, tried in "
+            "turn [default: $TWISTEDQ_BROKER_URL or amqp://guest:guest@127.0.0.1:5672/]",
+        ],
+        [
+            "queue-type",
+            None,
+            None,
+            "classic or quorum: declare the task, delay and dead-letter queues of that type "
+            "(quorum, replicated, is the choice for a cluster) and refuse queues declared "
+            "otherwise [default: use the queues as they exist, declare missing ones classic]",
+        ],
+        [
+            "max-priority",
+            None,
+            None,
+            "Declare the (classic) task queues with priorities 0 to N (x-max-priority); tasks "
+            "with a higher priority are delivered first [default: no priorities]",
+            _positive,
         ],
         [
             "queue",
@@ -548,9 +566,22 @@ class Options(usage.Options):
                 raise
             raise usage.UsageError(f"Django settings: {e}") from None
         try:
-            self["broker-address"] = BrokerAddress.from_url(settings.broker_url)
+            self["broker-addresses"] = broker_addresses(settings.broker_url)
+            self["broker-address"] = self["broker-addresses"][0]
         except BrokerURLError as e:
             raise usage.UsageError(str(e)) from None
+        try:
+            self["topology"] = Topology(
+                exchange=settings.exchange,
+                queue=settings.queue,
+                queue_type=self["queue-type"],
+                # The broker puts a message back that often before it
+                # dead-letters it: a message that kills daemons is bounded.
+                delivery_limit=self["task-attempts"] if self["queue-type"] == "quorum" else None,
+                max_priority=self["max-priority"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--queue-type/--max-priority: {e}") from None
         try:
             from twisted.internet import reactor
 
@@ -616,8 +647,8 @@ def makeService(options: Options) -> IService:
     settings: Settings = options["settings"]
     backend = backend_from_url(settings.result_backend, reactor)
     pool = _pool(options, settings, reactor)
-    connection = BrokerConnection(options["broker-address"], reactor)
-    topologies = [Topology(exchange=settings.exchange, queue=name) for name in options["queues"]]
+    connection = BrokerConnection(options["broker-addresses"], reactor)
+    topologies = [replace(options["topology"], queue=name) for name in options["queues"]]
     topology = topologies[0]
     dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topologies)
     pool.on_idle = dispatcher.pump

@@ -8,8 +8,8 @@ Everything that touches txAMQP goes through :py:obj:`twistedq.amqp.protocol`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,6 +39,8 @@ from twistedq.signing import SigningKeys
 
 __all__ = [
     "DELAY_EXPONENT_MAX",
+    "MAX_PRIORITY",
+    "QUEUE_TYPES",
     "QUICK_RETRY",
     "WARN_EVERY",
     "BrokerAddress",
@@ -48,9 +50,14 @@ __all__ = [
     "PublishTimeout",
     "PublishUncertain",
     "Publisher",
+    "QueueMismatch",
     "Topology",
+    "broker_addresses",
+    "check_priority",
     "delay_step",
     "describe",
+    "queue_exists",
+    "reply_of",
 ]
 
 log = Logger()
@@ -70,6 +77,89 @@ def delay_step(seconds: float) -> int | None:
     if seconds < 1:
         return None
     return 1 << min(DELAY_EXPONENT_MAX, int(seconds).bit_length() - 1)
+
+
+#: The queue types :py:class:`Topology` declares.
+QUEUE_TYPES = ("classic", "quorum")
+
+#: The highest priority a classic queue may be declared with
+#: (``x-max-priority``): a task's priority is 0 to this.
+MAX_PRIORITY = 9
+
+#: The reply code of a declare whose arguments differ from the queue's.
+PRECONDITION_FAILED = 406
+
+#: The reply code of a passive declare of a queue that does not exist.
+NOT_FOUND = 404
+
+#: The daemon option behind each queue argument, for the error that names
+#: what differs.
+_ARGUMENT_OPTIONS = {
+    "x-queue-type": "--queue-type",
+    "x-delivery-limit": "--task-attempts",
+    "x-max-priority": "--max-priority",
+    "x-message-ttl": "the delay queue's name",
+    "x-dead-letter-exchange": "--exchange",
+    "x-dead-letter-routing-key": "--queue",
+}
+
+
+def reply_of(error: BaseException) -> tuple[int | None, str]:
+    """
+    The AMQP reply code and text carried by the error of a channel or
+    connection the broker closed, or ``(None, "")``.
+    """
+    for argument in getattr(error, "args", ()):
+        fields = getattr(argument, "fields", None)
+        if fields and len(fields) > 1:
+            try:
+                return int(fields[0]), str(fields[1])
+            except (TypeError, ValueError):
+                break
+    return None, ""
+
+
+class QueueMismatch(Exception):
+    """
+    A queue exists on the broker with another type or other arguments than
+    those declared (the broker answered 406 PRECONDITION_FAILED and closed
+    the channel).  The text names the queue, what differs, and what to do.
+
+    :ivar queue: the queue's name.
+    :ivar broker_text: what the broker said.
+    """
+
+    def __init__(self, queue: str, arguments: dict[str, Any], broker_text: str) -> None:
+        self.queue = queue
+        self.broker_text = broker_text
+        differs = [name for name in _ARGUMENT_OPTIONS if f"'{name}'" in broker_text]
+        which = ", ".join(f"{name} ({_ARGUMENT_OPTIONS[name]})" for name in differs)
+        super().__init__(
+            f"queue {queue!r} exists on the broker with other arguments than declared here "
+            f"({which or 'see the broker text'}; declared {_show(arguments)}). Start with "
+            f"the options the queue was made with, or move to the new ones: stop the "
+            f"daemons, drain the queue, delete it (rabbitmqctl delete_queue {queue}) and "
+            f"start them again. The broker said: {broker_text}"
+        )
+
+
+def check_priority(priority: int | None) -> None:
+    """
+    Refuse a task priority that is not :py:obj:`None` or an integer from 0
+    to :py:data:`MAX_PRIORITY`.
+
+    :raises ValueError: it is not.
+    """
+    if priority is None:
+        return
+    if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"a priority must be an integer from 0 to {MAX_PRIORITY}, not {priority!r}"
+        )
+
+
+def _show(arguments: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(arguments.items())) + "}"
 
 
 class BrokerURLError(ValueError):
@@ -144,8 +234,14 @@ class BrokerAddress:
         vhost is the path without its leading slash, percent-decoded; an
         empty path means ``/``.
 
-        :raises BrokerURLError: the URL is not an amqp URL.
+        :raises BrokerURLError: the URL is not an amqp URL, or is several
+            (see :py:func:`broker_addresses`).
         """
+        if ",amqp://" in url.replace(" ", ""):
+            raise BrokerURLError(
+                f"{url!r} is several broker URLs where one is expected; the daemon and the "
+                "client take such a list"
+            )
         parts = urlsplit(url)
         if parts.scheme != "amqp":
             raise BrokerURLError(f"broker URL must start with amqp://, not {url!r}")
@@ -174,6 +270,21 @@ class BrokerAddress:
 
     def __str__(self) -> str:
         return f"amqp://{self.username}@{self.host}:{self.port}/{self.vhost}"
+
+
+def broker_addresses(urls: str | Sequence[str]) -> list[BrokerAddress]:
+    """
+    The addresses of the nodes of a cluster, from broker URLs separated by
+    commas (``amqp://h1:5672/,amqp://h2:5672/``) or a list of such texts;
+    one URL gives one address.
+
+    :raises BrokerURLError: a URL is not an amqp URL, or there is none.
+    """
+    texts = [urls] if isinstance(urls, str) else list(urls)
+    found = [part.strip() for text in texts for part in text.split(",") if part.strip()]
+    if not found:
+        raise BrokerURLError("no broker URL given")
+    return [BrokerAddress.from_url(url) for url in found]
 
 
 ConnectHook = Callable[[BrokerProtocol], Awaitable[Any]]
@@ -224,7 +335,10 @@ class _ProtocolFactory(Factory):
     noisy = False
 
     def __init__(
-        self, address: BrokerAddress, clock: Any, made: Callable[[BrokerProtocol], None]
+        self,
+        address: Callable[[], BrokerAddress],
+        clock: Any,
+        made: Callable[[BrokerProtocol], None],
     ) -> None:
         self.address = address
         self.clock = clock
@@ -232,11 +346,12 @@ class _ProtocolFactory(Factory):
         self.spec = load_spec()
 
     def buildProtocol(self, addr: Any) -> BrokerProtocol:
+        address = self.address()
         protocol = _Connection(
             BrokerDelegate(),
-            self.address.vhost,
+            address.vhost,
             self.spec,
-            heartbeat=self.address.heartbeat,
+            heartbeat=address.heartbeat,
             clock=self.clock,
         )
         protocol.factory = self
@@ -267,6 +382,25 @@ class _ObservedEndpoint:
         return connecting.addErrback(failed)
 
 
+@implementer(IStreamClientEndpoint)
+class _RotatingEndpoint:
+    """
+    Connects to the endpoint of the connection's current address (one of
+    its addresses in turn: see :py:meth:`BrokerConnection.next_address`).
+    """
+
+    def __init__(self, endpoints: Sequence[Any], current: Callable[[], int]) -> None:
+        self._endpoints = list(endpoints)
+        self._current = current
+
+    def __repr__(self) -> str:
+        return repr(self._endpoints[self._current()])
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        connecting: defer.Deferred[Any] = self._endpoints[self._current()].connect(factory)
+        return connecting
+
+
 class _RetryClock:
     """
     The clock :py:class:`ClientService` schedules its next attempt on; it
@@ -295,20 +429,35 @@ class BrokerConnection(Service):
     topology, open channels, start consuming); only then is it handed out by
     :py:obj:`when_connected`.
 
+    Given several addresses (the nodes of a cluster), it connects to the
+    first, and moves to the next one, round robin, after each failed
+    attempt and each lost connection; the backoff counts the attempts
+    failed on any node since the last success.
+
     An attempt fails when the TCP connection fails (refused, unknown host,
     timed out after the address's ``connect_timeout``), or when logging in
     or a hook fails or does not finish within ``connect_timeout``.  The
     first failure after a success, and one every :py:data:`WARN_EVERY`
     seconds after it, are WARNINGs with the reason; the others INFO.
 
+    :param address: the broker's address, or the addresses of the nodes
+        of a cluster, tried in turn.
     :param endpoint: where to connect, instead of the address's host and
-        port (for tests).
+        port (for tests): one endpoint, or one per address.
+    :raises ValueError: no address, or not one endpoint per address.
     """
 
     def __init__(
-        self, address: BrokerAddress, reactor: Any, endpoint: IStreamClientEndpoint | None = None
+        self,
+        address: BrokerAddress | Sequence[BrokerAddress],
+        reactor: Any,
+        endpoint: IStreamClientEndpoint | Sequence[IStreamClientEndpoint] | None = None,
     ) -> None:
-        self.address = address
+        addresses = [address] if isinstance(address, BrokerAddress) else list(address)
+        if not addresses:
+            raise ValueError("no broker address")
+        self.addresses: tuple[BrokerAddress, ...] = tuple(addresses)
+        self._current = 0
         self.reactor = reactor
         self._hooks: list[ConnectHook] = []
         self._protocol: BrokerProtocol | None = None
@@ -320,17 +469,47 @@ class BrokerConnection(Service):
         self._clock = _RetryClock(reactor)
         policy = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
         if endpoint is None:
-            endpoint = HostnameEndpoint(
-                reactor, address.host, address.port, timeout=address.connect_timeout
-            )
+            endpoints: list[Any] = [
+                HostnameEndpoint(reactor, each.host, each.port, timeout=each.connect_timeout)
+                for each in addresses
+            ]
+        elif isinstance(endpoint, Sequence):
+            endpoints = list(endpoint)
+        else:
+            endpoints = [endpoint]
+        if len(endpoints) != len(addresses):
+            raise ValueError(f"{len(endpoints)} endpoints for {len(addresses)} broker addresses")
         self._client_service = ClientService(
-            _ObservedEndpoint(endpoint, self._failed),
-            _ProtocolFactory(address, reactor, self._made),
+            _ObservedEndpoint(_RotatingEndpoint(endpoints, lambda: self._current), self._failed),
+            _ProtocolFactory(lambda: self.address, reactor, self._made),
             # The attempts that count are those since the last success,
             # logging in included (ClientService counts TCP connections).
             retryPolicy=lambda attempt: policy(max(attempt, self._failures)),
             clock=cast(IReactorTime, self._clock),
         )
+
+    @property
+    def address(self) -> BrokerAddress:
+        """
+        The address connected to, or to be tried next.
+        """
+        return self.addresses[self._current]
+
+    @property
+    def where(self) -> str:
+        """
+        The broker's address for a person (its password hidden), or the
+        list of the cluster's addresses.
+        """
+        if len(self.addresses) == 1:
+            return str(self.address)
+        return "any of " + ", ".join(str(each) for each in self.addresses)
+
+    def next_address(self) -> None:
+        """
+        Make the next address, round robin, the one the next attempt tries.
+        """
+        self._current = (self._current + 1) % len(self.addresses)
 
     @property
     def failures(self) -> int:
@@ -402,6 +581,13 @@ class BrokerConnection(Service):
                     f"logging in did not finish within {self.address.connect_timeout} s"
                 )
             )
+        elif failure.check(QueueMismatch):
+            # The reason, not a traceback: it tells the operator what to do.
+            log.error(
+                "Cannot use the broker at {broker}: {reason}",
+                broker=str(self.address),
+                reason=str(failure.value),
+            )
         elif not failure.check(*_CLOSED):
             log.failure("Setting up the broker connection failed", failure)
         self._failed(failure)
@@ -424,6 +610,7 @@ class BrokerConnection(Service):
         )
         if warn:
             self._warned_at = now
+        self.next_address()
         still: list[tuple[defer.Deferred[BrokerProtocol], int | None]] = []
         given_up = []
         for d, left in self._waiting:
@@ -445,6 +632,7 @@ class BrokerConnection(Service):
                     broker=str(self.address),
                     reason="closed" if reason is None else describe(reason),
                 )
+                self.next_address()
         return result
 
     def retry_now(self) -> None:
@@ -499,10 +687,47 @@ class Topology:
     """
     The exchange, queue and dead-letter queue that tasks travel through.
     Declaring it is idempotent, so both the client and the daemon do it.
+
+    :ivar queue_type: ``"classic"`` or ``"quorum"``: the task, delay and
+        dead-letter queues are declared of that type with exactly these
+        arguments, and one that exists otherwise raises
+        :py:class:`QueueMismatch`.  :py:obj:`None` takes each queue as it
+        exists on the broker, and declares a missing one classic (for
+        clients and tools that do not know the daemons' options).
+    :ivar delivery_limit: quorum queues: how many times the broker puts a
+        message of the task queue back (a daemon or its connection died
+        holding it) before it dead-letters it (``x-delivery-limit``).
+    :ivar max_priority: classic queues: the highest message priority the
+        task queue orders by (``x-max-priority``); :py:obj:`None` for no
+        priorities.
+    :raises ValueError: an unknown queue type, a delivery limit on a
+        classic queue, or priorities on a quorum queue (RabbitMQ 3.10's
+        quorum queues have none).
     """
 
     exchange: str = "twistedq"
     queue: str = "twistedq"
+    queue_type: str | None = None
+    delivery_limit: int | None = None
+    max_priority: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in (None, *QUEUE_TYPES):
+            raise ValueError(
+                f"the queue type must be one of {', '.join(QUEUE_TYPES)}, not {self.queue_type!r}"
+            )
+        if self.delivery_limit is not None and (
+            self.queue_type != "quorum" or self.delivery_limit < 1
+        ):
+            raise ValueError("a delivery limit (at least 1) applies to quorum queues only")
+        if self.max_priority is not None:
+            if self.queue_type == "quorum":
+                raise ValueError(
+                    "quorum queues have no priorities on RabbitMQ 3.10 (x-max-priority is "
+                    "refused): use classic queues for priorities, or no priorities"
+                )
+            if not 1 <= self.max_priority <= 255:
+                raise ValueError(f"the maximum priority must be 1 to 255, not {self.max_priority}")
 
     @property
     def routing_key(self) -> str:
@@ -516,29 +741,91 @@ class Topology:
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead"
 
+    def _type_arguments(self, dead_lettering: bool) -> dict[str, Any]:
+        """
+        The arguments of the queue type; a quorum queue that dead-letters
+        does it at least once (the broker keeps a message until the
+        dead-letter queue confirmed it, instead of at most once).
+        """
+        if self.queue_type != "quorum":
+            return {}
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if dead_lettering:
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            # at-least-once needs it; without a length limit it never acts.
+            arguments["x-overflow"] = "reject-publish"
+        return arguments
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """
+        The arguments the task queue is declared with.
+        """
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            **self._type_arguments(dead_lettering=True),
+        }
+        if self.delivery_limit is not None:
+            arguments["x-delivery-limit"] = self.delivery_limit
+        if self.max_priority is not None:
+            arguments["x-max-priority"] = self.max_priority
+        return arguments
+
+    def delay_queue_arguments(self, seconds: int) -> dict[str, Any]:
+        """
+        The arguments the delay queue of ``seconds`` is declared with.
+        """
+        return {
+            "x-message-ttl": seconds * 1000,
+            "x-dead-letter-exchange": self.exchange,
+            "x-dead-letter-routing-key": self.routing_key,
+            **self._type_arguments(dead_lettering=True),
+        }
+
     async def declare(self, channel: BrokerChannel) -> None:
         """
         Declare the durable exchange and queue, bound by the queue's name,
         and the dead-letter exchange and queue that rejected messages go to.
+
+        :raises QueueMismatch: a queue exists with another type or other
+            arguments (only with a :py:attr:`queue_type`).
         """
         await channel.exchange_declare(
             exchange=self.dead_letter_exchange, type="direct", durable=True
         )
-        await channel.queue_declare(queue=self.dead_letter_queue, durable=True)
+        await self._declare_queue(
+            channel, self.dead_letter_queue, self._type_arguments(dead_lettering=False)
+        )
         await channel.queue_bind(
             queue=self.dead_letter_queue,
             exchange=self.dead_letter_exchange,
             routing_key=self.routing_key,
         )
         await channel.exchange_declare(exchange=self.exchange, type="direct", durable=True)
-        await channel.queue_declare(
-            queue=self.queue,
-            durable=True,
-            arguments={"x-dead-letter-exchange": self.dead_letter_exchange},
-        )
+        await self._declare_queue(channel, self.queue, self.queue_arguments())
         await channel.queue_bind(
             queue=self.queue, exchange=self.exchange, routing_key=self.routing_key
         )
+
+    async def _declare_queue(
+        self, channel: BrokerChannel, name: str, arguments: dict[str, Any]
+    ) -> None:
+        """
+        Declare one durable queue; without a :py:attr:`queue_type`, only
+        when it does not exist yet.
+
+        :raises QueueMismatch: the broker refused the arguments (406).
+        """
+        # (A channel of no connection, a test's fake, cannot ask.)
+        protocol = getattr(channel, "client", None)
+        if self.queue_type is None and protocol is not None and await queue_exists(protocol, name):
+            return
+        try:
+            await channel.queue_declare(queue=name, durable=True, arguments=arguments)
+        except _CLOSED as e:
+            code, text = reply_of(e)
+            if code == PRECONDITION_FAILED:
+                raise QueueMismatch(name, arguments, text) from None
+            raise
 
     def delay_queue(self, seconds: int) -> str:
         """
@@ -552,18 +839,28 @@ class Topology:
         Its messages expire after ``seconds`` (``x-message-ttl``) and are
         then dead-lettered back to the task queue through the exchange.
         All of its messages wait the same time, so they expire in order.
+
+        :raises QueueMismatch: as :py:meth:`declare`.
         """
         name = self.delay_queue(seconds)
-        await channel.queue_declare(
-            queue=name,
-            durable=True,
-            arguments={
-                "x-message-ttl": seconds * 1000,
-                "x-dead-letter-exchange": self.exchange,
-                "x-dead-letter-routing-key": self.routing_key,
-            },
-        )
+        await self._declare_queue(channel, name, self.delay_queue_arguments(seconds))
         return name
+
+
+async def queue_exists(protocol: BrokerProtocol, name: str) -> bool:
+    """
+    Whether the queue ``name`` exists, asked on a channel of its own (the
+    broker closes the channel of a passive declare of a missing queue).
+    """
+    probe = await protocol.open_channel()
+    try:
+        await probe.queue_declare(queue=name, passive=True)
+    except _CLOSED as e:
+        if reply_of(e)[0] == NOT_FOUND:
+            return False
+        raise
+    await probe.channel_close()
+    return True
 
 
 class Publisher:
@@ -623,7 +920,7 @@ class Publisher:
         if channel is None or channel.closed or channel.client.closed:
             raise ConnectionDone("the publishing channel is closed")
         if queue not in self._declared:
-            await Topology(exchange=self.topology.exchange, queue=queue).declare(channel)
+            await replace(self.topology, queue=queue).declare(channel)
             self._declared.add(queue)
         return channel
 
@@ -656,14 +953,14 @@ class Publisher:
                         f"{connection.last_failure})"
                     )
                 raise BrokerUnavailable(
-                    f"could not reach the broker at {connection.address} "
+                    f"could not reach the broker at {connection.where} "
                     f"within {self.confirm_timeout} s{last}"
                 ) from None
             except Exception as e:
                 tried += 1
                 if attempts is None or tried >= attempts:
                     raise BrokerUnavailable(
-                        f"could not reach the broker at {connection.address}: {describe(e)}"
+                        f"could not reach the broker at {connection.where}: {describe(e)}"
                     ) from e
             pause = min(QUICK_RETRY * 2 ** (tried - 1), deadline - reactor.seconds())
             if pause > 0:
@@ -700,7 +997,9 @@ class Publisher:
             ) from e
         return int(purged.message_count)
 
-    async def publish_later(self, message: TaskMessage, delay: float) -> None:
+    async def publish_later(
+        self, message: TaskMessage, delay: float, priority: int | None = None
+    ) -> None:
         """
         Publish a task message for the topology's queue into the longest
         delay queue not longer than ``delay`` seconds (declared on first
@@ -712,9 +1011,9 @@ class Publisher:
         """
         step = delay_step(delay)
         if step is None:
-            await self.publish(message)
+            await self.publish(message, priority=priority)
             return
-        body, properties = self._encode(message)
+        body, properties = self._encode(message, priority)
         channel = await self._ready_channel(self.topology.queue)
         name = self.topology.delay_queue(step)
         if name not in self._declared:
@@ -736,10 +1035,17 @@ class Publisher:
             queue=name,
         )
 
-    async def publish(self, message: TaskMessage, queue: str | None = None) -> None:
+    async def publish(
+        self, message: TaskMessage, queue: str | None = None, priority: int | None = None
+    ) -> None:
         """
         Publish one task message to ``queue`` (by default the topology's)
         and wait for the broker's confirm.
+
+        :param priority: the message's priority, 0 to :py:data:`MAX_PRIORITY`
+            (the AMQP ``priority`` property): a queue declared with a
+            maximum priority delivers higher ones first; :py:obj:`None`
+            publishes none (0 to the broker).
 
         :raises BrokerUnavailable: no connection within ``confirm_timeout``
             seconds (or, with ``connect_attempts``, after that many failed
@@ -752,16 +1058,20 @@ class Publisher:
         :raises twistedq.message.MessageError: the message breaks a rule of
             :py:meth:`~twistedq.message.TaskMessage.check`, or is over
             ``max_message_size``; nothing was sent.
+        :raises ValueError: ``priority`` is not 0 to :py:data:`MAX_PRIORITY`.
         """
-        body, properties = self._encode(message)
+        body, properties = self._encode(message, priority)
         queue = queue or self.topology.queue
         channel = await self._ready_channel(queue)
         await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
 
-    def _encode(self, message: TaskMessage) -> tuple[bytes, dict[str, Any]]:
+    def _encode(
+        self, message: TaskMessage, priority: int | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
         """
         The body and properties of a message, signed with the first key.
         """
+        check_priority(priority)
         body = message.encode()
         if self.max_message_size is not None and len(body) > self.max_message_size:
             raise MessageError(
@@ -776,6 +1086,8 @@ class Publisher:
             "delivery-mode": PERSISTENT,
             "message-id": message.id,
         }
+        if priority:
+            properties["priority"] = priority
         if self.signing is not None:
             properties["headers"] = self.signing.sign(body)
         return body, properties
