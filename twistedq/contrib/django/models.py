@@ -24,7 +24,12 @@ class TaskResult(models.Model):
     """
     The outcome of one task, or its pending record.  ``document`` is the
     stored outcome, the same JSON every result store keeps; the other
-    columns repeat parts of it for filtering in the admin.
+    columns repeat parts of it for filtering in the admin.  ``task_args``
+    and ``task_kwargs`` hold the JSON text of the task's arguments when
+    ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` kept them (a text that is no
+    JSON list or object when they were cut to its size); ``worker`` names
+    the daemon that stored the outcome, ``taskset_id`` the taskset it
+    counts in and ``periodic_task`` the periodic task that published it.
     """
 
     task_id = models.CharField(max_length=36, unique=True)
@@ -32,9 +37,13 @@ class TaskResult(models.Model):
     status = models.CharField(max_length=16, db_index=True)
     document = models.TextField()
     traceback = models.TextField(blank=True, default="")
-    worker = models.CharField(max_length=255, blank=True, default="")
+    worker = models.CharField(max_length=255, blank=True, default="", db_index=True)
     date_done = models.DateTimeField(null=True, blank=True, db_index=True)
     expires_at = models.DateTimeField(db_index=True)
+    task_args = models.TextField("arguments", blank=True, default="")
+    task_kwargs = models.TextField("keyword arguments", blank=True, default="")
+    taskset_id = models.CharField(max_length=36, blank=True, default="", db_index=True)
+    periodic_task = models.CharField(max_length=255, blank=True, default="", db_index=True)
 
     class Meta:
         verbose_name = "task result"
