@@ -101,11 +101,20 @@ class AsyncResult:
     The result of a task, read from the result store on demand.
 
     :ivar task_id: the task's UUID.
+    :ivar parent: the result of the task before it in a chain (the header's
+        :py:class:`TaskSetResult` for a chord's callback), when this
+        result was given by publishing the workflow; else :py:obj:`None`.
     """
 
-    def __init__(self, task_id: str, client: Client | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        client: Client | None = None,
+        parent: AsyncResult | TaskSetResult | None = None,
+    ) -> None:
         self.task_id = task_id
         self._client = client
+        self.parent = parent
         self._outcome: Outcome | None = None
 
     def __repr__(self) -> str:

@@ -18,7 +18,17 @@ import datetime
 import logging
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
 from twistedq.client import Client, default_client
@@ -29,6 +39,9 @@ from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskR
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
+
+if TYPE_CHECKING:
+    from twistedq.canvas import Signature
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -132,6 +145,27 @@ def retry(
     raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
 
 
+def message_times(
+    countdown: float | None,
+    eta: datetime.datetime | float | None,
+    expires: datetime.datetime | datetime.timedelta | float | None,
+) -> tuple[str | None, str | None]:
+    """
+    The ETA and expiry of a message, as ISO 8601 UTC times, from the
+    options of :py:func:`publish_task`.
+
+    :raises ValueError: both ``countdown`` and ``eta`` were given.
+    """
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if countdown is not None:
+        eta = now + datetime.timedelta(seconds=countdown)
+    if isinstance(expires, datetime.timedelta):
+        expires = now + expires
+    return _utc_iso(eta), _utc_iso(expires)
+
+
 def publish_task(
     name: str,
     args: Sequence[Any] = (),
@@ -143,6 +177,8 @@ def publish_task(
     queue: str | None = None,
     task_id: str | None = None,
     client: Client | None = None,
+    link: Any = None,
+    link_error: Any = None,
 ) -> AsyncResult:
     """
     Publish a task by name with every option; return its
@@ -156,24 +192,30 @@ def publish_task(
         a :py:class:`datetime.timedelta`).
     :param queue: publish to this queue instead of the client's.
     :param task_id: use this id (a UUID) instead of a new one.
+    :param link: a :py:class:`~twistedq.canvas.Signature` (or a list of
+        them) published with the task's result when it succeeds.
+    :param link_error: a signature (or a list) published with the task's
+        id when it fails.
     :raises twistedq.message.MessageError: ``task_id`` is not a UUID,
         ``args`` is not a list or tuple, a keyword argument name is not a
         string, or an argument is not a JSON value; nothing was published.
     """
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if countdown is not None:
-        eta = now + datetime.timedelta(seconds=countdown)
-    if isinstance(expires, datetime.timedelta):
-        expires = now + expires
+    eta_text, expires_text = message_times(countdown, eta, expires)
+    links: tuple[dict[str, Any], ...] = ()
+    errlinks: tuple[dict[str, Any], ...] = ()
+    if link is not None or link_error is not None:
+        from twistedq.canvas import callback_documents
+
+        links, errlinks = callback_documents(link), callback_documents(link_error)
     message = TaskMessage(
         id=new_task_id() if task_id is None else task_id,
         task=name,
         args=_args(args),
         kwargs=_kwargs(kwargs),
-        eta=_utc_iso(eta),
-        expires=_utc_iso(expires),
+        eta=eta_text,
+        expires=expires_text,
+        links=links,
+        errlinks=errlinks,
     )
     message.check()
     chosen = _client(client)
@@ -281,6 +323,8 @@ class Task(NamedTask):
         queue: str | None = None,
         task_id: str | None = None,
         client: Client | None = None,
+        link: Any = None,
+        link_error: Any = None,
     ) -> AsyncResult:
         """
         Publish this task with options; see :py:func:`publish_task`.
@@ -298,7 +342,46 @@ class Task(NamedTask):
             queue=queue or self.queue,
             task_id=task_id,
             client=client,
+            link=link,
+            link_error=link_error,
         )
+
+    @_ClassOrInstanceMethod
+    def signature(
+        self: Task | type[Task],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """
+        A :py:class:`~twistedq.canvas.Signature` of this task: the call,
+        to be published later or as part of a workflow.  ``immutable=True``
+        makes one that takes no result from its parent.
+        """
+        from twistedq.canvas import Signature
+
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable)
+
+    @_ClassOrInstanceMethod
+    def s(self: Task | type[Task], *args: Any, **kwargs: Any) -> Signature:
+        """
+        A signature of this task with these arguments (Celery's
+        ``add.s(2, 2)``); in a chain the parent's result comes first.
+        """
+        from twistedq.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    @_ClassOrInstanceMethod
+    def si(self: Task | type[Task], *args: Any, **kwargs: Any) -> Signature:
+        """
+        An immutable signature: in a chain, or as a callback, it runs with
+        these arguments only.
+        """
+        from twistedq.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
 
     def retry(
         self,
