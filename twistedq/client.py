@@ -24,12 +24,13 @@ from twisted.python.failure import Failure
 
 from twistedq import context, result
 from twistedq.amqp.broker import (
-    BrokerAddress,
     BrokerConnection,
     BrokerUnavailable,
     Publisher,
     PublishUncertain,
     Topology,
+    broker_addresses,
+    check_priority,
     describe,
 )
 from twistedq.backends.base import (
@@ -83,6 +84,19 @@ class AsyncClient:
     re-made after a failure).  With signing keys in ``settings`` every
     message is signed; a message over ``settings.max_message_size`` is
     refused with :py:class:`~twistedq.message.MessageError`.
+
+    ``settings.broker_url`` may name the nodes of a cluster, comma-separated:
+    the connection moves to the next one when its node fails, and a publish
+    tries each node once before it fails with
+    :py:class:`~twistedq.amqp.broker.BrokerUnavailable`.
+
+    :param queue_type: ``"classic"`` or ``"quorum"``: the type of the
+        queues this client declares when they do not exist yet (and refuses
+        when they exist otherwise); by default they are taken as the
+        daemons declared them, and declared classic when missing.
+    :param max_priority: declare missing task queues with priorities
+        (classic queues: ``x-max-priority``), as the daemons'
+        ``--max-priority`` does.
     """
 
     def __init__(
@@ -92,6 +106,8 @@ class AsyncClient:
         confirm_timeout: float = 30.0,
         notify: bool = True,
         record_timeout: float = RECORD_TIMEOUT,
+        queue_type: str | None = None,
+        max_priority: int | None = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -100,32 +116,46 @@ class AsyncClient:
         #: The reactor's trigger that closes this client before shutdown,
         #: if one was added.
         self.shutdown_trigger: Any = None
-        self.connection = BrokerConnection(BrokerAddress.from_url(settings.broker_url), reactor)
+        addresses = broker_addresses(settings.broker_url)
+        self.connection = BrokerConnection(addresses, reactor)
         self.publisher = Publisher(
             self.connection,
-            Topology(exchange=settings.exchange, queue=settings.queue),
+            Topology(
+                exchange=settings.exchange,
+                queue=settings.queue,
+                queue_type=queue_type,
+                max_priority=max_priority,
+            ),
             confirm_timeout=confirm_timeout,
             signing=settings.signing(),
             max_message_size=settings.max_message_size,
-            connect_attempts=CONNECT_ATTEMPTS,
+            # Each node once, and the first twice.
+            connect_attempts=CONNECT_ATTEMPTS + len(addresses) - 1,
         )
         self.backend: IResultBackend = backend_from_url(settings.result_backend, reactor)
         self.backend.connect().addErrback(lambda f: None)
         self.connection.startService()
 
-    def publish(self, message: TaskMessage, queue: str | None = None) -> defer.Deferred[None]:
+    def publish(
+        self, message: TaskMessage, queue: str | None = None, priority: int | None = None
+    ) -> defer.Deferred[None]:
         """
         Publish one message; fires once the broker confirmed it (see
         :py:meth:`publish_many`).
         """
-        return self.publish_many([message], queue)
+        return self.publish_many([message], queue, priority)
 
     def publish_many(
-        self, messages: Sequence[TaskMessage], queue: str | None = None
+        self,
+        messages: Sequence[TaskMessage],
+        queue: str | None = None,
+        priority: int | None = None,
     ) -> defer.Deferred[None]:
         """
         Publish several messages at once, all confirms awaited together,
         then record them as pending in the result store (one write).
+        ``priority`` (0 to 9) is each message's priority, for a queue
+        declared with priorities (``--max-priority``).
 
         Once the broker confirmed them, nothing fails the call: the pending
         record is waited for at most ``record_timeout`` seconds, and a
@@ -138,13 +168,18 @@ class AsyncClient:
             uncertain, with ``confirmed_ids`` as above.
         :raises MessageError: a message breaks a rule of
             :py:meth:`TaskMessage.check`; nothing was published.
+        :raises ValueError: ``priority`` is not 0 to 9.
         """
 
         async def publish() -> None:
+            check_priority(priority)
             for message in messages:
                 message.check()
             outcomes = await defer.DeferredList(
-                [defer.Deferred.fromCoroutine(self.publisher.publish(m, queue)) for m in messages],
+                [
+                    defer.Deferred.fromCoroutine(self.publisher.publish(m, queue, priority))
+                    for m in messages
+                ],
                 consumeErrors=True,
             )
             confirmed = [m for m, (ok, _) in zip(messages, outcomes, strict=True) if ok]
@@ -370,6 +405,9 @@ class Client:
         in the environment or the Django settings, else 30 s).
     :ivar notify: wake waiting ``get()`` calls by the store's notification
         where it has one (Redis); else read with back-off.
+    :ivar queue_type: the type of the queues declared when missing (see
+        :py:class:`AsyncClient`).
+    :ivar max_priority: the priorities of task queues declared when missing.
     """
 
     def __init__(
@@ -382,12 +420,17 @@ class Client:
         timeout: float | None = None,
         notify: bool = True,
         thread: ReactorThread = reactor_thread,
+        queue_type: str | None = None,
+        max_priority: int | None = None,
     ) -> None:
         if settings is None:
             settings = Settings.from_environment(
                 broker_url=broker_url, result_backend=result_backend, queue=queue
             )
-        BrokerAddress.from_url(settings.broker_url)
+        broker_addresses(settings.broker_url)
+        Topology(queue_type=queue_type, max_priority=max_priority)  # refuse what does not fit
+        self.queue_type = queue_type
+        self.max_priority = max_priority
         settings.validate()
         self.settings = settings
         self.timeout = settings.publish_timeout if timeout is None else timeout
@@ -437,6 +480,8 @@ class Client:
             confirm_timeout=self.timeout,
             notify=self.notify,
             record_timeout=min(RECORD_TIMEOUT, self.timeout),
+            queue_type=self.queue_type,
+            max_priority=self.max_priority,
         )
         client.shutdown_trigger = reactor.addSystemEventTrigger("before", "shutdown", client.close)
         return client
@@ -450,19 +495,27 @@ class Client:
         self.publish(message)
         return AsyncResult(message.id, self)
 
-    def publish(self, message: TaskMessage, queue: str | None = None) -> None:
+    def publish(
+        self, message: TaskMessage, queue: str | None = None, priority: int | None = None
+    ) -> None:
         """
         Publish one message (to ``queue``, by default the configured one)
         and wait for the broker's confirm.
         """
-        self.publish_many([message], queue)
+        self.publish_many([message], queue, priority)
 
-    def publish_many(self, messages: Iterable[TaskMessage], queue: str | None = None) -> None:
+    def publish_many(
+        self,
+        messages: Iterable[TaskMessage],
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> None:
         """
         Publish many messages in one go (confirms awaited together); see
         :py:meth:`AsyncClient.publish_many`.  Returns once the broker has
         confirmed them all, whether or not the result store took their
-        pending records.
+        pending records.  ``priority`` (0 to 9) is each message's
+        priority, for a queue declared with priorities.
 
         :raises BrokerUnavailable: a message was surely not published.
         :raises PublishUncertain: a message may or may not be queued.
@@ -470,6 +523,7 @@ class Client:
             :py:meth:`TaskMessage.check`; nothing was published.
         """
         batch = list(messages)
+        check_priority(priority)
         for message in batch:
             message.check()
         if not batch:
@@ -480,7 +534,7 @@ class Client:
         # only a safety net.
         limit = 2 * self.timeout + RECORD_TIMEOUT + 5
         try:
-            self._thread.call(client.publish_many, batch, queue, timeout=limit)
+            self._thread.call(client.publish_many, batch, queue, priority, timeout=limit)
         except TimeoutError:
             raise PublishUncertain(batch[0].id, limit) from None
 

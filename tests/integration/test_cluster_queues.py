@@ -1,0 +1,129 @@
+"""
+Queue types and priorities on a real RabbitMQ (3.10 here), one node:
+quorum queues declared and refused with a clear error when they exist
+otherwise, quorum delay queues (per-queue TTL) that bring a message back,
+classic queues with priorities that deliver the highest first.  The
+cluster itself is in :py:mod:`tests.integration.test_cluster`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.integration.servers import amqp_url, unique_queue
+from twistedq.amqp.broker import (
+    BrokerAddress,
+    BrokerConnection,
+    Publisher,
+    QueueMismatch,
+    Topology,
+)
+from twistedq.amqp.protocol import BrokerProtocol
+from twistedq.message import TaskMessage, new_task_id
+
+
+class QueueTypeTests(TestCase):
+    timeout = 60
+
+    async def _connect(self) -> None:
+        self.connection = BrokerConnection(BrokerAddress.from_url(amqp_url()), reactor)
+        self.connection.startService()
+        self.addCleanup(self.connection.stopService)
+        self.protocol: BrokerProtocol = await self.connection.when_connected(fail_after=3)
+        self.queue = unique_queue()
+        self.addCleanup(self._delete)
+
+    def setUp(self) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._connect())
+
+    async def _delete(self) -> None:
+        if self.protocol.closed:
+            return
+        channel = await self.protocol.open_channel()
+        topology = Topology(exchange=self.queue, queue=self.queue)
+        for name in (self.queue, topology.dead_letter_queue, topology.delay_queue(1)):
+            await channel.queue_delete(queue=name)
+        for exchange in (topology.exchange, topology.dead_letter_exchange):
+            await channel.exchange_delete(exchange=exchange)
+
+    def topology(self, **arguments: Any) -> Topology:
+        return Topology(exchange=self.queue, queue=self.queue, **arguments)
+
+    async def declare(self, topology: Topology) -> None:
+        channel = await self.protocol.open_channel()
+        await topology.declare(channel)
+        await channel.channel_close()
+
+    async def test_quorum_declared_and_taken_as_it_is(self) -> None:
+        """
+        A quorum topology declares quorum queues (declaring it again is
+        fine); a topology without a type takes them as they are, as the
+        client and the tools do; a classic one is refused with an error
+        that names the queue, the argument and the option.
+        """
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=3))
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=3))
+        await self.declare(self.topology())
+        with self.assertRaises(QueueMismatch) as caught:
+            await self.declare(self.topology(queue_type="classic"))
+        text = str(caught.exception)
+        self.assertIn(f"queue {self.queue + '.dead'!r} exists", text)
+        self.assertIn("x-queue-type (--queue-type)", text)
+        self.assertIn("current is the value 'quorum'", text)
+        self.assertFalse(self.protocol.closed)
+
+    async def test_other_delivery_limit_refused(self) -> None:
+        """
+        A daemon with another ``--task-attempts`` than the one that made
+        the quorum queue is told which option differs.
+        """
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=3))
+        with self.assertRaises(QueueMismatch) as caught:
+            await self.declare(self.topology(queue_type="quorum", delivery_limit=5))
+        self.assertIn("x-delivery-limit (--task-attempts)", str(caught.exception))
+
+    async def test_quorum_delay_queue(self) -> None:
+        """
+        RabbitMQ 3.10's quorum queues keep a queue's message TTL: a message
+        published for a 1 s delay into a quorum delay queue comes back to
+        the quorum task queue after about a second.
+        """
+        topology = self.topology(queue_type="quorum", delivery_limit=3)
+        publisher = Publisher(self.connection, topology)
+        await publisher._connected(self.protocol)
+        message = TaskMessage(id=new_task_id(), task="t")
+        started = time.monotonic()
+        await publisher.publish_later(message, 1.5)
+        channel = await self.protocol.open_channel()
+        while time.monotonic() - started < 20:
+            got = await channel.basic_get(queue=self.queue, no_ack=True)
+            if got.method.name == "get-ok":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(got.method.name, "get-ok")
+        self.assertEqual(TaskMessage.decode(got.content.body).id, message.id)
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+
+    async def test_priorities(self) -> None:
+        """
+        A classic queue declared with a maximum priority delivers the
+        message of the highest priority first, whatever its place.
+        """
+        topology = self.topology(queue_type="classic", max_priority=9)
+        publisher = Publisher(self.connection, topology)
+        await publisher._connected(self.protocol)
+        messages = [TaskMessage(id=new_task_id(), task="t", args=(i,)) for i in range(30)]
+        for i, message in enumerate(messages):
+            await publisher.publish(message, priority=9 if i == 29 else (5 if i == 20 else None))
+        channel = await self.protocol.open_channel()
+        order = []
+        for _ in range(30):
+            got = await channel.basic_get(queue=self.queue, no_ack=True)
+            order.append(TaskMessage.decode(got.content.body).args[0])
+        self.assertEqual(order[:3], [29, 20, 0])
+        self.assertEqual(order[3:], list(range(1, 20)) + list(range(21, 29)))
