@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twistedq.backends.base import ClaimState, IResultBackend, TaskClaim
 from twistedq.daemon.backoff import FIRST_PAUSE
 from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.followups import FollowUps
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import Job, JobState, few
@@ -70,6 +71,13 @@ class Gate:
         #: Every job taken and not yet forgotten (settled ones among them,
         #: until collected).
         self.taken: weakref.WeakSet[Job] = weakref.WeakSet()
+        #: Publishes the follow-ups of a workflow's task found done (its
+        #: delivery came back after a crash before its ack), or None.
+        self.followups = (
+            FollowUps(backend, leases.republish, clock, in_flight)
+            if leases.republish is not None
+            else None
+        )
 
     def take(self, job: Job) -> None:
         """
@@ -160,7 +168,7 @@ class Gate:
                     and top_status(document) in READY_STATES
                     and dead_letter_reason(document) is None
                 ):
-                    self._done_already(job, top_status(document))
+                    self._done_already(job, top_status(document), document)
                 else:
                     self._pass(job)
 
@@ -178,7 +186,7 @@ class Gate:
         else:
             self.admit(job)
 
-    def _done_already(self, job: Job, status: str) -> None:
+    def _done_already(self, job: Job, status: str, document: bytes | None = None) -> None:
         self.events.report(EventKind.DUPLICATE, job.task_id, job.message.task, job=job)
         log.info(
             "Task {task}[{id}] is already {status}: acked without running",
@@ -186,7 +194,28 @@ class Gate:
             id=job.task_id,
             status=status,
         )
-        job.ack()
+        if self.followups is not None and job.message.has_followups:
+            self._follow_up(job, self.followups, document)
+        else:
+            job.ack()
+
+    def _follow_up(self, job: Job, followups: FollowUps, document: bytes | None) -> None:
+        """
+        Publish the follow-ups of a workflow's task found done, then ack
+        it: its daemon may have stopped between storing its outcome and
+        publishing them.  While the store cannot be read, it is held.
+        """
+        if document is None:
+            d = defer.maybeDeferred(self.backend.get_result, job.task_id)
+        else:
+            d = defer.succeed(document)
+
+        def unread(failure: Failure) -> None:
+            self._store_failed("read the outcome of", 1, failure)
+            self.hold(job, FIRST_PAUSE)
+
+        d.addCallbacks(lambda found: followups.settle(job, found), unread)
+        self.in_flight.track(d)
 
     def _claim(self, jobs: list[Job]) -> None:
         leases = self.leases

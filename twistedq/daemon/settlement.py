@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twistedq.backends.base import IResultBackend, OutcomeRecord, StoreRefused, gather
 from twistedq.daemon.backoff import persist
 from twistedq.daemon.events import EventKind, Events
+from twistedq.daemon.followups import FollowUps
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import Job, JobState, timestamp
@@ -105,6 +106,13 @@ class Settlement:
         self.hold_eta = hold_eta
         #: Messages given back because their outcomes could not be stored.
         self.returned_unstored = 0
+        #: Publishes what workflows make follow a task (with the daemon's
+        #: publisher, which the lease keeper holds for orphans), or None.
+        self.followups = (
+            FollowUps(backend, leases.republish, clock, in_flight)
+            if leases.republish is not None
+            else None
+        )
 
     def ran(self, outcomes: list[bytes], batch: list[Job]) -> defer.Deferred[None]:
         """
@@ -198,8 +206,7 @@ class Settlement:
             if dead_letter:
                 detail = f"task {job.message.task}[{job.task_id}]: {error}"
                 return self._dead_letter(job, ATTEMPTS_EXHAUSTED, detail, error=error)
-            job.ack()
-            return None
+            return self._ack(job, document)
 
         if job.message.ignore_result:
             return settle(set()) or defer.succeed(None)
@@ -224,8 +231,22 @@ class Settlement:
             message.id, revoked_document(message.id, message.task, reason), message.taskset
         )
         d = self.leases.commit([record])
-        d.addCallbacks(lambda _: job.ack(), lambda _: self.give_back([job], unstored=True))
+        d.addCallbacks(
+            lambda _: self._ack(job, record.document),
+            lambda _: self.give_back([job], unstored=True),
+        )
         self.in_flight.track(d)
+
+    def _ack(self, job: Job, document: bytes) -> defer.Deferred[None] | None:
+        """
+        Ack a job whose outcome ``document`` is stored; first publish its
+        follow-ups if its message has workflow fields
+        (:py:mod:`twistedq.daemon.followups`).
+        """
+        if self.followups is not None and job.message.has_followups:
+            return self.followups.settle(job, document)
+        job.ack()
+        return None
 
     def give_back(self, batch: list[Job], unstored: bool = False) -> None:
         """
@@ -388,7 +409,9 @@ class Settlement:
                 continue
             if not record.failed:
                 self.events.report(EventKind.SUCCEEDED, job.task_id, job.message.task, job=job)
-                job.ack()
+                acked = self._ack(job, record.document)
+                if acked is not None:
+                    dead.append(acked)
                 continue
             self.events.report(
                 EventKind.FAILED, job.task_id, job.message.task, job=job, outcome=record.document
@@ -397,7 +420,9 @@ class Settlement:
                 detail = f"task {job.message.task}[{job.task_id}]: no child registered it"
                 dead.append(self._dead_letter(job, UNKNOWN_TASK, detail, outcome=record.document))
             else:
-                job.ack()
+                acked = self._ack(job, record.document)
+                if acked is not None:
+                    dead.append(acked)
                 self._log_failure(job.message, record.document)
         return gather(dead) if dead else None
 

@@ -1,0 +1,201 @@
+"""
+Tests for :py:mod:`twistedq.daemon.followups` inside the dispatcher: what
+a workflow publishes after a task's outcome is stored, before its ack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.fakes import FakeDelivery, FakePool, answered, put, task_id
+from twistedq.backends.memory import MemoryBackend
+from twistedq.canvas import Signature, chord_member_id
+from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.message import TaskMessage
+from twistedq.outcome import Outcome, failure_document, success_document
+
+CHORD = "5f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
+CALLBACK = "6f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
+NEXT = "7f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
+
+
+class FollowUpTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryBackend(self.clock)
+        self.pool = FakePool(idle=1)
+        self.published: list[tuple[TaskMessage, str | None]] = []
+        self.pending: list[defer.Deferred[None]] | None = None
+        self.failures = 0
+        self.dispatcher = Dispatcher(
+            self.pool,
+            self.store,
+            self.clock,
+            DispatchSettings(max_batch=1, check_duplicates=True),
+            republish=self.republish,
+        )
+
+    def republish(self, message: TaskMessage, queue: str | None) -> defer.Deferred[None]:
+        if self.failures:
+            self.failures -= 1
+            return defer.fail(ConnectionError("broker down"))
+        self.published.append((message, queue))
+        if self.pending is not None:
+            d: defer.Deferred[None] = defer.Deferred()
+            self.pending.append(d)
+            return d
+        return defer.succeed(None)
+
+    def run_task(self, message: TaskMessage, outcome: bytes | None = None) -> FakeDelivery:
+        """
+        Deliver ``message`` and finish it with ``outcome`` (a success with
+        its args by default).
+        """
+        delivery = FakeDelivery(message.encode())
+        self.dispatcher.deliver(delivery)
+        self.clock.advance(0)
+        index = len(self.pool.batches) - 1
+        self.pool.finish(index, None if outcome is None else [outcome])
+        self.clock.advance(0)
+        return delivery
+
+    def test_chain_and_links(self) -> None:
+        """
+        On success the next step of the chain (carrying the rest) and each
+        link are published with the result first; immutable ones without.
+        The delivery is acked only once the broker confirmed them.
+        """
+        self.pending = []
+        step = dict(Signature("mul", (4,), options={"task_id": NEXT}))
+        rest = dict(Signature("mul", (10,)))
+        message = TaskMessage(
+            id=task_id(1),
+            task="add",
+            args=(2, 2),
+            chain=(step, rest),
+            links=(dict(Signature("log", ("done",), immutable=True)),),
+        )
+        delivery = self.run_task(message, success_document(task_id(1), "add", 4))
+        (link, _), (following, queue) = self.published
+        self.assertEqual((link.task, link.args), ("log", ("done",)))
+        self.assertEqual((following.id, following.args, following.chain), (NEXT, (4, 4), (rest,)))
+        self.assertIsNone(queue)
+        self.assertEqual(delivery.settled, [])
+        for d in self.pending:
+            d.callback(None)
+        self.assertEqual(delivery.settled, ["ack"])
+
+    def test_errlinks_on_failure_only(self) -> None:
+        """
+        On failure the errlinks get the task id, the links nothing; on
+        success the reverse.
+        """
+        links = (dict(Signature("ok")),)
+        errlinks = (dict(Signature("oops", ("x",))),)
+        failed = TaskMessage(id=task_id(1), task="add", links=links, errlinks=errlinks)
+        self.run_task(failed, failure_document(task_id(1), "add", ValueError("no")))
+        self.assertEqual(
+            [(m.task, m.args) for m, _ in self.published], [("oops", (task_id(1), "x"))]
+        )
+        del self.published[:]
+        worked = TaskMessage(id=task_id(2), task="add", links=links, errlinks=errlinks)
+        self.run_task(worked, success_document(task_id(2), "add", 7))
+        self.assertEqual([(m.task, m.args) for m, _ in self.published], [("ok", (7,))])
+
+    def test_follow_up_ids_fixed(self) -> None:
+        """
+        A follow-up without a task id gets one derived from its parent's:
+        the same on a second publish.
+        """
+        links = (dict(Signature("ok", options={"queue": "other", "countdown": 30})),)
+        self.run_task(TaskMessage(id=task_id(1), task="add", links=links))
+        first, queue = self.published[0]
+        self.assertEqual(queue, "other")
+        self.assertIsNotNone(first.eta)
+        followups = self.dispatcher.settlement.followups
+        assert followups is not None
+        document = answered(self.store.get_result(task_id(1)))
+        answered(followups.after(TaskMessage(id=task_id(1), task="add", links=links), document))
+        self.assertEqual(self.published[1][0].id, first.id)
+
+    def test_publish_retried(self) -> None:
+        """
+        A follow-up whose publish fails is published again after a pause;
+        the delivery waits unacknowledged meanwhile.
+        """
+        self.failures = 1
+        delivery = self.run_task(
+            TaskMessage(id=task_id(1), task="add", links=(dict(Signature("ok")),))
+        )
+        self.assertEqual((self.published, delivery.settled), ([], []))
+        self.clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
+        self.assertEqual(len(self.published), 1)
+        self.assertEqual(delivery.settled, ["ack"])
+
+    def test_redelivered_done(self) -> None:
+        """
+        A delivery of a task already done (a crash between the commit and
+        the ack) publishes its follow-ups again before it is acked.
+        """
+        links = (dict(Signature("ok")),)
+        message = TaskMessage(id=task_id(1), task="add", links=links)
+        put(self.store, task_id(1), success_document(task_id(1), "add", 3))
+        delivery = FakeDelivery(message.encode(), redelivered=True)
+        self.dispatcher.deliver(delivery)
+        self.clock.advance(0)
+        self.assertEqual(self.pool.batches, [])
+        self.assertEqual([(m.task, m.args) for m, _ in self.published], [("ok", (3,))])
+        self.assertEqual(delivery.settled, ["ack"])
+
+    def members(self, size: int, callback: dict[str, Any]) -> list[TaskMessage]:
+        answered(self.store.create_taskset(CHORD, size))
+        return [
+            TaskMessage(
+                id=chord_member_id(CHORD, i), task="add", args=(i,), taskset=CHORD, chord=callback
+            )
+            for i in range(size)
+        ]
+
+    def test_chord(self) -> None:
+        """
+        The callback is published once the count is complete, with the
+        members' results in member order, whatever order they finish in.
+        """
+        callback = dict(Signature("tsum", options={"task_id": CALLBACK}))
+        members = self.members(3, callback)
+        for i in (2, 0):
+            self.run_task(members[i], success_document(members[i].id, "add", i * 10))
+        self.assertEqual(self.published, [])
+        self.run_task(members[1], success_document(members[1].id, "add", 10))
+        ((message, _),) = self.published
+        self.assertEqual(
+            (message.id, message.task, message.args), (CALLBACK, "tsum", ([0, 10, 20],))
+        )
+
+    def test_chord_member_failed(self) -> None:
+        """
+        A member that failed: the callback does not run, a ChordError is
+        stored for it and its errlinks are published.
+        """
+        callback = Signature("tsum", options={"task_id": CALLBACK})
+        callback.link_error(Signature("oops"))
+        members = self.members(2, dict(callback))
+        self.run_task(members[0], failure_document(members[0].id, "add", ValueError("no")))
+        self.run_task(members[1])
+        self.assertEqual([(m.task, m.args) for m, _ in self.published], [("oops", (CALLBACK,))])
+        outcome = Outcome.from_bytes(CALLBACK, answered(self.store.get_result(CALLBACK)))
+        self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "ChordError"))
+        self.assertIn(members[0].id, json.dumps(outcome.exc))
+
+    def test_plain_message_untouched(self) -> None:
+        """
+        A message without workflow fields is acked with nothing published.
+        """
+        delivery = self.run_task(TaskMessage(id=task_id(1), task="add", args=(1,)))
+        self.assertEqual((self.published, delivery.settled), ([], ["ack"]))
