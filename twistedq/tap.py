@@ -47,6 +47,7 @@ from twistedq.daemon.periodic import cleanup_job, recovery_job
 from twistedq.daemon.service import ConsumerService, DrainingMultiService
 from twistedq.daemon.timing import DEFAULT_HOLD_ETA
 from twistedq.dashboard.daemon import daemon_dashboard
+from twistedq.hooks import DaemonHooks
 from twistedq.log import LOG_LEVELS, LogLevelService, SeedLogFormatService
 from twistedq.metrics import DaemonMetrics, MetricsResource
 from twistedq.outcome import DEFAULT_MAX_RESULT_SIZE
@@ -474,7 +475,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["tasks"] = []
+        self["hooks"] = []
         self["rate-limits"] = {}
+
+    def opt_hooks(self, modules: str) -> None:
+        """
+        Modules that connect receivers to twistedq.hooks signals, imported in the daemon
+        and in every child (comma-separated, repeatable).
+        """
+        self["hooks"].extend(name.strip() for name in modules.split(",") if name.strip())
 
     def opt_queues(self, names: str) -> None:
         """
@@ -663,10 +672,15 @@ def makeService(options: Options) -> IService:
             scheduler.add_job(recovery_job(dispatcher.recover_parked))
 
     stats = _stats(pool, dispatcher, consumer, scheduler, events)
+    hooks = None
+    if options["hooks"] or options["reactor-tasks"]:  # modules the daemon imports
+        hooks = DaemonHooks(dispatcher.events, lambda: identity.name, options["hooks"])
 
     def children_ready() -> None:
         if scheduler is not None:
             scheduler.add_tasks(pool.periodic_tasks)
+        if hooks is not None:
+            hooks.ready()
 
     daemon = DrainingMultiService()
     _log_service(options).setServiceParent(daemon)
@@ -691,6 +705,8 @@ def makeService(options: Options) -> IService:
     ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
+    if hooks is not None:  # worker_shutting_down before the drain
+        hooks.setServiceParent(daemon)
 
     if options["status"] != "none":
         site = _status_site(
@@ -823,7 +839,7 @@ def _event_publisher(
 def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
     starter = ProcessStarter(
         reactor,
-        options["tasks"],
+        options["tasks"] + options["hooks"],
         environment=settings.environment(),
         soft_time_limit=options["soft-time-limit"],
         loglevel=options["loglevel"],

@@ -30,7 +30,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from twistedq import context
+from twistedq import context, hooks
 from twistedq.exceptions import SoftTimeLimitExceeded
 from twistedq.log import LOG_LEVELS, SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
@@ -40,9 +40,11 @@ from twistedq.outcome import (
     failure_document,
     success_document,
     too_large_document,
+    top_status,
 )
 from twistedq.registry import TaskRegistry, import_task_modules
 from twistedq.retries import retry_outcome, wants_retry
+from twistedq.states import FAILURE, RETRY
 from twistedq.task import FunctionTask, Task, tasks
 from twistedq.worker.commands import Hello, RunTasks, Shutdown, pack, unpack
 
@@ -238,12 +240,25 @@ class TaskRunner:
             function = self.registry[message.task]
         except KeyError as e:
             return failure_document(message.id, message.task, e, traceback="")
+        if hooks.task_signals_connected():
+            return self._call_with_hooks(message, function)
+        return self._call(message, function)
+
+    def _call(self, message: TaskMessage, function: Any, seen: list[Any] | None = None) -> bytes:
+        """
+        Call the task function of ``message``; its outcome document.  With
+        ``seen``, what it returned or raised is appended to it.
+        """
         soft = getattr(function, "soft_time_limit", None) or self.soft_time_limit
         try:
             with _soft_time_limit(soft):
                 value = function(*message.args, **self._arguments(function, message))
         except (Exception, SystemExit) as e:
+            if seen is not None:
+                seen.append(e)
             return self.raised(message, function, e)
+        if seen is not None:
+            seen.append(value)
         if inspect.isawaitable(value) or isinstance(value, Deferred):
             if inspect.iscoroutine(value):
                 value.close()
@@ -260,6 +275,46 @@ class TaskRunner:
                 traceback="",
             )
         return self.succeeded(message, value)
+
+    def _call_with_hooks(self, message: TaskMessage, function: Any) -> bytes:
+        """
+        :py:meth:`_call`, with the task signals of :py:mod:`twistedq.hooks`
+        sent around it: ``task_prerun``, then ``task_success``,
+        ``task_failure`` or ``task_retry`` by its outcome, then
+        ``task_postrun``.  A receiver's exception is logged, never part
+        of the outcome.
+        """
+        args, kwargs = message.args, message.kwargs
+        task_id = message.id
+        hooks.task_prerun.send(function, task_id=task_id, task=function, args=args, kwargs=kwargs)
+        seen: list[Any] = []
+        document = self._call(message, function, seen)
+        state = top_status(document)
+        retval = seen[0] if seen else None
+        if state == RETRY:
+            hooks.task_retry.send(function, task_id=task_id, reason=retval, retries=message.retries)
+        elif state == FAILURE:
+            error = retval if isinstance(retval, BaseException) else None
+            hooks.task_failure.send(
+                function,
+                task_id=task_id,
+                exception=error,
+                args=args,
+                kwargs=kwargs,
+                traceback=error.__traceback__ if error is not None else None,
+            )
+        else:
+            hooks.task_success.send(function, task_id=task_id, result=retval)
+        hooks.task_postrun.send(
+            function,
+            task_id=task_id,
+            task=function,
+            args=args,
+            kwargs=kwargs,
+            retval=retval,
+            state=state,
+        )
+        return document
 
     def succeeded(self, message: TaskMessage, value: Any) -> bytes:
         """
@@ -441,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         # As after a request: no connection outlives its welcome.
         runner.after_task = close_old_connections
     import_task_modules(options.tasks)
+    hooks.worker_process_init.send(options.name)
     running = [True]
 
     def stop() -> None:
