@@ -6,46 +6,10 @@ sentinels that agree on one primary with a replica.
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.servers import server_url
-
-
-def sentinel_addresses() -> list[tuple[str, int]]:
-    """
-    The sentinels of ``TWISTEDQ_TEST_SENTINEL_URL``
-    (``redis+sentinel://host:port,host:port,.../name/db``).
-    """
-    netloc = urlsplit(server_url("TWISTEDQ_TEST_SENTINEL_URL")).netloc
-    addresses = []
-    for item in netloc.split(","):
-        host, _, port = item.rpartition(":")
-        addresses.append((host, int(port)))
-    return addresses
-
-
-def command(address: tuple[str, int], *words: str) -> list[bytes]:
-    """
-    One Redis command's reply: a bulk string or an array of them, as a
-    list of byte strings (enough for the answers used here).
-    """
-    request = b"*%d\r\n" % len(words) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words
-    )
-    with socket.create_connection(address, timeout=10) as connection:
-        connection.sendall(request)
-        stream = connection.makefile("rb")
-        header = stream.readline()
-        count = int(header[1:]) if header[:1] == b"*" else 1
-        if header[:1] == b"$":
-            return [stream.read(int(header[1:]) + 2)[:-2]]
-        items = []
-        for _ in range(count):
-            size = int(stream.readline()[1:])
-            items.append(stream.read(size + 2)[:-2])
-        return items
+from tests.integration.sentinel_set import command, info, sentinel_addresses
 
 
 class SentinelServicesTests(SynchronousTestCase):
@@ -65,6 +29,6 @@ class SentinelServicesTests(SynchronousTestCase):
         with socket.create_connection(primary, timeout=10) as connection:
             connection.sendall(b"PING\r\n")
             self.assertEqual(connection.recv(64), b"+PONG\r\n")
-        info = b"\n".join(command(primary, "INFO", "replication"))
-        self.assertIn(b"role:master", info)
-        self.assertIn(b"connected_slaves:1", info)
+        replication = info(primary, "replication")
+        self.assertEqual(replication["role"], "master")
+        self.assertEqual(replication["connected_slaves"], "1")

@@ -5,6 +5,10 @@ Each outcome is one string key, ``<prefix><task id>``, written with ``SET ...
 EX ttl`` so Redis expires it by itself.  Writes of one batch go out in one
 reactor turn on one connection, so they travel pipelined.
 
+The store follows a Redis Sentinel set with a
+``redis+sentinel://host:port,host:port,host:port/name/db`` URL (see
+:py:mod:`twistedq.backends.redis_sentinel`).
+
 Redis takes any bytes in a value or a key (keys with a taskset id are
 encoded from its text losslessly, lone surrogates included), but no value
 larger than its ``proto-max-bulk-len`` (512 MiB by default), read from the
@@ -43,6 +47,8 @@ from twistedq.backends.base import (
 )
 from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
 from twistedq.backends.limits import MiB, check_sizes
+from twistedq.backends.redis_sentinel import SCHEME as SENTINEL_SCHEME
+from twistedq.backends.redis_sentinel import SentinelPrimary, SentinelURL, is_readonly
 
 __all__ = ["DEFAULT_MAX_BULK", "RedisBackend"]
 
@@ -205,6 +211,8 @@ class RedisBackend(FencedClaims):
     :ivar max_document_size: the largest document it sends, in bytes: the
         server's ``proto-max-bulk-len`` once connected (512 MiB where the
         server does not tell it), unless given.
+    :ivar sentinel: where the sentinels are when the primary is found
+        through them (``host``, ``port`` and ``password`` are then unused).
     """
 
     def __init__(
@@ -219,6 +227,7 @@ class RedisBackend(FencedClaims):
         timeout: float = 10.0,
         clock: Any = None,
         max_document_size: int | None = None,
+        sentinel: SentinelURL | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -227,6 +236,10 @@ class RedisBackend(FencedClaims):
         self.host, self.port, self.db = host, port, db
         self.url = f"redis://{host}:{port}/{db}"
         self._password = password
+        self.sentinel = sentinel
+        self._primary: SentinelPrimary | None = None
+        if sentinel is not None:
+            self.url, self.db, self._password = str(sentinel), sentinel.db, sentinel.password
         self.ttl = ttl
         self.prefix = prefix
         self.pool_size = pool_size
@@ -240,9 +253,12 @@ class RedisBackend(FencedClaims):
     @classmethod
     def from_url(cls, url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> RedisBackend:
         """
-        Build from ``redis://[:password@]host[:port][/db]``.
+        Build from ``redis://[:password@]host[:port][/db]``, or
+        ``redis+sentinel://[:password@]host:port,host:port,.../name[/db]``.
         """
         parts = urlsplit(url)
+        if parts.scheme == SENTINEL_SCHEME:
+            return cls(ttl=ttl, clock=reactor, sentinel=SentinelURL.parse(url))
         try:
             db = int(parts.path[1:] or 0)
             port = parts.port or 6379
@@ -251,18 +267,24 @@ class RedisBackend(FencedClaims):
         return cls(parts.hostname or "127.0.0.1", port, db, parts.password, ttl=ttl, clock=reactor)
 
     def connect(self) -> defer.Deferred[None]:
-        self._redis = txredisapi.lazyConnectionPool(
-            self.host,
-            self.port,
-            dbid=self.db,
-            poolsize=self.pool_size,
-            reconnect=True,
-            charset=None,
-            password=self._password,
-            convertNumbers=False,
-            connectTimeout=10,
-            replyTimeout=30,
-        )
+        if self.sentinel is not None:
+            self._primary = SentinelPrimary(self.sentinel)
+            self._redis = self._primary.pool(
+                self.pool_size, charset=None, convertNumbers=False, replyTimeout=30
+            )
+        else:
+            self._redis = txredisapi.lazyConnectionPool(
+                self.host,
+                self.port,
+                dbid=self.db,
+                poolsize=self.pool_size,
+                reconnect=True,
+                charset=None,
+                password=self._password,
+                convertNumbers=False,
+                connectTimeout=10,
+                replyTimeout=30,
+            )
         return defer.Deferred.fromCoroutine(self._connected())
 
     async def _connected(self) -> None:
@@ -359,6 +381,8 @@ class RedisBackend(FencedClaims):
         def settle(result: Any) -> None:
             if call.active():
                 call.cancel()
+            if isinstance(result, Failure) and self._primary is not None and is_readonly(result):
+                self._primary.drop_connections()  # a primary no longer
             if out.called:
                 return  # timed out already: the late answer is dropped
             if isinstance(result, Failure):
@@ -381,9 +405,12 @@ class RedisBackend(FencedClaims):
         """
         if self._subscriber is None:
             self._subscriber = _DoneSubscriberFactory(self.channel, self._notify, self._password)
-            self._subscriber.startConnecting(
-                txredisapi._makeEndpoint(self.host, self.port, 10, None)
-            )
+            if self._primary is not None:
+                self._primary.follow(self._subscriber)
+            else:
+                self._subscriber.startConnecting(
+                    txredisapi._makeEndpoint(self.host, self.port, 10, None)
+                )
 
         def forget(d: defer.Deferred[None]) -> None:
             waiting = self._waiters.get(task_id)
@@ -584,10 +611,14 @@ class RedisBackend(FencedClaims):
         if self._subscriber is not None:
             subscriber, self._subscriber = self._subscriber, None
             subscriber.disconnect()
-        if self._redis is None:
-            return defer.succeed(None)
-        redis, self._redis = self._redis, None
-        return redis.disconnect()
+        closing = []
+        if self._primary is not None:
+            primary, self._primary = self._primary, None
+            closing.append(primary.disconnect())
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            closing.append(redis.disconnect())
+        return gather(closing).addCallback(lambda _: None)
 
 
 def _ms(seconds: float) -> int:

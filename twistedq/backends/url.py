@@ -19,6 +19,8 @@ __all__ = ["backend_from_url"]
 def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> IResultBackend:
     """
     Build the backend a URL names: ``redis://host:port/db``,
+    ``redis+sentinel://host:port,host:port,host:port/name/db`` (the primary
+    the Redis sentinels name),
     ``sqlite:///path/to/file.sqlite3`` (``sqlite://`` alone means
     ``twistedq-results.sqlite3`` in the working directory),
     ``memcached://host:port``, ``tyrant://host:port`` (Tokyo Tyrant),
@@ -28,7 +30,7 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
     :raises BackendURLError: the URL names no known backend.
     """
     scheme = urlsplit(url).scheme
-    if scheme == "redis":
+    if scheme in ("redis", "redis+sentinel"):
         from twistedq.backends.redis import RedisBackend
 
         return RedisBackend.from_url(url, reactor, ttl=ttl)
@@ -53,6 +55,7 @@ def backend_from_url(url: str, reactor: Any, ttl: int = DEFAULT_RESULT_TTL) -> I
 
         return SQLiteBackend.from_url(url, reactor, ttl=ttl)
     raise BackendURLError(
-        f"unknown result backend {url!r}: use redis://host:port/db, sqlite:///path, "
+        f"unknown result backend {url!r}: use redis://host:port/db, "
+        "redis+sentinel://host:port,host:port,host:port/name/db, sqlite:///path, "
         "memcached://host:port, tyrant://host:port, django:// (the Django project's database) or memory://"
     )
