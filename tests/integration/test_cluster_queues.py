@@ -8,14 +8,19 @@ cluster itself is in :py:mod:`tests.integration.test_cluster`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.integration.servers import amqp_url, unique_queue
+from tests.integration.servers import ROOT, Daemon, amqp_url, redis_url, unique_queue
 from twistedq.amqp.broker import (
     BrokerAddress,
     BrokerConnection,
@@ -24,6 +29,7 @@ from twistedq.amqp.broker import (
     Topology,
 )
 from twistedq.amqp.protocol import BrokerProtocol
+from twistedq.client import Client
 from twistedq.message import TaskMessage, new_task_id
 
 
@@ -127,3 +133,77 @@ class QueueTypeTests(TestCase):
             order.append(TaskMessage.decode(got.content.body).args[0])
         self.assertEqual(order[:3], [29, 20, 0])
         self.assertEqual(order[3:], list(range(1, 20)) + list(range(21, 29)))
+
+
+class PoisonTests(SynchronousTestCase):
+    def test_daemon_killer_dead_lettered(self) -> None:
+        """
+        A message that makes its daemon exit before it can be settled
+        (the daemon, not a child) runs ``--task-attempts`` + 1 times, one
+        daemon after another, and then the quorum queue's delivery limit
+        sends it to the dead-letter queue: the next daemon runs on.
+        """
+        queue = unique_queue()
+        directory = Path(tempfile.mkdtemp(prefix="twistedq-poison-"))
+        options = (
+            "--queue-type",
+            "quorum",
+            "--task-attempts",
+            "2",
+            "--reactor-tasks",
+            "--claim-lease",
+            "2",
+        )
+        exits = []
+        client = None
+        for attempt in range(5):
+            folder = directory / f"daemon-{attempt}"
+            folder.mkdir()
+            daemon = Daemon(
+                folder,
+                queue,
+                redis_url(),
+                concurrency=1,
+                tasks="tests.integration.cluster_tasks",
+                extra=options,
+            )
+            self.addCleanup(daemon.stop)
+            if client is None:
+                daemon.wait_ready(60)
+                client = Client(broker_url=amqp_url(), result_backend=redis_url(), queue=queue)
+                self.addCleanup(client.close)
+                client.delay_task("cluster.exit_daemon")
+            deadline = time.monotonic() + 60
+            while daemon.process.poll() is None and time.monotonic() < deadline:
+                if dead_letters(queue):
+                    break
+                time.sleep(0.2)
+            if daemon.process.poll() is None:
+                break
+            exits.append(daemon.process.returncode)
+        self.assertEqual(exits, [3, 3, 3])
+        self.assertEqual(dead_letters(queue), 1)
+
+
+def dead_letters(queue: str) -> int:
+    """
+    How many messages wait in the dead-letter queue of ``queue``.
+    """
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twistedq.deadletter",
+            "--broker",
+            amqp_url(),
+            "--queue",
+            queue,
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    return len([line for line in completed.stdout.splitlines() if line.strip()])
