@@ -273,7 +273,9 @@ class Options(usage.Options):
             "result-backend",
             "r",
             None,
-            "Result store URL: redis://host:port/db, sqlite:///path, memcached://host:port "
+            "Result store URL: redis://host:port/db, "
+            "redis+sentinel://host:port,host:port,host:port/name/db (the primary the Redis "
+            "sentinels name), sqlite:///path, memcached://host:port "
             "django://[alias] or memory:// (the daemon's memory: no client reads it) "
             "[default: $TWISTEDQ_RESULT_BACKEND or sqlite://, a file in the working directory]",
         ],
