@@ -16,7 +16,7 @@ from tests.unit.fakes import FakeDelivery, FakePool, answered, put, task_id
 from twistedq.backends.memory import MemoryBackend
 from twistedq.canvas import Signature, chord_member_id
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
-from twistedq.message import TaskMessage
+from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import Outcome, failure_document, success_document
 
 CHORD = "5f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -44,6 +44,8 @@ class FollowUpTests(SynchronousTestCase):
         if self.failures:
             self.failures -= 1
             return defer.fail(ConnectionError("broker down"))
+        if message.task == "huge":
+            return defer.fail(MessageError("over the limit", "too-large", message.id))
         self.published.append((message, queue))
         if self.pending is not None:
             d: defer.Deferred[None] = defer.Deferred()
@@ -137,6 +139,17 @@ class FollowUpTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)
         self.assertEqual(len(self.published), 1)
         self.assertEqual(delivery.settled, ["ack"])
+
+    def test_refused_follow_up(self) -> None:
+        """
+        A follow-up the publisher refuses for good (over the size limit)
+        gets a FAILURE stored under its id; the parent is acked.
+        """
+        link = Signature("huge", options={"task_id": NEXT})
+        delivery = self.run_task(TaskMessage(id=task_id(1), task="add", links=(dict(link),)))
+        self.assertEqual(delivery.settled, ["ack"])
+        outcome = Outcome.from_bytes(NEXT, answered(self.store.get_result(NEXT)))
+        self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "MessageError"))
 
     def test_redelivered_done(self) -> None:
         """

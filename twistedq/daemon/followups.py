@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistedq.amqp.protocol import Unroutable
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.canvas import ChordError, chord_member_id
 from twistedq.daemon.backoff import persist
@@ -50,6 +51,11 @@ log = Logger()
 #: Publishes a task message to a queue (None: the daemon's own) and fires
 #: once the broker confirmed.
 Publish = Callable[[TaskMessage, str | None], Awaitable[None]]
+
+#: Publish errors that the same publish would meet again: the follow-up
+#: gets a FAILURE stored instead (a message over the size limit, a queue
+#: that does not exist).
+_REFUSALS = (MessageError, Unroutable)
 
 #: How many member results are read at once for a chord's callback.
 READ_CHUNK = 1000
@@ -102,8 +108,8 @@ class FollowUps:
 
     :ivar published: follow-up messages the broker confirmed.
     :ivar refused: follow-ups that could not be published for good (a
-        message over the size limit): a FAILURE saying so is stored
-        under their ids.
+        message over the size limit, an unroutable one): a FAILURE saying
+        so is stored under their ids.
     """
 
     def __init__(
@@ -180,7 +186,7 @@ class FollowUps:
         """
 
         def again(failure: Failure, pause: float) -> bool:
-            if self.in_flight.stopping or failure.check(MessageError):
+            if self.in_flight.stopping or failure.check(*_REFUSALS):
                 return False
             log.failure("A follow-up failed; trying again in {pause} s", failure, pause=pause)
             return True
@@ -210,7 +216,7 @@ class FollowUps:
         self.published += 1
 
     def _refused(self, failure: Failure, message: TaskMessage) -> defer.Deferred[None] | Failure:
-        if not failure.check(MessageError):
+        if not failure.check(*_REFUSALS):
             return failure
         self.refused += 1
         log.error(
