@@ -14,6 +14,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -202,13 +203,16 @@ class DefinitionTests(SynchronousTestCase):
         self.assertEqual(definition.ends, at(2027, 2, 1).timestamp())
         self.assertEqual(definition.queue, "reports")
 
-    def test_naive_times_are_utc(self) -> None:
+    def test_naive_times_in_given_zone(self) -> None:
         """
-        With ``USE_TZ = False`` the times are read as UTC, as the store
-        writes them.
+        With ``USE_TZ = False`` the times have no zone: they are read in
+        the one given (the project's ``TIME_ZONE``), UTC unless given.
         """
-        definition = definition_of(row(start_time=datetime.datetime(2027, 1, 1)))
+        naive = datetime.datetime(2027, 1, 1)
+        definition = definition_of(row(start_time=naive))
         self.assertEqual(definition.starts, at(2027, 1, 1).timestamp())
+        paris = definition_of(row(start_time=naive), ZoneInfo("Europe/Paris"))
+        self.assertEqual(paris.starts, at(2026, 12, 31, 23).timestamp())
 
     def test_one_off_first_slot_after_save(self) -> None:
         """

@@ -35,21 +35,26 @@ log = Logger()
 _ON_SLOT = 0.001
 
 
-def _seconds(moment: datetime.datetime | None) -> float | None:
+_UTC = datetime.timezone.utc
+
+
+def _seconds(moment: datetime.datetime | None, zone: datetime.tzinfo) -> float | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:  # a project with USE_TZ = False stores UTC
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
     return moment.timestamp()
 
 
-def definition_of(row: Any) -> PeriodicDefinition:
+def definition_of(row: Any, zone: datetime.tzinfo = _UTC) -> PeriodicDefinition:
     """
     The scheduler's definition of a periodic task row defined in the
     database.  A one-off task's window holds one slot: the first at or
     after its start time and after its last save, the same in every
     daemon.
 
+    :param zone: the zone of times without one (``TIME_ZONE``, in a
+        project with ``USE_TZ = False``).
     :raises ValueError: the row's schedule or arguments cannot be read.
     """
     schedule = row.schedule()
@@ -57,9 +62,9 @@ def definition_of(row: Any) -> PeriodicDefinition:
     kwargs = json.loads(row.kwargs)
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError("args must be a JSON list and kwargs a JSON object")
-    starts, ends = _seconds(row.start_time), _seconds(row.expires)
+    starts, ends = _seconds(row.start_time, zone), _seconds(row.expires, zone)
     if row.one_off:
-        saved = _seconds(row.updated_at) or 0.0
+        saved = _seconds(row.updated_at, zone) or 0.0
         first = schedule.next_slot(max(saved, (starts or 0.0) - _ON_SLOT))
         starts, ends = first, first if ends is None else min(first, ends)
     return PeriodicDefinition(
@@ -93,9 +98,11 @@ def read_definitions(alias: str) -> list[PeriodicDefinition]:
     thread with Django; a row that cannot be read is logged and left out.
     """
     from django.db.models import Q
+    from django.utils import timezone
 
     from twistedq.contrib.django.schedule_models import PeriodicTaskState
 
+    zone = timezone.get_default_timezone()
     rows = (
         PeriodicTaskState.objects.using(alias)
         .filter(Q(interval__isnull=False) | Q(crontab__isnull=False))
@@ -104,7 +111,7 @@ def read_definitions(alias: str) -> list[PeriodicDefinition]:
     definitions = []
     for row in rows:
         try:
-            definitions.append(definition_of(row))
+            definitions.append(definition_of(row, zone))
         except (TypeError, ValueError) as error:
             log.error("Periodic task {name} not scheduled: {error}", name=row.name, error=error)
     return definitions
