@@ -205,6 +205,7 @@ class FollowUpTests(SynchronousTestCase):
         outcome = Outcome.from_bytes(CALLBACK, answered(self.store.get_result(CALLBACK)))
         self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "ChordError"))
         self.assertIn(members[0].id, json.dumps(outcome.exc))
+        self.assertIn("raised ValueError: no", outcome.exc["message"])
 
     def test_plain_message_untouched(self) -> None:
         """

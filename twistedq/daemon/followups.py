@@ -41,7 +41,7 @@ from twistedq.daemon.backoff import persist
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import Job
 from twistedq.message import MessageError, TaskMessage
-from twistedq.outcome import dead_letter_reason, failure_document, top_status
+from twistedq.outcome import Outcome, dead_letter_reason, failure_document, top_status
 from twistedq.states import FAILURE, READY_STATES, SUCCESS
 
 __all__ = ["FollowUps", "follow_up_message"]
@@ -100,6 +100,20 @@ def follow_up_message(
         chain=tuple(chain),
     )
     return message, options.get("queue")
+
+
+def _what_became(task_id: str, document: bytes | None) -> str:
+    """
+    What became of a task that did not succeed, for a ChordError.
+    """
+    if document is None:
+        return "has no outcome (expired or forgotten)"
+    outcome = Outcome.from_bytes(task_id, document)
+    if outcome.status == FAILURE and outcome.exc:
+        return f"raised {outcome.exc.get('type')}: {outcome.exc.get('message')}"
+    if outcome.reason:
+        return f"is {outcome.status}: {outcome.reason}"
+    return f"is {outcome.status}"
 
 
 class FollowUps:
@@ -254,8 +268,7 @@ class FollowUps:
     async def _chord_failed(
         self, callback: dict[str, Any], callback_id: str, member_id: str, document: bytes | None
     ) -> None:
-        status = "missing" if document is None else top_status(document)
-        error = ChordError(f"chord member {member_id} did not succeed: {status}")
+        error = ChordError(f"chord member {member_id} {_what_became(member_id, document)}")
         failure = failure_document(callback_id, callback["task"], error, traceback="")
         await self.backend.store_results([OutcomeRecord(callback_id, failure, None, True)])
         errlinks = callback.get("options", {}).get("errlinks", ())
