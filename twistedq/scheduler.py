@@ -354,11 +354,12 @@ class Scheduler(Service):
             elif current is None or current.definition != definition:
                 self.entries[name] = _defined_entry(definition, current)
                 log.info(
-                    "Periodic task {name} {what}: {task} on {schedule}",
+                    "Periodic task {name} {what}: {task} on {schedule}{paused}",
                     name=name,
                     what="defined" if current is None else "changed",
                     task=definition.task,
                     schedule=definition.schedule,
+                    paused="" if definition.enabled else " (paused)",
                 )
 
     def add_job(self, job: LocalJob) -> None:
