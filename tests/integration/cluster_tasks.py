@@ -11,10 +11,10 @@ from twistedq.task import task
 
 
 @task(name="cluster.record")
-def record(index: int) -> int:
+def record(index: int, pause: float = 0.001) -> int:
     """
-    Append ``<index> <pid>`` to ``$TWISTEDQ_TEST_RUNS_FILE`` and return
-    the index.
+    Append ``<index> <pid>`` to ``$TWISTEDQ_TEST_RUNS_FILE``, sleep
+    ``pause`` seconds and return the index.
     """
     line = f"{index} {os.getpid()}\n".encode()
     descriptor = os.open(
@@ -24,7 +24,7 @@ def record(index: int) -> int:
         os.write(descriptor, line)
     finally:
         os.close(descriptor)
-    time.sleep(0.001)
+    time.sleep(pause)
     return index
 
 
