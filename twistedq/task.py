@@ -38,6 +38,7 @@ from twistedq.message import TaskMessage, new_task_id
 from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
+from twistedq.routing import route
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
 
 if TYPE_CHECKING:
@@ -190,7 +191,9 @@ def publish_task(
     :param expires: do not run after this time: the task is then recorded
         as REVOKED instead (a datetime, a Unix time, or seconds from now as
         a :py:class:`datetime.timedelta`).
-    :param queue: publish to this queue instead of the client's.
+    :param queue: publish to this queue instead of the one its route in
+        ``TWISTEDQ_TASK_ROUTES`` names or the client's
+        (:py:mod:`twistedq.routing`).
     :param task_id: use this id (a UUID) instead of a new one.
     :param link: a :py:class:`~twistedq.canvas.Signature` (or a list of
         them) published with the task's result when it succeeds.
@@ -219,7 +222,7 @@ def publish_task(
     )
     message.check()
     chosen = _client(client)
-    chosen.publish(message, queue)
+    chosen.publish(message, route(name, queue))
     return AsyncResult(message.id, chosen)
 
 
@@ -259,7 +262,8 @@ class Task(NamedTask):
     also receives ``task_id``, ``task_name``, ``logfile`` and ``loglevel``.
 
     :cvar name: the registered name.
-    :cvar queue: publish to this queue instead of the client's default.
+    :cvar queue: publish to this queue instead of the one its route names
+        or the client's default (:py:mod:`twistedq.routing`).
     :cvar time_limit: hard time limit in seconds: past it the child is
         killed and the task fails with
         :py:class:`~twistedq.exceptions.TimeLimitExceeded`.
@@ -631,6 +635,9 @@ def delay_task(task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
     Publish a task by name through the default client and return its
     :py:obj:`twistedq.result.AsyncResult`.
     """
+    queue = route(task_name)
+    if queue is not None:  # TWISTEDQ_TASK_ROUTES names its queue
+        return publish_task(task_name, args, kwargs, queue=queue)
     return _client(None).delay_task(task_name, *args, **kwargs)
 
 
@@ -711,7 +718,7 @@ class TaskSet:
             daemon acks it without running it).
         """
         client = _client(self.client)
-        queue = queue or self.queue
+        queue = route(self.task_name, queue, self.queue)
         taskset_id = new_task_id()
         messages = [
             TaskMessage(
