@@ -13,6 +13,10 @@ upgrade the daemons before the clients that send it):
 
 - ``"ignore_result": true``: the daemon stores nothing for the task (no
   claim, no outcome); it runs at least once rather than exactly once.
+- ``"rate_limit": "10/s"`` (or ``/m``, ``/h``, or a bare number per
+  second): the daemon starts tasks of this name at most that often,
+  unless it sets a limit of its own for them (``--rate-limit``); see
+  :py:mod:`twistedq.ratelimit`.
 
 Anything else is refused with a :py:obj:`MessageError` that says why, and
 whose :py:attr:`~MessageError.reason` is a short code for the dead-letter
@@ -93,9 +97,11 @@ _HEAD = re.compile(rb'\{"v":1,"id":"([0-9a-f-]{36})","task":"((?:[^"\\]|\\.){1,2
 _FIELDS = frozenset(
     (
         "v", "id", "task", "args", "kwargs", "taskset", "eta", "expires", "retries",
-        "ignore_result", "links", "errlinks", "chain", "chord",
+        "ignore_result", "links", "errlinks", "chain", "chord", "rate_limit",
     )
 )  # fmt: skip
+# A rate limit as twistedq.ratelimit.parse_rate reads one.
+_RATE_LIMIT = re.compile(r"\s*\d+(?:\.\d+)?\s*(?:/\s*[smh])?\s*$")
 #: The optional fields of workflows; a message holds them only when not empty.
 _CANVAS_FIELDS = frozenset(("links", "errlinks", "chain", "chord"))
 _SIGNATURE_KEYS = frozenset(("task", "args", "kwargs", "options", "immutable"))
@@ -309,6 +315,8 @@ class TaskMessage:
     :ivar errlinks: signature documents published when it fails.
     :ivar chain: the steps of its chain still to run, in order.
     :ivar chord: the callback of the chord it is a member of, or None.
+    :ivar rate_limit: the most starts of tasks of this name (``"10/s"``,
+        ``"5/m"``, ``"100/h"``), or None (encoded only when set).
     """
 
     id: str
@@ -324,6 +332,7 @@ class TaskMessage:
     errlinks: tuple[dict[str, Any], ...] = ()
     chain: tuple[dict[str, Any], ...] = ()
     chord: dict[str, Any] | None = None
+    rate_limit: str | None = None
 
     @property
     def has_followups(self) -> bool:
@@ -386,6 +395,8 @@ class TaskMessage:
         }
         if self.ignore_result:
             document["ignore_result"] = True
+        if self.rate_limit is not None:
+            document["rate_limit"] = self.rate_limit
         if self.links or self.errlinks or self.chain or self.chord is not None:
             for key in ("links", "errlinks", "chain"):
                 if getattr(self, key):
@@ -503,6 +514,13 @@ class TaskMessage:
         ignore_result = document.get("ignore_result", False)
         if not isinstance(ignore_result, bool):
             raise MessageError("ignore_result is not true or false")
+        rate_limit = document.get("rate_limit")
+        if rate_limit is not None and not (
+            isinstance(rate_limit, str)
+            and _RATE_LIMIT.match(rate_limit)
+            and float(rate_limit.split("/")[0]) > 0
+        ):
+            raise MessageError(f"rate_limit {_short(rate_limit)} is not a rate such as 10/s")
         canvas: dict[str, Any] = {}
         if not _CANVAS_FIELDS.isdisjoint(document):
             _check_canvas(document)
@@ -520,5 +538,6 @@ class TaskMessage:
             expires=document.get("expires"),
             retries=retries,
             ignore_result=ignore_result,
+            rate_limit=rate_limit,
             **canvas,
         )

@@ -196,3 +196,38 @@ class LimitedDispatcherTests(SynchronousTestCase):
         self.assertEqual(
             dispatcher.stats()["rate_limits"], {"limits": {}, "held": 0, "sent_later": 0}
         )
+
+
+class MessageFieldTests(SynchronousTestCase):
+    def test_carried(self):
+        """
+        A message carries ``rate_limit`` only when set, and reads it back.
+        """
+        message = TaskMessage(id=task_id(1), task="add", rate_limit="10/s")
+        self.assertIn(b'"rate_limit":"10/s"', message.encode())
+        self.assertEqual(TaskMessage.decode(message.encode()).rate_limit, "10/s")
+        self.assertNotIn(b"rate_limit", TaskMessage(id=task_id(1), task="add").encode())
+
+    def test_refused(self):
+        """
+        A rate that is not one (or zero) makes the message malformed.
+        """
+        from twistedq.message import MessageError
+
+        for bad in ("often", "0/s", 5, "10/d"):
+            with self.assertRaises(MessageError):
+                TaskMessage(id=task_id(1), task="add", rate_limit=bad).encode()
+
+    def test_dispatcher_follows_message(self):
+        """
+        Tasks whose messages carry 2/s start 0.5 s apart in a daemon that
+        sets no limit for them.
+        """
+        clock = Clock()
+        pool = FakePool(idle=10)
+        dispatcher = Dispatcher(pool, MemoryBackend(clock), clock, DispatchSettings(max_batch=1))
+        for number in (1, 2):
+            dispatcher.deliver(delivery(number, "mul", rate_limit="2/s"))
+        self.assertEqual(len(pool.batches), 1)
+        clock.advance(0.5)
+        self.assertEqual(len(pool.batches), 2)
