@@ -35,6 +35,7 @@ from twistedq.client import Client, default_client
 from twistedq.exceptions import Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
+from twistedq.ratelimit import parse_rate
 from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
@@ -180,6 +181,7 @@ def publish_task(
     client: Client | None = None,
     link: Any = None,
     link_error: Any = None,
+    rate_limit: str | None = None,
 ) -> AsyncResult:
     """
     Publish a task by name with every option; return its
@@ -199,6 +201,9 @@ def publish_task(
         them) published with the task's result when it succeeds.
     :param link_error: a signature (or a list) published with the task's
         id when it fails.
+    :param rate_limit: the daemons start tasks of this name at most this
+        often (``"10/s"``, ``"5/m"``, ``"100/h"``), unless they set a limit
+        of their own for it (:py:mod:`twistedq.ratelimit`).
     :raises twistedq.message.MessageError: ``task_id`` is not a UUID,
         ``args`` is not a list or tuple, a keyword argument name is not a
         string, or an argument is not a JSON value; nothing was published.
@@ -219,6 +224,7 @@ def publish_task(
         expires=expires_text,
         links=links,
         errlinks=errlinks,
+        rate_limit=rate_limit,
     )
     message.check()
     chosen = _client(client)
@@ -270,6 +276,9 @@ class Task(NamedTask):
     :cvar soft_time_limit: soft time limit in seconds: past it
         :py:class:`~twistedq.exceptions.SoftTimeLimitExceeded` is raised
         inside the task.
+    :cvar rate_limit: the most starts of this task per daemon (``"10/s"``,
+        ``"5/m"``, ``"100/h"``), carried by each message published through
+        this class; a daemon's ``--rate-limit`` for its name wins.
     :cvar on_reactor: ``run`` returns a Deferred or is a coroutine and runs
         on the daemon's reactor, not in a child (with ``twistd twistedq
         --reactor-tasks``); its time limit cancels it.
@@ -292,6 +301,7 @@ class Task(NamedTask):
     time_limit: float | None = None
     soft_time_limit: float | None = None
     on_reactor: bool = False
+    rate_limit: str | None = None
     max_retries: int | None = DEFAULT_MAX_RETRIES
     autoretry_for: tuple[type[BaseException], ...] = ()
     retry_backoff: bool | float = False
@@ -329,6 +339,7 @@ class Task(NamedTask):
         client: Client | None = None,
         link: Any = None,
         link_error: Any = None,
+        rate_limit: str | None = None,
     ) -> AsyncResult:
         """
         Publish this task with options; see :py:func:`publish_task`.
@@ -348,6 +359,7 @@ class Task(NamedTask):
             client=client,
             link=link,
             link_error=link_error,
+            rate_limit=rate_limit or self.rate_limit,
         )
 
     @_ClassOrInstanceMethod
@@ -505,9 +517,13 @@ class FunctionTask(Task):
         soft_time_limit: float | None = None,
         on_reactor: bool = False,
         retry_options: dict[str, Any] | None = None,
+        rate_limit: str | None = None,
     ) -> None:
+        if rate_limit is not None:
+            parse_rate(rate_limit)  # a ValueError when the task is defined
         self.function = function
         self.on_reactor = on_reactor
+        self.rate_limit = rate_limit
         for option, value in (retry_options or {}).items():
             if option not in RETRY_OPTIONS:
                 raise TypeError(f"unknown retry option {option!r}")
@@ -560,6 +576,7 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
+    rate_limit: str | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -579,6 +596,7 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
+    rate_limit: str | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -608,6 +626,9 @@ def task(
         @task(autoretry_for=(ConnectionError,), retry_backoff=True)
         def fetch(url):
             return download(url)
+
+    ``rate_limit="10/s"`` (``/m``, ``/h``) limits how often each daemon
+    starts it (see :py:class:`Task`).
     """
     retry_options = {
         "max_retries": max_retries,
@@ -620,7 +641,14 @@ def task(
 
     def register(function: Callable[..., Any]) -> FunctionTask:
         wrapped = FunctionTask(
-            function, name, queue, time_limit, soft_time_limit, on_reactor, retry_options
+            function,
+            name,
+            queue,
+            time_limit,
+            soft_time_limit,
+            on_reactor,
+            retry_options,
+            rate_limit=rate_limit,
         )
         (registry if registry is not None else tasks).register(wrapped, wrapped.task_name)
         return wrapped
@@ -698,6 +726,7 @@ class TaskSet:
     ) -> None:
         self.task_name = _task_name(task)
         self.queue = _task_queue(task)
+        self.rate_limit: str | None = getattr(task, "rate_limit", None)
         self.arguments = [(_args(args), _kwargs(kwargs)) for args, kwargs in arguments]
         self.client = client
         self.total = len(self.arguments)
@@ -722,7 +751,12 @@ class TaskSet:
         taskset_id = new_task_id()
         messages = [
             TaskMessage(
-                id=new_task_id(), task=self.task_name, args=args, kwargs=kwargs, taskset=taskset_id
+                id=new_task_id(),
+                task=self.task_name,
+                args=args,
+                kwargs=kwargs,
+                taskset=taskset_id,
+                rate_limit=self.rate_limit,
             )
             for args, kwargs in self.arguments
         ]

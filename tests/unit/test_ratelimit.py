@@ -231,3 +231,41 @@ class MessageFieldTests(SynchronousTestCase):
         self.assertEqual(len(pool.batches), 1)
         clock.advance(0.5)
         self.assertEqual(len(pool.batches), 2)
+
+
+class TaskOptionTests(SynchronousTestCase):
+    def setUp(self):
+        from tests.unit.fakes import FakeClient
+
+        self.client = FakeClient()
+
+    def test_carried_from_task(self):
+        """
+        ``@task(rate_limit=...)`` and a class's ``rate_limit`` go into each
+        message published through them; a call's own rate wins.
+        """
+        from twistedq.registry import TaskRegistry
+        from twistedq.task import Task, TaskSet, task
+
+        limited = task(name="limited", registry=TaskRegistry(), rate_limit="10/s")(lambda: None)
+
+        class Mailer(Task):
+            name = "mail"
+            rate_limit = "60/m"
+
+            def run(self):
+                return None
+
+        limited.apply_async(client=self.client)
+        limited.apply_async(client=self.client, rate_limit="1/s")
+        Mailer.apply_async(client=self.client)
+        TaskSet(Mailer, [((), {})], client=self.client).run()
+        rates = [message.rate_limit for message, _ in self.client.published]
+        self.assertEqual(rates, ["10/s", "1/s", "60/m", "60/m"])
+
+    def test_refused_when_defined(self):
+        from twistedq.registry import TaskRegistry
+        from twistedq.task import task
+
+        with self.assertRaises(ValueError):
+            task(name="bad", registry=TaskRegistry(), rate_limit="fast")(lambda: None)
