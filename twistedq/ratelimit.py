@@ -9,6 +9,14 @@ its limit waits in the daemon, unacknowledged, without holding up any
 other task (:py:class:`RateLimits`); past a bound it goes to a delay queue
 of the broker instead, so one limited task never fills the prefetch
 window.
+
+With ``cluster`` (``twistd twistedq --cluster-rate-limits``) a limit holds
+across every daemon sharing the result store: time is cut into intervals
+of ``1 / rate`` seconds (by each daemon's clock), and a task starts only
+once its daemon claimed its interval in the store
+(:py:meth:`~twistedq.backends.base.IScheduleStore.claim_slot`, the atomic,
+expiring claim the periodic scheduler uses, which every store has); a
+daemon that finds the interval taken tries again at its next local slot.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistedq.backends.base import IScheduleStore, SlotClaim
 
 if TYPE_CHECKING:
     from twistedq.daemon.job import Job
@@ -138,8 +149,12 @@ class RateLimits:
         *,
         max_held: int = 16,
         hold: float = DEFAULT_HOLD,
+        cluster: IScheduleStore | None = None,
+        owner: str = "",
     ) -> None:
         self.clock = clock
+        self.cluster = cluster
+        self.owner = owner
         self.limits = dict(limits or {})
         self.max_held = max_held
         self.hold = hold
@@ -150,8 +165,13 @@ class RateLimits:
         #: Publishes the job to come back after about the seconds given
         #: and acknowledges it; fires with False if it could not.
         self.send_later: Callable[[Job, float], defer.Deferred[bool]] | None = None
+        #: Tracks a store call until it is answered; from the feeder.
+        self.track: Callable[[defer.Deferred[Any]], None] | None = None
         #: How many tasks went to a delay queue for their rate limit.
         self.sent_later = 0
+        #: How many cluster slots were found taken by another daemon.
+        self.contended = 0
+        self._store_failing = False
 
     def __bool__(self) -> bool:
         return True
@@ -182,12 +202,12 @@ class RateLimits:
         passed to :py:attr:`wait`) or sent to a delay queue.  False when
         it may start now (its slot is taken).
         """
-        bucket = self.bucket(job.message.task, getattr(job.message, "rate_limit", None))
+        bucket = self.bucket(job.message.task, job.message.rate_limit)
         if bucket is None:
             return False
         now = self.clock.seconds()
         delay = bucket.delay(now)
-        if delay <= 0.0:
+        if delay <= 0.0 and self.cluster is None:
             bucket.reserve(now)
             return False
         if len(self.held) >= self.max_held:
@@ -205,6 +225,54 @@ class RateLimits:
         assert self.wait is not None
         self.wait(job, delay)
         return True
+
+    def after_slot(self, job: Job, run: Callable[[Job], None]) -> None:
+        """
+        ``job`` reached its local slot: ``run`` it, at once without a
+        cluster-wide limit, else once its daemon claimed the current
+        interval of its task in the store; when another daemon holds it,
+        the job waits for its next local slot and tries again.  While the
+        store fails, the local limit alone applies (nothing starts while
+        the store is down anyway).
+        """
+        cluster = self.cluster
+        bucket = self.bucket(job.message.task, job.message.rate_limit)
+        if cluster is None or bucket is None:
+            run(job)
+            return
+        from twistedq.daemon.job import JobState
+
+        rate = bucket.rate
+        interval = int(self.clock.seconds() * rate)
+        key = f"rate:{job.message.task}:{interval}"
+        job.state = JobState.CHECKING
+        claiming = defer.maybeDeferred(
+            cluster.claim_slot, key, f"{self.owner}:{job.task_id}", 2.0 / rate + 1.0
+        )
+
+        def claimed(found: SlotClaim) -> None:
+            self._store_failing = False
+            if found is SlotClaim.WON:
+                run(job)
+                return
+            self.contended += 1
+            self.held.add(job)
+            assert self.wait is not None
+            self.wait(job, bucket.reserve(self.clock.seconds()))
+
+        def failed(failure: Failure) -> None:
+            if not self._store_failing:
+                log.warn(
+                    "Could not claim a rate limit slot in the store ({why}): "
+                    "limiting in this daemon alone until it answers",
+                    why=str(failure.value) or type(failure.value).__name__,
+                )
+            self._store_failing = True
+            run(job)
+
+        claiming.addCallbacks(claimed, failed)
+        if self.track is not None:
+            self.track(claiming)
 
     def release(self, job: Job) -> None:
         """
@@ -224,7 +292,7 @@ class RateLimits:
 
         def sent(ok: bool) -> None:
             if not ok:  # it waits here after all, past the bound
-                bucket = self.bucket(job.message.task, getattr(job.message, "rate_limit", None))
+                bucket = self.bucket(job.message.task, job.message.rate_limit)
                 now = self.clock.seconds()
                 wait = bucket.reserve(now) if bucket is not None else 0.0
                 self.held.add(job)
@@ -243,4 +311,6 @@ class RateLimits:
             "limits": {name: bucket.rate for name, bucket in sorted(self._buckets.items())},
             "held": sum(1 for job in self.held if job.state.value == "waiting"),
             "sent_later": self.sent_later,
+            "cluster": self.cluster is not None,
+            "contended": self.contended,
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -224,6 +225,13 @@ class Options(usage.Options):
             "no-dashboard",
             None,
             "Serve no live dashboard (/dashboard/) on the status site",
+        ],
+        [
+            "cluster-rate-limits",
+            None,
+            "Keep rate limits across every daemon sharing the result store, not per daemon: "
+            "each start of a limited task first claims its interval of 1/rate s in the store "
+            "(give every daemon this option and the same limits)",
         ],
     ]
 
@@ -911,7 +919,11 @@ def _dispatcher(
         republish=republisher.publish,
         reactor_runner=reactor_runner,
         rate_limits=RateLimits(
-            reactor, options["rate-limits"], max_held=max(1, options["prefetch"] // 2)
+            reactor,
+            options["rate-limits"],
+            max_held=max(1, options["prefetch"] // 2),
+            cluster=IScheduleStore(backend) if options["cluster-rate-limits"] else None,
+            owner=uuid.uuid4().hex[:12],
         ),
         publish_later_to={p.topology.queue: p.publish_later for p in publishers},
     )

@@ -125,7 +125,7 @@ class LimitedDispatcherTests(SynchronousTestCase):
         self.assertEqual(self.started(), [1, 4, 2, 3])
         self.assertEqual(
             self.dispatcher.stats()["rate_limits"],
-            {"limits": {"add": 10.0}, "held": 0, "sent_later": 0},
+            {"limits": {"add": 10.0}, "held": 0, "sent_later": 0, "cluster": False, "contended": 0},
         )
 
     def test_held_are_reserved(self):
@@ -194,7 +194,8 @@ class LimitedDispatcherTests(SynchronousTestCase):
             dispatcher.deliver(delivery(number, "add"))
         self.assertEqual(len(dispatcher.feeder.pool.batches), 5)
         self.assertEqual(
-            dispatcher.stats()["rate_limits"], {"limits": {}, "held": 0, "sent_later": 0}
+            dispatcher.stats()["rate_limits"],
+            {"limits": {}, "held": 0, "sent_later": 0, "cluster": False, "contended": 0},
         )
 
 
@@ -269,3 +270,64 @@ class TaskOptionTests(SynchronousTestCase):
 
         with self.assertRaises(ValueError):
             task(name="bad", registry=TaskRegistry(), rate_limit="fast")(lambda: None)
+
+
+class ClusterTests(SynchronousTestCase):
+    """
+    Two daemons sharing one store, ``add`` limited to 10/s cluster-wide.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.store = MemoryBackend(self.clock)
+        self.pools = [FakePool(idle=10), FakePool(idle=10)]
+        self.dispatchers = [
+            Dispatcher(
+                pool,
+                self.store,
+                self.clock,
+                DispatchSettings(max_batch=1),
+                rate_limits=RateLimits(
+                    self.clock, {"add": 10.0}, cluster=self.store, owner=f"d{n}"
+                ),
+            )
+            for n, pool in enumerate(self.pools)
+        ]
+
+    def started(self):
+        return sum(len(pool.batches) for pool in self.pools)
+
+    def test_one_start_per_interval(self):
+        """
+        Three tasks on each daemon: one start per 0.1 s over both, each
+        after a won claim; the daemon that lost a claim tries again.
+        """
+        number = 0
+        for dispatcher in self.dispatchers:
+            for _ in range(3):
+                number += 1
+                dispatcher.deliver(delivery(number, "add"))
+        self.clock.advance(0)
+        self.assertEqual(self.started(), 1)
+        counts = []
+        for _ in range(8):
+            self.clock.advance(0.1)
+            counts.append(self.started())
+        self.assertEqual(counts[-1], 6)
+        # Never more than one more start per interval.
+        steps = [b - a for a, b in zip([1, *counts], counts, strict=False)]
+        self.assertTrue(all(step <= 1 for step in steps), counts)
+        contended = sum(d.rate_limits.contended for d in self.dispatchers)
+        self.assertGreater(contended, 0)
+
+    def test_store_failure_limits_locally(self):
+        """
+        While the store fails its claims, a task starts at its local slot.
+        """
+        from twisted.internet import defer
+
+        self.store.claim_slot = lambda *a: defer.fail(ConnectionError("store down"))
+        self.dispatchers[0].deliver(delivery(1, "add"))
+        self.clock.advance(0)
+        self.assertEqual(self.started(), 1)

@@ -218,6 +218,7 @@ class Feeder:
         self.rate_limits = rate_limits
         if rate_limits is not None:
             rate_limits.wait = self._wait_for_slot
+            rate_limits.track = in_flight.track
         #: Tasks given back while stopping because their child was killed.
         self.returned_running = 0
         #: Running jobs whose child was killed to terminate them.
@@ -246,10 +247,22 @@ class Feeder:
                 limits.release(job)
             if job.expired(self.clock.seconds()):
                 self.timing.revoke_expired(job)
+            elif limits is not None and limits.cluster is not None:
+                limits.after_slot(job, self._due_unless_stopping)
             else:
                 self._due(job)
 
         self.timing.wait(job, delay, then=slot)
+
+    def _due_unless_stopping(self, job: Job) -> None:
+        """
+        Run a job whose cluster-wide slot was claimed, unless the daemon
+        began to stop meanwhile: it then goes back to the queue.
+        """
+        if self.in_flight.stopping:
+            job.give_back()
+        else:
+            self._due(job)
 
     def _due(self, job: Job) -> None:
         runner = self.runner
