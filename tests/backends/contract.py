@@ -133,6 +133,29 @@ class BackendContract:
         await backend.store_results([OutcomeRecord(waiting, final)])
         self.assertEqual(await backend.get_result(waiting), final)
 
+    async def test_chord_publisher_elected_once(self: Any) -> None:
+        """
+        Members of a complete chord asking together elect one publisher of
+        its callback (:py:func:`~twistedq.backends.chords.elect_publisher`);
+        it is elected again when it asks again (after a crash), the others
+        never; once the callback has an outcome nobody is.
+        """
+        from twistedq.backends.chords import elect_publisher
+
+        backend = await self.backend()
+        callback, members = new_task_id(), [new_task_id() for _ in range(8)]
+        answers = await defer.gatherResults(
+            [defer.ensureDeferred(elect_publisher(backend, callback, "t", m)) for m in members]
+        )
+        self.assertEqual(answers.count(True), 1)
+        elected = members[answers.index(True)]
+        others = [m for m in members if m != elected]
+        self.assertTrue(await elect_publisher(backend, callback, "t", elected))
+        self.assertFalse(await elect_publisher(backend, callback, "t", others[0]))
+        self.assertFalse(Outcome.from_bytes(callback, await backend.get_result(callback)).ready)
+        await backend.store_results([OutcomeRecord(callback, success_document(callback, "t", 1))])
+        self.assertFalse(await elect_publisher(backend, callback, "t", elected))
+
     async def test_forget(self: Any) -> None:
         """
         A forgotten outcome reads as None; forgetting an unknown id is fine.

@@ -191,6 +191,28 @@ class FollowUpTests(SynchronousTestCase):
             (message.id, message.task, message.args), (CALLBACK, "tsum", ([0, 10, 20],))
         )
 
+    def test_chord_one_publisher(self) -> None:
+        """
+        Members that all see the count complete publish the callback once:
+        only the member elected does, and it does again when it asks again
+        (its delivery came back after a crash before its ack).
+        """
+        callback = dict(Signature("tsum", options={"task_id": CALLBACK}))
+        members = self.members(3, callback)
+        for i, member in enumerate(members):
+            put(self.store, member.id, success_document(member.id, "add", i), CHORD)
+        followups = self.dispatcher.settlement.followups
+        assert followups is not None
+        for member in (members[1], members[0], members[2], members[1]):
+            document = answered(self.store.get_result(member.id))
+            answered(followups.after(member, document))
+        self.assertEqual([m.id for m, _ in self.published], [CALLBACK, CALLBACK])
+        record = Outcome.from_bytes(CALLBACK, answered(self.store.get_result(CALLBACK)))
+        self.assertEqual(record.status, "PENDING")
+        put(self.store, CALLBACK, success_document(CALLBACK, "tsum", 3))
+        answered(followups.after(members[1], answered(self.store.get_result(members[1].id))))
+        self.assertEqual(len(self.published), 2)
+
     def test_chord_member_failed(self) -> None:
         """
         A member that failed: the callback does not run, a ChordError is

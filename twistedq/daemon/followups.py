@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from twistedq.amqp.protocol import Unroutable
 from twistedq.backends.base import IResultBackend, OutcomeRecord
+from twistedq.backends.chords import elect_publisher
 from twistedq.canvas import ChordError, chord_member_id
 from twistedq.daemon.backoff import persist
 from twistedq.daemon.inflight import InFlight
@@ -182,8 +183,10 @@ class FollowUps:
             outgoing = self._errbacks(message.id, message.errlinks, now)
         d = self._send(outgoing)
         if message.chord is not None and message.taskset is not None:
-            chord_id, callback = message.taskset, message.chord
-            d.addCallback(lambda _: self._persist(lambda: self._chord(chord_id, callback)))
+            chord_id, callback, member_id = message.taskset, message.chord, message.id
+            d.addCallback(
+                lambda _: self._persist(lambda: self._chord(chord_id, callback, member_id))
+            )
         return d
 
     def _errbacks(
@@ -244,19 +247,23 @@ class FollowUps:
         document = failure_document(message.id, message.task, error, traceback="")
         return self.backend.store_results([OutcomeRecord(message.id, document)])
 
-    async def _chord(self, chord_id: str, callback: dict[str, Any]) -> None:
+    async def _chord(self, chord_id: str, callback: dict[str, Any], member_id: str) -> None:
         """
-        If the chord's count is complete, publish its callback with the
-        members' results, or store its FAILURE if a member did not succeed.
+        If the chord's count is complete and this member is elected to
+        (:py:func:`~twistedq.backends.chords.elect_publisher`), publish its
+        callback with the members' results, or store its FAILURE if a
+        member did not succeed.
         """
         state = await self.backend.get_taskset(chord_id)
         if state is None or state.completed < state.total:
+            return
+        callback_id = callback.get("options", {}).get("task_id") or _derived_id(chord_id, "chord")
+        if not await elect_publisher(self.backend, callback_id, callback["task"], member_id):
             return
         ids = [chord_member_id(chord_id, index) for index in range(state.total)]
         documents: list[bytes | None] = []
         for start in range(0, len(ids), READ_CHUNK):
             documents.extend(await self.backend.get_results(ids[start : start + READ_CHUNK]))
-        callback_id = callback.get("options", {}).get("task_id") or _derived_id(chord_id, "chord")
         for member_id, document in zip(ids, documents, strict=True):
             if document is None or top_status(document) != SUCCESS:
                 await self._chord_failed(callback, callback_id, member_id, document)
