@@ -95,6 +95,41 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(stats["limits"], {"flow.limited": 10.0})
 
 
+class ClusterRateLimitTests(SynchronousTestCase):
+    def test_two_daemons_share_the_limit(self) -> None:
+        """
+        Two daemons consuming one queue with ``--cluster-rate-limits`` and
+        ``flow.limited`` limited to 10/s start its 30 calls no faster than
+        10/s between them: at least 2.7 s from the first start to the last
+        (each alone would allow that rate, so 20/s together).
+        """
+        queue, backend = unique_queue(), redis_url()
+        daemons = []
+        for n in range(2):
+            directory = Path(tempfile.mkdtemp(prefix=f"twistedq-cluster-rate-{n}-"))
+            daemon = Daemon(
+                directory,
+                queue=queue,
+                result_backend=backend,
+                tasks=TASKS,
+                extra=("--rate-limit", "flow.limited=10/s", "--cluster-rate-limits"),
+            )
+            self.addCleanup(daemon.stop)
+            daemons.append(daemon)
+        for daemon in daemons:
+            daemon.wait_ready()
+        report = run_flow(
+            backend,
+            groups=[{"name": "limited", "task": "flow.limited", "count": 30, "queue": queue}],
+        )
+        starts = sorted(report["limited"])
+        self.assertGreaterEqual(starts[-1] - starts[0], 2.7, starts)
+        contended = sum(d.stats()["dispatcher"]["rate_limits"]["contended"] for d in daemons)
+        ran = [d.stats()["dispatcher"]["completed"] for d in daemons]
+        self.assertEqual(sum(ran), 30)
+        self.assertTrue(contended > 0 or 0 in ran, (contended, ran))
+
+
 class QueuesTests(SynchronousTestCase):
     def test_two_queues_both_progress(self) -> None:
         """
