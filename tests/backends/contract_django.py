@@ -228,3 +228,65 @@ class DjangoContractTests(BackendContract, ScheduleStoreContract, ClaimStoreCont
         records = [OutcomeRecord(i, success_document(i, "t", "x" * (size - 200))) for i in ids]
         await backend.store_results(records)
         self.assertEqual(await backend.get_results(ids), [record.document for record in records])
+
+    async def test_result_details(self) -> None:
+        """
+        The columns the admin shows: the arguments an outcome keeps (whole
+        as JSON text, cut as the cut text), the taskset it counts in and
+        the daemon that stored it; a pending record keeps none.
+        """
+        from twistedq.arguments import with_arguments
+        from twistedq.contrib.django.models import TaskResult
+        from twistedq.outcome import pending_document
+
+        backend = await self.backend()
+        backend.worker = "daemon-7"
+        whole, cut, pending, taskset = new_task_id(), new_task_id(), new_task_id(), new_task_id()
+        await backend.mark_sent([(pending, pending_document(pending, "t"))])
+        outcome = success_document(whole, "t", 3)
+        await backend.store_results(
+            [
+                OutcomeRecord(whole, with_arguments(outcome, [1, "é"], {"k": None}, 100), taskset),
+                OutcomeRecord(cut, with_arguments(outcome, ["x" * 50], {}, 10)),
+            ]
+        )
+        rows = await deferToThread(
+            lambda: {
+                row.task_id: row
+                for row in TaskResult.objects.filter(task_id__in=[whole, cut, pending])
+            }
+        )
+        self.assertEqual(json.loads(rows[whole].task_args), [1, "é"])
+        self.assertEqual(json.loads(rows[whole].task_kwargs), {"k": None})
+        self.assertEqual(rows[whole].taskset_id, taskset)
+        self.assertEqual(rows[whole].worker, "daemon-7")
+        self.assertEqual(rows[cut].task_args, '["xxxxxxxx\u2026')
+        self.assertEqual((rows[cut].task_kwargs, rows[cut].taskset_id), ("{}", ""))
+        self.assertEqual((rows[pending].task_args, rows[pending].worker), ("", ""))
+
+    async def test_periodic_task_marked(self) -> None:
+        """
+        A slot's commit names its periodic task on the task's result row:
+        on the outcome stored before it, or on a pending record made for
+        it, which the outcome then keeps.
+        """
+        from twistedq.contrib.django.models import TaskResult
+
+        backend = await self.backend()
+        before, after = new_task_id(), new_task_id()
+        await backend.store_results([OutcomeRecord(before, success_document(before, "t", 1))])
+        for key in (before, after):
+            await backend.commit_slot(key, "every-minute", 1.8e9, 1.8e9 + 60, 60)
+        pending = await deferToThread(
+            lambda: TaskResult.objects.values_list("status", flat=True).get(task_id=after)
+        )
+        self.assertEqual(pending, "PENDING")
+        await backend.store_results([OutcomeRecord(after, success_document(after, "t", 2))])
+        rows = await deferToThread(
+            lambda: dict(
+                TaskResult.objects.filter(task_id__in=[before, after]).values_list(
+                    "task_id", "periodic_task"
+                )
+            )
+        )
+        self.assertEqual(rows, {before: "every-minute", after: "every-minute"})

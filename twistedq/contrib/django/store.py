@@ -227,6 +227,12 @@ class _Database:
     def _expiry(self) -> datetime.datetime:
         return _now() + datetime.timedelta(seconds=self.ttl)
 
+    def _mark_periodic(self, task_id: str, name: str) -> None:
+        """
+        Record that periodic task ``name`` published task ``task_id`` (in
+        the pool thread): see :py:class:`_ResultRows`.
+        """
+
     def _live_document(self, task_id: str, now: datetime.datetime) -> bytes | None:
         """
         The stored document of a task, unless expired (in the pool thread).
@@ -333,6 +339,7 @@ class _ResultRows(_Database):
         """
         from django.db import transaction
 
+        from twistedq.arguments import arguments_text
         from twistedq.contrib.django.models import TaskResult, TaskSetMember
 
         rows = []
@@ -341,6 +348,9 @@ class _ResultRows(_Database):
             row.traceback = self._column_text(str(document.get("traceback") or ""))
             row.worker = self.worker
             row.date_done = _parse_done(document)
+            row.task_args = self._column_text(arguments_text(document.get("task_args")))
+            row.task_kwargs = self._column_text(arguments_text(document.get("task_kwargs")))
+            row.taskset_id = self._taskset(record.taskset) if record.taskset else ""
             rows.append(row)
         members = [
             TaskSetMember(taskset_id=self._taskset(r.taskset), task_id=r.task_id, failed=r.failed)
@@ -369,10 +379,31 @@ class _ResultRows(_Database):
                         "worker",
                         "date_done",
                         "expires_at",
+                        "task_args",
+                        "task_kwargs",
+                        "taskset_id",
                     ],
                 )
             if members:
                 TaskSetMember.objects.using(self.alias).bulk_create(members, ignore_conflicts=True)
+
+    def _mark_periodic(self, task_id: str, name: str) -> None:
+        """
+        Record that periodic task ``name`` published task ``task_id``: on its
+        result row, made as a pending record if the task has none yet (in
+        the pool thread).
+        """
+        from twistedq.contrib.django.models import TaskResult
+        from twistedq.outcome import pending_document
+
+        results = TaskResult.objects.using(self.alias)
+        if results.filter(task_id=task_id).update(periodic_task=name[:255]):
+            return
+        row = self._row(task_id, pending_document(task_id, name))[0]
+        row.periodic_task = name[:255]
+        results.bulk_create([row], ignore_conflicts=True)
+        # An outcome stored meanwhile kept its row: mark it.
+        results.filter(task_id=task_id).update(periodic_task=name[:255])
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
         try:
@@ -572,6 +603,7 @@ class _ScheduleRows(_Database):
                     "expires_at": _now() + datetime.timedelta(seconds=keep),
                 },
             )
+            self._mark_periodic(key, name)
             ran_at = Value(_moment(slot))
             self._state_row(name).update(
                 last_run_at=Greatest(Coalesce(F("last_run_at"), ran_at), ran_at),
