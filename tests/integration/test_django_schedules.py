@@ -19,17 +19,25 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.servers import ROOT, Daemon, amqp_url, free_port, unique_queue
+from tests.integration.servers import (
+    ROOT,
+    Daemon,
+    amqp_url,
+    free_port,
+    server_url,
+    unique_queue,
+)
 from twistedq.scheduler import slot_task_id
 
 SETTINGS = "tests.integration.scheduleproject.settings"
 BIN = Path(sys.executable).parent
-NAME = "beat"
+PASSWORD = "a-password-for-the-test"
 
 
 class Browser:
@@ -75,6 +83,13 @@ def option_value(page: str, text: str) -> str:
 
 
 class AdminScheduleTests(SynchronousTestCase):
+    """
+    On SQLite.
+    """
+
+    def database_url(self) -> str:
+        return f"sqlite:///{self.directory}/db.sqlite3"
+
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="twistedq-schedules-"))
         self.beats = self.directory / "beats.txt"
@@ -82,15 +97,22 @@ class AdminScheduleTests(SynchronousTestCase):
         self.queue = unique_queue()
         self.env = {
             "DJANGO_SETTINGS_MODULE": SETTINGS,
-            "BEATS_DATABASE": str(self.directory / "db.sqlite3"),
+            "BEATS_DATABASE_URL": self.database_url(),
             "BEATS_FILE": str(self.beats),
             "TWISTEDQ_BROKER_URL": amqp_url(),
             "TWISTEDQ_QUEUE": self.queue,
-            "DJANGO_SUPERUSER_PASSWORD": "a-password-for-the-test",
         }
         self.django("migrate")
+        # Names of their own: a PostgreSQL or MariaDB database outlives the test.
+        self.periodic_name = f"beat-{uuid.uuid4().hex[:8]}"
+        self.user = f"admin-{uuid.uuid4().hex[:8]}"
         self.django(
-            "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "from twistedq.contrib.django.models import PeriodicTaskState; "
+            "PeriodicTaskState.objects.filter(name__startswith='beat-').delete(); "
+            f"User.objects.create_superuser({self.user!r}, 'a@b.example', {PASSWORD!r})",
         )
 
     def django(self, *command: str) -> str:
@@ -156,7 +178,9 @@ class AdminScheduleTests(SynchronousTestCase):
         often it ran.
         """
         now = int(time.time())
-        names = {slot_task_id(NAME, float(s)): float(s) for s in range(now - 120, now + 5)}
+        names = {
+            slot_task_id(self.periodic_name, float(s)): float(s) for s in range(now - 120, now + 5)
+        }
         counts: dict[float, int] = {}
         for task_id, _ in self.runs():
             if task_id in names:
@@ -184,7 +208,7 @@ class AdminScheduleTests(SynchronousTestCase):
             daemon.wait_ready()
         page, url = browser.submit(
             "/admin/login/?next=/admin/",
-            {"username": "admin", "password": self.env["DJANGO_SUPERUSER_PASSWORD"]},
+            {"username": self.user, "password": PASSWORD},
         )
         self.assertTrue(url.endswith("/admin/"), url)
         for every in ("2", "1"):
@@ -194,7 +218,7 @@ class AdminScheduleTests(SynchronousTestCase):
             self.assertTrue(url.endswith("/admin/twistedq/intervalschedule/"), page)
         form = browser.get("/admin/twistedq/periodictaskstate/add/")
         fields = {
-            "name": NAME,
+            "name": self.periodic_name,
             "task": "beats.record",
             "interval": option_value(form, "every 2 seconds"),
             "args": '["tick"]',
@@ -208,7 +232,7 @@ class AdminScheduleTests(SynchronousTestCase):
         self.wait_for(lambda: len(self.slots()) >= 2)
         self.assertEqual({slot % 2 for slot in self.slots()}, {0})
         for daemon in daemons:
-            self.assertIn(f"Periodic task {NAME} defined: beats.record", daemon.log())
+            self.assertIn(f"Periodic task {self.periodic_name} defined: beats.record", daemon.log())
 
         change = re.search(r'href="(/admin/twistedq/periodictaskstate/(\d+)/change/[^"]*)"', page)
         assert change is not None
@@ -237,7 +261,7 @@ class AdminScheduleTests(SynchronousTestCase):
             "shell",
             "-c",
             "from twistedq.contrib.django.models import PeriodicTaskState as P; "
-            f"print(P.objects.get(name={NAME!r}).total_run_count)",
+            f"print(P.objects.get(name={self.periodic_name!r}).total_run_count)",
         )
         self.assertEqual(int(count.split()[-1]), len(slots))
 
@@ -245,7 +269,25 @@ class AdminScheduleTests(SynchronousTestCase):
         listing = "/admin/twistedq/periodictaskstate/"
         fields = {"action": "run_now", "_selected_action": change.group(2), "index": "0"}
         page, url = browser.submit(listing, fields)
-        self.assertIn(f"Published {NAME} (", page)
+        self.assertIn(f"Published {self.periodic_name} (", page)
         self.wait_for(lambda: len(self.runs()) > len(slots))
         self.assertEqual(self.slots(), slots)
         self.assertEqual(self.beats.read_text().splitlines()[-1].split()[1], "tick")
+
+
+class AdminSchedulePostgreSQLTests(AdminScheduleTests):
+    """
+    On PostgreSQL.
+    """
+
+    def database_url(self) -> str:
+        return server_url("TWISTEDQ_TEST_POSTGRES_URL")
+
+
+class AdminScheduleMariaDBTests(AdminScheduleTests):
+    """
+    On MariaDB.
+    """
+
+    def database_url(self) -> str:
+        return server_url("TWISTEDQ_TEST_MYSQL_URL")

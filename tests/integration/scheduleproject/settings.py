@@ -1,11 +1,13 @@
 """
 A Django project for the test of periodic tasks defined in the admin:
 the admin with CSRF protection as a site serves it, the results and the
-periodic tasks in a SQLite database (``BEATS_DATABASE``), the broker and
+periodic tasks in the database ``BEATS_DATABASE_URL`` names
+(``sqlite:///path``, ``postgresql://...``, ``mysql://...``), the broker and
 queue from ``TWISTEDQ_BROKER_URL`` and ``TWISTEDQ_QUEUE``.
 """
 
 import os
+from urllib.parse import unquote, urlsplit
 
 SECRET_KEY = "schedule-project-not-secret"
 DEBUG = False
@@ -45,12 +47,27 @@ TEMPLATES = [
         },
     }
 ]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("BEATS_DATABASE", "beats.sqlite3"),
-        "OPTIONS": {"timeout": 30},
+
+
+def _database(url: str) -> dict:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": unquote(parts.path[1:]),
+            "OPTIONS": {"timeout": 30},
+        }
+    engine = {"postgresql": "postgresql", "mysql": "mysql"}[parts.scheme]
+    return {
+        "ENGINE": f"django.db.backends.{engine}",
+        "NAME": parts.path[1:],
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "127.0.0.1",
+        "PORT": str(parts.port or ""),
     }
-}
+
+
+DATABASES = {"default": _database(os.environ.get("BEATS_DATABASE_URL", "sqlite:///beats.sqlite3"))}
 
 TWISTEDQ_RESULT_BACKEND = "django://"
