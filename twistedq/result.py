@@ -78,6 +78,14 @@ def refuse_wait_in_task(what: str) -> None:
         )
 
 
+def _left(deadline: float | None) -> float | None:
+    """
+    The seconds left until ``deadline`` (a ``time.monotonic()`` time), at
+    least 0; None for no deadline.
+    """
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def _wait_until(ready: Callable[[], bool], timeout: float | None, what: str) -> None:
     """
     Call ``ready`` with doubling pauses until it is true.
@@ -218,10 +226,35 @@ class AsyncResult:
         exception it raised (rebuilt here; see
         :py:obj:`twistedq.outcome.Outcome.exception`).
 
+        The last result of a chain (its ``parent`` is an
+        :py:class:`AsyncResult`) waits for the tasks before it first, from
+        the first one: the exception of a step that failed is raised (and
+        :py:class:`TaskRevokedError` for one revoked), since the steps
+        after it never run.
+
         :raises TimeoutError: not ready within ``timeout`` seconds.
         :raises WaitInTaskError: called inside a task.
         """
         refuse_wait_in_task("AsyncResult.get()")
+        if isinstance(self.parent, AsyncResult) and not self._read().ready:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for ancestor in reversed(self._ancestors()):
+                ancestor._value(_left(deadline))
+            return self._value(_left(deadline))
+        return self._value(timeout)
+
+    def _ancestors(self) -> list[AsyncResult]:
+        """
+        The results before this one in its chain, the nearest first.
+        """
+        found = []
+        parent = self.parent
+        while isinstance(parent, AsyncResult):
+            found.append(parent)
+            parent = parent.parent
+        return found
+
+    def _value(self, timeout: float | None) -> Any:
         outcome = self._outcome
         if outcome is None or not outcome.ready:
             outcome = self.client.wait_outcome(self.task_id, timeout)

@@ -4,6 +4,7 @@ the client publishes them.
 """
 
 import json
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +18,7 @@ from twistedq.canvas import (
     maybe_signature,
     signature,
 )
+from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult
 from twistedq.task import publish_task, task
@@ -158,6 +160,36 @@ class ChainTests(SynchronousTestCase):
         self.assertEqual(message.errlinks, (dict(errback),))
         self.assertEqual(message.chain[0]["options"]["errlinks"], [dict(errback)])
         self.assertEqual(message.chain[0]["options"]["links"], [dict(self.add.s(1))])
+
+    def test_get_raises_failed_step(self):
+        """
+        ``get`` of a chain's last result raises the exception of a step
+        that failed at once (the steps after it never run), and returns
+        the last value once every step succeeded.
+        """
+        client = FakeClient()
+        result = chain(self.add.s(1, 1), self.mul.s(2), self.mul.s(3)).apply_async(client=client)
+        first, second = result.parent.parent.task_id, result.parent.task_id
+        client.put(first, success_document(first, "add", 2))
+        client.put(second, failure_document(second, "mul", ValueError("no")))
+        started = time.monotonic()
+        self.assertRaises(ValueError, result.get, timeout=30)
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_get_waits_for_steps(self):
+        """
+        ``get`` of a chain's last result waits for every step, within one
+        timeout.
+        """
+        client = FakeClient()
+        result = chain(self.add.s(1, 1), self.mul.s(2), self.mul.s(3)).apply_async(client=client)
+        first, second = result.parent.parent.task_id, result.parent.task_id
+        client.put(first, success_document(first, "add", 2))
+        self.assertRaises(TimeoutError, result.get, timeout=0.05)
+        client.put(second, success_document(second, "mul", 4))
+        self.assertRaises(TimeoutError, result.get, timeout=0.05)
+        client.put(result.task_id, success_document(result.task_id, "mul", 12))
+        self.assertEqual(result.get(timeout=1), 12)
 
     def test_no_group_in_chain(self):
         self.assertRaises(TypeError, chain, self.add.s(1, 1), group(self.add.s(1, 1)))
