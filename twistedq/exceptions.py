@@ -102,3 +102,10 @@ class ResultTooLarge(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ResultIgnored(Exception):
+    """
+    ``get()`` of a task published with ``ignore_result``: nothing of it is
+    stored, so there is no result to wait for.
+    """

@@ -32,7 +32,7 @@ from typing import (
 
 from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
 from twistedq.client import Client, default_client
-from twistedq.exceptions import Retry
+from twistedq.exceptions import ResultIgnored, Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.ratelimit import parse_rate
@@ -182,6 +182,7 @@ def publish_task(
     link: Any = None,
     link_error: Any = None,
     rate_limit: str | None = None,
+    ignore_result: bool | None = None,
 ) -> AsyncResult:
     """
     Publish a task by name with every option; return its
@@ -204,6 +205,10 @@ def publish_task(
     :param rate_limit: the daemons start tasks of this name at most this
         often (``"10/s"``, ``"5/m"``, ``"100/h"``), unless they set a limit
         of their own for it (:py:mod:`twistedq.ratelimit`).
+    :param ignore_result: store nothing of the task (no outcome, no claim:
+        it runs at least once rather than exactly once); :py:obj:`None`
+        means the client's setting ``TWISTEDQ_IGNORE_RESULT``.  The result
+        returned is then an :py:class:`IgnoredResult`.
     :raises twistedq.message.MessageError: ``task_id`` is not a UUID,
         ``args`` is not a list or tuple, a keyword argument name is not a
         string, or an argument is not a JSON value; nothing was published.
@@ -215,6 +220,9 @@ def publish_task(
         from twistedq.canvas import callback_documents
 
         links, errlinks = callback_documents(link), callback_documents(link_error)
+    chosen = _client(client)
+    if ignore_result is None:
+        ignore_result = chosen.settings.ignore_result
     message = TaskMessage(
         id=new_task_id() if task_id is None else task_id,
         task=name,
@@ -225,11 +233,30 @@ def publish_task(
         links=links,
         errlinks=errlinks,
         rate_limit=rate_limit,
+        ignore_result=ignore_result,
     )
     message.check()
-    chosen = _client(client)
     chosen.publish(message, route(name, queue))
-    return AsyncResult(message.id, chosen)
+    return (IgnoredResult if ignore_result else AsyncResult)(message.id, chosen)
+
+
+class IgnoredResult(AsyncResult):
+    """
+    The result of a task published with ``ignore_result``: the daemon
+    stores nothing of it, so :py:meth:`get` raises
+    :py:class:`~twistedq.exceptions.ResultIgnored` at once rather than
+    wait for ever.  Its status reads PENDING (unless it was revoked).
+    """
+
+    def get(self, timeout: float | None = None) -> Any:
+        """
+        :raises twistedq.exceptions.ResultIgnored: always.
+        """
+        raise ResultIgnored(
+            f"task {self.task_id} was published with ignore_result: nothing of it is stored"
+        )
+
+    wait = get
 
 
 class _ClassOrInstanceMethod(Generic[_P, _R]):
@@ -293,6 +320,12 @@ class Task(NamedTask):
     :cvar retry_jitter: wait a random time between 0 and the backoff.
     :cvar default_retry_delay: seconds before a retry that gives no
         countdown, without backoff.
+    :cvar ignore_result: store nothing of its calls (no pending record, no
+        outcome, no claim: it runs at least once rather than exactly once);
+        :py:obj:`None` follows the setting ``TWISTEDQ_IGNORE_RESULT``.  A
+        call's ``ignore_result=`` beats it; the subtasks of a
+        :py:class:`TaskSet` store their outcomes whatever it says (the
+        taskset counts them).
     """
 
     # Declared on the class, read from the class or an instance; a
@@ -308,6 +341,7 @@ class Task(NamedTask):
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
     retry_jitter: bool = True
     default_retry_delay: float = DEFAULT_RETRY_DELAY
+    ignore_result: bool | None = None
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -340,6 +374,7 @@ class Task(NamedTask):
         link: Any = None,
         link_error: Any = None,
         rate_limit: str | None = None,
+        ignore_result: bool | None = None,
     ) -> AsyncResult:
         """
         Publish this task with options; see :py:func:`publish_task`.
@@ -360,6 +395,7 @@ class Task(NamedTask):
             link=link,
             link_error=link_error,
             rate_limit=rate_limit or self.rate_limit,
+            ignore_result=self.ignore_result if ignore_result is None else ignore_result,
         )
 
     @_ClassOrInstanceMethod
@@ -518,12 +554,14 @@ class FunctionTask(Task):
         on_reactor: bool = False,
         retry_options: dict[str, Any] | None = None,
         rate_limit: str | None = None,
+        ignore_result: bool | None = None,
     ) -> None:
         if rate_limit is not None:
             parse_rate(rate_limit)  # a ValueError when the task is defined
         self.function = function
         self.on_reactor = on_reactor
         self.rate_limit = rate_limit
+        self.ignore_result = ignore_result
         for option, value in (retry_options or {}).items():
             if option not in RETRY_OPTIONS:
                 raise TypeError(f"unknown retry option {option!r}")
@@ -577,6 +615,7 @@ def task(
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
     rate_limit: str | None = None,
+    ignore_result: bool | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -597,6 +636,7 @@ def task(
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
     rate_limit: str | None = None,
+    ignore_result: bool | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -628,7 +668,8 @@ def task(
             return download(url)
 
     ``rate_limit="10/s"`` (``/m``, ``/h``) limits how often each daemon
-    starts it (see :py:class:`Task`).
+    starts it (see :py:class:`Task`); ``ignore_result=True`` stores
+    nothing of its calls (see :py:class:`Task`).
     """
     retry_options = {
         "max_retries": max_retries,
@@ -649,6 +690,7 @@ def task(
             on_reactor,
             retry_options,
             rate_limit=rate_limit,
+            ignore_result=ignore_result,
         )
         (registry if registry is not None else tasks).register(wrapped, wrapped.task_name)
         return wrapped

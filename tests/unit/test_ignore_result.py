@@ -8,11 +8,23 @@ import json
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.fakes import NOW, FakeDelivery, FakePool, committed, delivery, iso, put, task_id
+from tests.unit.fakes import (
+    NOW,
+    FakeClient,
+    FakeDelivery,
+    FakePool,
+    committed,
+    delivery,
+    iso,
+    put,
+    task_id,
+)
 from twistedq.backends.memory import MemoryBackend
+from twistedq.conf import Settings
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.job import Job
+from twistedq.exceptions import ResultIgnored
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import (
     failure_document,
@@ -20,7 +32,8 @@ from twistedq.outcome import (
     revoked_document,
     success_document,
 )
-from twistedq.registry import NotRegistered
+from twistedq.registry import NotRegistered, TaskRegistry
+from twistedq.task import IgnoredResult, Task, publish_task, task
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 
@@ -249,3 +262,87 @@ class DaemonTests(DaemonTestCase):
             self.clock.advance(0)
         self.assertEqual(deaths.settled, [("dead-letter", "attempts-exhausted")])
         self.assertEqual(self.writes(), [])
+
+
+class IgnoringTask(Task):
+    name = "tests.ignoring"
+    ignore_result = True
+
+
+class PublishTests(SynchronousTestCase):
+    """
+    Where a published message gets its ``ignore_result`` from: the call,
+    else the task, else the setting ``TWISTEDQ_IGNORE_RESULT``.
+    """
+
+    def published(self, client):
+        [(message, _)] = client.published
+        return message.ignore_result
+
+    def test_default_stores(self):
+        client = FakeClient()
+        publish_task("add", (1,), client=client)
+        self.assertIs(self.published(client), False)
+
+    def test_per_call(self):
+        client = FakeClient()
+        result = publish_task("add", (1,), ignore_result=True, client=client)
+        self.assertIs(self.published(client), True)
+        self.assertIsInstance(result, IgnoredResult)
+
+    def test_per_task(self):
+        """
+        ``Task.ignore_result`` applies, and a call's option beats it.
+        """
+        client = FakeClient()
+        IgnoringTask.apply_async((1,), client=client)
+        self.assertIs(self.published(client), True)
+        client = FakeClient()
+        IgnoringTask.apply_async((1,), ignore_result=False, client=client)
+        self.assertIs(self.published(client), False)
+
+    def test_decorator(self):
+        """
+        ``@task(ignore_result=True)`` sets it on the function's task.
+        """
+        registry = TaskRegistry()
+
+        @task(name="tests.fire", ignore_result=True, registry=registry)
+        def fire():
+            pass
+
+        client = FakeClient()
+        fire.apply_async(client=client)
+        self.assertIs(self.published(client), True)
+
+    def test_setting(self):
+        """
+        The setting applies to tasks that say nothing; a task saying False
+        still stores.
+        """
+        client = FakeClient()
+        client.settings = Settings(ignore_result=True)
+        publish_task("add", client=client)
+        self.assertIs(self.published(client), True)
+
+        class Storing(Task):
+            name = "tests.storing"
+            ignore_result = False
+
+        client.published.clear()
+        Storing.apply_async(client=client)
+        self.assertIs(self.published(client), False)
+
+    def test_get_raises(self):
+        """
+        ``get()`` of a task that stores nothing raises ResultIgnored at
+        once instead of waiting for ever, without reading the store;
+        ``ready()`` reads it and is False.
+        """
+        client = FakeClient()
+        result = publish_task("add", ignore_result=True, client=client)
+        error = self.assertRaises(ResultIgnored, result.get, timeout=60)
+        self.assertIn(result.task_id, str(error))
+        self.assertIn("ignore_result", str(error))
+        self.assertEqual(client.get_outcome_calls, 0)
+        self.assertFalse(result.ready())
