@@ -72,6 +72,10 @@ _REVOKE_LEASE = 30.0
 #: then after 0.1 s).
 CONNECT_ATTEMPTS = 2
 
+#: The delivery limit of the quorum queues a client declares (those the
+#: daemons declare have ``--task-attempts``, 3 by default).
+DELIVERY_LIMIT = 3
+
 #: The longest a publish waits for the pending record of what the broker
 #: confirmed, in seconds; the write goes on in the background after that.
 RECORD_TIMEOUT = 1.0
@@ -90,10 +94,12 @@ class AsyncClient:
     tries each node once before it fails with
     :py:class:`~twistedq.amqp.broker.BrokerUnavailable`.
 
-    :param queue_type: ``"classic"`` or ``"quorum"``: the type of the
-        queues this client declares when they do not exist yet (and refuses
-        when they exist otherwise); by default they are taken as the
-        daemons declared them, and declared classic when missing.
+    The client takes the queues as they exist (the daemons declare them
+    with their options); it declares only missing ones:
+
+    :param queue_type: ``"classic"`` (the default) or ``"quorum"``: the
+        type of the queues it declares; quorum ones with a delivery limit of
+        :py:data:`DELIVERY_LIMIT`, as the daemons' default ``--task-attempts``.
     :param max_priority: declare missing task queues with priorities
         (classic queues: ``x-max-priority``), as the daemons'
         ``--max-priority`` does.
@@ -124,7 +130,9 @@ class AsyncClient:
                 exchange=settings.exchange,
                 queue=settings.queue,
                 queue_type=queue_type,
+                delivery_limit=DELIVERY_LIMIT if queue_type == "quorum" else None,
                 max_priority=max_priority,
+                take_existing=True,
             ),
             confirm_timeout=confirm_timeout,
             signing=settings.signing(),
@@ -132,7 +140,9 @@ class AsyncClient:
             # Each node once, and the first twice.
             connect_attempts=CONNECT_ATTEMPTS + len(addresses) - 1,
         )
-        self.backend: IResultBackend = backend_from_url(settings.result_backend, reactor)
+        self.backend: IResultBackend = backend_from_url(
+            settings.result_backend, reactor, ttl=settings.result_expires
+        )
         self.backend.connect().addErrback(lambda f: None)
         self.connection.startService()
 
@@ -153,7 +163,8 @@ class AsyncClient:
     ) -> defer.Deferred[None]:
         """
         Publish several messages at once, all confirms awaited together,
-        then record them as pending in the result store (one write).
+        then record them as pending in the result store (one write; none
+        for a message that says ``ignore_result``).
         ``priority`` (0 to 9) is each message's priority, for a queue
         declared with priorities (``--max-priority``).
 
@@ -183,8 +194,10 @@ class AsyncClient:
                 consumeErrors=True,
             )
             confirmed = [m for m, (ok, _) in zip(messages, outcomes, strict=True) if ok]
-            if confirmed:
-                await self._record_pending(confirmed)
+            # A task that ignores its result has no pending record.
+            recorded = [m for m in confirmed if not m.ignore_result]
+            if recorded:
+                await self._record_pending(recorded)
             # DeferredList gives (False, Failure) for each publish that failed.
             failures = [cast(Failure, failure) for ok, failure in outcomes if not ok]
             if failures:
