@@ -18,19 +18,10 @@ import datetime
 import logging
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    ClassVar,
-    Concatenate,
-    Generic,
-    NoReturn,
-    ParamSpec,
-    TypeVar,
-    overload,
-)
+from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
+from twistedq.canvas import Signature, chain, chord, group, signature
 from twistedq.client import Client, default_client
 from twistedq.exceptions import ResultIgnored, Retry
 from twistedq.log import setup_logger
@@ -42,9 +33,6 @@ from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEF
 from twistedq.routing import route
 from twistedq.schedules import CATCH_UP_POLICIES, Crontab, Interval
 
-if TYPE_CHECKING:
-    from twistedq.canvas import Signature
-
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -53,15 +41,20 @@ __all__ = [
     "FunctionTask",
     "NotRegistered",
     "PeriodicTask",
+    "Signature",
     "Task",
     "TaskSet",
+    "chain",
+    "chord",
     "delay_task",
     "discard_all",
     "dmap",
     "dmap_async",
+    "group",
     "is_done",
     "publish_task",
     "retry",
+    "signature",
     "task",
     "tasks",
 ]
@@ -410,8 +403,6 @@ class Task(NamedTask):
         to be published later or as part of a workflow.  ``immutable=True``
         makes one that takes no result from its parent.
         """
-        from twistedq.canvas import Signature
-
         immutable = bool(options.pop("immutable", False))
         return Signature(self, args, kwargs, options, immutable)
 
@@ -421,8 +412,6 @@ class Task(NamedTask):
         A signature of this task with these arguments (Celery's
         ``add.s(2, 2)``); in a chain the parent's result comes first.
         """
-        from twistedq.canvas import Signature
-
         return Signature(self, args, kwargs)
 
     @_ClassOrInstanceMethod
@@ -431,8 +420,6 @@ class Task(NamedTask):
         An immutable signature: in a chain, or as a callback, it runs with
         these arguments only.
         """
-        from twistedq.canvas import Signature
-
         return Signature(self, args, kwargs, immutable=True)
 
     def retry(

@@ -241,6 +241,17 @@ class GroupChordTests(SynchronousTestCase):
         message = client.published[0][0]
         self.assertEqual((message.id, message.args), (result.task_id, ([],)))
 
+    def test_names_in_task_module(self):
+        """
+        The workflow names are also in :py:mod:`twistedq.task`, beside
+        ``TaskSet``.
+        """
+        import twistedq.task
+
+        for name in ("Signature", "chain", "chord", "group", "signature"):
+            self.assertIn(name, twistedq.task.__all__)
+        self.assertIs(twistedq.task.group, group)
+
     def test_signature_is_dict(self):
         self.assertIsInstance(self.add.s(), Signature)
         self.assertIsInstance(self.add.s(), dict)
