@@ -20,6 +20,7 @@ chord's callback) before it acknowledges the task's message; see
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -200,7 +201,7 @@ class Signature(dict):  # type: ignore[type-arg, unused-ignore]
             signature.
         """
         check_signature(document)
-        options = dict(document.get("options", {}))
+        options = copy.deepcopy(dict(document.get("options", {})))
         made = cls(
             document["task"],
             document.get("args", ()),

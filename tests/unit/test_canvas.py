@@ -191,6 +191,19 @@ class ChainTests(SynchronousTestCase):
         client.put(result.task_id, success_document(result.task_id, "mul", 12))
         self.assertEqual(result.get(timeout=1), 12)
 
+    def test_signatures_left_alone(self):
+        """
+        Publishing a chain adds ids and callbacks to copies: the
+        signatures given keep their own.
+        """
+        first, last = self.add.s(1, 1), self.mul.s(2)
+        last.link_error(self.tsum.s())
+        before = json.dumps([first, last])
+        chain(first, last).apply_async(
+            link=self.add.s(1), link_error=self.tsum.si([]), client=FakeClient()
+        )
+        self.assertEqual(json.dumps([first, last]), before)
+
     def test_no_group_in_chain(self):
         self.assertRaises(TypeError, chain, self.add.s(1, 1), group(self.add.s(1, 1)))
 
