@@ -83,6 +83,18 @@ class QueueTypeTests(TestCase):
         self.assertIn("current is the value 'quorum'", text)
         self.assertFalse(self.protocol.closed)
 
+    async def test_client_takes_what_exists(self) -> None:
+        """
+        A client takes the queues as they exist, whatever type it would
+        declare; the quorum queues it declares itself are those a daemon
+        with the default ``--task-attempts`` declares.
+        """
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=5))
+        await self.declare(self.topology(queue_type="classic", take_existing=True))
+        await self._delete()
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=3, take_existing=True))
+        await self.declare(self.topology(queue_type="quorum", delivery_limit=3))
+
     async def test_other_delivery_limit_refused(self) -> None:
         """
         A daemon with another ``--task-attempts`` than the one that made

@@ -700,6 +700,10 @@ class Topology:
     :ivar max_priority: classic queues: the highest message priority the
         task queue orders by (``x-max-priority``); :py:obj:`None` for no
         priorities.
+    :ivar take_existing: take a queue that exists as it is, whatever its
+        type and arguments, and declare only missing ones with these (as
+        the client does: it does not know the daemons' options); always so
+        without a :py:attr:`queue_type`.
     :raises ValueError: an unknown queue type, a delivery limit on a
         classic queue, or priorities on a quorum queue (RabbitMQ 3.10's
         quorum queues have none).
@@ -710,6 +714,7 @@ class Topology:
     queue_type: str | None = None
     delivery_limit: int | None = None
     max_priority: int | None = None
+    take_existing: bool = False
 
     def __post_init__(self) -> None:
         if self.queue_type not in (None, *QUEUE_TYPES):
@@ -810,14 +815,15 @@ class Topology:
         self, channel: BrokerChannel, name: str, arguments: dict[str, Any]
     ) -> None:
         """
-        Declare one durable queue; without a :py:attr:`queue_type`, only
-        when it does not exist yet.
+        Declare one durable queue; without a :py:attr:`queue_type`, or with
+        :py:attr:`take_existing`, only when it does not exist yet.
 
         :raises QueueMismatch: the broker refused the arguments (406).
         """
         # (A channel of no connection, a test's fake, cannot ask.)
         protocol = getattr(channel, "client", None)
-        if self.queue_type is None and protocol is not None and await queue_exists(protocol, name):
+        take = self.queue_type is None or self.take_existing
+        if take and protocol is not None and await queue_exists(protocol, name):
             return
         try:
             await channel.queue_declare(queue=name, durable=True, arguments=arguments)
