@@ -52,6 +52,13 @@ def main() -> None:
         result = chord(members)(t.tsum.s(path=request["callback"]))
         say({"id": result.task_id, "taskset": result.parent.taskset_id})
         say({"value": result.get(request["timeout"])})
+    elif mode == "redelivered":
+        # The same message again, now with a link: as if the daemon that
+        # stored its outcome had died before publishing the link and acking.
+        task_id = str(uuid.uuid4())
+        first = t.add.apply_async((3, 4), task_id=task_id).get(30)
+        t.add.apply_async((3, 4), task_id=task_id, link=t.record.s(path=request["link"]))
+        say({"first": first, "id": task_id})
     elif mode == "done":
         say({"value": t.add.delay(0, 0).get(30), "unknown": str(uuid.uuid4())})
     client.close()

@@ -121,6 +121,20 @@ class ChainLinkTests(SynchronousTestCase):
         run_script(queue, mode="done")
         self.assertEqual((lines(link), lines(error)), (["42"], [report["failed"]]))
 
+    def test_redelivered_done_task_publishes(self) -> None:
+        """
+        A message delivered again after its task's outcome was stored (its
+        daemon died before publishing the follow-ups and acking) is not
+        run again, but its link is published then, with the stored result.
+        """
+        daemon, queue, directory = shared_daemon()
+        link = directory / "redelivered.txt"
+        report = run_script(queue, mode="redelivered", link=str(link))
+        self.assertEqual(report["first"], 7)
+        wait_for(lambda: lines(link), 30, "the link")
+        self.assertEqual(lines(link), ["7"])
+        self.assertIn(f"add[{report['id']}] is already done: acked without running", daemon.log())
+
 
 class ChordTests(SynchronousTestCase):
     def test_chord_survives_kill(self) -> None:
