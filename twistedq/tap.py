@@ -34,6 +34,7 @@ from twistedq.conf import (
     DEFAULT_STATUS_ENDPOINT,
     Settings,
     SettingsError,
+    parse_expiry,
     parse_size,
     with_help,
 )
@@ -75,6 +76,16 @@ def _positive(value: str) -> int:
 
 
 with_help(_positive, "A positive whole number.")
+
+
+def _result_expires(value: str) -> int:
+    try:
+        return parse_expiry(value)
+    except ValueError as e:
+        raise ValueError(f"--result-expires: {e}") from None
+
+
+with_help(_result_expires, "Whole seconds, at least 1.")
 
 
 def _positive_float(value: str) -> float:
@@ -396,6 +407,14 @@ class Options(usage.Options):
             "as the celery 0.2.0 README) or 'twisted' (twistd's own)",
         ],
         [
+            "result-expires",
+            None,
+            None,
+            "Seconds results, pending records, tasksets and claims are kept in the store "
+            "[default: $TWISTEDQ_RESULT_EXPIRES or 86400, a day]",
+            _result_expires,
+        ],
+        [
             "max-message-size",
             None,
             None,
@@ -575,6 +594,7 @@ class Options(usage.Options):
                 seed_states=True if self["seed-states"] else None,
                 max_message_size=self["max-message-size"],
                 signing_keys=self["signing-keys"],
+                result_expires=self["result-expires"],
             )
         except SettingsError as e:
             raise usage.UsageError(str(e)) from None
@@ -664,7 +684,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     settings: Settings = options["settings"]
-    backend = backend_from_url(settings.result_backend, reactor)
+    backend = backend_from_url(settings.result_backend, reactor, ttl=settings.result_expires)
     pool = _pool(options, settings, reactor)
     connection = BrokerConnection(options["broker-addresses"], reactor)
     topologies = [replace(options["topology"], queue=name) for name in options["queues"]]
@@ -673,6 +693,9 @@ def makeService(options: Options) -> IService:
     pool.on_idle = dispatcher.pump
     consumer = Consumer(connection, topologies, options["prefetch"], dispatcher.deliver)
     identity = DaemonIdentity(name=options["name"] or None)
+    named_by = getattr(backend, "named_by", None)
+    if named_by is not None:  # the Django store names the daemon in each result
+        named_by(lambda: identity.name)
     # After the consumer's: its connect hook runs once consuming started.
     events = _event_publisher(options, settings, reactor, connection, dispatcher, pool, identity)
     scheduler = None
@@ -909,7 +932,7 @@ def _dispatcher(
         give_back_after=options["give-back-after"],
         home_queue=settings.queue,
     )
-    return Dispatcher(
+    dispatcher = Dispatcher(
         pool,
         backend,
         reactor,
@@ -927,6 +950,8 @@ def _dispatcher(
         ),
         publish_later_to={p.topology.queue: p.publish_later for p in publishers},
     )
+    dispatcher.settlement.arguments_in_results = settings.task_arguments_in_results
+    return dispatcher
 
 
 def _scheduler(

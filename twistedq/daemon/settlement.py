@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistedq.arguments import with_arguments
 from twistedq.backends.base import IResultBackend, OutcomeRecord, StoreRefused, gather
 from twistedq.daemon.backoff import persist
 from twistedq.daemon.events import EventKind, Events
@@ -106,6 +107,10 @@ class Settlement:
         self.hold_eta = hold_eta
         #: Messages given back because their outcomes could not be stored.
         self.returned_unstored = 0
+        #: Keep each task's arguments in its outcome, up to this many
+        #: characters of their JSON text (0: not kept); see
+        #: :py:mod:`twistedq.arguments`.
+        self.arguments_in_results = 0
         #: Publishes what workflows make follow a task (with the daemon's
         #: publisher, which the lease keeper holds for orphans), or None.
         self.followups = (
@@ -131,6 +136,8 @@ class Settlement:
         records = []
         retrying: list[tuple[Job, bytes]] = []
         for job, outcome in zip(batch, outcomes, strict=True):
+            if self.arguments_in_results:
+                outcome = self._with_arguments(job, outcome)
             status = top_status(outcome)
             if status == RETRY:
                 retrying.append((job, outcome))
@@ -192,6 +199,8 @@ class Settlement:
             traceback="",
             dead_letter=ATTEMPTS_EXHAUSTED if dead_letter else None,
         )
+        if self.arguments_in_results:
+            document = self._with_arguments(job, document)
         record = OutcomeRecord(job.task_id, document, job.message.taskset, True)
         job.state = JobState.STORING
 
@@ -227,9 +236,10 @@ class Settlement:
             job.ack()
             return
         job.state = JobState.STORING
-        record = OutcomeRecord(
-            message.id, revoked_document(message.id, message.task, reason), message.taskset
-        )
+        document = revoked_document(message.id, message.task, reason)
+        if self.arguments_in_results:
+            document = self._with_arguments(job, document)
+        record = OutcomeRecord(message.id, document, message.taskset)
         d = self.leases.commit([record])
         d.addCallbacks(
             lambda _: self._ack(job, record.document),
@@ -247,6 +257,13 @@ class Settlement:
             return self.followups.settle(job, document)
         job.ack()
         return None
+
+    def _with_arguments(self, job: Job, document: bytes) -> bytes:
+        """
+        An outcome document with its task's arguments in it.
+        """
+        message = job.message
+        return with_arguments(document, message.args, message.kwargs, self.arguments_in_results)
 
     def give_back(self, batch: list[Job], unstored: bool = False) -> None:
         """

@@ -143,6 +143,7 @@ class _Database:
         self.ttl = ttl
         self.max_threads = threads
         self.worker = worker or socket.gethostname()
+        self._worker_name: Callable[[], str] | None = None
         self._pool: ThreadPool | None = None
         self._max_given = max_document_size
         #: The largest document stored, in bytes: a quarter of the
@@ -151,7 +152,16 @@ class _Database:
         self.max_document_size = max_document_size or _STATEMENT["postgresql"] // 4
         self._unheld = _UNHELD["full"]
 
+    def named_by(self, name: Callable[[], str]) -> None:
+        """
+        Record ``name()``, asked when connecting, in the ``worker`` column
+        (the daemon names itself: its pid is known only once it forked).
+        """
+        self._worker_name = name
+
     def connect(self) -> defer.Deferred[None]:
+        if self._worker_name is not None:
+            self.worker = self._worker_name()
         import django
         from django.conf import settings
 
