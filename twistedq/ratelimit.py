@@ -181,15 +181,15 @@ class RateLimits:
         The bucket of task ``name``: from the daemon's limit, else from the
         rate its message carries (``carried``); None when it has no limit.
         """
-        bucket = self._buckets.get(name)
         rate = self.limits.get(name)
-        if rate is None and carried is not None:
+        if rate is None:
+            if carried is None:
+                return None
             try:
                 rate = parse_rate(carried)
             except ValueError:
                 return None
-        if rate is None:
-            return bucket
+        bucket = self._buckets.get(name)
         if bucket is None:
             bucket = self._buckets[name] = TokenBucket(rate)
         elif bucket.rate != rate:
@@ -202,7 +202,10 @@ class RateLimits:
         passed to :py:attr:`wait`) or sent to a delay queue.  False when
         it may start now (its slot is taken).
         """
-        bucket = self.bucket(job.message.task, job.message.rate_limit)
+        carried = job.message.rate_limit
+        if carried is None and not self.limits:
+            return False  # the idle path: one attribute and one length read
+        bucket = self.bucket(job.message.task, carried)
         if bucket is None:
             return False
         now = self.clock.seconds()

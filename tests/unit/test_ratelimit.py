@@ -232,6 +232,9 @@ class MessageFieldTests(SynchronousTestCase):
         self.assertEqual(len(pool.batches), 1)
         clock.advance(0.5)
         self.assertEqual(len(pool.batches), 2)
+        # A message of that name without a rate is not limited.
+        dispatcher.deliver(delivery(3, "mul"))
+        self.assertEqual(len(pool.batches), 3)
 
 
 class TaskOptionTests(SynchronousTestCase):
