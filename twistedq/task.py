@@ -176,6 +176,7 @@ def publish_task(
     link_error: Any = None,
     rate_limit: str | None = None,
     ignore_result: bool | None = None,
+    priority: int | None = None,
 ) -> AsyncResult:
     """
     Publish a task by name with every option; return its
@@ -202,6 +203,10 @@ def publish_task(
         it runs at least once rather than exactly once); :py:obj:`None`
         means the client's setting ``TWISTEDQ_IGNORE_RESULT``.  The result
         returned is then an :py:class:`IgnoredResult`.
+    :param priority: 0 to 9, the AMQP priority of the message: a queue
+        declared with priorities (``twistd twistedq --max-priority 9``)
+        delivers higher ones first; ignored by other queues.
+    :raises ValueError: ``priority`` is not 0 to 9.
     :raises twistedq.message.MessageError: ``task_id`` is not a UUID,
         ``args`` is not a list or tuple, a keyword argument name is not a
         string, or an argument is not a JSON value; nothing was published.
@@ -229,7 +234,10 @@ def publish_task(
         ignore_result=ignore_result,
     )
     message.check()
-    chosen.publish(message, route(name, queue))
+    if priority is None:
+        chosen.publish(message, route(name, queue))
+    else:
+        chosen.publish(message, route(name, queue), priority=priority)
     return (IgnoredResult if ignore_result else AsyncResult)(message.id, chosen)
 
 
@@ -319,6 +327,8 @@ class Task(NamedTask):
         call's ``ignore_result=`` beats it; the subtasks of a
         :py:class:`TaskSet` store their outcomes whatever it says (the
         taskset counts them).
+    :cvar priority: 0 to 9, the priority of its calls on a queue declared
+        with priorities (``--max-priority``); a call's ``priority=`` beats it.
     """
 
     # Declared on the class, read from the class or an instance; a
@@ -335,6 +345,7 @@ class Task(NamedTask):
     retry_jitter: bool = True
     default_retry_delay: float = DEFAULT_RETRY_DELAY
     ignore_result: bool | None = None
+    priority: int | None = None
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -368,6 +379,7 @@ class Task(NamedTask):
         link_error: Any = None,
         rate_limit: str | None = None,
         ignore_result: bool | None = None,
+        priority: int | None = None,
     ) -> AsyncResult:
         """
         Publish this task with options; see :py:func:`publish_task`.
@@ -389,6 +401,7 @@ class Task(NamedTask):
             link_error=link_error,
             rate_limit=rate_limit or self.rate_limit,
             ignore_result=self.ignore_result if ignore_result is None else ignore_result,
+            priority=self.priority if priority is None else priority,
         )
 
     @_ClassOrInstanceMethod

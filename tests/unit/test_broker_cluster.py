@@ -22,7 +22,9 @@ from twistedq.amqp.broker import (
     broker_addresses,
     check_priority,
 )
+from twistedq.conf import Settings
 from twistedq.message import TaskMessage, new_task_id
+from twistedq.task import Task, publish_task
 
 
 class QueueArgumentTests(SynchronousTestCase):
@@ -238,3 +240,42 @@ class DaemonOptionTests(TapTestCase):
         options = self.parse("--broker", "amqp://n1:5711/,amqp://n2:5712/,amqp://n3:5713/")
         self.assertEqual([a.port for a in options["broker-addresses"]], [5711, 5712, 5713])
         self.assertEqual(options["broker-address"].host, "n1")
+
+
+class RecordingClient:
+    """
+    A client that keeps what it is asked to publish.
+    """
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str | None, int | None]] = []
+        self.settings = Settings()
+
+    def publish(self, message: TaskMessage, queue: str | None = None, priority=None) -> None:
+        self.published.append((message.task, queue, priority))
+
+
+class TaskPriorityTests(SynchronousTestCase):
+    def test_per_call_and_per_task(self) -> None:
+        """
+        ``apply_async(priority=N)`` and ``Task.priority`` reach the
+        client's publish; a call's priority beats the task's; without
+        either the client is called as before (no priority argument).
+        """
+
+        class Urgent(Task):
+            name = "urgent"
+            priority = 7
+
+        class Plain(Task):
+            name = "plain"
+
+        client = RecordingClient()
+        Urgent.apply_async(client=client)
+        Urgent.apply_async(client=client, priority=2)
+        Plain.apply_async(client=client)
+        publish_task("by.name", priority=9, client=client)  # type: ignore[arg-type]
+        self.assertEqual(
+            [(name, priority) for name, _, priority in client.published],
+            [("urgent", 7), ("urgent", 2), ("plain", None), ("by.name", 9)],
+        )
