@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.backends.memory import MemoryBackend
@@ -28,6 +29,7 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.revision = 0
         self.definitions: list[PeriodicDefinition] = []
+        self.unread: dict[str, str] = {}
         self.reads = {"revision": 0, "definitions": 0}
         self.fail = False
         self.hold: defer.Deferred[None] | None = None
@@ -38,9 +40,9 @@ class FakeDatabase:
             raise ConnectionError("database down")
         return self.revision
 
-    def read_definitions(self, alias: str) -> list[PeriodicDefinition]:
+    def read_definitions(self, alias: str) -> tuple[list[PeriodicDefinition], dict[str, str]]:
         self.reads["definitions"] += 1
-        return list(self.definitions)
+        return list(self.definitions), dict(self.unread)
 
     def run(self, work: Any) -> defer.Deferred[Any]:
         if self.hold is not None:
@@ -141,4 +143,23 @@ class ReaderTests(SynchronousTestCase):
             database_schedules(
                 MemoryBackend(self.clock), cast(Scheduler, self.scheduler), self.clock
             )
+        )
+
+    def test_unreadable_row_logged(self) -> None:
+        """
+        A row that cannot be read is logged, by name and why, in the
+        reactor's thread; the others are scheduled.
+        """
+        logged: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.define("a")
+        self.database.unread = {"b": "args must be a JSON list and kwargs a JSON object"}
+        self.reader.startService()
+        self.assertEqual(self.scheduler.given, [["a"]])
+        texts = [formatEvent(event) for event in logged]
+        self.assertIn(
+            "Periodic task b not scheduled: args must be a JSON list and kwargs a JSON object",
+            texts,
         )

@@ -88,7 +88,13 @@ def check_task_name(name: str) -> None:
     from twistedq.task import tasks
 
     if name not in tasks:
-        tasks.autodiscover()
+        try:
+            tasks.autodiscover()
+        except Exception as error:
+            raise ValidationError(
+                f"Cannot check the task name: importing the tasks modules failed ({error!r}).",
+                code="tasks_modules",
+            ) from None
     if name not in tasks:
         raise ValidationError(
             f"No task named {name!r} is registered (looked in the tasks module of every "

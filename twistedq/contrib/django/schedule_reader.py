@@ -92,10 +92,11 @@ def read_revision(alias: str) -> int:
     return int(found[0]) if found else 0
 
 
-def read_definitions(alias: str) -> list[PeriodicDefinition]:
+def read_definitions(alias: str) -> tuple[list[PeriodicDefinition], dict[str, str]]:
     """
     The definitions of the periodic task rows that define a task, in a
-    thread with Django; a row that cannot be read is logged and left out.
+    thread with Django, and why each row that cannot be read is left out
+    (by name).
     """
     from django.db.models import Q
     from django.utils import timezone
@@ -108,13 +109,13 @@ def read_definitions(alias: str) -> list[PeriodicDefinition]:
         .filter(Q(interval__isnull=False) | Q(crontab__isnull=False))
         .select_related("interval", "crontab")
     )
-    definitions = []
+    definitions, unread = [], {}
     for row in rows:
         try:
             definitions.append(definition_of(row, zone))
         except (TypeError, ValueError) as error:
-            log.error("Periodic task {name} not scheduled: {error}", name=row.name, error=error)
-    return definitions
+            unread[row.name] = str(error)
+    return definitions, unread
 
 
 class DatabaseSchedules(Service):
@@ -190,7 +191,9 @@ class DatabaseSchedules(Service):
         stale = self.clock.seconds() - self._loaded_at >= self.reload_every
         if revision == self.revision and not stale:
             return
-        definitions = await self.run(lambda: read_definitions(self.alias))
+        definitions, unread = await self.run(lambda: read_definitions(self.alias))
+        for name, error in unread.items():
+            log.error("Periodic task {name} not scheduled: {error}", name=name, error=error)
         self.scheduler.define_tasks(definitions)
         self.revision = revision
         self._loaded_at = self.clock.seconds()
