@@ -14,6 +14,7 @@ setup(
         "twistedq.amqp": ["amqp0-9-1.xml"],
         "twistedq": ["py.typed"],
         "twistedq.dashboard": ["static/*"],
+        "twistedq.contrib.django": ["templates/admin/twistedq/*.html"],
     },
     entry_points={
         "console_scripts": [
