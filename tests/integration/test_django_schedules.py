@@ -203,6 +203,10 @@ class AdminScheduleTests(SynchronousTestCase):
         stored run count equals the slots run: no slot was published twice.
         """
         daemons = [self.daemon(1), self.daemon(2)]
+        # Runs first: both drain at once, then each stop waits for its own.
+        self.addCleanup(
+            lambda: [d.process.terminate() for d in daemons if d.process.poll() is None]
+        )
         browser = self.serve()
         for daemon in daemons:
             daemon.wait_ready()
