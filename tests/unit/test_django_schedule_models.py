@@ -178,6 +178,38 @@ def at(*parts: int) -> datetime.datetime:
     return datetime.datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
+class AdminTests(SynchronousTestCase):
+    def test_code_declared_row_only_enabled(self) -> None:
+        """
+        The page of a task declared in code offers ``enabled`` alone: a
+        POST that also names a name and a task changes only ``enabled``.
+        A defined task's page offers every field.
+        """
+        found = checks()["admin"]
+        self.assertEqual(found["code_inputs"], ["enabled"])
+        self.assertEqual(found["code_after_post"], ["code.nightly", "", False])
+        self.assertEqual(found["defined_inputs"], ["name", "task", "args", "enabled"])
+
+    def test_one_list_and_filter(self) -> None:
+        """
+        Both kinds are in one list, with their schedules in words; the
+        filter tells them apart.
+        """
+        found = checks()["admin"]
+        self.assertEqual(found["listed"], [True, True])
+        self.assertEqual(found["filters"], {"code": ["code.nightly"], "database": ["db.report"]})
+
+    def test_enable_disable_actions(self) -> None:
+        """
+        The actions set ``enabled``, mark the row saved (a one-off enabled
+        again is armed for its next slot) and bump the revision, so the
+        daemons read the change at once.
+        """
+        found = checks()["admin"]
+        self.assertEqual(found["disable"], [False, True, True])
+        self.assertEqual(found["enable"], [True, True, True])
+
+
 class DefinitionTests(SynchronousTestCase):
     def test_plain(self) -> None:
         """
@@ -275,10 +307,34 @@ def _main() -> None:
 
     settings.configure(
         INSTALLED_APPS=[
+            "django.contrib.admin",
             "django.contrib.contenttypes",
             "django.contrib.auth",
+            "django.contrib.sessions",
+            "django.contrib.messages",
             "twistedq.contrib.django",
         ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ]
+                },
+            }
+        ],
+        ROOT_URLCONF="tests.integration.scheduleproject.urls",
+        ALLOWED_HOSTS=["testserver"],
+        SECRET_KEY="not-secret",
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         USE_TZ=True,
     )
@@ -350,7 +406,62 @@ def _main() -> None:
     every.delete()
     revision()
     found["revisions"] = revisions
+    found["admin"] = _admin_checks()
     print(json.dumps(found))
+
+
+def _admin_checks() -> dict[str, Any]:
+    """
+    What the admin's pages and actions do to a code-declared row and a
+    defined one.
+    """
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+
+    from twistedq.contrib.django.schedule_models import (
+        IntervalSchedule,
+        PeriodicTaskState,
+        ScheduleRevision,
+    )
+
+    setup_test_environment()  # the responses keep their template context
+    web = Client()
+    web.force_login(User.objects.create_superuser("admin", "admin@example.com", "secret"))
+    base = "/admin/twistedq/periodictaskstate/"
+    code = PeriodicTaskState.objects.create(name="code.nightly")
+    defined = PeriodicTaskState.objects.create(
+        name="db.report", task="reports.build", interval=IntervalSchedule.objects.create(every=5)
+    )
+    found: dict[str, Any] = {}
+    page = web.get(f"{base}{code.pk}/change/").content.decode()
+    found["code_inputs"] = [
+        name for name in ("name", "task", "args", "enabled") if f'name="{name}"' in page
+    ]
+    web.post(f"{base}{code.pk}/change/", {"name": "renamed", "task": "x", "enabled": ""})
+    code.refresh_from_db()
+    found["code_after_post"] = [code.name, code.task, code.enabled]
+    page = web.get(f"{base}{defined.pk}/change/").content.decode()
+    found["defined_inputs"] = [
+        name for name in ("name", "task", "args", "enabled") if f'name="{name}"' in page
+    ]
+    found["filters"] = {
+        where: [row.name for row in web.get(f"{base}?defined={where}").context["cl"].result_list]
+        for where in ("code", "database")
+    }
+    saved_at, revision = defined.updated_at, ScheduleRevision.objects.get(pk=1).revision
+    for action in ("disable", "enable"):
+        web.post(base, {"action": action, "_selected_action": [defined.pk], "index": "0"})
+        defined.refresh_from_db()
+        found[action] = [
+            defined.enabled,
+            defined.updated_at > saved_at,
+            ScheduleRevision.objects.get(pk=1).revision > revision,
+        ]
+        saved_at, revision = defined.updated_at, ScheduleRevision.objects.get(pk=1).revision
+    listing = web.get(base).content.decode()
+    found["listed"] = ["declared in code" in listing, "every 5 seconds" in listing]
+    return found
 
 
 if __name__ == "__main__":
