@@ -20,7 +20,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.integration.servers import ROOT, Daemon, amqp_url, redis_url, unique_queue
+from tests.integration.servers import ROOT, Daemon, amqp_url, free_port, redis_url, unique_queue
 from twistedq.amqp.broker import (
     BrokerAddress,
     BrokerConnection,
@@ -219,3 +219,23 @@ def dead_letters(queue: str) -> int:
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     return len([line for line in completed.stdout.splitlines() if line.strip()])
+
+
+class AddressListTests(SynchronousTestCase):
+    def test_client_skips_a_node_that_is_down(self) -> None:
+        """
+        A client given two addresses, the first refusing connections,
+        publishes through the second at once, and its result is read.
+        """
+        down = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+        client = Client(
+            broker_url=f"{down},{amqp_url()}",
+            result_backend=redis_url(),
+            queue=unique_queue(),
+            timeout=10,
+        )
+        self.addCleanup(client.close)
+        started = time.monotonic()
+        client.publish(TaskMessage(id=new_task_id(), task="t"))
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(client.purge(), 1)
