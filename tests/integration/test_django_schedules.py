@@ -73,6 +73,14 @@ class Browser:
             return response.read().decode(), response.geturl()
 
 
+def python_path() -> str:
+    """
+    The project's folder first, then the path given (a Django of another
+    version, say).
+    """
+    return os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+
+
 def option_value(page: str, text: str) -> str:
     """
     The value of the ``<option>`` showing ``text`` in a form page.
@@ -116,7 +124,7 @@ class AdminScheduleTests(SynchronousTestCase):
         )
 
     def django(self, *command: str) -> str:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
+        env = dict(os.environ, PYTHONPATH=python_path(), **self.env)
         completed = subprocess.run(
             [str(BIN / "django-admin"), *command],
             capture_output=True,
@@ -133,7 +141,7 @@ class AdminScheduleTests(SynchronousTestCase):
         port = free_port()
         server = subprocess.Popen(
             [str(BIN / "django-admin"), "runserver", "--noreload", f"127.0.0.1:{port}"],
-            env=dict(os.environ, PYTHONPATH=str(ROOT), **self.env),
+            env=dict(os.environ, PYTHONPATH=python_path(), **self.env),
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
