@@ -9,6 +9,8 @@ queue from ``TWISTEDQ_BROKER_URL`` and ``TWISTEDQ_QUEUE``.
 import os
 from urllib.parse import unquote, urlsplit
 
+import django
+
 SECRET_KEY = "schedule-project-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
@@ -52,10 +54,16 @@ TEMPLATES = [
 def _database(url: str) -> dict:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
+        # Two daemons and the site write: each transaction takes the write
+        # lock first (Django 5.1+), so none fails when a read in it turns
+        # into a write while another holds the lock.
+        options: dict = {"timeout": 30}
+        if django.VERSION >= (5, 1):
+            options["transaction_mode"] = "IMMEDIATE"
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": unquote(parts.path[1:]),
-            "OPTIONS": {"timeout": 30},
+            "OPTIONS": options,
         }
     engine = {"postgresql": "postgresql", "mysql": "mysql"}[parts.scheme]
     return {
