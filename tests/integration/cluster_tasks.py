@@ -13,10 +13,10 @@ from twistedq.task import task
 @task(name="cluster.record")
 def record(index: int, pause: float = 0.001) -> int:
     """
-    Append ``<index> <pid>`` to ``$TWISTEDQ_TEST_RUNS_FILE``, sleep
-    ``pause`` seconds and return the index.
+    Append ``<index> <pid> <time started>`` to ``$TWISTEDQ_TEST_RUNS_FILE``,
+    sleep ``pause`` seconds and return the index.
     """
-    line = f"{index} {os.getpid()}\n".encode()
+    line = f"{index} {os.getpid()} {time.time()}\n".encode()
     descriptor = os.open(
         os.environ["TWISTEDQ_TEST_RUNS_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT
     )

@@ -8,6 +8,7 @@ cluster itself is in :py:mod:`tests.integration.test_cluster`.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,6 @@ from twistedq.amqp.broker import (
     Topology,
 )
 from twistedq.amqp.protocol import BrokerProtocol
-from twistedq.client import Client
 from twistedq.message import TaskMessage, new_task_id
 
 
@@ -167,7 +167,7 @@ class PoisonTests(SynchronousTestCase):
             "2",
         )
         exits = []
-        client = None
+        published = False
         for attempt in range(5):
             folder = directory / f"daemon-{attempt}"
             folder.mkdir()
@@ -180,11 +180,10 @@ class PoisonTests(SynchronousTestCase):
                 extra=options,
             )
             self.addCleanup(daemon.stop)
-            if client is None:
+            if not published:
                 daemon.wait_ready(60)
-                client = Client(broker_url=amqp_url(), result_backend=redis_url(), queue=queue)
-                self.addCleanup(client.close)
-                client.delay_task("cluster.exit_daemon")
+                run_client(amqp_url(), queue, {"tasks": [{"task": "cluster.exit_daemon"}]})
+                published = True
             deadline = time.monotonic() + 60
             while daemon.process.poll() is None and time.monotonic() < deadline:
                 if dead_letters(queue):
@@ -195,6 +194,27 @@ class PoisonTests(SynchronousTestCase):
             exits.append(daemon.process.returncode)
         self.assertEqual(exits, [3, 3, 3])
         self.assertEqual(dead_letters(queue), 1)
+
+
+def run_client(broker: str, queue: str, request: dict[str, Any]) -> dict[str, Any]:
+    """
+    Run :py:mod:`tests.integration.cluster_client` with ``request`` and
+    return its report.
+    """
+    request = {"client": {}, **request}
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.integration.cluster_client", broker, redis_url(), queue],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    if completed.returncode != 0:
+        raise AssertionError(f"client failed:\n{completed.stderr[-5000:]}")
+    report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return report
 
 
 def dead_letters(queue: str) -> int:
@@ -228,14 +248,10 @@ class AddressListTests(SynchronousTestCase):
         publishes through the second at once, and its result is read.
         """
         down = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-        client = Client(
-            broker_url=f"{down},{amqp_url()}",
-            result_backend=redis_url(),
-            queue=unique_queue(),
-            timeout=10,
+        report = run_client(
+            f"{down},{amqp_url()}",
+            unique_queue(),
+            {"client": {"timeout": 10}, "tasks": [{"task": "t"}], "purge": True},
         )
-        self.addCleanup(client.close)
-        started = time.monotonic()
-        client.publish(TaskMessage(id=new_task_id(), task="t"))
-        self.assertLess(time.monotonic() - started, 10)
-        self.assertEqual(client.purge(), 1)
+        self.assertLess(report["seconds"], 10)
+        self.assertEqual(report["purged"], 1)

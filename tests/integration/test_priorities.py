@@ -9,53 +9,47 @@ holds at most its prefetch of earlier tasks, which run before it.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration.servers import Daemon, amqp_url, redis_url, unique_queue
-from twistedq.client import Client
-from twistedq.message import TaskMessage, new_task_id
+from tests.integration.test_cluster_queues import run_client
 
 BACKLOG = 1000
 #: The index of the priority task in the runs file.
 URGENT = -1
+#: How long each task runs, in seconds: long enough for the backlog to
+#: outlast the start of the client that publishes the priority task.
+PAUSE = 0.01
 
 
-def runs(path: Path) -> list[int]:
+def runs(path: Path) -> list[tuple[int, float]]:
     """
-    The indexes of the tasks run so far, in the order they started.
+    The index and start time of each task run so far, in the order they
+    started.
     """
     try:
         text = path.read_text()
     except FileNotFoundError:
         return []
-    return [int(line.split()[0]) for line in text.splitlines() if line.strip()]
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    return [(int(index), float(started)) for index, _, started in lines]
 
 
 class PriorityTests(SynchronousTestCase):
     def drain(self, concurrency: int, extra: tuple[str, ...] = ()) -> tuple[int, int]:
         """
-        Queue the backlog, start a daemon, publish the priority-9 task once
-        100 tasks ran; return how many tasks had started when it was
-        published and its place in the order they started.
+        Queue the backlog, start a daemon, publish the priority-9 task;
+        return how many tasks had started when the broker confirmed it and
+        how many before it started.
         """
         queue = unique_queue()
         directory = Path(tempfile.mkdtemp(prefix="twistedq-priorities-"))
         runs_file = directory / "runs"
-        client = Client(
-            broker_url=amqp_url(),
-            result_backend=redis_url(),
-            queue=queue,
-            queue_type="classic",
-            max_priority=9,
-        )
-        self.addCleanup(client.close)
-        client.publish_many(
-            TaskMessage(id=new_task_id(), task="cluster.record", args=(i, 0.004))
-            for i in range(BACKLOG)
-        )
+        client = {"queue_type": "classic", "max_priority": 9}
+        backlog = [{"task": "cluster.record", "args": [i, PAUSE]} for i in range(BACKLOG)]
+        run_client(amqp_url(), queue, {"client": client, "tasks": backlog})
         daemon = Daemon(
             directory,
             queue,
@@ -67,19 +61,19 @@ class PriorityTests(SynchronousTestCase):
         )
         self.addCleanup(daemon.stop)
         daemon.wait_ready(60)
-        deadline = time.monotonic() + 60
-        while len(runs(runs_file)) < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        before = len(runs(runs_file))
-        urgent = TaskMessage(id=new_task_id(), task="cluster.record", args=(URGENT, 0.004))
-        client.publish(urgent, priority=9)
-        client.wait_outcome(urgent.id, timeout=120)
+        urgent = {"task": "cluster.record", "args": [URGENT, PAUSE], "priority": 9}
+        report = run_client(amqp_url(), queue, {"client": client, "tasks": [urgent], "wait": 120})
+        self.assertEqual(report["statuses"], ["SUCCESS"])
         order = runs(runs_file)
+        urgent_started = next(started for index, started in order if index == URGENT)
+        # Queued once the broker confirmed it: the tasks that started
+        # after that and before it overtook it.
+        before = sum(1 for _, started in order if started < report["confirmed_at"])
+        position = sum(1 for _, started in order if started < urgent_started)
         self.assertLess(before, BACKLOG // 2, "the backlog drained before the test could publish")
-        position = order.index(URGENT)
         print(
-            f"\nconcurrency {concurrency} {' '.join(extra)}: published after {before} runs, "
-            f"{position - before} tasks started before it"
+            f"\nconcurrency {concurrency} {' '.join(extra)}: confirmed after {before} runs, "
+            f"{position - before} tasks started after that and before it"
         )
         return before, position
 
