@@ -8,7 +8,10 @@ most ten times a second in that daemon, however many wait.  A task over
 its limit waits in the daemon, unacknowledged, without holding up any
 other task (:py:class:`RateLimits`); past a bound it goes to a delay queue
 of the broker instead, so one limited task never fills the prefetch
-window.
+window.  Its slot stays reserved for it meanwhile: when it comes back it
+starts at that slot, so a backlog of limited tasks passes through the
+delay queues a few times each (about ``log2`` of its wait, as each hop
+waits the longest power of two under what is left), not once a second.
 
 With ``cluster`` (``twistd twistedq --cluster-rate-limits``) a limit holds
 across every daemon sharing the result store: time is cut into intervals
@@ -45,6 +48,10 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: How long after its slot a task sent to a delay queue keeps it reserved
+#: (seconds): one that comes back later takes the next free slot.
+RESERVED_FOR = 60.0
 
 #: A task whose start slot is further than this many seconds ahead goes to
 #: a delay queue of the broker rather than wait in the daemon.
@@ -159,6 +166,8 @@ class RateLimits:
         self.max_held = max_held
         self.hold = hold
         self.held: set[Job] = set()
+        #: Task id to the slot reserved for it while it is in a delay queue.
+        self.reserved: dict[str, float] = {}
         self._buckets: dict[str, TokenBucket] = {}
         #: Waits the job (seconds), then passes it on; from the feeder.
         self.wait: Callable[[Job, float], None] | None = None
@@ -209,9 +218,11 @@ class RateLimits:
         if bucket is None:
             return False
         now = self.clock.seconds()
-        delay = bucket.delay(now)
+        slot = self.reserved.pop(job.task_id, None)
+        if slot is None:  # its slot, the next free one, is taken now
+            slot = now + bucket.reserve(now)
+        delay = max(0.0, slot - now)
         if delay <= 0.0 and self.cluster is None:
-            bucket.reserve(now)
             return False
         if len(self.held) >= self.max_held:
             self._prune()
@@ -221,9 +232,8 @@ class RateLimits:
             and self.send_later is not None
             and (delay > self.hold or len(held) >= self.max_held)
         ):
-            self._send_later(job, delay)
+            self._send_later(job, slot)
             return True
-        bucket.reserve(now)
         held.add(job)
         assert self.wait is not None
         self.wait(job, delay)
@@ -288,19 +298,27 @@ class RateLimits:
 
         self.held = {job for job in self.held if job.state is JobState.WAITING}
 
-    def _send_later(self, job: Job, delay: float) -> None:
+    def _send_later(self, job: Job, slot: float) -> None:
+        """
+        Send ``job`` to a delay queue until about ``slot``, which stays
+        reserved for it: when it comes back, here, it starts at that slot
+        (or is sent on again, for what is left of the wait).
+        """
         assert self.send_later is not None
         self.sent_later += 1
-        d = self.send_later(job, delay)
+        reserved = self.reserved
+        reserved[job.task_id] = slot
+        if len(reserved) % 1024 == 0:  # forget the slots of tasks never back
+            stale = self.clock.seconds() - RESERVED_FOR
+            self.reserved = {key: at for key, at in reserved.items() if at > stale}
+        d = self.send_later(job, slot - self.clock.seconds())
 
         def sent(ok: bool) -> None:
             if not ok:  # it waits here after all, past the bound
-                bucket = self.bucket(job.message.task, job.message.rate_limit)
-                now = self.clock.seconds()
-                wait = bucket.reserve(now) if bucket is not None else 0.0
+                self.reserved.pop(job.task_id, None)
                 self.held.add(job)
                 assert self.wait is not None
-                self.wait(job, wait)
+                self.wait(job, max(0.0, slot - self.clock.seconds()))
 
         d.addCallback(sent)
 

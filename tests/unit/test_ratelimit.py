@@ -161,6 +161,28 @@ class LimitedDispatcherTests(SynchronousTestCase):
         self.assertEqual(deliveries[message.args[0] - 1].settled, ["ack"])
         self.assertEqual(self.dispatcher.stats()["rate_limits"]["sent_later"], len(self.sent))
 
+    def test_back_from_delay_queue_keeps_its_slot(self):
+        """
+        A task sent to a delay queue keeps its slot: delivered again once
+        that slot passed, it starts at once, and no new slot is taken for
+        it (the next free slot is where it was).
+        """
+        for number in range(1, 21):
+            self.dispatcher.deliver(delivery(number, "add"))
+        message, delay, d = self.sent[-1]
+        d.callback(None)
+        slot = self.limits.reserved[message.id]
+        self.assertAlmostEqual(slot, 1.9)  # the 20th slot, 0.1 s apart
+        self.assertAlmostEqual(delay, 1.9)
+        next_free = self.limits.bucket("add").delay(self.clock.seconds())
+        self.clock.advance(2.0)
+        self.dispatcher.deliver(delivery(message.args[0], "add"))
+        self.assertIn(message.args[0], self.started())
+        self.assertNotIn(message.id, self.limits.reserved)
+        self.assertAlmostEqual(
+            self.limits.bucket("add").delay(self.clock.seconds()), max(0.0, next_free - 2.0)
+        )
+
     def test_not_sent_waits_here(self):
         """
         A task whose publish to a delay queue fails waits here for its slot
