@@ -43,6 +43,7 @@ __all__ = [
     "dashboard_static",
     "dashboard_stream",
     "is_task_done",
+    "revoke_tasks",
     "task_status",
     "taskset_status",
     "taskset_status_stream",
@@ -191,6 +192,24 @@ def _dashboard() -> ThreadedDashboard:
 
         _dashboards.append(ThreadedDashboard(_client()))
     return _dashboards[0]
+
+
+def revoke_tasks(ids: list[str]) -> dict[str, list[str]]:
+    """
+    Revoke tasks as the dashboard does: REVOKED in the store for those not
+    run yet, and the daemons asked to drop the copies they hold.  Answers
+    ``revoked`` (the ids revoked) and ``running`` (those running, which
+    go on).  For the admin's action.
+    """
+    dashboard = _dashboard()
+    answers: dict[str, list[str]] = {"revoked": [], "running": []}
+    for start in range(0, len(ids), 1000):
+        answer = dashboard.run(
+            dashboard.actions().run, "revoke", {"ids": ids[start : start + 1000]}
+        )
+        for key, found in answers.items():
+            found.extend(answer.get(key, []))
+    return answers
 
 
 def _allowed_actions(request: HttpRequest) -> list[str]:
