@@ -98,6 +98,15 @@ def primary() -> Address:
     return host.decode(), int(port)
 
 
+def replica() -> Address:
+    """
+    The primary's replica, as the primary tells it.
+    """
+    replication = info(primary(), "replication")
+    found = dict(item.split("=", 1) for item in replication["slave0"].split(","))
+    return found["ip"], int(found["port"])
+
+
 def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """
     Wait until ``condition()`` holds (errors count as no), every 0.1 s.
@@ -127,9 +136,10 @@ def healthy() -> bool:
     replication = info(current, "replication")
     if replication.get("connected_slaves") != "1" or "state=online" not in replication["slave0"]:
         return False
-    fields_of_replica = dict(item.split("=", 1) for item in replication["slave0"].split(","))
-    replica = info((fields_of_replica["ip"], int(fields_of_replica["port"])), "replication")
-    if replica.get("master_link_status") != "up" or replica.get("master_sync_in_progress") != "0":
+    following = info(replica(), "replication")
+    if following.get("master_link_status") != "up":
+        return False
+    if following.get("master_sync_in_progress") != "0":
         return False  # a replica still loading could be promoted and lose the data
     for address in sentinel_addresses():
         state = fields(address, "SENTINEL", "MASTER", NAME)

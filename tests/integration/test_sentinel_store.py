@@ -16,6 +16,7 @@ from tests.backends.contract import BackendContract, ClaimStoreContract, Schedul
 from tests.integration import sentinel_set
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.backends.redis import RedisBackend
+from twistedq.backends.redis_sentinel import NotReplicated
 from twistedq.message import new_task_id
 from twistedq.outcome import success_document
 
@@ -89,3 +90,25 @@ class SentinelFailoverTests(TestCase):
 
         await poll_until(notified_yet)
         await deferToThread(sentinel_set.wait_healthy)
+
+    async def test_replicas(self) -> None:
+        """
+        With ``?replicas=1`` an outcome is written once the replica has it;
+        asking for two replicas of a set that has one fails the write with
+        NotReplicated (the primary has it, a failover could lose it).
+        """
+        await deferToThread(sentinel_set.wait_healthy)
+        url = sentinel_set.sentinel_url()
+        one = RedisBackend.from_url(url + "?replicas=1", reactor)
+        two = RedisBackend.from_url(url + "?replicas=2", reactor)
+        two.replica_wait = 0.2
+        for backend in (one, two):
+            await backend.connect()
+            self.addCleanup(backend.close)
+        task_id = new_task_id()
+        await self.store(one, task_id)
+        replica = await deferToThread(sentinel_set.replica)
+        stored = await deferToThread(sentinel_set.command, replica, "EXISTS", one.prefix + task_id)
+        self.assertEqual(stored, 1)
+        with self.assertRaises(NotReplicated):
+            await self.store(two, new_task_id())

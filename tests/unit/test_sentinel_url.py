@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.backends.base import BackendURLError
 from twistedq.backends.redis import RedisBackend
-from twistedq.backends.redis_sentinel import SentinelURL, is_readonly
+from twistedq.backends.redis_sentinel import SentinelURL, is_readonly, replicas_of
 from twistedq.backends.url import backend_from_url
 
 
@@ -73,3 +73,34 @@ class SentinelURLTests(SynchronousTestCase):
         self.assertTrue(is_readonly(Failure(readonly)))
         self.assertFalse(is_readonly(Failure(txredisapi.ResponseError("ERR wrong"))))
         self.assertFalse(is_readonly(Failure(txredisapi.ConnectionError("READONLY"))))
+
+
+class ReplicasOptionTests(SynchronousTestCase):
+    def test_replicas(self) -> None:
+        """
+        ``?replicas=N`` on either scheme sets how many replicas must have a
+        write; it shows in the store's URL, and keeps one connection.
+        """
+        for url, name in (
+            ("redis://h:1/2?replicas=1", "redis://h:1/2?replicas=1"),
+            ("redis+sentinel://a:1/main/2?replicas=2", "redis+sentinel://a:1/main/2?replicas=2"),
+        ):
+            backend = backend_from_url(url, Clock())
+            assert isinstance(backend, RedisBackend)
+            self.assertEqual(backend.url, name)
+            self.assertEqual(backend.pool_size, 1)
+        plain = backend_from_url("redis://h:1/0", Clock())
+        assert isinstance(plain, RedisBackend)
+        self.assertEqual(plain.replicas, 0)
+
+    def test_bad_options(self) -> None:
+        """
+        An unknown option or a replicas that is no number is refused.
+        """
+        for url in (
+            "redis://h:1/0?replica=1",
+            "redis://h:1/0?replicas=x",
+            "redis://h/0?replicas=-1",
+        ):
+            with self.subTest(url=url):
+                self.assertRaises(BackendURLError, replicas_of, url)

@@ -7,7 +7,11 @@ reactor turn on one connection, so they travel pipelined.
 
 The store follows a Redis Sentinel set with a
 ``redis+sentinel://host:port,host:port,host:port/name/db`` URL (see
-:py:mod:`twistedq.backends.redis_sentinel`).
+:py:mod:`twistedq.backends.redis_sentinel`).  With ``?replicas=N`` in the
+URL (either scheme), a write that must survive a failover (an outcome, a
+task's claim, a periodic slot's claim and commit) counts only once ``N``
+replicas have it (``WAIT``): otherwise it fails, and the daemon writes it
+again.  (A claim lost in a failover would fence its own outcome off.)
 
 Redis takes any bytes in a value or a key (keys with a taskset id are
 encoded from its text losslessly, lone surrogates included), but no value
@@ -48,7 +52,13 @@ from twistedq.backends.base import (
 from twistedq.backends.claims import FencedClaims, parked_from_value, parked_value
 from twistedq.backends.limits import MiB, check_sizes
 from twistedq.backends.redis_sentinel import SCHEME as SENTINEL_SCHEME
-from twistedq.backends.redis_sentinel import SentinelPrimary, SentinelURL, is_readonly
+from twistedq.backends.redis_sentinel import (
+    NotReplicated,
+    SentinelPrimary,
+    SentinelURL,
+    is_readonly,
+    replicas_of,
+)
 
 __all__ = ["DEFAULT_MAX_BULK", "RedisBackend"]
 
@@ -213,6 +223,9 @@ class RedisBackend(FencedClaims):
         server does not tell it), unless given.
     :ivar sentinel: where the sentinels are when the primary is found
         through them (``host``, ``port`` and ``password`` are then unused).
+    :ivar replicas: how many replicas must have an outcome before it
+        counts as written (0: the primary's answer is enough).
+    :ivar replica_wait: how long to wait for them, in seconds.
     """
 
     def __init__(
@@ -228,6 +241,8 @@ class RedisBackend(FencedClaims):
         clock: Any = None,
         max_document_size: int | None = None,
         sentinel: SentinelURL | None = None,
+        replicas: int = 0,
+        replica_wait: float = 1.0,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -240,6 +255,11 @@ class RedisBackend(FencedClaims):
         self._primary: SentinelPrimary | None = None
         if sentinel is not None:
             self.url, self.db, self._password = str(sentinel), sentinel.db, sentinel.password
+        self.replicas, self.replica_wait = replicas, replica_wait
+        if replicas:
+            self.url += f"?replicas={replicas}"
+            # WAIT counts the writes of its own connection: one connection.
+            self.pool_size = 1
         self.ttl = ttl
         self.prefix = prefix
         self.pool_size = pool_size
@@ -257,14 +277,17 @@ class RedisBackend(FencedClaims):
         ``redis+sentinel://[:password@]host:port,host:port,.../name[/db]``.
         """
         parts = urlsplit(url)
+        replicas = replicas_of(url)
         if parts.scheme == SENTINEL_SCHEME:
-            return cls(ttl=ttl, clock=reactor, sentinel=SentinelURL.parse(url))
+            sentinel = SentinelURL.parse(url)
+            return cls(ttl=ttl, clock=reactor, sentinel=sentinel, replicas=replicas)
         try:
             db = int(parts.path[1:] or 0)
             port = parts.port or 6379
         except ValueError:
             raise BackendURLError(f"bad redis URL {url!r}") from None
-        return cls(parts.hostname or "127.0.0.1", port, db, parts.password, ttl=ttl, clock=reactor)
+        host = parts.hostname or "127.0.0.1"
+        return cls(host, port, db, parts.password, ttl=ttl, clock=reactor, replicas=replicas)
 
     def connect(self) -> defer.Deferred[None]:
         if self.sentinel is not None:
@@ -362,7 +385,32 @@ class RedisBackend(FencedClaims):
             writes.append(
                 redis.publish(self.channel, ",".join(record.task_id for record in records))
             )
-        return self._timed(self._refused(_all(writes), [record.task_id for record in records]))
+        written = self._replicated(_all(writes))
+        return self._timed(self._refused(written, [record.task_id for record in records]))
+
+    def _replicated(self, written: defer.Deferred[T]) -> defer.Deferred[T]:
+        """
+        ``written``, once ``replicas`` replicas have it (``WAIT``, sent on
+        the same connection right after the write).
+
+        :raises NotReplicated: fewer replicas had it after ``replica_wait``.
+        """
+        if not self.replicas:
+            return written
+        waited = self._redis.execute_command(
+            "WAIT", self.replicas, max(1, int(self.replica_wait * 1000))
+        )
+
+        def enough(answers: list[Any]) -> T:
+            result, count = answers
+            if int(count) < self.replicas:
+                raise NotReplicated(
+                    f"{self.url}: {int(count)} of {self.replicas} replicas had the write "
+                    f"after {self.replica_wait} s"
+                )
+            return result
+
+        return gather([written, waited]).addCallback(enough)
 
     def _timed(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
         """
@@ -485,7 +533,9 @@ class RedisBackend(FencedClaims):
         self, task_ids: Sequence[str], lease: float, unless: Sequence[bytes] = ()
     ) -> defer.Deferred[list[tuple[int | None, bytes | None]]]:
         keys = [key for task_id in task_ids for key in self._claim_keys(task_id)]
-        taken = self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl, *unless])
+        taken = self._replicated(
+            self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl, *unless])
+        )
 
         def answers(flat: list[Any]) -> list[tuple[int | None, bytes | None]]:
             return [
@@ -525,7 +575,7 @@ class RedisBackend(FencedClaims):
                 _, done, failed = self._taskset_keys(record.taskset)
                 failed = failed if record.failed else b""
             arguments.extend([str(token), record.document, record.task_id, done, failed])
-        committed = self._redis.eval(_COMMIT_FENCED, keys, arguments)
+        committed = self._replicated(self._redis.eval(_COMMIT_FENCED, keys, arguments))
         committed = self._refused(committed, [record.task_id for record in records])
         return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
 
@@ -568,8 +618,8 @@ class RedisBackend(FencedClaims):
         return f"{self.prefix}periodic:{name}"
 
     def claim_slot(self, key: str, owner: str, lease: float) -> defer.Deferred[SlotClaim]:
-        claimed = self._redis.eval(
-            _CLAIM_SLOT, [self._slot_key(key)], [owner, max(1, int(lease * 1000))]
+        claimed = self._replicated(
+            self._redis.eval(_CLAIM_SLOT, [self._slot_key(key)], [owner, max(1, int(lease * 1000))])
         )
         return self._timed(claimed.addCallback(lambda found: SlotClaim(_text(found))))
 
@@ -580,10 +630,12 @@ class RedisBackend(FencedClaims):
     def commit_slot(
         self, key: str, name: str, slot: float, next_run_at: float, keep: float
     ) -> defer.Deferred[None]:
-        committed = self._redis.eval(
-            _COMMIT_SLOT,
-            [self._slot_key(key), self._periodic_key(name)],
-            [max(1, int(keep * 1000)), repr(slot), repr(next_run_at)],
+        committed = self._replicated(
+            self._redis.eval(
+                _COMMIT_SLOT,
+                [self._slot_key(key), self._periodic_key(name)],
+                [max(1, int(keep * 1000)), repr(slot), repr(next_run_at)],
+            )
         )
         return self._timed(committed.addCallback(lambda _: None))
 

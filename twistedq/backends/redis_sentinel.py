@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
 from twisted.internet import defer
@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 
 from twistedq.backends.base import BackendURLError
 
-__all__ = ["SentinelPrimary", "SentinelURL", "is_readonly"]
+__all__ = ["NotReplicated", "SentinelPrimary", "SentinelURL", "is_readonly", "replicas_of"]
 
 #: The URL scheme of a store found through Sentinel.
 SCHEME = "redis+sentinel"
@@ -50,6 +50,29 @@ DISCOVERY_TIMEOUT = 2.0
 
 #: The longest pause between two attempts to reach the primary, in seconds.
 MAX_RETRY_DELAY = 2.0
+
+
+class NotReplicated(Exception):
+    """
+    Fewer replicas than asked for acknowledged a write in time: it is on
+    the primary, but a failover could lose it.
+    """
+
+
+def replicas_of(url: str) -> int:
+    """
+    The ``replicas=N`` of a Redis store URL's query (0 without one).
+
+    :raises BackendURLError: another option, or N not a number.
+    """
+    options = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    unknown = set(options) - {"replicas"}
+    if unknown:
+        raise BackendURLError(f"unknown option {sorted(unknown)[0]!r} in {url!r}: use replicas=N")
+    value = options.get("replicas", ["0"])[-1]
+    if not value.isdigit():
+        raise BackendURLError(f"replicas must be a whole number in {url!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
