@@ -21,6 +21,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.integration.django_versions import django42_path
 from tests.integration.servers import amqp_url, free_port, unique_queue
 
 BIN = Path(sys.executable).parent
@@ -112,11 +113,15 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
-class ManagePyTwistedqTests(SynchronousTestCase):
+class ManagePyCase(SynchronousTestCase):
+    """
+    A project made by ``startproject``, migrated; no tests of its own.
+    """
+
     def setUp(self) -> None:
         self.project = Path(tempfile.mkdtemp(prefix="manage-"))
         self.queue = unique_queue()
-        self.env = bare_environment(self.project)
+        self.env = {**bare_environment(self.project), **self.extra_environment()}
         self.run_in(str(BIN / "django-admin"), "startproject", "mysite", ".")
         self.run_in(sys.executable, "manage.py", "startapp", "jobs")
         (self.project / "jobs" / "tasks.py").write_text(TASKS)
@@ -124,6 +129,12 @@ class ManagePyTwistedqTests(SynchronousTestCase):
         (self.project / "mysite" / "urls.py").write_text(URLS)
         self.add_settings(SETTINGS.format(broker=amqp_url(), queue=self.queue))
         self.run_in(sys.executable, "manage.py", "migrate")
+
+    def extra_environment(self) -> dict[str, str]:
+        """
+        Variables beyond the bare environment: none.
+        """
+        return {}
 
     def add_settings(self, text: str) -> None:
         with open(self.project / "mysite" / "settings.py", "a") as settings:
@@ -179,6 +190,8 @@ class ManagePyTwistedqTests(SynchronousTestCase):
                 raise AssertionError(f"daemon not ready:\n{text}")
             time.sleep(0.1)
 
+
+class ManagePyTwistedqTests(ManagePyCase):
     def test_task_from_a_view(self) -> None:
         """
         The daemon started by ``manage.py twistedq -n`` in the project's
@@ -255,3 +268,21 @@ class ManagePyTwistedqTests(SynchronousTestCase):
         self.assertEqual(completed.returncode, 1)
         self.assertIn("TWISTEDQ_STATUS_ENDPOINT", completed.stderr)
         self.assertIn("'tcp:http'", completed.stderr)
+
+
+class ManagePyTwistedqDjango42Tests(ManagePyCase):
+    """
+    The task from a view with Django 4.2, the one variable set being the
+    ``PYTHONPATH`` that puts it first (the project is made by its
+    ``startproject``).
+    """
+
+    def extra_environment(self) -> dict[str, str]:
+        return {"PYTHONPATH": django42_path()}
+
+    def test_task_from_a_view(self) -> None:
+        """
+        As on Django 5.2 (:py:meth:`ManagePyTwistedqTests.test_task_from_a_view`).
+        """
+        self.assertTrue(self.run_in(sys.executable, "manage.py", "version").startswith("4.2"))
+        ManagePyTwistedqTests.test_task_from_a_view(self)  # type: ignore[arg-type]

@@ -1,11 +1,10 @@
 """
 The results admin with a real daemon storing in the project's database
 (the click counter example), on SQLite, PostgreSQL and MariaDB, with
-Django 5.2 (the virtual environment's) and Django 4.2 (installed apart by
-``scripts/test`` into ``.django42``, or where ``TWISTEDQ_TEST_DJANGO42``
-says): arguments kept by ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` shown,
-filters by status, task, daemon, periodic task and date, the run-again and
-revoke actions (and neither offered to a user who may only view), a
+Django 5.2 and 4.2 (:py:mod:`tests.integration.django_versions`):
+arguments kept by ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` shown, filters
+by status, task, daemon, periodic task and date, the run-again and revoke
+actions (and neither offered to a user who may only view), a
 taskset's progress and members, the link to the live dashboard; and the
 settings checked when Django starts.
 """
@@ -22,49 +21,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.django_versions import Django42, DjangoVersion
 from tests.integration.servers import ROOT, Daemon, amqp_url, server_url, unique_queue
 
 SETTINGS = "examples.clickcounter.settings"
-
-
-def django42_path() -> str:
-    """
-    Where Django 4.2 is installed apart (``pip install --target``).
-
-    :raises SkipTest: it is not installed.
-    """
-    path = os.environ.get("TWISTEDQ_TEST_DJANGO42") or str(ROOT / ".django42")
-    if not (Path(path) / "django").is_dir():
-        raise SkipTest(
-            f"Django 4.2 is not installed in {path} "
-            "(scripts/test installs it: pip install --target .django42 'django>=4.2,<5')"
-        )
-    return path
-
-
-class DjangoVersion:
-    """
-    The tests of a class run on the virtual environment's Django (5.2).
-    """
-
-    #: The Django the processes should load, as ``major.minor``.
-    django = "5.2"
-
-    def python_path(self) -> str:
-        return str(ROOT)
-
-
-class Django42:
-    """
-    The tests of a class run on Django 4.2, put first on ``PYTHONPATH``.
-    """
-
-    django = "4.2"
-
-    def python_path(self) -> str:
-        return os.pathsep.join([django42_path(), str(ROOT)])
 
 
 class DjangoProjectCase(DjangoVersion):
