@@ -207,9 +207,7 @@ class TenDaemonTests(TestCase):
             f"{int(end) - int(start)} run twice, {len(killed)} daemons killed"
         )
 
-    def check_slots(
-        self, start: float, end: float, killed: set[str]
-    ) -> tuple[list[int], set[str]]:
+    def check_slots(self, start: float, end: float, killed: set[str]) -> tuple[list[int], set[str]]:
         """
         Every slot between ``start`` and ``end`` ran; a slot ran twice
         only where a killed daemon ran it.
