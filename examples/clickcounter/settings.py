@@ -52,7 +52,7 @@ def _database(url: str) -> dict:
     if parts.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parts.path[1:])}
     engine = {"postgresql": "postgresql", "mysql": "mysql"}[parts.scheme]
-    return {
+    database = {
         "ENGINE": f"django.db.backends.{engine}",
         "NAME": parts.path[1:],
         "USER": unquote(parts.username or ""),
@@ -60,6 +60,10 @@ def _database(url: str) -> dict:
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or ""),
     }
+    if engine == "mysql":
+        # Django 5.2 connects in utf8mb4 by default, 4.2 in utf8 (3 bytes).
+        database["OPTIONS"] = {"charset": "utf8mb4"}
+    return database
 
 
 DATABASES = {

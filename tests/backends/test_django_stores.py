@@ -1,7 +1,7 @@
 """
 The contract on the Django database backend, on SQLite, PostgreSQL and
 MariaDB, each in a trial process of its own (Django's settings are global
-to a process).
+to a process); on MariaDB with Django 4.2 too.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.backends.contract import BackendContract, ClaimStoreContract, ScheduleStoreContract
+from tests.integration.django_versions import django42_path
 from tests.integration.servers import ROOT, server_url
 
 HERE = Path(__file__).parent
 
 
-def run_contract(database_url: str) -> str:
+def run_contract(database_url: str, python_path: str = str(ROOT)) -> str:
     env = dict(
         os.environ,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=python_path,
         DJANGO_SETTINGS_MODULE="examples.clickcounter.settings",
         CLICKCOUNTER_DATABASE_URL=database_url,
     )
@@ -50,8 +51,8 @@ def run_contract(database_url: str) -> str:
 
 
 class DjangoStoreTests(SynchronousTestCase):
-    def assert_contract(self, database_url: str) -> None:
-        output = run_contract(database_url)
+    def assert_contract(self, database_url: str, python_path: str = str(ROOT)) -> None:
+        output = run_contract(database_url, python_path)
         shared = dir(BackendContract) + dir(ScheduleStoreContract) + dir(ClaimStoreContract)
         own = re.findall(
             r"^    async def (test_\w+)", (HERE / "contract_django.py").read_text(), re.M
@@ -79,3 +80,11 @@ class DjangoStoreTests(SynchronousTestCase):
         The Django backend keeps the contract on MariaDB.
         """
         self.assert_contract(server_url("TWISTEDQ_TEST_MYSQL_URL"))
+
+    def test_mariadb_django42(self) -> None:
+        """
+        The Django backend keeps the contract on MariaDB with Django 4.2
+        (its upserts take no conflict target there).
+        """
+        path = django42_path()
+        self.assert_contract(server_url("TWISTEDQ_TEST_MYSQL_URL"), f"{path}{os.pathsep}{ROOT}")

@@ -2,7 +2,8 @@
 The Django app tried as a new user would, with the click counter example
 (``examples/clickcounter``): migrate, start the daemon with the project's
 settings, call a task from a view, see the result in the admin and through
-the status URL; on SQLite, PostgreSQL and MariaDB.
+the status URL; on SQLite, PostgreSQL and MariaDB, and on PostgreSQL with
+Django 4.2 too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.django_versions import Django42, DjangoVersion
 from tests.integration.servers import ROOT, Daemon, amqp_url, server_url, unique_queue
 
 SETTINGS = "examples.clickcounter.settings"
 
 
-class DjangoTestCase(SynchronousTestCase):
+class DjangoTestCase(DjangoVersion, SynchronousTestCase):
     def database_url(self) -> str:
         return f"sqlite:///{tempfile.mkdtemp(prefix='clickcounter-')}/db.sqlite3"
 
@@ -39,7 +41,7 @@ class DjangoTestCase(SynchronousTestCase):
         self.script("migrate")
 
     def script(self, mode: str) -> Any:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
+        env = {**os.environ, **self.env, "PYTHONPATH": self.python_path()}
         completed = subprocess.run(
             [sys.executable, "-m", "tests.integration.django_script", mode],
             capture_output=True,
@@ -71,7 +73,7 @@ class ClickCounterSQLiteTests(DjangoTestCase):
             result_backend="django://",
             tasks="",
             extra=("--django-settings", SETTINGS),
-            env=self.env,
+            env={**self.env, "PYTHONPATH": self.python_path()},
         )
         self.addCleanup(daemon.stop)
         daemon.wait_ready()
@@ -102,6 +104,12 @@ class ClickCounterMariaDBTests(ClickCounterSQLiteTests):
 
     def database_url(self) -> str:
         return server_url("TWISTEDQ_TEST_MYSQL_URL")
+
+
+class ClickCounterPostgreSQLDjango42Tests(Django42, ClickCounterPostgreSQLTests):
+    """
+    The whole path on PostgreSQL with Django 4.2 (daemon and project).
+    """
 
 
 class DelayOnCommitTests(DjangoTestCase):

@@ -15,8 +15,9 @@ every database holds whole; a document in raw UTF-8 is kept as it is where
 the column holds its characters, and escaped to ASCII JSON (the same
 value) where not.  The columns that repeat parts of it for the admin (task
 name, status, traceback) hold what their database can of the text: a NUL,
-a lone surrogate and, in a MySQL column narrower than ``utf8mb4``, any
-character it lacks, as a backslash escape; the name cut to 255
+a lone surrogate and, in a MySQL column (or connection: Django 4.2's
+default) narrower than ``utf8mb4``, any character it lacks, as a
+backslash escape; the name cut to 255
 characters.  A taskset id its column cannot hold (over 36 characters, or
 other than printable ASCII) is kept as a digest of it.
 
@@ -199,6 +200,10 @@ class _Database:
                     " AND column_name IN ('document', 'task_name', 'traceback')"
                 )
                 charsets = {row[0] for row in cursor.fetchall()}
+                # What the connection carries counts too: Django 4.2 opens
+                # MySQL connections in utf8 (utf8mb3) unless told otherwise.
+                cursor.execute("SELECT @@character_set_connection")
+                charsets.add(cursor.fetchone()[0])
             if charsets - {"utf8mb4"}:
                 held = charsets <= {"utf8mb4", "utf8mb3", "utf8"}
                 self._unheld = _UNHELD["bmp" if held else "ascii"]
