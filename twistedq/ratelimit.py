@@ -183,6 +183,9 @@ class RateLimits:
         self._store_failing = False
 
     def __bool__(self) -> bool:
+        """
+        True even with no limit of its own: it applies those messages carry.
+        """
         return True
 
     def bucket(self, name: str, carried: str | None = None) -> TokenBucket | None:

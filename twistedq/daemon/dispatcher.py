@@ -127,11 +127,8 @@ class Dispatcher:
         self.clock = clock
         self.events = events if events is not None else Events()
         self.in_flight = flight = InFlight()
-        self.publish_later_to = dict(publish_later_to or {})
-        if len(self.publish_later_to) > 1:
-            publish_later = self._publish_later_to_own_queue
-        self.publishes_later = publish_later
-        self.rate_limits = limits = rate_limits if rate_limits is not None else RateLimits(clock)
+        publish_later = self.publishes_later = self._publisher(publish_later, publish_later_to)
+        self.rate_limits = limits = self._limits(rate_limits or RateLimits(clock))
         claims: IClaimStore | None = None
         if config.check_duplicates and IClaimStore.providedBy(backend):
             claims = IClaimStore(backend)
@@ -159,8 +156,6 @@ class Dispatcher:
             config.max_batch, config.time_limit, config.max_attempts,
             limits, Lanes(self.queue_of) if len(self.publish_later_to) > 1 else None,
         )  # fmt: skip
-        if publish_later is not None:
-            limits.send_later = self._send_later
         self._settled_before_drain = 0
         self._unstored_before_drain = 0
         self.returned_on_drain = 0
@@ -187,6 +182,27 @@ class Dispatcher:
     @property
     def store_available(self) -> bool:
         return self.health.available
+
+    def _publisher(
+        self, publish_later: PublishLater | None, to: Mapping[str, PublishLater] | None
+    ) -> PublishLater | None:
+        """
+        What publishes a task to come back later: ``publish_later``, or
+        with several queues one that publishes to the task's own queue.
+        """
+        self.publish_later_to = dict(to or {})
+        if len(self.publish_later_to) > 1:
+            return self._publish_later_to_own_queue
+        return publish_later
+
+    def _limits(self, limits: RateLimits) -> RateLimits:
+        """
+        The rate limits, sending tasks to delay queues through this
+        dispatcher when it can publish.
+        """
+        if self.publishes_later is not None:
+            limits.send_later = self._send_later
+        return limits
 
     @staticmethod
     def queue_of(job: Job) -> str | None:
