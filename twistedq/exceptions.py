@@ -6,6 +6,7 @@ from __future__ import annotations
 
 __all__ = [
     "MaxRetriesExceededError",
+    "ResultIgnored",
     "ResultTooLarge",
     "Retry",
     "SoftTimeLimitExceeded",

@@ -39,6 +39,7 @@ _R = TypeVar("_R")
 __all__ = [
     "AlreadyRegistered",
     "FunctionTask",
+    "IgnoredResult",
     "NotRegistered",
     "PeriodicTask",
     "Signature",
