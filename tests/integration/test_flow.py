@@ -73,14 +73,15 @@ class RateLimitTests(SynchronousTestCase):
         50 calls of a task limited to 10/s take no less than 4.5 s from the
         first to the last start; 50 calls of another task, published on
         the same queue behind them, are all done in well under half that
-        time.
+        time.  The limited tasks that wait in the broker wait in the delay
+        queues of their own queue (the daemon's second).
         """
         daemon, queues, backend = shared_daemon()
         report = run_flow(
             backend,
             groups=[
-                {"name": "limited", "task": "flow.limited", "count": 50, "queue": queues[0]},
-                {"name": "quick", "task": "flow.quick", "count": 50, "queue": queues[0]},
+                {"name": "limited", "task": "flow.limited", "count": 50, "queue": queues[1]},
+                {"name": "quick", "task": "flow.quick", "count": 50, "queue": queues[1]},
             ],
             wait=["quick"],
         )
@@ -93,6 +94,10 @@ class RateLimitTests(SynchronousTestCase):
         self.assertLess(quick_done, limited_done / 2, (quick_done, limited_done))
         stats = daemon.stats()["dispatcher"]["rate_limits"]
         self.assertEqual(stats["limits"], {"flow.limited": 10.0})
+        self.assertGreater(stats["sent_later"], 0)
+        log = daemon.log()
+        self.assertIn(f" in {queues[1]}.delay.", log)
+        self.assertNotIn(f" in {queues[0]}.delay.", log)
 
 
 class ClusterRateLimitTests(SynchronousTestCase):
