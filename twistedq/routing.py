@@ -5,7 +5,9 @@ Routing of tasks to queues by name, as Celery's ``task_routes``::
 
 in the Django settings, or in the environment as JSON or as
 ``name=queue,name=queue`` (``TWISTEDQ_TASK_ROUTES='reports.*=reports'``),
-or in code with :py:func:`set_task_routes`.
+or in code with :py:func:`set_task_routes` (for the process) or a
+client's ``task_routes`` attribute (for what the task API publishes
+through that client: ``client.task_routes = {"mail.*": "mail"}``).
 
 A task is published to, in this order: the queue given to the call
 (``apply_async(queue=...)``, ``publish_task(queue=...)``), its class's
@@ -144,15 +146,27 @@ def set_task_routes(routes: Mapping[str, str] | TaskRoutes | None) -> None:
         _configured = TaskRoutes(routes)
 
 
-def route(name: str, queue: str | None = None, task_queue: str | None = None) -> str | None:
+def route(
+    name: str, queue: str | None = None, task_queue: str | None = None, client: Any = None
+) -> str | None:
     """
     The queue a task named ``name`` is published to: ``queue`` (given to
     the call), else ``task_queue`` (its class's), else its route; None
     means the client's queue.
+
+    :param client: the client publishing it: its ``task_routes``
+        attribute (a mapping or :py:class:`TaskRoutes`), when it has one,
+        is used instead of the process's routes.
     """
     if queue:
         return queue
     if task_queue:
         return task_queue
-    routes = task_routes()
+    own = getattr(client, "task_routes", None)
+    if own is None:
+        routes = task_routes()
+    elif isinstance(own, TaskRoutes):
+        routes = own
+    else:
+        routes = TaskRoutes(own)
     return routes.queue_for(name) if routes else None

@@ -236,9 +236,9 @@ def publish_task(
     )
     message.check()
     if priority is None:
-        chosen.publish(message, route(name, queue))
+        chosen.publish(message, route(name, queue, client=chosen))
     else:
-        chosen.publish(message, route(name, queue), priority=priority)
+        chosen.publish(message, route(name, queue, client=chosen), priority=priority)
     return (IgnoredResult if ignore_result else AsyncResult)(message.id, chosen)
 
 
@@ -706,7 +706,7 @@ def delay_task(task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
     Publish a task by name through the default client and return its
     :py:obj:`twistedq.result.AsyncResult`.
     """
-    queue = route(task_name)
+    queue = route(task_name, client=_client(None))
     if queue is not None:  # TWISTEDQ_TASK_ROUTES names its queue
         return publish_task(task_name, args, kwargs, queue=queue)
     return _client(None).delay_task(task_name, *args, **kwargs)
@@ -790,7 +790,7 @@ class TaskSet:
             daemon acks it without running it).
         """
         client = _client(self.client)
-        queue = route(self.task_name, queue, self.queue)
+        queue = route(self.task_name, queue, self.queue, client=client)
         taskset_id = new_task_id()
         messages = [
             TaskMessage(

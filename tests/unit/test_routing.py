@@ -120,3 +120,24 @@ class SettingTests(SynchronousTestCase):
             )
         )
         self.assertEqual(task_routes().queue_for("mail.send"), "mail")
+
+
+class ClientRoutesTests(SynchronousTestCase):
+    def test_client_routes_win(self):
+        """
+        A client's ``task_routes`` (a dict or TaskRoutes) is used, instead
+        of the process's routes, for what is published through it.
+        """
+        set_task_routes({"reports.*": "reports"})
+        self.addCleanup(set_task_routes, None)
+        client = FakeClient()
+        client.task_routes = {"reports.*": "client-reports"}
+        Reports.apply_async(client=client)
+        publish_task("reports.weekly", client=client)
+        TaskSet(Reports, [((), {})], client=client).run()
+        client.task_routes = TaskRoutes({"reports.daily": "daily"})
+        Reports.apply_async(client=client)
+        self.assertEqual(
+            [queue for _, queue in client.published],
+            ["client-reports", "client-reports", "client-reports", "daily"],
+        )
