@@ -23,6 +23,7 @@ from twistedq.amqp.broker import (
     check_priority,
 )
 from twistedq.conf import Settings
+from twistedq.daemon.feeder import Lanes, PriorityDeque, priority_of
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.task import Task, publish_task
 
@@ -279,3 +280,50 @@ class TaskPriorityTests(SynchronousTestCase):
             [(name, priority) for name, _, priority in client.published],
             [("urgent", 7), ("urgent", 2), ("plain", None), ("by.name", 9)],
         )
+
+
+class _Delivery:
+    def __init__(self, priority: int | None) -> None:
+        self.properties = {} if priority is None else {"priority": priority}
+
+
+class _Job:
+    def __init__(self, name: str, priority: int | None = None) -> None:
+        self.name = name
+        self.delivery = _Delivery(priority)
+
+
+class DaemonBufferTests(SynchronousTestCase):
+    """
+    The due jobs a daemon holds go by priority too: a job with a priority
+    goes ahead of the jobs of lower priority it holds, behind those of its
+    own or higher, in order.
+    """
+
+    def test_deque(self) -> None:
+        pending = PriorityDeque()
+        for job in (_Job("a"), _Job("b"), _Job("c", 5)):
+            priority = priority_of(job)  # type: ignore[arg-type]
+            if priority:
+                pending.append_by_priority(job, priority)  # type: ignore[arg-type]
+            else:
+                pending.append(job)  # type: ignore[arg-type]
+        pending.append_by_priority(_Job("d", 9), 9)  # type: ignore[arg-type]
+        pending.append_by_priority(_Job("e", 5), 5)  # type: ignore[arg-type]
+        pending.append(_Job("f"))  # type: ignore[arg-type]
+        self.assertEqual([j.name for j in pending], ["d", "c", "e", "a", "b", "f"])  # type: ignore[attr-defined]
+
+    def test_lanes(self) -> None:
+        lanes = Lanes(lambda job: job.name[0])
+        lanes.append(_Job("x1"))  # type: ignore[arg-type]
+        lanes.append(_Job("y1"))  # type: ignore[arg-type]
+        lanes.append_by_priority(_Job("x2", 3), 3)  # type: ignore[arg-type]
+        self.assertEqual(len(lanes), 3)
+        self.assertEqual([lanes.popleft().name for _ in range(3)], ["x2", "y1", "x1"])  # type: ignore[attr-defined]
+
+    def test_priority_of(self) -> None:
+        self.assertEqual(priority_of(_Job("a", 7)), 7)  # type: ignore[arg-type]
+        self.assertEqual(priority_of(_Job("a")), 0)  # type: ignore[arg-type]
+        plain = _Job("a")
+        plain.delivery = object()  # type: ignore[assignment]
+        self.assertEqual(priority_of(plain), 0)  # type: ignore[arg-type]

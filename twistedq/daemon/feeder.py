@@ -92,6 +92,38 @@ class Pool(Protocol):
         """
 
 
+def priority_of(job: Job) -> int:
+    """
+    The AMQP priority of a job's message, 0 when it has none.
+    """
+    properties = getattr(job.delivery, "properties", None)
+    priority = properties.get("priority") if properties else None
+    return priority if type(priority) is int else 0
+
+
+def ahead_of_lower(lane: deque[Job], job: Job, priority: int) -> None:
+    """
+    Put ``job`` of ``priority`` before the first job of ``lane`` with a
+    lower priority (after those of its own or higher, in order).
+    """
+    for index, other in enumerate(lane):
+        if priority_of(other) < priority:
+            lane.insert(index, job)
+            return
+    lane.append(job)
+
+
+class PriorityDeque(deque[Job]):
+    """
+    The due jobs of one queue, first in first out, except that a job with
+    a priority goes ahead of those with a lower one: the daemon runs what
+    it already holds by priority too, not only the broker.
+    """
+
+    def append_by_priority(self, job: Job, priority: int) -> None:
+        ahead_of_lower(self, job, priority)
+
+
 class Lanes:
     """
     The due jobs of several queues, one first-in first-out lane per queue,
@@ -135,6 +167,13 @@ class Lanes:
         if not lane:
             self._turn.append(lane)
         lane.append(job)
+        self._count += 1
+
+    def append_by_priority(self, job: Job, priority: int) -> None:
+        lane = self._lane(job)
+        if not lane:
+            self._turn.append(lane)
+        ahead_of_lower(lane, job, priority)
         self._count += 1
 
     def appendleft(self, job: Job) -> None:
@@ -214,7 +253,7 @@ class Feeder:
         self.max_batch = max_batch
         self.time_limit = time_limit
         self.max_attempts = max_attempts
-        self.pending: deque[Job] | Lanes = lanes if lanes is not None else deque()
+        self.pending: PriorityDeque | Lanes = lanes if lanes is not None else PriorityDeque()
         self.rate_limits = rate_limits
         if rate_limits is not None:
             rate_limits.wait = self._wait_for_slot
@@ -277,7 +316,11 @@ class Feeder:
                 self.in_flight.track(d)
             return
         job.state = JobState.QUEUED
-        self.pending.append(job)
+        priority = priority_of(job)
+        if priority:
+            self.pending.append_by_priority(job, priority)
+        else:
+            self.pending.append(job)
         self.pump()
 
     def pump(self) -> None:
