@@ -2,8 +2,8 @@
 Priorities end to end (issue #17): a daemon draining a backlog of 1,000
 tasks of no priority from a classic queue declared with ``--max-priority
 9`` starts a priority-9 task published behind them within the first 5 %
-of what is left of the drain.  The broker delivers it first; the daemon
-holds at most its prefetch of earlier tasks, which run before it.
+of what is left of the drain.  The broker delivers it first, and the
+daemon runs it before the tasks it holds that no child has yet.
 """
 
 from __future__ import annotations
