@@ -137,6 +137,8 @@ class _Entry:
     catch_up: str
     queue: str | None = None
     job: LocalJob | None = None
+    #: Its slots' messages say ignore_result (a task declared so in code).
+    ignore_result: bool = False
     enabled: bool = True
     #: What it was defined from, when not declared in code.
     definition: PeriodicDefinition | None = None
@@ -328,7 +330,11 @@ class Scheduler(Service):
                 log.error("Periodic task {name} not scheduled: {error}", name=name, error=error)
                 continue
             self.entries[name] = _Entry(
-                name, schedule, spec.get("catch_up", "once"), queue=spec.get("queue")
+                name,
+                schedule,
+                spec.get("catch_up", "once"),
+                queue=spec.get("queue"),
+                ignore_result=spec.get("ignore_result") is True,
             )
 
     def define_tasks(self, definitions: list[PeriodicDefinition]) -> None:
@@ -865,7 +871,9 @@ def _message(entry: _Entry, key: str) -> TaskMessage:
     """
     definition = entry.definition
     if definition is None:
-        return TaskMessage(id=key, task=entry.name, args=(), kwargs={})
+        return TaskMessage(
+            id=key, task=entry.name, args=(), kwargs={}, ignore_result=entry.ignore_result
+        )
     return TaskMessage(
         id=key, task=definition.task, args=definition.args, kwargs=dict(definition.kwargs)
     )

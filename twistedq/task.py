@@ -532,9 +532,14 @@ class PeriodicTask(Task):
     def schedule_spec(cls) -> dict[str, Any]:
         """
         What the scheduler needs, as JSON: the schedule, the catch-up
-        policy and the queue.
+        policy, the queue and, when true, ``ignore_result`` (the setting
+        ``TWISTEDQ_IGNORE_RESULT`` does not apply to periodic tasks: only
+        the class's ``ignore_result``).
         """
-        return {**cls.schedule().spec(), "catch_up": cls.catch_up, "queue": cls.queue}
+        spec = {**cls.schedule().spec(), "catch_up": cls.catch_up, "queue": cls.queue}
+        if cls.ignore_result:
+            spec["ignore_result"] = True
+        return spec
 
 
 class FunctionTask(Task):

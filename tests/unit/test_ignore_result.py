@@ -10,6 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import (
     NOW,
+    START,
+    FakeBroker,
     FakeClient,
     FakeDelivery,
     FakePool,
@@ -33,7 +35,8 @@ from twistedq.outcome import (
     success_document,
 )
 from twistedq.registry import NotRegistered, TaskRegistry
-from twistedq.task import IgnoredResult, Task, publish_task, task
+from twistedq.scheduler import Scheduler
+from twistedq.task import IgnoredResult, PeriodicTask, Task, publish_task, task
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 
@@ -346,3 +349,43 @@ class PublishTests(SynchronousTestCase):
         self.assertIn("ignore_result", str(error))
         self.assertEqual(client.get_outcome_calls, 0)
         self.assertFalse(result.ready())
+
+
+class PeriodicTests(SynchronousTestCase):
+    """
+    A periodic task declared with ``ignore_result`` publishes its slots
+    saying so (its slots are still claimed in the store: that is what
+    runs each once).
+    """
+
+    def test_spec_says_so(self):
+        class Beat(PeriodicTask):
+            name = "tests.beat"
+            run_every = 1
+            ignore_result = True
+
+        class Plain(PeriodicTask):
+            name = "tests.plain"
+            run_every = 1
+
+        self.assertIs(Beat.schedule_spec()["ignore_result"], True)
+        self.assertNotIn("ignore_result", Plain.schedule_spec())
+
+    def test_scheduler_publishes_so(self):
+        clock = Clock()
+        broker = FakeBroker()
+        scheduler = Scheduler(
+            MemoryBackend(clock),
+            broker.publish,
+            clock,
+            wall=lambda: START + clock.seconds(),
+            monotonic=clock.seconds,
+        )
+        spec = {"every": 1.0, "catch_up": "once", "queue": None}
+        scheduler.add_tasks({"ignored": {**spec, "ignore_result": True}, "stored": spec})
+        scheduler.startService()
+        self.addCleanup(scheduler.stopService)
+        for _ in range(8):
+            clock.advance(0.25)
+        flags = {(m.task, m.ignore_result) for m in broker.messages}
+        self.assertEqual(flags, {("ignored", True), ("stored", False)})
