@@ -105,8 +105,10 @@ class ClusterRateLimitTests(SynchronousTestCase):
         """
         Two daemons consuming one queue with ``--cluster-rate-limits`` and
         ``flow.limited`` limited to 10/s start its 30 calls no faster than
-        10/s between them: at least 2.7 s from the first start to the last
-        (each alone would allow that rate, so 20/s together).
+        10/s between them: at least 2.5 s from the first start to the last
+        (2.9 s of slots, less what the first start may lag behind its
+        claim on a loaded machine; each daemon alone would allow 10/s, so
+        20/s together: about 1.4 s).
         """
         queue, backend = unique_queue(), redis_url()
         daemons = []
@@ -128,7 +130,7 @@ class ClusterRateLimitTests(SynchronousTestCase):
             groups=[{"name": "limited", "task": "flow.limited", "count": 30, "queue": queue}],
         )
         starts = sorted(report["limited"])
-        self.assertGreaterEqual(starts[-1] - starts[0], 2.7, starts)
+        self.assertGreaterEqual(starts[-1] - starts[0], 2.5, starts)
         contended = sum(d.stats()["dispatcher"]["rate_limits"]["contended"] for d in daemons)
         ran = [d.stats()["dispatcher"]["completed"] for d in daemons]
         self.assertEqual(sum(ran), 30)
