@@ -30,7 +30,7 @@ signal                   runs in    when
 ``task_postrun``         the child  after any of the three above
 ``task_received``        the daemon a message was decoded into a task
 ``task_revoked``         the daemon it was revoked, expired or terminated
-``worker_ready``         the daemon its children are up and it consumes
+``worker_ready``         the daemon its children are up (it consumes once connected)
 ``worker_shutting_down`` the daemon it was asked to stop, before draining
 ======================== ========== =========================================
 
@@ -204,7 +204,8 @@ task_received = Signal("task_received", DAEMON, ("task_id", "message"))
 #: ``terminated`` whether its child was killed, ``expired`` whether it
 #: passed its expiry.
 task_revoked = Signal("task_revoked", DAEMON, ("task_id", "reason", "terminated", "expired"))
-#: The daemon consumes and its children are up; ``sender`` is its name.
+#: The daemon's children are up (it consumes as soon as the broker is
+#: connected); ``sender`` is its name.
 worker_ready = Signal("worker_ready", DAEMON, ())
 #: The daemon was asked to stop and is about to drain; ``sender`` is its
 #: name.
