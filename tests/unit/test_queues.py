@@ -164,3 +164,48 @@ class QueueOptionTests(SynchronousTestCase):
         self.assertEqual(options["rate-limits"], {"add": 10.0, "mul": 1.0})
         with self.assertRaises(usage.UsageError):
             self.parse("--rate-limit", "add=often")
+
+
+class FakeConnection:
+    def __init__(self):
+        self.hooks = []
+        self.reactor = Clock()
+
+    def add_connect_hook(self, hook):
+        self.hooks.append(hook)
+
+
+class ConsumerTests(SynchronousTestCase):
+    def test_one_consumer_per_queue(self):
+        """
+        A consumer of two queues holds one queue consumer each, with the
+        same prefetch, each consuming on connections of its own hook; it
+        consumes when both do, and stopping stops both.
+        """
+        from twistedq.amqp.broker import Topology
+        from twistedq.amqp.consumer import Consumer
+
+        connection = FakeConnection()
+        topologies = [Topology(queue="a"), Topology(queue="b")]
+        consumer = Consumer(connection, topologies, 16, lambda delivery: None)
+        self.assertEqual([q.topology.queue for q in consumer.queues], ["a", "b"])
+        self.assertEqual([q.prefetch for q in consumer.queues], [16, 16])
+        self.assertEqual(len(connection.hooks), 2)
+        self.assertIs(consumer.topology, topologies[0])
+        consumer.queues[0].consuming = True
+        self.assertFalse(consumer.consuming)
+        consumer.queues[1].consuming = True
+        self.assertTrue(consumer.consuming)
+        self.successResultOf(defer.Deferred.fromCoroutine(consumer.stop()))
+        self.assertFalse(consumer.consuming)
+        self.assertTrue(all(q._stopped for q in consumer.queues))
+
+    def test_one_topology(self):
+        """
+        Given one topology, as before, it consumes that queue alone.
+        """
+        from twistedq.amqp.broker import Topology
+        from twistedq.amqp.consumer import Consumer
+
+        consumer = Consumer(FakeConnection(), Topology(queue="a"), 8, lambda delivery: None)
+        self.assertEqual([q.topology.queue for q in consumer.queues], ["a"])
