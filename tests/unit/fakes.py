@@ -134,10 +134,11 @@ class FakeDelivery:
     ``("dead-letter", reason)`` (with the detail in ``details``).
     """
 
-    def __init__(self, body, redelivered=False, headers=None):
+    def __init__(self, body, redelivered=False, headers=None, queue=None):
         self.body = body
         self.redelivered = redelivered
         self.headers = headers
+        self.queue = queue
         self.settled = []
         self.details = []
 

@@ -61,6 +61,7 @@ class EnvironmentNameTests(SynchronousTestCase):
             "TWISTEDQ_MAX_MESSAGE_SIZE": "1MiB",
             "TWISTEDQ_SIGNING_KEYS": "",
             "TWISTEDQ_PUBLISH_TIMEOUT": "5",
+            "TWISTEDQ_TASK_ROUTES": "mail.*=mail",
             "TWISTEDQ_TEST_AMQP_URL": "amqp://t/",
             "TWISTEDQ_TEST_BEAT_FILE": "/tmp/x",
             "TWISTEDQ_SERVICES_DIR": "/tmp/s",
@@ -71,6 +72,9 @@ class EnvironmentNameTests(SynchronousTestCase):
             "TWISTEDQ_POSTGRES_PORT": "1",
             "TWISTEDQ_MARIADB_PORT": "1",
             "TWISTEDQ_RABBITMQ_NODENAME": "n@h",
+            "TWISTEDQ_RABBITMQ_CLUSTER_PORTS": "5691,5692,5693",
+            "TWISTEDQ_SENTINEL_PORT": "26379",
+            "TWISTEDQ_SENTINEL_REDIS_PORT": "6390",
             "TWISTEDQ_REQUIRE_SERVERS": "1",
             "TWISTEDQ_CLAIM_EXAMPLES": "10",
             "TWISTEDQ_REGTEST_BAD_TASKS": "1",
@@ -118,6 +122,7 @@ class DjangoNameTests(SynchronousTestCase):
                 TWISTEDQ_SIGNING_KEYS="",
                 TWISTEDQ_MAX_MESSAGE_SIZE=1024,
                 TWISTEDQ_PUBLISH_TIMEOUT=3,
+                TWISTEDQ_TASK_ROUTES={"mail.*": "mail"},
             )
         )
         self.assertEqual(self.flushWarnings(), [])

@@ -6,7 +6,7 @@ unacknowledged here long enough to reach the broker's consumer timeout.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.fakes import FakePool, delivery, iso
+from tests.unit.fakes import FakeDelivery, FakePool, delivery, iso, task_id
 from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import EventKind
@@ -113,6 +113,24 @@ class OverdueTests(SynchronousTestCase):
         self.assertEqual(first.settled, ["ack"])
         self.assertEqual(dispatcher.stats()["parked"], 1)
         self.assertEqual(dispatcher.stats()["given_back"], 0)
+
+    def test_parked_with_its_own_queue(self):
+        """
+        A task parked from a queue other than the daemon's first is parked
+        with the queue it came from, so that a recovery publishes it back
+        there; one from an unnamed queue is parked with the home queue.
+        """
+        clock = Clock()
+        store = MemoryBackend(clock)
+        dispatcher = dispatcher_on(store, FakePool(idle=2), clock, home_queue="first")
+        second = FakeDelivery(delivery(1).body, queue="second")
+        dispatcher.deliver(second)
+        dispatcher.deliver(delivery(2))
+        clock.pump([1] * 70)
+        self.assertEqual(
+            {parked.task_id: parked.queue for parked in store.parked.values()},
+            {task_id(1): "second", task_id(2): "first"},
+        )
 
     def test_eta_held_in_memory_given_back(self):
         """

@@ -46,7 +46,7 @@ class LeaseKeeper:
     :ivar lease: how long a claim holds without renewal, in seconds.
     :ivar park_after: seconds after which a claimed job's message is
         parked and acknowledged (None: never).
-    :ivar home_queue: the queue this daemon consumes, recorded with parked
+    :ivar home_queue: the queue this daemon consumes first, recorded with parked
         messages.
     :ivar republish: publishes an orphaned parked message to a queue.
     """
@@ -252,7 +252,12 @@ class LeaseKeeper:
         if not due:
             return None
         parking = [
-            ParkedTask(job.task_id, job.claim_token, self.home_queue, job.delivery.body)
+            ParkedTask(
+                job.task_id,
+                job.claim_token,
+                job.delivery.queue or self.home_queue,
+                job.delivery.body,
+            )
             for job in due
         ]
 
