@@ -20,7 +20,7 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
-from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
+from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain, check_priority
 from twistedq.canvas import Signature, chain, chord, group, signature
 from twistedq.client import Client, default_client
 from twistedq.exceptions import ResultIgnored, Retry
@@ -561,13 +561,16 @@ class FunctionTask(Task):
         retry_options: dict[str, Any] | None = None,
         rate_limit: str | None = None,
         ignore_result: bool | None = None,
+        priority: int | None = None,
     ) -> None:
         if rate_limit is not None:
             parse_rate(rate_limit)  # a ValueError when the task is defined
+        check_priority(priority)
         self.function = function
         self.on_reactor = on_reactor
         self.rate_limit = rate_limit
         self.ignore_result = ignore_result
+        self.priority = priority
         for option, value in (retry_options or {}).items():
             if option not in RETRY_OPTIONS:
                 raise TypeError(f"unknown retry option {option!r}")
@@ -622,6 +625,7 @@ def task(
     on_reactor: bool = False,
     rate_limit: str | None = None,
     ignore_result: bool | None = None,
+    priority: int | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -643,6 +647,7 @@ def task(
     on_reactor: bool = False,
     rate_limit: str | None = None,
     ignore_result: bool | None = None,
+    priority: int | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
     autoretry_for: tuple[type[BaseException], ...] = (),
     retry_backoff: bool | float = False,
@@ -675,7 +680,8 @@ def task(
 
     ``rate_limit="10/s"`` (``/m``, ``/h``) limits how often each daemon
     starts it (see :py:class:`Task`); ``ignore_result=True`` stores
-    nothing of its calls (see :py:class:`Task`).
+    nothing of its calls (see :py:class:`Task`); ``priority=9`` (0 to 9)
+    is the priority of its calls on a queue declared with priorities.
     """
     retry_options = {
         "max_retries": max_retries,
@@ -697,6 +703,7 @@ def task(
             retry_options,
             rate_limit=rate_limit,
             ignore_result=ignore_result,
+            priority=priority,
         )
         (registry if registry is not None else tasks).register(wrapped, wrapped.task_name)
         return wrapped

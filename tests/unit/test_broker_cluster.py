@@ -25,7 +25,8 @@ from twistedq.amqp.broker import (
 from twistedq.conf import Settings
 from twistedq.daemon.feeder import Lanes, PriorityDeque, priority_of
 from twistedq.message import TaskMessage, new_task_id
-from twistedq.task import Task, publish_task
+from twistedq.registry import TaskRegistry
+from twistedq.task import Task, publish_task, task
 
 
 class QueueArgumentTests(SynchronousTestCase):
@@ -327,3 +328,22 @@ class DaemonBufferTests(SynchronousTestCase):
         plain = _Job("a")
         plain.delivery = object()  # type: ignore[assignment]
         self.assertEqual(priority_of(plain), 0)  # type: ignore[arg-type]
+
+
+class DecoratorPriorityTests(SynchronousTestCase):
+    def test_decorator(self) -> None:
+        """
+        ``@task(priority=N)`` gives its calls that priority; a bad one is
+        refused when the task is defined.
+        """
+        registry = TaskRegistry()
+
+        @task(name="decorated", priority=8, registry=registry)
+        def decorated() -> None:
+            pass
+
+        client = RecordingClient()
+        decorated.apply_async(client=client)
+        self.assertEqual(client.published, [("decorated", None, 8)])
+        with self.assertRaises(ValueError):
+            task(name="bad", priority=11, registry=registry)(lambda: None)
