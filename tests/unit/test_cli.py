@@ -380,6 +380,15 @@ class UnreachableTests(SynchronousTestCase):
         self.assertEqual(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0")
         self.assertEqual(redact("amqp://u:p@h/v"), "amqp://u:***@h/v")
         self.assertEqual(redact("sqlite:///tmp/x"), "sqlite:///tmp/x")
+        self.assertEqual(redact("amqp://h/v"), "amqp://h/v")
+        self.assertEqual(
+            redact("redis+sentinel://:pw@h1:26379,h2:26380/twistedq/0"),
+            "redis+sentinel://:***@h1:26379,h2:26380/twistedq/0",
+        )
+        self.assertEqual(
+            redact("amqp://u:a:b@h1:5672/,amqp://u:c@h2:5673/"),
+            "amqp://u:***@h1:5672/,amqp://u:***@h2:5673/",
+        )
 
 
 class ResultPurgeTests(SynchronousTestCase):

@@ -9,10 +9,11 @@ methods; nothing else in the command touches the network.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
@@ -59,21 +60,15 @@ REDIS_REFUSAL = "Redis error: "
 
 def redact(url: str) -> str:
     """
-    ``url`` without its password, to be printed.
+    ``url`` without its password, to be printed: each URL's password, when
+    ``url`` lists several (broker addresses), and with several hosts in
+    one URL (``redis+sentinel://:pw@h1:26379,h2:26379/name``).
     """
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "(an unreadable URL)"
+    return _PASSWORD.sub(r"\g<head>:***@", url)
+
+
+#: The password of a URL's user information, up to the ``@`` before its host.
+_PASSWORD = re.compile(r"(?P<head>://[^/@:,]*):[^/@]*@")
 
 
 def reason(error: BaseException) -> str:
