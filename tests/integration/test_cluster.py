@@ -29,6 +29,8 @@ from tests.integration.servers import ROOT, Daemon, redis_url, server_url, uniqu
 from tests.integration.test_faults import FINAL
 
 TASKS = 2000
+#: The failures a publish may raise while a node dies.
+PUBLISH_FAILURES = {"PublishNacked", "BrokerUnavailable", "PublishUncertain"}
 CONCURRENCY = 1
 BATCH = 8
 PREFETCH = 32
@@ -157,6 +159,11 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(publisher.returncode, 0, err[-5000:])
         published = json.loads(out.strip().splitlines()[-1])
         self.retries = published["retries"]
+        # Every failed publish says what became of the message: refused
+        # (nacked while the queue elects a leader), not sent, or uncertain.
+        failures = [line for line in err.splitlines() if line.startswith("publish failed")]
+        self.failures = Counter(line.split("(")[1].split(":")[0] for line in failures)
+        self.assertLessEqual(set(self.failures), PUBLISH_FAILURES, err[-3000:])
         ids: list[str] = published["ids"]
         return ids
 
@@ -189,7 +196,9 @@ class ClusterTests(SynchronousTestCase):
         The node leading the task queue is killed with SIGKILL 1.5 s into
         a stream of 2,000 tasks and started again 5 s later: every
         confirmed task ends SUCCESS, none runs after its outcome was
-        committed, the tasks run twice are at most the two daemons'
+        committed, a publish that failed raised PublishNacked,
+        BrokerUnavailable or PublishUncertain (and was published again with
+        the same ids), the tasks run twice are at most the two daemons'
         prefetch windows, and both daemons run tasks published afterwards.
         """
         started = time.monotonic()
@@ -211,7 +220,7 @@ class ClusterTests(SynchronousTestCase):
         duplicated = sum(count - 1 for count in runs.values() if count > 1)
         print(
             f"\nleader {leader} killed: {len(confirmed)} confirmed "
-            f"({self.retries} publish retries), {len(lost)} lost, "
+            f"({self.retries} publish retries: {dict(self.failures)}), {len(lost)} lost, "
             f"{duplicated} duplicated runs, runs per daemon "
             f"{[sum(c.values()) for c in per_daemon]}, {time.monotonic() - started:.1f} s"
         )
