@@ -27,6 +27,7 @@ from twistedq.amqp.broker import (
     BrokerConnection,
     BrokerUnavailable,
     Publisher,
+    PublishRefused,
     PublishUncertain,
     Topology,
     broker_addresses,
@@ -205,7 +206,7 @@ class AsyncClient:
                     (f for f in failures if f.check(PublishUncertain)),
                     failures[0],
                 )
-                if isinstance(failure.value, (BrokerUnavailable, PublishUncertain)):
+                if isinstance(failure.value, (BrokerUnavailable, PublishUncertain, PublishRefused)):
                     failure.value.confirmed_ids = [m.id for m in confirmed]
                 failure.raiseException()
 

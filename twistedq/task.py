@@ -20,7 +20,12 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
-from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain, check_priority
+from twistedq.amqp.broker import (
+    BrokerUnavailable,
+    PublishRefused,
+    PublishUncertain,
+    check_priority,
+)
 from twistedq.canvas import Signature, chain, chord, group, signature
 from twistedq.client import Client, default_client
 from twistedq.exceptions import ResultIgnored, Retry
@@ -800,6 +805,8 @@ class TaskSet:
         :raises twistedq.amqp.broker.PublishUncertain: as above, for a
             subtask that may or may not have been queued (if it was, the
             daemon acks it without running it).
+        :raises twistedq.amqp.broker.PublishRefused: as above, for a
+            subtask the broker refused.
         """
         client = _client(self.client)
         queue = route(self.task_name, queue, self.queue, client=client)
@@ -823,7 +830,7 @@ class TaskSet:
             chunk = messages[start : start + 1000]
             try:
                 client.publish_many(chunk, queue)
-            except (BrokerUnavailable, PublishUncertain) as error:
+            except (BrokerUnavailable, PublishUncertain, PublishRefused) as error:
                 confirmed.update(error.confirmed_ids)
                 self._abandon(client, taskset_id, messages, confirmed, error)
                 raise

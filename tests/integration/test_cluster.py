@@ -30,7 +30,7 @@ from tests.integration.test_faults import FINAL
 
 TASKS = 2000
 #: The failures a publish may raise while a node dies.
-PUBLISH_FAILURES = {"PublishNacked", "BrokerUnavailable", "PublishUncertain"}
+PUBLISH_FAILURES = {"PublishRefused", "BrokerUnavailable", "PublishUncertain"}
 CONCURRENCY = 1
 BATCH = 8
 PREFETCH = 32
@@ -196,7 +196,7 @@ class ClusterTests(SynchronousTestCase):
         The node leading the task queue is killed with SIGKILL 1.5 s into
         a stream of 2,000 tasks and started again 5 s later: every
         confirmed task ends SUCCESS, none runs after its outcome was
-        committed, a publish that failed raised PublishNacked,
+        committed, a publish that failed raised PublishRefused,
         BrokerUnavailable or PublishUncertain (and was published again with
         the same ids), the tasks run twice are at most the two daemons'
         prefetch windows, and both daemons run tasks published afterwards.

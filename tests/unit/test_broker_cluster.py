@@ -17,16 +17,18 @@ from twistedq.amqp.broker import (
     BrokerConnection,
     BrokerURLError,
     Publisher,
+    PublishRefused,
     QueueMismatch,
     Topology,
     broker_addresses,
     check_priority,
 )
+from twistedq.amqp.protocol import PublishNacked
 from twistedq.conf import Settings
 from twistedq.daemon.feeder import Lanes, PriorityDeque, priority_of
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.registry import TaskRegistry
-from twistedq.task import Task, publish_task, task
+from twistedq.task import Task, TaskSet, publish_task, task
 
 
 class QueueArgumentTests(SynchronousTestCase):
@@ -347,3 +349,98 @@ class DecoratorPriorityTests(SynchronousTestCase):
         self.assertEqual(client.published, [("decorated", None, 8)])
         with self.assertRaises(ValueError):
             task(name="bad", priority=11, registry=registry)(lambda: None)
+
+
+class _NackingChannel:
+    """
+    A channel whose every publish the broker refuses (``basic.nack``).
+    """
+
+    closed = False
+
+    def publish(self, *args: object, **kwargs: object) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        clock.callLater(0, d.errback, PublishNacked("the broker refused the message"))
+        return d
+
+
+clock = Clock()
+
+
+class RefusedPublishTests(SynchronousTestCase):
+    """
+    A publish the broker refuses (as a quorum queue does while it elects
+    a leader) raises PublishRefused, a PublishNacked naming the task, and
+    a batch's failure carries the ids the broker confirmed, so a taskset
+    revokes only what was not published.
+    """
+
+    def test_publisher(self) -> None:
+        publisher = Publisher(BrokerConnection(BrokerAddress(), clock), Topology())
+        d = defer.Deferred.fromCoroutine(
+            publisher._confirmed(_NackingChannel(), "x", "q", "id-1", b"{}", {})  # type: ignore[arg-type]
+        )
+        clock.advance(0)
+        failure = self.failureResultOf(d, PublishRefused)
+        self.assertIsInstance(failure.value, PublishNacked)
+        self.assertIn("id-1", str(failure.value))
+
+    def test_batch_confirmed_ids(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistedq.client import AsyncClient
+
+        reactor = MemoryReactorClock()
+        client = AsyncClient(Settings(result_backend="memory://"), reactor, record_timeout=0.1)
+        refused = TaskMessage(id=new_task_id(), task="t")
+        taken = TaskMessage(id=new_task_id(), task="t")
+
+        async def publish(message: TaskMessage, queue: object = None, priority: object = None):
+            if message is refused:
+                raise PublishRefused(message.id)
+
+        client.publisher.publish = publish  # type: ignore[method-assign]
+        d = client.publish_many([taken, refused])
+        reactor.advance(1)
+        failure = self.failureResultOf(d, PublishRefused)
+        self.assertEqual(failure.value.confirmed_ids, [taken.id])
+
+
+class RefusingClient(RecordingClient):
+    """
+    A client whose batch publish the broker partly refuses: the first
+    message is confirmed, the others refused.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned: list[str] = []
+
+    def create_taskset(self, taskset_id: str, total: int) -> None:
+        pass
+
+    def publish_many(self, messages: list[TaskMessage], queue: str | None = None) -> None:
+        error = PublishRefused(messages[1].id)
+        error.confirmed_ids = [messages[0].id]
+        self.first = messages[0].id
+        raise error
+
+    def abandon(self, messages: list[TaskMessage], reason: str) -> list[str]:
+        self.abandoned = [m.id for m in messages]
+        return self.abandoned
+
+
+class TaskSetRefusedTests(SynchronousTestCase):
+    def test_refused_subtasks_revoked(self) -> None:
+        """
+        A taskset whose publish the broker partly refused records the
+        subtasks it did not confirm as REVOKED (so the taskset completes)
+        and raises PublishRefused; the confirmed one is left to run.
+        """
+        client = RefusingClient()
+        taskset = TaskSet("t", [((1,), {}), ((2,), {}), ((3,), {})], client=client)  # type: ignore[arg-type]
+        with self.assertRaises(PublishRefused) as caught:
+            taskset.run()
+        self.assertEqual(len(client.abandoned), 2)
+        self.assertNotIn(client.first, client.abandoned)
+        self.assertIn("2 others are recorded as REVOKED", str(caught.exception))

@@ -47,6 +47,7 @@ __all__ = [
     "BrokerConnection",
     "BrokerURLError",
     "BrokerUnavailable",
+    "PublishRefused",
     "PublishTimeout",
     "PublishUncertain",
     "Publisher",
@@ -189,6 +190,25 @@ class PublishUncertain(Exception):
                 f"the connection to the broker closed after it was sent ({reason})"
             )
         super().__init__(text)
+        self.task_id = task_id
+        self.confirmed_ids: list[str] = []
+
+
+class PublishRefused(PublishNacked):
+    """
+    The broker refused the message (``basic.nack``): it did not take it.
+    A quorum queue refuses publishes while it elects a new leader after its
+    leader's node died: publish it again, with the same task id.
+
+    :ivar task_id: the id of the task refused.
+    :ivar confirmed_ids: the ids of the other messages of the same call
+        that the broker did confirm.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"the broker refused task {task_id} (basic.nack), which is not queued: publish it again"
+        )
         self.task_id = task_id
         self.confirmed_ids: list[str] = []
 
@@ -885,7 +905,8 @@ class Publisher:
         publish failure is :py:class:`BrokerUnavailable` (nothing sent),
         :py:class:`PublishUncertain` (sent, not confirmed),
         :py:class:`~twistedq.amqp.protocol.Unroutable`,
-        :py:class:`~twistedq.amqp.protocol.PublishNacked` or
+        :py:class:`PublishRefused` (a
+        :py:class:`~twistedq.amqp.protocol.PublishNacked`) or
         :py:class:`~twistedq.message.MessageError`.
     """
 
@@ -1060,7 +1081,8 @@ class Publisher:
         :raises PublishUncertain: no confirm within ``confirm_timeout``
             seconds, or the connection closed after the message was sent.
         :raises twistedq.amqp.protocol.Unroutable: no queue takes the message.
-        :raises twistedq.amqp.protocol.PublishNacked: the broker refused it.
+        :raises PublishRefused: the broker refused it (``basic.nack``; a
+            :py:class:`~twistedq.amqp.protocol.PublishNacked`).
         :raises twistedq.message.MessageError: the message breaks a rule of
             :py:meth:`~twistedq.message.TaskMessage.check`, or is over
             ``max_message_size``; nothing was sent.
@@ -1124,7 +1146,9 @@ class Publisher:
             await confirmed
         except defer.CancelledError:
             raise PublishUncertain(task_id, self.confirm_timeout) from None
-        except (PublishNacked, Unroutable):
+        except PublishNacked as e:
+            raise PublishRefused(task_id) from e
+        except Unroutable:
             raise
         except Exception as e:
             raise PublishUncertain(task_id, reason=describe(e)) from e
