@@ -178,6 +178,9 @@ class AsyncClient:
             its ``confirmed_ids`` are those the broker confirmed.
         :raises PublishUncertain: the first message whose publish is
             uncertain, with ``confirmed_ids`` as above.
+        :raises twistedq.amqp.broker.PublishRefused: the first message the
+            broker refused, when none was uncertain, with ``confirmed_ids``
+            as above.
         :raises MessageError: a message breaks a rule of
             :py:meth:`TaskMessage.check`; nothing was published.
         :raises ValueError: ``priority`` is not 0 to 9.
