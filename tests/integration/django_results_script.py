@@ -82,6 +82,20 @@ def shown_messages(response: Any) -> str:
     return html.unescape(page[start : page.find("</ul>", start)]) if start >= 0 else ""
 
 
+def ignored(url: str) -> dict[str, Any]:
+    """
+    A task published with ignore_result runs and leaves no row of its own:
+    no result (pending or final), no claim, no taskset member.
+    """
+    from twistedq.contrib.django.models import ClaimedTask, TaskSetMember
+
+    clicks = ClickCount.objects.get(url=url).clicks
+    task_id = publish_task("increment_click", (url,), ignore_result=True).task_id
+    wait(lambda: ClickCount.objects.get(url=url).clicks > clicks, "the ignored task")
+    models = (TaskResult, ClaimedTask, TaskSetMember)
+    return {"ignored_rows": sum(m.objects.filter(task_id=task_id).count() for m in models)}
+
+
 def filters(web: WebClient, ids: dict[str, Any]) -> dict[str, Any]:
     page = listed(web)
     TaskResult.objects.filter(task_id=ids["ok"]).update(periodic_task="nightly")
@@ -152,10 +166,12 @@ def viewer_actions() -> list[str]:
 
 def admin() -> dict[str, Any]:
     ids = publish_all(os.environ["CLICK_URL"])
+    report = ignored(os.environ["CLICK_URL"])
     web = WebClient()
     user, _ = User.objects.get_or_create(username="admin", is_staff=True, is_superuser=True)
     web.force_login(user)
     return {
+        **report,
         "ids": ids,
         **filters(web, ids),
         **actions(web, ids),

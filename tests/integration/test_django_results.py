@@ -73,9 +73,10 @@ class ResultsAdminSQLiteTests(DjangoProjectCase, SynchronousTestCase):
 
     def test_results_admin(self) -> None:
         """
-        A daemon stores results with their arguments and its name; the
-        admin filters them, runs one again with its arguments (and says
-        why a pending one cannot be), revokes a task not yet run, shows a
+        A daemon stores results with their arguments and its name, and no
+        row for a task published with ignore_result; the admin filters
+        them, runs one again with its arguments (and says why a pending one
+        cannot be), revokes a task not yet run, shows a
         taskset's progress and members and links to the dashboard.
         """
         migrated = self.script("migrate")
@@ -95,6 +96,7 @@ class ResultsAdminSQLiteTests(DjangoProjectCase, SynchronousTestCase):
             report["titles"], ["status", "task name", "daemon", "periodic task", "date done"]
         )
         self.assertTrue(report["dashboard_link"])
+        self.assertEqual(report["ignored_rows"], 0)
         self.assertEqual(
             report["found"],
             {
