@@ -721,12 +721,15 @@ def task(
 def delay_task(task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
     """
     Publish a task by name through the default client and return its
-    :py:obj:`twistedq.result.AsyncResult`.
+    :py:obj:`twistedq.result.AsyncResult` (an :py:class:`IgnoredResult`
+    under the setting ``TWISTEDQ_IGNORE_RESULT``).
     """
-    queue = route(task_name, client=_client(None))
-    if queue is not None:  # TWISTEDQ_TASK_ROUTES names its queue
-        return publish_task(task_name, args, kwargs, queue=queue)
-    return _client(None).delay_task(task_name, *args, **kwargs)
+    client = _client(None)
+    queue = route(task_name, client=client)
+    # TWISTEDQ_TASK_ROUTES names its queue, or TWISTEDQ_IGNORE_RESULT applies.
+    if queue is not None or client.settings.ignore_result:
+        return publish_task(task_name, args, kwargs, queue=queue, client=client)
+    return client.delay_task(task_name, *args, **kwargs)
 
 
 def is_done(task_id: str) -> bool:

@@ -22,6 +22,7 @@ from tests.unit.fakes import (
     task_id,
 )
 from twistedq.backends.memory import MemoryBackend
+from twistedq.client import set_default_client
 from twistedq.conf import Settings
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import EventKind, Events
@@ -36,7 +37,7 @@ from twistedq.outcome import (
 )
 from twistedq.registry import NotRegistered, TaskRegistry
 from twistedq.scheduler import Scheduler
-from twistedq.task import IgnoredResult, PeriodicTask, Task, publish_task, task
+from twistedq.task import IgnoredResult, PeriodicTask, Task, delay_task, publish_task, task
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 
@@ -389,3 +390,19 @@ class PeriodicTests(SynchronousTestCase):
             clock.advance(0.25)
         flags = {(m.task, m.ignore_result) for m in broker.messages}
         self.assertEqual(flags, {("ignored", True), ("stored", False)})
+
+
+class DelayTaskTests(SynchronousTestCase):
+    """
+    ``delay_task(name, ...)`` follows ``TWISTEDQ_IGNORE_RESULT`` too.
+    """
+
+    def test_setting(self):
+        client = FakeClient()
+        client.settings = Settings(ignore_result=True)
+        set_default_client(client)
+        self.addCleanup(set_default_client, None)
+        result = delay_task("add", 1, 2)
+        [(message, _)] = client.published
+        self.assertIs(message.ignore_result, True)
+        self.assertIsInstance(result, IgnoredResult)
