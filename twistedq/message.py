@@ -61,17 +61,20 @@ __all__ = [
     "MAX_BODY_SIZE",
     "MAX_CHAIN",
     "MAX_LINKS",
+    "MAX_QUEUE_NAME",
     "MAX_SIGNATURE_DEPTH",
     "MAX_TASK_NAME",
     "NOT_JSON",
     "TOO_LARGE",
     "MessageError",
     "TaskMessage",
+    "check_queue_name",
     "check_signature",
     "is_task_id",
     "is_task_name",
     "new_task_id",
     "peek_task",
+    "queue_name_error",
 ]
 
 CONTENT_TYPE = "application/json"
@@ -112,8 +115,15 @@ MAX_LINKS = 100
 MAX_CHAIN = 1000
 #: How deep signatures may nest through their own links.
 MAX_SIGNATURE_DEPTH = 8
-#: The longest queue name a signature may name (AMQP's limit).
-MAX_QUEUE_NAME = 255
+#: The longest suffix the daemon appends to a queue's name: that of its
+#: longest delay queue, ``.delay.<2 ** 20>``
+#: (:py:data:`twistedq.amqp.broker.DELAY_EXPONENT_MAX`); ``.dead`` is shorter.
+QUEUE_SUFFIX = len(f".delay.{2**20}")
+#: The longest queue name, in UTF-8 bytes: with :py:data:`QUEUE_SUFFIX`
+#: it fits an AMQP short string (255 bytes).
+MAX_QUEUE_NAME = 255 - QUEUE_SUFFIX
+#: The prefix of queue names the broker reserves for itself.
+RESERVED_QUEUE_PREFIX = "amq."
 
 
 class MessageError(ValueError):
@@ -214,6 +224,42 @@ def is_task_id(text: str) -> bool:
         return False
 
 
+def queue_name_error(name: object) -> str | None:
+    """
+    Why ``name`` cannot name a task queue, or :py:obj:`None` when it can:
+    it must be a non-empty string of at most :py:data:`MAX_QUEUE_NAME`
+    UTF-8 bytes (the queues the daemon declares for it, ``<name>.dead``
+    and ``<name>.delay.<seconds>``, must fit AMQP's 255 bytes), not in the
+    broker's reserved prefix :py:data:`RESERVED_QUEUE_PREFIX`.
+    """
+    if not isinstance(name, str) or not name:
+        return f"queue {_short(name)} is not a queue name"
+    size = len(name.encode("utf-8", "replace"))
+    if size > MAX_QUEUE_NAME:
+        return (
+            f"queue {_short(name)} is not a queue name: {size} bytes, longer than "
+            f"{MAX_QUEUE_NAME} (its delay queues add up to {QUEUE_SUFFIX})"
+        )
+    if name.startswith(RESERVED_QUEUE_PREFIX):
+        return (
+            f"queue {_short(name)} is not a queue name: the broker reserves the prefix "
+            f"{RESERVED_QUEUE_PREFIX!r}"
+        )
+    return None
+
+
+def check_queue_name(name: object, task_id: str | None = None, task: str | None = None) -> None:
+    """
+    Refuse a queue name :py:func:`queue_name_error` finds fault with.
+
+    :raises MessageError: the name cannot be a task queue's
+        (:py:data:`MALFORMED`), carrying ``task_id`` and ``task``.
+    """
+    error = queue_name_error(name)
+    if error is not None:
+        raise MessageError(error, MALFORMED, task_id, task)
+
+
 def _signature_error(where: str, text: str) -> MessageError:
     return MessageError(f"{where}: {text}")
 
@@ -258,10 +304,10 @@ def _check_options(options: dict[str, Any], where: str, depth: int) -> None:
     if task_id is not None and not (isinstance(task_id, str) and is_task_id(task_id)):
         raise _signature_error(where, f"task_id {_short(task_id)} is not a UUID")
     queue = options.get("queue")
-    if queue is not None and not (
-        isinstance(queue, str) and 0 < len(queue.encode("utf-8", "replace")) <= MAX_QUEUE_NAME
-    ):
-        raise _signature_error(where, f"queue {_short(queue)} is not a queue name")
+    if queue is not None:
+        error = queue_name_error(queue)
+        if error is not None:
+            raise _signature_error(where, error)
     countdown = options.get("countdown")
     if countdown is not None and (
         isinstance(countdown, bool)

@@ -7,11 +7,14 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq.message import (
+    MALFORMED,
     MAX_LINKS,
+    MAX_QUEUE_NAME,
     MAX_SIGNATURE_DEPTH,
     MessageError,
     TaskMessage,
     check_signature,
+    queue_name_error,
 )
 
 TASK_ID = "0b0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -104,7 +107,7 @@ class CanvasValidationTests(SynchronousTestCase):
             )
 
     def test_bad_queue(self):
-        for queue in ("", "q" * 256, 7):
+        for queue in ("", "q" * 256, 7, "amq.typo"):
             self.assertRefused("is not a queue name", links=[signature(options={"queue": queue})])
 
     def test_bad_args(self):
@@ -147,3 +150,62 @@ class CanvasValidationTests(SynchronousTestCase):
         """
         message = TaskMessage(id=TASK_ID, task="add", links=(signature(task=7),))
         self.assertRaises(MessageError, message.check)
+
+
+class QueueNameTests(SynchronousTestCase):
+    """
+    A queue named anywhere in a message (a signature's ``queue`` option at
+    every depth) follows the rules of the client's own queue: the daemon
+    declares ``<queue>.dead`` and ``<queue>.delay.<n>`` for it, so the
+    name with those suffixes must fit an AMQP short string, and the broker
+    refuses names in its reserved ``amq.`` prefix.
+    """
+
+    def test_longest_suffix_fits(self):
+        """
+        The longest queue name allowed leaves room for the longest delay
+        queue suffix the daemon appends.
+        """
+        from twistedq.amqp.broker import DELAY_EXPONENT_MAX, Topology
+
+        longest = "q" * MAX_QUEUE_NAME
+        self.assertIsNone(queue_name_error(longest))
+        delay = Topology(queue=longest).delay_queue(2**DELAY_EXPONENT_MAX)
+        self.assertEqual(len(delay), 255)
+        self.assertIn("longer than", queue_name_error(longest + "q"))
+
+    def test_bad_names(self):
+        for queue in ("", "amq.typo", "q" * (MAX_QUEUE_NAME + 1), "é" * 121, 7, None):
+            self.assertIsNotNone(queue_name_error(queue), queue)
+        for queue in ("q", "amqx", "tasks.amq.x", "é" * 120):
+            self.assertIsNone(queue_name_error(queue), queue)
+
+    def test_every_depth(self):
+        """
+        A bad queue is refused in links, errlinks, chain steps, a chord's
+        callback and the links of those, as malformed.
+        """
+        bad = signature(options={"queue": "amq.typo"})
+        nested = signature(options={"links": [signature(options={"errlinks": [bad]})]})
+        for fields in (
+            {"links": [bad]},
+            {"errlinks": [bad]},
+            {"chain": [signature(), bad]},
+            {"chain": [nested]},
+            {"chord": bad, "taskset": OTHER_ID},
+        ):
+            with self.assertRaises(MessageError) as caught:
+                TaskMessage.decode(body(**fields))
+            self.assertIn("reserves the prefix 'amq.'", str(caught.exception))
+            self.assertEqual(caught.exception.reason, MALFORMED)
+
+    def test_long_later_step(self):
+        """
+        The tester's 251-character queue on a later chain step is refused
+        when the message is checked, before it is published.
+        """
+        step = signature(options={"queue": "q" * 251})
+        message = TaskMessage(id=TASK_ID, task="add", chain=(signature(), step))
+        with self.assertRaises(MessageError) as caught:
+            message.check()
+        self.assertIn("chain[1]", str(caught.exception))
