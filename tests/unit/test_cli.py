@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq import __version__
@@ -282,6 +283,27 @@ class InspectLinesTests(SynchronousTestCase):
         session = Session(Settings(signing_keys="no-colon"), Clock(), 1.0)
         self.assertRaises(UsageError, session.signing)
         self.assertIsNone(Session(Settings(), Clock(), 1.0).signing())
+
+    def test_cluster_broker_urls(self) -> None:
+        """
+        A broker URL naming the nodes of a cluster, comma-separated, gives
+        one connection that knows every node; a list with a part that is
+        no amqp URL is a usage error.
+        """
+        reactor = MemoryReactorClock()
+        nodes = "amqp://guest:guest@10.0.0.1:5672/,amqp://guest:guest@10.0.0.2:5673/"
+        session = Session(Settings(broker_url=nodes), reactor, 1.0)
+        waiting = defer.Deferred.fromCoroutine(session.connection())
+        self.addCleanup(waiting.addErrback, lambda failure: None)
+        assert session._connection is not None
+        self.assertEqual(
+            [(a.host, a.port) for a in session._connection.addresses],
+            [("10.0.0.1", 5672), ("10.0.0.2", 5673)],
+        )
+        reactor.advance(2)
+        self.failureResultOf(waiting, Unreachable)
+        bad = Session(Settings(broker_url="amqp://h1/,http://h2/"), MemoryReactorClock(), 1.0)
+        self.failureResultOf(defer.Deferred.fromCoroutine(bad.connection()), UsageError)
 
 
 class StatusTests(SynchronousTestCase):

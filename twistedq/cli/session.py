@@ -20,10 +20,10 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from twistedq.amqp.broker import (
-    BrokerAddress,
     BrokerConnection,
     BrokerURLError,
     Topology,
+    broker_addresses,
     describe,
 )
 from twistedq.cli.errors import CommandFailed, Unreachable, UsageError
@@ -187,16 +187,19 @@ class Session:
         """
         The broker connection, connected.
 
+        The broker URL may name the nodes of a cluster, comma-separated:
+        the connection moves to the next node when one fails.
+
         :raises Unreachable: not connected within the timeout, or two
             attempts failed (a refused connection, a refused login).
         :raises UsageError: the broker URL is not one.
         """
         if self._connection is None:
             try:
-                address = BrokerAddress.from_url(self.settings.broker_url)
+                addresses = broker_addresses(self.settings.broker_url)
             except BrokerURLError as e:
                 raise UsageError(str(e)) from None
-            connection = BrokerConnection(address, self.reactor)
+            connection = BrokerConnection(addresses, self.reactor)
             connection.startService()
             self._connection = connection
             self._closing.append(connection.stopService)
