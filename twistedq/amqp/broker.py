@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from txamqp.client import ChannelClosed
 from zope.interface import implementer
 
 from twistedq.amqp.protocol import (
@@ -34,7 +35,13 @@ from twistedq.amqp.protocol import (
     Unroutable,
     load_spec,
 )
-from twistedq.message import CONTENT_TYPE, TOO_LARGE, MessageError, TaskMessage
+from twistedq.message import (
+    CONTENT_TYPE,
+    TOO_LARGE,
+    MessageError,
+    TaskMessage,
+    check_queue_name,
+)
 from twistedq.signing import SigningKeys
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "BrokerConnection",
     "BrokerURLError",
     "BrokerUnavailable",
+    "ChannelRefused",
     "PublishRefused",
     "PublishTimeout",
     "PublishUncertain",
@@ -702,6 +710,29 @@ class BrokerConnection(Service):
         return self._client_service.stopService()
 
 
+class ChannelRefused(Exception):
+    """
+    The broker closed a channel with a channel-level error (``403
+    ACCESS_REFUSED``, for instance, for a queue it does not let this user
+    declare) while the queues of a message were declared: nothing was
+    sent, and publishing the same message again meets the same refusal.
+    The connection stays up; the next publish opens a new channel.
+
+    :ivar queue: the queue being declared.
+    :ivar code: the broker's reply code, or :py:obj:`None`.
+    :ivar reply: the broker's reply text.
+    """
+
+    def __init__(self, queue: str, code: int | None, reply: str) -> None:
+        super().__init__(
+            f"the broker refused to declare queue {queue!r} ({code} {reply}): a message "
+            "to it cannot be published"
+        )
+        self.queue = queue
+        self.code = code
+        self.reply = reply
+
+
 @dataclass(frozen=True)
 class Topology:
     """
@@ -926,6 +957,7 @@ class Publisher:
         self.signing = signing
         self.max_message_size = max_message_size
         self._channel: BrokerChannel | None = None
+        self._reopen_waiters: list[defer.Deferred[BrokerChannel]] = []
         self._declared: set[str] = set()
         connection.add_connect_hook(self._connected)
 
@@ -939,17 +971,57 @@ class Publisher:
     async def _channel_for(self, queue: str) -> BrokerChannel:
         """
         The publishing channel, once ``queue`` is declared on this
-        connection (queues other than the default one on first use).
+        connection (queues other than the default one on first use); a
+        channel the broker closed is replaced by a new one first.
 
-        :raises ConnectionDone: the channel or its connection is closed.
+        :raises ConnectionDone: the connection is closed.
+        :raises ChannelRefused: the broker closed the channel when ``queue``
+            was declared.
         """
         channel = self._channel
-        if channel is None or channel.closed or channel.client.closed:
+        if channel is None or channel.client.closed:
             raise ConnectionDone("the publishing channel is closed")
+        if channel.closed:
+            channel = await self._reopen(channel)
         if queue not in self._declared:
-            await replace(self.topology, queue=queue).declare(channel)
+            try:
+                await replace(self.topology, queue=queue).declare(channel)
+            except ChannelClosed as e:
+                if channel.client.closed:
+                    raise
+                raise ChannelRefused(queue, *reply_of(e)) from None
             self._declared.add(queue)
         return channel
+
+    async def _reopen(self, closed: BrokerChannel) -> BrokerChannel:
+        """
+        A new publishing channel, in confirm mode, in place of ``closed``,
+        which the broker closed (a channel error is not a connection
+        loss: the queues declared on the connection stay declared).
+        Publishes that find it closed at once share one new channel.
+        """
+        waiter: defer.Deferred[BrokerChannel] = defer.Deferred()
+        self._reopen_waiters.append(waiter)
+        if len(self._reopen_waiters) == 1:
+            log.info("Opening a new publishing channel: the broker closed the last one")
+
+            async def reopen() -> BrokerChannel:
+                channel = await closed.client.open_channel()
+                await channel.enable_confirms()
+                if self._channel is closed:
+                    self._channel = channel
+                return channel
+
+            defer.ensureDeferred(reopen()).addBoth(self._reopened)
+        return await waiter
+
+    def _reopened(self, result: BrokerChannel | Failure) -> None:
+        waiters, self._reopen_waiters = self._reopen_waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     async def _connected_in_time(self) -> None:
         """
@@ -1083,12 +1155,19 @@ class Publisher:
         :raises twistedq.amqp.protocol.Unroutable: no queue takes the message.
         :raises PublishRefused: the broker refused it (``basic.nack``; a
             :py:class:`~twistedq.amqp.protocol.PublishNacked`).
+        :raises ChannelRefused: the broker refused to declare ``queue`` (and
+            closed the channel, which the next publish replaces); nothing
+            was sent, and the same publish would be refused again.
         :raises twistedq.message.MessageError: the message breaks a rule of
-            :py:meth:`~twistedq.message.TaskMessage.check`, or is over
-            ``max_message_size``; nothing was sent.
+            :py:meth:`~twistedq.message.TaskMessage.check`, is over
+            ``max_message_size``, or ``queue`` is not a name the broker
+            takes (:py:func:`~twistedq.message.queue_name_error`); nothing
+            was sent.
         :raises ValueError: ``priority`` is not 0 to :py:data:`MAX_PRIORITY`.
         """
         body, properties = self._encode(message, priority)
+        if queue is not None:
+            check_queue_name(queue, message.id, message.task)
         queue = queue or self.topology.queue
         channel = await self._ready_channel(queue)
         await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
