@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.unit.fakes import FakePool, delivery
+from tests.unit.fakes import FakePool, delivery, task_id
 from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.feeder import Lanes
@@ -128,6 +128,50 @@ class TwoQueuesTests(SynchronousTestCase):
         self.pool.finish(0, [retry])
         self.assertEqual((self.sent["a"], self.sent["b"]), ([], [message.id]))
         self.assertEqual(d.settled, ["ack"])
+
+
+class PriorityKeptTests(SynchronousTestCase):
+    """
+    A task published again to come back later (a retry here) keeps the
+    AMQP priority its message was delivered with, with one queue or
+    several.
+    """
+
+    def retried_with(self, publish_later_to):
+        clock = Clock()
+        pool = FakePool(idle=1)
+        sent = []
+
+        def publish_later(message, delay, **options):
+            sent.append((message.id, options))
+            return defer.succeed(None)
+
+        dispatcher = Dispatcher(
+            pool,
+            MemoryBackend(clock),
+            clock,
+            DispatchSettings(max_batch=1),
+            publish_later=publish_later,
+            publish_later_to={queue: publish_later for queue in publish_later_to},
+        )
+        high, plain = queued(1, "b"), queued(2, "b")
+        high.properties = {"priority": 7}
+        for d in (high, plain):
+            dispatcher.deliver(d)
+            message = TaskMessage.decode(d.body)
+            retry = retry_document(message.id, message.task, RuntimeError("again"), 0, countdown=9)
+            pool.finish(len(pool.batches) - 1, [retry])
+        return sent
+
+    def test_one_queue(self):
+        self.assertEqual(
+            self.retried_with(["b"]), [(task_id(1), {"priority": 7}), (task_id(2), {})]
+        )
+
+    def test_several_queues(self):
+        self.assertEqual(
+            self.retried_with(["a", "b"]), [(task_id(1), {"priority": 7}), (task_id(2), {})]
+        )
 
 
 class QueueOptionTests(SynchronousTestCase):

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twistedq.backends.base import IClaimStore, IResultBackend
 from twistedq.conf import DEFAULT_MAX_MESSAGE_SIZE
 from twistedq.daemon.events import EventKind, Events
-from twistedq.daemon.feeder import Feeder, Lanes, Pool
+from twistedq.daemon.feeder import Feeder, Lanes, Pool, priority_of
 from twistedq.daemon.gate import Gate
 from twistedq.daemon.health import StoreHealth
 from twistedq.daemon.inflight import InFlight
@@ -187,13 +187,15 @@ class Dispatcher:
         self, publish_later: PublishLater | None, to: Mapping[str, PublishLater] | None
     ) -> PublishLater | None:
         """
-        What publishes a task to come back later: ``publish_later``, or
-        with several queues one that publishes to the task's own queue.
+        What publishes a task to come back later: ``publish_later`` (with
+        several queues, the one of the task's own queue), with the
+        priority its message was delivered with.
         """
         self.publish_later_to = dict(to or {})
-        if len(self.publish_later_to) > 1:
-            return self._publish_later_to_own_queue
-        return publish_later
+        if len(self.publish_later_to) <= 1 and publish_later is None:
+            return None
+        self._publish_later = publish_later
+        return self._publish_later_as_delivered
 
     def _limits(self, limits: RateLimits) -> RateLimits:
         """
@@ -211,26 +213,36 @@ class Dispatcher:
         """
         return getattr(job.delivery, "queue", None)
 
-    def _own_queue(self, task_id: str) -> str | None:
+    def _held_job(self, task_id: str) -> Job | None:
         """
-        The queue the job of ``task_id`` held here came from.
+        The job of ``task_id`` held here, if any.
         """
         for job in list(self.gate.taken):
             if job.task_id == task_id and job.state is not JobState.SETTLED:
-                return self.queue_of(job)
+                return job
         return None
 
-    def _publish_later_to_own_queue(
-        self, message: TaskMessage, delay: float
+    def _publish_later_as_delivered(
+        self, message: TaskMessage, delay: float, *, priority: int | None = None
     ) -> defer.Deferred[None]:
         """
-        With several queues: publish ``message`` to come back after
-        ``delay`` seconds to the queue its job came from (the first queue
-        when that is not known).
+        Publish ``message`` to come back after ``delay`` seconds: with
+        several queues to the queue its job came from (the first queue
+        when that is not known), and with the AMQP priority its job's
+        message had, so that a retry, an ETA or a rate limit's wait does
+        not lose it (unless ``priority`` is given).
         """
+        job = self._held_job(message.id)
         publishers = self.publish_later_to
-        queue = self._own_queue(message.id)
-        publish = publishers.get(queue or "") or next(iter(publishers.values()))
+        if len(publishers) > 1:
+            queue = self.queue_of(job) if job is not None else None
+            publish = publishers.get(queue or "") or next(iter(publishers.values()))
+        else:
+            publish = self._publish_later or next(iter(publishers.values()))
+        if priority is None:
+            priority = priority_of(job) if job is not None else 0
+        if priority:
+            return defer.ensureDeferred(publish(message, delay, priority=priority))
         return defer.ensureDeferred(publish(message, delay))
 
     def _send_later(self, job: Job, delay: float) -> defer.Deferred[bool]:

@@ -44,6 +44,12 @@ class BrokerDelivery(Protocol):
     @property
     def headers(self) -> Mapping[str, Any] | None: ...
 
+    @property
+    def queue(self) -> str | None:
+        """
+        The queue it came from, when known.
+        """
+
     def ack(self) -> None: ...
 
     def reject(self, requeue: bool) -> None: ...

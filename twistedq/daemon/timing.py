@@ -8,7 +8,7 @@ holds it meanwhile.  A task past its expiry is revoked instead of run.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -28,9 +28,18 @@ DEFAULT_HOLD_ETA = 60.0
 
 log = Logger()
 
-#: Publishes a task message to come back to its queue after about the
-#: given seconds, and fires once the broker confirmed.
-PublishLater = Callable[[TaskMessage, float], Coroutine[Any, Any, None] | defer.Deferred[None]]
+
+class PublishLater(Protocol):
+    """
+    Publishes a task message to come back to its queue after about
+    ``delay`` seconds, with an AMQP ``priority`` when given, and fires
+    once the broker confirmed
+    (:py:meth:`twistedq.amqp.broker.Publisher.publish_later`).
+    """
+
+    def __call__(
+        self, message: TaskMessage, delay: float, *, priority: int | None = None
+    ) -> Coroutine[Any, Any, None] | defer.Deferred[None]: ...
 
 
 class Timing:
