@@ -13,10 +13,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakeDelivery, FakePool, answered, put, task_id
+from twistedq.amqp.broker import ChannelRefused, QueueMismatch
 from twistedq.backends.memory import MemoryBackend
 from twistedq.canvas import Signature, chord_member_id
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
-from twistedq.message import MessageError, TaskMessage
+from twistedq.message import MessageError, TaskMessage, new_task_id
 from twistedq.outcome import Outcome, failure_document, success_document
 
 CHORD = "5f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -46,6 +47,10 @@ class FollowUpTests(SynchronousTestCase):
             return defer.fail(ConnectionError("broker down"))
         if message.task == "huge":
             return defer.fail(MessageError("over the limit", "too-large", message.id))
+        if message.task == "forbidden":
+            return defer.fail(ChannelRefused(str(queue), 403, "ACCESS_REFUSED - not for you"))
+        if message.task == "mismatched":
+            return defer.fail(QueueMismatch(str(queue), {}, "PRECONDITION_FAILED - x"))
         self.published.append((message, queue))
         if self.pending is not None:
             d: defer.Deferred[None] = defer.Deferred()
@@ -150,6 +155,22 @@ class FollowUpTests(SynchronousTestCase):
         self.assertEqual(delivery.settled, ["ack"])
         outcome = Outcome.from_bytes(NEXT, answered(self.store.get_result(NEXT)))
         self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "MessageError"))
+
+    def test_follow_up_the_broker_refuses(self) -> None:
+        """
+        A follow-up whose queue the broker refuses to declare (it closed
+        the channel: ChannelRefused, QueueMismatch) gets a FAILURE stored
+        under its id at once, not a retry for ever; the parent is acked.
+        """
+        for task, error in (("forbidden", "ChannelRefused"), ("mismatched", "QueueMismatch")):
+            link = Signature(task, options={"task_id": NEXT, "queue": "elsewhere"})
+            parent = TaskMessage(id=new_task_id(), task="add", links=(dict(link),))
+            delivery = self.run_task(parent)
+            self.assertEqual(delivery.settled, ["ack"])
+            outcome = Outcome.from_bytes(NEXT, answered(self.store.get_result(NEXT)))
+            self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", error))
+            self.assertIn("elsewhere", outcome.exc["message"])
+            answered(self.store.forget([NEXT]))
 
     def test_redelivered_done(self) -> None:
         """

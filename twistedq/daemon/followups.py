@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistedq.amqp.broker import ChannelRefused, QueueMismatch
 from twistedq.amqp.protocol import Unroutable
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.backends.chords import elect_publisher
@@ -55,8 +56,9 @@ Publish = Callable[[TaskMessage, str | None], Awaitable[None]]
 
 #: Publish errors that the same publish would meet again: the follow-up
 #: gets a FAILURE stored instead (a message over the size limit, a queue
-#: that does not exist).
-_REFUSALS = (MessageError, Unroutable)
+#: that does not exist, one the broker refuses to declare or that exists
+#: with other arguments).
+_REFUSALS = (MessageError, Unroutable, ChannelRefused, QueueMismatch)
 
 #: How many member results are read at once for a chord's callback.
 READ_CHUNK = 1000
@@ -123,8 +125,8 @@ class FollowUps:
 
     :ivar published: follow-up messages the broker confirmed.
     :ivar refused: follow-ups that could not be published for good (a
-        message over the size limit, an unroutable one): a FAILURE saying
-        so is stored under their ids.
+        message over the size limit, an unroutable one, one to a queue the
+        broker refuses): a FAILURE saying so is stored under their ids.
     """
 
     def __init__(
