@@ -31,6 +31,7 @@ from twistedq.outcome import (
     failure_document,
     pending_document,
     retry_document,
+    revoked_document,
     success_document,
 )
 
@@ -188,6 +189,25 @@ class BackendContract:
         self.assertEqual((state.total, state.completed, state.failed), (3, 2, 1))
         self.assertFalse(state.ready)
         self.assertIsNone(await backend.get_taskset(new_task_id()))
+
+    async def test_revoked_member_counted_later(self: Any) -> None:
+        """
+        A member revoked by a client (its REVOKED outcome stored without
+        its taskset) is counted, as failed, when a daemon stores it again
+        with the taskset, and once however often that happens.
+        """
+        backend = await self.backend()
+        taskset, member = new_task_id(), new_task_id()
+        await backend.create_taskset(taskset, 2)
+        document = revoked_document(member, "t", "revoked")
+        await backend.store_results([OutcomeRecord(member, document)])
+        state = await backend.get_taskset(taskset)
+        self.assertEqual((state.completed, state.failed), (0, 0))
+        for _ in range(2):
+            await backend.store_results([OutcomeRecord(member, document, taskset, True)])
+        state = await backend.get_taskset(taskset)
+        self.assertEqual((state.total, state.completed, state.failed), (2, 1, 1))
+        self.assertEqual(await backend.get_result(member), document)
 
     async def test_concurrent_writers(self: Any) -> None:
         """

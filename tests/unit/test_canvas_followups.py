@@ -18,7 +18,7 @@ from twistedq.backends.memory import MemoryBackend
 from twistedq.canvas import Signature, chord_member_id
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import MessageError, TaskMessage, new_task_id
-from twistedq.outcome import Outcome, failure_document, success_document
+from twistedq.outcome import Outcome, failure_document, revoked_document, success_document
 
 CHORD = "5f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 CALLBACK = "6f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -249,6 +249,59 @@ class FollowUpTests(SynchronousTestCase):
         self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "ChordError"))
         self.assertIn(members[0].id, json.dumps(outcome.exc))
         self.assertIn("raised ValueError: no", outcome.exc["message"])
+
+    def deliver_revoked(self, member: TaskMessage) -> FakeDelivery:
+        """
+        Deliver ``member`` after a client revoked it while it was queued:
+        its REVOKED outcome is stored, not counted in its taskset (the
+        client does not know the taskset).
+        """
+        put(self.store, member.id, revoked_document(member.id, member.task, "revoked"))
+        delivery = FakeDelivery(member.encode())
+        self.dispatcher.deliver(delivery)
+        self.clock.advance(0)
+        return delivery
+
+    def test_chord_member_revoked(self) -> None:
+        """
+        A chord member revoked while queued completes the chord's count as
+        failed when a daemon receives it: the callback does not run, a
+        ChordError naming the member is stored for it, its errlinks are
+        published, and the member's delivery is acked without running.
+        """
+        callback = Signature("tsum", options={"task_id": CALLBACK})
+        callback.link_error(Signature("oops"))
+        members = self.members(3, dict(callback))
+        for i in (0, 2):
+            self.run_task(members[i], success_document(members[i].id, "add", i))
+        batches = len(self.pool.batches)
+        delivery = self.deliver_revoked(members[1])
+        self.assertEqual(delivery.settled, ["ack"])
+        self.assertEqual(len(self.pool.batches), batches)
+        state = answered(self.store.get_taskset(CHORD))
+        self.assertEqual((state.completed, state.failed), (3, 1))
+        self.assertEqual([(m.task, m.args) for m, _ in self.published], [("oops", (CALLBACK,))])
+        outcome = Outcome.from_bytes(CALLBACK, answered(self.store.get_result(CALLBACK)))
+        self.assertEqual((outcome.status, outcome.exc["type"]), ("FAILURE", "ChordError"))
+        self.assertIn(f"{members[1].id} is REVOKED", outcome.exc["message"])
+
+    def test_taskset_member_revoked(self) -> None:
+        """
+        A plain taskset's member revoked while queued is counted (failed)
+        when a daemon receives it, once however often it is delivered, so
+        the taskset becomes ready.
+        """
+        answered(self.store.create_taskset(CHORD, 2))
+        first, second = (
+            TaskMessage(id=task_id(i), task="add", args=(i,), taskset=CHORD) for i in (1, 2)
+        )
+        self.run_task(first)
+        for _ in range(2):
+            delivery = self.deliver_revoked(second)
+            self.assertEqual(delivery.settled, ["ack"])
+        state = answered(self.store.get_taskset(CHORD))
+        self.assertEqual((state.total, state.completed, state.failed), (2, 2, 1))
+        self.assertEqual(self.published, [])
 
     def test_plain_message_untouched(self) -> None:
         """

@@ -6,6 +6,9 @@ task's outcome is stored and before its message is acknowledged.
   in their arguments (unless immutable).
 - On FAILURE: its errlinks, its task id first in their arguments (unless
   immutable).
+- For a taskset or chord member revoked by a client while it was queued
+  (the client could not count it): it is counted, as failed, in its
+  taskset when a daemon receives it.
 - For a chord member whatever its outcome: when the chord's count (the
   taskset of the chord's id, each member counted once however often it is
   stored) is complete, the callback with the list of the members'
@@ -44,7 +47,7 @@ from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import Job
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import Outcome, dead_letter_reason, failure_document, top_status
-from twistedq.states import FAILURE, READY_STATES, SUCCESS
+from twistedq.states import FAILURE, READY_STATES, REVOKED, SUCCESS
 
 __all__ = ["FollowUps", "follow_up_message"]
 
@@ -184,6 +187,11 @@ class FollowUps:
         elif status == FAILURE:
             outgoing = self._errbacks(message.id, message.errlinks, now)
         d = self._send(outgoing)
+        if status == REVOKED and message.taskset is not None:
+            # Revoked by a client while queued: counted now, once however
+            # often (the client did not know its taskset).
+            record = OutcomeRecord(message.id, document, message.taskset, True)
+            d.addCallback(lambda _: self._persist(lambda: self.backend.store_results([record])))
         if message.chord is not None and message.taskset is not None:
             chord_id, callback, member_id = message.taskset, message.chord, message.id
             d.addCallback(

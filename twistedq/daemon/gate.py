@@ -194,7 +194,10 @@ class Gate:
             id=job.task_id,
             status=status,
         )
-        if self.followups is not None and job.message.has_followups:
+        message = job.message
+        if self.followups is not None and (message.has_followups or message.taskset is not None):
+            # A taskset member may have been revoked by a client, which
+            # could not count it: the follow-ups count it.
             self._follow_up(job, self.followups, document)
         else:
             job.ack()
@@ -203,7 +206,8 @@ class Gate:
         """
         Publish the follow-ups of a workflow's task found done, then ack
         it: its daemon may have stopped between storing its outcome and
-        publishing them.  While the store cannot be read, it is held.
+        publishing them; a taskset member found revoked is counted in its
+        taskset.  While the store cannot be read, it is held.
         """
         if document is None:
             d = defer.maybeDeferred(self.backend.get_result, job.task_id)
