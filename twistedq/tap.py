@@ -509,9 +509,8 @@ class Options(usage.Options):
 
     def opt_hooks(self, modules: str) -> None:
         """
-        Modules that connect receivers to twistedq.hooks signals, imported in the daemon
-        and in every child (comma-separated, repeatable).
-        """
+        Modules that connect receivers to twistedq.hooks signals, imported in the daemon and in every child (comma-separated, repeatable).
+        """  # noqa: E501 (twistd shows a docstring line by line)
         self["hooks"].extend(name.strip() for name in modules.split(",") if name.strip())
 
     def opt_queues(self, names: str) -> None:
@@ -522,10 +521,8 @@ class Options(usage.Options):
 
     def opt_rate_limit(self, limits: str) -> None:
         """
-        Rate limits of tasks in this daemon: name=rate, comma-separated and
-        repeatable (add=10/s,fetch=100/m); they win over the rate_limit a
-        task's message carries.
-        """
+        Rate limits of tasks in this daemon: name=rate, comma-separated and repeatable (add=10/s,fetch=100/m); they win over the rate_limit a task's message carries.
+        """  # noqa: E501 (twistd shows a docstring line by line)
         try:
             self["rate-limits"].update(parse_rate_limits(limits))
         except ValueError as e:
