@@ -7,6 +7,7 @@ backend in ``make_backend(ttl)``.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -347,10 +348,15 @@ class BackendContract:
         ids = [new_task_id() for _ in range(100_000)]
         document = success_document(ids[0], "t", None)
         for start in range(0, len(ids), 10_000):
+            last_batch = time.monotonic()
             await backend.store_results(
                 [OutcomeRecord(task_id, document) for task_id in ids[start : start + 10_000]]
             )
-        self.assertIsNotNone(await backend.get_result(ids[-1]))
+        found = await backend.get_result(ids[-1])
+        # On a loaded machine the last batch may take longer than the TTL
+        # to store (3.5 s for 10,000 rows was seen): it is then rightly gone.
+        if time.monotonic() - last_batch < 1.5:
+            self.assertIsNotNone(found)
         await self.pass_time(2 + self.expiry_slack)
         for start in range(0, len(ids), 10_000):
             found = await backend.get_results(ids[start : start + 10_000])
