@@ -282,10 +282,10 @@ class ExtraKeywordTests(SynchronousTestCase):
     The seed's extra keyword arguments reach tasks that accept ``**kwargs``.
     """
 
-    def run_task(self, function, **kwargs):
+    def run_task(self, function, *args, **kwargs):
         registry = TaskRegistry()
         registry.register(function, "t")
-        message = TaskMessage(id=new_task_id(), task="t", kwargs=kwargs)
+        message = TaskMessage(id=new_task_id(), task="t", args=args, kwargs=kwargs)
         outcome = Outcome.from_bytes(message.id, TaskRunner(registry).run(message.encode()))
         return message, outcome
 
@@ -314,6 +314,22 @@ class ExtraKeywordTests(SynchronousTestCase):
 
         _, outcome = self.run_task(task, x=5)
         self.assertEqual((outcome.status, outcome.result), ("SUCCESS", 5))
+
+    def test_positional_argument_wins(self):
+        """
+        An extra whose name a positional argument already fills is not
+        passed: an errback ``on_error(task_id, **kwargs)`` gets the failed
+        task's id first (it raised TypeError: multiple values for
+        'task_id'), and the other extras still.
+        """
+
+        def on_error(task_id, **kwargs):
+            return [task_id, sorted(kwargs)]
+
+        failed = new_task_id()
+        _, outcome = self.run_task(on_error, failed)
+        self.assertEqual(outcome.status, "SUCCESS", outcome.exc)
+        self.assertEqual(outcome.result, [failed, ["logfile", "loglevel", "task_name"]])
 
     def test_caller_keyword_wins(self):
         """

@@ -54,7 +54,12 @@ AMP_IN_FD = 3
 AMP_OUT_FD = 4
 
 
-def _accepts_any_keyword(function: Any) -> bool:
+def _extras_taken(function: Any) -> tuple[str, ...] | None:
+    """
+    The names of the positional parameters of a task function that
+    accepts any keyword (``**kwargs``), in order; :py:obj:`None` for one
+    that does not.
+    """
     if isinstance(function, FunctionTask):
         function = function.function
     elif isinstance(function, Task):
@@ -62,8 +67,11 @@ def _accepts_any_keyword(function: Any) -> bool:
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
-        return False
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return None
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in parameters if p.kind in positional)
 
 
 def _raise_soft_time_limit(signum: int, frame: Any) -> None:
@@ -149,8 +157,10 @@ class TaskRunner:
     A task function that accepts ``**kwargs`` also receives the seed's
     extra keyword arguments: ``task_id`` (its idempotency key),
     ``task_name``, ``logfile`` and ``loglevel``, so
-    ``setup_logger(**kwargs)`` works inside it.  Others are called with
-    their own arguments only.
+    ``setup_logger(**kwargs)`` works inside it; not one whose name a
+    positional argument fills (an errback ``on_error(task_id, **kwargs)``
+    gets the failed task's id).  Others are called with their own
+    arguments only.
 
     A task that raises :py:class:`~twistedq.exceptions.Retry`, or one of
     its ``autoretry_for`` exceptions, gives a RETRY outcome while the
@@ -175,7 +185,7 @@ class TaskRunner:
         self.soft_time_limit = soft_time_limit
         self.max_result_size = max_result_size
         self._freed = False
-        self._takes_extras: dict[Any, bool] = {}
+        self._takes_extras: dict[Any, tuple[str, ...] | None] = {}
         #: Called after every task (Django closes stale connections there).
         self.after_task: Any = None
 
@@ -200,10 +210,11 @@ class TaskRunner:
         }
 
     def _arguments(self, function: Any, message: TaskMessage) -> dict[str, Any]:
-        takes = self._takes_extras.get(function)
-        if takes is None:
-            takes = self._takes_extras[function] = _accepts_any_keyword(function)
-        if not takes:
+        try:
+            positional = self._takes_extras[function]
+        except KeyError:
+            positional = self._takes_extras[function] = _extras_taken(function)
+        if positional is None:
             return message.kwargs
         extras = {
             "task_id": message.id,
@@ -211,6 +222,10 @@ class TaskRunner:
             "logfile": None,
             "loglevel": self.loglevel,
         }
+        # An extra a positional argument fills is not passed again (an
+        # errback's first parameter is the failed task's id, task_id).
+        for name in positional[: len(message.args)]:
+            extras.pop(name, None)
         extras.update(message.kwargs)
         return extras
 
