@@ -237,11 +237,28 @@ class AsyncResult:
         """
         refuse_wait_in_task("AsyncResult.get()")
         if isinstance(self.parent, AsyncResult) and not self._read().ready:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            for ancestor in reversed(self._ancestors()):
-                ancestor._value(_left(deadline))
-            return self._value(_left(deadline))
+            return self._chain_value(timeout)
         return self._value(timeout)
+
+    def _chain_value(self, timeout: float | None) -> Any:
+        """
+        The value of the last result of a chain, each step waited for in
+        turn within one ``timeout``.
+
+        :raises TimeoutError: a step was not ready in time; the text names
+            the chain, its timeout and the step.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        steps = [*reversed(self._ancestors()), self]
+        for number, step in enumerate(steps, 1):
+            try:
+                value = step._value(_left(deadline))
+            except TimeoutError as e:
+                raise TimeoutError(
+                    f"chain ending in task {self.task_id} not ready within {timeout} s: "
+                    f"step {number} of {len(steps)} (task {step.task_id}) has not finished"
+                ) from e
+        return value
 
     def _ancestors(self) -> list[AsyncResult]:
         """

@@ -191,6 +191,24 @@ class ChainTests(SynchronousTestCase):
         client.put(result.task_id, success_document(result.task_id, "mul", 12))
         self.assertEqual(result.get(timeout=1), 12)
 
+    def test_timeout_names_the_chain(self):
+        """
+        A chain's ``get`` that times out says so for the chain and its
+        whole timeout, and which step had not finished, not the time left
+        to an earlier step nor a store that did not answer.
+        """
+        client = FakeClient()
+        result = chain(self.add.s(1, 1), self.mul.s(2), self.mul.s(3)).apply_async(client=client)
+        first, second = result.parent.parent.task_id, result.parent.task_id
+        client.put(first, success_document(first, "add", 2))
+        with self.assertRaises(TimeoutError) as caught:
+            result.get(timeout=0.05)
+        self.assertEqual(
+            str(caught.exception),
+            f"chain ending in task {result.task_id} not ready within 0.05 s: "
+            f"step 2 of 3 (task {second}) has not finished",
+        )
+
     def test_signatures_left_alone(self):
         """
         Publishing a chain adds ids and callbacks to copies: the
