@@ -5,6 +5,9 @@ memory store), and for the taskset status document.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -510,3 +513,30 @@ class TasksetStatusDocumentTests(SynchronousTestCase):
         document = taskset_status_document("ts", TasksetState(5, 5, 1))
         self.assertTrue(document["taskset"]["ready"])
         self.assertEqual(document["taskset"]["failed"], 1)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class DefaultClientTests(SynchronousTestCase):
+    def test_result_module_alone(self):
+        """
+        A process that imports only :py:mod:`twistedq.result` reads an
+        ``AsyncResult(task_id)`` with the default client built from the
+        environment (it raised LookupError: no default client), as
+        doc/workflows.rst shows.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        store = os.path.join(directory, "results.sqlite3")
+        task, taskset = new_task_id(), new_task_id()
+        script = (
+            "from twistedq.result import AsyncResult, TaskSetResult\n"
+            f"print(AsyncResult({task!r}).status, TaskSetResult({taskset!r}, []).completed_count())"
+        )
+        env = dict(os.environ, TWISTEDQ_RESULT_BACKEND=f"sqlite:///{store}")
+        env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
+        self.assertEqual((done.returncode, done.stdout), (0, "PENDING 0\n"), done.stderr)
