@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twistedq.message import TaskMessage, check_signature, new_task_id
+from twistedq.message import MAX_CHAIN, TaskMessage, check_signature, new_task_id
 from twistedq.result import AsyncResult, TaskSetResult
 
 if TYPE_CHECKING:
@@ -315,7 +315,26 @@ def maybe_signature(value: Any) -> Signature:
         return value
     if isinstance(value, dict):
         return Signature.from_document(value)
-    raise TypeError(f"{value!r} is not a signature")
+    raise TypeError(_not_a_signature(value))
+
+
+def _not_a_signature(value: Any) -> str:
+    """
+    Why ``value`` cannot stand where a signature goes, and what to do.
+    """
+    if isinstance(value, str):
+        return (
+            f"{value!r} is a task name, not a signature: use {value}.s() or "
+            f"signature({value!r})"
+        )
+    if isinstance(value, (chain, group, chord)):
+        kind = type(value).__name__
+        return (
+            f"a {kind} cannot be used where a signature goes (a link, a link_error, a "
+            "group's or a chord's task, a chord's callback): workflows do not nest "
+            "in twistedq; see doc/from-celery.rst"
+        )
+    return f"{value!r} is not a signature (a Signature, or its dict document)"
 
 
 def callback_documents(value: Any) -> tuple[dict[str, Any], ...]:
@@ -329,7 +348,7 @@ def callback_documents(value: Any) -> tuple[dict[str, Any], ...]:
 def _signatures(value: Any) -> list[Signature]:
     if value is None:
         return []
-    if isinstance(value, dict):
+    if isinstance(value, (dict, str, chain, group, chord)):
         return [maybe_signature(value)]
     return [maybe_signature(item) for item in value]
 
@@ -380,6 +399,8 @@ class chain:  # noqa: N801 - Celery's spelling
         self.tasks: list[Signature] = _flatten(tasks)
         if not self.tasks:
             raise ValueError("a chain needs at least one task")
+        if len(self.tasks) > MAX_CHAIN:
+            raise ValueError(f"a chain has at most {MAX_CHAIN} steps, not {len(self.tasks)}")
 
     def __repr__(self) -> str:
         return " | ".join(map(repr, self.tasks))
@@ -454,7 +475,7 @@ class group:  # noqa: N801 - Celery's spelling
     """
 
     def __init__(self, *tasks: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+        if len(tasks) == 1 and not isinstance(tasks[0], (dict, str, chain, group, chord)):
             tasks = tuple(tasks[0])
         self.tasks: list[Signature] = [maybe_signature(task) for task in tasks]
 

@@ -18,6 +18,7 @@ from twistedq.canvas import (
     maybe_signature,
     signature,
 )
+from twistedq.message import MAX_CHAIN
 from twistedq.outcome import failure_document, success_document
 from twistedq.registry import TaskRegistry
 from twistedq.result import AsyncResult, TaskSetResult
@@ -224,6 +225,65 @@ class ChainTests(SynchronousTestCase):
 
     def test_no_group_in_chain(self):
         self.assertRaises(TypeError, chain, self.add.s(1, 1), group(self.add.s(1, 1)))
+
+    def test_longest_chain(self):
+        """
+        A chain has at most MAX_CHAIN steps, refused when it is built (a
+        chain one step longer was accepted, two refused at publish only).
+        """
+        steps = [self.add.s(1, 1)] + [self.mul.s(2)] * (MAX_CHAIN - 1)
+        client = FakeClient()
+        chain(*steps).apply_async(client=client)
+        self.assertEqual(len(client.published[0][0].chain), MAX_CHAIN - 1)
+        with self.assertRaises(ValueError) as caught:
+            chain(*steps, self.mul.s(2))
+        self.assertIn(f"at most {MAX_CHAIN} steps, not {MAX_CHAIN + 1}", str(caught.exception))
+        with self.assertRaises(ValueError):
+            chain(*steps) | self.mul.s(2)
+
+
+class UnclearTypeErrorTests(SynchronousTestCase):
+    """
+    What is not a signature where one is wanted is refused with a text
+    that says what was given and what to do.
+    """
+
+    def setUp(self):
+        self.add, self.mul, self.tsum = tasks()
+
+    def assertRefused(self, text, call, *args, **kwargs):
+        with self.assertRaises(TypeError) as caught:
+            call(*args, **kwargs)
+        self.assertIn(text, str(caught.exception))
+
+    def test_task_name_as_link(self):
+        """
+        ``link='inc'`` says a task name is not a signature (it said
+        "'i' is not a signature").
+        """
+        for option in ("link", "link_error"):
+            self.assertRefused(
+                "'mul' is a task name, not a signature: use mul.s() or signature('mul')",
+                self.add.apply_async,
+                (1, 1),
+                client=FakeClient(),
+                **{option: "mul"},
+            )
+        self.assertRefused("'mul' is a task name", self.add.s(1, 1).link, "mul")
+
+    def test_workflow_where_a_signature_goes(self):
+        """
+        A chain (or group, chord) inside a group, as a link or a chord's
+        callback says workflows do not nest (it said "'chain' object is
+        not iterable").
+        """
+        steps = chain(self.add.s(1, 1), self.mul.s(2))
+        self.assertRefused("a chain cannot be used", group, steps)
+        self.assertRefused("a chain cannot be used", group, [self.add.s(1, 1), steps])
+        self.assertRefused(
+            "a chain cannot be used", self.add.apply_async, (1, 1), link=steps, client=FakeClient()
+        )
+        self.assertRefused("a group cannot be used", chord, [self.add.s(1, 1)], group(self.add.s()))
 
 
 class GroupChordTests(SynchronousTestCase):
