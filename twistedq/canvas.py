@@ -323,10 +323,7 @@ def _not_a_signature(value: Any) -> str:
     Why ``value`` cannot stand where a signature goes, and what to do.
     """
     if isinstance(value, str):
-        return (
-            f"{value!r} is a task name, not a signature: use {value}.s() or "
-            f"signature({value!r})"
-        )
+        return f"{value!r} is a task name, not a signature: use {value}.s() or signature({value!r})"
     if isinstance(value, (chain, group, chord)):
         kind = type(value).__name__
         return (
