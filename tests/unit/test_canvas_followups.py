@@ -18,7 +18,13 @@ from twistedq.backends.memory import MemoryBackend
 from twistedq.canvas import Signature, chord_member_id
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.message import MessageError, TaskMessage, new_task_id
-from twistedq.outcome import Outcome, failure_document, revoked_document, success_document
+from twistedq.outcome import (
+    Outcome,
+    failure_document,
+    pending_document,
+    revoked_document,
+    success_document,
+)
 
 CHORD = "5f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
 CALLBACK = "6f0c8a34-9a4b-4d8e-8b59-3f5ad0c1e7a2"
@@ -302,6 +308,29 @@ class FollowUpTests(SynchronousTestCase):
         state = answered(self.store.get_taskset(CHORD))
         self.assertEqual((state.total, state.completed, state.failed), (2, 2, 1))
         self.assertEqual(self.published, [])
+
+    def test_forged_member(self) -> None:
+        """
+        A message that names itself a member of the chord without being
+        one (unsigned deployments) is counted, but does not end the chord
+        early: while a real member is still waiting (its pending record),
+        neither the callback nor a ChordError is published or stored; the
+        callback runs once every real member succeeded.
+        """
+        callback = dict(Signature("tsum", options={"task_id": CALLBACK}))
+        members = self.members(3, callback)
+        for member in members:
+            put(self.store, member.id, pending_document(member.id, "add"))
+        forged = TaskMessage(id=new_task_id(), task="add", taskset=CHORD, chord=callback)
+        self.run_task(forged, success_document(forged.id, "add", 99))
+        for i in (0, 1):
+            self.run_task(members[i], success_document(members[i].id, "add", i * 10))
+        self.assertEqual(answered(self.store.get_taskset(CHORD)).completed, 3)
+        self.assertEqual(self.published, [])
+        self.assertIsNone(answered(self.store.get_result(CALLBACK)))
+        self.run_task(members[2], success_document(members[2].id, "add", 20))
+        ((message, _),) = self.published
+        self.assertEqual((message.id, message.args), (CALLBACK, ([0, 10, 20],)))
 
     def test_plain_message_untouched(self) -> None:
         """

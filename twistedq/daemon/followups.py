@@ -259,7 +259,8 @@ class FollowUps:
 
     async def _chord(self, chord_id: str, callback: dict[str, Any], member_id: str) -> None:
         """
-        If the chord's count is complete and this member is elected to
+        If the chord's count is complete, every member has an outcome, and
+        this member is elected to
         (:py:func:`~twistedq.backends.chords.elect_publisher`), publish its
         callback with the members' results, or store its FAILURE if a
         member did not succeed.
@@ -267,13 +268,31 @@ class FollowUps:
         state = await self.backend.get_taskset(chord_id)
         if state is None or state.completed < state.total:
             return
-        callback_id = callback.get("options", {}).get("task_id") or _derived_id(chord_id, "chord")
-        if not await elect_publisher(self.backend, callback_id, callback["task"], member_id):
-            return
         ids = [chord_member_id(chord_id, index) for index in range(state.total)]
         documents: list[bytes | None] = []
         for start in range(0, len(ids), READ_CHUNK):
             documents.extend(await self.backend.get_results(ids[start : start + READ_CHUNK]))
+        waiting = [
+            i
+            for i, d in zip(ids, documents, strict=True)
+            if d and top_status(d) not in READY_STATES
+        ]
+        if waiting:
+            # Counted complete with members still to finish: the count holds
+            # a task that is no member (a forged message, without signing).
+            log.warn(
+                "Chord {chord} counts {completed} of {total} done, but member {member} has not "
+                "finished: a task that is not one of its members was counted; its callback "
+                "waits for the members",
+                chord=chord_id,
+                completed=state.completed,
+                total=state.total,
+                member=waiting[0],
+            )
+            return
+        callback_id = callback.get("options", {}).get("task_id") or _derived_id(chord_id, "chord")
+        if not await elect_publisher(self.backend, callback_id, callback["task"], member_id):
+            return
         for member_id, document in zip(ids, documents, strict=True):
             if document is None or top_status(document) != SUCCESS:
                 await self._chord_failed(callback, callback_id, member_id, document)
