@@ -13,10 +13,11 @@ upgrade the daemons before the clients that send it):
 
 - ``"ignore_result": true``: the daemon stores nothing for the task (no
   claim, no outcome); it runs at least once rather than exactly once.
-- ``"rate_limit": "10/s"`` (or ``/m``, ``/h``, or a bare number per
-  second): the daemon starts tasks of this name at most that often,
-  unless it sets a limit of its own for them (``--rate-limit``); see
-  :py:mod:`twistedq.ratelimit`.
+- ``"rate_limit": "10/s"`` (or ``/m``, ``/h``, or a number per second,
+  a string or a JSON number, from one a day to 1000000/s: the rule of
+  :py:mod:`twistedq.rates`): the daemon starts tasks of this name at most
+  that often, unless it sets a limit of its own for them
+  (``--rate-limit``); see :py:mod:`twistedq.ratelimit`.
 
 Anything else is refused with a :py:obj:`MessageError` that says why, and
 whose :py:attr:`~MessageError.reason` is a short code for the dead-letter
@@ -54,6 +55,8 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
+
+from twistedq.rates import parse_rate
 
 __all__ = [
     "CONTENT_TYPE",
@@ -103,8 +106,6 @@ _FIELDS = frozenset(
         "ignore_result", "links", "errlinks", "chain", "chord", "rate_limit",
     )
 )  # fmt: skip
-# A rate limit as twistedq.ratelimit.parse_rate reads one.
-_RATE_LIMIT = re.compile(r"\s*\d+(?:\.\d+)?\s*(?:/\s*[smh])?\s*$")
 #: The optional fields of workflows; a message holds them only when not empty.
 _CANVAS_FIELDS = frozenset(("links", "errlinks", "chain", "chord"))
 _SIGNATURE_KEYS = frozenset(("task", "args", "kwargs", "options", "immutable"))
@@ -362,7 +363,8 @@ class TaskMessage:
     :ivar chain: the steps of its chain still to run, in order.
     :ivar chord: the callback of the chord it is a member of, or None.
     :ivar rate_limit: the most starts of tasks of this name (``"10/s"``,
-        ``"5/m"``, ``"100/h"``), or None (encoded only when set).
+        ``"5/m"``, ``"100/h"``, or a number per second), or None (encoded
+        only when set).
     """
 
     id: str
@@ -378,7 +380,7 @@ class TaskMessage:
     errlinks: tuple[dict[str, Any], ...] = ()
     chain: tuple[dict[str, Any], ...] = ()
     chord: dict[str, Any] | None = None
-    rate_limit: str | None = None
+    rate_limit: str | float | None = None
 
     @property
     def has_followups(self) -> bool:
@@ -561,12 +563,11 @@ class TaskMessage:
         if not isinstance(ignore_result, bool):
             raise MessageError("ignore_result is not true or false")
         rate_limit = document.get("rate_limit")
-        if rate_limit is not None and not (
-            isinstance(rate_limit, str)
-            and _RATE_LIMIT.match(rate_limit)
-            and float(rate_limit.split("/")[0]) > 0
-        ):
-            raise MessageError(f"rate_limit {_short(rate_limit)} is not a rate such as 10/s")
+        if rate_limit is not None:
+            try:
+                parse_rate(rate_limit)
+            except ValueError as e:
+                raise MessageError(f"rate_limit: {e}") from None
         canvas: dict[str, Any] = {}
         if not _CANVAS_FIELDS.isdisjoint(document):
             _check_canvas(document)

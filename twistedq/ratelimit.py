@@ -25,7 +25,6 @@ daemon that finds the interval taken tries again at its next local slot.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistedq.backends.base import IScheduleStore, SlotClaim
+from twistedq.rates import parse_rate
 
 if TYPE_CHECKING:
     from twistedq.daemon.job import Job
@@ -57,28 +57,6 @@ RESERVED_FOR = 60.0
 #: a delay queue of the broker rather than wait in the daemon.
 DEFAULT_HOLD = 10.0
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
-
-
-def parse_rate(text: str | float) -> float:
-    """
-    Tasks per second of a rate written ``"100/s"``, ``"10/m"``, ``"5/h"``
-    or a bare number (per second, as Celery reads one).
-
-    :raises ValueError: it is not such a rate, or not above zero.
-    """
-    if isinstance(text, (int, float)):
-        rate = float(text)
-    else:
-        match = _RATE.match(text)
-        if match is None:
-            raise ValueError(f"{text!r} is not a rate such as 100/s, 10/m or 5/h")
-        rate = float(match.group(1)) / _UNITS[match.group(2) or "s"]
-    if not rate > 0 or math.isinf(rate):
-        raise ValueError(f"the rate {text!r} must be above zero")
-    return rate
-
 
 def parse_rate_limits(text: str) -> dict[str, float]:
     """
@@ -94,7 +72,7 @@ def parse_rate_limits(text: str) -> dict[str, float]:
         name, equals, rate = entry.rpartition("=")
         if not equals or not name.strip():
             raise ValueError(f"{entry.strip()!r} is not name=rate (add=10/s)")
-        limits[name.strip()] = parse_rate(rate)
+        limits[name.strip()] = parse_rate(rate.strip())
     return limits
 
 
@@ -188,7 +166,7 @@ class RateLimits:
         """
         return True
 
-    def bucket(self, name: str, carried: str | None = None) -> TokenBucket | None:
+    def bucket(self, name: str, carried: str | float | None = None) -> TokenBucket | None:
         """
         The bucket of task ``name``: from the daemon's limit, else from the
         rate its message carries (``carried``); None when it has no limit.

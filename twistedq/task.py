@@ -180,7 +180,7 @@ def publish_task(
     client: Client | None = None,
     link: Any = None,
     link_error: Any = None,
-    rate_limit: str | None = None,
+    rate_limit: str | float | None = None,
     ignore_result: bool | None = None,
     priority: int | None = None,
 ) -> AsyncResult:
@@ -311,7 +311,8 @@ class Task(NamedTask):
         :py:class:`~twistedq.exceptions.SoftTimeLimitExceeded` is raised
         inside the task.
     :cvar rate_limit: the most starts of this task per daemon (``"10/s"``,
-        ``"5/m"``, ``"100/h"``), carried by each message published through
+        ``"5/m"``, ``"100/h"``, or a number per second: the rule of
+        :py:mod:`twistedq.rates`), carried by each message published through
         this class; a daemon's ``--rate-limit`` for its name wins.
     :cvar on_reactor: ``run`` returns a Deferred or is a coroutine and runs
         on the daemon's reactor, not in a child (with ``twistd twistedq
@@ -343,7 +344,7 @@ class Task(NamedTask):
     time_limit: float | None = None
     soft_time_limit: float | None = None
     on_reactor: bool = False
-    rate_limit: str | None = None
+    rate_limit: str | float | None = None
     max_retries: int | None = DEFAULT_MAX_RETRIES
     autoretry_for: tuple[type[BaseException], ...] = ()
     retry_backoff: bool | float = False
@@ -383,7 +384,7 @@ class Task(NamedTask):
         client: Client | None = None,
         link: Any = None,
         link_error: Any = None,
-        rate_limit: str | None = None,
+        rate_limit: str | float | None = None,
         ignore_result: bool | None = None,
         priority: int | None = None,
     ) -> AsyncResult:
@@ -405,7 +406,7 @@ class Task(NamedTask):
             client=client,
             link=link,
             link_error=link_error,
-            rate_limit=rate_limit or self.rate_limit,
+            rate_limit=self.rate_limit if rate_limit is None else rate_limit,
             ignore_result=self.ignore_result if ignore_result is None else ignore_result,
             priority=self.priority if priority is None else priority,
         )
@@ -564,7 +565,7 @@ class FunctionTask(Task):
         soft_time_limit: float | None = None,
         on_reactor: bool = False,
         retry_options: dict[str, Any] | None = None,
-        rate_limit: str | None = None,
+        rate_limit: str | float | None = None,
         ignore_result: bool | None = None,
         priority: int | None = None,
     ) -> None:
@@ -628,7 +629,7 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
-    rate_limit: str | None = None,
+    rate_limit: str | float | None = None,
     ignore_result: bool | None = None,
     priority: int | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
@@ -650,7 +651,7 @@ def task(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     on_reactor: bool = False,
-    rate_limit: str | None = None,
+    rate_limit: str | float | None = None,
     ignore_result: bool | None = None,
     priority: int | None = None,
     max_retries: int | None = DEFAULT_MAX_RETRIES,
@@ -683,8 +684,8 @@ def task(
         def fetch(url):
             return download(url)
 
-    ``rate_limit="10/s"`` (``/m``, ``/h``) limits how often each daemon
-    starts it (see :py:class:`Task`); ``ignore_result=True`` stores
+    ``rate_limit="10/s"`` (``/m``, ``/h``, or a number per second) limits
+    how often each daemon starts it (see :py:class:`Task`); ``ignore_result=True`` stores
     nothing of its calls (see :py:class:`Task`); ``priority=9`` (0 to 9)
     is the priority of its calls on a queue declared with priorities.
     """
@@ -789,7 +790,7 @@ class TaskSet:
     ) -> None:
         self.task_name = _task_name(task)
         self.queue = _task_queue(task)
-        self.rate_limit: str | None = getattr(task, "rate_limit", None)
+        self.rate_limit: str | float | None = getattr(task, "rate_limit", None)
         self.arguments = [(_args(args), _kwargs(kwargs)) for args, kwargs in arguments]
         self.client = client
         self.total = len(self.arguments)

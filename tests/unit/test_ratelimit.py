@@ -237,7 +237,7 @@ class MessageFieldTests(SynchronousTestCase):
         """
         from twistedq.message import MessageError
 
-        for bad in ("often", "0/s", 5, "10/d"):
+        for bad in ("often", "0/s", 0, True, "10/d"):
             with self.assertRaises(MessageError):
                 TaskMessage(id=task_id(1), task="add", rate_limit=bad).encode()
 
