@@ -13,6 +13,12 @@ starts at that slot, so a backlog of limited tasks passes through the
 delay queues a few times each (about ``log2`` of its wait, as each hop
 waits the longest power of two under what is left), not once a second.
 
+A rate carried by messages (``apply_async(rate_limit=...)``) spaces a
+message only from the earlier ones of its name carrying the same rate: a
+message at 1/h waits an hour after the last 1/h one, and never holds up
+the 10/s ones.  The daemon's own limit (``--rate-limit``) is one bucket
+per name, whatever the messages carry.
+
 With ``cluster`` (``twistd twistedq --cluster-rate-limits``) a limit holds
 across every daemon sharing the result store: time is cut into intervals
 of ``1 / rate`` seconds (by each daemon's clock), and a task starts only
@@ -20,6 +26,7 @@ once its daemon claimed its interval in the store
 (:py:meth:`~twistedq.backends.base.IScheduleStore.claim_slot`, the atomic,
 expiring claim the periodic scheduler uses, which every store has); a
 daemon that finds the interval taken tries again at its next local slot.
+A claim expires after two intervals, or the result expiry if sooner.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ log = Logger()
 #: How long after its slot a task sent to a delay queue keeps it reserved
 #: (seconds): one that comes back later takes the next free slot.
 RESERVED_FOR = 60.0
+
+#: The most buckets of rates kept before the idle ones are forgotten.
+MAX_BUCKETS = 4096
 
 #: A task whose start slot is further than this many seconds ahead goes to
 #: a delay queue of the broker rather than wait in the daemon.
@@ -124,6 +134,10 @@ class RateLimits:
 
     :ivar limits: task name to tasks per second, the daemon's own
         (``--rate-limit``): they win over the limit a message carries.
+        Without one, a message's rate spaces it only from the messages of
+        its name carrying the same rate.
+    :ivar max_claim: the longest a cluster-wide claim stays in the store
+        (seconds; the result expiry), or None.
     :ivar held: the jobs waiting here for their slot.
     """
 
@@ -136,17 +150,21 @@ class RateLimits:
         hold: float = DEFAULT_HOLD,
         cluster: IScheduleStore | None = None,
         owner: str = "",
+        max_claim: float | None = None,
     ) -> None:
         self.clock = clock
         self.cluster = cluster
         self.owner = owner
+        self.max_claim = max_claim
         self.limits = dict(limits or {})
         self.max_held = max_held
         self.hold = hold
         self.held: set[Job] = set()
         #: Task id to the slot reserved for it while it is in a delay queue.
         self.reserved: dict[str, float] = {}
-        self._buckets: dict[str, TokenBucket] = {}
+        #: (name, None) for a limit of the daemon's, (name, rate) for a
+        #: rate messages carry: each rate has its own slots.
+        self._buckets: dict[tuple[str, float | None], TokenBucket] = {}
         #: Waits the job (seconds), then passes it on; from the feeder.
         self.wait: Callable[[Job, float], None] | None = None
         #: Publishes the job to come back after about the seconds given
@@ -168,23 +186,41 @@ class RateLimits:
 
     def bucket(self, name: str, carried: str | float | None = None) -> TokenBucket | None:
         """
-        The bucket of task ``name``: from the daemon's limit, else from the
-        rate its message carries (``carried``); None when it has no limit.
+        The bucket of task ``name``: the daemon's limit for it, else the
+        bucket of the rate its message carries (``carried``), shared only
+        with the messages of that name carrying the same rate, so that a
+        slow one never holds up faster ones; None when it has no limit.
         """
         rate = self.limits.get(name)
-        if rate is None:
+        key: tuple[str, float | None]
+        if rate is not None:
+            key = (name, None)
+        else:
             if carried is None:
                 return None
             try:
                 rate = parse_rate(carried)
             except ValueError:
                 return None
-        bucket = self._buckets.get(name)
+            key = (name, rate)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[name] = TokenBucket(rate)
-        elif bucket.rate != rate:
-            bucket.rate = rate
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._forget_idle()
+            bucket = self._buckets[key] = TokenBucket(rate)
         return bucket
+
+    def _forget_idle(self) -> None:
+        """
+        Drop the buckets of carried rates with no slot ahead (a free slot
+        is all a new bucket has too).
+        """
+        now = self.clock.seconds()
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if key[1] is None or bucket.delay(now) > 0.0
+        }
 
     def hold_back(self, job: Job) -> bool:
         """
@@ -241,7 +277,7 @@ class RateLimits:
         key = f"rate:{job.message.task}:{interval}"
         job.state = JobState.CHECKING
         claiming = defer.maybeDeferred(
-            cluster.claim_slot, key, f"{self.owner}:{job.task_id}", 2.0 / rate + 1.0
+            cluster.claim_slot, key, f"{self.owner}:{job.task_id}", self._claim_ttl(rate)
         )
 
         def claimed(found: SlotClaim) -> None:
@@ -267,6 +303,14 @@ class RateLimits:
         claiming.addCallbacks(claimed, failed)
         if self.track is not None:
             self.track(claiming)
+
+    def _claim_ttl(self, rate: float) -> float:
+        """
+        How long a claim of an interval lasts in the store: two intervals
+        and a second, at most :py:attr:`max_claim` (the result expiry).
+        """
+        ttl = 2.0 / rate + 1.0
+        return ttl if self.max_claim is None else min(ttl, self.max_claim)
 
     def release(self, job: Job) -> None:
         """
@@ -305,12 +349,18 @@ class RateLimits:
 
     def stats(self) -> dict[str, Any]:
         """
-        The figures of ``/stats``: the limits in force (tasks per second),
+        The figures of ``/stats``: the limits in force (tasks per second;
+        the fastest of a name whose messages carry several),
         how many tasks wait here for their slot, how many went to a delay
         queue for their limit.
         """
         return {
-            "limits": {name: bucket.rate for name, bucket in sorted(self._buckets.items())},
+            "limits": {
+                name: bucket.rate
+                for (name, _), bucket in sorted(
+                    self._buckets.items(), key=lambda item: (item[0][0], item[1].rate)
+                )
+            },
             "held": sum(1 for job in self.held if job.state.value == "waiting"),
             "sent_later": self.sent_later,
             "cluster": self.cluster is not None,

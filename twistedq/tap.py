@@ -944,6 +944,7 @@ def _dispatcher(
             max_held=max(1, options["prefetch"] // 2),
             cluster=IScheduleStore(backend) if options["cluster-rate-limits"] else None,
             owner=uuid.uuid4().hex[:12],
+            max_claim=settings.result_expires,
         ),
         publish_later_to={p.topology.queue: p.publish_later for p in publishers},
     )

@@ -8,8 +8,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakePool, delivery, task_id
+from twistedq.backends.base import SlotClaim
 from twistedq.backends.memory import MemoryBackend
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
+from twistedq.daemon.job import Job
 from twistedq.message import TaskMessage
 from twistedq.ratelimit import RateLimits, TokenBucket, parse_rate, parse_rate_limits
 
@@ -356,3 +358,82 @@ class ClusterTests(SynchronousTestCase):
         self.dispatchers[0].deliver(delivery(1, "add"))
         self.clock.advance(0)
         self.assertEqual(self.started(), 1)
+
+
+class OwnRateTests(SynchronousTestCase):
+    """
+    A message's rate limits only messages of its name carrying that rate:
+    a slow one never stalls the faster ones after it.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.pool = FakePool(idle=10)
+        self.sent = []
+        self.dispatcher = Dispatcher(
+            self.pool,
+            MemoryBackend(self.clock),
+            self.clock,
+            DispatchSettings(max_batch=1),
+            publish_later=self.publish_later,
+        )
+
+    def publish_later(self, message, delay):
+        self.sent.append((message.args[0], delay))
+        return defer.succeed(None)
+
+    def started(self):
+        return [TaskMessage.decode(bodies[0]).args[0] for bodies, _ in self.pool.batches]
+
+    def test_slow_does_not_stall_fast(self):
+        """
+        After a 1/h message started, 10/s messages of that name start at
+        their own pace; a second 1/h message waits its hour in a delay
+        queue, and the 10/s ones after it still do not wait for it.
+        """
+        self.dispatcher.deliver(delivery(1, "echo", rate_limit="1/h"))
+        self.dispatcher.deliver(delivery(2, "echo", rate_limit="10/s"))
+        self.dispatcher.deliver(delivery(3, "echo", rate_limit="10/s"))
+        self.dispatcher.deliver(delivery(4, "echo", rate_limit="1/h"))
+        self.dispatcher.deliver(delivery(5, "echo", rate_limit=10))
+        self.assertEqual(self.started(), [1, 2])
+        self.clock.advance(0.1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.started(), [1, 2, 3, 5])
+        self.assertEqual([number for number, _ in self.sent], [4])
+        self.assertGreater(self.sent[0][1], 3500)
+
+    def test_own_limit_wins(self):
+        """
+        The daemon's ``--rate-limit`` for a name is one bucket, whatever
+        rate its messages carry.
+        """
+        limits = RateLimits(self.clock, {"echo": 10.0})
+        self.assertIs(limits.bucket("echo", "1/h"), limits.bucket("echo", "5/s"))
+        self.assertEqual(limits.bucket("echo", "1/h").rate, 10.0)
+
+
+class ClaimBoundTests(SynchronousTestCase):
+    def test_claim_expires_within_bound(self):
+        """
+        A cluster-wide slot's claim lasts two intervals and a second, but
+        never beyond ``max_claim`` (the result expiry): a slow rate cannot
+        leave a key in the store for years.
+        """
+        clock = Clock()
+        claims = []
+
+        class Store:
+            def claim_slot(self, key, owner, ttl):
+                claims.append((key, ttl))
+                return defer.succeed(SlotClaim.WON)
+
+        limits = RateLimits(clock, {"slow": 1 / 86400, "fast": 10.0}, cluster=Store(),
+                            max_claim=3600)  # fmt: skip
+        ran = []
+        for number, name in ((1, "slow"), (2, "fast")):
+            job = Job(delivery(number, name), TaskMessage(id=task_id(number), task=name))
+            limits.after_slot(job, ran.append)
+        self.assertEqual([ttl for _, ttl in claims], [3600, 1.2])
+        self.assertEqual(len(ran), 2)
