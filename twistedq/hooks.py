@@ -28,7 +28,7 @@ signal                   runs in    when
 ``task_failure``         the child  it raised, and does not retry
 ``task_retry``           the child  it raised and asked to run again
 ``task_postrun``         the child  after any of the three above
-``task_received``        the daemon a message was decoded into a task
+``task_received``        the daemon a message was decoded into a task (once)
 ``task_revoked``         the daemon it was revoked, expired or terminated
 ``worker_ready``         the daemon its children are up (it consumes once connected)
 ``worker_shutting_down`` the daemon it was asked to stop, before draining
@@ -198,7 +198,9 @@ task_retry = Signal("task_retry", CHILD, ("task_id", "reason", "retries"))
 worker_process_init = Signal("worker_process_init", CHILD, ())
 
 #: A message was decoded into a task (``sender`` is its name, ``message``
-#: the :py:class:`~twistedq.message.TaskMessage`).
+#: the :py:class:`~twistedq.message.TaskMessage`): once per task, not again
+#: when it comes back from a delay queue (an ETA, a rate limit's wait); a
+#: retry is a new message, received again.
 task_received = Signal("task_received", DAEMON, ("task_id", "message"))
 #: It was revoked (``sender`` is its name): ``reason`` says why,
 #: ``terminated`` whether its child was killed, ``expired`` whether it

@@ -243,7 +243,7 @@ class FakeBroker:
     def ids(self):
         return Counter(message.id for message in self.messages)
 
-    def publish_later(self, message, delay):
+    def publish_later(self, message, delay, **options):
         d = defer.Deferred()
         self.sent.append((message, delay, d))
         return d

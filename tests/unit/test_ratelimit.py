@@ -103,7 +103,7 @@ class LimitedDispatcherTests(SynchronousTestCase):
             rate_limits=self.limits,
         )
 
-    def publish_later(self, message, delay):
+    def publish_later(self, message, delay, **options):
         d = defer.Deferred()
         self.sent.append((message, delay, d))
         return d
@@ -379,7 +379,7 @@ class OwnRateTests(SynchronousTestCase):
             publish_later=self.publish_later,
         )
 
-    def publish_later(self, message, delay):
+    def publish_later(self, message, delay, **options):
         self.sent.append((message.args[0], delay))
         return defer.succeed(None)
 

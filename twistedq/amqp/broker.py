@@ -46,6 +46,7 @@ from twistedq.signing import SigningKeys
 
 __all__ = [
     "DELAY_EXPONENT_MAX",
+    "HOP_HEADER",
     "MAX_PRIORITY",
     "QUEUE_TYPES",
     "QUICK_RETRY",
@@ -72,6 +73,11 @@ __all__ = [
 log = Logger()
 
 PERSISTENT = 2
+
+#: The header of a message the daemon published again unchanged, to come
+#: back later (an ETA or a rate limit's wait): the daemon that receives it
+#: does not report it as received again (``task_received`` fires once).
+HOP_HEADER = "x-twistedq-hop"
 
 #: The longest delay queue waits 2 ** 20 s (about 12 days).
 DELAY_EXPONENT_MAX = 20
@@ -1097,7 +1103,7 @@ class Publisher:
         return int(purged.message_count)
 
     async def publish_later(
-        self, message: TaskMessage, delay: float, priority: int | None = None
+        self, message: TaskMessage, delay: float, priority: int | None = None, *, hop: bool = False
     ) -> None:
         """
         Publish a task message for the topology's queue into the longest
@@ -1106,14 +1112,21 @@ class Publisher:
         queue itself.  When the message comes back to the queue it may
         need another hop: the daemon that receives it decides.
 
+        :param hop: the message is one the daemon received before, sent on
+            unchanged (an ETA, a rate limit): marked with
+            :py:data:`HOP_HEADER`.
         :raises: as :py:meth:`publish` does.
         """
         step = delay_step(delay)
-        if step is None:
-            await self.publish(message, priority=priority)
-            return
         body, properties = self._encode(message, priority)
-        channel = await self._ready_channel(self.topology.queue)
+        if hop:
+            properties["headers"] = {**properties.get("headers", {}), HOP_HEADER: 1}
+        queue = self.topology.queue
+        channel = await self._ready_channel(queue)
+        if step is None:
+            exchange = self.topology.exchange
+            await self._confirmed(channel, exchange, queue, message.id, body, properties)
+            return
         name = self.topology.delay_queue(step)
         if name not in self._declared:
             try:

@@ -223,14 +223,16 @@ class Dispatcher:
         return None
 
     def _publish_later_as_delivered(
-        self, message: TaskMessage, delay: float, *, priority: int | None = None
+        self, message: TaskMessage, delay: float, *, priority: int | None = None, hop: bool = False
     ) -> defer.Deferred[None]:
         """
         Publish ``message`` to come back after ``delay`` seconds: with
         several queues to the queue its job came from (the first queue
         when that is not known), and with the AMQP priority its job's
         message had, so that a retry, an ETA or a rate limit's wait does
-        not lose it (unless ``priority`` is given).
+        not lose it (unless ``priority`` is given).  The message its job
+        was delivered with (an ETA, a rate limit; not a retry, a new
+        message) goes as a hop: not received again when it comes back.
         """
         job = self._held_job(message.id)
         publishers = self.publish_later_to
@@ -241,9 +243,12 @@ class Dispatcher:
             publish = self._publish_later or next(iter(publishers.values()))
         if priority is None:
             priority = priority_of(job) if job is not None else 0
+        options: dict[str, Any] = {}
         if priority:
-            return defer.ensureDeferred(publish(message, delay, priority=priority))
-        return defer.ensureDeferred(publish(message, delay))
+            options["priority"] = priority
+        if hop or (job is not None and job.message is message):
+            options["hop"] = True
+        return defer.ensureDeferred(publish(message, delay, **options))
 
     def _send_later(self, job: Job, delay: float) -> defer.Deferred[bool]:
         """

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from twistedq.amqp.broker import HOP_HEADER
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
@@ -76,7 +77,9 @@ class Intake:
             log.failure("Could not decode a message")
             self.refuse(delivery, MALFORMED, f"the body could not be decoded: {_short(e)}")
             return
-        self.events.report(EventKind.RECEIVED, message.id, message.task, message=message)
+        headers = delivery.headers
+        if not headers or HOP_HEADER not in headers:  # not again after a delay queue
+            self.events.report(EventKind.RECEIVED, message.id, message.task, message=message)
         try:
             self.admit(job)
         except Exception as e:  # a fault of the daemon's: the message is not stranded

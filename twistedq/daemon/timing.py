@@ -32,13 +32,13 @@ log = Logger()
 class PublishLater(Protocol):
     """
     Publishes a task message to come back to its queue after about
-    ``delay`` seconds, with an AMQP ``priority`` when given, and fires
-    once the broker confirmed
+    ``delay`` seconds, with an AMQP ``priority`` when given, marked as a
+    ``hop`` when asked, and fires once the broker confirmed
     (:py:meth:`twistedq.amqp.broker.Publisher.publish_later`).
     """
 
     def __call__(
-        self, message: TaskMessage, delay: float, *, priority: int | None = None
+        self, message: TaskMessage, delay: float, *, priority: int | None = None, hop: bool = False
     ) -> Coroutine[Any, Any, None] | defer.Deferred[None]: ...
 
 
