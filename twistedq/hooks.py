@@ -187,7 +187,8 @@ task_postrun = Signal("task_postrun", CHILD, (*_TASK, "retval", "state"))
 #: It returned ``result``.
 task_success = Signal("task_success", CHILD, ("task_id", "result"))
 #: It raised ``exception`` (``traceback`` its traceback object) and does
-#: not retry.
+#: not retry; when its retries ran out, ``exception`` is the one it retried
+#: for (``MaxRetriesExceededError`` after a bare ``retry()``), as stored.
 task_failure = Signal(
     "task_failure", CHILD, ("task_id", "exception", "args", "kwargs", "traceback")
 )

@@ -264,3 +264,56 @@ class DaemonSignalTests(SynchronousTestCase):
         """
         service = hooks.DaemonHooks(self.dispatcher.events, lambda: "d", ["no_such_hooks_module"])
         self.assertRaises(ModuleNotFoundError, service.startService)
+
+
+class RetriesRunOutTests(SynchronousTestCase):
+    """
+    When a task's retries run out, ``task_failure`` (and ``task_postrun``)
+    get the exception its outcome stores, not the ``Retry``.
+    """
+
+    def setUp(self):
+        from twistedq.task import retry
+
+        self.registry = TaskRegistry()
+
+        def again():
+            retry(exc=ValueError("again"), countdown=1)
+
+        def bare():
+            retry(countdown=1)
+
+        for name, function in (("again", again), ("bare", bare)):
+            task(name=name, registry=self.registry, max_retries=2)(function)
+        self.runner = TaskRunner(self.registry)
+        self.seen = []
+
+        def receive(sender, signal, **arguments):
+            self.seen.append((signal.name, arguments))
+
+        for signal in (hooks.task_failure, hooks.task_postrun):
+            signal.connect(receive)
+            self.addCleanup(signal.disconnect, receive)
+
+    def run_task(self, name, retries):
+        message = TaskMessage(id=task_id(1), task=name, retries=retries)
+        return Outcome.from_bytes(message.id, self.runner.run(message.encode()))
+
+    def test_original_exception(self):
+        outcome = self.run_task("again", 2)
+        self.assertEqual(outcome.status, "FAILURE")
+        (_, failure), (_, postrun) = self.seen
+        self.assertIsInstance(failure["exception"], ValueError)
+        self.assertEqual(str(failure["exception"]), "again")
+        self.assertIs(postrun["retval"], failure["exception"])
+        self.assertEqual(postrun["state"], "FAILURE")
+        # It was never raised: the traceback is the retry's.
+        self.assertIsNotNone(failure["traceback"])
+
+    def test_bare_retry(self):
+        from twistedq.exceptions import MaxRetriesExceededError
+
+        outcome = self.run_task("bare", 2)
+        self.assertEqual(outcome.status, "FAILURE")
+        self.assertIsInstance(self.seen[0][1]["exception"], MaxRetriesExceededError)
+        self.assertIn("MaxRetriesExceededError", repr(outcome.exc))

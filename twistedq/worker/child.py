@@ -31,7 +31,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from twistedq import context, hooks
-from twistedq.exceptions import SoftTimeLimitExceeded
+from twistedq.exceptions import MaxRetriesExceededError, Retry, SoftTimeLimitExceeded
 from twistedq.log import LOG_LEVELS, SEED_FORMAT
 from twistedq.message import MessageError, TaskMessage
 from twistedq.outcome import (
@@ -310,13 +310,17 @@ class TaskRunner:
             hooks.task_retry.send(function, task_id=task_id, reason=retval, retries=message.retries)
         elif state == FAILURE:
             error = retval if isinstance(retval, BaseException) else None
+            traceback = error.__traceback__ if error is not None else None
+            if isinstance(error, Retry):  # out of retries: it failed with the cause
+                retval = error = retry_cause(message, error)
+                traceback = error.__traceback__ or traceback
             hooks.task_failure.send(
                 function,
                 task_id=task_id,
                 exception=error,
                 args=args,
                 kwargs=kwargs,
-                traceback=error.__traceback__ if error is not None else None,
+                traceback=traceback,
             )
         else:
             hooks.task_success.send(function, task_id=task_id, result=retval)
@@ -379,6 +383,20 @@ class TaskRunner:
                 frames = traceback
             return self._too_large(message, len(document), described_exception(error), frames)
         return document
+
+
+def retry_cause(message: TaskMessage, error: Retry) -> BaseException:
+    """
+    The exception a task that asked to retry with no retries left failed
+    with, as its outcome stores it: the one it retried for, else
+    :py:class:`~twistedq.exceptions.MaxRetriesExceededError`.
+    """
+    if error.exc is not None:
+        return error.exc
+    return MaxRetriesExceededError(
+        f"task {message.task}[{message.id}] asked to retry after its "
+        f"{message.retries} retries, its max_retries"
+    )
 
 
 class ChildLocator(amp.CommandLocator):
