@@ -73,16 +73,20 @@ def parse_rate_limits(text: str) -> dict[str, float]:
     The limits of ``name=rate,name=rate`` (``twistd twistedq
     --rate-limit``): task name to tasks per second.
 
-    :raises ValueError: an entry is not ``name=rate`` or its rate is bad.
+    :raises ValueError: an entry is empty or not ``name=rate``, its rate
+        is bad, or a name comes twice.
     """
     limits: dict[str, float] = {}
     for entry in text.split(","):
         if not entry.strip():
-            continue
+            raise ValueError(f"{text!r} has an empty entry")
         name, equals, rate = entry.rpartition("=")
-        if not equals or not name.strip():
+        name = name.strip()
+        if not equals or not name:
             raise ValueError(f"{entry.strip()!r} is not name=rate (add=10/s)")
-        limits[name.strip()] = parse_rate(rate.strip())
+        if name in limits:
+            raise ValueError(f"{name!r} is named twice")
+        limits[name] = parse_rate(rate.strip())
     return limits
 
 

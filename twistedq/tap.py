@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -524,9 +525,13 @@ class Options(usage.Options):
         Rate limits of tasks in this daemon: name=rate, comma-separated and repeatable (add=10/s,fetch=100/m); they win over the rate_limit a task's message carries.
         """  # noqa: E501 (twistd shows a docstring line by line)
         try:
-            self["rate-limits"].update(parse_rate_limits(limits))
+            added = parse_rate_limits(limits)
         except ValueError as e:
             raise usage.UsageError(f"--rate-limit: {e}") from None
+        twice = sorted(set(added) & set(self["rate-limits"]))
+        if twice:
+            raise usage.UsageError(f"--rate-limit names {twice[0]!r} twice")
+        self["rate-limits"].update(added)
 
     def opt_tasks(self, modules: str) -> None:
         """
@@ -647,15 +652,33 @@ class Options(usage.Options):
             )
 
 
+#: The names the daemon gives its own queues: a dead-letter or delay queue.
+_OWN_QUEUE = re.compile(r".+\.(?:dead|delay\.\d+)")
+
+
 def _queue_names(text: str | None) -> list[str]:
     """
-    The queues of ``--queue a,b``, in order, each once; none for None.
+    The queues of ``--queue a,b``, in order; none for None.
+
+    :raises usage.UsageError: a queue is named twice, a part is empty, or
+        a name is one of a daemon's own queues (``<queue>.dead``,
+        ``<queue>.delay.<n>``).
     """
     if text is None:
         return []
-    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    if not names:
+    names = [name.strip() for name in text.split(",")]
+    if not any(names):
         raise usage.UsageError(f"--queue {text!r} names no queue")
+    if not all(names):
+        raise usage.UsageError(f"--queue {text!r} has an empty part")
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise usage.UsageError(f"--queue {text!r} names {name!r} twice")
+        if _OWN_QUEUE.fullmatch(name):
+            raise usage.UsageError(
+                f"--queue {name!r} is a dead-letter or delay queue, which the daemon "
+                "declares for a task queue: name the task queue"
+            )
     return names
 
 

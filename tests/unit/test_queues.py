@@ -185,7 +185,7 @@ class QueueOptionTests(SynchronousTestCase):
         ``-q a,b`` and ``--queues a,b`` name two queues, each once, in
         order; the first is the queue the daemon's own publishes use.
         """
-        for args in (["-q", "a, b,a"], ["--queues", "a,b"]):
+        for args in (["-q", "a, b"], ["--queues", "a,b"]):
             options = self.parse(*args)
             self.assertEqual(options["queues"], ["a", "b"])
             self.assertEqual(options["settings"].queue, "a")
@@ -199,6 +199,39 @@ class QueueOptionTests(SynchronousTestCase):
     def test_no_name(self):
         with self.assertRaises(usage.UsageError):
             self.parse("-q", ", ,")
+
+    def test_refused(self):
+        """
+        A queue named twice, an empty part, and a name the daemon gives to
+        a queue of its own (``<queue>.dead``, ``<queue>.delay.<n>``) are
+        usage errors that name the culprit.
+        """
+        for text, culprit in (
+            ("zq,zq", "'zq' twice"),
+            ("zq,", "empty"),
+            (",zq", "empty"),
+            ("zq, ,b", "empty"),
+            ("zq,zq.dead", "'zq.dead'"),
+            ("zq.delay.4", "'zq.delay.4'"),
+        ):
+            with self.assertRaises(usage.UsageError, msg=text) as caught:
+                self.parse("-q", text)
+            self.assertIn(culprit, str(caught.exception))
+        self.assertEqual(self.parse("-q", "zq.deadline,zq.delayed")["queues"],
+                         ["zq.deadline", "zq.delayed"])  # fmt: skip
+
+    def test_rate_limit_twice(self):
+        """
+        A task named twice in ``--rate-limit``, in one option or two, is a
+        usage error (the last one won silently); so is an empty entry.
+        """
+        for args in (
+            ["--rate-limit", "x=10/s,x=1/s"],
+            ["--rate-limit", "x=10/s", "--rate-limit", "x=1/s"],
+            ["--rate-limit", "x=10/s,"],
+        ):
+            with self.assertRaises(usage.UsageError, msg=args):
+                self.parse(*args)
 
     def test_rate_limits(self):
         """

@@ -42,9 +42,7 @@ class ParseTests(SynchronousTestCase):
         ``--rate-limit`` takes ``name=rate`` pairs, comma-separated; a name
         may hold dots.
         """
-        self.assertEqual(
-            parse_rate_limits("app.add=10/s, mul=60/m,"), {"app.add": 10.0, "mul": 1.0}
-        )
+        self.assertEqual(parse_rate_limits("app.add=10/s, mul=60/m"), {"app.add": 10.0, "mul": 1.0})
         with self.assertRaises(ValueError):
             parse_rate_limits("add")
         with self.assertRaises(ValueError):
