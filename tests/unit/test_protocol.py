@@ -471,6 +471,48 @@ class ConfirmTests(ProtocolTestCase):
         self.assertTrue(self.channel.closed)
         self.assertEqual(self.channel.unconfirmed, {})
 
+    def test_expected_not_found_quiet(self):
+        """
+        The broker closing with 404 a channel that expects it (a passive
+        declare asking whether a queue exists) is no WARNING; any other
+        close, and a 404 on another channel, is one.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        logged = []
+
+        def observe(event):
+            if event.get("log_namespace") == "twistedq.amqp.protocol":
+                logged.append((event["log_level"], event.get("code")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.channel.expects_not_found = True
+        self.receive(1, "channel", "close", 404, "NOT_FOUND - no queue 'a.dead'", 50, 10)
+        self.assertNotIn((LogLevel.warn, 404), logged)
+        self.assertIn((LogLevel.debug, 404), logged)
+        other = self.successResultOf(self.protocol.channel(2))
+        other.expects_not_found = True
+        self.receive(2, "channel", "close", 406, "PRECONDITION_FAILED", 60, 40)
+        self.assertIn((LogLevel.warn, 406), logged)
+
+    def test_unexpected_not_found_warns(self):
+        """
+        A 404 on a channel that does not expect one is a WARNING.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        logged = []
+
+        def observe(event):
+            if event.get("log_namespace") == "twistedq.amqp.protocol":
+                logged.append((event["log_level"], event.get("code")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.receive(1, "channel", "close", 404, "NOT_FOUND - no queue 'x'", 50, 10)
+        self.assertIn((LogLevel.warn, 404), logged)
+
     def test_publish_after_close(self):
         """
         Publishing on a closed channel fails at once with ``Closed``.

@@ -916,6 +916,7 @@ async def queue_exists(protocol: BrokerProtocol, name: str) -> bool:
     broker closes the channel of a passive declare of a missing queue).
     """
     probe = await protocol.open_channel()
+    probe.expects_not_found = True
     try:
         await probe.queue_declare(queue=name, passive=True)
     except _CLOSED as e:

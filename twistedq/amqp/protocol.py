@@ -122,6 +122,10 @@ class PublishNacked(Exception):
     """
 
 
+#: The reply code of a passive declare of a missing queue.
+_NOT_FOUND = 404
+
+
 class BrokerChannel(AMQChannel):
     """
     A channel whose methods are written straight to the transport, with
@@ -138,6 +142,9 @@ class BrokerChannel(AMQChannel):
         self._mandatory: dict[str, int] = {}
         self._returned: dict[int, Unroutable] = {}
         self._close_watchers: list[Callable[[Any], None]] = []
+        #: The broker may close it with 404 as an answer (a passive declare
+        #: asking whether a queue exists): that close is not a WARNING.
+        self.expects_not_found = False
 
     def on_close(self, watcher: Callable[[Any], None]) -> None:
         """
@@ -336,7 +343,8 @@ class BrokerDelegate(TwistedDelegate):
         TwistedDelegate.connection_close(self, ch, msg)
 
     def channel_close(self, ch: BrokerChannel, msg: Message) -> None:
-        log.warn(
+        expected = msg.reply_code == _NOT_FOUND and getattr(ch, "expects_not_found", False)
+        (log.debug if expected else log.warn)(
             "Broker closed channel {channel}: {code} {text}",
             channel=ch.id,
             code=msg.reply_code,
