@@ -43,6 +43,8 @@ setup(
             "psycopg[binary]>=3.1,<4",
             "mysqlclient>=2.2,<3",
             "gunicorn>=21,<24",
+            # Tests read what the Redis store wrote with redis-py.
+            "redis>=4.5,<9",
         ],
         "bench": ["celery[redis]>=5.4,<6", "dramatiq[rabbitmq,redis]>=1.17,<3"],
         "django": ["django>=4.2,<7"],
