@@ -14,8 +14,12 @@ Hooks (signals) around a task and around the daemon, with Celery's names::
 A receiver is called with the keyword arguments its signal names (and
 ``signal``, and ``sender``); it should take ``**rest`` too, so that an
 argument added later does not break it.  What a receiver returns is
-ignored; an exception in one is logged with its traceback and never
-changes the task's outcome, nor stops the other receivers.
+ignored; an exception in one is logged at ERROR with its traceback and
+never changes the task's outcome, nor stops the other receivers.
+
+``task_prerun`` gets the task's own ``args`` (a tuple) and ``kwargs`` (a
+dict): a receiver that changes ``kwargs`` changes what the task is called
+with, as in Celery; ``args`` cannot be changed.
 
 Where each runs (so where its receivers must be connected):
 
@@ -51,7 +55,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from twisted.application.service import Service
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 __all__ = [
     "DaemonHooks",
@@ -159,7 +163,10 @@ class Signal:
         name = getattr(receiver, "__qualname__", repr(receiver))
         if self.where == DAEMON:
             log.failure(
-                "A receiver of {signal} failed: {receiver}", signal=self.name, receiver=name
+                "A receiver of {signal} failed: {receiver}",
+                level=LogLevel.error,
+                signal=self.name,
+                receiver=name,
             )
         else:
             logging.getLogger("twistedq.hooks").error(

@@ -85,6 +85,28 @@ class SignalTests(SynchronousTestCase):
         self.assertEqual(self.calls, ["after"])
         self.assertIn("A receiver of test_signal failed", logged.output[0])
 
+    def test_daemon_receiver_error_level(self):
+        """
+        A failed receiver of a daemon's signal is logged at ERROR with its
+        traceback, as in a child (it was CRITICAL).
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        signal = hooks.Signal("test_daemon_signal", hooks.DAEMON, ("value",))
+
+        def bad(**rest):
+            raise RuntimeError("bad receiver")
+
+        signal.connect(bad)
+        signal.send(None, value=1)
+        [event] = [e for e in events if e.get("signal") == "test_daemon_signal"]
+        self.assertEqual(event["log_level"], LogLevel.error)
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+
 
 def divide(a, b):
     return a / b
@@ -159,6 +181,22 @@ class ChildSignalTests(SynchronousTestCase):
         self.assertIsInstance(failure["exception"], ZeroDivisionError)
         self.assertIsNotNone(failure["traceback"])
         self.assertEqual(self.seen[2][2]["state"], "FAILURE")
+
+    def test_prerun_kwargs_change_the_call(self):
+        """
+        ``task_prerun`` gets ``args`` as a tuple and the task's own
+        ``kwargs``: a receiver that changes them changes the call.
+        """
+
+        def double_b(sender, kwargs, args, **rest):
+            self.assertIsInstance(args, tuple)
+            kwargs["b"] = 2
+
+        hooks.task_prerun.connect(double_b)
+        self.addCleanup(hooks.task_prerun.disconnect, double_b)
+        message = TaskMessage(id=task_id(1), task="divide", args=(6,), kwargs={"b": 1})
+        outcome = Outcome.from_bytes(message.id, self.runner.run(message.encode()))
+        self.assertEqual(outcome.result, 3)
 
     def test_retry(self):
         """
