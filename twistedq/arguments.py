@@ -15,7 +15,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CUT_MARK", "arguments_text", "stored_arguments", "with_arguments"]
+#: The most characters of a task's arguments kept in its result when
+#: ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` is on without a size.
+DEFAULT_ARGUMENTS_SIZE = 1024
+
+__all__ = [
+    "CUT_MARK",
+    "DEFAULT_ARGUMENTS_SIZE",
+    "arguments_text",
+    "stored_arguments",
+    "with_arguments",
+]
 
 #: What ends the text of arguments cut to the size kept.
 CUT_MARK = "\u2026"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from twistedq.arguments import DEFAULT_ARGUMENTS_SIZE
 from twistedq.backends.base import DEFAULT_RESULT_TTL
 from twistedq.message import MAX_BODY_SIZE
 from twistedq.setting_names import (
@@ -61,9 +62,6 @@ _ENVIRONMENT = {
 #: How long a publish may wait for the broker by default, in seconds.
 DEFAULT_PUBLISH_TIMEOUT = 30.0
 
-#: The most characters of a task's arguments kept in its result when
-#: ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS`` is on without a size.
-DEFAULT_ARGUMENTS_SIZE = 1024
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")

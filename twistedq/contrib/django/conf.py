@@ -108,7 +108,7 @@ def _result_settings(settings: Any) -> dict[str, Any]:
     ``TWISTEDQ_RESULT_EXPIRES`` and ``TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS``,
     where set.
     """
-    from twistedq.conf import DEFAULT_ARGUMENTS_SIZE
+    from twistedq.arguments import DEFAULT_ARGUMENTS_SIZE
 
     values: dict[str, Any] = {}
     expires = getattr(settings, "TWISTEDQ_RESULT_EXPIRES", None)
