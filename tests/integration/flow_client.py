@@ -6,7 +6,7 @@ own, and prints what became of them as one JSON line
     python -m tests.integration.flow_client BROKER BACKEND < request.json
 
 The request: ``{"groups": [{"name": g, "task": t, "args": [...],
-"count": n, "queue": q, "expires": iso}, ...], "wait": [g, ...],
+"count": n, "queue": q, "expires": iso, "eta": iso}, ...], "wait": [g, ...],
 "count_done": [g, ...]}``.  Every group is published in order (each in
 one call), then the results of the ``wait`` groups are awaited; then how
 many tasks of each ``count_done`` group are done is read; then every
@@ -49,6 +49,7 @@ def main() -> None:
                 task=group["task"],
                 args=tuple(group.get("args", ())),
                 expires=group.get("expires"),
+                eta=group.get("eta"),
             )
             for _ in range(group["count"])
         ]

@@ -9,6 +9,7 @@ starts a daemon of its own, since it stops it.
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import os
 import subprocess
@@ -182,14 +183,25 @@ class HooksTests(SynchronousTestCase):
             queue=queue,
             result_backend=backend,
             tasks=TASKS,
-            extra=("--hooks", "tests.integration.flow_hooks"),
+            extra=("--hooks", "tests.integration.flow_hooks", "--hold-eta", "1"),
             env={"TWISTEDQ_TEST_HOOKS_FILE": str(lines_file)},
         )
         self.addCleanup(daemon.stop)
         daemon.wait_ready()
+        # Due in 4 s, past --hold-eta: it goes through the delay queues
+        # (2 s, then 1 s) and is received once all the same.
+        eta = datetime.datetime.fromtimestamp(time.time() + 4, datetime.timezone.utc)
         report = run_flow(
             backend,
             groups=[
+                {
+                    "name": "hopped",
+                    "task": "flow.hooked",
+                    "args": [5],
+                    "count": 1,
+                    "queue": queue,
+                    "eta": eta.isoformat(),
+                },
                 {"name": "hooked", "task": "flow.hooked", "args": [21], "count": 1, "queue": queue},
                 {"name": "fails", "task": "flow.fails", "args": ["no"], "count": 1, "queue": queue},
                 {
@@ -207,7 +219,11 @@ class HooksTests(SynchronousTestCase):
             ([42], ["ValueError"], ["TaskRevokedError"]),
         )
         hooked, fails = report["ids"]["hooked"][0], report["ids"]["fails"][0]
+        hopped = report["ids"]["hopped"][0]
+        self.assertEqual(report["hopped"], [10])
         expected = [
+            f"daemon task_received flow.hooked {hopped}",
+            f"child task_prerun flow.hooked {hopped}",
             "daemon worker_ready daemon ",
             "child worker_process_init child ",
             f"daemon task_received flow.hooked {hooked}",
@@ -223,6 +239,11 @@ class HooksTests(SynchronousTestCase):
         lines = self.wait_for_lines(lines_file, expected)
         self.assertNotIn("child task_success flow.fails", "\n".join(lines))
         self.assertIn("A receiver of task_prerun failed", daemon.log())
+        self.assertIn(f"{hopped}] waits 2 s in {queue}.delay.2", daemon.log())
+        received = [line for line in lines if "task_received" in line and hopped in line]
+        self.assertEqual(len(received), 1, lines)
+        # The daemon asked whether its queues exist (404s): no WARNING.
+        self.assertNotIn("NOT_FOUND", daemon.log())
         daemon.stop()
         self.wait_for_lines(lines_file, ["daemon worker_shutting_down daemon "])
 
