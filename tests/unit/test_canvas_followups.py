@@ -151,6 +151,25 @@ class FollowUpTests(SynchronousTestCase):
         self.assertEqual(len(self.published), 1)
         self.assertEqual(delivery.settled, ["ack"])
 
+    def test_stop_during_a_long_pause(self) -> None:
+        """
+        A daemon that stops while a follow-up waits out a long pause
+        between attempts (the broker down for minutes) gives the delivery
+        back within a second, not at the end of the pause (up to a
+        minute: warm stops took twice --shutdown-grace).
+        """
+        self.failures = 100
+        delivery = self.run_task(
+            TaskMessage(id=task_id(1), task="add", links=(dict(Signature("ok")),))
+        )
+        for _ in range(8):  # pauses of 0.5, 1, 2, ... 32 s: now in one of a minute
+            self.clock.advance(60)
+        self.assertEqual(delivery.settled, [])
+        self.dispatcher.in_flight.stopping = True
+        self.clock.advance(1)
+        self.assertEqual(delivery.settled, [("reject", True)])
+        self.flushLoggedErrors(ConnectionError)
+
     def test_refused_follow_up(self) -> None:
         """
         A follow-up the publisher refuses for good (over the size limit)

@@ -34,6 +34,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,7 +43,7 @@ from twistedq.amqp.protocol import Unroutable
 from twistedq.backends.base import IResultBackend, OutcomeRecord
 from twistedq.backends.chords import elect_publisher
 from twistedq.canvas import ChordError, chord_member_id
-from twistedq.daemon.backoff import persist
+from twistedq.daemon.backoff import FIRST_PAUSE, LONGEST_PAUSE
 from twistedq.daemon.inflight import InFlight
 from twistedq.daemon.job import Job
 from twistedq.message import MessageError, TaskMessage
@@ -62,6 +63,10 @@ Publish = Callable[[TaskMessage, str | None], Awaitable[None]]
 #: that does not exist, one the broker refuses to declare or that exists
 #: with other arguments).
 _REFUSALS = (MessageError, Unroutable, ChannelRefused, QueueMismatch)
+
+#: While a follow-up waits to be published again, how often it looks
+#: whether the daemon stops, in seconds.
+STOP_CHECK = 1.0
 
 #: How many member results are read at once for a chord's callback.
 READ_CHUNK = 1000
@@ -209,19 +214,39 @@ class FollowUps:
 
     def _persist(self, attempt: Callable[[], Awaitable[None]]) -> defer.Deferred[None]:
         """
-        Do ``attempt`` until it succeeds, or the daemon stops (then fail).
+        Do ``attempt`` until it succeeds, after a pause that doubles up to
+        a minute, or until the daemon stops (then fail, within
+        :py:data:`STOP_CHECK` seconds of the stop even in a long pause).
         """
 
-        def again(failure: Failure, pause: float) -> bool:
-            if self.in_flight.stopping or failure.check(*_REFUSALS):
-                return False
-            log.failure("A follow-up failed; trying again in {pause} s", failure, pause=pause)
-            return True
+        async def until_done() -> None:
+            pause = FIRST_PAUSE
+            while True:
+                try:
+                    await attempt()
+                    return
+                except Exception:
+                    failure = Failure()
+                    if self.in_flight.stopping or failure.check(*_REFUSALS):
+                        raise
+                log.failure("A follow-up failed; trying again in {pause} s", failure, pause=pause)
+                await self._pause(pause)
+                if self.in_flight.stopping:
+                    failure.raiseException()
+                pause = min(pause * 2, LONGEST_PAUSE)
 
-        async def once() -> None:
-            await attempt()
+        return defer.ensureDeferred(until_done())
 
-        return persist(self.clock, lambda: defer.ensureDeferred(once()), again)
+    async def _pause(self, seconds: float) -> None:
+        """
+        Wait ``seconds``, or less if the daemon stops meanwhile.
+        """
+        end = self.clock.seconds() + seconds
+        while not self.in_flight.stopping:
+            left = end - self.clock.seconds()
+            if left <= 0:
+                return
+            await deferLater(self.clock, min(left, STOP_CHECK), lambda: None)
 
     def _send(self, outgoing: list[tuple[TaskMessage, str | None]]) -> defer.Deferred[None]:
         """
