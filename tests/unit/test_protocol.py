@@ -25,6 +25,7 @@ from twistedq.amqp.protocol import (
     CLIENT_CAPABILITIES,
     BrokerDelegate,
     BrokerProtocol,
+    ChannelsExhausted,
     PublishNacked,
     load_spec,
 )
@@ -470,6 +471,25 @@ class ConfirmTests(ProtocolTestCase):
         self.assertEqual(self.written_methods(), [(1, "channel.close-ok", ())])
         self.assertTrue(self.channel.closed)
         self.assertEqual(self.channel.unconfirmed, {})
+
+    def test_channel_numbers_reused(self):
+        """
+        Once the connection's channel numbers (tuned to 3 here) are used
+        up, a new channel takes the number of one the broker closed; with
+        none closed, opening one fails with ``ChannelsExhausted``.
+        """
+        self.protocol.channel_max = 3
+        opened = [self.protocol.open_channel() for _ in range(2)]
+        for d, number in zip(opened, (2, 3), strict=True):
+            self.receive(number, "channel", "open-ok", "")
+            self.assertEqual(self.successResultOf(d).id, number)
+        self.receive(2, "channel", "close", 403, "ACCESS_REFUSED", 50, 10)
+        again = self.protocol.open_channel()
+        self.receive(2, "channel", "open-ok", "")
+        fresh = self.successResultOf(again)
+        self.assertEqual(fresh.id, 2)
+        self.assertFalse(fresh.closed)
+        self.assertRaises(ChannelsExhausted, self.protocol.open_channel)
 
     def test_expected_not_found_quiet(self):
         """

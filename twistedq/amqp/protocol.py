@@ -63,6 +63,7 @@ __all__ = [
     "BrokerChannel",
     "BrokerDelegate",
     "BrokerProtocol",
+    "ChannelsExhausted",
     "PublishNacked",
     "Unroutable",
     "load_spec",
@@ -122,8 +123,18 @@ class PublishNacked(Exception):
     """
 
 
+class ChannelsExhausted(Exception):
+    """
+    Every channel number the connection may use belongs to an open
+    channel: no other can be opened.
+    """
+
+
 #: The reply code of a passive declare of a missing queue.
 _NOT_FOUND = 404
+
+#: The most channels a connection asks for (RabbitMQ's default limit).
+MAX_CHANNELS = 2047
 
 
 class BrokerChannel(AMQChannel):
@@ -329,7 +340,7 @@ class BrokerDelegate(TwistedDelegate):
         client.frame_max = _negotiate(msg.frame_max, FRAME_MAX)
         client.MAX_LENGTH = client.frame_max
         heartbeat = _negotiate(msg.heartbeat, client.requested_heartbeat)
-        channel_max = _negotiate(msg.channel_max, 2047)
+        channel_max = client.channel_max = _negotiate(msg.channel_max, MAX_CHANNELS)
         ch.connection_tune_ok(channel_max, client.frame_max, heartbeat)
         client.start_heartbeat(heartbeat)
         client.started.fire()
@@ -438,6 +449,7 @@ class BrokerProtocol(AMQClient):
         self.requested_heartbeat = heartbeat
         self.codec = MethodCodec(spec)
         self.frame_max = 4096
+        self.channel_max = MAX_CHANNELS
         self.consumers: dict[str, Any] = {}
         self.blocked: str | None = None
         self.server_properties: dict[str, Any] = {}
@@ -585,11 +597,32 @@ class BrokerProtocol(AMQClient):
 
     def open_channel(self) -> defer.Deferred[BrokerChannel]:
         """
-        Open a new channel with the next free number.
+        Open a new channel with the next free number: one never used, or,
+        once they run out (the broker's ``channel_max``, 2047 on
+        RabbitMQ), one whose channel the broker closed, so that a daemon
+        that keeps opening channels (after refusals, for passive declares)
+        never runs out on a long-lived connection.
         """
-        self._last_channel = getattr(self, "_last_channel", 0) + 1
-        channel = self._get_channel(self._last_channel)
+        number = self._free_channel_number()
+        closed = self.channels.get(number)
+        if closed is not None and closed.closed:
+            del self.channels[number]
+        channel = self._get_channel(number)
         return channel.channel_open().addCallback(lambda _: channel)
+
+    def _free_channel_number(self) -> int:
+        last = getattr(self, "_last_channel", 0)
+        while last < self.channel_max:
+            last += 1
+            if last not in self.channels:
+                self._last_channel = last
+                return last
+        self._last_channel = last
+        for number in range(1, self.channel_max + 1):
+            channel = self.channels.get(number)
+            if channel is None or channel.closed:
+                return number
+        raise ChannelsExhausted(f"all {self.channel_max} channels of the connection are open")
 
     def start(
         self, response: Any, mechanism: str = "AMQPLAIN", locale: str = "en_US"
