@@ -159,11 +159,19 @@ class Dispatcher:
         self._settled_before_drain = 0
         self._unstored_before_drain = 0
         self.returned_on_drain = 0
+        self._take_deliveries(backend, signing)
+
+    def _take_deliveries(self, backend: IResultBackend, signing: SigningKeys | None) -> None:
+        """
+        Build the intake, which turns deliveries into jobs for the gate,
+        and the watch that gives back deliveries held here too long.
+        """
+        config = self.settings
         self.intake = Intake(
-            backend, self.events, flight, self.gate.take, config.max_body_size, signing
+            backend, self.events, self.in_flight, self.gate.take, config.max_body_size, signing
         )
         self.overdue = OverdueDeliveries(
-            clock, self.events, config.give_back_after,
+            self.clock, self.events, config.give_back_after,
             [
                 (self.gate.holding, self.gate.withdraw),
                 (lambda: self.timing.waiting, self.timing.withdraw),
