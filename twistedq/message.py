@@ -343,6 +343,34 @@ def _check_canvas(document: dict[str, Any]) -> None:
             raise MessageError("chord: a chord member's taskset must be the chord's id")
 
 
+def _check_times(document: dict[str, Any]) -> None:
+    """
+    Refuse a message whose ``taskset``, ``eta`` or ``expires`` is neither
+    a string nor null, or whose times are not ISO 8601.
+    """
+    for key in ("taskset", "eta", "expires"):
+        value = document.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MessageError(f"{key} is not a string or null")
+    for key in ("eta", "expires"):
+        value = document.get(key)
+        if value is not None:
+            try:
+                datetime.datetime.fromisoformat(value)
+            except ValueError:
+                raise MessageError(f"{key} {value!r} is not an ISO 8601 time") from None
+
+
+def _check_rate(rate_limit: Any) -> None:
+    """
+    Refuse a ``rate_limit`` that is not a rate (:py:func:`parse_rate`).
+    """
+    try:
+        parse_rate(rate_limit)
+    except ValueError as e:
+        raise MessageError(f"rate_limit: {e}") from None
+
+
 @dataclass(frozen=True)
 class TaskMessage:
     """
@@ -545,17 +573,7 @@ class TaskMessage:
         kwargs = document.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise MessageError("kwargs is not a JSON object")
-        for key in ("taskset", "eta", "expires"):
-            value = document.get(key)
-            if value is not None and not isinstance(value, str):
-                raise MessageError(f"{key} is not a string or null")
-        for key in ("eta", "expires"):
-            value = document.get(key)
-            if value is not None:
-                try:
-                    datetime.datetime.fromisoformat(value)
-                except ValueError:
-                    raise MessageError(f"{key} {value!r} is not an ISO 8601 time") from None
+        _check_times(document)
         retries = document.get("retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise MessageError("retries is not a non-negative integer")
@@ -564,10 +582,7 @@ class TaskMessage:
             raise MessageError("ignore_result is not true or false")
         rate_limit = document.get("rate_limit")
         if rate_limit is not None:
-            try:
-                parse_rate(rate_limit)
-            except ValueError as e:
-                raise MessageError(f"rate_limit: {e}") from None
+            _check_rate(rate_limit)
         canvas: dict[str, Any] = {}
         if not _CANVAS_FIELDS.isdisjoint(document):
             _check_canvas(document)
