@@ -6,7 +6,8 @@ own, and prints what became of them as one JSON line
     python -m tests.integration.flow_client BROKER BACKEND < request.json
 
 The request: ``{"groups": [{"name": g, "task": t, "args": [...],
-"count": n, "queue": q, "expires": iso, "eta": iso}, ...], "wait": [g, ...],
+"count": n, "queue": q, "expires": iso, "eta": iso,
+"rate_limit": rate}, ...], "wait": [g, ...],
 "count_done": [g, ...]}``.  Every group is published in order (each in
 one call), then the results of the ``wait`` groups are awaited; then how
 many tasks of each ``count_done`` group are done is read; then every
@@ -50,6 +51,7 @@ def main() -> None:
                 args=tuple(group.get("args", ())),
                 expires=group.get("expires"),
                 eta=group.get("eta"),
+                rate_limit=group.get("rate_limit"),
             )
             for _ in range(group["count"])
         ]

@@ -94,11 +94,46 @@ class RateLimitTests(SynchronousTestCase):
         limited_done = max(limited) - report["published"]
         self.assertLess(quick_done, limited_done / 2, (quick_done, limited_done))
         stats = daemon.stats()["dispatcher"]["rate_limits"]
-        self.assertEqual(stats["limits"], {"flow.limited": 10.0})
+        self.assertEqual(stats["limits"]["flow.limited"], 10.0)
         self.assertGreater(stats["sent_later"], 0)
         log = daemon.log()
         self.assertIn(f" in {queues[1]}.delay.", log)
         self.assertNotIn(f" in {queues[0]}.delay.", log)
+
+
+class CarriedRateTests(SynchronousTestCase):
+    def test_slow_rate_does_not_stall_others(self) -> None:
+        """
+        A call of ``flow.quick`` carrying ``1/h`` starts at once; the ten
+        calls after it carrying 10 (a number, per second) are not held for
+        its hour: they start at their own pace, 0.1 s apart.
+        """
+        daemon, queues, backend = shared_daemon()
+        report = run_flow(
+            backend,
+            groups=[
+                {
+                    "name": "slow",
+                    "task": "flow.quick",
+                    "count": 1,
+                    "queue": queues[0],
+                    "rate_limit": "1/h",
+                },
+                {
+                    "name": "fast",
+                    "task": "flow.quick",
+                    "count": 10,
+                    "queue": queues[0],
+                    "rate_limit": 10,
+                },
+            ],
+            timeout=150,
+        )
+        fast = report["fast"]
+        self.assertTrue(all(isinstance(v, float) for v in report["slow"] + fast), report)
+        self.assertGreaterEqual(max(fast) - min(fast), 0.8)
+        # None of them was sent to wait for the slow call's hour.
+        self.assertNotRegex(daemon.log(), r"flow\.quick\[[-0-9a-f]+\] waits \d{3,} s")
 
 
 class ClusterRateLimitTests(SynchronousTestCase):
