@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from twistedq.contrib.django.schedule_models import (
+    OWN_JOBS,
     CrontabSchedule,
     IntervalSchedule,
     PeriodicTaskState,
@@ -154,6 +155,15 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def _set_enabled(self, request: Any, queryset: QuerySet[Any], enabled: bool) -> None:
+        if not enabled:
+            own = sorted(queryset.filter(name__in=OWN_JOBS).values_list("name", flat=True))
+            if own:
+                self.message_user(
+                    request,
+                    f"{', '.join(own)} not disabled: the daemons' own jobs always run.",
+                    messages.WARNING,
+                )
+                queryset = queryset.exclude(name__in=OWN_JOBS)
         # A one-off task enabled again runs at its next slot: its save time
         # is now.
         changed = queryset.update(enabled=enabled, updated_at=timezone.now())
@@ -161,20 +171,27 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
         what = "enabled" if enabled else "disabled"
         self.message_user(request, f"{changed} periodic task(s) {what}.", messages.SUCCESS)
 
-    @admin.action(description="Enable the selected periodic tasks")
+    @admin.action(description="Enable the selected periodic tasks", permissions=["change"])
     def enable(self, request: Any, queryset: QuerySet[Any]) -> None:
         self._set_enabled(request, queryset, True)
 
-    @admin.action(description="Disable the selected periodic tasks")
+    @admin.action(description="Disable the selected periodic tasks", permissions=["change"])
     def disable(self, request: Any, queryset: QuerySet[Any]) -> None:
         self._set_enabled(request, queryset, False)
 
-    @admin.action(description="Run the selected periodic tasks now")
+    @admin.action(description="Run the selected periodic tasks now", permissions=["change"])
     def run_now(self, request: Any, queryset: QuerySet[Any]) -> None:
         from twistedq.task import publish_task
 
         published = []
         for row in queryset:
+            if row.name in OWN_JOBS:
+                self.message_user(
+                    request,
+                    f"{row.name} not published: a daemon's own job is no task.",
+                    messages.ERROR,
+                )
+                continue
             try:
                 result = publish_task(
                     row.task or row.name,

@@ -26,9 +26,16 @@ from django.db import models
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
+from twistedq.daemon.periodic import CLEANUP_JOB, RECOVERY_JOB
 from twistedq.schedules import Crontab, Interval
 
+#: The daemons' own periodic jobs (the recovery of parked messages, the
+#: clean-up of expired results): no task, never paused nor run from the
+#: admin or the dashboard.
+OWN_JOBS = frozenset({RECOVERY_JOB, CLEANUP_JOB})
+
 __all__ = [
+    "OWN_JOBS",
     "CrontabSchedule",
     "IntervalSchedule",
     "PeriodicTaskState",
@@ -259,6 +266,10 @@ class PeriodicTaskState(models.Model):
         return self.interval_id is not None or self.crontab_id is not None
 
     def clean(self) -> None:
+        if self.name in OWN_JOBS and not self.enabled:
+            raise ValidationError(
+                {"enabled": "The daemons' own jobs always run: they cannot be paused."}
+            )
         if not self.defined_in_database and not self.task:
             return  # the state of a task declared in code
         errors: dict[str, Any] = {}
