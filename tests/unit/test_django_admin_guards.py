@@ -14,31 +14,60 @@ import subprocess
 import sys
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _checks: dict[str, Any] | None = None
 
 
+def child(database_url: str = "") -> dict[str, Any]:
+    """
+    What the child process finds: on an in-memory SQLite database every
+    check, on ``database_url`` the upgrade check alone.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.unit.test_django_admin_guards"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT, GUARDS_DATABASE_URL=database_url),
+    )
+    if completed.returncode != 0:
+        raise AssertionError(f"the checks failed:\n{completed.stdout}\n{completed.stderr}")
+    found: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return found
+
+
 def checks() -> dict[str, Any]:
     """
-    What the child process found, run once for all the tests.
+    What the child process found on SQLite, run once for all the tests.
     """
     global _checks
     if _checks is None:
-        completed = subprocess.run(
-            [sys.executable, "-m", "tests.unit.test_django_admin_guards"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=dict(os.environ, PYTHONPATH=ROOT),
-        )
-        if completed.returncode != 0:
-            raise AssertionError(f"the checks failed:\n{completed.stdout}\n{completed.stderr}")
-        _checks = json.loads(completed.stdout.strip().splitlines()[-1])
+        _checks = child()
     return _checks
+
+
+class UpgradeTests(SynchronousTestCase):
+    def test_previous_daemon_stores_results(self) -> None:
+        """
+        A daemon of the previous version (before migration 0005) still
+        stores results on a database migrated to the latest migration:
+        its INSERT names only the columns it knew.
+        """
+        self.assertEqual(checks()["old_insert"], "stored")
+
+    def test_previous_daemon_stores_results_postgresql(self) -> None:
+        """
+        The same on PostgreSQL (``TWISTEDQ_TEST_POSTGRES_URL``; skipped
+        without it).
+        """
+        url = os.environ.get("TWISTEDQ_TEST_POSTGRES_URL")
+        if not url:
+            raise SkipTest("TWISTEDQ_TEST_POSTGRES_URL is not set")
+        self.assertEqual(child(url)["old_insert"], "stored")
 
 
 class ActionPermissionTests(SynchronousTestCase):
@@ -74,6 +103,19 @@ def _main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    database_url = os.environ.get("GUARDS_DATABASE_URL")
+    if database_url:
+        from examples.clickcounter.settings import _database
+
+        settings.configure(
+            INSTALLED_APPS=["django.contrib.contenttypes", "twistedq.contrib.django"],
+            DATABASES={"default": _database(database_url)},
+            USE_TZ=True,
+        )
+        django.setup()
+        call_command("migrate", "twistedq", verbosity=0)
+        print(json.dumps({"old_insert": _old_insert()}))
+        return
     settings.configure(
         INSTALLED_APPS=[
             "django.contrib.admin",
@@ -115,11 +157,46 @@ def _main() -> None:
     from twistedq.task import tasks
 
     tasks.register(lambda: None, "reports.build")
-    found = {"view_only": _view_only(), "own_jobs": _own_jobs()}
+    found = {"view_only": _view_only(), "own_jobs": _own_jobs(), "old_insert": _old_insert()}
     print(json.dumps(found))
 
 
 BASE = "/admin/twistedq/periodictaskstate/"
+
+#: The columns the previous version's result store wrote.
+OLD_RESULT_COLUMNS = (
+    "task_id",
+    "task_name",
+    "status",
+    "document",
+    "traceback",
+    "worker",
+    "date_done",
+    "expires_at",
+)
+
+
+def _old_insert(using: str = "default") -> str:
+    """
+    Insert a result row as the previous version did; ``stored`` or the
+    database's error.
+    """
+    from django.db import connections
+
+    values = ("0" * 36, "old.task", "SUCCESS", "{}", "", "old", None, "2030-01-01 00:00:00")
+    marks = ", ".join(["%s"] * len(values))
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO twistedq_taskresult ({', '.join(OLD_RESULT_COLUMNS)}) "
+                f"VALUES ({marks})",
+                values,
+            )
+        with connections[using].cursor() as cursor:
+            cursor.execute("DELETE FROM twistedq_taskresult WHERE task_id = %s", [values[0]])
+    except Exception as error:
+        return repr(error)
+    return "stored"
 
 
 def _view_only() -> dict[str, Any]:

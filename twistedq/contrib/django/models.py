@@ -40,10 +40,14 @@ class TaskResult(models.Model):
     worker = models.CharField(max_length=255, blank=True, default="", db_index=True)
     date_done = models.DateTimeField(null=True, blank=True, db_index=True)
     expires_at = models.DateTimeField(db_index=True)
-    task_args = models.TextField("arguments", blank=True, default="")
-    task_kwargs = models.TextField("keyword arguments", blank=True, default="")
-    taskset_id = models.CharField(max_length=36, blank=True, default="", db_index=True)
-    periodic_task = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    # Nullable: a daemon of the previous version, which does not name
+    # them, keeps storing results on a migrated database.
+    task_args = models.TextField("arguments", null=True, blank=True, default="")
+    task_kwargs = models.TextField("keyword arguments", null=True, blank=True, default="")
+    taskset_id = models.CharField(max_length=36, null=True, blank=True, default="", db_index=True)
+    periodic_task = models.CharField(
+        max_length=255, null=True, blank=True, default="", db_index=True
+    )
 
     class Meta:
         verbose_name = "task result"

@@ -9,26 +9,28 @@ class Migration(migrations.Migration):
         ('twistedq', '0004_periodic_schedules'),
     ]
 
+    # The new columns are nullable: a daemon of the previous version, whose
+    # INSERT does not name them, keeps storing results.
     operations = [
         migrations.AddField(
             model_name='taskresult',
             name='periodic_task',
-            field=models.CharField(blank=True, db_index=True, default='', max_length=255),
+            field=models.CharField(blank=True, db_index=True, default='', max_length=255, null=True),
         ),
         migrations.AddField(
             model_name='taskresult',
             name='task_args',
-            field=models.TextField(blank=True, default='', verbose_name='arguments'),
+            field=models.TextField(blank=True, default='', null=True, verbose_name='arguments'),
         ),
         migrations.AddField(
             model_name='taskresult',
             name='task_kwargs',
-            field=models.TextField(blank=True, default='', verbose_name='keyword arguments'),
+            field=models.TextField(blank=True, default='', null=True, verbose_name='keyword arguments'),
         ),
         migrations.AddField(
             model_name='taskresult',
             name='taskset_id',
-            field=models.CharField(blank=True, db_index=True, default='', max_length=36),
+            field=models.CharField(blank=True, db_index=True, default='', max_length=36, null=True),
         ),
         migrations.AlterField(
             model_name='taskresult',
