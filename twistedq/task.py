@@ -354,6 +354,12 @@ class Task(NamedTask):
     ignore_result: bool | None = None
     priority: int | None = None
 
+    def __init_subclass__(cls, **options: Any) -> None:
+        super().__init_subclass__(**options)
+        rate_limit = cls.__dict__.get("rate_limit")
+        if rate_limit is not None and not isinstance(rate_limit, property):
+            parse_rate(rate_limit)  # a ValueError when the class is defined
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """
         The task's body.  Subclasses override it.

@@ -95,6 +95,18 @@ class EverySpellingTests(SynchronousTestCase):
         for message, _ in self.client.published:
             self.assertEqual(TaskMessage.decode(message.encode()).rate_limit, message.rate_limit)
 
+    def test_class_attribute_checked_when_defined(self):
+        """
+        A class's ``rate_limit`` is checked when the class is defined, as
+        the decorator's is (it was refused only at each publish).
+        """
+        for value in (0, "fast", " 5/s"):
+            with self.assertRaises(ValueError, msg=repr(value)):
+
+                class Bad(Task):
+                    name = "odd.bad"
+                    rate_limit = value
+
     def test_zero_refused_everywhere(self):
         """
         Zero is refused by the decorator, by ``apply_async`` (it was
