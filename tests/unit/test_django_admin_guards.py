@@ -70,6 +70,51 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(child(url)["old_insert"], "stored")
 
 
+class UnpublishableTests(SynchronousTestCase):
+    def test_arguments_not_json_values(self) -> None:
+        """
+        NaN, Infinity and floats out of range are refused on their field,
+        as the message rules refuse them.
+        """
+        found = checks()["unpublishable"]
+        self.assertEqual(list(found["nan"]), ["kwargs"])
+        self.assertIn("NaN", found["nan"]["kwargs"][0])
+        self.assertEqual(list(found["infinity"]), ["args"])
+        self.assertEqual(list(found["huge_float"]), ["args"])
+
+    def test_nesting(self) -> None:
+        """
+        Arguments nested over 100 deep are refused (100,000 deep was a
+        RecursionError and a 500); 100 deep are taken.
+        """
+        found = checks()["unpublishable"]
+        self.assertIn("nested", found["deep"]["args"][0])
+        self.assertIn("nested", found["deep_101"]["args"][0])
+        self.assertEqual(found["deep_100"], {})
+
+    def test_queue_names(self) -> None:
+        """
+        A queue name the message rules refuse is refused with their
+        reason; a plain one is taken.
+        """
+        found = checks()["unpublishable"]
+        self.assertIn("reserves the prefix", found["reserved_queue"]["queue"][0])
+        self.assertIn("longer than", found["long_queue"]["queue"][0])
+        self.assertEqual(found["good_queue"], {})
+
+    def test_interval_bounds(self) -> None:
+        """
+        An interval runs at least every 1 period and at most every 10
+        years.
+        """
+        found = checks()["unpublishable"]
+        self.assertIn("10 years", found["long_interval"]["every"][0])
+        self.assertEqual(found["ten_years"], {})
+        self.assertEqual(
+            found["negative_form"], ["Ensure this value is greater than or equal to 1."]
+        )
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -157,7 +202,12 @@ def _main() -> None:
     from twistedq.task import tasks
 
     tasks.register(lambda: None, "reports.build")
-    found = {"view_only": _view_only(), "own_jobs": _own_jobs(), "old_insert": _old_insert()}
+    found = {
+        "view_only": _view_only(),
+        "own_jobs": _own_jobs(),
+        "old_insert": _old_insert(),
+        "unpublishable": _unpublishable(),
+    }
     print(json.dumps(found))
 
 
@@ -217,6 +267,50 @@ def _view_only() -> dict[str, Any]:
     web.post(BASE, {"action": "enable", "_selected_action": [row.pk], "index": "0"})
     row.refresh_from_db()
     return {"offered": offered, "after_enable": row.enabled}
+
+
+def _unpublishable() -> dict[str, Any]:
+    """
+    The errors of periodic tasks and intervals the daemons could not
+    publish or schedule.
+    """
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from twistedq.contrib.django.schedule_models import IntervalSchedule, PeriodicTaskState
+
+    every = IntervalSchedule.objects.create(every=5)
+
+    def errors(**fields: Any) -> dict[str, list[str]]:
+        return _errors(PeriodicTaskState(name="u", task="reports.build", interval=every, **fields))
+
+    web = Client()
+    web.force_login(User.objects.get(username="admin"))
+    added = web.post("/admin/twistedq/intervalschedule/add/", {"every": "-1", "period": "days"})
+    return {
+        "nan": errors(kwargs='{"a": NaN}'),
+        "infinity": errors(args="[Infinity]"),
+        "huge_float": errors(args="[1e999]"),
+        "deep": errors(args="[" * 100000 + "]" * 100000),
+        "deep_101": errors(args="[" * 101 + "]" * 101),
+        "deep_100": errors(args="[" * 100 + "]" * 100),
+        "reserved_queue": errors(queue="amq.foo"),
+        "long_queue": errors(queue="q" * 250),
+        "good_queue": errors(queue="reports"),
+        "long_interval": _errors(IntervalSchedule(every=2147483647, period="days")),
+        "ten_years": _errors(IntervalSchedule(every=3650, period="days")),
+        "negative_form": added.context["adminform"].form.errors.get("every", []),
+    }
+
+
+def _errors(instance: Any) -> dict[str, list[str]]:
+    from django.core.exceptions import ValidationError
+
+    try:
+        instance.full_clean()
+    except ValidationError as error:
+        return error.message_dict
+    return {}
 
 
 def _messages(response: Any) -> str:

@@ -51,8 +51,21 @@ CODE_FIELDS = ("name", "enabled", "last_run_at", "next_run_at", "total_run_count
 _RUN_FIELDS = ("last_run_at", "next_run_at", "total_run_count", "updated_at")
 
 
+class IntervalScheduleForm(forms.ModelForm):
+    """
+    An interval: at least 1 period (the model caps it at 10 years).
+    """
+
+    every = forms.IntegerField(min_value=1, help_text="How many periods between runs (at least 1).")
+
+    class Meta:
+        model = IntervalSchedule
+        fields = ("every", "period")
+
+
 @admin.register(IntervalSchedule)
 class IntervalScheduleAdmin(admin.ModelAdmin):
+    form = IntervalScheduleForm
     list_display = ("__str__", "every", "period")
     list_filter = ("period",)
 

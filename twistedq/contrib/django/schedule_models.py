@@ -19,6 +19,7 @@ after one).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -27,6 +28,7 @@ from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
 from twistedq.daemon.periodic import CLEANUP_JOB, RECOVERY_JOB
+from twistedq.message import queue_name_error
 from twistedq.schedules import Crontab, Interval
 
 #: The daemons' own periodic jobs (the recovery of parked messages, the
@@ -62,11 +64,51 @@ def validate_json_object(text: str) -> None:
     _validate_json(text, dict, 'a JSON object, such as {"key": "value"}')
 
 
+#: How deep a periodic task's arguments may nest (lists and objects).
+MAX_ARGUMENT_DEPTH = 100
+#: The longest interval, in seconds: 10 years (longer ones overflow the
+#: date arithmetic of the schedulers).
+MAX_INTERVAL_SECONDS = 10 * 365 * 86400
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return number
+
+
+def _depth(value: Any) -> int:
+    """
+    How deep lists and objects nest in ``value`` (0 for a scalar).
+    """
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            level.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _validate_json(text: str, kind: type, wanted: str) -> None:
+    # As the daemons read a message: no NaN nor Infinity, finite floats.
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        value = None
     except (TypeError, ValueError) as error:
         raise ValidationError(f"Not JSON ({error}): write {wanted}.", code="json") from None
+    if value is None or _depth(value) > MAX_ARGUMENT_DEPTH:
+        raise ValidationError(
+            f"Lists and objects nested over {MAX_ARGUMENT_DEPTH} deep: write {wanted}.",
+            code="json",
+        )
     if not isinstance(value, kind):
         raise ValidationError(f"Write {wanted}, not {type(value).__name__}.", code="json")
 
@@ -139,6 +181,14 @@ class IntervalSchedule(models.Model):
     def clean(self) -> None:
         if self.every is not None and self.every < 1:
             raise ValidationError({"every": "An interval runs at least every 1 period."})
+        if self.every is not None and self.period in self._SECONDS_IN:
+            if self.seconds > MAX_INTERVAL_SECONDS:
+                raise ValidationError(
+                    {
+                        "every": f"An interval runs at most every 10 years "
+                        f"({MAX_INTERVAL_SECONDS} seconds)."
+                    }
+                )
 
     @property
     def seconds(self) -> int:
@@ -284,6 +334,8 @@ class PeriodicTaskState(models.Model):
                 check_task_name(self.task)
             except ValidationError as error:
                 errors["task"] = error.messages
+        if self.queue and queue_name_error(self.queue) is not None:
+            errors["queue"] = f"The daemons cannot publish there: {queue_name_error(self.queue)}."
         if self.start_time and self.expires and self.expires <= self.start_time:
             errors["expires"] = "Expires must come after the start time."
         if errors:
