@@ -23,7 +23,7 @@ _checks: dict[str, Any] | None = None
 
 def child(database_url: str = "") -> dict[str, Any]:
     """
-    What the child process finds: on an in-memory SQLite database every
+    What the child process finds: on a new SQLite database every
     check, on ``database_url`` the upgrade check alone.
     """
     completed = subprocess.run(
@@ -115,6 +115,27 @@ class UnpublishableTests(SynchronousTestCase):
         )
 
 
+class DashboardPauseTests(SynchronousTestCase):
+    def test_names_not_scheduled_refused(self) -> None:
+        """
+        The Django dashboard's pause refuses with 400, making no row, a
+        name no daemon schedules, a daemon's own job, a name longer than
+        the column (a 500 before) and one that is no text.
+        """
+        found = checks()["dashboard_pause"]
+        self.assertEqual(found["rows_made"], 0)
+        for label in ("unknown", "own_job", "too_long", "not_text"):
+            self.assertEqual(found[label][0], 400, label)
+        self.assertIn("'nonexistent'", found["unknown"][1]["error"])
+        self.assertIn("own job", found["own_job"][1]["error"])
+
+    def test_defined_task_paused(self) -> None:
+        """
+        A periodic task defined in the database is paused.
+        """
+        self.assertEqual(checks()["dashboard_pause"]["defined"], [200, False])
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -141,9 +162,12 @@ class ActionPermissionTests(SynchronousTestCase):
 
 def _main() -> None:
     """
-    Configure a Django project on an in-memory SQLite database, migrate,
-    and print what the admin and the views do, as JSON.
+    Configure a Django project on a new SQLite database, migrate, and
+    print what the admin and the views do, as JSON.
     """
+    import shutil
+    import tempfile
+
     import django
     from django.conf import settings
     from django.core.management import call_command
@@ -161,6 +185,7 @@ def _main() -> None:
         call_command("migrate", "twistedq", verbosity=0)
         print(json.dumps({"old_insert": _old_insert()}))
         return
+    database = os.path.join(tempfile.mkdtemp(prefix="twistedq-guards-"), "db.sqlite3")
     settings.configure(
         INSTALLED_APPS=[
             "django.contrib.admin",
@@ -189,9 +214,13 @@ def _main() -> None:
             }
         ],
         ROOT_URLCONF="tests.unit.django_guards_urls",
+        # The dashboard's pause writes the rows; no broker is reached.
+        TWISTEDQ_RESULT_BACKEND="django://",
+        TWISTEDQ_BROKER_URL="amqp://guest:guest@127.0.0.1:1/",
         ALLOWED_HOSTS=["testserver"],
         SECRET_KEY="not-secret",
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        # A file: the store's threads open connections of their own.
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
         USE_TZ=True,
     )
     django.setup()
@@ -207,8 +236,10 @@ def _main() -> None:
         "own_jobs": _own_jobs(),
         "old_insert": _old_insert(),
         "unpublishable": _unpublishable(),
+        "dashboard_pause": _dashboard_pause(),
     }
     print(json.dumps(found))
+    shutil.rmtree(os.path.dirname(database), ignore_errors=True)
 
 
 BASE = "/admin/twistedq/periodictaskstate/"
@@ -311,6 +342,46 @@ def _errors(instance: Any) -> dict[str, list[str]]:
     except ValidationError as error:
         return error.message_dict
     return {}
+
+
+def _dashboard_pause() -> dict[str, Any]:
+    """
+    What the Django-mounted dashboard answers to pausing names the
+    daemons do not schedule, and whether rows were made.
+    """
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from twistedq.contrib.django.schedule_models import IntervalSchedule, PeriodicTaskState
+
+    web = Client()
+    web.force_login(User.objects.get(username="admin"))
+    before = PeriodicTaskState.objects.count()
+    answers = {}
+    for label, name in (
+        ("unknown", "nonexistent"),
+        ("own_job", "twistedq.cleanup_expired_results"),
+        ("too_long", "x" * 5000),
+        ("not_text", 5),
+    ):
+        response = web.post(
+            "/dashboard/actions/pause",
+            json.dumps({"name": name}),
+            content_type="application/json",
+        )
+        answers[label] = [response.status_code, json.loads(response.content)]
+    answers["rows_made"] = PeriodicTaskState.objects.count() - before
+    defined = PeriodicTaskState.objects.create(
+        name="db.pause", task="reports.build", interval=IntervalSchedule.objects.create(every=7)
+    )
+    response = web.post(
+        "/dashboard/actions/pause",
+        json.dumps({"name": "db.pause"}),
+        content_type="application/json",
+    )
+    defined.refresh_from_db()
+    answers["defined"] = [response.status_code, defined.enabled]
+    return answers
 
 
 def _messages(response: Any) -> str:

@@ -306,6 +306,38 @@ def dashboard_dead_letters(request: HttpRequest) -> JsonResponse:
     return JsonResponse(dashboard.run(reader, 50), safe=False)
 
 
+def check_scheduled_name(name: object) -> None:
+    """
+    Refuse to pause or resume what the daemons do not schedule: a name
+    that is no periodic task declared in code (registered) nor defined in
+    the database, and the daemons' own jobs.  No row is made for it.
+
+    :raises ActionRefused: the name cannot be paused; the message says why.
+    """
+    from twistedq.contrib.django.schedule_models import OWN_JOBS, PeriodicTaskState
+    from twistedq.dashboard.actions import ActionRefused
+    from twistedq.task import tasks
+
+    if not isinstance(name, str) or not name:
+        raise ActionRefused("name: the periodic task's name is needed")
+    if name in OWN_JOBS:
+        raise ActionRefused(f"name: {name!r} is a daemon's own job, which always runs")
+    if len(name) <= 255:
+        if name not in tasks:
+            try:
+                tasks.autodiscover()
+            except Exception:  # a broken tasks module: the name is unknown
+                pass
+        if name in tasks.get_all_periodic():
+            return
+        defined = PeriodicTaskState.objects.filter(name=name).exclude(
+            interval__isnull=True, crontab__isnull=True
+        )
+        if defined.exists():
+            return
+    raise ActionRefused(f"name: no periodic task {name[:100]!r} is scheduled")
+
+
 @_staff
 @require_POST
 def dashboard_action(request: HttpRequest, name: str) -> JsonResponse:
@@ -322,6 +354,8 @@ def dashboard_action(request: HttpRequest, name: str) -> JsonResponse:
         arguments = json.loads(request.body or b"{}")
         if not isinstance(arguments, dict):
             raise ActionRefused("the body must be a JSON object")
+        if name in ("pause", "resume"):
+            check_scheduled_name(arguments.get("name"))
         dashboard = _dashboard()
         answer = dashboard.run(dashboard.actions().run, name, arguments)
     except (ActionRefused, ValueError) as e:
