@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_STATUS_ENDPOINT",
     "DJANGO_SETTINGS",
     "ENVIRONMENT_SETTINGS",
+    "MAX_RESULT_EXPIRES",
     "Settings",
     "SettingsError",
     "UnknownSettingWarning",
@@ -84,16 +85,27 @@ def parse_timeout(text: str) -> float:
     return seconds
 
 
+#: The longest time results may be kept, in seconds: 10 years (longer
+#: ones overflow the stores' and the claims' time arithmetic).
+MAX_RESULT_EXPIRES = 10 * 365 * 86400
+
+
 def parse_expiry(text: str) -> int:
     """
-    A whole, positive number of seconds from ``86400``.
+    A whole number of seconds from ``86400``, from 1 to
+    :py:data:`MAX_RESULT_EXPIRES`.
 
     :raises ValueError: it is not such a number.
     """
     stripped = text.strip()
-    if not stripped.isdigit() or int(stripped) < 1:
-        raise ValueError(f"{text!r} is not a whole number of seconds of at least 1")
-    return int(stripped)
+    digits = stripped.lstrip("0")
+    if not (stripped.isascii() and stripped.isdigit()) or not digits:
+        raise ValueError(f"{text[:30]!r} is not a whole number of seconds of at least 1")
+    if len(digits) > 12 or int(digits) > MAX_RESULT_EXPIRES:
+        raise ValueError(
+            f"{stripped[:30]} seconds is too long: at most {MAX_RESULT_EXPIRES} (10 years)"
+        )
+    return int(digits)
 
 
 def parse_flag(text: str) -> bool:
@@ -325,9 +337,10 @@ class Settings:
                 f"the message size limit must be between 1 and {MAX_BODY_SIZE} bytes, "
                 f"not {self.max_message_size}"
             )
-        if self.result_expires < 1:
+        if not 1 <= self.result_expires <= MAX_RESULT_EXPIRES:
             raise SettingsError(
-                f"results must be kept at least 1 second, not {self.result_expires!r}"
+                f"TWISTEDQ_RESULT_EXPIRES: results must be kept from 1 second to "
+                f"{MAX_RESULT_EXPIRES} (10 years), not {self.result_expires!r}"
             )
         if self.task_arguments_in_results < 0:
             raise SettingsError(

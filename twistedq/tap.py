@@ -86,7 +86,7 @@ def _result_expires(value: str) -> int:
         raise ValueError(f"--result-expires: {e}") from None
 
 
-with_help(_result_expires, "Whole seconds, at least 1.")
+with_help(_result_expires, "Whole seconds, from 1 to 315360000 (10 years).")
 
 
 def _positive_float(value: str) -> float:

@@ -109,6 +109,7 @@ def _result_settings(settings: Any) -> dict[str, Any]:
     where set.
     """
     from twistedq.arguments import DEFAULT_ARGUMENTS_SIZE
+    from twistedq.conf import MAX_RESULT_EXPIRES
 
     values: dict[str, Any] = {}
     expires = getattr(settings, "TWISTEDQ_RESULT_EXPIRES", None)
@@ -117,11 +118,16 @@ def _result_settings(settings: Any) -> dict[str, Any]:
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, (int, float))
-            or not (math.isfinite(seconds) and seconds >= 1 and seconds == int(seconds))
+            or not (
+                math.isfinite(seconds)
+                and 1 <= seconds <= MAX_RESULT_EXPIRES
+                and seconds == int(seconds)
+            )
         ):
             raise _improper(
-                "TWISTEDQ_RESULT_EXPIRES must be a whole number of seconds of at least 1 "
-                f"(or a timedelta of them), not {expires!r}"
+                "TWISTEDQ_RESULT_EXPIRES must be a whole number of seconds of at least 1 and "
+                f"at most {MAX_RESULT_EXPIRES} (10 years), or a timedelta of them, "
+                f"not {expires!r}"
             )
         values["result_expires"] = int(seconds)
     size = getattr(settings, "TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS", None)
