@@ -136,6 +136,18 @@ class DashboardPauseTests(SynchronousTestCase):
         self.assertEqual(checks()["dashboard_pause"]["defined"], [200, False])
 
 
+class DelayOnCommitTests(SynchronousTestCase):
+    def test_follows_ignore_result(self) -> None:
+        """
+        ``delay_on_commit`` of a task that ignores its results returns an
+        IgnoredResult, as its ``delay`` does; of another an AsyncResult.
+        """
+        self.assertEqual(
+            checks()["on_commit"],
+            {"function": "IgnoredResult", "class": "IgnoredResult", "kept": "AsyncResult"},
+        )
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -237,6 +249,7 @@ def _main() -> None:
         "old_insert": _old_insert(),
         "unpublishable": _unpublishable(),
         "dashboard_pause": _dashboard_pause(),
+        "on_commit": _on_commit(),
     }
     print(json.dumps(found))
     shutil.rmtree(os.path.dirname(database), ignore_errors=True)
@@ -382,6 +395,40 @@ def _dashboard_pause() -> dict[str, Any]:
     defined.refresh_from_db()
     answers["defined"] = [response.status_code, defined.enabled]
     return answers
+
+
+def _on_commit() -> dict[str, str]:
+    """
+    The kind of result ``delay_on_commit`` returns for tasks that ignore
+    their results and for one that does not (in a transaction rolled
+    back: nothing is published).
+    """
+    from django.db import transaction
+
+    from twistedq.contrib.django import delay_on_commit
+    from twistedq.task import Task, task
+
+    @task(name="guards.ping", ignore_result=True)
+    def ping() -> None:
+        pass
+
+    @task(name="guards.kept")
+    def kept() -> None:
+        pass
+
+    class Quiet(Task):
+        name = "guards.quiet"
+        ignore_result = True
+
+    kinds = {}
+    for label, what in (("function", ping), ("class", Quiet), ("kept", kept)):
+        try:
+            with transaction.atomic():
+                kinds[label] = type(delay_on_commit(what)).__name__
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+    return kinds
 
 
 def _messages(response: Any) -> str:

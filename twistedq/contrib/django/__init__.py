@@ -21,21 +21,35 @@ def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> Any:
     never reads rows that are not there yet; nothing is published if it
     rolls back.  Outside a transaction it publishes at once.  ``using``
     names the database alias whose transaction counts; it is not passed to
-    the task.  Returns the :py:class:`~twistedq.result.AsyncResult`, whose
-    id is chosen now.
+    the task.  A task given as a Task is published as its ``delay`` would
+    (its queue, rate limit, priority, ``ignore_result``).  Returns the
+    :py:class:`~twistedq.result.AsyncResult`, whose id is chosen now (an
+    :py:class:`~twistedq.task.IgnoredResult` when the task's
+    ``ignore_result``, else the setting ``TWISTEDQ_IGNORE_RESULT``, says
+    to store nothing).
     """
     from django.db import transaction
 
     from twistedq.message import new_task_id
     from twistedq.result import AsyncResult
-    from twistedq.task import _task_name, publish_task
+    from twistedq.task import IgnoredResult, Task, _client, _task_name, publish_task
 
     name = _task_name(task)
     task_id = new_task_id()
     using = kwargs.pop("using", None)
+    ignore_result = None
+    if isinstance(task, Task) or (isinstance(task, type) and issubclass(task, Task)):
+        ignore_result = task.ignore_result
 
-    def publish() -> None:
-        publish_task(name, args, kwargs, task_id=task_id)
+        def publish() -> None:
+            task.apply_async(args, kwargs, task_id=task_id)
 
+    else:
+
+        def publish() -> None:
+            publish_task(name, args, kwargs, task_id=task_id)
+
+    if ignore_result is None:
+        ignore_result = _client(None).settings.ignore_result
     transaction.on_commit(publish, using=using)
-    return AsyncResult(task_id)
+    return (IgnoredResult if ignore_result else AsyncResult)(task_id)
