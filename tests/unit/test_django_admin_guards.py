@@ -148,6 +148,18 @@ class DelayOnCommitTests(SynchronousTestCase):
         )
 
 
+class OwnJobRowsTests(SynchronousTestCase):
+    def test_no_result_row_for_own_jobs(self) -> None:
+        """
+        A slot of a daemon's own job leaves no result row (the recovery
+        job left a PENDING one every 10 seconds); a periodic task's slot
+        leaves its pending record, marked with its name.
+        """
+        self.assertEqual(
+            checks()["slot_rows"], {"twistedq.recover_parked_tasks": 0, "reports.nightly": 1}
+        )
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -250,6 +262,7 @@ def _main() -> None:
         "unpublishable": _unpublishable(),
         "dashboard_pause": _dashboard_pause(),
         "on_commit": _on_commit(),
+        "slot_rows": _slot_rows(),
     }
     print(json.dumps(found))
     shutil.rmtree(os.path.dirname(database), ignore_errors=True)
@@ -429,6 +442,27 @@ def _on_commit() -> dict[str, str]:
         except RuntimeError:
             pass
     return kinds
+
+
+def _slot_rows() -> dict[str, int]:
+    """
+    How many result rows the Django store makes when a slot of a daemon's
+    own job and one of a periodic task are committed.
+    """
+    from twisted.internet import defer
+
+    from twistedq.contrib.django.models import TaskResult
+    from twistedq.contrib.django.store import DjangoBackend
+    from twistedq.scheduler import slot_task_id
+
+    store = DjangoBackend(reactor=None)
+    store._run = lambda work: defer.succeed(work())  # type: ignore[method-assign]
+    rows = {}
+    for name in ("twistedq.recover_parked_tasks", "reports.nightly"):
+        before = TaskResult.objects.count()
+        store.commit_slot(slot_task_id(name, 1800000000.0), name, 1800000000.0, 1800000010.0, 60)
+        rows[name] = TaskResult.objects.count() - before
+    return rows
 
 
 def _messages(response: Any) -> str:

@@ -55,6 +55,7 @@ from twistedq.backends.base import (
 )
 from twistedq.backends.claims import FencedClaims, holds_any
 from twistedq.backends.limits import MiB, check_sizes, fitted_id
+from twistedq.daemon.periodic import CLEANUP_JOB, RECOVERY_JOB
 
 __all__ = ["DjangoBackend"]
 
@@ -121,6 +122,10 @@ def _refuses_for_good(error: Exception) -> bool:
         return True
     args: tuple[Any, ...] = getattr(cause, "args", ())
     return len(args) > 0 and args[0] in _MYSQL_REFUSALS
+
+
+#: The daemons' own periodic jobs: no task, so no result row for them.
+OWN_JOBS = frozenset({RECOVERY_JOB, CLEANUP_JOB})
 
 
 class _Database:
@@ -618,7 +623,8 @@ class _ScheduleRows(_Database):
                     "expires_at": _now() + datetime.timedelta(seconds=keep),
                 },
             )
-            self._mark_periodic(key, name)
+            if name not in OWN_JOBS:  # no task: no result row
+                self._mark_periodic(key, name)
             ran_at = Value(_moment(slot))
             self._state_row(name).update(
                 last_run_at=Greatest(Coalesce(F("last_run_at"), ran_at), ran_at),
