@@ -5,8 +5,9 @@ class TwistedqConfig(AppConfig):
     """
     The twistedq Django app.  When Django starts (``runserver``, gunicorn,
     any ``manage.py`` command) it checks the project's ``TWISTEDQ_*``
-    settings: a wrong value is an ``ImproperlyConfigured`` naming the
-    setting, rather than an error at the first task published.
+    settings and environment variables, as the daemon does: a wrong value
+    is an ``ImproperlyConfigured`` naming the setting or variable, rather
+    than an error at the first task published.
     """
 
     name = "twistedq.contrib.django"
@@ -15,8 +16,12 @@ class TwistedqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
 
-        from twistedq.contrib.django.conf import settings_from_django
+        from twistedq.conf import Settings, SettingsError
 
-        settings_from_django(settings)
+        try:
+            # The Django settings, then the environment over them.
+            Settings.from_environment()
+        except SettingsError as error:
+            raise ImproperlyConfigured(f"twistedq: {error}") from None

@@ -41,6 +41,8 @@ _NAMES = {
 }
 
 
+#: A setting the project does not set (None is a value, and not a flag).
+_UNSET = object()
 _FLAGS = {
     "TWISTEDQ_SEED_STATES": "seed_states",
     "TWISTEDQ_STATUS_TRACEBACKS": "status_tracebacks",
@@ -75,8 +77,8 @@ def settings_from_django(settings: Any = None) -> dict[str, Any]:
             raise _improper(f"{setting} must be a non-empty string, not {value!r}")
         values[name] = value
     for setting, name in _FLAGS.items():
-        flag = getattr(settings, setting, None)
-        if flag is not None:
+        flag = getattr(settings, setting, _UNSET)
+        if flag is not _UNSET:
             if not isinstance(flag, bool):
                 raise _improper(f"{setting} must be True or False, not {flag!r}")
             values[name] = flag
@@ -130,8 +132,8 @@ def _result_settings(settings: Any) -> dict[str, Any]:
                 f"not {expires!r}"
             )
         values["result_expires"] = int(seconds)
-    size = getattr(settings, "TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS", None)
-    if size is not None:
+    size = getattr(settings, "TWISTEDQ_TASK_ARGUMENTS_IN_RESULTS", _UNSET)
+    if size is not _UNSET:
         if isinstance(size, bool):
             values["task_arguments_in_results"] = DEFAULT_ARGUMENTS_SIZE if size else 0
         elif isinstance(size, int) and size >= 0:
