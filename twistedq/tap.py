@@ -43,6 +43,7 @@ from twistedq.contrib.django.schedule_reader import database_schedules
 from twistedq.control import ControlService, DaemonControl
 from twistedq.daemon.dispatcher import Dispatcher, DispatchSettings
 from twistedq.daemon.events import daemon_load
+from twistedq.daemon.health import ConsumingWatch
 from twistedq.daemon.identity import DaemonIdentity
 from twistedq.daemon.leases import DEFAULT_PARK_AFTER
 from twistedq.daemon.overdue import DEFAULT_GIVE_BACK_AFTER
@@ -765,6 +766,8 @@ def makeService(options: Options) -> IService:
         site = _status_site(
             options, settings, reactor, backend, connection, topology, dispatcher, scheduler, stats
         )
+        # GET / answers 503 once a queue has not been consumed for a while.
+        site.resource.unhealthy = ConsumingWatch(consumer, reactor).problem
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
 

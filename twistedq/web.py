@@ -349,9 +349,11 @@ class StatusRoot(Resource):
         available: Callable[[], bool] | None = None,
         tracebacks: bool = False,
         progress_interval: float = 0.5,
+        unhealthy: Callable[[], str | None] | None = None,
     ) -> None:
         Resource.__init__(self)
         self.available = available
+        self.unhealthy = unhealthy
         self.putChild(
             b"celery",
             _CelerySegment(
@@ -365,6 +367,10 @@ class StatusRoot(Resource):
             write_json(
                 request, {"service": "twistedq", "error": "result store unavailable"}, code=503
             )
+            return NOT_DONE_YET
+        problem = self.unhealthy() if self.unhealthy is not None else None
+        if problem is not None:
+            write_json(request, {"service": "twistedq", "error": problem}, code=503)
         else:
             write_json(request, {"service": "twistedq"})
         return NOT_DONE_YET
@@ -432,6 +438,7 @@ def make_site_root(
     metrics: IResource | None = None,
     dashboard: IResource | None = None,
     progress_interval: float = 0.5,
+    unhealthy: Callable[[], str | None] | None = None,
 ) -> Resource:
     """
     The resource tree the daemon serves.  A store that does not answer
@@ -446,10 +453,12 @@ def make_site_root(
     ``/metrics`` serves it.  With ``dashboard`` (a
     :py:class:`~twistedq.dashboard.resources.DashboardResource`),
     ``/dashboard/`` serves it.  The progress stream of a taskset reads the
-    store at most every ``progress_interval`` seconds.
+    store at most every ``progress_interval`` seconds.  While
+    ``unhealthy()`` returns a text (e.g. the daemon has not been consuming
+    its queues for a while), ``/`` answers 503 with it as ``error``.
     """
     root = StatusRoot(
-        backend, clock, timeout, seed_states, available, tracebacks, progress_interval
+        backend, clock, timeout, seed_states, available, tracebacks, progress_interval, unhealthy
     )
     if stats is not None:
         root.putChild(b"stats", StatsResource(stats, available, down_since))

@@ -172,6 +172,8 @@ class QueueConsumer:
 
     :ivar consuming: the broker is delivering to it now (false from the
         moment the channel or connection is lost until it consumes again).
+    :ivar stopped_at: when (clock seconds) it last stopped consuming, or
+        None if it never consumed.
     """
 
     #: The first pause before consuming again after a failed attempt.
@@ -196,8 +198,19 @@ class QueueConsumer:
         self._tag: str | None = None
         self._stopped = False
         self._reopening: Any = None
-        self.consuming = False
+        self._consuming = False
+        self.stopped_at: float | None = None
         connection.add_connect_hook(self._connected)
+
+    @property
+    def consuming(self) -> bool:
+        return self._consuming
+
+    @consuming.setter
+    def consuming(self, now: bool) -> None:
+        if self._consuming and not now:
+            self.stopped_at = self.connection.reactor.seconds()
+        self._consuming = now
 
     async def _connected(self, protocol: BrokerProtocol) -> None:
         dead = self._dead_letters
@@ -369,6 +382,17 @@ class Consumer:
         Every queue is being consumed now.
         """
         return all(queue.consuming for queue in self.queues)
+
+    def not_consuming_since(self, started: float) -> float | None:
+        """
+        Since when (clock seconds) some queue has not been consumed: the
+        earliest moment one of those not consumed now stopped, ``started``
+        for one never consumed; None while every queue is consumed.
+        """
+        idle = [queue for queue in self.queues if not queue.consuming]
+        if not idle:
+            return None
+        return min(started if queue.stopped_at is None else queue.stopped_at for queue in idle)
 
     async def stop(self) -> None:
         """

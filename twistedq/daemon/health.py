@@ -9,7 +9,7 @@ otherwise heard from finds an outage even when no task arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -22,7 +22,13 @@ from twistedq.daemon.backoff import FIRST_PAUSE, persist
 from twistedq.daemon.events import EventKind, Events
 from twistedq.daemon.inflight import InFlight
 
-__all__ = ["STORE_PROBE_ID", "WATCH_PERIOD", "StoreHealth"]
+__all__ = [
+    "NOT_CONSUMING_LIMIT",
+    "STORE_PROBE_ID",
+    "WATCH_PERIOD",
+    "ConsumingWatch",
+    "StoreHealth",
+]
 
 #: The key read to learn whether an unavailable store is back (no task has it).
 STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -31,7 +37,21 @@ STORE_PROBE_ID = "00000000-0000-0000-0000-000000000000"
 #: a read that takes longer counts as a failure.
 WATCH_PERIOD = 2.0
 
+#: How long (seconds) a daemon may go without consuming its queues (from
+#: its start, or since it last consumed them all) before the health check
+#: ``/`` calls it unhealthy: longer than a broker node's restart or a
+#: reconnection's pauses, shorter than a queue refused for good.
+NOT_CONSUMING_LIMIT = 60.0
+
 log = Logger()
+
+
+class NotConsuming(Protocol):
+    def not_consuming_since(self, started: float) -> float | None:
+        """
+        Since when some queue has not been consumed (``started`` for one
+        never consumed), or None while all are.
+        """
 
 
 class StoreHealth:
@@ -148,3 +168,40 @@ class StoreHealth:
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.cancel()  # a no-op once it has its result
+
+
+class ConsumingWatch:
+    """
+    Whether the daemon has been consuming its queues lately:
+    :py:meth:`problem` says what is wrong once some queue has not been
+    consumed for more than ``limit`` seconds, counted from the watch's
+    creation (the daemon's start) for a queue never consumed.  Nothing is
+    done per task: the consumer notes when a queue stops being consumed.
+
+    :param consumer: the daemon's consumer
+        (:py:meth:`twistedq.amqp.consumer.Consumer.not_consuming_since`).
+    """
+
+    def __init__(
+        self,
+        consumer: NotConsuming,
+        clock: IReactorTime,
+        limit: float = NOT_CONSUMING_LIMIT,
+    ) -> None:
+        self.consumer = consumer
+        self.clock = clock
+        self.limit = limit
+        self.started = clock.seconds()
+
+    def problem(self) -> str | None:
+        """
+        Why the daemon is unhealthy (a queue not consumed for more than the
+        limit), or None.
+        """
+        since = self.consumer.not_consuming_since(self.started)
+        if since is None:
+            return None
+        idle = self.clock.seconds() - since
+        if idle <= self.limit:
+            return None
+        return f"not consuming its queues for {idle:.0f} s"
