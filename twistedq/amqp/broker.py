@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
+from weakref import WeakKeyDictionary
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
@@ -61,6 +62,7 @@ __all__ = [
     "PublishUncertain",
     "Publisher",
     "QueueMismatch",
+    "QueueMismatches",
     "Topology",
     "broker_addresses",
     "check_priority",
@@ -111,6 +113,8 @@ NOT_FOUND = 404
 #: what differs.
 _ARGUMENT_OPTIONS = {
     "x-queue-type": "--queue-type",
+    "x-overflow": "--queue-type",
+    "x-dead-letter-strategy": "--queue-type",
     "x-delivery-limit": "--task-attempts",
     "x-max-priority": "--max-priority",
     "x-message-ttl": "the delay queue's name",
@@ -142,19 +146,71 @@ class QueueMismatch(Exception):
 
     :ivar queue: the queue's name.
     :ivar broker_text: what the broker said.
+    :ivar existing_type: the type the queue exists with, when it is not
+        the one declared (``"classic"`` or ``"quorum"``), else None.
+    :ivar mismatches: every queue found to differ (this one alone here;
+        several in :py:class:`QueueMismatches`).
     """
 
-    def __init__(self, queue: str, arguments: dict[str, Any], broker_text: str) -> None:
+    def __init__(
+        self,
+        queue: str,
+        arguments: dict[str, Any],
+        broker_text: str,
+        existing_type: str | None = None,
+    ) -> None:
         self.queue = queue
+        self.arguments = arguments
         self.broker_text = broker_text
-        differs = [name for name in _ARGUMENT_OPTIONS if f"'{name}'" in broker_text]
-        which = ", ".join(f"{name} ({_ARGUMENT_OPTIONS[name]})" for name in differs)
+        self.existing_type = existing_type
+        self.mismatches = [self]
         super().__init__(
-            f"queue {queue!r} exists on the broker with other arguments than declared here "
-            f"({which or 'see the broker text'}; declared {_show(arguments)}). Start with "
-            f"the options the queue was made with, or move to the new ones: stop the "
-            f"daemons, drain the queue, delete it (rabbitmqctl delete_queue {queue}) and "
-            f"start them again. The broker said: {broker_text}"
+            f"{self.what()}. Start with the options the queue was made with, or move "
+            f"to the new ones: stop the daemons, drain the queue, delete it (rabbitmqctl "
+            f"delete_queue {queue}) and start them again. The broker said: {broker_text}"
+        )
+
+    def what(self) -> str:
+        """
+        The queue and what differs, e.g. ``queue 'jobs' exists as a
+        classic queue, declared quorum here (x-queue-type (--queue-type))``.
+        """
+        if self.existing_type is not None:
+            declared = "quorum" if self.existing_type == "classic" else "classic"
+            return (
+                f"queue {self.queue!r} exists as a {self.existing_type} queue, declared "
+                f"{declared} here (x-queue-type (--queue-type))"
+            )
+        differs = [name for name in _ARGUMENT_OPTIONS if f"'{name}'" in self.broker_text]
+        which = ", ".join(f"{name} ({_ARGUMENT_OPTIONS[name]})" for name in differs)
+        return (
+            f"queue {self.queue!r} exists on the broker with other arguments than declared here "
+            f"({which or 'see the broker text'}; declared {_show(self.arguments)})"
+        )
+
+
+class QueueMismatches(QueueMismatch):
+    """
+    Several queues of a topology differ from what is declared: all are
+    named at once, and none was declared.
+    """
+
+    def __init__(self, mismatches: list[QueueMismatch]) -> None:
+        first = mismatches[0]
+        self.queue = first.queue
+        self.arguments = first.arguments
+        self.broker_text = first.broker_text
+        self.existing_type = first.existing_type
+        self.mismatches = mismatches
+        deletes = "; ".join(f"rabbitmqctl delete_queue {m.queue}" for m in mismatches)
+        said = "; ".join(f"{m.queue}: {m.broker_text}" for m in mismatches)
+        Exception.__init__(
+            self,
+            f"{len(mismatches)} queues exist on the broker otherwise than declared here, so "
+            f"none was declared: {'; '.join(m.what() for m in mismatches)}. Start with the "
+            f"options the queues were made with, or move to the new ones: stop the daemons, "
+            f"drain the queues, delete them ({deletes}) and start them again. The broker "
+            f"said: {said}",
         )
 
 
@@ -848,9 +904,23 @@ class Topology:
         Declare the durable exchange and queue, bound by the queue's name,
         and the dead-letter exchange and queue that rejected messages go to.
 
+        With a :py:attr:`queue_type` (and not :py:attr:`take_existing`),
+        every queue of the topology that exists (task, dead-letter and
+        delay queues) is checked first, once per connection, and nothing
+        is declared if one differs.
+
         :raises QueueMismatch: a queue exists with another type or other
-            arguments (only with a :py:attr:`queue_type`).
+            arguments (only with a :py:attr:`queue_type`);
+            :py:class:`QueueMismatches` when several do.
         """
+        protocol = getattr(channel, "client", None)
+        # (A channel of no real connection, a test's fake, is not checked.)
+        if (
+            self.queue_type is not None
+            and not self.take_existing
+            and isinstance(protocol, BrokerProtocol)
+        ):
+            await self._check_existing(protocol)
         await channel.exchange_declare(
             exchange=self.dead_letter_exchange, type="direct", durable=True
         )
@@ -867,6 +937,59 @@ class Topology:
         await channel.queue_bind(
             queue=self.queue, exchange=self.exchange, routing_key=self.routing_key
         )
+
+    def _arguments_of(self, name: str) -> dict[str, Any]:
+        """
+        The arguments the queue ``name`` of this topology is declared with.
+        """
+        if name == self.dead_letter_queue:
+            return self._type_arguments(dead_lettering=False)
+        if name == self.queue:
+            return self.queue_arguments()
+        return self.delay_queue_arguments(int(name.rsplit(".", 1)[1]))
+
+    def _queue_names(self) -> list[str]:
+        """
+        Every queue of the topology: dead-letter, task and delay queues.
+        """
+        delays = [self.delay_queue(1 << e) for e in range(DELAY_EXPONENT_MAX + 1)]
+        return [self.dead_letter_queue, self.queue, *delays]
+
+    async def _check_existing(self, protocol: BrokerProtocol) -> None:
+        """
+        Check every queue of the topology that exists against its
+        arguments here, before any is declared.
+
+        :raises QueueMismatch: one differs; :py:class:`QueueMismatches`
+            when several do.
+        """
+        checked = _CHECKED.setdefault(protocol, set())
+        if self in checked:
+            return
+        other = "classic" if self.queue_type == "quorum" else "quorum"
+        as_other = replace(self, queue_type=other, delivery_limit=None, max_priority=None)
+        mismatches = []
+        for name in self._queue_names():
+            if not await queue_exists(protocol, name):
+                continue
+            arguments = self._arguments_of(name)
+            text = await _refusal(protocol, name, arguments)
+            if text is None:
+                continue
+            # The broker names one differing argument: learn whether the type differs.
+            if (other == "quorum" and _quorum_named(text)) or (
+                other == "classic"
+                and await _refusal(protocol, name, as_other._arguments_of(name)) is None
+            ):
+                existing: str | None = other
+            else:
+                existing = None
+            mismatches.append(QueueMismatch(name, arguments, text, existing))
+        if len(mismatches) == 1:
+            raise mismatches[0]
+        if mismatches:
+            raise QueueMismatches(mismatches)
+        checked.add(self)
 
     async def _declare_queue(
         self, channel: BrokerChannel, name: str, arguments: dict[str, Any]
@@ -908,6 +1031,40 @@ class Topology:
         name = self.delay_queue(seconds)
         await self._declare_queue(channel, name, self.delay_queue_arguments(seconds))
         return name
+
+
+#: The topologies checked on each connection (:py:meth:`Topology.declare`).
+_CHECKED: WeakKeyDictionary[BrokerProtocol, set[Topology]] = WeakKeyDictionary()
+
+
+def _quorum_named(text: str) -> bool:
+    """
+    Whether the broker's refusal of a classic declaration says the queue
+    is a quorum queue: its type, or an argument only quorum queues take
+    that the declaration lacks.
+    """
+    if "current is the value 'quorum'" in text:
+        return True
+    quorum_only = ("'x-dead-letter-strategy'", "'x-delivery-limit'")
+    return "received none" in text and any(name in text for name in quorum_only)
+
+
+async def _refusal(protocol: BrokerProtocol, name: str, arguments: dict[str, Any]) -> str | None:
+    """
+    Declare the existing queue ``name`` with ``arguments`` on a channel of
+    its own (which changes nothing): the broker's text if it refuses them
+    (406), else None.
+    """
+    channel = await protocol.open_channel()
+    try:
+        await channel.queue_declare(queue=name, durable=True, arguments=arguments)
+    except _CLOSED as e:
+        code, text = reply_of(e)
+        if code == PRECONDITION_FAILED:
+            return text
+        raise
+    await channel.channel_close()
+    return None
 
 
 async def queue_exists(protocol: BrokerProtocol, name: str) -> bool:
