@@ -160,6 +160,19 @@ class OwnJobRowsTests(SynchronousTestCase):
         )
 
 
+class LimitedDashboardTests(SynchronousTestCase):
+    def test_view_permission_needed(self) -> None:
+        """
+        ``dashboard_patterns("twistedq.view_taskresult")`` answers 403 to
+        a staff user without the permission (the default mount serves
+        them); a user with it gets the page's files.
+        """
+        found = checks()["limited"]
+        self.assertEqual(found["bare"][:2], [403, 403])
+        self.assertEqual(found["bare"][2], 200)
+        self.assertEqual(found["viewer"][0], 200)
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -263,6 +276,7 @@ def _main() -> None:
         "dashboard_pause": _dashboard_pause(),
         "on_commit": _on_commit(),
         "slot_rows": _slot_rows(),
+        "limited": _limited_dashboard(),
     }
     print(json.dumps(found))
     shutil.rmtree(os.path.dirname(database), ignore_errors=True)
@@ -463,6 +477,27 @@ def _slot_rows() -> dict[str, int]:
         store.commit_slot(slot_task_id(name, 1800000000.0), name, 1800000000.0, 1800000010.0, 60)
         rows[name] = TaskResult.objects.count() - before
     return rows
+
+
+def _limited_dashboard() -> dict[str, list[int]]:
+    """
+    The answers of a dashboard mounted for users who may view results, to
+    a staff user without that permission and to one with it.
+    """
+    from django.contrib.auth.models import Permission, User
+    from django.test import Client
+
+    bare = User.objects.create_user("bare", password="secret", is_staff=True)
+    answers = {}
+    for label, user in (("bare", bare), ("viewer", User.objects.get(username="staff"))):
+        web = Client()
+        web.force_login(user)
+        answers[label] = [
+            web.get(f"/limited/{page}").status_code
+            for page in ("static/dashboard.css", "failure/" + "0" * 32)
+        ] + [web.get("/dashboard/static/dashboard.css").status_code]
+    assert Permission.objects.filter(codename="view_taskresult").exists()
+    return answers
 
 
 def _messages(response: Any) -> str:

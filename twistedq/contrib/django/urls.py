@@ -6,9 +6,19 @@
 ``dashboard/`` (staff users only, through the admin's login: the admin
 must be installed).  ``dashboard_urlpatterns`` alone mounts only the
 dashboard: ``path("ops/twistedq/", include((dashboard_urlpatterns, "twistedq")))``.
+Every staff user sees the dashboard (argument previews, failures and their
+tracebacks included); ``dashboard_patterns("twistedq.view_taskresult")``
+mounts one that answers 403 to staff users without that permission.
 """
 
-from django.urls import path
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, path
 
 from twistedq.contrib.django import views
 
@@ -24,6 +34,33 @@ dashboard_urlpatterns = [
     path("deadletters", views.dashboard_dead_letters, name="dashboard-dead-letters"),
     path("actions/<str:name>", views.dashboard_action, name="dashboard-action"),
 ]
+
+
+def _needing(permission: str, view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if user.is_authenticated and user.is_staff and not user.has_perm(permission):
+            return JsonResponse({"error": "permission needed"}, status=403)
+        return view(request, *args, **kwargs)  # staff_member_required for the others
+
+    return checked
+
+
+def dashboard_patterns(permission: str | None = None) -> list[URLPattern]:
+    """
+    The dashboard's URL patterns, for staff users who also hold
+    ``permission`` (such as ``"twistedq.view_taskresult"``: only those who
+    may view results see arguments and failures), or every staff user
+    when :py:obj:`None` (:py:data:`dashboard_urlpatterns`).
+    """
+    if permission is None:
+        return list(dashboard_urlpatterns)
+    return [
+        path(str(pattern.pattern), _needing(permission, pattern.callback), name=pattern.name)
+        for pattern in dashboard_urlpatterns
+    ]
+
 
 urlpatterns = [
     path(
