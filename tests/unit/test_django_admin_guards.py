@@ -173,6 +173,24 @@ class LimitedDashboardTests(SynchronousTestCase):
         self.assertEqual(found["viewer"][0], 200)
 
 
+class CrontabMessageTests(SynchronousTestCase):
+    def test_unknown_zone_once(self) -> None:
+        """
+        An unknown time zone is one error, on its field.
+        """
+        self.assertEqual(list(checks()["crontab"]["zone"]), ["timezone"])
+
+    def test_never_in_words(self) -> None:
+        """
+        A crontab that never runs says so with its fields as written, not
+        Python's reprs.
+        """
+        self.assertEqual(
+            checks()["crontab"]["never"],
+            {"__all__": ["This crontab never runs: day of month 30,31 never falls in month 2."]},
+        )
+
+
 class ActionPermissionTests(SynchronousTestCase):
     def test_view_only_user_offered_no_action(self) -> None:
         """
@@ -277,6 +295,7 @@ def _main() -> None:
         "on_commit": _on_commit(),
         "slot_rows": _slot_rows(),
         "limited": _limited_dashboard(),
+        "crontab": _crontab_errors(),
     }
     print(json.dumps(found))
     shutil.rmtree(os.path.dirname(database), ignore_errors=True)
@@ -498,6 +517,15 @@ def _limited_dashboard() -> dict[str, list[int]]:
         ] + [web.get("/dashboard/static/dashboard.css").status_code]
     assert Permission.objects.filter(codename="view_taskresult").exists()
     return answers
+
+
+def _crontab_errors() -> dict[str, dict[str, list[str]]]:
+    from twistedq.contrib.django.schedule_models import CrontabSchedule
+
+    return {
+        "zone": _errors(CrontabSchedule(timezone="Mars/Base")),
+        "never": _errors(CrontabSchedule(day_of_month="30,31", month_of_year="2")),
+    }
 
 
 def _messages(response: Any) -> str:

@@ -244,8 +244,17 @@ class CrontabSchedule(models.Model):
         if errors:
             raise ValidationError(errors)
         try:
+            validate_time_zone(self.timezone or "UTC")
+        except ValidationError:
+            return  # said on the field already
+        try:
             self.schedule()
         except ValueError as error:
+            if "never runs" in str(error):
+                raise ValidationError(
+                    f"This crontab never runs: day of month {self.day_of_month} never falls "
+                    f"in month {self.month_of_year}."
+                ) from None
             raise ValidationError(str(error)) from None
 
     def schedule(self) -> Crontab:
