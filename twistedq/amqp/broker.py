@@ -22,7 +22,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from txamqp.client import ChannelClosed
 from zope.interface import implementer
@@ -512,6 +512,16 @@ class _RetryClock:
         return self.reactor.getDelayedCalls()
 
 
+class _QuietClientService(ClientService):
+    """
+    A :py:class:`ClientService` that does not log its "Scheduling retry N"
+    (N counts TCP connections and starts again after one whose login
+    failed): :py:class:`BrokerConnection` logs its own, with its count.
+    """
+
+    _log = Logger(observer=cast(ILogObserver, lambda event: None))
+
+
 class BrokerConnection(Service):
     """
     A connection to the broker that reconnects with backoff.  Each time it
@@ -557,7 +567,6 @@ class BrokerConnection(Service):
         self._warned_at: float | None = None
         self._stopping = False
         self._clock = _RetryClock(reactor)
-        policy = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
         if endpoint is None:
             endpoints: list[Any] = [
                 HostnameEndpoint(reactor, each.host, each.port, timeout=each.connect_timeout)
@@ -569,14 +578,37 @@ class BrokerConnection(Service):
             endpoints = [endpoint]
         if len(endpoints) != len(addresses):
             raise ValueError(f"{len(endpoints)} endpoints for {len(addresses)} broker addresses")
-        self._client_service = ClientService(
+        self._policy = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
+        self._client_service = _QuietClientService(
             _ObservedEndpoint(_RotatingEndpoint(endpoints, lambda: self._current), self._failed),
             _ProtocolFactory(lambda: self.address, reactor, self._made),
-            # The attempts that count are those since the last success,
-            # logging in included (ClientService counts TCP connections).
-            retryPolicy=lambda attempt: policy(max(attempt, self._failures)),
+            retryPolicy=self._retry_after,
             clock=cast(IReactorTime, self._clock),
         )
+
+    def _retry_after(self, attempt: int) -> float:
+        """
+        The pause before the next attempt to connect, logged.  The attempts
+        that count are those failed since the last success, logging in
+        included (ClientService's ``attempt`` counts TCP connections).
+        """
+        failures = max(attempt, self._failures)
+        pause = float(self._policy(failures))
+        if self._failures:
+            log.info(
+                "Next attempt to connect, to {broker}, in {pause:.1f} s "
+                "(after {failures} failed attempts)",
+                broker=str(self.address),
+                pause=pause,
+                failures=self._failures,
+            )
+        else:
+            log.info(
+                "Connecting again, to {broker}, in {pause:.1f} s",
+                broker=str(self.address),
+                pause=pause,
+            )
+        return pause
 
     @property
     def address(self) -> BrokerAddress:
@@ -661,9 +693,9 @@ class BrokerConnection(Service):
             d.callback(protocol)
 
     def _prepare_failed(self, failure: Failure, protocol: BrokerProtocol) -> None:
-        if protocol.transport is not None:
-            protocol.transport.abortConnection()
         if self._stopping:
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
             return
         if failure.check(defer.TimeoutError):
             failure = Failure(
@@ -680,7 +712,11 @@ class BrokerConnection(Service):
             )
         elif not failure.check(*_CLOSED):
             log.failure("Setting up the broker connection failed", failure)
+        # Counted before the connection is dropped: the retry it schedules
+        # then logs the count and the next address.
         self._failed(failure)
+        if protocol.transport is not None:
+            protocol.transport.abortConnection()
 
     def _failed(self, failure: Failure) -> None:
         """
