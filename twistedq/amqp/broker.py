@@ -1258,6 +1258,12 @@ class Publisher:
             except Exception as e:
                 tried += 1
                 if attempts is None or tried >= attempts:
+                    code, text = reply_of(e)
+                    if code is not None:  # it answered: say what it said
+                        raise BrokerUnavailable(
+                            f"the broker answered but refused to set up the queues (at "
+                            f"{connection.where}), so nothing was sent: {code} {text}"
+                        ) from e
                     raise BrokerUnavailable(
                         f"could not reach the broker at {connection.where}: {describe(e)}"
                     ) from e
