@@ -213,6 +213,9 @@ class ActionPermissionTests(SynchronousTestCase):
         self.assertIn("twistedq.recover_parked_tasks", found["disable_message"])
         self.assertEqual(found["form_enabled"], True)
         self.assertIn("not published", found["run_now_message"])
+        # Django's admin capitalizes a message's first letter: the names
+        # are not first.
+        self.assertEqual(found["capitalized"], [False, False])
 
 
 def _main() -> None:
@@ -560,6 +563,9 @@ def _own_jobs() -> dict[str, Any]:
         "disable_message": _messages(response),
         "form_enabled": own.enabled,
         "run_now_message": _messages(run),
+        "capitalized": [
+            b"Twistedq.recover_parked_tasks" in page.content for page in (response, run)
+        ],
     }
 
 

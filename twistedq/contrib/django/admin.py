@@ -215,14 +215,14 @@ class TaskResultAdmin(DashboardLinkAdmin):
             except ValueError as error:
                 self.message_user(
                     request,
-                    f"{row.task_name}[{row.task_id}] not run again: {error}.",
+                    f"Task {row.task_name}[{row.task_id}] not run again: {error}.",
                     messages.ERROR,
                 )
                 continue
             except Exception as error:
                 self.message_user(
                     request,
-                    f"{row.task_name}[{row.task_id}] not published: {error}",
+                    f"Task {row.task_name}[{row.task_id}] not published: {error}",
                     messages.ERROR,
                 )
                 continue

@@ -173,7 +173,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             if own:
                 self.message_user(
                     request,
-                    f"{', '.join(own)} not disabled: the daemons' own jobs always run.",
+                    f"Not disabled: {', '.join(own)} (the daemons' own jobs always run).",
                     messages.WARNING,
                 )
                 queryset = queryset.exclude(name__in=OWN_JOBS)
@@ -201,7 +201,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             if row.name in OWN_JOBS:
                 self.message_user(
                     request,
-                    f"{row.name} not published: a daemon's own job is no task.",
+                    f"Periodic task {row.name} not published: a daemon's own job is no task.",
                     messages.ERROR,
                 )
                 continue
@@ -213,7 +213,9 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
                     queue=row.queue or None,
                 )
             except Exception as error:
-                self.message_user(request, f"{row.name} not published: {error}", messages.ERROR)
+                self.message_user(
+                    request, f"Periodic task {row.name} not published: {error}", messages.ERROR
+                )
                 continue
             published.append(f"{row.name} ({result.task_id})")
         if published:
