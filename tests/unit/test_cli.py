@@ -78,6 +78,9 @@ class FakeSession(Session):
     async def purge_queue(self, queue: str) -> int:
         return self._answer("purge_queue", queue)
 
+    async def delay_queues(self, topology: Any) -> list[Any]:
+        return self._answer("delay_queues") or []
+
     async def outcome(self, task_id: str, wait: float | None = None) -> Outcome:
         return self._answer("outcome")
 

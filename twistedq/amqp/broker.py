@@ -1314,7 +1314,8 @@ class Publisher:
 
         :param hop: the message is one the daemon received before, sent on
             unchanged (an ETA, a rate limit): marked with
-            :py:data:`HOP_HEADER`.
+            :py:data:`HOP_HEADER`.  A message put in a delay queue carries
+            the time it was published (the ``timestamp`` property).
         :raises: as :py:meth:`publish` does.
         """
         step = delay_step(delay)
@@ -1328,6 +1329,9 @@ class Publisher:
             await self._confirmed(channel, exchange, queue, message.id, body, properties)
             return
         name = self.topology.delay_queue(step)
+        # When it entered the delay queue: twistedq status tells from the
+        # head's whether the broker keeps messages past their wait.
+        properties["timestamp"] = int(self.connection.reactor.seconds())
         if name not in self._declared:
             try:
                 await self.topology.declare_delay_queue(channel, step)

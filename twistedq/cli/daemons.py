@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from twistedq.cli.errors import EXIT_FAILED, EXIT_OK, CommandError, Unreachable
 from twistedq.cli.output import clock_time, dumps, duration, flatten, printable, table, text
-from twistedq.cli.session import Session
+from twistedq.cli.session import DelayQueue, Session
 from twistedq.outcome import Outcome
 from twistedq.states import READY_STATES, REVOKED
 
@@ -219,11 +219,13 @@ async def _both(first: Coroutine[Any, Any, T], second: Coroutine[Any, Any, T]) -
 
 async def status(arguments: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     """
-    ``twistedq status``: the task queue, its dead letters and the daemons
+    ``twistedq status``: the task queue, its delay queues (an overdue one
+    is flagged, and makes the status 1), its dead letters and the daemons
     that answer a ping, with their children and load.
     """
     topology = session.topology
     queue = await _counts(session, topology.queue)
+    delays = [_delay_document(each) for each in await session.delay_queues(topology)]
     dead = await _counts(session, topology.dead_letter_queue)
     pongs, stats = await _both(
         session.broadcast("ping", reply_timeout=arguments.reply_timeout),
@@ -234,16 +236,45 @@ async def status(arguments: argparse.Namespace, session: Session, out: TextIO, e
         document = {
             "broker": str((await session.connection()).address),
             "queue": queue,
+            "delay_queues": delays,
             "dead_letters": dead,
             "daemons": daemons,
         }
         print(dumps(document), file=out)
     else:
-        _print_status(str((await session.connection()).address), queue, dead, daemons, out)
+        _print_status(str((await session.connection()).address), queue, delays, dead, daemons, out)
     if not daemons:
         _nobody_answered(arguments, session, err)
         return EXIT_FAILED
+    overdue = [each["name"] for each in delays if each["overdue"]]
+    if overdue:
+        print(
+            f"twistedq: the broker keeps messages past their wait in {', '.join(overdue)} "
+            "(see 'Delay queues that stop releasing' in the deployment guide)",
+            file=err,
+        )
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _delay_document(queue: DelayQueue) -> dict[str, Any]:
+    return {
+        "name": queue.name,
+        "seconds": queue.seconds,
+        "ready": queue.ready,
+        "oldest_age": queue.oldest_age,
+        "overdue": queue.overdue,
+    }
+
+
+def _delay_text(queue: dict[str, Any]) -> str:
+    text = f"{printable(queue['name'])}: {queue['ready']} waiting"
+    age = queue["oldest_age"]
+    if age is not None:
+        text += f", oldest {duration(age)}"
+    if queue["overdue"]:
+        text += f" OVERDUE (waits {queue['seconds']} s)"
+    return text
 
 
 def _queue_text(counts: dict[str, Any], dead: bool = False) -> str:
@@ -258,12 +289,15 @@ def _queue_text(counts: dict[str, Any], dead: bool = False) -> str:
 def _print_status(
     broker: str,
     queue: dict[str, Any],
+    delays: list[dict[str, Any]],
     dead: dict[str, Any],
     daemons: list[dict[str, Any]],
     out: TextIO,
 ) -> None:
     print(f"broker        {printable(broker)}", file=out)
     print(f"queue         {_queue_text(queue)}", file=out)
+    for index, delay in enumerate(delays):
+        print(f"{'delay queues' if index == 0 else '':14}{_delay_text(delay)}", file=out)
     print(f"dead letters  {_queue_text(dead, dead=True)}", file=out)
     print(f"daemons       {len(daemons)}", file=out)
     if daemons:

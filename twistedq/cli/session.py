@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from twistedq.amqp.broker import (
+    DELAY_EXPONENT_MAX,
     BrokerConnection,
     BrokerURLError,
     Topology,
@@ -43,6 +45,38 @@ T = TypeVar("T")
 
 #: A queue's ready messages and consumers, from a passive declare.
 QueueCounts = tuple[int, int]
+
+#: How much longer than its wait a delay queue's oldest message may be
+#: there before ``twistedq status`` calls the queue overdue.
+OVERDUE_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class DelayQueue:
+    """
+    A delay queue as ``twistedq status`` shows it.
+
+    :ivar name: its name, ``<queue>.delay.<seconds>``.
+    :ivar seconds: how long its messages wait (its message TTL).
+    :ivar ready: how many messages it holds.
+    :ivar oldest_age: how long its oldest message has been there
+        (seconds), or None when it is empty or its messages carry no
+        time stamp (put there by a daemon before this version).
+    """
+
+    name: str
+    seconds: int
+    ready: int
+    oldest_age: float | None
+
+    @property
+    def overdue(self) -> bool:
+        """
+        Its oldest message is there longer than its wait plus
+        :py:data:`OVERDUE_MARGIN`: the broker does not release it.
+        """
+        return self.oldest_age is not None and self.oldest_age > self.seconds + OVERDUE_MARGIN
+
 
 #: How many failed attempts to connect make the broker unreachable before
 #: the timeout (a refused connection fails at once; the second attempt
@@ -258,6 +292,43 @@ class Session:
             queue, lambda channel: channel.queue_declare(queue=queue, passive=True)
         )
         return int(declared.message_count), int(declared.consumer_count)
+
+    async def delay_queues(self, topology: Topology) -> list[DelayQueue]:
+        """
+        The delay queues of ``topology`` that exist, shortest wait first:
+        each with its messages and the age of its oldest (the one at its
+        head, which the daemons stamped when they put it there; None when
+        empty or unstamped).  The head is looked at with a ``basic.get``
+        on a channel of its own, closed without an ack, so the message
+        stays, first, in the queue.
+        """
+        found = []
+        for exponent in range(DELAY_EXPONENT_MAX + 1):
+            seconds = 1 << exponent
+            name = topology.delay_queue(seconds)
+            channel = await self._channel()
+            channel.expects_not_found = True  # most do not exist: no warning
+            address = f"the broker at {self._connection_address()}"
+            try:
+                declared = await self._in_time(
+                    channel.queue_declare(queue=name, passive=True), address
+                )
+                ready = int(declared.message_count)
+                stamped = None
+                if ready:
+                    got = await self._in_time(channel.basic_get(queue=name, no_ack=False), address)
+                    if got.method.name == "get-ok":
+                        stamped = got.content.properties.get("timestamp")
+            except Exception as e:
+                if _reply_code(e) == NOT_FOUND:
+                    continue
+                raise
+            finally:
+                if not channel.closed:
+                    await channel.channel_close()
+            age = None if stamped is None else max(0.0, self.reactor.seconds() - stamped)
+            found.append(DelayQueue(name, seconds, ready, age))
+        return found
 
     async def purge_queue(self, queue: str) -> int:
         """
