@@ -193,21 +193,6 @@ def _value_of(option: str, rest: list[str]) -> str:
     return rest.pop(0)
 
 
-def foreground_without_pidfile(twistd: Sequence[str]) -> list[str]:
-    """
-    twistd's options, with ``--pidfile=`` (no pid file) added when the
-    daemon runs in the foreground (``-n``, ``--nodaemon``) and no
-    ``--pidfile`` is given: twistd would write ``twistd.pid`` in the
-    working directory, and a second daemon started there would stop with
-    "Another twistd server is running".
-    """
-    foreground = any(argument in ("-n", "--nodaemon") for argument in twistd)
-    pidfile = any(
-        argument == "--pidfile" or argument.startswith("--pidfile=") for argument in twistd
-    )
-    return [*twistd, "--pidfile="] if foreground and not pidfile else list(twistd)
-
-
 def daemon_argv(line: CommandLine, settings_module: str, status_endpoint: str | None) -> list[str]:
     """
     The ``twistd`` command line that runs the daemon of ``line`` with the

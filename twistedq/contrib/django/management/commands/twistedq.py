@@ -20,7 +20,6 @@ from django.core.management.base import BaseCommand, CommandError
 from twistedq.contrib.django.management.launch import (
     LaunchError,
     daemon_argv,
-    foreground_without_pidfile,
     split_command_line,
     without_django_options,
 )
@@ -36,8 +35,7 @@ directory first on the import path, and the status site off unless
 twistd's options (-n/--nodaemon, --pidfile, --logfile, --rundir, --uid,
 --gid, --umask, --syslog...) and the daemon's may come in any order; -l is
 --loglevel, -b --broker, -r --result-backend, -s --status.  Without -n the
-daemon runs in the background, as twistd's; with -n it writes no pid file
-unless --pidfile names one.
+daemon runs in the background, as twistd's.
 
 With a subcommand (status, ping, inspect, events, revoke, result, purge,
 deadletter...), runs the operations command `twistedq` with the project's
@@ -66,7 +64,6 @@ class Command(BaseCommand):
             self._fail(str(e), 2)
         if line.subcommand is not None:
             self._operations(line.subcommand)
-        line.twistd = foreground_without_pidfile(line.twistd)
         self._daemon(daemon_argv(line, self._settings_module(), self._status_endpoint()))
 
     def print_help(self, prog_name: str, subcommand: str) -> None:
