@@ -8,13 +8,14 @@ parked task whose daemon dies is published again and completes.
 from __future__ import annotations
 
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.integration.servers import Daemon, redis_url, unique_queue
+from tests.integration.servers import ROOT, Daemon, redis_url, unique_queue
 from tests.integration.test_end_to_end import run_client
 
 #: Park after 1 s with 3-second claims: the mechanism of a 30-minute
@@ -36,6 +37,24 @@ class ParkingTests(SynchronousTestCase):
         self.addCleanup(daemon.stop)
         daemon.wait_ready()
         return daemon
+
+    def unacknowledged(self) -> int | None:
+        """
+        The messages of the queue delivered and not yet acknowledged, as
+        the broker of ``scripts/services`` counts them.
+        """
+        services = str(ROOT / "scripts" / "services")
+        completed = subprocess.run(
+            ["bash", services, "rabbitmqctl", "list_queues", "name", "messages_unacknowledged"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for line in completed.stdout.splitlines():
+            name, _, count = line.partition("\t")
+            if name == self.queue:
+                return int(count)
+        return None
 
     def status(self, task_id: str) -> str:
         return run_client(self.queue, self.backend, mode="statuses", ids=[task_id])["statuses"][0]
@@ -71,10 +90,11 @@ class ParkingTests(SynchronousTestCase):
             self.queue, self.backend, mode="send", task="slow_count", args=[str(self.runs), 4]
         )
         self.wait_for(lambda: "is parked" in first.log(), 20, "the task parked")
-        # The ack is logged as it is handed to the transport: give it time to
-        # reach the broker, or the kill makes the broker deliver the message
-        # again and the recovery path under test is not taken.
-        time.sleep(1.0)
+        # The ack is logged as it is handed to the transport: wait until the
+        # broker has it, or the kill makes the broker deliver the message
+        # again and the recovery path under test is not taken (a loaded
+        # machine took longer than a second).
+        self.wait_for(lambda: self.unacknowledged() == 0, 30, "the broker took the ack")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
         second = self.start_daemon("second")
