@@ -75,6 +75,7 @@ __all__ = [
     "check_signature",
     "is_task_id",
     "is_task_name",
+    "loads_json",
     "new_task_id",
     "peek_task",
     "queue_name_error",
@@ -170,6 +171,17 @@ def _finite_float(text: str) -> float:
     if math.isinf(number):
         raise ValueError(f"number {text[:30]} is out of range")
     return number
+
+
+def loads_json(text: str) -> Any:
+    """
+    Parse JSON text as a daemon reads a message: ``NaN``, ``Infinity``
+    and numbers out of a float's range are refused.
+
+    :raises ValueError: it is not such JSON.
+    :raises RecursionError: it is nested too deeply to parse.
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def is_task_name(name: object) -> TypeGuard[str]:
@@ -521,7 +533,7 @@ class TaskMessage:
         except UnicodeDecodeError:
             raise MessageError("body is not UTF-8 text", NOT_JSON) from None
         try:
-            document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+            document = loads_json(text)
         except ValueError as e:
             raise MessageError(f"body is not JSON: {e}", NOT_JSON) from None
         except RecursionError:

@@ -18,8 +18,6 @@ after one).
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -28,7 +26,7 @@ from django.db.models import F
 from django.db.models.signals import post_delete, post_save
 
 from twistedq.daemon.periodic import CLEANUP_JOB, RECOVERY_JOB
-from twistedq.message import queue_name_error
+from twistedq.message import loads_json, queue_name_error
 from twistedq.schedules import Crontab, Interval
 
 #: The daemons' own periodic jobs (the recovery of parked messages, the
@@ -71,17 +69,6 @@ MAX_ARGUMENT_DEPTH = 100
 MAX_INTERVAL_SECONDS = 10 * 365 * 86400
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"number {text[:30]} is out of range")
-    return number
-
-
 def _depth(value: Any) -> int:
     """
     How deep lists and objects nest in ``value`` (0 for a scalar).
@@ -99,7 +86,7 @@ def _depth(value: Any) -> int:
 def _validate_json(text: str, kind: type, wanted: str) -> None:
     # As the daemons read a message: no NaN nor Infinity, finite floats.
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = loads_json(text)
     except RecursionError:
         value = None
     except (TypeError, ValueError) as error:
