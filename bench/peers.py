@@ -23,13 +23,49 @@ from bench.processes import stop, wait_for_log
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class CelerySystem:
+class PeerSystem:
+    """
+    A peer's worker, started from its command line (:py:meth:`command`,
+    logging to ``log``) and ready once its log holds :py:attr:`ready`.
+    """
+
+    name = "peer"
+    ready = ""
+    workdir: Path
+    processes: list[subprocess.Popen[bytes]]
+
+    def command(self, log: Path) -> list[str]:
+        raise NotImplementedError
+
+    def start_worker(self) -> None:
+        log = self.workdir / f"{self.name}.log"
+        log.unlink(missing_ok=True)
+        process = subprocess.Popen(
+            self.command(log), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))
+        )
+        self.processes = [process]
+        wait_for_log(log, process, [self.ready])
+
+    def stop_worker(self) -> None:
+        for process in self.processes:
+            stop(process)
+
+
+def program(name: str) -> str:
+    """
+    The path of the console script ``name`` of this Python's environment.
+    """
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+class CelerySystem(PeerSystem):
     """
     Celery's prefork pool with ``--concurrency`` processes; its client
     publishes one ``apply_async`` after another (it has no batch publish).
     """
 
     name = "celery"
+    ready = "ready."
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -44,25 +80,12 @@ class CelerySystem:
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self) -> None:
-        log = self.workdir / "celery.log"
-        log.unlink(missing_ok=True)
-        celery = os.path.join(os.path.dirname(sys.executable), "celery")
-        process = subprocess.Popen(
-            [
-                *(celery, "-A", "bench.celery_app", "worker", "-P", "prefork"),
-                *("-c", str(self.options.concurrency), "-Q", self.queue, "--loglevel", "INFO"),
-                *("--without-gossip", "--without-mingle", "--without-heartbeat", "-f", str(log)),
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        self.processes = [process]
-        wait_for_log(log, process, ["ready."])
-
-    def stop_worker(self) -> None:
-        for process in self.processes:
-            stop(process)
+    def command(self, log: Path) -> list[str]:
+        return [
+            *(program("celery"), "-A", "bench.celery_app", "worker", "-P", "prefork"),
+            *("-c", str(self.options.concurrency), "-Q", self.queue, "--loglevel", "INFO"),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat", "-f", str(log)),
+        ]
 
     def publish(self, count: int) -> list[str]:
         return [self.noop.apply_async().id for _ in range(count)]
@@ -91,7 +114,7 @@ class CelerySystem:
         self.noop.apply_async().get(timeout=30)
 
 
-class DramatiqSystem:
+class DramatiqSystem(PeerSystem):
     """
     Dramatiq's worker with ``--dramatiq-processes`` processes of
     ``--dramatiq-threads`` threads, on RabbitMQ (with publisher confirms
@@ -101,6 +124,7 @@ class DramatiqSystem:
     """
 
     name = "dramatiq"
+    ready = "is ready for action"
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -118,25 +142,12 @@ class DramatiqSystem:
         self.workdir = Path(tempfile.mkdtemp(prefix="dramatiq-bench-"))
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self) -> None:
-        log = self.workdir / "dramatiq.log"
-        log.unlink(missing_ok=True)
-        dramatiq = os.path.join(os.path.dirname(sys.executable), "dramatiq")
-        process = subprocess.Popen(
-            [
-                *(dramatiq, "bench.dramatiq_app", "--queues", self.queue),
-                *("--processes", str(self.options.dramatiq_processes)),
-                *("--threads", str(self.options.dramatiq_threads), "--log-file", str(log)),
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        self.processes = [process]
-        wait_for_log(log, process, ["is ready for action"])
-
-    def stop_worker(self) -> None:
-        for process in self.processes:
-            stop(process)
+    def command(self, log: Path) -> list[str]:
+        return [
+            *(program("dramatiq"), "bench.dramatiq_app", "--queues", self.queue),
+            *("--processes", str(self.options.dramatiq_processes)),
+            *("--threads", str(self.options.dramatiq_threads), "--log-file", str(log)),
+        ]
 
     def publish_one(self) -> str:
         message = self.noop.send()
