@@ -99,5 +99,9 @@ class ParkingTests(SynchronousTestCase):
         first.process.wait()
         second = self.start_daemon("second")
         self.wait_for(lambda: self.status(sent["id"]) == "SUCCESS", 60, "the task completed")
-        self.assertIn("published again", second.log())
+        # Usually the second daemon's recovery job publishes the parked
+        # message again; on a loaded machine the first one's 3-second claim
+        # can lapse before the kill, and its own recovery job does it.
+        logs = first.log() + second.log()
+        self.assertIn("published again", logs, logs)
         self.assertEqual(self.runs.read_text().count("ran"), 2)
