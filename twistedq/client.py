@@ -45,7 +45,7 @@ from twistedq.backends.blocking import BlockingReader, blocking_reader_from_url
 from twistedq.backends.url import backend_from_url
 from twistedq.conf import Settings
 from twistedq.context import default_client, set_default_client
-from twistedq.message import TaskMessage, new_task_id
+from twistedq.message import MessageError, TaskMessage, new_task_id
 from twistedq.outcome import Outcome, pending_document, revoked_document
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 from twistedq.result import AsyncResult
@@ -185,15 +185,31 @@ class AsyncClient:
             :py:meth:`TaskMessage.check`; nothing was published.
         :raises ValueError: ``priority`` is not 0 to 9.
         """
+        try:
+            check_priority(priority)
+            # Encoded (and so validated) once, all before any is published.
+            encoded = [(message, message.encode()) for message in messages]
+        except (MessageError, ValueError):
+            return defer.fail()
+        return self.publish_encoded(encoded, queue, priority)
+
+    def publish_encoded(
+        self,
+        encoded: Sequence[tuple[TaskMessage, bytes]],
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> defer.Deferred[None]:
+        """
+        :py:meth:`publish_many` for messages already encoded (and so
+        validated) by :py:meth:`TaskMessage.encode`, each with its body.
+        """
+        messages = [message for message, _ in encoded]
 
         async def publish() -> None:
-            check_priority(priority)
-            for message in messages:
-                message.check()
             outcomes = await defer.DeferredList(
                 [
-                    defer.Deferred.fromCoroutine(self.publisher.publish(m, queue, priority))
-                    for m in messages
+                    defer.Deferred.fromCoroutine(self.publisher.publish(m, queue, priority, body))
+                    for m, body in encoded
                 ],
                 consumeErrors=True,
             )
@@ -539,10 +555,10 @@ class Client:
         :raises MessageError: a message breaks a rule of
             :py:meth:`TaskMessage.check`; nothing was published.
         """
-        batch = list(messages)
         check_priority(priority)
-        for message in batch:
-            message.check()
+        # Encoded (and so validated) once, here, all of them before any is
+        # published.
+        batch = [(message, message.encode()) for message in messages]
         if not batch:
             return
         client = self._client()
@@ -551,9 +567,9 @@ class Client:
         # only a safety net.
         limit = 2 * self.timeout + RECORD_TIMEOUT + 5
         try:
-            self._thread.call(client.publish_many, batch, queue, priority, timeout=limit)
+            self._thread.call(client.publish_encoded, batch, queue, priority, timeout=limit)
         except TimeoutError:
-            raise PublishUncertain(batch[0].id, limit) from None
+            raise PublishUncertain(batch[0][0].id, limit) from None
 
     def abandon(self, messages: Sequence[TaskMessage], reason: str) -> list[str]:
         """

@@ -395,7 +395,9 @@ class RefusedPublishTests(SynchronousTestCase):
         refused = TaskMessage(id=new_task_id(), task="t")
         taken = TaskMessage(id=new_task_id(), task="t")
 
-        async def publish(message: TaskMessage, queue: object = None, priority: object = None):
+        async def publish(
+            message: TaskMessage, queue: object = None, priority: object = None, body: object = None
+        ):
             if message is refused:
                 raise PublishRefused(message.id)
 

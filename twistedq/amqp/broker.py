@@ -1352,7 +1352,11 @@ class Publisher:
         )
 
     async def publish(
-        self, message: TaskMessage, queue: str | None = None, priority: int | None = None
+        self,
+        message: TaskMessage,
+        queue: str | None = None,
+        priority: int | None = None,
+        body: bytes | None = None,
     ) -> None:
         """
         Publish one task message to ``queue`` (by default the topology's)
@@ -1362,6 +1366,8 @@ class Publisher:
             (the AMQP ``priority`` property): a queue declared with a
             maximum priority delivers higher ones first; :py:obj:`None`
             publishes none (0 to the broker).
+        :param body: the message as :py:meth:`TaskMessage.encode` encoded
+            it, when the caller did already (it is not validated again).
 
         :raises BrokerUnavailable: no connection within ``confirm_timeout``
             seconds (or, with ``connect_attempts``, after that many failed
@@ -1382,7 +1388,7 @@ class Publisher:
             was sent.
         :raises ValueError: ``priority`` is not 0 to :py:data:`MAX_PRIORITY`.
         """
-        body, properties = self._encode(message, priority)
+        body, properties = self._encode(message, priority, body)
         if queue is not None:
             check_queue_name(queue, message.id, message.task)
         queue = queue or self.topology.queue
@@ -1390,13 +1396,15 @@ class Publisher:
         await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
 
     def _encode(
-        self, message: TaskMessage, priority: int | None = None
+        self, message: TaskMessage, priority: int | None = None, body: bytes | None = None
     ) -> tuple[bytes, dict[str, Any]]:
         """
-        The body and properties of a message, signed with the first key.
+        The body (``body`` when given, else encoded) and properties of a
+        message, signed with the first key.
         """
         check_priority(priority)
-        body = message.encode()
+        if body is None:
+            body = message.encode()
         if self.max_message_size is not None and len(body) > self.max_message_size:
             raise MessageError(
                 f"task {message.task} is {len(body)} bytes encoded, over the limit of "

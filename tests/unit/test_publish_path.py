@@ -1,0 +1,191 @@
+"""
+Tests of the client's publish path (issue #14, client targets): each
+message is validated once on its way to the broker, and the checks made
+faster keep their rules.
+"""
+
+import unicodedata
+import uuid
+
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistedq.client import Client
+from twistedq.conf import Settings
+from twistedq.message import MAX_TASK_NAME, MessageError, TaskMessage, is_task_id, is_task_name
+
+
+def uuid_round_trip(text: str) -> bool:
+    """
+    The definition ``is_task_id`` had: the canonical text of a UUID.
+    """
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def by_categories(name: object) -> bool:
+    """
+    The definition ``is_task_name`` had: no control, format or surrogate
+    character.
+    """
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_TASK_NAME
+        and not any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name)
+    )
+
+
+class TaskIdTests(SynchronousTestCase):
+    def test_same_as_uuid_round_trip(self):
+        """
+        ``is_task_id`` accepts exactly the canonical lower-case text of a
+        UUID: not upper case, braces, URNs, missing or moved hyphens,
+        other digits or spaces.
+        """
+        canonical = str(uuid.uuid4())
+        samples = [
+            canonical,
+            str(uuid.uuid1()),
+            str(uuid.UUID(int=0)),
+            canonical.upper(),
+            "{" + canonical + "}",
+            "urn:uuid:" + canonical,
+            canonical.replace("-", ""),
+            canonical[:8] + canonical[9:13] + "-" + canonical[8:9] + canonical[13:],
+            canonical + "\n",
+            " " + canonical[1:],
+            canonical[:-1] + "g",
+            canonical[:-1] + "\u0663",  # ARABIC-INDIC DIGIT THREE
+            canonical[:35],
+            canonical + "0",
+            "",
+        ]
+        samples += [str(uuid.uuid4()) for _ in range(200)]
+        for sample in samples:
+            self.assertEqual(is_task_id(sample), uuid_round_trip(sample), repr(sample))
+
+
+class TaskNameTests(SynchronousTestCase):
+    def test_same_as_categories(self):
+        """
+        ``is_task_name`` refuses exactly the names with a control, format
+        or lone surrogate character, whatever their script, and the
+        names of a wrong length.
+        """
+        for code in range(0x3000):
+            for name in (chr(code), f"tasks.{chr(code)}x"):
+                self.assertEqual(is_task_name(name), by_categories(name), hex(code))
+        for name in ("", "a" * MAX_TASK_NAME, "a" * (MAX_TASK_NAME + 1), "\u200b", None, 3):
+            self.assertEqual(is_task_name(name), by_categories(name), repr(name))
+
+
+class InlineThread:
+    """
+    A reactor thread that runs every call at once, on a memory reactor.
+    """
+
+    def __init__(self):
+        self.reactor = MemoryReactorClock()
+
+    def call(self, function, *args, timeout=None, **kwargs):
+        d = defer.maybeDeferred(function, *args, **kwargs)
+        results = []
+        d.addBoth(results.append)
+        (result,) = results
+        if isinstance(result, Exception) or hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+
+class ConfirmingChannel:
+    """
+    A publishing channel whose broker confirms every message at once.
+    """
+
+    closed = False
+
+    def __init__(self):
+        self.bodies = []
+
+    def publish(self, exchange, routing_key, body, properties, mandatory=False):
+        self.bodies.append(body)
+        return defer.succeed(None)
+
+    def publish_batch(self, exchange, routing_key, contents, mandatory=False):
+        self.bodies.extend(body for body, _ in contents)
+        return defer.succeed([None] * len(contents))
+
+
+def confirming_client(case):
+    """
+    A blocking client on a memory store whose publisher's channel is a
+    :py:class:`ConfirmingChannel`.
+    """
+    settings = Settings.from_environment(
+        broker_url="amqp://127.0.0.1:1/", result_backend="memory://"
+    )
+    client = Client(settings, thread=InlineThread())
+    channel = ConfirmingChannel()
+
+    async def ready(queue):
+        return channel
+
+    client.async_client.publisher._ready_channel = ready
+    case.addCleanup(client.async_client.connection.stopService)
+    return client, channel
+
+
+class ValidatedOnceTests(SynchronousTestCase):
+    def count_validations(self):
+        counted = []
+        original = TaskMessage._checked_fields.__func__
+
+        def counting(cls, document):
+            counted.append(document["id"])
+            return original(cls, document)
+
+        self.patch(TaskMessage, "_checked_fields", classmethod(counting))
+        return counted
+
+    def test_publish_many_validates_each_message_once(self):
+        """
+        ``Client.publish_many`` and ``publish`` validate each message once
+        on the way to the broker (not in each layer), and publish it.
+        """
+        client, channel = confirming_client(self)
+        counted = self.count_validations()
+        messages = [TaskMessage(id=str(uuid.uuid4()), task="noop", args=(i,)) for i in range(3)]
+        client.publish_many(messages)
+        client.publish(TaskMessage(id=str(uuid.uuid4()), task="noop"))
+        self.assertEqual(len(counted), 4)
+        self.assertEqual(len(set(counted)), 4)
+        self.assertEqual(len(channel.bodies), 4)
+
+    def test_async_publish_many_validates_each_message_once(self):
+        """
+        ``AsyncClient.publish_many`` validates each message once too.
+        """
+        client, channel = confirming_client(self)
+        counted = self.count_validations()
+        messages = [TaskMessage(id=str(uuid.uuid4()), task="noop") for _ in range(3)]
+        self.successResultOf(client.async_client.publish_many(messages))
+        self.assertEqual(sorted(counted), sorted(m.id for m in messages))
+        self.assertEqual(channel.bodies, [m.encode() for m in messages])
+
+    def test_one_bad_message_publishes_nothing(self):
+        """
+        A batch with one message that breaks a rule is refused whole, by
+        either client, before anything is published; the error names it.
+        """
+        client, channel = confirming_client(self)
+        good = TaskMessage(id=str(uuid.uuid4()), task="noop")
+        bad = TaskMessage(id=str(uuid.uuid4()), task="noop", args="abc")
+        error = self.assertRaises(MessageError, client.publish_many, [good, bad])
+        self.assertIn("args must be a list or tuple, not str", str(error))
+        self.assertEqual(error.task_id, bad.id)
+        failure = self.failureResultOf(client.async_client.publish_many([good, bad]), MessageError)
+        self.assertEqual(failure.value.task_id, bad.id)
+        self.assertEqual(channel.bodies, [])
