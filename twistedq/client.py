@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -206,28 +206,18 @@ class AsyncClient:
         messages = [message for message, _ in encoded]
 
         async def publish() -> None:
-            outcomes = await defer.DeferredList(
-                [
-                    defer.Deferred.fromCoroutine(self.publisher.publish(m, queue, priority, body))
-                    for m, body in encoded
-                ],
-                consumeErrors=True,
-            )
-            confirmed = [m for m, (ok, _) in zip(messages, outcomes, strict=True) if ok]
+            errors = await self.publisher.publish_batch(encoded, queue, priority)
+            confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
             # A task that ignores its result has no pending record.
             recorded = [m for m in confirmed if not m.ignore_result]
             if recorded:
                 await self._record_pending(recorded)
-            # DeferredList gives (False, Failure) for each publish that failed.
-            failures = [cast(Failure, failure) for ok, failure in outcomes if not ok]
+            failures = [error for error in errors if error is not None]
             if failures:
-                failure = next(
-                    (f for f in failures if f.check(PublishUncertain)),
-                    failures[0],
-                )
-                if isinstance(failure.value, (BrokerUnavailable, PublishUncertain, PublishRefused)):
-                    failure.value.confirmed_ids = [m.id for m in confirmed]
-                failure.raiseException()
+                error = next((e for e in failures if isinstance(e, PublishUncertain)), failures[0])
+                if isinstance(error, (BrokerUnavailable, PublishUncertain, PublishRefused)):
+                    error.confirmed_ids = [m.id for m in confirmed]
+                raise error
 
         return defer.Deferred.fromCoroutine(publish())
 

@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistedq.amqp.protocol import BatchConfirms
 from twistedq.client import Client
 from twistedq.conf import Settings
 from twistedq.message import MAX_TASK_NAME, MessageError, TaskMessage, is_task_id, is_task_name
@@ -116,7 +117,10 @@ class ConfirmingChannel:
 
     def publish_batch(self, exchange, routing_key, contents, mandatory=False):
         self.bodies.extend(body for body, _ in contents)
-        return defer.succeed([None] * len(contents))
+        batch = BatchConfirms(len(contents))
+        for index in range(len(contents)):
+            batch.settle(index, None)
+        return batch
 
 
 def confirming_client(case):
