@@ -5,8 +5,9 @@ outcome, apart from the daemon.
 * publish: ``publish_many`` in batches of 1,000 with no worker running,
   tasks/s and the client process's CPU time per message (all its threads:
   the caller's and the reactor's);
-* calls: ``delay_task`` one after another from one thread, calls/s and CPU
-  per call;
+* calls: ``delay_task`` one after another from one thread, calls/s, CPU
+  per call and the median time of one call (``call_p50``, ms: steadier than
+  the rate on a busy machine);
 * latency (unless ``--no-latency``): round trips one at a time
   (``delay_task`` then ``get()``) against one daemon of its own, p50, p90
   and p99 in ms.
@@ -23,6 +24,7 @@ RabbitMQ and Redis must be running; the URLs are those of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -59,9 +61,11 @@ def publish_batches(client: Client, count: int) -> None:
         client.publish_many(batch)
 
 
-def calls(client: Client, count: int) -> None:
+def calls(client: Client, count: int, samples: list[float]) -> None:
     for _ in range(count):
+        t0 = time.perf_counter()
         client.delay_task("noop")
+        samples.append((time.perf_counter() - t0) * 1000)
 
 
 def round_trips(client: Client, count: int) -> dict[str, float]:
@@ -98,7 +102,11 @@ def main() -> None:
         row["publish"], row["publish_cpu"] = timed(
             lambda: publish_batches(client, options.tasks), options.tasks
         )
-        row["calls"], row["calls_cpu"] = timed(lambda: calls(client, options.calls), options.calls)
+        samples: list[float] = []
+        row["calls"], row["calls_cpu"] = timed(
+            functools.partial(calls, client, options.calls, samples), options.calls
+        )
+        row["call_p50"] = statistics.median(samples)
         client.purge()
         rows.append(row)
     if not options.no_latency:
@@ -116,8 +124,8 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, Any]], as_json: bool) -> None:
-    keys = [k for k in ("publish", "publish_cpu", "calls", "calls_cpu", "p50", "p90", "p99")
-            if k in rows[0]]  # fmt: skip
+    names = ("publish", "publish_cpu", "calls", "calls_cpu", "call_p50", "p50", "p90", "p99")
+    keys = [key for key in names if key in rows[0]]
     medians = {key: statistics.median(row[key] for row in rows) for key in keys}
     if as_json:
         print(json.dumps({"rows": rows, "median": medians}))

@@ -12,10 +12,11 @@ reactor thread.  A :py:obj:`Client` may be shared by any number of threads.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -37,6 +38,7 @@ from twistedq.amqp.broker import (
 from twistedq.backends.base import (
     ClaimState,
     IClaimStore,
+    IPendingRecords,
     IResultBackend,
     OutcomeRecord,
     TasksetState,
@@ -202,16 +204,52 @@ class AsyncClient:
         """
         :py:meth:`publish_many` for messages already encoded (and so
         validated) by :py:meth:`TaskMessage.encode`, each with its body.
+
+        On a store that can take pending records back
+        (:py:class:`~twistedq.backends.base.IPendingRecords`: Redis, SQLite,
+        memory) the records are written while the messages are published,
+        not after the confirms, and those of messages surely not published
+        (refused, unroutable, or not sent) are taken back before the call
+        fails; a message whose publish is uncertain keeps its record.  On
+        the other stores only confirmed messages are recorded, after the
+        confirms.
         """
         messages = [message for message, _ in encoded]
+        publishing = defer.Deferred.fromCoroutine(
+            self.publisher.publish_batch(encoded, queue, priority)
+        )
+        if publishing.called and isinstance(publishing.result, Failure):
+            refused = publishing.result  # before anything was published
+            publishing.addErrback(lambda _: None)
+            return defer.fail(refused)
+        sent_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        # A task that ignores its result has no pending record.
+        kept = {m.id for m in messages if not m.ignore_result}
+        records = [
+            (m.id, pending_document(m.id, m.task, sent_at)) for m in messages if m.id in kept
+        ]
+        started = self.reactor.seconds()
+        early = records and IPendingRecords.providedBy(self.backend)
+        written = self._mark(records) if early else None
 
         async def publish() -> None:
-            errors = await self.publisher.publish_batch(encoded, queue, priority)
+            errors = await publishing
             confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
-            # A task that ignores its result has no pending record.
-            recorded = [m for m in confirmed if not m.ignore_result]
-            if recorded:
-                await self._record_pending(recorded)
+            # Aligned with the records: a task that ignores its result has none.
+            outcomes = [error for m, error in zip(messages, errors, strict=True) if m.id in kept]
+            if written is not None:
+                unsent = [
+                    record
+                    for record, error in zip(records, outcomes, strict=True)
+                    if error is not None and not isinstance(error, PublishUncertain)
+                ]
+                await self._settle_records(written, started, len(records), unsent)
+            else:
+                sent = [
+                    record for record, error in zip(records, outcomes, strict=True) if not error
+                ]
+                if sent:
+                    await self._wait_record(self._mark(sent), self.reactor.seconds(), len(sent))
             failures = [error for error in errors if error is not None]
             if failures:
                 error = next((e for e in failures if isinstance(e, PublishUncertain)), failures[0])
@@ -221,42 +259,98 @@ class AsyncClient:
 
         return defer.Deferred.fromCoroutine(publish())
 
-    async def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
+    def _mark(self, records: list[tuple[str, bytes]]) -> defer.Deferred[None]:
         """
-        Write the pending records of confirmed messages, waiting for the
-        write at most ``record_timeout`` seconds; it goes on after that.
+        Write pending records; the Deferred never fails (a failure is
+        logged: the broker may have the tasks, and failing the publish
+        would invite a duplicate; without the record they read as unknown
+        until they finish).
         """
-        written = self.backend.mark_sent([(m.id, pending_document(m.id, m.task)) for m in messages])
 
         def failed(failure: Failure) -> None:
-            # The broker has the tasks: failing the publish now would
-            # invite a duplicate.  Without the record they read as
-            # unknown until they finish.
             log.warn(
                 "Could not record {count} published tasks as pending: {reason}",
-                count=len(messages),
+                count=len(records),
                 reason=describe(failure),
             )
 
-        written.addErrback(failed)
-        waited: defer.Deferred[None] = defer.Deferred()
+        return self.backend.mark_sent(records).addErrback(failed)
 
-        def done(_: object = None) -> None:
-            if not waited.called:
-                waited.callback(None)
+    async def _settle_records(
+        self,
+        written: defer.Deferred[None],
+        started: float,
+        count: int,
+        unsent: list[tuple[str, bytes]],
+    ) -> None:
+        """
+        Wait for the pending records written with the publish, then take
+        back those of the ``unsent`` messages (surely not published), each
+        wait at most ``record_timeout`` seconds.
+        """
+        await self._wait_record(written, started, count)
+        if not unsent:
+            return
+        taken: defer.Deferred[None] = defer.Deferred()
 
-        written.addBoth(done)
-        timer = self.reactor.callLater(self.record_timeout, done)
-        await waited
-        if timer.active():
-            timer.cancel()
-        elif not written.called:
+        def take_back(_: object) -> None:
+            # After the write, even one that outlived the wait: it must not
+            # land after its undo.
+            undo = cast(IPendingRecords, self.backend).unmark_sent(unsent)
+            undo.addErrback(
+                lambda failure: log.warn(
+                    "Could not take back the pending records of {count} tasks that were "
+                    "not published: {reason}",
+                    count=len(unsent),
+                    reason=describe(failure),
+                )
+            )
+            undo.addBoth(lambda _: taken.callback(None))
+
+        written.addCallback(take_back)
+        if not await self._within(taken, self.record_timeout):
+            log.warn(
+                "The result store did not take back the pending records of {count} tasks "
+                "that were not published within {seconds} s; the write goes on",
+                count=len(unsent),
+                seconds=self.record_timeout,
+            )
+
+    async def _wait_record(self, written: defer.Deferred[None], started: float, count: int) -> None:
+        """
+        Wait for pending records written since ``started``, until
+        ``record_timeout`` seconds after it; the write goes on after that.
+        """
+        left = started + self.record_timeout - self.reactor.seconds()
+        if not await self._within(written, left):
             log.warn(
                 "The result store did not record {count} published tasks as pending "
                 "within {seconds} s; the write goes on",
-                count=len(messages),
+                count=count,
                 seconds=self.record_timeout,
             )
+
+    async def _within(self, d: defer.Deferred[Any], seconds: float) -> bool:
+        """
+        Wait for ``d`` at most ``seconds``; tell whether it fired.  Its
+        result is left to the callbacks added after.
+        """
+        if d.called:
+            return True
+        waited: defer.Deferred[None] = defer.Deferred()
+
+        def done(result: object = None) -> object:
+            if not waited.called:
+                waited.callback(None)
+            return result
+
+        d.addBoth(done)
+        timer = self.reactor.callLater(max(0.0, seconds), done)
+        await waited
+        if timer.active():
+            timer.cancel()
+            return True
+        return d.called
 
     def abandon(self, messages: Sequence[TaskMessage], reason: str) -> defer.Deferred[list[str]]:
         """
@@ -553,9 +647,9 @@ class Client:
             return
         client = self._client()
         # The connection and the confirm are bounded on the reactor, each
-        # by the timeout, and the pending record by RECORD_TIMEOUT: this is
-        # only a safety net.
-        limit = 2 * self.timeout + RECORD_TIMEOUT + 5
+        # by the timeout, and the pending record and its undo each by
+        # RECORD_TIMEOUT: this is only a safety net.
+        limit = 2 * self.timeout + 2 * RECORD_TIMEOUT + 5
         try:
             self._thread.call(client.publish_encoded, batch, queue, priority, timeout=limit)
         except TimeoutError:

@@ -10,11 +10,17 @@ import uuid
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from txamqp.client import Closed
 
-from twistedq.amqp.protocol import BatchConfirms
+from tests.unit.fakes import ResultsOnly
+from twistedq.amqp.broker import BrokerUnavailable, PublishUncertain
+from twistedq.amqp.protocol import BatchConfirms, PublishNacked, Unroutable
+from twistedq.backends.base import OutcomeRecord
+from twistedq.backends.memory import MemoryBackend
 from twistedq.client import Client
 from twistedq.conf import Settings
 from twistedq.message import MAX_TASK_NAME, MessageError, TaskMessage, is_task_id, is_task_name
+from twistedq.outcome import Outcome, success_document
 
 
 def uuid_round_trip(text: str) -> bool:
@@ -193,3 +199,139 @@ class ValidatedOnceTests(SynchronousTestCase):
         failure = self.failureResultOf(client.async_client.publish_many([good, bad]), MessageError)
         self.assertEqual(failure.value.task_id, bad.id)
         self.assertEqual(channel.bodies, [])
+
+
+class HeldChannel:
+    """
+    A publishing channel whose broker settles each batch when the test
+    says (:py:meth:`settle`).
+    """
+
+    closed = False
+
+    def __init__(self):
+        self.batches = []
+
+    def publish_batch(self, exchange, routing_key, contents, mandatory=False):
+        batch = BatchConfirms(len(contents))
+        self.batches.append(batch)
+        return batch
+
+    def settle(self, *errors):
+        batch = self.batches.pop(0)
+        for index, error in enumerate(errors):
+            if error != "hold":
+                batch.settle(index, error)
+
+
+def held_client(case, store=None):
+    """
+    A Twisted client on a memory store (or ``store``), on a clock, whose
+    channel is a :py:class:`HeldChannel`.
+    """
+    client, _ = confirming_client(case)
+    async_client = client.async_client
+    if store is not None:
+        async_client.backend = store
+    channel = HeldChannel()
+
+    async def ready(queue):
+        return channel
+
+    async_client.publisher._ready_channel = ready
+    return async_client, channel
+
+
+def stored(client, messages):
+    found = client.backend.get_results([m.id for m in messages]).result
+    return [Outcome.from_bytes(m.id, data) for m, data in zip(messages, found, strict=True)]
+
+
+class PendingRecordTests(SynchronousTestCase):
+    """
+    The pending records of a publish: written with the publish on a store
+    that can take them back, taken back for messages surely not published.
+    """
+
+    def messages(self, count):
+        return [TaskMessage(id=str(uuid.uuid4()), task="noop") for _ in range(count)]
+
+    def test_written_with_the_publish(self):
+        """
+        The pending records are in the store before the broker confirmed
+        the messages; the call fires once it did.
+        """
+        client, channel = held_client(self)
+        messages = self.messages(2)
+        d = client.publish_many(messages)
+        self.assertEqual([o.known for o in stored(client, messages)], [True, True])
+        self.assertEqual({o.status for o in stored(client, messages)}, {"PENDING"})
+        self.assertNoResult(d)
+        channel.settle(None, None)
+        self.successResultOf(d)
+
+    def test_unsent_taken_back(self):
+        """
+        The records of messages refused (nacked), unroutable or not sent
+        are taken back before the call fails; those of confirmed and of
+        uncertain messages stay.
+        """
+        client, channel = held_client(self)
+        messages = self.messages(4)
+        d = client.publish_many(messages)
+        channel.settle(
+            None,
+            PublishNacked("refused"),
+            Unroutable(messages[2].id, 312, "NO_ROUTE", "q"),
+            "hold",
+        )
+        client.reactor.advance(client.publisher.confirm_timeout)
+        failure = self.failureResultOf(d, PublishUncertain)
+        self.assertEqual(failure.value.task_id, messages[3].id)
+        self.assertEqual(failure.value.confirmed_ids, [messages[0].id])
+        known = [o.known for o in stored(client, messages)]
+        self.assertEqual(known, [True, False, False, True])
+
+    def test_take_back_keeps_an_outcome(self):
+        """
+        Taking back the record of a message not published keeps an outcome
+        stored under its id (the task ran from an earlier publish).
+        """
+        client, channel = held_client(self)
+        (message,) = self.messages(1)
+        outcome = success_document(message.id, "noop", 1)
+        client.backend.store_results([OutcomeRecord(message.id, outcome)])
+        d = client.publish_many([message])
+        channel.settle(Unroutable(message.id, 312, "NO_ROUTE", "q"))
+        self.failureResultOf(d, Unroutable)
+        self.assertEqual(client.backend.get_result(message.id).result, outcome)
+
+    def test_channel_closed_nothing_recorded(self):
+        """
+        A publish that could not be sent at all (the channel closed) leaves
+        no pending record.
+        """
+        client, channel = held_client(self)
+
+        def closed(*args, **kwargs):
+            raise Closed("channel closed")
+
+        channel.publish_batch = closed
+        messages = self.messages(2)
+        failure = self.failureResultOf(client.publish_many(messages), BrokerUnavailable)
+        self.assertEqual(failure.value.confirmed_ids, [])
+        self.assertEqual([o.known for o in stored(client, messages)], [False, False])
+
+    def test_store_without_take_back_records_after_confirm(self):
+        """
+        On a store that cannot take records back, only confirmed messages
+        are recorded, once confirmed.
+        """
+        memory = MemoryBackend(MemoryReactorClock())
+        client, channel = held_client(self, ResultsOnly(memory))
+        messages = self.messages(2)
+        d = client.publish_many(messages)
+        self.assertEqual([o.known for o in stored(client, messages)], [False, False])
+        channel.settle(None, Unroutable(messages[1].id, 312, "NO_ROUTE", "q"))
+        self.failureResultOf(d, Unroutable)
+        self.assertEqual([o.known for o in stored(client, messages)], [True, False])

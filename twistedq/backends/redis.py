@@ -39,6 +39,7 @@ from twistedq.backends.base import (
     BackendURLError,
     IClaimStore,
     IFencedLeases,
+    IPendingRecords,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -60,7 +61,7 @@ from twistedq.backends.redis_sentinel import (
     replicas_of,
 )
 
-__all__ = ["DEFAULT_MAX_BULK", "RedisBackend"]
+__all__ = ["DEFAULT_MAX_BULK", "SCRIPT_BATCH", "RedisBackend"]
 
 T = TypeVar("T")
 
@@ -92,6 +93,29 @@ redis.call('hincrby', KEYS[2], 'total_run_count', 1)
 redis.call('hset', KEYS[2], 'next_run_at', ARGV[3])
 return 0
 """
+
+
+# Pending records of published tasks: written where nothing is stored,
+# taken back where the same pending document is still stored.
+
+_MARK_SENT = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+    redis.call('set', KEYS[i], ARGV[i + 1], 'NX', 'EX', ttl)
+end
+return 0
+"""
+
+_UNMARK_SENT = """
+for i = 1, #KEYS do
+    if redis.call('get', KEYS[i]) == ARGV[i] then redis.call('del', KEYS[i]) end
+end
+return 0
+"""
+
+#: The most records one script call writes or takes back (a script holds
+#: Redis for its run).
+SCRIPT_BATCH = 1000
 
 
 # Task claims.  Per task: the claim key (the token, expiring with the
@@ -213,7 +237,7 @@ return out
 """
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases, IPendingRecords)
 class RedisBackend(FencedClaims):
     """
     A result backend on a Redis server.
@@ -479,18 +503,34 @@ class RedisBackend(FencedClaims):
                 d.callback(None)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        """
+        One script call per :py:data:`SCRIPT_BATCH` records (``SET NX EX``
+        each).
+        """
         try:
             self._check(records)
         except StoreRefused:
             return defer.fail()
-        redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        written = _all(
-            [
-                redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
-                for task_id, document in records
-            ]
-        )
+        written = self._scripted(_MARK_SENT, records, [self.ttl])
         return self._timed(self._refused(written, [task_id for task_id, _ in records]))
+
+    def unmark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        return self._timed(self._scripted(_UNMARK_SENT, records, []))
+
+    def _scripted(
+        self, script: str, records: Sequence[tuple[str, bytes]], head: list[Any]
+    ) -> defer.Deferred[None]:
+        """
+        Run ``script`` with the records' keys and ``head`` then their
+        documents as arguments, :py:data:`SCRIPT_BATCH` records a call.
+        """
+        calls = []
+        prefix = self.prefix
+        for start in range(0, len(records), SCRIPT_BATCH):
+            chunk = records[start : start + SCRIPT_BATCH]
+            keys = [prefix + task_id for task_id, _ in chunk]
+            calls.append(self._redis.eval(script, keys, [*head, *(doc for _, doc in chunk)]))
+        return _all(calls)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         if not task_ids:
