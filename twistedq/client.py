@@ -710,11 +710,42 @@ class Client:
         """
         reader = self._blocking_reader()
         if reader is not None:
-            return self._wait_reading(reader, task_id, timeout)
+            if not (self.notify and reader.notifies):
+                return self._wait_reading(reader, task_id, timeout)
+            # Read in this thread first: an outcome is often ready when
+            # get() is called, and the read then costs no thread hop.
+            started = time.monotonic()
+            outcome = self._first_read(reader, task_id, timeout)
+            if outcome.ready:
+                return outcome
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
         call_timeout = None if timeout is None else timeout + self.timeout
         return self._thread.call(
             self._client().wait_outcome, task_id, timeout, timeout=call_timeout
         )
+
+    @staticmethod
+    def _first_read(reader: BlockingReader, task_id: str, timeout: float | None) -> Outcome:
+        """
+        Read the outcome once in this thread, waiting for the store at
+        most ``timeout`` seconds.
+
+        :raises TimeoutError: the store did not answer in time.
+        """
+        try:
+            if timeout is None:
+                found = reader.get_results([task_id])
+            else:
+                # Only readers of stores that notify (Redis) come here, and
+                # they take a timeout.
+                found = cast(Any, reader).get_results([task_id], timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"task {task_id} not ready within {timeout} s: the result store "
+                "did not answer in time"
+            ) from None
+        return Outcome.from_bytes(task_id, found[0])
 
     def _wait_reading(self, reader: BlockingReader, task_id: str, timeout: float | None) -> Outcome:
         """
