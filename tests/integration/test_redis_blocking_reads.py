@@ -11,100 +11,142 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.integration.servers import redis_url
 from twistedq.backends.base import OutcomeRecord
 from twistedq.backends.redis import RedisBackend
-from twistedq.backends.redis_blocking import RedisBlockingReader, RedisReplyError
+from twistedq.backends.redis_blocking import RESULT_PREFIX, RedisBlockingReader, RedisReplyError
 from twistedq.client import Client
 from twistedq.conf import Settings
 from twistedq.message import new_task_id
-from twistedq.outcome import pending_document, success_document
-from twistedq.reactor_thread import reactor_thread
-from twistedq.result import AsyncResult, TaskSetResult
+from twistedq.outcome import Outcome, pending_document, success_document
+from twistedq.result import AsyncResult
 
 
-class CountingThread:
+class HandingThread:
     """
-    The process's reactor thread, counting what is run on it.
+    A reactor thread that runs nothing: it records each call and answers
+    a wait with ``outcome`` (its Twisted client is a stand-in).
     """
 
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
+    def __init__(self, outcome: Outcome | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.outcome = outcome
 
     @property
     def reactor(self) -> Any:
-        return reactor_thread.reactor
+        raise AssertionError("the reactor thread's reactor was asked for")
 
     def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append(getattr(function, "__name__", function))
-        return reactor_thread.call(function, *args, **kwargs)
+        name = function.__name__
+        if name == "_start":  # the Twisted half: a stand-in that waits
+            return SimpleNamespace(wait_outcome=self.wait_outcome, shutdown_trigger=None)
+        if name == "_close":
+            return None
+        self.calls.append((name, *args))
+        if name != "wait_outcome":
+            raise AssertionError(f"{function} was run on the reactor thread")
+        return self.outcome
+
+    def wait_outcome(self, task_id: str, timeout: float | None = None) -> Any:
+        raise AssertionError("called, not run")
 
 
 def with_db(url: str, db: int) -> str:
     return url.rsplit("/", 1)[0] + f"/{db}"
 
 
-class RedisReadsTests(SynchronousTestCase):
+class CompatibleTests(TestCase):
+    """
+    The reader reads what the Twisted store wrote.
+    """
+
+    async def test_outcomes_and_tasksets(self) -> None:
+        """
+        An outcome, a pending record, an unknown id and a taskset's
+        progress written by RedisBackend (in a db other than 0) read back.
+        """
+        url = with_db(redis_url(), 3)
+        store = RedisBackend.from_url(url, reactor)
+        await store.connect()
+        self.addCleanup(store.close)
+        reader = RedisBlockingReader.from_url(url)
+        self.addCleanup(reader.close)
+        ok, sent, unknown, taskset = (new_task_id() for _ in range(4))
+        done = success_document(ok, "t", {"n": 1})
+        pending = pending_document(sent, "t")
+        await store.create_taskset(taskset, 2)
+        await store.store_results([OutcomeRecord(ok, done, taskset)])
+        await store.mark_sent([(sent, pending)])
+        self.assertEqual(reader.get_results([ok, sent, unknown]), [done, pending, None])
+        self.assertEqual(reader.get_taskset(taskset), (2, 1, 0))
+        self.assertIsNone(reader.get_taskset(new_task_id()))
+
+
+class ClientTests(SynchronousTestCase):
+    """
+    ``get()`` on Redis: read in the calling thread, waited for on the
+    reactor thread only when not ready.
+    """
+
     def setUp(self) -> None:
-        # A db of its own: the reader must select it.
-        self.url = with_db(redis_url(), 3)
-        self.store = RedisBackend.from_url(self.url, reactor_thread.reactor)
-        reactor_thread.call(self.store.connect, timeout=10)
-        self.addCleanup(reactor_thread.call, self.store.close, timeout=10)
-        self.thread = CountingThread()
-        self.client = Client(Settings(result_backend=self.url), thread=self.thread)  # type: ignore[arg-type]
-        self.addCleanup(self.client.close)
+        self.url = redis_url()
+        self.writer = RedisBlockingReader.from_url(self.url)
+        self.addCleanup(self.writer.close)
 
-    def write(self, method: str, *args: Any) -> Any:
-        return reactor_thread.call(getattr(self.store, method), *args, timeout=10)
+    def client(self, thread: HandingThread, notify: bool = True) -> Client:
+        client = Client(Settings(result_backend=self.url), thread=thread, notify=notify)  # type: ignore[arg-type]
+        self.addCleanup(client.close)
+        return client
 
-    def test_ready_outcomes_without_the_reactor_thread(self) -> None:
+    def put(self, task_id: str, document: bytes) -> None:
+        key = (RESULT_PREFIX + task_id).encode()
+        self.writer._request([[b"SET", key, document, b"EX", b"60"]])
+
+    def test_ready_without_the_reactor_thread(self) -> None:
         """
-        A stored outcome, a pending record and an unknown id are read in
-        the calling thread: ``get()`` of a ready outcome runs nothing on
-        the reactor thread.
+        A ready outcome, a pending record and an unknown id are read with
+        nothing run on the reactor thread.
         """
+        thread = HandingThread()
+        client = self.client(thread)
         ok, sent, unknown = new_task_id(), new_task_id(), new_task_id()
-        self.write("store_results", [OutcomeRecord(ok, success_document(ok, "t", {"n": 1}))])
-        self.write("mark_sent", [(sent, pending_document(sent, "t"))])
-        self.assertEqual(AsyncResult(ok, self.client).get(timeout=5), {"n": 1})
-        self.assertTrue(AsyncResult(sent, self.client).queued())
-        self.assertFalse(AsyncResult(unknown, self.client).known())
-        self.assertEqual(self.thread.calls, [])
+        self.put(ok, success_document(ok, "t", {"n": 1}))
+        self.put(sent, pending_document(sent, "t"))
+        self.assertEqual(AsyncResult(ok, client).get(timeout=5), {"n": 1})
+        self.assertTrue(AsyncResult(sent, client).queued())
+        self.assertFalse(AsyncResult(unknown, client).known())
+        self.assertEqual(thread.calls, [])
 
-    def test_taskset_without_the_reactor_thread(self) -> None:
+    def test_not_ready_waits_on_the_reactor_thread(self) -> None:
         """
-        A taskset's progress is read in the calling thread.
+        An outcome not ready at the first read is waited for on the
+        reactor thread (woken by the store's notification there), with
+        what is left of the timeout.
         """
-        taskset, a, b = new_task_id(), new_task_id(), new_task_id()
-        self.write("create_taskset", taskset, 2)
-        self.write("store_results", [OutcomeRecord(a, success_document(a, "t", 1), taskset)])
-        result = TaskSetResult(taskset, [AsyncResult(a), AsyncResult(b)], self.client)
-        self.assertEqual(result.completed_count(), 1)
-        self.assertIsNone(self.client.get_taskset(new_task_id()))
-        self.assertEqual(self.thread.calls, [])
+        task_id = new_task_id()
+        self.put(task_id, pending_document(task_id, "t"))
+        later = Outcome.from_bytes(task_id, success_document(task_id, "t", 7))
+        thread = HandingThread(later)
+        self.assertEqual(AsyncResult(task_id, self.client(thread)).get(timeout=30), 7)
+        ((name, waited_id, left),) = thread.calls
+        self.assertEqual((name, waited_id), ("wait_outcome", task_id))
+        self.assertTrue(0 < left <= 30, left)
 
-    def test_wait_is_woken_on_the_reactor_thread(self) -> None:
+    def test_without_notification_polls_here(self) -> None:
         """
-        ``get()`` of an outcome not stored yet waits on the reactor thread
-        and returns once another writer stores it; it times out on one
-        that never comes.
+        With ``notify=False`` the wait reads again in the calling thread.
         """
-        later, never = new_task_id(), new_task_id()
-        writer = threading.Timer(
-            0.3,
-            self.write,
-            ["store_results", [OutcomeRecord(later, success_document(later, "t", 7))]],
-        )
-        writer.start()
-        self.addCleanup(writer.join)
-        self.assertEqual(AsyncResult(later, self.client).get(timeout=30), 7)
-        self.assertIn("wait_outcome", self.thread.calls)
-        self.assertRaises(TimeoutError, AsyncResult(never, self.client).get, timeout=0.2)
+        thread = HandingThread()
+        never = new_task_id()
+        client = self.client(thread, notify=False)
+        self.assertRaises(TimeoutError, AsyncResult(never, client).get, timeout=0.2)
+        self.assertEqual(thread.calls, [])
 
 
 class ReaderTests(SynchronousTestCase):
