@@ -214,3 +214,60 @@ class PublisherBatchTests(ProtocolTestCase):
             defer.Deferred.fromCoroutine(self.publisher.publish_batch(self.encoded(2)))
         )
         self.assertEqual([type(r) for r in results], [BrokerUnavailable, BrokerUnavailable])
+
+
+class OpenChannelTests(ProtocolTestCase):
+    """
+    A publish on the open channel of a connection in service writes at
+    once, without waiting for the connection.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.handshake()
+        self.channel = self.successResultOf(self.protocol.channel(1))
+        self.channel.confirming = True
+        self.connection = BrokerConnection(BrokerAddress(), self.clock, endpoint=object())
+        self.publisher = Publisher(self.connection, Topology(), confirm_timeout=5)
+        self.publisher._channel = self.channel
+        self.publisher._declared = {"twistedq"}
+
+    def encoded(self, count):
+        messages = [TaskMessage(id=new_task_id(), task="noop") for _ in range(count)]
+        return [(m, m.encode()) for m in messages]
+
+    def test_written_at_once(self):
+        """
+        The batch is written in the call, with the confirm's timer as the
+        only delayed call added.
+        """
+        self.connection.running = True
+        heartbeats = len(self.clock.getDelayedCalls())
+        d = defer.Deferred.fromCoroutine(self.publisher.publish_batch(self.encoded(2)))
+        methods = [kind for kind, _, _ in self.written_frames() if kind == FRAME_METHOD]
+        self.assertEqual(len(methods), 2)
+        self.assertEqual(len(self.clock.getDelayedCalls()), heartbeats + 1)
+        self.receive(1, "basic", "ack", 2, True)
+        self.assertEqual(self.successResultOf(d), [None, None])
+
+    def test_stopped_connection_not_used(self):
+        """
+        Once the connection is stopped its channel is not used, even if
+        still open: nothing is written, the messages are unavailable.
+        """
+        self.connection.running = False
+        self.connection._stopping = True
+        results = self.successResultOf(
+            defer.Deferred.fromCoroutine(self.publisher.publish_batch(self.encoded(1)))
+        )
+        self.assertIsInstance(results[0], BrokerUnavailable)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_queue_not_declared_waits(self):
+        """
+        A queue not declared on this connection yet is not published to
+        without the declaration.
+        """
+        self.connection.running = True
+        self.assertIsNone(self.publisher._open_channel("other"))
+        self.assertIs(self.publisher._open_channel("twistedq"), self.channel)

@@ -1271,12 +1271,31 @@ class Publisher:
             if pause > 0:
                 await deferLater(reactor, pause, lambda: None)
 
+    def _open_channel(self, queue: str) -> BrokerChannel | None:
+        """
+        The publishing channel when it is open, on a connection in service,
+        with ``queue`` declared: a publish's usual case, with no wait.
+        """
+        channel = self._channel
+        if (
+            channel is None
+            or channel.closed
+            or channel.client.closed
+            or not self.connection.running
+            or queue not in self._declared
+        ):
+            return None
+        return channel
+
     async def _ready_channel(self, queue: str) -> BrokerChannel:
         """
         The publishing channel, connected, with ``queue`` declared.
 
         :raises BrokerUnavailable: no usable connection; nothing was sent.
         """
+        channel = self._open_channel(queue)
+        if channel is not None:
+            return channel
         await self._connected_in_time()
         try:
             channel = await self._channel_for(queue)
@@ -1422,7 +1441,7 @@ class Publisher:
             check_queue_name(queue, encoded[0][0].id, encoded[0][0].task)
         queue = queue or self.topology.queue
         try:
-            channel = await self._ready_channel(queue)
+            channel = self._open_channel(queue) or await self._ready_channel(queue)
             batch = channel.publish_batch(self.topology.exchange, queue, contents, mandatory=True)
         except (BrokerUnavailable, ChannelRefused) as e:
             return [e] * len(encoded)
