@@ -472,11 +472,14 @@ class RedisBackend(FencedClaims):
         A Deferred that fires when an outcome for ``task_id`` is stored
         (announced on the ``channel``), starting the subscription on first
         use.  Cancel it to stop waiting.  A notification can be missed while
-        the subscription (re)connects: callers read the store after
-        registering and re-read now and then.
+        the subscription (re)connects: every waiter fires when it is in place
+        again (and the first time), so callers read the store after
+        registering and again when woken, and re-read now and then.
         """
         if self._subscriber is None:
-            self._subscriber = _DoneSubscriberFactory(self.channel, self._notify, self._password)
+            self._subscriber = _DoneSubscriberFactory(
+                self.channel, self._notify, self._password, self._subscribed
+            )
             if self._primary is not None:
                 self._primary.follow(self._subscriber)
             else:
@@ -494,6 +497,16 @@ class RedisBackend(FencedClaims):
         d: defer.Deferred[None] = defer.Deferred(forget)
         self._waiters.setdefault(task_id, []).append(d)
         return d
+
+    def _subscribed(self) -> None:
+        """
+        The subscription is in place (again): wake every waiter, since its
+        outcome may have been announced before, to read the store again.
+        """
+        waiters, self._waiters = self._waiters, {}
+        for waiting in waiters.values():
+            for d in waiting:
+                d.callback(None)
 
     def _notify(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -747,6 +760,7 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
     def connectionMade(self) -> Any:
         d = txredisapi.SubscriberProtocol.connectionMade(self)
         d.addCallback(lambda _: self.subscribe(self.factory.channel))
+        d.addCallback(lambda _: self.factory.on_subscribed())
         # The reply to SUBSCRIBE is waited for until the connection
         # closes: a close is no error (it was printed at interpreter exit).
         d.addErrback(lambda failure: failure.trap(txredisapi.ConnectionError) and None)
@@ -759,9 +773,12 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
 class _DoneSubscriberFactory(txredisapi.SubscriberFactory):
     protocol = _DoneSubscriber
 
-    def __init__(self, channel: str, on_message: Any, password: str | None) -> None:
+    def __init__(
+        self, channel: str, on_message: Any, password: str | None, on_subscribed: Any
+    ) -> None:
         txredisapi.SubscriberFactory.__init__(self, isLazy=True)
         self.password = password
         self.channel = channel
         self.on_message = on_message
+        self.on_subscribed = on_subscribed
         self.continueTrying = True
