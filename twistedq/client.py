@@ -233,7 +233,13 @@ class AsyncClient:
         written = self._mark(records) if early else None
 
         async def publish() -> None:
-            errors = await publishing
+            try:
+                errors = await publishing
+            except Exception:
+                # Raised before the batch was written: nothing was sent.
+                if written is not None:
+                    await self._settle_records(written, started, len(records), records)
+                raise
             confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
             # Aligned with the records: a task that ignores its result has none.
             outcomes = [error for m, error in zip(messages, errors, strict=True) if m.id in kept]

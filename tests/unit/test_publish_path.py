@@ -335,3 +335,23 @@ class PendingRecordTests(SynchronousTestCase):
         channel.settle(None, Unroutable(messages[1].id, 312, "NO_ROUTE", "q"))
         self.failureResultOf(d, Unroutable)
         self.assertEqual([o.known for o in stored(client, messages)], [True, False])
+
+    def test_raised_before_the_write_taken_back(self):
+        """
+        A publish that raises before the batch is written (here from the
+        connection's wait) takes every record back and raises.
+        """
+        client, _ = held_client(self)
+        waiting = defer.Deferred()
+
+        async def ready(queue):
+            await waiting
+            raise RuntimeError("no channel")
+
+        client.publisher._ready_channel = ready
+        messages = self.messages(2)
+        d = client.publish_many(messages)
+        self.assertEqual([o.known for o in stored(client, messages)], [True, True])
+        waiting.callback(None)
+        self.failureResultOf(d, RuntimeError)
+        self.assertEqual([o.known for o in stored(client, messages)], [False, False])
