@@ -12,6 +12,7 @@ reactor thread.  A :py:obj:`Client` may be shared by any number of threads.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from twistedq.amqp.broker import (
 from twistedq.backends.base import (
     ClaimState,
     IClaimStore,
+    IPendingRecords,
     IResultBackend,
     OutcomeRecord,
     TasksetState,
@@ -45,7 +47,7 @@ from twistedq.backends.blocking import BlockingReader, blocking_reader_from_url
 from twistedq.backends.url import backend_from_url
 from twistedq.conf import Settings
 from twistedq.context import default_client, set_default_client
-from twistedq.message import TaskMessage, new_task_id
+from twistedq.message import MessageError, TaskMessage, new_task_id
 from twistedq.outcome import Outcome, pending_document, revoked_document
 from twistedq.reactor_thread import ReactorThread, reactor_thread
 from twistedq.result import AsyncResult
@@ -185,72 +187,176 @@ class AsyncClient:
             :py:meth:`TaskMessage.check`; nothing was published.
         :raises ValueError: ``priority`` is not 0 to 9.
         """
+        try:
+            check_priority(priority)
+            # Encoded (and so validated) once, all before any is published.
+            encoded = [(message, message.encode()) for message in messages]
+        except (MessageError, ValueError):
+            return defer.fail()
+        return self.publish_encoded(encoded, queue, priority)
+
+    def publish_encoded(
+        self,
+        encoded: Sequence[tuple[TaskMessage, bytes]],
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> defer.Deferred[None]:
+        """
+        :py:meth:`publish_many` for messages already encoded (and so
+        validated) by :py:meth:`TaskMessage.encode`, each with its body.
+
+        On a store that can take pending records back
+        (:py:class:`~twistedq.backends.base.IPendingRecords`: Redis, SQLite,
+        memory) the records are written while the messages are published,
+        not after the confirms, and those of messages surely not published
+        (refused, unroutable, or not sent) are taken back before the call
+        fails; a message whose publish is uncertain keeps its record.  On
+        the other stores only confirmed messages are recorded, after the
+        confirms.
+        """
+        messages = [message for message, _ in encoded]
+        publishing = defer.Deferred.fromCoroutine(
+            self.publisher.publish_batch(encoded, queue, priority)
+        )
+        if publishing.called and isinstance(publishing.result, Failure):
+            refused = publishing.result  # before anything was published
+            publishing.addErrback(lambda _: None)
+            return defer.fail(refused)
+        sent_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        # A task that ignores its result has no pending record.
+        kept = {m.id for m in messages if not m.ignore_result}
+        records = [
+            (m.id, pending_document(m.id, m.task, sent_at)) for m in messages if m.id in kept
+        ]
+        started = self.reactor.seconds()
+        early = records and IPendingRecords.providedBy(self.backend)
+        written = self._mark(records) if early else None
 
         async def publish() -> None:
-            check_priority(priority)
-            for message in messages:
-                message.check()
-            outcomes = await defer.DeferredList(
-                [
-                    defer.Deferred.fromCoroutine(self.publisher.publish(m, queue, priority))
-                    for m in messages
-                ],
-                consumeErrors=True,
-            )
-            confirmed = [m for m, (ok, _) in zip(messages, outcomes, strict=True) if ok]
-            # A task that ignores its result has no pending record.
-            recorded = [m for m in confirmed if not m.ignore_result]
-            if recorded:
-                await self._record_pending(recorded)
-            # DeferredList gives (False, Failure) for each publish that failed.
-            failures = [cast(Failure, failure) for ok, failure in outcomes if not ok]
+            try:
+                errors = await publishing
+            except Exception:
+                # Raised before the batch was written: nothing was sent.
+                if written is not None:
+                    await self._settle_records(written, started, len(records), records)
+                raise
+            confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
+            # Aligned with the records: a task that ignores its result has none.
+            outcomes = [error for m, error in zip(messages, errors, strict=True) if m.id in kept]
+            if written is not None:
+                unsent = [
+                    record
+                    for record, error in zip(records, outcomes, strict=True)
+                    if error is not None and not isinstance(error, PublishUncertain)
+                ]
+                await self._settle_records(written, started, len(records), unsent)
+            else:
+                sent = [
+                    record for record, error in zip(records, outcomes, strict=True) if not error
+                ]
+                if sent:
+                    await self._wait_record(self._mark(sent), self.reactor.seconds(), len(sent))
+            failures = [error for error in errors if error is not None]
             if failures:
-                failure = next(
-                    (f for f in failures if f.check(PublishUncertain)),
-                    failures[0],
-                )
-                if isinstance(failure.value, (BrokerUnavailable, PublishUncertain, PublishRefused)):
-                    failure.value.confirmed_ids = [m.id for m in confirmed]
-                failure.raiseException()
+                error = next((e for e in failures if isinstance(e, PublishUncertain)), failures[0])
+                if isinstance(error, (BrokerUnavailable, PublishUncertain, PublishRefused)):
+                    error.confirmed_ids = [m.id for m in confirmed]
+                raise error
 
         return defer.Deferred.fromCoroutine(publish())
 
-    async def _record_pending(self, messages: Sequence[TaskMessage]) -> None:
+    def _mark(self, records: list[tuple[str, bytes]]) -> defer.Deferred[None]:
         """
-        Write the pending records of confirmed messages, waiting for the
-        write at most ``record_timeout`` seconds; it goes on after that.
+        Write pending records; the Deferred never fails (a failure is
+        logged: the broker may have the tasks, and failing the publish
+        would invite a duplicate; without the record they read as unknown
+        until they finish).
         """
-        written = self.backend.mark_sent([(m.id, pending_document(m.id, m.task)) for m in messages])
 
         def failed(failure: Failure) -> None:
-            # The broker has the tasks: failing the publish now would
-            # invite a duplicate.  Without the record they read as
-            # unknown until they finish.
             log.warn(
                 "Could not record {count} published tasks as pending: {reason}",
-                count=len(messages),
+                count=len(records),
                 reason=describe(failure),
             )
 
-        written.addErrback(failed)
-        waited: defer.Deferred[None] = defer.Deferred()
+        return self.backend.mark_sent(records).addErrback(failed)
 
-        def done(_: object = None) -> None:
-            if not waited.called:
-                waited.callback(None)
+    async def _settle_records(
+        self,
+        written: defer.Deferred[None],
+        started: float,
+        count: int,
+        unsent: list[tuple[str, bytes]],
+    ) -> None:
+        """
+        Wait for the pending records written with the publish, then take
+        back those of the ``unsent`` messages (surely not published), each
+        wait at most ``record_timeout`` seconds.
+        """
+        await self._wait_record(written, started, count)
+        if not unsent:
+            return
+        taken: defer.Deferred[None] = defer.Deferred()
 
-        written.addBoth(done)
-        timer = self.reactor.callLater(self.record_timeout, done)
-        await waited
-        if timer.active():
-            timer.cancel()
-        elif not written.called:
+        def take_back(_: object) -> None:
+            # After the write, even one that outlived the wait: it must not
+            # land after its undo.
+            undo = cast(IPendingRecords, self.backend).unmark_sent(unsent)
+            undo.addErrback(
+                lambda failure: log.warn(
+                    "Could not take back the pending records of {count} tasks that were "
+                    "not published: {reason}",
+                    count=len(unsent),
+                    reason=describe(failure),
+                )
+            )
+            undo.addBoth(lambda _: taken.callback(None))
+
+        written.addCallback(take_back)
+        if not await self._within(taken, self.record_timeout):
+            log.warn(
+                "The result store did not take back the pending records of {count} tasks "
+                "that were not published within {seconds} s; the write goes on",
+                count=len(unsent),
+                seconds=self.record_timeout,
+            )
+
+    async def _wait_record(self, written: defer.Deferred[None], started: float, count: int) -> None:
+        """
+        Wait for pending records written since ``started``, until
+        ``record_timeout`` seconds after it; the write goes on after that.
+        """
+        left = started + self.record_timeout - self.reactor.seconds()
+        if not await self._within(written, left):
             log.warn(
                 "The result store did not record {count} published tasks as pending "
                 "within {seconds} s; the write goes on",
-                count=len(messages),
+                count=count,
                 seconds=self.record_timeout,
             )
+
+    async def _within(self, d: defer.Deferred[Any], seconds: float) -> bool:
+        """
+        Wait for ``d`` at most ``seconds``; tell whether it fired.  Its
+        result is left to the callbacks added after.
+        """
+        if d.called:
+            return True
+        waited: defer.Deferred[None] = defer.Deferred()
+
+        def done(result: object = None) -> object:
+            if not waited.called:
+                waited.callback(None)
+            return result
+
+        d.addBoth(done)
+        timer = self.reactor.callLater(max(0.0, seconds), done)
+        await waited
+        if timer.active():
+            timer.cancel()
+            return True
+        return d.called
 
     def abandon(self, messages: Sequence[TaskMessage], reason: str) -> defer.Deferred[list[str]]:
         """
@@ -539,21 +645,21 @@ class Client:
         :raises MessageError: a message breaks a rule of
             :py:meth:`TaskMessage.check`; nothing was published.
         """
-        batch = list(messages)
         check_priority(priority)
-        for message in batch:
-            message.check()
+        # Encoded (and so validated) once, here, all of them before any is
+        # published.
+        batch = [(message, message.encode()) for message in messages]
         if not batch:
             return
         client = self._client()
         # The connection and the confirm are bounded on the reactor, each
-        # by the timeout, and the pending record by RECORD_TIMEOUT: this is
-        # only a safety net.
-        limit = 2 * self.timeout + RECORD_TIMEOUT + 5
+        # by the timeout, and the pending record and its undo each by
+        # RECORD_TIMEOUT: this is only a safety net.
+        limit = 2 * self.timeout + 2 * RECORD_TIMEOUT + 5
         try:
-            self._thread.call(client.publish_many, batch, queue, priority, timeout=limit)
+            self._thread.call(client.publish_encoded, batch, queue, priority, timeout=limit)
         except TimeoutError:
-            raise PublishUncertain(batch[0].id, limit) from None
+            raise PublishUncertain(batch[0][0].id, limit) from None
 
     def abandon(self, messages: Sequence[TaskMessage], reason: str) -> list[str]:
         """
@@ -610,11 +716,42 @@ class Client:
         """
         reader = self._blocking_reader()
         if reader is not None:
-            return self._wait_reading(reader, task_id, timeout)
+            if not (self.notify and reader.notifies):
+                return self._wait_reading(reader, task_id, timeout)
+            # Read in this thread first: an outcome is often ready when
+            # get() is called, and the read then costs no thread hop.
+            started = time.monotonic()
+            outcome = self._first_read(reader, task_id, timeout)
+            if outcome.ready:
+                return outcome
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
         call_timeout = None if timeout is None else timeout + self.timeout
         return self._thread.call(
             self._client().wait_outcome, task_id, timeout, timeout=call_timeout
         )
+
+    @staticmethod
+    def _first_read(reader: BlockingReader, task_id: str, timeout: float | None) -> Outcome:
+        """
+        Read the outcome once in this thread, waiting for the store at
+        most ``timeout`` seconds.
+
+        :raises TimeoutError: the store did not answer in time.
+        """
+        try:
+            if timeout is None:
+                found = reader.get_results([task_id])
+            else:
+                # Only readers of stores that notify (Redis) come here, and
+                # they take a timeout.
+                found = cast(Any, reader).get_results([task_id], timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"task {task_id} not ready within {timeout} s: the result store "
+                "did not answer in time"
+            ) from None
+        return Outcome.from_bytes(task_id, found[0])
 
     def _wait_reading(self, reader: BlockingReader, task_id: str, timeout: float | None) -> Outcome:
         """

@@ -98,6 +98,12 @@ MALFORMED = "malformed"
 #: Reason of a body over the size limit.
 TOO_LARGE = "too-large"
 
+# The encoder of message bodies (json.dumps would make one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+# A task id: a UUID in canonical lower-case text form.
+_TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 # The head of a body as TaskMessage.encode writes it.
 _HEAD = re.compile(rb'\{"v":1,"id":"([0-9a-f-]{36})","task":"((?:[^"\\]|\\.){1,200})",')
 
@@ -191,11 +197,13 @@ def is_task_name(name: object) -> TypeGuard[str]:
     characters (bidirectional overrides, zero-width ones) or lone
     surrogates: it goes into logs, keys and headers as it is.
     """
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= MAX_TASK_NAME
-        and not any(unicodedata.category(c) in _NOT_IN_NAMES for c in name)
-    )
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_TASK_NAME:
+        return False
+    if name.isascii():
+        # The only ASCII characters of those categories are the controls
+        # (Cc), exactly the ASCII characters str.isprintable() refuses.
+        return name.isprintable()
+    return not any(unicodedata.category(c) in _NOT_IN_NAMES for c in name)
 
 
 def peek_task(body: bytes) -> tuple[str, str] | None:
@@ -229,12 +237,8 @@ def is_task_id(text: str) -> bool:
     Tell whether ``text`` is a UUID in canonical lower-case text form, the only
     form task ids take.
     """
-    if len(text) != 36:
-        return False
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
+    # The canonical form is exactly what str(uuid.UUID(text)) gives back.
+    return _TASK_ID.fullmatch(text) is not None
 
 
 def queue_name_error(name: object) -> str | None:
@@ -442,32 +446,35 @@ class TaskMessage:
         :raises MessageError: the message breaks one of these rules; it
             carries the task id and name when they are valid.
         """
+        self._checked_document()
+
+    def _refusal(self, text: str) -> MessageError:
+        """
+        A ``malformed`` refusal of this message, carrying its task id and
+        name when they are valid.
+        """
         valid_id = self.id if isinstance(self.id, str) and is_task_id(self.id) else None
         name = self.task if is_task_name(self.task) else None
+        return MessageError(text, MALFORMED, valid_id, name)
+
+    def _checked_document(self) -> dict[str, Any]:
+        """
+        The JSON document of this message, once it passed every rule of
+        :py:meth:`check`: each message is validated once on its way to
+        the broker.
+        """
         if not isinstance(self.args, (tuple, list)):
-            raise MessageError(
-                f"args must be a list or tuple, not {type(self.args).__name__}: "
-                f"{_short(self.args)}",
-                MALFORMED,
-                valid_id,
-                name,
+            raise self._refusal(
+                f"args must be a list or tuple, not {type(self.args).__name__}: {_short(self.args)}"
             )
         if not isinstance(self.kwargs, dict):
-            raise MessageError(
-                f"kwargs must be a dict, not {type(self.kwargs).__name__}",
-                MALFORMED,
-                valid_id,
-                name,
-            )
+            raise self._refusal(f"kwargs must be a dict, not {type(self.kwargs).__name__}")
         odd = [key for key in self.kwargs if not isinstance(key, str)]
         if odd:
-            raise MessageError(
-                f"keyword argument names must be strings, not {_short(odd)}",
-                MALFORMED,
-                valid_id,
-                name,
-            )
-        self.from_document(self._document())
+            raise self._refusal(f"keyword argument names must be strings, not {_short(odd)}")
+        document = self._document()
+        self._checked_fields(document)
+        return document
 
     def _document(self) -> dict[str, Any]:
         document = {
@@ -500,10 +507,9 @@ class TaskMessage:
         :raises MessageError: the message breaks a rule of :py:meth:`check`,
             or an argument is not a JSON value.
         """
-        self.check()
-        document = self._document()
+        document = self._checked_document()
         try:
-            text = json.dumps(document, separators=(",", ":"), allow_nan=False)
+            text = _ENCODER.encode(document)
         except (TypeError, ValueError) as e:
             raise MessageError(
                 f"arguments of task {self.task!r} are not JSON values: {e}"
@@ -549,8 +555,17 @@ class TaskMessage:
         :raises MessageError: the document is not a valid version 1 message;
             it carries the task id and name when they are valid.
         """
+        return cls(**cls._checked_fields(document))
+
+    @classmethod
+    def _checked_fields(cls, document: Any) -> dict[str, Any]:
+        """
+        The fields of the message a document holds, once valid.
+
+        :raises MessageError: as :py:meth:`from_document`.
+        """
         try:
-            return cls._from_document(document)
+            return cls._fields(document)
         except MessageError as e:
             if isinstance(document, dict):
                 task_id, name = document.get("id"), document.get("task")
@@ -561,7 +576,7 @@ class TaskMessage:
             raise
 
     @classmethod
-    def _from_document(cls, document: Any) -> TaskMessage:
+    def _fields(cls, document: Any) -> dict[str, Any]:
         if not isinstance(document, dict):
             raise MessageError("body is not a JSON object")
         version = document.get("v")
@@ -602,7 +617,7 @@ class TaskMessage:
             for key in ("links", "errlinks", "chain"):
                 if key in canvas:
                     canvas[key] = tuple(canvas[key])
-        return cls(
+        return dict(
             id=task_id,
             task=name,
             args=tuple(args),

@@ -82,8 +82,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+#: The encoder of documents (json.dumps would make one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(document).encode("utf-8")
 
 
 def success_document(task_id: str, task: str, value: Any) -> bytes:
@@ -98,12 +102,15 @@ def success_document(task_id: str, task: str, value: Any) -> bytes:
     )
 
 
-def pending_document(task_id: str, task: str) -> bytes:
+def pending_document(task_id: str, task: str, sent_at: str | None = None) -> bytes:
     """
     Encode the record of a task that was published and has no outcome
     yet; it tells a queued task from an unknown id.
+
+    :param sent_at: when it was sent (ISO 8601), by default now.
     """
-    return _dumps({"id": task_id, "task": task, "status": PENDING, "sent_at": _now()})
+    sent_at = _now() if sent_at is None else sent_at
+    return _dumps({"id": task_id, "task": task, "status": PENDING, "sent_at": sent_at})
 
 
 def revoked_document(task_id: str, task: str, reason: str) -> bytes:

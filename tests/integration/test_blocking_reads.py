@@ -1,7 +1,7 @@
 """
 The blocking client reads a memcached store in the calling thread: an
 outcome, a wait for one, a taskset's progress and its values, with no
-reactor thread; a Redis store is still read on the reactor thread.
+reactor thread (a Redis store: see test_redis_blocking_reads).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tests.integration.servers import server_url
 from twistedq.backends.base import OutcomeRecord
 from twistedq.backends.blocking import blocking_reader_from_url
 from twistedq.backends.memcached_blocking import PymemcacheStore
+from twistedq.backends.redis_blocking import RedisBlockingReader
 from twistedq.client import Client
 from twistedq.conf import Settings
 from twistedq.message import new_task_id
@@ -110,11 +111,14 @@ class BlockingReadsTests(SynchronousTestCase):
 class ChoiceTests(SynchronousTestCase):
     def test_which_stores(self) -> None:
         """
-        memcached has a blocking reader; the other stores are read on the
-        reactor thread.
+        memcached and Redis have a blocking reader; the other stores are
+        read on the reactor thread.
         """
         reader = blocking_reader_from_url("memcached://127.0.0.1:11299", timeout=3.0)
         self.assertIsInstance(reader, PymemcacheStore)
         self.assertEqual(reader.timeout, 3.0)  # type: ignore[union-attr]
-        for url in ("redis://127.0.0.1:6379/0", "sqlite://", "django://", "tyrant://h:1978"):
+        redis = blocking_reader_from_url("redis://:pw@127.0.0.1:6399/2", timeout=4.0)
+        self.assertIsInstance(redis, RedisBlockingReader)
+        self.assertEqual((redis.url, redis.timeout), ("redis://127.0.0.1:6399/2", 4.0))  # type: ignore[union-attr]
+        for url in ("sqlite://", "django://", "tyrant://h:1978"):
             self.assertIsNone(blocking_reader_from_url(url, timeout=3.0))

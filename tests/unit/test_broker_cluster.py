@@ -395,11 +395,12 @@ class RefusedPublishTests(SynchronousTestCase):
         refused = TaskMessage(id=new_task_id(), task="t")
         taken = TaskMessage(id=new_task_id(), task="t")
 
-        async def publish(message: TaskMessage, queue: object = None, priority: object = None):
-            if message is refused:
-                raise PublishRefused(message.id)
+        async def publish_batch(
+            encoded: list[tuple[TaskMessage, bytes]], queue: object = None, priority: object = None
+        ) -> list[Exception | None]:
+            return [PublishRefused(m.id) if m is refused else None for m, _ in encoded]
 
-        client.publisher.publish = publish  # type: ignore[method-assign]
+        client.publisher.publish_batch = publish_batch  # type: ignore[method-assign]
         d = client.publish_many([taken, refused])
         reactor.advance(1)
         failure = self.failureResultOf(d, PublishRefused)

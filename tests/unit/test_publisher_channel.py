@@ -92,6 +92,9 @@ class FakeConnection:
     A connection that is always up on ``protocol``.
     """
 
+    #: In service (a BrokerConnection is a Service).
+    running = True
+
     def __init__(self, protocol):
         self.protocol = protocol
         self.reactor = Clock()

@@ -1271,12 +1271,31 @@ class Publisher:
             if pause > 0:
                 await deferLater(reactor, pause, lambda: None)
 
+    def _open_channel(self, queue: str) -> BrokerChannel | None:
+        """
+        The publishing channel when it is open, on a connection in service,
+        with ``queue`` declared: a publish's usual case, with no wait.
+        """
+        channel = self._channel
+        if (
+            channel is None
+            or channel.closed
+            or channel.client.closed
+            or not self.connection.running
+            or queue not in self._declared
+        ):
+            return None
+        return channel
+
     async def _ready_channel(self, queue: str) -> BrokerChannel:
         """
         The publishing channel, connected, with ``queue`` declared.
 
         :raises BrokerUnavailable: no usable connection; nothing was sent.
         """
+        channel = self._open_channel(queue)
+        if channel is not None:
+            return channel
         await self._connected_in_time()
         try:
             channel = await self._channel_for(queue)
@@ -1352,7 +1371,11 @@ class Publisher:
         )
 
     async def publish(
-        self, message: TaskMessage, queue: str | None = None, priority: int | None = None
+        self,
+        message: TaskMessage,
+        queue: str | None = None,
+        priority: int | None = None,
+        body: bytes | None = None,
     ) -> None:
         """
         Publish one task message to ``queue`` (by default the topology's)
@@ -1362,6 +1385,8 @@ class Publisher:
             (the AMQP ``priority`` property): a queue declared with a
             maximum priority delivers higher ones first; :py:obj:`None`
             publishes none (0 to the broker).
+        :param body: the message as :py:meth:`TaskMessage.encode` encoded
+            it, when the caller did already (it is not validated again).
 
         :raises BrokerUnavailable: no connection within ``confirm_timeout``
             seconds (or, with ``connect_attempts``, after that many failed
@@ -1382,21 +1407,94 @@ class Publisher:
             was sent.
         :raises ValueError: ``priority`` is not 0 to :py:data:`MAX_PRIORITY`.
         """
-        body, properties = self._encode(message, priority)
+        body, properties = self._encode(message, priority, body)
         if queue is not None:
             check_queue_name(queue, message.id, message.task)
         queue = queue or self.topology.queue
         channel = await self._ready_channel(queue)
         await self._confirmed(channel, self.topology.exchange, queue, message.id, body, properties)
 
+    async def publish_batch(
+        self,
+        encoded: Sequence[tuple[TaskMessage, bytes]],
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> list[Exception | None]:
+        """
+        Publish several task messages to ``queue`` (by default the
+        topology's), each with its body as :py:meth:`TaskMessage.encode`
+        made it (not validated again), in one write, and wait for the
+        broker's confirms, at most ``confirm_timeout`` seconds for all.
+
+        :return: one entry per message, in order: :py:obj:`None` where the
+            broker confirmed it, else the exception that failed it, as
+            :py:meth:`publish` would raise it (:py:class:`BrokerUnavailable`,
+            :py:class:`ChannelRefused`, :py:class:`PublishUncertain`,
+            ``Unroutable``, :py:class:`PublishRefused`).
+        :raises twistedq.message.MessageError: a message is over
+            ``max_message_size``, or ``queue`` is not a name the broker
+            takes; nothing was published.
+        :raises ValueError: ``priority`` is not 0 to :py:data:`MAX_PRIORITY`.
+        """
+        contents = [self._encode(message, priority, body) for message, body in encoded]
+        if queue is not None and encoded:
+            check_queue_name(queue, encoded[0][0].id, encoded[0][0].task)
+        queue = queue or self.topology.queue
+        try:
+            channel = self._open_channel(queue) or await self._ready_channel(queue)
+            batch = channel.publish_batch(self.topology.exchange, queue, contents, mandatory=True)
+        except (BrokerUnavailable, ChannelRefused) as e:
+            return [e] * len(encoded)
+        except _CLOSED as e:
+            unsent = BrokerUnavailable(
+                f"the connection to the broker at {self.connection.address} closed before "
+                f"the messages were sent: {describe(e)}"
+            )
+            return [unsent] * len(encoded)
+        if not batch.done.called:
+            waited: defer.Deferred[None] = defer.Deferred()
+
+            def wake(_: object = None) -> None:
+                if not waited.called:
+                    waited.callback(None)
+
+            batch.done.addBoth(wake)
+            timer = self.connection.reactor.callLater(self.confirm_timeout, wake)
+            await waited
+            if timer.active():
+                timer.cancel()
+        return [
+            self._confirm_error(message.id, settled, error)
+            for (message, _), settled, error in zip(
+                encoded, batch.settled, batch.results, strict=True
+            )
+        ]
+
+    def _confirm_error(
+        self, task_id: str, settled: int, error: Exception | None
+    ) -> Exception | None:
+        """
+        What a publish of a batch failed with, as :py:meth:`publish` would
+        raise it, or :py:obj:`None` where it was confirmed.
+        """
+        if not settled:
+            return PublishUncertain(task_id, self.confirm_timeout)
+        if error is None or isinstance(error, Unroutable):
+            return error
+        if isinstance(error, PublishNacked):
+            return PublishRefused(task_id)
+        return PublishUncertain(task_id, reason=describe(error))
+
     def _encode(
-        self, message: TaskMessage, priority: int | None = None
+        self, message: TaskMessage, priority: int | None = None, body: bytes | None = None
     ) -> tuple[bytes, dict[str, Any]]:
         """
-        The body and properties of a message, signed with the first key.
+        The body (``body`` when given, else encoded) and properties of a
+        message, signed with the first key.
         """
         check_priority(priority)
-        body = message.encode()
+        if body is None:
+            body = message.encode()
         if self.max_message_size is not None and len(body) > self.max_message_size:
             raise MessageError(
                 f"task {message.task} is {len(body)} bytes encoded, over the limit of "

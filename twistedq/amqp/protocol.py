@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -60,6 +60,7 @@ from twistedq.amqp.codec import (
 __all__ = [
     "CLIENT_CAPABILITIES",
     "CLOSED_ERRORS",
+    "BatchConfirms",
     "BrokerChannel",
     "BrokerDelegate",
     "BrokerProtocol",
@@ -137,6 +138,45 @@ _NOT_FOUND = 404
 MAX_CHANNELS = 2047
 
 
+class BatchConfirms:
+    """
+    The confirms of a batch of publishes (:py:meth:`BrokerChannel.publish_batch`):
+    :py:attr:`done` fires, once every message is settled, with one entry per
+    message in order: :py:obj:`None` where the broker confirmed it, else the
+    exception that failed it (:py:class:`PublishNacked`,
+    :py:class:`Unroutable`, or the closed channel's error).
+    """
+
+    __slots__ = ("done", "left", "results", "settled")
+
+    def __init__(self, count: int) -> None:
+        self.results: list[Exception | None] = [None] * count
+        #: 1 for each message settled, 0 for each still waited for.
+        self.settled = bytearray(count)
+        self.left = count
+        self.done: defer.Deferred[list[Exception | None]] = defer.Deferred()
+        if not count:
+            self.done.callback([])
+
+    def settle(self, index: int, error: Exception | None) -> None:
+        """
+        Settle message ``index`` of the batch: confirmed when ``error`` is
+        :py:obj:`None`.
+        """
+        if self.settled[index]:
+            return
+        self.settled[index] = 1
+        self.results[index] = error
+        self.left -= 1
+        if self.left == 0:
+            self.done.callback(self.results)
+
+
+#: What a channel waits for per publish sequence number: the Deferred of
+#: one publish, or a batch and the message's index in it.
+_Unconfirmed = defer.Deferred[None] | tuple[BatchConfirms, int]
+
+
 class BrokerChannel(AMQChannel):
     """
     A channel whose methods are written straight to the transport, with
@@ -149,8 +189,10 @@ class BrokerChannel(AMQChannel):
         AMQChannel.__init__(self, id, outgoing, client)
         self.confirming = False
         self.publish_seq = 0
-        self.unconfirmed: dict[int, defer.Deferred[None]] = {}
+        # In publish order, so in ascending sequence numbers.
+        self.unconfirmed: dict[int, _Unconfirmed] = {}
         self._mandatory: dict[str, int] = {}
+        self._mandatory_ids: dict[int, str] = {}
         self._returned: dict[int, Unroutable] = {}
         self._close_watchers: list[Callable[[Any], None]] = []
         #: The broker may close it with 404 as an answer (a passive declare
@@ -239,10 +281,11 @@ class BrokerChannel(AMQChannel):
         d: defer.Deferred[None]
         if self.confirming and not self.closed:
             self.publish_seq += 1
-            d = self.unconfirmed[self.publish_seq] = defer.Deferred()
+            d = defer.Deferred()
+            self.unconfirmed[self.publish_seq] = d
             message_id = properties.get("message-id")
             if mandatory and message_id:
-                self._mandatory[message_id] = self.publish_seq
+                self._note_mandatory(message_id, self.publish_seq)
         else:
             d = defer.succeed(None)
         sent = self.basic_publish(
@@ -257,28 +300,92 @@ class BrokerChannel(AMQChannel):
             return sent
         return d
 
+    def publish_batch(
+        self,
+        exchange: str,
+        routing_key: str,
+        contents: Sequence[tuple[bytes, Mapping[str, Any]]],
+        mandatory: bool = False,
+    ) -> BatchConfirms:
+        """
+        Publish several messages (body and properties) to one exchange and
+        routing key, in one write, tracked together: on a channel in
+        confirm mode the batch is settled as the broker confirms or refuses
+        each message; otherwise at once, every message confirmed.
+
+        :raises: the closed channel's error (txAMQP's ``Closed``) when the
+            channel is closed; nothing was written.
+        """
+        for body, _ in contents:
+            if not isinstance(body, bytes):
+                raise TypeError(f"a message body must be bytes, not {type(body).__name__}")
+        if self.closed:
+            raise self._closed_error()
+        client = self.client
+        codec = client.codec
+        method = _basic_publish(client.spec)
+        head = codec.encode_method(self.id, method, (0, exchange, routing_key, mandatory, False))
+        frames = []
+        for body, properties in contents:
+            frames.append(head)
+            frames.append(
+                codec.encode_content(self.id, method.klass, body, properties, client.frame_max)
+            )
+        batch = BatchConfirms(len(contents))
+        if self.confirming:
+            unconfirmed = self.unconfirmed
+            seq = self.publish_seq
+            for index, (_, properties) in enumerate(contents):
+                seq += 1
+                unconfirmed[seq] = (batch, index)
+                message_id = properties.get("message-id") if mandatory else None
+                if message_id:
+                    self._note_mandatory(message_id, seq)
+            self.publish_seq = seq
+        client.write(b"".join(frames))
+        if not self.confirming:
+            for index in range(len(contents)):
+                batch.settle(index, None)
+        return batch
+
+    def _note_mandatory(self, message_id: str, tag: int) -> None:
+        self._mandatory[message_id] = tag
+        self._mandatory_ids[tag] = message_id
+
     def settle(self, delivery_tag: int, multiple: bool, error: Exception | None) -> None:
         """
         Settle publishes confirmed (or refused) by the broker.
         """
+        unconfirmed = self.unconfirmed
         if multiple:
-            tags = [tag for tag in self.unconfirmed if tag <= delivery_tag]
+            tags = []
+            for tag in unconfirmed:  # ascending
+                if tag > delivery_tag:
+                    break
+                tags.append(tag)
         else:
-            tags = [delivery_tag] if delivery_tag in self.unconfirmed else []
+            tags = [delivery_tag] if delivery_tag in unconfirmed else []
+        returned = self._returned
         for tag in tags:
-            d = self.unconfirmed.pop(tag)
-            returned = self._returned.pop(tag, None)
-            if error is None and returned is not None:
-                d.errback(returned)
-            elif error is None:
-                d.callback(None)
+            entry = unconfirmed.pop(tag)
+            outcome = error
+            if returned and error is None:
+                outcome = returned.pop(tag, None)
             else:
-                d.errback(error)
-        if self._mandatory and tags:
-            settled = set(tags)
-            for message_id, tag in list(self._mandatory.items()):
-                if tag in settled:
-                    del self._mandatory[message_id]
+                returned.pop(tag, None)
+            if self._mandatory_ids:
+                self._forget_mandatory(tag)
+            if isinstance(entry, tuple):
+                entry[0].settle(entry[1], outcome)
+            elif outcome is None:
+                entry.callback(None)
+            else:
+                entry.errback(outcome)
+
+    def _forget_mandatory(self, tag: int) -> None:
+        message_id = self._mandatory_ids.pop(tag, None)
+        if message_id is not None and self._mandatory.get(message_id) == tag:
+            del self._mandatory[message_id]
 
     def note_return(self, message_id: str | None, code: int, text: str, routing_key: str) -> None:
         """
@@ -287,6 +394,7 @@ class BrokerChannel(AMQChannel):
         """
         tag = self._mandatory.pop(message_id, None) if message_id else None
         if tag is not None:
+            self._mandatory_ids.pop(tag, None)
             self._returned[tag] = Unroutable(message_id, code, text, routing_key)
 
     def do_close(self, reason: Any) -> None:
@@ -297,14 +405,25 @@ class BrokerChannel(AMQChannel):
             return
         AMQChannel.do_close(self, reason)
         pending, self.unconfirmed = self.unconfirmed, {}
-        for d in pending.values():
-            d.errback(self._closed_error())
+        for entry in pending.values():
+            if isinstance(entry, tuple):
+                entry[0].settle(entry[1], self._closed_error())
+            else:
+                entry.errback(self._closed_error())
         watchers, self._close_watchers = self._close_watchers, []
         for watcher in watchers:
             try:
                 watcher(reason)
             except Exception:
                 log.failure("Error in a watcher of channel {channel}'s close", channel=self.id)
+
+
+@functools.cache
+def _basic_publish(spec: Any) -> Any:
+    """
+    The spec's ``basic.publish`` method.
+    """
+    return spec.classes.byname["basic"].methods.byname["publish"]
 
 
 def _nowait(method: Any, args: Any) -> bool:

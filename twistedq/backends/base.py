@@ -18,6 +18,7 @@ __all__ = [
     "ClaimState",
     "IClaimStore",
     "IFencedLeases",
+    "IPendingRecords",
     "IResultBackend",
     "IScheduleStore",
     "OutcomeRecord",
@@ -142,6 +143,22 @@ class IResultBackend(Interface):
     def close() -> Deferred[None]:
         """
         Release connections and threads.
+        """
+
+
+class IPendingRecords(Interface):
+    """
+    A store that can take back pending records atomically: the client then
+    writes a message's pending record at the same time as it publishes the
+    message, instead of after the broker's confirm, and takes it back when
+    the publish surely failed.
+    """
+
+    def unmark_sent(records: Sequence[tuple[str, bytes]]) -> Deferred[None]:
+        """
+        Delete the record of each task that still holds exactly the pending
+        document given (as :py:meth:`IResultBackend.mark_sent` wrote it),
+        each atomically: an outcome, or any other document, is kept.
         """
 
 

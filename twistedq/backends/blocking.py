@@ -2,8 +2,11 @@
 Result stores the blocking client reads in the calling thread, without
 its reactor thread.  :py:func:`blocking_reader_from_url` is the one place
 that decides which stores have such a reader: today memcached, through
-pymemcache (:py:mod:`twistedq.backends.memcached_blocking`).  The others
-are read on the reactor thread, through their Twisted store.
+pymemcache (:py:mod:`twistedq.backends.memcached_blocking`), and Redis
+(:py:mod:`twistedq.backends.redis_blocking`; waiting for a Redis outcome
+that is not ready still happens on the reactor thread, woken by the
+store's notification).  The others are read on the reactor thread,
+through their Twisted store.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ class BlockingReader(Protocol):
     """
 
     url: str
+    #: Whether the store announces new outcomes (a wait for one is then
+    #: done on the reactor thread, woken by the announcement).
+    notifies: bool
 
     def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
         """
@@ -51,8 +57,13 @@ def blocking_reader_from_url(url: str, timeout: float) -> BlockingReader | None:
     :raises twistedq.backends.base.BackendURLError: the URL names a store
         with a blocking reader but cannot be understood.
     """
-    if urlsplit(url).scheme == "memcached":
+    scheme = urlsplit(url).scheme
+    if scheme == "memcached":
         from twistedq.backends.memcached_blocking import PymemcacheStore
 
         return PymemcacheStore.from_url(url, timeout=timeout)
+    if scheme == "redis":
+        from twistedq.backends.redis_blocking import RedisBlockingReader
+
+        return RedisBlockingReader.from_url(url, timeout=timeout)
     return None

@@ -63,7 +63,11 @@ class PymemcacheStore:
     :ivar max_document_size: the largest document written, in bytes: the
         server's ``item_size_max`` less 512 bytes, read at the first write
         (1 MiB less 512 where the server does not tell it), unless given.
+    :ivar notifies: memcached does not announce new outcomes: a wait reads
+        again.
     """
+
+    notifies = False
 
     def __init__(
         self,

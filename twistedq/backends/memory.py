@@ -33,6 +33,7 @@ from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     IClaimStore,
     IFencedLeases,
+    IPendingRecords,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -142,7 +143,7 @@ class HeldCall:
         self._d.errback(error)
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases, IPendingRecords)
 class MemoryBackend(FencedClaims):
     """
     A result store in memory.
@@ -345,6 +346,14 @@ class MemoryBackend(FencedClaims):
                     self._results.put(task_id, document, self.ttl)
 
         return self._call(Call("mark_sent", (records,)), mark)
+
+    def unmark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        def unmark() -> None:
+            for task_id, document in records:
+                if self._results.get(task_id) == document:
+                    self._results.pop(task_id)
+
+        return self._call(Call("unmark_sent", (records,)), unmark)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         def delete() -> None:

@@ -39,6 +39,7 @@ from twistedq.backends.base import (
     BackendURLError,
     IClaimStore,
     IFencedLeases,
+    IPendingRecords,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -60,7 +61,7 @@ from twistedq.backends.redis_sentinel import (
     replicas_of,
 )
 
-__all__ = ["DEFAULT_MAX_BULK", "RedisBackend"]
+__all__ = ["DEFAULT_MAX_BULK", "SCRIPT_BATCH", "RedisBackend"]
 
 T = TypeVar("T")
 
@@ -92,6 +93,29 @@ redis.call('hincrby', KEYS[2], 'total_run_count', 1)
 redis.call('hset', KEYS[2], 'next_run_at', ARGV[3])
 return 0
 """
+
+
+# Pending records of published tasks: written where nothing is stored,
+# taken back where the same pending document is still stored.
+
+_MARK_SENT = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+    redis.call('set', KEYS[i], ARGV[i + 1], 'NX', 'EX', ttl)
+end
+return 0
+"""
+
+_UNMARK_SENT = """
+for i = 1, #KEYS do
+    if redis.call('get', KEYS[i]) == ARGV[i] then redis.call('del', KEYS[i]) end
+end
+return 0
+"""
+
+#: The most records one script call writes or takes back (a script holds
+#: Redis for its run).
+SCRIPT_BATCH = 1000
 
 
 # Task claims.  Per task: the claim key (the token, expiring with the
@@ -213,7 +237,7 @@ return out
 """
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases, IPendingRecords)
 class RedisBackend(FencedClaims):
     """
     A result backend on a Redis server.
@@ -448,11 +472,14 @@ class RedisBackend(FencedClaims):
         A Deferred that fires when an outcome for ``task_id`` is stored
         (announced on the ``channel``), starting the subscription on first
         use.  Cancel it to stop waiting.  A notification can be missed while
-        the subscription (re)connects: callers read the store after
-        registering and re-read now and then.
+        the subscription (re)connects: every waiter fires when it is in place
+        again (and the first time), so callers read the store after
+        registering and again when woken, and re-read now and then.
         """
         if self._subscriber is None:
-            self._subscriber = _DoneSubscriberFactory(self.channel, self._notify, self._password)
+            self._subscriber = _DoneSubscriberFactory(
+                self.channel, self._notify, self._password, self._subscribed
+            )
             if self._primary is not None:
                 self._primary.follow(self._subscriber)
             else:
@@ -471,6 +498,16 @@ class RedisBackend(FencedClaims):
         self._waiters.setdefault(task_id, []).append(d)
         return d
 
+    def _subscribed(self) -> None:
+        """
+        The subscription is in place (again): wake every waiter, since its
+        outcome may have been announced before, to read the store again.
+        """
+        waiters, self._waiters = self._waiters, {}
+        for waiting in waiters.values():
+            for d in waiting:
+                d.callback(None)
+
     def _notify(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             message = message.decode("ascii", "replace")
@@ -479,18 +516,34 @@ class RedisBackend(FencedClaims):
                 d.callback(None)
 
     def mark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        """
+        One script call per :py:data:`SCRIPT_BATCH` records (``SET NX EX``
+        each).
+        """
         try:
             self._check(records)
         except StoreRefused:
             return defer.fail()
-        redis, prefix, ttl = self._redis, self.prefix, self.ttl
-        written = _all(
-            [
-                redis.set(prefix + task_id, document, expire=ttl, only_if_not_exists=True)
-                for task_id, document in records
-            ]
-        )
+        written = self._scripted(_MARK_SENT, records, [self.ttl])
         return self._timed(self._refused(written, [task_id for task_id, _ in records]))
+
+    def unmark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        return self._timed(self._scripted(_UNMARK_SENT, records, []))
+
+    def _scripted(
+        self, script: str, records: Sequence[tuple[str, bytes]], head: list[Any]
+    ) -> defer.Deferred[None]:
+        """
+        Run ``script`` with the records' keys and ``head`` then their
+        documents as arguments, :py:data:`SCRIPT_BATCH` records a call.
+        """
+        calls = []
+        prefix = self.prefix
+        for start in range(0, len(records), SCRIPT_BATCH):
+            chunk = records[start : start + SCRIPT_BATCH]
+            keys = [prefix + task_id for task_id, _ in chunk]
+            calls.append(self._redis.eval(script, keys, [*head, *(doc for _, doc in chunk)]))
+        return _all(calls)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         if not task_ids:
@@ -707,6 +760,7 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
     def connectionMade(self) -> Any:
         d = txredisapi.SubscriberProtocol.connectionMade(self)
         d.addCallback(lambda _: self.subscribe(self.factory.channel))
+        d.addCallback(lambda _: self.factory.on_subscribed())
         # The reply to SUBSCRIBE is waited for until the connection
         # closes: a close is no error (it was printed at interpreter exit).
         d.addErrback(lambda failure: failure.trap(txredisapi.ConnectionError) and None)
@@ -719,9 +773,12 @@ class _DoneSubscriber(txredisapi.SubscriberProtocol):
 class _DoneSubscriberFactory(txredisapi.SubscriberFactory):
     protocol = _DoneSubscriber
 
-    def __init__(self, channel: str, on_message: Any, password: str | None) -> None:
+    def __init__(
+        self, channel: str, on_message: Any, password: str | None, on_subscribed: Any
+    ) -> None:
         txredisapi.SubscriberFactory.__init__(self, isLazy=True)
         self.password = password
         self.channel = channel
         self.on_message = on_message
+        self.on_subscribed = on_subscribed
         self.continueTrying = True

@@ -34,6 +34,7 @@ from twistedq.backends.base import (
     DEFAULT_RESULT_TTL,
     IClaimStore,
     IFencedLeases,
+    IPendingRecords,
     IResultBackend,
     IScheduleStore,
     OutcomeRecord,
@@ -122,7 +123,7 @@ def _live_document(cursor: sqlite3.Cursor, task_id: str, now: float) -> bytes | 
     return None if row is None else bytes(row[0])
 
 
-@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases)
+@implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases, IPendingRecords)
 class SQLiteBackend(FencedClaims):
     """
     A result backend in one SQLite file.
@@ -301,6 +302,17 @@ class SQLiteBackend(FencedClaims):
             cursor.executemany("INSERT OR IGNORE INTO twistedq_result VALUES (?, ?, ?)", rows)
 
         return self._written(records, write)
+
+    def unmark_sent(self, records: Sequence[tuple[str, bytes]]) -> defer.Deferred[None]:
+        pool = self._require_pool()
+        rows = list(records)
+
+        def delete(cursor: sqlite3.Cursor) -> None:
+            cursor.executemany(
+                "DELETE FROM twistedq_result WHERE task_id = ? AND document = ?", rows
+            )
+
+        return pool.runInteraction(delete)
 
     def forget(self, task_ids: Sequence[str]) -> defer.Deferred[None]:
         pool = self._require_pool()
