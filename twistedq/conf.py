@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from twistedq.arguments import DEFAULT_ARGUMENTS_SIZE
-from twistedq.backends.base import DEFAULT_RESULT_TTL
+from twistedq.backends.base import DEFAULT_RESULT_TTL, MAX_RESULT_EXPIRES
 from twistedq.message import MAX_BODY_SIZE
 from twistedq.setting_names import (
     DJANGO_SETTINGS,
@@ -83,11 +83,6 @@ def parse_timeout(text: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"{text!r} is not a positive number of seconds")
     return seconds
-
-
-#: The longest time results may be kept, in seconds: 10 years (longer
-#: ones overflow the stores' and the claims' time arithmetic).
-MAX_RESULT_EXPIRES = 10 * 365 * 86400
 
 
 def parse_expiry(text: str) -> int:

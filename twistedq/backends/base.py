@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "DEFAULT_RESULT_TTL",
+    "MAX_RESULT_EXPIRES",
     "BackendURLError",
     "ClaimState",
     "IClaimStore",
@@ -33,6 +34,10 @@ __all__ = [
 
 #: Results expire after a day unless configured otherwise.
 DEFAULT_RESULT_TTL = 24 * 60 * 60
+
+#: The longest time results may be kept, in seconds: 10 years (longer
+#: ones overflow the stores' and the claims' time arithmetic).
+MAX_RESULT_EXPIRES = 10 * 365 * 86400
 
 
 class BackendURLError(ValueError):

@@ -111,7 +111,7 @@ def _result_settings(settings: Any) -> dict[str, Any]:
     where set.
     """
     from twistedq.arguments import DEFAULT_ARGUMENTS_SIZE
-    from twistedq.conf import MAX_RESULT_EXPIRES
+    from twistedq.backends.base import MAX_RESULT_EXPIRES
 
     values: dict[str, Any] = {}
     expires = getattr(settings, "TWISTEDQ_RESULT_EXPIRES", None)
