@@ -15,6 +15,7 @@ __all__ = [
     "NotRegistered",
     "TaskRegistry",
     "import_task_modules",
+    "tasks",
 ]
 
 
@@ -196,3 +197,8 @@ def import_task_modules(names: list[str]) -> None:
     """
     for name in names:
         importlib.import_module(name)
+
+
+#: The default task registry, filled by the ``tasks.register(...)`` calls of
+#: task modules (:py:data:`twistedq.task.tasks` is this one).
+tasks = TaskRegistry()

@@ -32,7 +32,7 @@ from twistedq.exceptions import ResultIgnored, Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
 from twistedq.ratelimit import parse_rate
-from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry
+from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry, tasks
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
 from twistedq.retries import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_DELAY
 from twistedq.routing import route
@@ -64,10 +64,6 @@ __all__ = [
     "task",
     "tasks",
 ]
-
-#: The default task registry, filled by the ``tasks.register(...)`` calls of
-#: task modules.
-tasks = TaskRegistry()
 
 
 def _client(client: Client | None) -> Client:

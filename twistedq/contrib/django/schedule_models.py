@@ -121,7 +121,7 @@ def check_task_name(name: str) -> None:
 
     :raises ValidationError: no task has that name; the message names it.
     """
-    from twistedq.task import tasks
+    from twistedq.registry import tasks
 
     if name not in tasks:
         try:
