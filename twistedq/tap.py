@@ -588,11 +588,33 @@ class Options(usage.Options):
             # Read by the daemon's own Django setup and inherited by children.
             os.environ["DJANGO_SETTINGS_MODULE"] = self["django-settings"]
         queues = _queue_names(self["queue"])
+        settings = self._settings(queues[0] if queues else None)
+        self._broker(settings)
         try:
-            settings = Settings.from_environment(
+            from twisted.internet import reactor
+
+            backend_from_url(settings.result_backend, reactor)
+        except BackendURLError as e:
+            raise usage.UsageError(str(e)) from None
+        self["settings"] = settings
+        self["queues"] = queues or [settings.queue]
+        if self["status"] is None:
+            self["status"] = settings.status_endpoint or DEFAULT_STATUS_ENDPOINT
+        if self["log-format"] not in ("seed", "twisted"):
+            raise usage.UsageError("--log-format must be 'seed' or 'twisted'")
+        self._pool_sizes()
+        self._operator_token()
+
+    def _settings(self, queue: str | None) -> Settings:
+        """
+        The settings: the options, then the environment and the Django
+        project's settings; any error in them is a usage error.
+        """
+        try:
+            return Settings.from_environment(
                 broker_url=self["broker"],
                 result_backend=self["result-backend"],
-                queue=queues[0] if queues else None,
+                queue=queue,
                 exchange=self["exchange"],
                 seed_states=True if self["seed-states"] else None,
                 max_message_size=self["max-message-size"],
@@ -607,6 +629,12 @@ class Options(usage.Options):
             if type(e).__name__ != "ImproperlyConfigured":
                 raise
             raise usage.UsageError(f"Django settings: {e}") from None
+
+    def _broker(self, settings: Settings) -> None:
+        """
+        The broker's addresses and the topology of the queues, from the
+        settings and the queue options.
+        """
         try:
             self["broker-addresses"] = broker_addresses(settings.broker_url)
             self["broker-address"] = self["broker-addresses"][0]
@@ -624,18 +652,12 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"--queue-type/--max-priority: {e}") from None
-        try:
-            from twisted.internet import reactor
 
-            backend_from_url(settings.result_backend, reactor)
-        except BackendURLError as e:
-            raise usage.UsageError(str(e)) from None
-        self["settings"] = settings
-        self["queues"] = queues or [settings.queue]
-        if self["status"] is None:
-            self["status"] = settings.status_endpoint or DEFAULT_STATUS_ENDPOINT
-        if self["log-format"] not in ("seed", "twisted"):
-            raise usage.UsageError("--log-format must be 'seed' or 'twisted'")
+    def _pool_sizes(self) -> None:
+        """
+        The children (the CPU count by default), the most remote control
+        may grow the pool to, and the prefetch window.
+        """
         if self["concurrency"] is None:
             self["concurrency"] = os.cpu_count() or 1
         if self["max-concurrency"] is None:
@@ -644,6 +666,8 @@ class Options(usage.Options):
             raise usage.UsageError("--max-concurrency cannot be less than --concurrency")
         if self["prefetch"] is None:
             self["prefetch"] = self["concurrency"] * self["batch"] * 2
+
+    def _operator_token(self) -> None:
         self["operator-token"] = self["operator-token"] or os.environ.get("TWISTEDQ_OPERATOR_TOKEN")
         token = self["operator-token"]
         if token and len(token) < MIN_OPERATOR_TOKEN:
@@ -696,11 +720,8 @@ def _log_service(options: Options) -> IService:
 def makeService(options: Options) -> IService:
     """
     Build the daemon: result store, pool, broker connection, remote
-    control, event publisher, scheduler, consumer and status site under
-    one :py:obj:`DrainingMultiService`.  They stop one after the other in
-    reverse order: the status site, the consumer (draining), the
-    scheduler, the event publisher, the remote control, the connection,
-    the pool, the store.
+    control, events, scheduler, consumer and status site under one
+    :py:obj:`DrainingMultiService`, which stops them in reverse order.
     """
     from twisted.internet import reactor
 
@@ -713,18 +734,10 @@ def makeService(options: Options) -> IService:
     dispatcher = _dispatcher(options, settings, reactor, pool, backend, connection, topologies)
     pool.on_idle = dispatcher.pump
     consumer = Consumer(connection, topologies, options["prefetch"], dispatcher.deliver)
-    identity = DaemonIdentity(name=options["name"] or None)
-    named_by = getattr(backend, "named_by", None)
-    if named_by is not None:  # the Django store names the daemon in each result
-        named_by(lambda: identity.name)
+    identity = _identity(options, backend)
     # After the consumer's: its connect hook runs once consuming started.
     events = _event_publisher(options, settings, reactor, connection, dispatcher, pool, identity)
-    scheduler = None
-    if not options["no-scheduler"]:
-        scheduler = _scheduler(options, settings, reactor, backend, connection, topology)
-        if dispatcher.claims is not None:
-            scheduler.add_job(recovery_job(dispatcher.recover_parked))
-
+    scheduler = _scheduler(options, settings, reactor, backend, connection, dispatcher)
     stats = _stats(pool, dispatcher, consumer, scheduler, events)
     hooks = None
     if options["hooks"] or options["reactor-tasks"]:  # modules the daemon imports
@@ -751,25 +764,44 @@ def makeService(options: Options) -> IService:
     if events is not None:  # stops (daemon.offline) after the drain, before the connection
         events.setServiceParent(daemon)
     if scheduler is not None:
-        scheduler.setServiceParent(daemon)
-        # The periodic tasks defined in the Django database (None elsewhere).
-        defined = database_schedules(backend, scheduler, reactor)
-        if defined is not None:
-            defined.setServiceParent(daemon)
+        _add_scheduler(daemon, scheduler, backend, reactor)
     ConsumerService(
         consumer, dispatcher, pool, options["shutdown-grace"], reactor
     ).setServiceParent(daemon)
     if hooks is not None:  # worker_shutting_down before the drain
         hooks.setServiceParent(daemon)
-
     if options["status"] != "none":
         site = _status_site(
             options, settings, reactor, backend, connection, topology, dispatcher, scheduler, stats
         )
-        # GET / answers 503 once a queue has not been consumed for a while.
-        site.resource.unhealthy = ConsumingWatch(consumer, reactor).problem
+        site.resource.unhealthy = ConsumingWatch(consumer, reactor).problem  # 503 on GET /
         strports.service(options["status"], site).setServiceParent(daemon)
     return daemon
+
+
+def _identity(options: Options, backend: IResultBackend) -> DaemonIdentity:
+    """
+    The daemon's name (``--name``, else host and pid); the Django store
+    writes it into each result.
+    """
+    identity = DaemonIdentity(name=options["name"] or None)
+    named_by = getattr(backend, "named_by", None)
+    if named_by is not None:
+        named_by(lambda: identity.name)
+    return identity
+
+
+def _add_scheduler(
+    daemon: DrainingMultiService, scheduler: Scheduler, backend: IResultBackend, reactor: Any
+) -> None:
+    """
+    Run the scheduler under the daemon, and beside it the reader of the
+    periodic tasks defined in the Django database (with that store only).
+    """
+    scheduler.setServiceParent(daemon)
+    defined = database_schedules(backend, scheduler, reactor)
+    if defined is not None:
+        defined.setServiceParent(daemon)
 
 
 def _stats(
@@ -912,6 +944,23 @@ def _pool(options: Options, settings: Settings, reactor: Any) -> ProcessPool:
     )
 
 
+def _reactor_runner(options: Options, reactor: Any) -> ReactorTaskRunner | None:
+    """
+    What runs the tasks marked to run on the reactor, with
+    ``--reactor-tasks`` (their modules are imported in the daemon too).
+    """
+    if not options["reactor-tasks"]:
+        return None
+    from twistedq.task import tasks
+
+    return ReactorTaskRunner(
+        tasks,
+        reactor,
+        time_limit=options["time-limit"],
+        max_result_size=options["max-result-size"],
+    )
+
+
 def _dispatcher(
     options: Options,
     settings: Settings,
@@ -933,16 +982,6 @@ def _dispatcher(
         for topology in topologies
     ]
     republisher = publishers[0]
-    reactor_runner = None
-    if options["reactor-tasks"]:
-        from twistedq.task import tasks
-
-        reactor_runner = ReactorTaskRunner(
-            tasks,
-            reactor,
-            time_limit=options["time-limit"],
-            max_result_size=options["max-result-size"],
-        )
     settings_of_core = DispatchSettings(
         max_batch=options["batch"],
         max_body_size=settings.max_message_size,
@@ -963,7 +1002,7 @@ def _dispatcher(
         signing=settings.signing(),
         publish_later=republisher.publish_later,
         republish=republisher.publish,
-        reactor_runner=reactor_runner,
+        reactor_runner=_reactor_runner(options, reactor),
         rate_limits=RateLimits(
             reactor,
             options["rate-limits"],
@@ -984,12 +1023,20 @@ def _scheduler(
     reactor: Any,
     backend: IResultBackend,
     connection: BrokerConnection,
-    topology: Topology,
-) -> Scheduler:
+    dispatcher: Dispatcher,
+) -> Scheduler | None:
+    """
+    The scheduler of periodic tasks (None with ``--no-scheduler``),
+    publishing to the daemon's first queue, with the daemon's own jobs:
+    the clean-up of expired results, and the recovery of parked tasks when
+    tasks run under claims.
+    """
+    if options["no-scheduler"]:
+        return None
     lease = options["slot-lease"]
     publisher = Publisher(
         connection,
-        topology,
+        options["topology"],
         confirm_timeout=lease / 2,
         signing=settings.signing(),
         max_message_size=settings.max_message_size,
@@ -1004,4 +1051,6 @@ def _scheduler(
     cleanup = cleanup_job(backend, options["cleanup-interval"])
     if cleanup is not None:
         scheduler.add_job(cleanup)
+    if dispatcher.claims is not None:
+        scheduler.add_job(recovery_job(dispatcher.recover_parked))
     return scheduler
