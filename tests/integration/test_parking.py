@@ -81,9 +81,10 @@ class ParkingTests(SynchronousTestCase):
 
     def test_parked_task_recovered_after_daemon_dies(self) -> None:
         """
-        The daemon running a parked task is killed; a daemon started later
-        publishes the parked message again once the claim lapses, and the
-        task completes.
+        The daemon running a parked task is killed once the broker has its
+        ack, so only the store holds the message; once the claim lapses a
+        daemon's recovery job publishes it again (the one started here, or
+        any other on the store), and the task completes, run twice in all.
         """
         first = self.start_daemon("first")
         sent = run_client(
@@ -97,11 +98,9 @@ class ParkingTests(SynchronousTestCase):
         self.wait_for(lambda: self.unacknowledged() == 0, 30, "the broker took the ack")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
-        second = self.start_daemon("second")
+        self.start_daemon("second")
         self.wait_for(lambda: self.status(sent["id"]) == "SUCCESS", 60, "the task completed")
-        # Usually the second daemon's recovery job publishes the parked
-        # message again; on a loaded machine the first one's 3-second claim
-        # can lapse before the kill, and its own recovery job does it.
-        logs = first.log() + second.log()
-        self.assertIn("published again", logs, logs)
+        # Any daemon on the store may publish the orphan again: in the full
+        # suite the daemons other test modules share (on the same store)
+        # often do it before the second one, and log it themselves.
         self.assertEqual(self.runs.read_text().count("ran"), 2)
