@@ -196,13 +196,25 @@ class TwistedqSystem:
         self.client.delay_task("noop").get(timeout=30)
 
 
+#: How many of the latest tasks :py:func:`wait_done` watches.
+LAST_FEW = 20
+
+
 def wait_done(system: Any, ids: list[str], timeout: float = 600) -> list[float]:
+    """
+    The completion times of ``ids``, once every one is done.  Until the
+    last few published are done only they are read, so that the watching
+    takes little of the CPU the systems measured share with it (reading
+    every outcome every 0.2 s cost up to 90 us per task).
+    """
     deadline = time.monotonic() + timeout
+    last = ids[-LAST_FEW:]
     while time.monotonic() < deadline:
-        times = system.done_times(ids)
-        if times is not None:
-            return times
-        time.sleep(0.2)
+        if system.done_times(last) is not None:
+            times = system.done_times(ids)
+            if times is not None:
+                return times
+        time.sleep(0.05)
     raise SystemExit(f"{system.name}: not all tasks done within {timeout} s")
 
 

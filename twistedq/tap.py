@@ -69,6 +69,11 @@ __all__ = ["Options", "makeService"]
 #: The shortest operator token the daemon takes: a short one is guessed.
 MIN_OPERATOR_TOKEN = 16
 
+BATCH_HELP = (
+    "Most tasks sent to a child in one call; a batch takes quick tasks while their "
+    "measured average run times add up to at most 20 ms"
+)
+
 
 def _positive(value: str) -> int:
     number = int(value)
@@ -470,7 +475,7 @@ class Options(usage.Options):
             "--park-after and that timeout",
             _positive_float,
         ],
-        ["batch", None, 8, "Most tasks sent to a child in one call", _positive],
+        ["batch", None, 64, BATCH_HELP, _positive],
         [
             "heartbeat-interval",
             None,

@@ -3,10 +3,11 @@ Tests for :py:obj:`twistedq.amqp.consumer.AckWindow` and the
 :py:obj:`twistedq.amqp.consumer.Delivery` that settles through it.
 """
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import FakeChannel
-from twistedq.amqp.consumer import AckWindow, Delivery
+from twistedq.amqp.consumer import AckWindow, Delivery, merged_acks
 
 
 class AckWindowTests(SynchronousTestCase):
@@ -154,6 +155,163 @@ class AckWindowTests(SynchronousTestCase):
         window.reject(98, requeue=True)
         self.assertEqual(channel.calls, [])
         self.assertEqual(len(window), 1)
+
+
+class TimedAckWindowTests(AckWindowTests):
+    """
+    With a clock, a delivery completed behind a running one waits a
+    moment for a ``multiple`` ack to cover it, then is acked alone; the
+    broker still sees each delivery acked exactly once.
+    """
+
+    def window(self, tags):
+        channel = FakeChannel(tags)
+        self.clock = Clock()
+        window = AckWindow(channel, self.clock)
+        for tag in tags:
+            window.add(tag)
+        return channel, window
+
+    def test_run_at_head_is_one_ack(self):
+        """
+        Those done behind the head wait: when the head completes within
+        the delay, one ``multiple`` ack settles all three.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(2)
+        window.complete(3)
+        self.assertEqual(channel.calls, [])
+        window.complete(1)
+        self.assertEqual(channel.calls, [("ack", 3, True)])
+        self.clock.advance(AckWindow.SINGLE_ACK_DELAY)
+        self.assertEqual(channel.calls, [("ack", 3, True)])
+        self.assertBrokerSaw(channel, [1, 2, 3])
+        self.assertEqual(len(window), 0)
+
+    def test_out_of_order(self):
+        """
+        3 done while 1 runs is acked alone once the delay passes; then 1
+        and 2 are acked with ``multiple`` and 3 is not acked again.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(3)
+        self.assertEqual(channel.calls, [])
+        self.clock.advance(AckWindow.SINGLE_ACK_DELAY)
+        self.assertEqual(channel.calls, [("ack", 3, False)])
+        window.complete(1)
+        window.complete(2)
+        self.assertEqual(channel.calls[1:], [("ack", 1, True), ("ack", 2, True)])
+        self.assertBrokerSaw(channel, [1, 2, 3])
+        self.assertEqual(len(window), 0)
+
+    def test_out_of_order_then_new_deliveries(self):
+        """
+        Deliveries added while others wait behind the head are merged
+        into the ``multiple`` ack of the head.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(3)
+        window.complete(2)
+        window.add(4)
+        channel.outstanding.add(4)
+        window.complete(4)
+        window.complete(1)
+        self.assertEqual(channel.calls, [("ack", 4, True)])
+        self.clock.advance(1)
+        self.assertBrokerSaw(channel, [1, 2, 3, 4])
+        self.assertEqual(len(window), 0)
+
+    def test_double_complete(self):
+        """
+        Completing a delivery twice acks it once.
+        """
+        channel, window = self.window([1, 2])
+        window.complete(2)
+        window.complete(2)
+        window.complete(1)
+        window.complete(1)
+        self.clock.advance(1)
+        self.assertEqual(channel.calls, [("ack", 2, True)])
+        self.assertBrokerSaw(channel, [1, 2])
+
+    def test_closed_before_the_delay(self):
+        """
+        A channel closed while a completed delivery waits gets no ack.
+        """
+        channel, window = self.window([1, 2])
+        window.complete(2)
+        channel.closed = True
+        self.clock.advance(1)
+        self.assertEqual(channel.calls, [])
+
+    def test_reject_in_the_middle(self):
+        """
+        A reject is sent at once; the acks around it wait for the head.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.reject(2, requeue=False)
+        self.assertEqual(channel.calls, [("reject", 2, False)])
+        window.complete(3)
+        window.complete(1)
+        self.assertEqual(channel.calls[-1], ("ack", 3, True))
+        self.clock.advance(1)
+        self.assertBrokerSaw(channel, [1, 3], rejected=[(2, False)])
+        self.assertEqual(len(window), 0)
+
+
+class MergedAcksTests(SynchronousTestCase):
+    """
+    :py:func:`merged_acks` holds back the acks of what completes inside
+    it, and sends them together when it ends.
+    """
+
+    def test_one_ack_for_a_batch(self):
+        """
+        Five deliveries completed one after another inside it make one
+        ``multiple`` ack, sent when it ends.
+        """
+        channel = FakeChannel([1, 2, 3, 4, 5])
+        window = AckWindow(channel, Clock())
+        for tag in range(1, 6):
+            window.add(tag)
+        with merged_acks():
+            for tag in range(1, 6):
+                window.complete(tag)
+            self.assertEqual(channel.calls, [])
+        self.assertEqual(channel.calls, [("ack", 5, True)])
+        self.assertEqual(len(window), 0)
+
+    def test_several_windows_and_nesting(self):
+        """
+        Each window's acks go out when the block they completed in ends,
+        one ack a window; a reject inside is sent at once.
+        """
+        first, second = FakeChannel([1, 2]), FakeChannel([1, 2])
+        windows = [AckWindow(first), AckWindow(second)]
+        for window in windows:
+            window.add(1)
+            window.add(2)
+        with merged_acks():
+            windows[0].complete(1)
+            with merged_acks():
+                windows[1].reject(1, requeue=True)
+                windows[1].complete(2)
+            windows[0].complete(2)
+            self.assertEqual(first.calls, [])
+            self.assertEqual(second.calls, [("reject", 1, True), ("ack", 2, True)])
+        self.assertEqual(first.calls, [("ack", 2, True)])
+
+    def test_exception_inside_still_acks(self):
+        """
+        An exception inside the block does not lose the acks held.
+        """
+        channel = FakeChannel([1])
+        window = AckWindow(channel)
+        window.add(1)
+        with self.assertRaises(KeyError), merged_acks():
+            window.complete(1)
+            raise KeyError("a settlement bug")
+        self.assertEqual(channel.calls, [("ack", 1, True)])
 
 
 class DeliveryTests(SynchronousTestCase):

@@ -391,6 +391,40 @@ class QuickBatchingTests(DispatcherTestCase):
             self.batch_ids(), [[task_id(1), task_id(2)], [task_id(3)], [task_id(4), task_id(5)]]
         )
 
+    def test_batch_within_quick_time(self):
+        """
+        A batch's tasks together are expected to take at most 20 ms, by
+        their averages: tasks of 8 ms go two to a batch, even when the
+        batch could hold more.
+        """
+        self.feeder.run_times["add"] = 0.008
+        self.deliver(6)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(1), task_id(2)]])
+        self.assertEqual(self.dispatcher.stats()["pending"], 4)
+
+    def test_batch_time_of_mixed_tasks(self):
+        """
+        The expected times of different tasks add up: one of 15 ms takes
+        the room of fifteen of 1 ms.
+        """
+        self.feeder.run_times.update(add=0.001, mul=0.015)
+        self.pool.task_limits = {"add": (None, None), "mul": (None, None)}
+        for d in (delivery(1, task="mul"), delivery(2), delivery(3), delivery(4)):
+            self.dispatcher.deliver(d)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids(), [[task_id(n) for n in (1, 2, 3, 4)]])
+        self.pool.finish(0)
+        self.pool.idle = 0
+        self.feeder.run_times.update(add=0.003, mul=0.015)
+        for d in (delivery(5, task="mul"), delivery(6), delivery(7), delivery(8)):
+            self.dispatcher.deliver(d)
+        self.pool.idle = 1
+        self.dispatcher.pump()
+        self.assertEqual(self.batch_ids()[1], [task_id(5), task_id(6)])
+
     def test_moving_average(self):
         """
         A batch's run time, divided over its tasks, moves the average of
@@ -409,8 +443,9 @@ class QuickBatchingTests(DispatcherTestCase):
         self.assertEqual(self.batch_ids()[1], [task_id(5)])
         self.pool.finish(1)  # at once: the average falls under 20 ms
         self.assertLess(self.feeder.run_times["add"], 0.02)
-        self.dispatcher.pump()
-        self.assertEqual(self.batch_ids()[2], [task_id(n) for n in (6, 7, 8)])
+        self.assertGreater(self.feeder.run_times["add"], 0.01)
+        self.dispatcher.pump()  # batched again, one a batch: two would pass 20 ms
+        self.assertEqual(self.batch_ids()[2], [task_id(6)])
 
     def test_lost_batch_not_measured(self):
         """

@@ -73,13 +73,13 @@ class OptionsTests(TapTestCase):
 
     def test_defaults(self):
         """
-        Without options: one child per CPU, batch 8, prefetch
+        Without options: one child per CPU, batch 64, prefetch
         concurrency * batch * 2, default settings and status endpoint.
         """
         options = self.parse()
         self.assertEqual(options["concurrency"], 3)
-        self.assertEqual(options["batch"], 8)
-        self.assertEqual(options["prefetch"], 48)
+        self.assertEqual(options["batch"], 64)
+        self.assertEqual(options["prefetch"], 384)
         self.assertEqual(options["tasks"], [])
         self.assertEqual(options["settings"], Settings())
         self.assertEqual(options["broker-address"], BrokerAddress.from_url(DEFAULT_BROKER_URL))
@@ -91,7 +91,7 @@ class OptionsTests(TapTestCase):
         """
         self.patch(os, "cpu_count", lambda: None)
         options = self.parse()
-        self.assertEqual((options["concurrency"], options["prefetch"]), (1, 16))
+        self.assertEqual((options["concurrency"], options["prefetch"]), (1, 128))
 
     def test_prefetch_follows_options(self):
         """

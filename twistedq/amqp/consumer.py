@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txamqp.message import Message
 
@@ -20,7 +22,7 @@ from twistedq.amqp.broker import BrokerConnection, Topology
 from twistedq.amqp.deadletters import DeadLetterPublisher
 from twistedq.amqp.protocol import BrokerChannel, BrokerProtocol
 
-__all__ = ["AckWindow", "Consumer", "Delivery", "QueueConsumer"]
+__all__ = ["AckWindow", "Consumer", "Delivery", "QueueConsumer", "merged_acks"]
 
 log = Logger()
 
@@ -104,17 +106,30 @@ class AckWindow:
     The unacknowledged deliveries of one channel, in delivery order.
 
     Acks are sent as one ``basic.ack`` with ``multiple`` for the longest run of
-    completed deliveries at the head of the window; a completed delivery
-    behind a running one is acked alone at once, so a long task never holds
-    finished ones back (and never fills the prefetch window with them).
+    completed deliveries at the head of the window.  A completed delivery
+    behind a running one waits :py:obj:`SINGLE_ACK_DELAY` for a ``multiple``
+    ack to cover it (with no clock: not at all), then is acked alone, so a
+    long task never holds finished ones back (and never fills the prefetch
+    window with them).  Deliveries completed inside :py:func:`merged_acks`
+    are acked when it ends, together.
+
+    :param clock: what times the wait; None acks those behind a running
+        delivery at once.
     """
 
     RUNNING, DONE, SETTLED = 0, 1, 2
 
-    def __init__(self, channel: Any) -> None:
+    #: Seconds a completed delivery behind a running one waits to be
+    #: covered by a ``multiple`` ack before it is acked alone.
+    SINGLE_ACK_DELAY = 0.05
+
+    def __init__(self, channel: Any, clock: IReactorTime | None = None) -> None:
         self.channel = channel
+        self._clock = clock
         self._tags: deque[int] = deque()
         self._state: dict[int, int] = {}
+        self._done = 0  # completed, not acked yet
+        self._singles: IDelayedCall | None = None
 
     def add(self, delivery_tag: int) -> None:
         self._tags.append(delivery_tag)
@@ -127,7 +142,11 @@ class AckWindow:
         if self._state.get(delivery_tag) != self.RUNNING:
             return
         self._state[delivery_tag] = self.DONE
-        self.flush()
+        self._done += 1
+        if _merging:
+            _merging[-1].add(self)
+        else:
+            self.flush()
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
         if self._state.get(delivery_tag) != self.RUNNING:
@@ -135,11 +154,28 @@ class AckWindow:
         self._state[delivery_tag] = self.SETTLED
         if not self.channel.closed:
             self.channel.basic_reject(delivery_tag=delivery_tag, requeue=requeue)
-        self.flush()
+        if _merging:
+            _merging[-1].add(self)
+        else:
+            self.flush()
 
     def flush(self) -> None:
         """
-        Send the acks that can be sent now.
+        Send the ``multiple`` ack the head of the window allows now; ack
+        the completed deliveries behind a running one alone, now (with no
+        clock) or after :py:obj:`SINGLE_ACK_DELAY`.
+        """
+        self._ack_head()
+        if self._done and self._singles is None:
+            if self._clock is None:
+                self._ack_singles()
+            else:
+                self._singles = self._clock.callLater(self.SINGLE_ACK_DELAY, self._singles_due)
+
+    def _ack_head(self) -> None:
+        """
+        Ack the run of settled deliveries at the head with one ``multiple``
+        ack, and drop them from the window.
         """
         tags, state = self._tags, self._state
         last_done = None
@@ -147,14 +183,48 @@ class AckWindow:
             tag = tags.popleft()
             if state.pop(tag) == self.DONE:
                 last_done = tag
-        closed = self.channel.closed
-        if last_done is not None and not closed:
+                self._done -= 1
+        if last_done is not None and not self.channel.closed:
             self.channel.basic_ack(delivery_tag=last_done, multiple=True)
+
+    def _singles_due(self) -> None:
+        self._singles = None
+        self._ack_head()
+        self._ack_singles()
+
+    def _ack_singles(self) -> None:
+        """
+        Ack alone each completed delivery still behind a running one.
+        """
+        closed = self.channel.closed
+        state = self._state
         for tag, value in state.items():
             if value == self.DONE:
                 state[tag] = self.SETTLED
                 if not closed:
                     self.channel.basic_ack(delivery_tag=tag, multiple=False)
+        self._done = 0
+
+
+#: The windows with acks held back, one set per :py:func:`merged_acks` open.
+_merging: list[set[AckWindow]] = []
+
+
+@contextmanager
+def merged_acks() -> Iterator[None]:
+    """
+    Hold back the acks of the deliveries completed inside, and send them
+    when it ends: one ``multiple`` ack for a batch settled in one loop,
+    instead of one ack frame per delivery.
+    """
+    windows: set[AckWindow] = set()
+    _merging.append(windows)
+    try:
+        yield
+    finally:
+        _merging.pop()
+        for window in windows:
+            window.flush()
 
 
 class QueueConsumer:
@@ -238,7 +308,7 @@ class QueueConsumer:
             await self.topology.declare(channel)
             await channel.basic_qos(prefetch_count=self.prefetch)
             self._channel = channel
-            self._window = AckWindow(channel)
+            self._window = AckWindow(channel, self.connection.reactor)
             opened = channel
             channel.on_close(lambda reason: self._channel_closed(opened, reason))
         else:

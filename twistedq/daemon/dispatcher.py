@@ -74,7 +74,7 @@ class DispatchSettings:
     :ivar home_queue: the queue this daemon consumes.
     """
 
-    max_batch: int = 8
+    max_batch: int = 64
     max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
     time_limit: float | None = None
     max_attempts: int = 3

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistedq.amqp.consumer import merged_acks
 from twistedq.arguments import with_arguments
 from twistedq.backends.base import IResultBackend, OutcomeRecord, StoreRefused, gather
 from twistedq.daemon.backoff import persist
@@ -412,6 +413,13 @@ class Settlement:
         off is acked and reports nothing more (it reported ``fenced-off``).
         """
         unstored, fenced = written
+        with merged_acks():
+            dead = self._settle_each(batch, records, unstored, fenced)
+        return gather(dead) if dead else None
+
+    def _settle_each(
+        self, batch: list[Job], records: list[OutcomeRecord], unstored: set[str], fenced: set[str]
+    ) -> list[defer.Deferred[Any]]:
         dead = []
         for job, record in zip(batch, records, strict=True):
             if job.task_id in fenced:
@@ -441,7 +449,7 @@ class Settlement:
                 if acked is not None:
                     dead.append(acked)
                 self._log_failure(job.message, record.document)
-        return gather(dead) if dead else None
+        return dead
 
     def _retry(self, retrying: list[tuple[Job, bytes]]) -> list[defer.Deferred[Any]]:
         """
