@@ -244,6 +244,21 @@ class TimedAckWindowTests(AckWindowTests):
         self.clock.advance(1)
         self.assertEqual(channel.calls, [])
 
+    def test_ack_now(self):
+        """
+        ``ack_now`` sends what waits behind a running delivery at once,
+        and the delay then sends nothing more.
+        """
+        channel, window = self.window([1, 2, 3])
+        window.complete(2)
+        window.complete(3)
+        window.ack_now()
+        self.assertEqual(channel.calls, [("ack", 2, False), ("ack", 3, False)])
+        self.clock.advance(1)
+        window.complete(1)
+        self.assertEqual(channel.calls[2:], [("ack", 1, True)])
+        self.assertBrokerSaw(channel, [1, 2, 3])
+
     def test_reject_in_the_middle(self):
         """
         A reject is sent at once; the acks around it wait for the head.

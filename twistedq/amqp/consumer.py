@@ -192,6 +192,18 @@ class AckWindow:
         self._ack_head()
         self._ack_singles()
 
+    def ack_now(self) -> None:
+        """
+        Send every ack held back, now: before the channel closes, so
+        that nothing completed goes back to the queue.
+        """
+        if self._singles is not None:
+            if self._singles.active():
+                self._singles.cancel()
+            self._singles = None
+        self._ack_head()
+        self._ack_singles()
+
     def _ack_singles(self) -> None:
         """
         Ack alone each completed delivery still behind a running one.
@@ -403,6 +415,13 @@ class QueueConsumer:
     def connection_lost(self, reason: Any) -> None:
         self.consuming = False
 
+    def ack_now(self) -> None:
+        """
+        Send the acks its window holds back (:py:meth:`AckWindow.ack_now`).
+        """
+        if self._window is not None:
+            self._window.ack_now()
+
     async def stop(self) -> None:
         """
         Stop receiving new deliveries; those already received stay ours to
@@ -472,3 +491,11 @@ class Consumer:
         await defer.gatherResults(
             [defer.Deferred.fromCoroutine(queue.stop()) for queue in self.queues]
         )
+
+    def ack_now(self) -> None:
+        """
+        Send the acks held back on every queue's channel: once drained,
+        before the connection closes.
+        """
+        for queue in self.queues:
+            queue.ack_now()

@@ -74,6 +74,7 @@ class ConsumerService(Service):
             try:
                 await self.consumer.stop()
                 await self.dispatcher.drain()
+                self.consumer.ack_now()
             finally:
                 if timer.active():
                     timer.cancel()
