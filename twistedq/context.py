@@ -10,11 +10,15 @@ them, so they live here, in a module that imports none of twistedq:
   one;
 - :py:mod:`twistedq.client` tells how to build the default client, which the
   module-level facades of :py:mod:`twistedq.task` and an
-  :py:class:`~twistedq.result.AsyncResult` made without a client use.
+  :py:class:`~twistedq.result.AsyncResult` made without a client use.  A
+  process that never imported it (one that imports only
+  :py:mod:`twistedq.result`) has it imported by name on first use, so no
+  module below the client imports it.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from twistedq.client import Client
 
 __all__ = [
+    "CLIENT_MODULE",
     "current_child",
     "default_client",
     "set_client_factory",
@@ -36,6 +41,9 @@ _child: str | None = None
 _client_lock = threading.Lock()
 _client: Client | None = None
 _client_factory: Callable[[], Client] | None = None
+
+#: The module that registers the default client's factory when imported.
+CLIENT_MODULE = "twistedq.client"
 
 
 def current_child() -> str | None:
@@ -69,15 +77,22 @@ def set_client_factory(factory: Callable[[], Client]) -> None:
 def default_client() -> Client:
     """
     The process-wide client, configured from the environment on first use.
+    With no factory registered yet, :py:data:`CLIENT_MODULE` is imported
+    first: importing it registers one.
 
-    :raises LookupError: nothing told how to build it
-        (:py:mod:`twistedq.client` was never imported).
+    :raises LookupError: that module registered no factory.
     """
     global _client
+    if _client_factory is None:
+        # Outside the lock: the import registers the factory, which takes it.
+        importlib.import_module(CLIENT_MODULE)
     with _client_lock:
         if _client is None:
             if _client_factory is None:
-                raise LookupError("no default client: import twistedq.client, or pass a client")
+                raise LookupError(
+                    f"no default client: importing {CLIENT_MODULE} registered no client "
+                    "factory (set_client_factory); pass a client"
+                )
             _client = _client_factory()
         return _client
 

@@ -78,20 +78,6 @@ def refuse_wait_in_task(what: str) -> None:
         )
 
 
-def _default_client() -> Client:
-    """
-    The process-wide client; :py:mod:`twistedq.client`, which tells how to
-    build it, is imported first if nothing did (a process that imports
-    only this module).
-    """
-    try:
-        return context.default_client()
-    except LookupError:
-        import twistedq.client  # noqa: F401  (registers the client's factory)
-
-        return context.default_client()
-
-
 def _left(deadline: float | None) -> float | None:
     """
     The seconds left until ``deadline`` (a ``time.monotonic()`` time), at
@@ -154,7 +140,7 @@ class AsyncResult:
         The client that reads the store (the default one unless given).
         """
         if self._client is None:
-            self._client = _default_client()
+            self._client = context.default_client()
         return self._client
 
     def _read(self) -> Outcome:
@@ -340,7 +326,7 @@ class TaskSetResult:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = _default_client()
+            self._client = context.default_client()
         return self._client
 
     @property

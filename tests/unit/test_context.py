@@ -3,6 +3,9 @@ Tests for :py:mod:`twistedq.context`: the child this process is and its
 default client.
 """
 
+import os
+import sys
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistedq import context
@@ -56,15 +59,44 @@ class ContextTests(SynchronousTestCase):
         context.set_default_client(None)
         self.assertIsNot(context.default_client(), chosen)
 
-    def test_no_factory(self):
+    def _client_module(self, source):
         """
-        Without a factory (twistedq.client never imported) there is no
-        default client, and the error says what to do.
+        Make the module context imports for a factory one written here,
+        with ``source`` as its text; no factory is registered yet.
         """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "registers_a_client.py"), "w") as module:
+            module.write(source)
+        self.patch(sys, "path", [directory, *sys.path])
+        self.addCleanup(sys.modules.pop, "registers_a_client", None)
+        self.patch(context, "CLIENT_MODULE", "registers_a_client")
         self.patch(context, "_client_factory", None)
         context.set_default_client(None)
+
+    def test_factory_imported_by_name(self):
+        """
+        With no factory registered yet (a process that imported only
+        :py:mod:`twistedq.result`), the first use imports the module
+        :py:data:`~twistedq.context.CLIENT_MODULE` names, which registers
+        one, and builds the client with it.
+        """
+        self._client_module(
+            "from twistedq import context\n"
+            "context.set_client_factory(lambda: 'built by the client module')\n"
+        )
+        self.assertEqual(context.default_client(), "built by the client module")
+        self.assertIn("registers_a_client", sys.modules)
+
+    def test_no_factory(self):
+        """
+        When the client module registers no factory there is no default
+        client, and the error names the module and says what to do.
+        """
+        self._client_module("")
         error = self.assertRaises(LookupError, context.default_client)
-        self.assertIn("twistedq.client", str(error))
+        self.assertIn("registers_a_client", str(error))
+        self.assertIn("pass a client", str(error))
 
     def test_client_module_provides_the_factory(self):
         """
