@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twistedq.message import MAX_CHAIN, TaskMessage, check_signature, new_task_id
+from twistedq.publishing import abandon_taskset, client_or_default, message_times
 from twistedq.result import AsyncResult, TaskSetResult
 
 if TYPE_CHECKING:
@@ -227,8 +228,6 @@ class Signature(dict):  # type: ignore[type-arg, unused-ignore]
         The message that runs this signature, ``args`` before its own
         arguments (ignored when immutable), with these workflow fields.
         """
-        from twistedq.task import message_times
-
         options = self["options"]
         head = () if self.immutable else tuple(args)
         eta_text, expires_text = message_times(options.get("countdown"), eta, expires)
@@ -353,9 +352,7 @@ def _signatures(value: Any) -> list[Signature]:
 def _publish(
     messages: list[TaskMessage], queue: str | None, client: Client | None
 ) -> list[AsyncResult]:
-    from twistedq.task import _client
-
-    chosen = _client(client)
+    chosen = client_or_default(client)
     for message in messages:
         message.check()
     if len(messages) == 1:
@@ -517,9 +514,7 @@ def _publish_group(
     Publish a group as the taskset ``taskset_id``; with a ``callback``, as
     the header of its chord: members have ids derived from the chord's.
     """
-    from twistedq.task import TaskSet, _client
-
-    chosen = _client(client)
+    chosen = client_or_default(client)
     messages = []
     for index, member in enumerate(tasks):
         if callback is not None:
@@ -539,7 +534,7 @@ def _publish_group(
                 chosen.publish_many(chunk, target)
             except Exception as error:
                 confirmed.update(getattr(error, "confirmed_ids", ()))
-                TaskSet._abandon(chosen, taskset_id, messages, confirmed, error)
+                abandon_taskset(chosen, taskset_id, messages, confirmed, error)
                 raise
             confirmed.update(m.id for m in chunk)
     return TaskSetResult(taskset_id, [AsyncResult(m.id, chosen) for m in messages], chosen)

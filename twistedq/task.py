@@ -27,10 +27,11 @@ from twistedq.amqp.broker import (
     check_priority,
 )
 from twistedq.canvas import Signature, chain, chord, group, signature
-from twistedq.client import Client, default_client
+from twistedq.client import Client
 from twistedq.exceptions import ResultIgnored, Retry
 from twistedq.log import setup_logger
 from twistedq.message import TaskMessage, new_task_id
+from twistedq.publishing import abandon_taskset, client_or_default, message_times
 from twistedq.ratelimit import parse_rate
 from twistedq.registry import AlreadyRegistered, NamedTask, NotRegistered, TaskRegistry, tasks
 from twistedq.result import AsyncResult, TaskSetResult, refuse_wait_in_task
@@ -66,23 +67,8 @@ __all__ = [
 ]
 
 
-def _client(client: Client | None) -> Client:
-    if client is not None:
-        return client
-    return default_client()
-
-
-def _utc_iso(moment: datetime.datetime | float | None) -> str | None:
-    """
-    An ISO 8601 UTC time from a datetime (naive means UTC) or a Unix time.
-    """
-    if moment is None:
-        return None
-    if isinstance(moment, (int, float)):
-        moment = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc)
-    elif moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).isoformat()
+#: The name :py:mod:`twistedq.contrib.django` imports it by.
+_client = client_or_default
 
 
 def _args(args: Any) -> Any:
@@ -142,27 +128,6 @@ def retry(
     raise Retry(exc=exc, countdown=countdown, eta=eta, max_retries=max_retries)
 
 
-def message_times(
-    countdown: float | None,
-    eta: datetime.datetime | float | None,
-    expires: datetime.datetime | datetime.timedelta | float | None,
-) -> tuple[str | None, str | None]:
-    """
-    The ETA and expiry of a message, as ISO 8601 UTC times, from the
-    options of :py:func:`publish_task`.
-
-    :raises ValueError: both ``countdown`` and ``eta`` were given.
-    """
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if countdown is not None:
-        eta = now + datetime.timedelta(seconds=countdown)
-    if isinstance(expires, datetime.timedelta):
-        expires = now + expires
-    return _utc_iso(eta), _utc_iso(expires)
-
-
 def publish_task(
     name: str,
     args: Sequence[Any] = (),
@@ -220,7 +185,7 @@ def publish_task(
         from twistedq.canvas import callback_documents
 
         links, errlinks = callback_documents(link), callback_documents(link_error)
-    chosen = _client(client)
+    chosen = client_or_default(client)
     if ignore_result is None:
         ignore_result = chosen.settings.ignore_result
     message = TaskMessage(
@@ -727,7 +692,7 @@ def delay_task(task_name: str, *args: Any, **kwargs: Any) -> AsyncResult:
     :py:obj:`twistedq.result.AsyncResult` (an :py:class:`IgnoredResult`
     under the setting ``TWISTEDQ_IGNORE_RESULT``).
     """
-    client = _client(None)
+    client = client_or_default(None)
     queue = route(task_name, client=client)
     # TWISTEDQ_TASK_ROUTES names its queue, or TWISTEDQ_IGNORE_RESULT applies.
     if queue is not None or client.settings.ignore_result:
@@ -739,7 +704,7 @@ def is_done(task_id: str) -> bool:
     """
     Whether the task with this id finished successfully.
     """
-    return AsyncResult(task_id, _client(None)).successful()
+    return AsyncResult(task_id, client_or_default(None)).successful()
 
 
 def discard_all(queue: str | None = None) -> int:
@@ -747,7 +712,7 @@ def discard_all(queue: str | None = None) -> int:
     Delete every task waiting in the queue (the default client's, unless
     given); return how many were deleted.
     """
-    return _client(None).purge(queue)
+    return client_or_default(None).purge(queue)
 
 
 def _task_name(task_or_name: str | type[Task] | Task) -> str:
@@ -814,7 +779,7 @@ class TaskSet:
         :raises twistedq.amqp.broker.PublishRefused: as above, for a
             subtask the broker refused.
         """
-        client = _client(self.client)
+        client = client_or_default(self.client)
         queue = route(self.task_name, queue, self.queue, client=client)
         taskset_id = new_task_id()
         messages = [
@@ -838,42 +803,11 @@ class TaskSet:
                 client.publish_many(chunk, queue)
             except (BrokerUnavailable, PublishUncertain, PublishRefused) as error:
                 confirmed.update(error.confirmed_ids)
-                self._abandon(client, taskset_id, messages, confirmed, error)
+                abandon_taskset(client, taskset_id, messages, confirmed, error)
                 raise
             confirmed.update(m.id for m in chunk)
         subtasks = [AsyncResult(m.id, client) for m in messages]
         return TaskSetResult(taskset_id, subtasks, client)
-
-    @staticmethod
-    def _abandon(
-        client: Client,
-        taskset_id: str,
-        messages: list[TaskMessage],
-        confirmed: set[str],
-        error: Exception,
-    ) -> None:
-        """
-        After a failed publish, record every subtask the broker did not
-        confirm as REVOKED, counted in the taskset, so the taskset
-        completes; say so in ``error``'s message (Python 3.10 has no
-        exception notes).
-        """
-        left = [m for m in messages if m.id not in confirmed]
-        reason = f"not published: {error}"
-        try:
-            revoked = client.abandon(left, reason)
-        except Exception as recording:
-            note = (
-                f"taskset {taskset_id}: {len(confirmed)} of {len(messages)} subtasks were "
-                f"published; the others could not be recorded as REVOKED ({recording}), so "
-                "the taskset will not complete"
-            )
-        else:
-            note = (
-                f"taskset {taskset_id}: {len(confirmed)} of {len(messages)} subtasks were "
-                f"published; {len(revoked)} others are recorded as REVOKED"
-            )
-        error.args = (f"{error}; {note}", *error.args[1:])
 
 
 def _as_arguments(item: Any) -> tuple[Sequence[Any], dict[str, Any]]:
