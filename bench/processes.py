@@ -59,6 +59,35 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own(pid), children
 
 
+def listener_pid(port: int) -> int | None:
+    """
+    The process listening on TCP ``port`` of this machine (IPv4 or IPv6),
+    or None: none, or not ours to see.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(entry.name)
+        except (FileNotFoundError, PermissionError, NotADirectoryError):
+            continue
+    return None
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     """
     The 50th, 90th and 99th percentiles of ``samples``.

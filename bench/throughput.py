@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import signal
 import statistics
@@ -70,9 +71,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.peers import CelerySystem, DramatiqSystem
-from bench.processes import cpu_seconds, percentiles, rss_mib, stop, wait_for_log
+from bench.processes import (
+    cpu_seconds,
+    listener_pid,
+    percentiles,
+    rss_mib,
+    stop,
+    wait_for_log,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,27 +236,55 @@ def cpu_of(processes: list[subprocess.Popen[bytes]]) -> tuple[float, float]:
     return sum(own), sum(children)
 
 
+class PartsCPU:
+    """
+    CPU time of each part of a run: the workers' main processes, their
+    children, the broker and the store (when they run on this machine)
+    and this benchmark process (the client, and its watching).
+    """
+
+    PARTS = ("worker", "children", "broker", "store", "client")
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.servers = [
+            listener_pid(urlsplit(url).port or default)
+            for url, default in ((options.broker, 5672), (options.result_backend, 6379))
+        ]
+
+    def now(self, processes: list[subprocess.Popen[bytes]]) -> list[float]:
+        servers = [cpu_seconds(pid)[0] if pid else math.nan for pid in self.servers]
+        return [*cpu_of(processes), *servers, time.process_time()]
+
+    @staticmethod
+    def per_task(before: list[float], after: list[float], tasks: int) -> list[float]:
+        """
+        Microseconds a task of each part between two readings.
+        """
+        return [(b - a) / tasks * 1e6 for a, b in zip(before, after, strict=True)]
+
+
 def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
     """
     Stream, round trips, one-by-one publishes and RSS with the worker
     running; then a batch published with no worker (the client's batch
-    rate) and drained.
+    rate) and drained.  The CPU of each part is read around the stream
+    and the drain.
     """
     figures: dict[str, Any] = {}
+    parts = PartsCPU(options)
     system.start_worker()
     try:
         for _ in range(200):  # warm up
             system.round_trip()
         started = time.time()
-        cpu_before = cpu_of(system.processes)
+        cpu_before = parts.now(system.processes)
         ids = system.publish(options.tasks)
         times = wait_done(system, ids)
         figures["stream"] = options.tasks / (max(times) - started)
-        cpu_after = cpu_of(system.processes)
-        figures["cpu"] = [
-            (after - before) / options.tasks * 1e6
-            for before, after in zip(cpu_before, cpu_after, strict=True)
-        ]
+        figures["parts_stream"] = parts.per_task(
+            cpu_before, parts.now(system.processes), options.tasks
+        )
+        figures["cpu"] = figures["parts_stream"][:2]
 
         samples = []
         for _ in range(options.latency):
@@ -269,8 +306,12 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
     figures["publish"] = options.tasks / (time.perf_counter() - t0)
     system.start_worker()
     try:
+        cpu_before = parts.now(system.processes)
         times = wait_done(system, ids)
         figures["drain"] = options.tasks / (max(times) - min(times))
+        figures["parts_drain"] = parts.per_task(
+            cpu_before, parts.now(system.processes), options.tasks
+        )
     finally:
         system.stop_worker()
     return figures
@@ -538,6 +579,7 @@ def print_results(options: argparse.Namespace, results: dict[str, dict[str, Any]
             f"{f['calls']:>8.0f} {lat['p50']:>7.2f} {lat['p90']:>7.2f} {lat['p99']:>7.2f} "
             f"{f['rss']:>8.1f} {f['cpu'][0]:>11.0f} {f['cpu'][1]:>8.0f}"
         )
+    print_parts(results)
     ours = results["twistedq"]
     for name, theirs in results.items():
         if name == "twistedq":
@@ -547,6 +589,22 @@ def print_results(options: argparse.Namespace, results: dict[str, dict[str, Any]
             for key in ("stream", "drain", "publish", "calls")
         )
         print(f"twistedq / {name}: {ratios}")
+
+
+def print_parts(results: dict[str, dict[str, Any]]) -> None:
+    """
+    CPU microseconds per task of each part while streaming and while
+    draining (the drain's client column is the benchmark's watching only;
+    "-": that server is not on this machine).
+    """
+    print("\nCPU us per task  " + " ".join(f"{part:>9}" for part in PartsCPU.PARTS) + "    total")
+    for name, f in results.items():
+        for phase in ("stream", "drain"):
+            values = f[f"parts_{phase}"]
+            cells = " ".join("        -" if math.isnan(v) else f"{v:>9.0f}" for v in values)
+            total = sum(v for v in values if not math.isnan(v))
+            print(f"{name + ' ' + phase:<16} {cells} {total:>8.0f}")
+    print()
 
 
 if __name__ == "__main__":
