@@ -69,6 +69,11 @@ __all__ = ["Options", "makeService"]
 #: The shortest operator token the daemon takes: a short one is guessed.
 MIN_OPERATOR_TOKEN = 16
 
+#: The most the default ``--prefetch`` grows to with many children and
+#: big batches (a daemon's reactor carries about 10,000 tasks a second:
+#: more held messages buy it nothing), unless the children need more.
+PREFETCH_CAP = 1024
+
 BATCH_HELP = (
     "Most tasks sent to a child in one call; a batch takes quick tasks while their "
     "measured average run times add up to at most 20 ms"
@@ -494,7 +499,8 @@ class Options(usage.Options):
             "prefetch",
             None,
             None,
-            "Most unacknowledged messages held [default: concurrency * batch * 2]",
+            "Most unacknowledged messages held [default: concurrency * batch * 4, at most 1024 "
+            "unless the children are more than 512]",
             _positive,
         ],
         [
@@ -670,7 +676,8 @@ class Options(usage.Options):
         elif self["max-concurrency"] < self["concurrency"]:
             raise usage.UsageError("--max-concurrency cannot be less than --concurrency")
         if self["prefetch"] is None:
-            self["prefetch"] = self["concurrency"] * self["batch"] * 2
+            window = self["concurrency"] * self["batch"] * 4
+            self["prefetch"] = min(window, max(PREFETCH_CAP, 2 * self["concurrency"]))
 
     def _operator_token(self) -> None:
         self["operator-token"] = self["operator-token"] or os.environ.get("TWISTEDQ_OPERATOR_TOKEN")

@@ -74,12 +74,12 @@ class OptionsTests(TapTestCase):
     def test_defaults(self):
         """
         Without options: one child per CPU, batch 64, prefetch
-        concurrency * batch * 2, default settings and status endpoint.
+        concurrency * batch * 4, default settings and status endpoint.
         """
         options = self.parse()
         self.assertEqual(options["concurrency"], 3)
         self.assertEqual(options["batch"], 64)
-        self.assertEqual(options["prefetch"], 384)
+        self.assertEqual(options["prefetch"], 768)
         self.assertEqual(options["tasks"], [])
         self.assertEqual(options["settings"], Settings())
         self.assertEqual(options["broker-address"], BrokerAddress.from_url(DEFAULT_BROKER_URL))
@@ -91,7 +91,7 @@ class OptionsTests(TapTestCase):
         """
         self.patch(os, "cpu_count", lambda: None)
         options = self.parse()
-        self.assertEqual((options["concurrency"], options["prefetch"]), (1, 128))
+        self.assertEqual((options["concurrency"], options["prefetch"]), (1, 256))
 
     def test_prefetch_follows_options(self):
         """
@@ -100,9 +100,18 @@ class OptionsTests(TapTestCase):
         """
         options = self.parse("--concurrency", "5", "--batch", "2")
         self.assertEqual(
-            (options["concurrency"], options["batch"], options["prefetch"]), (5, 2, 20)
+            (options["concurrency"], options["batch"], options["prefetch"]), (5, 2, 40)
         )
         self.assertEqual(self.parse("-c", "5", "--prefetch", "7")["prefetch"], 7)
+
+    def test_default_prefetch_capped(self):
+        """
+        The default prefetch stops at 1,024 messages, unless twice the
+        children are more.
+        """
+        self.assertEqual(self.parse("-c", "8")["prefetch"], 1024)
+        self.assertEqual(self.parse("-c", "600", "--batch", "1")["prefetch"], 1200)
+        self.assertEqual(self.parse("-c", "1", "--batch", "1")["prefetch"], 4)
 
     def test_settings_from_environment(self):
         """
@@ -236,7 +245,7 @@ class MakeServiceTests(TapTestCase):
         self.assertIsInstance(pool_service.pool, ProcessPool)
         self.assertEqual(pool_service.pool.size, 2)
         self.assertEqual(consumer_service.dispatcher.feeder.max_batch, 3)
-        self.assertEqual(consumer_service.consumer.prefetch, 12)
+        self.assertEqual(consumer_service.consumer.prefetch, 24)
         self.assertIs(consumer_service.dispatcher.settlement.backend, backend.backend)
         self.assertIs(consumer_service.dispatcher.feeder.pool, pool_service.pool)
         self.assertEqual(pool_service.pool.on_idle, consumer_service.dispatcher.pump)
