@@ -312,6 +312,10 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
         figures["parts_drain"] = parts.per_task(
             cpu_before, parts.now(system.processes), options.tasks
         )
+        if len(system.processes) > 1:
+            # The first daemons drain while the next start, before the
+            # reading above: the drain's CPU is not known.
+            figures["parts_drain"] = [math.nan] * len(PartsCPU.PARTS)
     finally:
         system.stop_worker()
     return figures
@@ -595,15 +599,17 @@ def print_parts(results: dict[str, dict[str, Any]]) -> None:
     """
     CPU microseconds per task of each part while streaming and while
     draining (the drain's client column is the benchmark's watching only;
-    "-": that server is not on this machine).
+    "-": that server is not on this machine, or with several daemons the
+    drain, which starts before the last daemon is up).
     """
     print("\nCPU us per task  " + " ".join(f"{part:>9}" for part in PartsCPU.PARTS) + "    total")
     for name, f in results.items():
         for phase in ("stream", "drain"):
             values = f[f"parts_{phase}"]
             cells = " ".join("        -" if math.isnan(v) else f"{v:>9.0f}" for v in values)
-            total = sum(v for v in values if not math.isnan(v))
-            print(f"{name + ' ' + phase:<16} {cells} {total:>8.0f}")
+            known = [v for v in values if not math.isnan(v)]
+            total = f"{sum(known):>8.0f}" if known else "       -"
+            print(f"{name + ' ' + phase:<16} {cells} {total}")
     print()
 
 
