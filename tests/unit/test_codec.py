@@ -13,6 +13,7 @@ from twistedq.amqp.codec import (
     FRAME_END,
     FRAME_HEADER,
     FRAME_METHOD,
+    MAX_HEADER_LAYOUTS,
     FrameError,
     MethodCodec,
     decode_table,
@@ -489,6 +490,50 @@ class MethodCodecTests(SynchronousTestCase):
         self.assertIs(klass, basic)
         self.assertEqual(size, 300100)
         self.assertEqual(decoded, properties)
+
+    def header(self, properties, size=10):
+        basic = self.spec.classes.byname["basic"]
+        return split_frames(self.codec.encode_content(1, basic, b"x" * size, properties, 4096))[0][
+            2
+        ]
+
+    def test_same_layout_other_values(self):
+        """
+        Headers with the same properties present but other values decode
+        each to its own values (the layout of the first is reused), and a
+        header with other properties decodes to those.
+        """
+        for number in range(3):
+            properties = {"content-type": "application/json", "message-id": f"id-{number}"}
+            _, size, decoded = self.codec.decode_header(self.header(properties, number))
+            self.assertEqual((size, decoded), (number, properties))
+        other = {"delivery-mode": 2, "priority": 7, "headers": {"a": [1]}}
+        self.assertEqual(self.codec.decode_header(self.header(other))[2], other)
+
+    def test_truncated_header_of_known_layout(self):
+        """
+        A header cut short fails with ``FrameError`` whether or not its
+        layout was seen before.
+        """
+        properties = {"content-type": "application/json", "delivery-mode": 2}
+        whole = self.header(properties)
+        for _ in range(2):
+            for cut in (whole[:-1], whole[:13]):
+                with self.assertRaises(FrameError):
+                    self.codec.decode_header(cut)
+            self.assertEqual(self.codec.decode_header(whole)[2], properties)
+
+    def test_layouts_remembered_are_bounded(self):
+        """
+        However many layouts arrive, a codec remembers at most
+        ``MAX_HEADER_LAYOUTS``, and decodes the others all the same.
+        """
+        fields = ["content-type", "content-encoding", "correlation-id", "reply-to",
+                  "expiration", "message-id", "type", "user-id", "app-id"]  # fmt: skip
+        for mask in range(1, 2 ** len(fields)):
+            properties = {name: "v" for bit, name in enumerate(fields) if mask & (1 << bit)}
+            self.assertEqual(self.codec.decode_header(self.header(properties))[2], properties)
+        self.assertEqual(len(self.codec._layouts), MAX_HEADER_LAYOUTS)
 
     def test_empty_body(self):
         """

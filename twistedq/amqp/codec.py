@@ -300,6 +300,10 @@ class MethodCodec:
         self._property_kinds: dict[Any, tuple[tuple[str, str], ...]] = {
             klass: tuple((f.name, f.type) for f in klass.fields) for klass in spec.classes
         }
+        # (class id, property flags) -> the class and its properties present,
+        # for headers whose flags fit in one word (all of a publisher's
+        # messages share a few such layouts)
+        self._layouts: dict[tuple[int, int], tuple[Any, tuple[tuple[str, str], ...]]] = {}
 
     # methods
 
@@ -401,6 +405,27 @@ class MethodCodec:
         """
         try:
             class_id, _weight, size = _HHQ.unpack_from(payload, 0)
+            (flags,) = _H.unpack_from(payload, 12)
+            layout = self._layouts.get((class_id, flags))
+            if layout is None:
+                return self._decode_header_flags(payload, class_id, size)
+            klass, present_fields = layout
+            offset = 14
+            properties: dict[str, Any] = {}
+            for name, kind in present_fields:
+                properties[name], offset = _decode_field(kind, payload, offset)
+        except (struct.error, IndexError, KeyError, OverflowError) as e:
+            raise FrameError(f"malformed content header: {e}") from None
+        return klass, size, properties
+
+    def _decode_header_flags(
+        self, payload: bytes, class_id: int, size: int
+    ) -> tuple[Any, int, dict[str, Any]]:
+        """
+        Decode a content header by its flag words, and remember the
+        layout of one whose flags fit in one word.
+        """
+        try:
             klass = self.spec.classes.byid[class_id]
             fields = self._property_kinds[klass]
             offset = 12
@@ -417,7 +442,14 @@ class MethodCodec:
                     properties[name], offset = _decode_field(kind, payload, offset)
         except (struct.error, IndexError, KeyError, OverflowError) as e:
             raise FrameError(f"malformed content header: {e}") from None
+        if len(present) == 15 and len(self._layouts) < MAX_HEADER_LAYOUTS:  # one flag word
+            layout = tuple(f for f, is_present in zip(fields, present, strict=False) if is_present)
+            self._layouts[class_id, _H.unpack_from(payload, 12)[0]] = (klass, layout)
         return klass, size, properties
+
+
+#: The most content-header layouts a codec remembers.
+MAX_HEADER_LAYOUTS = 64
 
 
 def _pack_bits(bits: list[bool]) -> bytes:
