@@ -123,6 +123,7 @@ SCRIPT_BATCH = 1000
 
 _TAKE_LEASES = """
 local out = {}
+local documents = {}
 for i = 1, #KEYS, 3 do
     local document = redis.call('get', KEYS[i])
     local free = redis.call('exists', KEYS[i + 1]) == 0
@@ -138,10 +139,17 @@ for i = 1, #KEYS, 3 do
         -- Nothing in the document stopped the lease: it is not sent back.
         if #ARGV > 2 then document = false end
     end
-    out[#out + 1] = token
-    out[#out + 1] = document
+    -- One text of all the answers (token, "+" if a document follows), the
+    -- documents after it: one reply element a task costs much to read.
+    local answer = token or ''
+    if document then
+        answer = answer .. '+'
+        documents[#documents + 1] = document
+    end
+    out[#out + 1] = answer
 end
-return out
+table.insert(documents, 1, table.concat(out, ','))
+return documents
 """
 
 _EXTEND_LEASES = """
@@ -185,16 +193,17 @@ for i = 1, #KEYS, 3 do
                 redis.call('expire', set, ttl)
             end
         end
-        out[#out + 1] = 1
+        out[#out + 1] = '1'
         ids[#ids + 1] = id
     else
-        out[#out + 1] = 0
+        out[#out + 1] = '0'
     end
 end
 if #ids > 0 then
     redis.call('publish', ARGV[2], table.concat(ids, ','))
 end
-return out
+-- One text of 1s and 0s, not one reply element a task.
+return table.concat(out)
 """
 
 
@@ -590,11 +599,15 @@ class RedisBackend(FencedClaims):
             self._redis.eval(_TAKE_LEASES, keys, [_ms(lease), self.ttl, *unless])
         )
 
-        def answers(flat: list[Any]) -> list[tuple[int | None, bytes | None]]:
-            return [
-                (None if token is None else int(token), document)
-                for token, document in zip(flat[::2], flat[1::2], strict=True)
-            ]
+        def answers(reply: list[Any]) -> list[tuple[int | None, bytes | None]]:
+            documents = iter(reply[1:])
+            found: list[tuple[int | None, bytes | None]] = []
+            for answer in _text(reply[0]).split(",") if task_ids else ():
+                document = None
+                if answer.endswith("+"):
+                    answer, document = answer[:-1], next(documents)
+                found.append((int(answer) if answer else None, document))
+            return found
 
         return self._timed(taken.addCallback(answers))
 
@@ -630,7 +643,7 @@ class RedisBackend(FencedClaims):
             arguments.extend([str(token), record.document, record.task_id, done, failed])
         committed = self._replicated(self._redis.eval(_COMMIT_FENCED, keys, arguments))
         committed = self._refused(committed, [record.task_id for record in records])
-        return self._timed(committed.addCallback(lambda answers: [bool(a) for a in answers]))
+        return self._timed(committed.addCallback(lambda answers: _flags(answers, len(records))))
 
     @property
     def _parked_key(self) -> str:
@@ -732,6 +745,17 @@ def _ms(seconds: float) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _flags(answer: bytes | str, count: int) -> list[bool]:
+    """
+    The answers of a script that returns one text of ``1`` and ``0``
+    characters, one a record.
+    """
+    text = _text(answer)
+    if len(text) != count:
+        raise ValueError(f"the store answered {count} writes with {text!r}")
+    return [flag == "1" for flag in text]
 
 
 def _periodic_state(name: str, fields: dict[str, str]) -> PeriodicState:
