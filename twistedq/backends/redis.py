@@ -60,6 +60,7 @@ from twistedq.backends.redis_sentinel import (
     is_readonly,
     replicas_of,
 )
+from twistedq.backends.resp import FastCommands
 
 __all__ = ["DEFAULT_MAX_BULK", "SCRIPT_BATCH", "RedisBackend"]
 
@@ -246,6 +247,12 @@ return out
 """
 
 
+class StoreProtocol(FastCommands, txredisapi.RedisProtocol):
+    """
+    The store's connections: txredisapi's, with commands built in one pass.
+    """
+
+
 @implementer(IResultBackend, IScheduleStore, IClaimStore, IFencedLeases, IPendingRecords)
 class RedisBackend(FencedClaims):
     """
@@ -341,6 +348,8 @@ class RedisBackend(FencedClaims):
                 connectTimeout=10,
                 replyTimeout=30,
             )
+            # Its connections are made later, on the reactor: they are ours.
+            self._redis._factory.protocol = StoreProtocol
         return defer.Deferred.fromCoroutine(self._connected())
 
     async def _connected(self) -> None:

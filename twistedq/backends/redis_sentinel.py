@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from twistedq.backends.base import BackendURLError
+from twistedq.backends.resp import FastCommands
 
 __all__ = ["NotReplicated", "SentinelPrimary", "SentinelURL", "is_readonly", "replicas_of"]
 
@@ -129,7 +130,7 @@ def is_readonly(failure: Failure) -> bool:
     return str(failure.value).startswith("READONLY")
 
 
-class _PrimaryProtocol(txredisapi.SentinelRedisProtocol):
+class _PrimaryProtocol(FastCommands, txredisapi.SentinelRedisProtocol):
     """
     A connection that stays only on a primary.  (txredisapi compares the
     ``ROLE`` answer with text, and a connection that answers bytes, as the
