@@ -26,7 +26,7 @@ from twistedq.amqp.broker import (
     PublishUncertain,
     check_priority,
 )
-from twistedq.canvas import Signature, chain, chord, group, signature
+from twistedq.canvas import Signature, callback_documents, chain, chord, group, signature
 from twistedq.client import Client
 from twistedq.exceptions import ResultIgnored, Retry
 from twistedq.log import setup_logger
@@ -178,34 +178,74 @@ def publish_task(
         ``args`` is not a list or tuple, a keyword argument name is not a
         string, or an argument is not a JSON value; nothing was published.
     """
-    eta_text, expires_text = message_times(countdown, eta, expires)
-    links: tuple[dict[str, Any], ...] = ()
-    errlinks: tuple[dict[str, Any], ...] = ()
-    if link is not None or link_error is not None:
-        from twistedq.canvas import callback_documents
-
-        links, errlinks = callback_documents(link), callback_documents(link_error)
+    times = message_times(countdown, eta, expires)
+    callbacks = _callback_documents(link, link_error)
     chosen = client_or_default(client)
-    if ignore_result is None:
-        ignore_result = chosen.settings.ignore_result
+    ignore = chosen.settings.ignore_result if ignore_result is None else ignore_result
+    message = _checked_message(name, args, kwargs, task_id, times, callbacks, rate_limit, ignore)
+    _publish_message(chosen, message, route(name, queue, client=chosen), priority)
+    return (IgnoredResult if ignore else AsyncResult)(message.id, chosen)
+
+
+def _callback_documents(
+    link: Any, link_error: Any
+) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+    """
+    The signature documents of the ``link`` and ``link_error`` options of
+    :py:func:`publish_task` (none without them).
+    """
+    if link is None and link_error is None:
+        return (), ()
+    return callback_documents(link), callback_documents(link_error)
+
+
+def _checked_message(
+    name: str,
+    args: Any,
+    kwargs: Any,
+    task_id: str | None,
+    times: tuple[str | None, str | None],
+    callbacks: tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]],
+    rate_limit: str | float | None,
+    ignore_result: bool,
+) -> TaskMessage:
+    """
+    The message of a call of :py:func:`publish_task`, checked.
+
+    :param task_id: its id; :py:obj:`None` for a new one.
+    :param times: its ETA and expiry (:py:func:`~twistedq.publishing.message_times`).
+    :param callbacks: its ``link`` and ``link_error`` documents.
+    :raises twistedq.message.MessageError: as :py:func:`publish_task` says.
+    """
+    eta, expires = times
+    links, errlinks = callbacks
     message = TaskMessage(
         id=new_task_id() if task_id is None else task_id,
         task=name,
         args=_args(args),
         kwargs=_kwargs(kwargs),
-        eta=eta_text,
-        expires=expires_text,
+        eta=eta,
+        expires=expires,
         links=links,
         errlinks=errlinks,
         rate_limit=rate_limit,
         ignore_result=ignore_result,
     )
     message.check()
+    return message
+
+
+def _publish_message(
+    client: Client, message: TaskMessage, queue: str | None, priority: int | None
+) -> None:
+    """
+    Publish ``message`` to ``queue`` (the client's for :py:obj:`None`),
+    with ``priority`` unless it is :py:obj:`None`.
+    """
     if priority is None:
-        chosen.publish(message, route(name, queue, client=chosen))
+        client.publish(message, queue)
     else:
-        chosen.publish(message, route(name, queue, client=chosen), priority=priority)
-    return (IgnoredResult if ignore_result else AsyncResult)(message.id, chosen)
+        client.publish(message, queue, priority=priority)
 
 
 class IgnoredResult(AsyncResult):
@@ -608,26 +648,7 @@ def task(
 ) -> Callable[[Callable[..., Any]], FunctionTask]: ...
 
 
-def task(
-    function: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    registry: TaskRegistry | None = None,
-    time_limit: float | None = None,
-    soft_time_limit: float | None = None,
-    on_reactor: bool = False,
-    rate_limit: str | float | None = None,
-    ignore_result: bool | None = None,
-    priority: int | None = None,
-    max_retries: int | None = DEFAULT_MAX_RETRIES,
-    autoretry_for: tuple[type[BaseException], ...] = (),
-    retry_backoff: bool | float = False,
-    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
-    retry_jitter: bool = True,
-    default_retry_delay: float = DEFAULT_RETRY_DELAY,
-) -> Any:
+def task(function: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """
     Register a function as a task: the modern spelling of
     ``tasks.register(function, name)``::
@@ -656,6 +677,35 @@ def task(
     nothing of its calls (see :py:class:`Task`); ``priority=9`` (0 to 9)
     is the priority of its calls on a queue declared with priorities.
     """
+    register = _function_task_decorator(**options)
+    return register(function) if function is not None else register
+
+
+def _function_task_decorator(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    registry: TaskRegistry | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    on_reactor: bool = False,
+    rate_limit: str | float | None = None,
+    ignore_result: bool | None = None,
+    priority: int | None = None,
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    retry_backoff: bool | float = False,
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
+    retry_jitter: bool = True,
+    default_retry_delay: float = DEFAULT_RETRY_DELAY,
+) -> Callable[[Callable[..., Any]], FunctionTask]:
+    """
+    The decorator ``@task(...)`` is with these options (those of
+    :py:func:`task`): it makes a function a :py:class:`FunctionTask` and
+    registers it.
+
+    :raises TypeError: an option :py:func:`task` does not have.
+    """
     retry_options = {
         "max_retries": max_retries,
         "autoretry_for": tuple(autoretry_for),
@@ -681,8 +731,6 @@ def task(
         (registry if registry is not None else tasks).register(wrapped, wrapped.task_name)
         return wrapped
 
-    if function is not None:
-        return register(function)
     return register
 
 
