@@ -230,56 +230,29 @@ def _main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from tests.django_settings import database, django_test_settings
+
     database_url = os.environ.get("GUARDS_DATABASE_URL")
     if database_url:
-        from examples.clickcounter.settings import _database
-
         settings.configure(
             INSTALLED_APPS=["django.contrib.contenttypes", "twistedq.contrib.django"],
-            DATABASES={"default": _database(database_url)},
+            DATABASES={"default": database(database_url)},
             USE_TZ=True,
         )
         django.setup()
         call_command("migrate", "twistedq", verbosity=0)
         print(json.dumps({"old_insert": _old_insert()}))
         return
-    database = os.path.join(tempfile.mkdtemp(prefix="twistedq-guards-"), "db.sqlite3")
+    database_file = os.path.join(tempfile.mkdtemp(prefix="twistedq-guards-"), "db.sqlite3")
     settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.admin",
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "django.contrib.sessions",
-            "django.contrib.messages",
-            "twistedq.contrib.django",
-        ],
-        MIDDLEWARE=[
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.contrib.auth.middleware.AuthenticationMiddleware",
-            "django.contrib.messages.middleware.MessageMiddleware",
-        ],
-        TEMPLATES=[
-            {
-                "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "APP_DIRS": True,
-                "OPTIONS": {
-                    "context_processors": [
-                        "django.template.context_processors.request",
-                        "django.contrib.auth.context_processors.auth",
-                        "django.contrib.messages.context_processors.messages",
-                    ]
-                },
-            }
-        ],
-        ROOT_URLCONF="tests.unit.django_guards_urls",
-        # The dashboard's pause writes the rows; no broker is reached.
-        TWISTEDQ_RESULT_BACKEND="django://",
-        TWISTEDQ_BROKER_URL="amqp://guest:guest@127.0.0.1:1/",
-        ALLOWED_HOSTS=["testserver"],
-        SECRET_KEY="not-secret",
-        # A file: the store's threads open connections of their own.
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
-        USE_TZ=True,
+        **django_test_settings(
+            "tests.unit.django_guards_urls",
+            # A file: the store's threads open connections of their own.
+            default_database={"ENGINE": "django.db.backends.sqlite3", "NAME": database_file},
+            # The dashboard's pause writes the rows; no broker is reached.
+            TWISTEDQ_RESULT_BACKEND="django://",
+            TWISTEDQ_BROKER_URL="amqp://guest:guest@127.0.0.1:1/",
+        )
     )
     django.setup()
     call_command("migrate", verbosity=0)
@@ -301,7 +274,7 @@ def _main() -> None:
         "crontab": _crontab_errors(),
     }
     print(json.dumps(found))
-    shutil.rmtree(os.path.dirname(database), ignore_errors=True)
+    shutil.rmtree(os.path.dirname(database_file), ignore_errors=True)
 
 
 BASE = "/admin/twistedq/periodictaskstate/"

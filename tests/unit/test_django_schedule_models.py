@@ -305,39 +305,9 @@ def _main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.admin",
-            "django.contrib.contenttypes",
-            "django.contrib.auth",
-            "django.contrib.sessions",
-            "django.contrib.messages",
-            "twistedq.contrib.django",
-        ],
-        MIDDLEWARE=[
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.contrib.auth.middleware.AuthenticationMiddleware",
-            "django.contrib.messages.middleware.MessageMiddleware",
-        ],
-        TEMPLATES=[
-            {
-                "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "APP_DIRS": True,
-                "OPTIONS": {
-                    "context_processors": [
-                        "django.template.context_processors.request",
-                        "django.contrib.auth.context_processors.auth",
-                        "django.contrib.messages.context_processors.messages",
-                    ]
-                },
-            }
-        ],
-        ROOT_URLCONF="tests.integration.scheduleproject.urls",
-        ALLOWED_HOSTS=["testserver"],
-        SECRET_KEY="not-secret",
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
+    from tests.django_settings import django_test_settings
+
+    settings.configure(**django_test_settings("tests.integration.scheduleproject.urls"))
     django.setup()
     call_command("migrate", verbosity=0)
     from twistedq.contrib.django.schedule_models import (
