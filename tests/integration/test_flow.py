@@ -60,7 +60,9 @@ def shared_daemon() -> tuple[Daemon, list[str], str]:
             queue=",".join(queues),
             result_backend=backend,
             tasks=TASKS,
-            extra=("--rate-limit", "flow.limited=10/s"),
+            # A prefetch of 32 holds at most 16 limited tasks in memory:
+            # most of RateLimitTests' 50 wait in the delay queues.
+            extra=("--rate-limit", "flow.limited=10/s", "--prefetch", "32"),
         )
         atexit.register(daemon.stop)
         daemon.wait_ready()
