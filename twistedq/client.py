@@ -231,39 +231,51 @@ class AsyncClient:
         started = self.reactor.seconds()
         early = records and IPendingRecords.providedBy(self.backend)
         written = self._mark(records) if early else None
+        return defer.Deferred.fromCoroutine(
+            self._confirmed(publishing, messages, kept, records, written, started)
+        )
 
-        async def publish() -> None:
-            try:
-                errors = await publishing
-            except Exception:
-                # Raised before the batch was written: nothing was sent.
-                if written is not None:
-                    await self._settle_records(written, started, len(records), records)
-                raise
-            confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
-            # Aligned with the records: a task that ignores its result has none.
-            outcomes = [error for m, error in zip(messages, errors, strict=True) if m.id in kept]
+    async def _confirmed(
+        self,
+        publishing: defer.Deferred[list[Exception | None]],
+        messages: list[TaskMessage],
+        kept: set[str],
+        records: list[tuple[str, bytes]],
+        written: defer.Deferred[None] | None,
+        started: float,
+    ) -> None:
+        """
+        Wait for a batch's confirms; settle its pending records (take back
+        those written early of messages surely not published, or write
+        those of the confirmed ones now), and raise the batch's error.
+        """
+        try:
+            errors = await publishing
+        except Exception:
+            # Raised before the batch was written: nothing was sent.
             if written is not None:
-                unsent = [
-                    record
-                    for record, error in zip(records, outcomes, strict=True)
-                    if error is not None and not isinstance(error, PublishUncertain)
-                ]
-                await self._settle_records(written, started, len(records), unsent)
-            else:
-                sent = [
-                    record for record, error in zip(records, outcomes, strict=True) if not error
-                ]
-                if sent:
-                    await self._wait_record(self._mark(sent), self.reactor.seconds(), len(sent))
-            failures = [error for error in errors if error is not None]
-            if failures:
-                error = next((e for e in failures if isinstance(e, PublishUncertain)), failures[0])
-                if isinstance(error, (BrokerUnavailable, PublishUncertain, PublishRefused)):
-                    error.confirmed_ids = [m.id for m in confirmed]
-                raise error
-
-        return defer.Deferred.fromCoroutine(publish())
+                await self._settle_records(written, started, len(records), records)
+            raise
+        confirmed = [m for m, error in zip(messages, errors, strict=True) if error is None]
+        # Aligned with the records: a task that ignores its result has none.
+        outcomes = [error for m, error in zip(messages, errors, strict=True) if m.id in kept]
+        if written is not None:
+            unsent = [
+                record
+                for record, error in zip(records, outcomes, strict=True)
+                if error is not None and not isinstance(error, PublishUncertain)
+            ]
+            await self._settle_records(written, started, len(records), unsent)
+        else:
+            sent = [record for record, error in zip(records, outcomes, strict=True) if not error]
+            if sent:
+                await self._wait_record(self._mark(sent), self.reactor.seconds(), len(sent))
+        failures = [error for error in errors if error is not None]
+        if failures:
+            error = next((e for e in failures if isinstance(e, PublishUncertain)), failures[0])
+            if isinstance(error, (BrokerUnavailable, PublishUncertain, PublishRefused)):
+                error.confirmed_ids = [m.id for m in confirmed]
+            raise error
 
     def _mark(self, records: list[tuple[str, bytes]]) -> defer.Deferred[None]:
         """
