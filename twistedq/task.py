@@ -67,10 +67,6 @@ __all__ = [
 ]
 
 
-#: The name :py:mod:`twistedq.contrib.django` imports it by.
-_client = client_or_default
-
-
 def _args(args: Any) -> Any:
     """
     ``args`` as a tuple when it is a list or tuple; else as it is, for

@@ -31,8 +31,9 @@ def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> Any:
     from django.db import transaction
 
     from twistedq.message import new_task_id
+    from twistedq.publishing import client_or_default
     from twistedq.result import AsyncResult
-    from twistedq.task import IgnoredResult, Task, _client, _task_name, publish_task
+    from twistedq.task import IgnoredResult, Task, _task_name, publish_task
 
     name = _task_name(task)
     task_id = new_task_id()
@@ -50,6 +51,6 @@ def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> Any:
             publish_task(name, args, kwargs, task_id=task_id)
 
     if ignore_result is None:
-        ignore_result = _client(None).settings.ignore_result
+        ignore_result = client_or_default(None).settings.ignore_result
     transaction.on_commit(publish, using=using)
     return (IgnoredResult if ignore_result else AsyncResult)(task_id)
