@@ -44,7 +44,11 @@ class PeerSystem:
             self.command(log), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))
         )
         self.processes = [process]
-        wait_for_log(log, process, [self.ready])
+        try:
+            wait_for_log(log, process, [self.ready])
+        except BaseException:
+            stop(process, wait=5)  # not left behind, retrying
+            raise
 
     def stop_worker(self) -> None:
         for process in self.processes:

@@ -113,13 +113,23 @@ def wait_for_log(path: Path, process: subprocess.Popen[bytes], needles: list[str
     sys.exit(f"worker not ready:\n{path.read_text(errors='replace')[-3000:]}")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], wait: float = 60) -> None:
     """
-    Stop a worker with SIGTERM, killing it after a minute.
+    Stop a worker with SIGTERM, killing it (and its children) after
+    ``wait`` seconds.
     """
+    if process.poll() is not None:
+        return
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(60)
+        process.wait(wait)
     except subprocess.TimeoutExpired:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        found = children.read_text().split() if children.exists() else []
         process.kill()
+        for child in found:
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         process.wait()

@@ -127,7 +127,17 @@ def start_twistedq(
         cwd=workdir,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(source), str(ROOT)])),
     )
-    wait_for_log(log, process, ["Consuming", f"Process-{concurrency}"])
+    try:
+        wait_for_log(log, process, ["Consuming", f"Process-{concurrency}"])
+    except BaseException as e:
+        # Not ready (a wrong URL, a server down) or interrupted: it must not
+        # stay behind, retrying for ever.
+        stop(process, wait=5)
+        if isinstance(e, SystemExit):
+            raise SystemExit(
+                f"twistedq's daemon did not start (broker {broker}, store {result_backend}): {e}"
+            ) from None
+        raise
     return process
 
 
@@ -157,20 +167,24 @@ class TwistedqSystem:
 
     def start_worker(self) -> None:
         self.processes = []
-        for number in range(self.options.daemons):
-            workdir = self.workdir / str(number)
-            workdir.mkdir(exist_ok=True)
-            self.processes.append(
-                start_twistedq(
-                    workdir,
-                    self.options.broker,
-                    self.options.result_backend,
-                    self.queue,
-                    self.options.concurrency,
-                    self.options.source,
-                    self.extra,
+        try:
+            for number in range(self.options.daemons):
+                workdir = self.workdir / str(number)
+                workdir.mkdir(exist_ok=True)
+                self.processes.append(
+                    start_twistedq(
+                        workdir,
+                        self.options.broker,
+                        self.options.result_backend,
+                        self.queue,
+                        self.options.concurrency,
+                        self.options.source,
+                        self.extra,
+                    )
                 )
-            )
+        except BaseException:
+            self.stop_worker()  # those started before the one that failed
+            raise
 
     def stop_worker(self) -> None:
         for process in self.processes:
@@ -306,16 +320,17 @@ def measure(system: Any, options: argparse.Namespace) -> dict[str, Any]:
     figures["publish"] = options.tasks / (time.perf_counter() - t0)
     system.start_worker()
     try:
-        cpu_before = parts.now(system.processes)
+        # The worker drains from the moment it consumes, before this
+        # reading: the CPU is divided over the tasks done after it.
+        read_at, cpu_before = time.time(), parts.now(system.processes)
         times = wait_done(system, ids)
         figures["drain"] = options.tasks / (max(times) - min(times))
-        figures["parts_drain"] = parts.per_task(
-            cpu_before, parts.now(system.processes), options.tasks
+        after = sum(1 for done in times if done >= read_at)
+        figures["parts_drain"] = (
+            parts.per_task(cpu_before, parts.now(system.processes), after)
+            if after >= options.tasks // 2
+            else [math.nan] * len(PartsCPU.PARTS)  # too few to say
         )
-        if len(system.processes) > 1:
-            # The first daemons drain while the next start, before the
-            # reading above: the drain's CPU is not known.
-            figures["parts_drain"] = [math.nan] * len(PartsCPU.PARTS)
     finally:
         system.stop_worker()
     return figures
@@ -494,6 +509,10 @@ def compare_events(options: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    # Ctrl-C or a SIGTERM stops the run, and its workers with it (the
+    # peers' libraries may have taken SIGINT for themselves).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--broker",
@@ -599,8 +618,9 @@ def print_parts(results: dict[str, dict[str, Any]]) -> None:
     """
     CPU microseconds per task of each part while streaming and while
     draining (the drain's client column is the benchmark's watching only;
-    "-": that server is not on this machine, or with several daemons the
-    drain, which starts before the last daemon is up).
+    its figures are of the tasks done after the workers were up; "-": that
+    server is not on this machine, or fewer than half the tasks were done
+    after the workers were up).
     """
     print("\nCPU us per task  " + " ".join(f"{part:>9}" for part in PartsCPU.PARTS) + "    total")
     for name, f in results.items():
