@@ -311,7 +311,10 @@ class InspectLinesTests(SynchronousTestCase):
 
 class StatusTests(SynchronousTestCase):
     def answers(self, daemons: list[dict[str, Any]]) -> dict[str, Any]:
-        stats = {"pool": {"children": 4, "busy": 3}, "dispatcher": {"completed": 9, "failed": 1}}
+        stats = {
+            "pool": {"children": 4, "busy": 3},
+            "dispatcher": {"completed": 9, "failed": 1, "held": 500},
+        }
         return {
             "broadcast": {
                 "ping": daemons,
@@ -324,7 +327,8 @@ class StatusTests(SynchronousTestCase):
         """
         The queue's ready messages and consumers, the dead letters (a
         queue not declared says so) and a row per daemon with uptime,
-        children and busy from its statistics.
+        children, busy and the deliveries it holds unacknowledged (which
+        the queue's ready count does not show) from its statistics.
         """
         session = FakeSession(**self.answers([reply("a:1", {"pong": True, "uptime": 3700})]))
         session._connection = type("C", (), {"address": "amqp://guest@h:5672//"})()
@@ -334,7 +338,9 @@ class StatusTests(SynchronousTestCase):
         text = run.out.getvalue()
         self.assertIn("queue         jobs: 12 ready, 2 consumers", text)
         self.assertIn("dead letters  jobs.dead: not declared", text)
-        self.assertEqual(run.lines[-1].split(), ["a:1", "web1", "42", "1h01m", "4", "3", "9", "1"])
+        self.assertEqual(
+            run.lines[-1].split(), ["a:1", "web1", "42", "1h01m", "4", "3", "500", "9", "1"]
+        )
         self.assertEqual({b[0] for b in session.broadcasts}, {"ping", "inspect.stats"})
 
     def test_status_without_daemons_json(self) -> None:

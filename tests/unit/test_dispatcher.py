@@ -323,6 +323,8 @@ class BatchingTests(DispatcherTestCase):
         self.dispatcher.pump()
         self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4])
         self.assertEqual(self.dispatcher.stats()["pending"], 8)
+        # All twenty are held unacknowledged: twelve in children, eight waiting.
+        self.assertEqual(self.dispatcher.stats()["held"], 20)
         self.pool.finish(0)
         self.dispatcher.pump()
         self.assertEqual([len(b) for b, _ in self.pool.batches], [4, 4, 4, 4])
@@ -483,11 +485,13 @@ class SettlingTests(DispatcherTestCase):
         self.assertEqual(json.loads(rows[1].document)["result"], [2])
         for d in self.deliveries:
             self.assertEqual(d.settled, [])
+        self.assertEqual(self.dispatcher.stats()["held"], 3)
         stored.answer()
         for d in self.deliveries:
             self.assertEqual(d.settled, ["ack"])
         self.assertEqual(self.dispatcher.stats()["completed"], 3)
         self.assertEqual(self.dispatcher.stats()["failed"], 0)
+        self.assertEqual(self.dispatcher.stats()["held"], 0)
 
     def test_failed_tasks_acked_and_counted(self):
         """

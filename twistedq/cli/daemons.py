@@ -194,6 +194,7 @@ def _daemon_rows(pongs: list[dict[str, Any]], stats: list[dict[str, Any]]) -> li
                 "uptime": (pong.get("reply") or {}).get("uptime"),
                 "children": pool.get("children"),
                 "busy": pool.get("busy"),
+                "held": dispatcher.get("held"),
                 "completed": dispatcher.get("completed"),
                 "failed": dispatcher.get("failed"),
             }
@@ -301,7 +302,9 @@ def _print_status(
     print(f"dead letters  {_queue_text(dead, dead=True)}", file=out)
     print(f"daemons       {len(daemons)}", file=out)
     if daemons:
-        columns = ["daemon", "host", "pid", "uptime", "children", "busy", "completed", "failed"]
+        columns = [
+            "daemon", "host", "pid", "uptime", "children", "busy", "held", "completed", "failed",
+        ]  # fmt: skip
         rows = [
             [duration(row[key]) if key == "uptime" else row[key] for key in columns]
             for row in daemons

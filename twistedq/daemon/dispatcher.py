@@ -325,6 +325,7 @@ class Dispatcher:
             "retried": count[EventKind.RETRIED],
             "delayed": count[EventKind.DELAYED],
             "pending": len(self.feeder.pending),
+            "held": sum(1 for job in list(self.gate.taken) if job.state is not JobState.SETTLED),
             "held_for_eta": len(self.timing.waiting),
             "in_flight": len(self.in_flight),
             "retrying": sum(1 for job in self.feeder.pending if job.suspect),
