@@ -9,8 +9,10 @@ its outcomes, divided over its tasks); a task never seen, or whose average
 is over :py:data:`QUICK_TASK` seconds, runs alone, as does a task with a
 time limit.  A batch takes tasks while their averages add up to at most
 :py:data:`QUICK_TASK`, up to ``max_batch``: sixty-four no-op tasks share
-one AMP call, tasks of 5 ms four.  So a slow task never waits in a child's batch behind another
-(STARTED means running) and terminating it kills no other task.
+one AMP call, tasks of 5 ms four.  So a task whose average is slow never
+waits in a child's batch behind another (STARTED means running) and
+terminating it kills no other task.  (The averages are per task name: a
+name whose run times vary widely may still share a batch.)
 
 Child-death triage: the tasks of a batch whose child died run again one by
 one, so the one that kills children is found; a task whose child dies on
