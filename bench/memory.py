@@ -69,18 +69,25 @@ class PeakSampler:
         self.peak = max(self.peak, own_rss_mib(self.pid))
 
 
-def status(options: argparse.Namespace, queue: str) -> dict[str, Any]:
+def twistedq(options: argparse.Namespace, queue: str, *command: str) -> str:
     """
-    ``twistedq status --json`` of the benchmark's queue.
+    What the ``twistedq`` command prints for ``command`` on ``queue``.
     """
     found = subprocess.run(
         [
             os.path.join(os.path.dirname(sys.executable), "twistedq"),
-            "--broker", options.broker, "--queue", queue, "--json", "status",
+            "--broker", options.broker, "--queue", queue, *command,
         ],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
-    return dict(json.loads(found.stdout))
+    return found.stdout
+
+
+def status(options: argparse.Namespace, queue: str) -> dict[str, Any]:
+    """
+    ``twistedq status --json`` of the benchmark's queue.
+    """
+    return dict(json.loads(twistedq(options, queue, "--json", "status")))
 
 
 def publish_later(system: TwistedqSystem, count: int) -> None:
@@ -114,13 +121,7 @@ def wait_delayed(options: argparse.Namespace, queue: str, count: int) -> None:
 
 def purge_delay_queues(options: argparse.Namespace, queue: str) -> None:
     for each in status(options, queue)["delay_queues"]:
-        subprocess.run(
-            [
-                os.path.join(os.path.dirname(sys.executable), "twistedq"),
-                "--broker", options.broker, "--queue", each["name"], "purge", "--yes",
-            ],
-            capture_output=True, cwd=ROOT,
-        )  # fmt: skip
+        twistedq(options, each["name"], "purge", "--yes")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from twistedq.amqp.events import (
 )
 from twistedq.daemon.events import EventKind, Events, daemon_load
 from twistedq.daemon.identity import DaemonIdentity
-from twistedq.daemon.job import Job, JobState
+from twistedq.daemon.job import Job
 from twistedq.daemon.job import arguments_preview as args_preview
 from twistedq.message import TaskMessage
 from twistedq.outcome import failure_document, retry_document
@@ -808,8 +808,6 @@ class DaemonLoadTests(SynchronousTestCase):
         for kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD_LETTERED):
             events.report(kind, task_id(1), "add")
         events.report(EventKind.REJECTED, None, reason="not-json")
-        held, settled = job(1), job(2)
-        settled.state = JobState.SETTLED
 
         class Pool:
             size = 3
@@ -822,7 +820,7 @@ class DaemonLoadTests(SynchronousTestCase):
 
         dispatcher = Dispatcher()
         dispatcher.events = events
-        dispatcher.gate = type("Gate", (), {"taken": [held, settled]})()
+        dispatcher.held = 1  # counted by Dispatcher.held (test_dispatcher)
         load = daemon_load(Pool(), dispatcher)()
         self.assertGreater(load.pop("rss_kib"), 1000)
         self.assertEqual(

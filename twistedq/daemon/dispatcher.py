@@ -311,6 +311,14 @@ class Dispatcher:
         """
         await self.leases.recover_parked()
 
+    @property
+    def held(self) -> int:
+        """
+        The deliveries held unacknowledged: running, waiting for a child or
+        their ETA, being stored.
+        """
+        return sum(1 for job in list(self.gate.taken) if job.state is not JobState.SETTLED)
+
     def stats(self) -> dict[str, Any]:
         """
         The dispatcher's figures for the status resource.
@@ -325,7 +333,7 @@ class Dispatcher:
             "retried": count[EventKind.RETRIED],
             "delayed": count[EventKind.DELAYED],
             "pending": len(self.feeder.pending),
-            "held": sum(1 for job in list(self.gate.taken) if job.state is not JobState.SETTLED),
+            "held": self.held,
             "held_for_eta": len(self.timing.waiting),
             "in_flight": len(self.in_flight),
             "retrying": sum(1 for job in self.feeder.pending if job.suspect),

@@ -171,12 +171,11 @@ def daemon_load(pool: Any, dispatcher: Any) -> Callable[[], dict[str, Any]]:
     def load() -> dict[str, Any]:
         pool_stats = pool.stats()
         counts = events.counts
-        held = sum(1 for job in list(dispatcher.gate.taken) if job.state.value != "settled")
         return {
             "concurrency": getattr(pool, "size", pool_stats.get("children")),
             "children": pool_stats.get("children"),
             "busy": pool_stats.get("busy"),
-            "held": held,
+            "held": dispatcher.held,
             "processed": sum(counts[kind] for kind in SETTLED_KINDS),
             "rss_kib": own_rss_kib(),
             "children_rss_kib": sum(pool_stats.get("rss_kib", {}).values()),
